@@ -1,0 +1,273 @@
+"""The agent process: lock, socket, loop, and a written shutdown order.
+
+Start-up
+    1. take ``agent.lock`` (flock, held for life): a second agent exits at once
+       and can never bind a live agent's socket;
+    2. open the store and recover runs a previous agent left running;
+    3. remove a stale socket file (safe: we hold the lock), bind the ROUTER,
+       write ``agent.json`` (pid, endpoint) atomically: now clients find us.
+
+Loop
+    poll → drain up to ``max_drain`` frames (validate, fold into memory, answer
+    HELLO/STATUS at once) → seal what may be sealed → commit one transaction →
+    send the ACKs it made true. Every ``liveness_interval_s`` the pids of
+    running ranks are checked. With no running run and no message for
+    ``idle_timeout_s`` the agent exits.
+
+Shutdown (SIGTERM, SIGINT, ``rankwise agent stop``, idle)
+    1. stop reading the socket; 2. seal groups whose ranks are all done;
+    3. commit and send the last ACKs; 4. remove ``agent.json`` and the socket
+    file, close the socket (linger 0); 5. close the store (WAL checkpoint);
+    6. release the lock by exiting. Groups still running stay open in the store
+    and the next agent reopens them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, resolve
+from agent.errors import AlreadyRunning
+from client import paths
+
+log = logging.getLogger("rankwise.agent")
+
+
+class AgentLock:
+    """The exclusive flock that makes this process *the* agent of a runtime directory."""
+
+    def __init__(self, runtime: Path):
+        self.path = runtime / paths.AGENT_LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"another agent holds {self.path}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Agent:
+    """One node agent (which, on a single machine, is also the root that stores)."""
+
+    def __init__(self, cfg: AgentConfig):
+        self.cfg = cfg
+        self.lock = AgentLock(cfg.runtime_dir)
+        self.stopping = False
+        self.endpoint: str | None = None
+        self.ingest: Any = None
+        self._sock: Any = None
+        self._ctx: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Agent pid={os.getpid()} endpoint={self.endpoint} ingest={self.ingest!r}>"
+
+    def start(self) -> None:
+        import zmq
+
+        from agent.ingest import Ingest
+        from agent.store.sqlite import SQLiteStore
+        from client import wire
+
+        paths.ensure_private_dir(self.cfg.runtime_dir)
+        paths.ensure_data_dir(self.cfg.data_dir)
+        self.lock.acquire()
+        store = SQLiteStore(self.cfg.store_path)
+        self.ingest = Ingest(store, self.cfg)
+        self.ingest.recover()
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.RCVHWM, 100000)
+        endpoint = paths.ipc_endpoint(self.cfg.runtime_dir)
+        if endpoint is not None and zmq.has("ipc"):
+            sock_path = self.cfg.runtime_dir / paths.AGENT_SOCKET
+            try:
+                sock_path.unlink()
+            except FileNotFoundError:
+                pass
+            sock.bind(endpoint)
+            os.chmod(sock_path, 0o600)
+        else:
+            port = sock.bind_to_random_port("tcp://127.0.0.1")
+            endpoint = f"tcp://127.0.0.1:{port}"
+        self._sock = sock
+        self.endpoint = endpoint
+        info = {"pid": os.getpid(), "endpoint": endpoint, "started": time.time(), "store": str(self.cfg.store_path)}
+        tmp = self.cfg.runtime_dir / (paths.AGENT_INFO + ".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.cfg.runtime_dir / paths.AGENT_INFO)
+        log.info("agent %d serving %s, store %s", os.getpid(), endpoint, self.cfg.store_path)
+
+    def request_stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def serve(self) -> None:
+        import zmq
+
+        sock = self._sock
+        ingest = self.ingest
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        max_drain = self.cfg.max_drain
+        while not self.stopping:
+            timeout_ms = 0 if ingest.pending else 50
+            if poller.poll(timeout_ms):
+                for _ in range(max_drain):
+                    try:
+                        peer, frame = sock.recv_multipart(zmq.NOBLOCK, copy=True)[:2]
+                    except zmq.Again:
+                        break
+                    except ValueError:  # a frame without identity: cannot happen on ROUTER, count it anyway
+                        ingest.counters.bad_frame("no identity")
+                        continue
+                    for reply in ingest.handle(peer, frame):
+                        self._send(reply)
+            ingest.tick()
+            for reply in ingest.commit():
+                self._send(reply)
+            if ingest.stop_requested:
+                self.stopping = True
+            elif ingest.idle():
+                log.info("idle for %.0f s with no running run: exiting", self.cfg.idle_timeout_s)
+                self.stopping = True
+
+    def _send(self, reply: tuple[bytes, bytes]) -> None:
+        import zmq
+
+        try:
+            self._sock.send_multipart(reply, zmq.NOBLOCK)
+        except zmq.ZMQError:  # the peer went away or its queue is full: it will ask again
+            self.ingest.counters.add("replies_dropped")
+
+    def shutdown(self) -> None:
+        """The written shutdown order (module docstring)."""
+        ingest = self.ingest
+        if ingest is not None:
+            now = time.time()
+            ingest.seal_finished(now)
+            for reply in ingest.commit(now):
+                self._send(reply)
+        for name in (paths.AGENT_INFO, paths.AGENT_SOCKET):
+            try:
+                (self.cfg.runtime_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        if self._ctx is not None:
+            self._ctx.term()
+        if ingest is not None:
+            ingest.store.close()
+        self.lock.release()
+        log.info("agent %d stopped", os.getpid())
+
+
+def _setup_logging(cfg: AgentConfig, foreground: bool) -> None:
+    root = logging.getLogger("rankwise")
+    root.setLevel(cfg.log_level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s [agent %(process)d] %(message)s")
+    paths.ensure_data_dir(cfg.data_dir)
+    handler = logging.handlers.RotatingFileHandler(cfg.log_path, maxBytes=10 << 20, backupCount=2)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if foreground:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+
+
+def run_agent(cfg: AgentConfig, foreground: bool = True, ready_fd: int | None = None) -> int:
+    """Run until stopped. Exit status: 0 stopped cleanly, 3 another agent is running."""
+    _setup_logging(cfg, foreground)
+    agent = Agent(cfg)
+    try:
+        agent.start()
+    except AlreadyRunning as exc:
+        log.info("%s; exiting", exc)
+        _signal_ready(ready_fd, b"3")
+        return 3
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    _signal_ready(ready_fd, b"0")
+    try:
+        agent.serve()
+    except Exception:
+        log.exception("agent loop failed")
+        raise
+    finally:
+        agent.shutdown()
+    return 0
+
+
+def _signal_ready(fd: int | None, code: bytes) -> None:
+    if fd is not None:
+        try:
+            os.write(fd, code)
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _detach_and_wait() -> int | None:
+    """Fork; the parent waits until the child is serving (or lost the race) and exits with its code."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            code = pipe.read(1)
+        os._exit(int(code) if code else 1)
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    return w
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rankwise agent", description="Run the rankwise node agent in the foreground.")
+    p.add_argument("--dir", help="data directory (default: RANKWISE_DIR or ~/.local/share/rankwise)")
+    p.add_argument("--runtime-dir", help="socket/lock directory (default: RANKWISE_RUNTIME_DIR)")
+    p.add_argument(
+        "--idle-timeout", type=float, help="exit after this many seconds with nothing running (0 = never; default 60)"
+    )
+    p.add_argument("--seal-timeout", type=float, help="seal a step at most this many seconds after it opened")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = resolve(
+        data_dir=args.dir,
+        runtime_dir=args.runtime_dir,
+        idle_timeout_s=args.idle_timeout,
+        seal_timeout_s=args.seal_timeout,
+        log_level=args.log_level,
+    )
+    ready_fd = _detach_and_wait() if args.detach else None
+    return run_agent(cfg, foreground=not args.detach, ready_fd=ready_fd)

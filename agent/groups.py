@@ -1,0 +1,100 @@
+"""Group windows and when to seal them.
+
+Each group (one distributed job) keeps its open points in a
+:class:`grouping.GroupWindow`. A step is *sealed* — reduced over ranks into a
+group row and written — once every rank we still wait for has committed past
+it. We wait for a rank that is running and has been heard from recently, and,
+for a while after the group appeared, for ranks that have not said hello yet.
+Finished, failed and crashed ranks are not waited for. Independently, a step is
+sealed after ``seal_timeout_s``, and the oldest steps are sealed early when the
+window exceeds its byte budget: memory stays bounded and nothing is dropped.
+
+Points that arrive for a step already sealed are not lost: the per-rank rows go
+to the store as usual, and the group row of that step is recomputed from the
+stored per-rank values in the same transaction (a new revision, counted as late).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agent.store.base import GroupRecord
+from grouping import GroupWindow, finalize
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.pending import PendingWrites
+    from agent.runs import RunState
+
+
+class GroupState:
+    __slots__ = ("record", "window", "ranks", "seen_at")
+
+    def __init__(self, record: GroupRecord, now: float):
+        self.record = record
+        self.window = GroupWindow()
+        self.ranks: dict[int, "RunState"] = {}
+        self.seen_at = now
+
+    def __repr__(self) -> str:
+        g = self.record
+        return (
+            f"<GroupState {g.project}/{g.name} ranks={len(self.ranks)}/{g.world_size} "
+            f"sealed_through={g.sealed_through} window={self.window.nbytes}B>"
+        )
+
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "PendingWrites") -> None:
+        """Numeric points of one key from one rank: open steps into the window, sealed ones to recompute."""
+        values = values.astype(np.float64, copy=False)
+        sealed = self.record.sealed_through
+        if len(steps) and steps.min() <= sealed:
+            late = steps <= sealed
+            pending.recompute.setdefault((self.record.id, key), []).append(steps[late])
+            self.record.late_rows += int(late.sum())
+            pending.groups[self.record.id] = self.record
+            steps, values = steps[~late], values[~late]
+        if len(steps):
+            self.window.add(key, rank, steps, values, now)
+
+    def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
+        marks = []
+        for rank in range(self.record.world_size):
+            run = self.ranks.get(rank)
+            if run is None:
+                if now - self.seen_at < cfg.join_grace_s:
+                    marks.append(-1)
+                continue
+            if not run.running or now - run.last_seen > cfg.silence_s:
+                continue
+            marks.append(run.watermark)
+        return marks
+
+    def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
+        """Seal what may be sealed; returns the number of keys for which group rows were produced."""
+        window = self.window
+        if window.n_points == 0:
+            return 0
+        if everything:
+            bound = window.max_step
+        else:
+            marks = self.waited_watermarks(now, cfg)
+            bound = min(marks) if marks else window.max_step
+            expired = window.expired_through(now, cfg.seal_timeout_s)
+            if expired is not None:
+                bound = max(bound, expired)
+            budget = window.bound_for_budget(cfg.window_max_bytes)
+            if budget is not None:
+                bound = max(bound, budget)
+        if bound is None or window.min_step is None or bound < window.min_step:
+            return 0
+        parts = window.take_through(bound)
+        g = self.record
+        for key, partial in parts.items():
+            pending.group_rows.append((g.id, key, finalize(partial, g.world_size), False))
+        if bound > g.sealed_through:
+            g.sealed_through = int(bound)
+        g.updated = now
+        pending.groups[g.id] = g
+        return len(parts)

@@ -1,0 +1,443 @@
+"""Message handling: frames in, state changes and replies out. No sockets here.
+
+The daemon's loop feeds every frame to :meth:`Ingest.handle` (which validates
+it and answers HELLO/STATUS/PING at once), calls :meth:`Ingest.commit` after
+each drain (one store transaction, then the ACKs it made true) and
+:meth:`Ingest.tick` on a timer (crash detection, sealing). A malformed frame is
+counted by cause and answered with nothing; it never raises out of here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from agent.config import AgentConfig
+from agent.groups import GroupState
+from agent.pending import PendingWrites
+from agent.runs import RunState, WriterState, pid_alive
+from agent.status import Counters
+from agent.store.base import Store
+from client import wire
+from client.errors import ProtocolError
+from grouping import finalize, reduce_points
+
+log = logging.getLogger("rankwise.agent")
+
+Reply = tuple[bytes, bytes]
+_META_KEYS = ("_timestamp", "_runtime")
+
+
+class Ingest:
+    def __init__(
+        self,
+        store: Store,
+        cfg: AgentConfig,
+        node: str | None = None,
+        alive: Callable[[int], bool] = pid_alive,
+    ):
+        self.store = store
+        self.cfg = cfg
+        self.node = node or socket.gethostname()
+        self.alive = alive
+        self.counters = Counters()
+        self.pending = PendingWrites()
+        self.runs: dict[int, RunState] = {}
+        self.groups: dict[int, GroupState] = {}
+        self.writers: dict[str, WriterState] = {}
+        self.started = time.time()
+        self.last_message = time.monotonic()
+        self.stop_requested = False
+        self._next_liveness = 0.0
+        self._commit_failures = 0
+
+    def __repr__(self) -> str:
+        running = sum(r.running for r in self.runs.values())
+        return (
+            f"<Ingest runs={len(self.runs)} running={running} groups={len(self.groups)} writers={len(self.writers)} "
+            f"pending={self.pending!r}>"
+        )
+
+    # ------------------------------------------------------------ dispatch
+
+    def handle(self, peer: bytes, frame: bytes, now: float | None = None) -> list[Reply]:
+        now = time.time() if now is None else now
+        self.last_message = time.monotonic()
+        self.counters.add("frames")
+        try:
+            kind, body = wire.unpack(frame)
+            if kind == wire.BATCH:
+                return self._batch(peer, wire.decode_batch(body, len(frame)), now)
+            if kind == wire.HELLO:
+                return self._hello(peer, wire.decode_hello(body), body, now)
+            if kind == wire.STATUS:
+                return [(peer, wire.pack(wire.STATUS, self.status()))]
+            if kind == wire.PING:
+                return [(peer, wire.pack(wire.PING, {"pid": os.getpid()}))]
+            if kind == wire.STOP:
+                self.stop_requested = True
+                return [(peer, wire.pack(wire.STOP, {"pid": os.getpid()}))]
+            raise ProtocolError(f"unexpected message kind {kind!r} from a client")
+        except ProtocolError as exc:
+            cause = str(exc).split(":")[0][:60]
+            self.counters.bad_frame(cause)
+            if sum(self.counters.malformed.values()) <= 20:
+                log.warning("malformed frame (%d bytes) ignored: %s", len(frame), exc)
+            return []
+
+    # ------------------------------------------------------------ HELLO
+
+    def _group_state(self, record: Any, now: float) -> GroupState:
+        group = self.groups.get(record.id)
+        if group is None:
+            group = self.groups[record.id] = GroupState(record, now)
+        elif record.world_size > group.record.world_size:
+            group.record.world_size = record.world_size
+        return group
+
+    def _find(self, project: str, group: str, name: str) -> RunState | None:
+        for run in self.runs.values():
+            g = run.group.record
+            if run.record.name == name and g.name == group and g.project == project:
+                return run
+        return None
+
+    def _hello(self, peer: bytes, h: wire.Hello, body: dict, now: float) -> list[Reply]:
+        self.counters.add("hellos")
+        ws = self.writers.get(h.writer)
+        replies: list[Reply] = []
+        if ws is None:
+            stored = self.store.writer_seq(h.writer)
+            fork_of = self.writers.get(body.get("fork_of", "")) if isinstance(body.get("fork_of"), str) else None
+            resumed = False
+            if fork_of is not None:
+                run = fork_of.run
+            else:
+                opened = self._open_run(h, now, reconnect=stored > 0 or h.reconnect)
+                if isinstance(opened, str):
+                    self.counters.add("refused")
+                    return [(peer, wire.pack(wire.REFUSE, {"w": h.writer, "error": opened}))]
+                run, resumed = opened
+            ws = WriterState(h.writer, run, stored, peer, h.pid, fork_of is not None)
+            self.writers[h.writer] = ws
+            run.writers.add(h.writer)
+        else:
+            ws.peer = peer
+            resumed = True
+        run = ws.run
+        run.last_seen = now
+        r = run.record
+        welcome = {
+            "w": h.writer,
+            "run_id": r.id,
+            "step": r.step,
+            "summary": r.summary,
+            "runtime": r.runtime,
+            "resumed": bool(resumed),
+            "next_seq": ws.applied + 1,
+        }
+        replies.append((peer, wire.pack(wire.WELCOME, welcome)))
+        if ws.stored:
+            replies.append((peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored})))
+        return replies
+
+    def _open_run(self, h: wire.Hello, now: float, reconnect: bool) -> tuple[RunState, bool] | str:
+        """Register a new run or resume an existing one: (run, resumed), or a refusal reason."""
+        info = h.run
+        project, group_name, name = info["project"], info["group"], info["name"]
+        run = self._find(project, group_name, name)
+        record = run.record if run is not None else self.store.find_run(project, group_name, name)
+        resume = info.get("resume", "allow")
+        found = record is not None
+        if not reconnect:
+            if record is None and resume == "must":
+                return f"run {name!r} of group {group_name!r} does not exist and resume='must'"
+            if record is not None and resume == "never":
+                return f"run {name!r} of group {group_name!r} exists and resume='never'; pick another group or name"
+            if (
+                record is not None
+                and record.state == "running"
+                and record.pid != h.pid
+                and record.node == info["node"]
+                and self.alive(record.pid)
+            ):
+                return (
+                    f"run {name!r} of group {group_name!r} is already running as pid {record.pid} on {record.node}; "
+                    "two processes cannot log as the same rank (pass name= or rank=)"
+                )
+        if run is None:
+            fields = dict(info, run_key=str(info.get("run_id", "")), pid=h.pid)
+            grecord, record, _ = self.store.register(project, group_name, info["world_size"], fields, now)
+            group = self._group_state(grecord, now)
+            run = RunState(record, group, now)
+            self.runs[record.id] = run
+            group.ranks[record.rank] = run
+        if found and not reconnect:
+            self._resume(run, h, now)
+            return run, True
+        return run, False
+
+    def _resume(self, run: RunState, h: wire.Hello, now: float) -> None:
+        r = run.record
+        if r.state == "running" and r.pending:
+            self._commit_pending_row(run, now)
+        r.state = "running"
+        r.exit_code = None
+        r.finished = None
+        r.pid = h.pid
+        r.incarnations += 1
+        r.node = h.run["node"]
+        if h.run.get("config"):
+            r.config.update(h.run["config"])
+        r.updated = now
+        self.pending.runs[r.id] = r
+        self.counters.add("resumed_runs")
+
+    # ------------------------------------------------------------ BATCH
+
+    def _batch(self, peer: bytes, b: wire.Batch, now: float) -> list[Reply]:
+        ws = self.writers.get(b.writer)
+        if ws is None:
+            self.counters.add("unknown_writer")
+            return [(peer, wire.pack(wire.NACK, {"w": b.writer, "reason": "unknown-writer"}))]
+        ws.peer = peer
+        if b.seq <= ws.applied:
+            self.counters.add("duplicate_batches")
+            if b.seq <= ws.stored:
+                return [(peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored}))]
+            return []
+        if b.seq > ws.applied + 1:
+            self.counters.add("gaps")
+            return [(peer, wire.pack(wire.NACK, {"w": ws.id, "reason": "gap", "expect": ws.applied + 1}))]
+        self._apply(ws.run, b, now)
+        ws.applied = b.seq
+        self.pending.writers[ws.id] = (ws.run.record.id, b.seq)
+        self.pending.acks[ws.id] = (peer, b.seq)
+        self.counters.add("batches")
+        self.counters.add("bytes", b.nbytes)
+        return []
+
+    def _apply(self, run: RunState, b: wire.Batch, now: float) -> None:
+        r = run.record
+        group = run.group
+        pending = self.pending
+        run.last_seen = now
+        if b.n:
+            late = b.late
+            normal = None if late is None else ~late
+            self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
+            for col in b.columns:
+                steps = b.step if col.rows is None else b.step[col.rows]
+                values = col.values
+                col_late = None if late is None else (late if col.rows is None else late[col.rows])
+                self._add_column(run, col.key, steps, values, col_late)
+                if col.numeric:
+                    group.add(r.rank, col.key, steps, values, now, pending)
+            committed = b.step if normal is None else b.step[normal]
+            n_late = 0 if late is None else int(late.sum())
+            if len(committed):
+                r.step = max(r.step, int(committed.max()) + 1)
+            r.rows += b.n - n_late
+            r.late += n_late
+            r.runtime = max(r.runtime, float(b.runtime.max()))
+            self.counters.add("rows", b.n)
+            self.counters.add("late_rows", n_late)
+            self.counters.add("points", sum(len(c.values) for c in b.columns))
+        if b.pending is not None or r.pending is not None:
+            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], b.pending[2]]
+        if b.summary:
+            r.summary.update(b.summary)
+        for op, arg in b.control:
+            self._control(run, op, arg, now)
+        r.updated = now
+        pending.runs[r.id] = r
+
+    def _add_rows(self, run: RunState, steps: np.ndarray, columns: dict, late: Any, normal: Any) -> None:
+        for key, values in columns.items():
+            self._add_column(run, key, steps, values, late)
+
+    def _add_column(self, run: RunState, key: str, steps: np.ndarray, values: Any, late: Any) -> None:
+        rid = run.record.id
+        if late is None or not late.any():
+            self.pending.add_history(rid, key, steps, values, False)
+            return
+        keep = ~late
+        if isinstance(values, np.ndarray):
+            on_time, late_values = values[keep], values[late]
+        else:
+            on_time = [v for v, k in zip(values, keep) if k]
+            late_values = [v for v, k in zip(values, keep) if not k]
+        if keep.any():
+            self.pending.add_history(rid, key, steps[keep], on_time, False)
+        self.pending.add_history(rid, key, steps[late], late_values, True)
+
+    def _control(self, run: RunState, op: str, arg: Any, now: float) -> None:
+        r = run.record
+        if op == "config" and isinstance(arg, dict):
+            r.config.update(arg)
+        elif op == "config_del" and isinstance(arg, list):
+            for key in arg:
+                r.config.pop(key, None)
+        elif op == "summary_del" and isinstance(arg, str):
+            r.summary.pop(arg, None)
+        elif op == "define" and isinstance(arg, dict):
+            r.meta.setdefault("metrics", {})[str(arg.get("name"))] = arg
+        elif op == "finish" and isinstance(arg, dict):
+            code = arg.get("exit_code", 0)
+            code = code if isinstance(code, int) else 1
+            r.exit_code = code
+            r.state = "finished" if code == 0 else "failed"
+            r.finished = float(arg.get("t", now)) if isinstance(arg.get("t"), (int, float)) else now
+            r.pending = None
+            self.counters.add("finished_runs")
+        elif op == "meta" and isinstance(arg, dict):
+            r.meta.update(arg)
+        else:
+            self.counters.bad_frame(f"unknown control op {op!r}"[:60])
+
+    # ------------------------------------------------------------ crash handling
+
+    def _commit_pending_row(self, run: RunState, now: float) -> None:
+        """A run that vanished leaves its uncommitted row: commit it, nothing is dropped."""
+        r = run.record
+        if not r.pending:
+            return
+        step, t, data = r.pending
+        r.pending = None
+        steps = np.array([step], np.int64)
+        self._add_column(run, "_timestamp", steps, np.array([t]), None)
+        self._add_column(run, "_runtime", steps, np.array([max(0.0, t - r.created)]), None)
+        for key, value in data.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                arr = np.array([value], dtype=np.float64 if isinstance(value, float) else np.int64)
+                self._add_column(run, key, steps, arr, None)
+                run.group.add(r.rank, key, steps, arr, now, self.pending)
+            else:
+                self._add_column(run, key, steps, [value], None)
+        r.step = max(r.step, step + 1)
+        r.rows += 1
+
+    def _crash(self, run: RunState, now: float, why: str) -> None:
+        r = run.record
+        self._commit_pending_row(run, now)
+        r.state = "crashed"
+        r.updated = now
+        self.pending.runs[r.id] = r
+        self.counters.add("crashed_runs")
+        log.info("run %s of group %s crashed (%s)", r.name, run.group.record.name, why)
+
+    # ------------------------------------------------------------ timers, commit
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        mono = time.monotonic()
+        if mono >= self._next_liveness:
+            self._next_liveness = mono + self.cfg.liveness_interval_s
+            for run in self.runs.values():
+                r = run.record
+                if run.running and r.node == self.node and not self.alive(r.pid):
+                    self._crash(run, now, f"pid {r.pid} is gone")
+        for group in self.groups.values():
+            group.seal(now, self.cfg, self.pending)
+
+    def commit(self, now: float | None = None) -> list[Reply]:
+        """Write everything pending in one transaction; return the ACKs that are now true."""
+        pending = self.pending
+        if not pending:
+            return []
+        t0 = time.perf_counter()
+        try:
+            with self.store.transaction() as txn:
+                pending.write(txn)
+                for (gid, key), parts in pending.recompute.items():
+                    steps = np.unique(np.concatenate(parts))
+                    s, ranks, values = txn.rank_values(gid, key, steps)
+                    rows = finalize(reduce_points(s, ranks, values), self.groups[gid].record.world_size)
+                    txn.add_group_rows(gid, key, rows, True)
+                    self.counters.add("group_revisions", len(steps))
+        except Exception as exc:  # StoreError and anything under it: keep the data, retry next turn
+            self._commit_failures += 1
+            self.counters.add("commit_failures")
+            if self._commit_failures <= 5 or self._commit_failures % 100 == 0:
+                log.error("store commit failed (%d so far), will retry: %s", self._commit_failures, exc)
+            return []
+        self._commit_failures = 0
+        self.counters.add("commits")
+        self.counters.add("stored_points", pending.points)
+        self.counters.add("commit_us", int((time.perf_counter() - t0) * 1e6))
+        acks = []
+        for writer, (peer, seq) in pending.acks.items():
+            ws = self.writers.get(writer)
+            if ws is not None:
+                ws.stored = max(ws.stored, seq)
+            acks.append((peer, wire.pack(wire.ACK, {"w": writer, "s": seq})))
+        pending.clear()
+        return acks
+
+    def recover(self, now: float | None = None) -> int:
+        """After a restart: take back runs left running and reopen their groups' unsealed windows."""
+        now = time.time() if now is None else now
+        count = 0
+        for grecord, record in self.store.open_runs():
+            group = self._group_state(grecord, now)
+            run = RunState(record, group, now)
+            self.runs[record.id] = run
+            group.ranks[record.rank] = run
+            count += 1
+        for group in self.groups.values():
+            for key, rank, steps, values in self.store.unsealed_points(group.record.id, group.record.sealed_through):
+                if len(steps):
+                    group.window.add(key, rank, steps, values, now)
+        if count:
+            log.info("recovered %d running run(s) in %d group(s)", count, len(self.groups))
+        return count
+
+    def seal_finished(self, now: float) -> None:
+        """At shutdown: seal groups whose every rank is done; running groups stay open for the next agent."""
+        for group in self.groups.values():
+            if not any(r.running for r in group.ranks.values()):
+                group.seal(now, self.cfg, self.pending, everything=True)
+
+    def idle(self) -> bool:
+        if self.cfg.idle_timeout_s <= 0:
+            return False
+        if any(r.running for r in self.runs.values()) or self.pending:
+            return False
+        return time.monotonic() - self.last_message > self.cfg.idle_timeout_s
+
+    def status(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for run in self.runs.values():
+            states[run.record.state] = states.get(run.record.state, 0) + 1
+        snap = self.counters.snapshot()
+        snap.update(
+            pid=os.getpid(),
+            node=self.node,
+            uptime_s=time.time() - self.started,
+            store=str(self.cfg.store_path),
+            runs=states,
+            groups=len(self.groups),
+            writers=len(self.writers),
+            window_bytes=sum(g.window.nbytes for g in self.groups.values()),
+            pending_points=self.pending.points,
+            running=[
+                {
+                    "project": run.group.record.project,
+                    "group": run.group.record.name,
+                    "name": run.record.name,
+                    "rank": run.record.rank,
+                    "step": run.record.step,
+                    "rows": run.record.rows,
+                    "pid": run.record.pid,
+                    "lag_s": max(0.0, time.time() - run.last_seen),
+                }
+                for run in self.runs.values()
+                if run.running
+            ][:200],
+        )
+        return snap

@@ -1,0 +1,68 @@
+"""What the next store commit writes, accumulated between commits.
+
+The agent's loop drains many messages, folds them into this, then writes it in
+one transaction and only then acknowledges the batches it contains. History is
+kept per (run, key, late) as a list of arrays and concatenated at commit, so a
+commit writes one chunk per run and key however many batches fed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agent.store.base import GroupRecord, RunRecord, Txn
+
+
+class PendingWrites:
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.history: dict[tuple[int, str, bool], tuple[list[np.ndarray], list[Any]]] = {}
+        self.group_rows: list[tuple[int, str, dict[str, np.ndarray], bool]] = []
+        self.runs: dict[int, RunRecord] = {}
+        self.groups: dict[int, GroupRecord] = {}
+        self.writers: dict[str, tuple[int, int]] = {}
+        self.recompute: dict[tuple[int, str], list[np.ndarray]] = {}
+        self.drops: dict[str, int] = {}
+        self.acks: dict[str, tuple[bytes, int]] = {}  # writer -> (peer identity, seq)
+        self.points = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.history or self.group_rows or self.runs or self.groups or self.writers or self.drops)
+
+    def __repr__(self) -> str:
+        return (
+            f"<PendingWrites chunks={len(self.history)} points={self.points} group_rows={len(self.group_rows)} "
+            f"runs={len(self.runs)} acks={len(self.acks)}>"
+        )
+
+    def add_history(self, run_id: int, key: str, steps: np.ndarray, values: Any, late: bool) -> None:
+        entry = self.history.get((run_id, key, late))
+        if entry is None:
+            entry = self.history[(run_id, key, late)] = ([], [])
+        entry[0].append(steps)
+        entry[1].append(values)
+        self.points += len(steps)
+
+    def write(self, txn: Txn) -> None:
+        """Everything but recomputation of late group rows (the caller does that within the same txn)."""
+        for (run_id, key, late), (steps, values) in self.history.items():
+            s = steps[0] if len(steps) == 1 else np.concatenate(steps)
+            if all(isinstance(v, np.ndarray) for v in values):
+                v: Any = values[0] if len(values) == 1 else np.concatenate(values)
+            else:
+                v = [x for part in values for x in (part.tolist() if isinstance(part, np.ndarray) else part)]
+            txn.add_history(run_id, key, s, v, late)
+        for group_id, key, rows, revision in self.group_rows:
+            txn.add_group_rows(group_id, key, rows, revision)
+        for run in self.runs.values():
+            txn.put_run(run)
+        for group in self.groups.values():
+            txn.put_group(group)
+        for writer, (run_id, seq) in self.writers.items():
+            txn.put_writer(writer, run_id, seq)
+        for cause, n in self.drops.items():
+            txn.count_drop(cause, n)

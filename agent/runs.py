@@ -1,0 +1,68 @@
+"""The agent's view of runs and writers.
+
+A *run* is one rank of one group (``rank-3`` of ``job-42``); it lives across
+restarts of its process (elastic restarts resume it). A *writer* is one process
+incarnation sending batches for a run (a forked child that logs is a second
+writer of the same run). Sequence numbers, de-duplication and acks are per
+writer; steps, summary and state are per run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psutil
+
+from agent.store.base import RunRecord
+
+if TYPE_CHECKING:
+    from agent.groups import GroupState
+
+
+class WriterState:
+    __slots__ = ("id", "run", "applied", "stored", "peer", "pid", "fork")
+
+    def __init__(self, writer_id: str, run: "RunState", stored: int, peer: bytes, pid: int, fork: bool):
+        self.id = writer_id
+        self.run = run
+        self.applied = stored  # last seq folded into memory
+        self.stored = stored  # last seq committed to the store (acknowledged)
+        self.peer = peer
+        self.pid = pid
+        self.fork = fork
+
+    def __repr__(self) -> str:
+        return f"<Writer {self.id[:8]} run={self.run.record.name} applied={self.applied} stored={self.stored}>"
+
+
+class RunState:
+    __slots__ = ("record", "group", "writers", "last_seen")
+
+    def __init__(self, record: RunRecord, group: "GroupState", now: float):
+        self.record = record
+        self.group = group
+        self.writers: set[str] = set()
+        self.last_seen = now
+
+    @property
+    def running(self) -> bool:
+        return self.record.state == "running"
+
+    @property
+    def watermark(self) -> int:
+        """The last committed step (-1 before the first commit)."""
+        return self.record.step - 1
+
+    def __repr__(self) -> str:
+        r = self.record
+        return f"<RunState {r.name} rank={r.rank} {r.state} step={r.step} rows={r.rows} writers={len(self.writers)}>"
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False

@@ -1,0 +1,191 @@
+"""The store interface: what the agent writes and what ``rankwise.Api`` reads.
+
+A store keeps groups, runs (with summary, config, state), per-run history as
+columnar chunks (one chunk holds one key's values for a span of steps) and
+group rows (per key and step: count, expected, mean, min, max, std, min_rank,
+max_rank) as chunks too. Later chunks win: a late update of a run's row, or a
+new revision of a group row, is a later chunk covering the same steps.
+
+Implementations: :mod:`agent.store.sqlite` (the embedded default) and
+:mod:`agent.store.memory` (for tests). Everything one agent commit writes goes
+through one :class:`Txn`, so a batch, its writer sequence number and the group
+rows it sealed become durable together.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+GROUP_FIELDS = ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
+RUN_STATES = ("running", "finished", "failed", "crashed")
+META_KEYS = ("_timestamp", "_runtime")  # stored like keys; a row's time is its first commit's
+
+
+@dataclass(slots=True)
+class GroupRecord:
+    id: int
+    project: str
+    name: str
+    world_size: int
+    created: float
+    updated: float
+    sealed_through: int = -1
+    late_rows: int = 0
+
+
+@dataclass(slots=True)
+class RunRecord:
+    id: int
+    group_id: int
+    name: str
+    run_key: str
+    rank: int
+    local_rank: int
+    node: str
+    pid: int
+    state: str
+    created: float
+    updated: float
+    exit_code: int | None = None
+    finished: float | None = None
+    step: int = 0  # the step the next commit gets (max committed step + 1)
+    runtime: float = 0.0
+    rows: int = 0
+    late: int = 0
+    incarnations: int = 1
+    summary: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    pending: list | None = None  # [step, t, {key: value}]: the uncommitted row, committed on crash
+    meta: dict = field(default_factory=dict)
+
+
+class Txn(abc.ABC):
+    """One atomic write. Reads through a Txn see its own uncommitted writes."""
+
+    @abc.abstractmethod
+    def add_history(self, run_id: int, key: str, steps: np.ndarray, values: np.ndarray | list, late: bool) -> None:
+        """One key's values at ``steps`` (int64) for a run: a numeric ndarray or a list of msgpack values."""
+
+    @abc.abstractmethod
+    def add_group_rows(self, group_id: int, key: str, rows: dict[str, np.ndarray], revision: bool) -> None:
+        """Group rows of one key (``GROUP_FIELDS`` arrays); ``revision`` marks rows recomputed after sealing."""
+
+    @abc.abstractmethod
+    def put_run(self, run: RunRecord) -> None: ...
+
+    @abc.abstractmethod
+    def put_group(self, group: GroupRecord) -> None: ...
+
+    @abc.abstractmethod
+    def put_writer(self, writer: str, run_id: int, seq: int) -> None: ...
+
+    @abc.abstractmethod
+    def count_drop(self, cause: str, n: int) -> None: ...
+
+    @abc.abstractmethod
+    def rank_values(self, group_id: int, key: str, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(step, rank, value) of every run of the group at ``steps``, latest value per (run, step)."""
+
+
+class Store(abc.ABC):
+    """Write side, owned by one agent process."""
+
+    @abc.abstractmethod
+    def register(
+        self, project: str, group: str, world_size: int, run: dict[str, Any], now: float
+    ) -> tuple[GroupRecord, RunRecord, bool]:
+        """Find or create the group and the run (by group and name); True when the run is new."""
+
+    @abc.abstractmethod
+    def find_run(self, project: str, group: str, name: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    def unsealed_points(self, group_id: int, after_step: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+        """Numeric per-rank points of a group above ``after_step`` as (key, rank, steps, values): what an
+        agent that restarted must put back into the group's open window."""
+
+    @abc.abstractmethod
+    def writer_seq(self, writer: str) -> int:
+        """The last stored sequence number of a writer (0 if unknown)."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Txn]: ...
+
+    @abc.abstractmethod
+    def open_runs(self) -> list[tuple[GroupRecord, RunRecord]]:
+        """Runs left in state running (by an agent that stopped or crashed)."""
+
+    @abc.abstractmethod
+    def reader(self) -> "Reader": ...
+
+    def close(self) -> None:
+        pass
+
+
+class Reader(abc.ABC):
+    """Read side, used by ``rankwise.Api``, the CLI and the web UI."""
+
+    @abc.abstractmethod
+    def projects(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def groups(self, project: str | None = None) -> list[GroupRecord]:
+        """Groups, newest first."""
+
+    @abc.abstractmethod
+    def group(self, project: str, name: str) -> GroupRecord | None: ...
+
+    @abc.abstractmethod
+    def runs(self, group_id: int) -> list[RunRecord]:
+        """Runs of a group ordered by rank."""
+
+    @abc.abstractmethod
+    def run_keys(self, run_id: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    def run_history(self, run_id: int, keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, Any]]:
+        """Per key (and ``_timestamp``/``_runtime``): (steps, values) with later chunks winning per step."""
+
+    @abc.abstractmethod
+    def group_keys(self, group_id: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    def group_history(self, group_id: int, key: str) -> dict[str, np.ndarray]:
+        """``GROUP_FIELDS`` arrays over steps, the latest revision of each step."""
+
+    @abc.abstractmethod
+    def drops(self) -> dict[str, int]: ...
+
+    def close(self) -> None:
+        pass
+
+
+def last_wins(steps_list: list[np.ndarray], values_list: list[Any], first: bool = False) -> tuple[np.ndarray, Any]:
+    """Concatenate chunks (in write order) keeping, for each step, the value of the latest chunk
+    (of the earliest with ``first=True``: row times keep the original commit, not a late update's)."""
+    if not steps_list:
+        return np.empty(0, np.int64), np.empty(0)
+    steps = np.concatenate(steps_list)
+    numeric = all(isinstance(v, np.ndarray) for v in values_list)
+    if numeric:
+        values: Any = np.concatenate(values_list) if len(values_list) > 1 else values_list[0]
+    else:
+        values = [x for v in values_list for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
+    if len(steps) > 1 and not (len(steps_list) == 1 and np.all(np.diff(steps) > 0)):
+        # stable sort by step; the last occurrence of each step is the latest write
+        order = np.argsort(steps, kind="stable")
+        s = steps[order]
+        keep = np.ones(len(s), bool)
+        if first:
+            keep[1:] = s[1:] != s[:-1]
+        else:
+            keep[:-1] = s[1:] != s[:-1]
+        idx = order[keep]
+        steps = steps[idx]
+        values = values[idx] if numeric else [values[i] for i in idx]
+    return steps, values

@@ -1,0 +1,125 @@
+"""Who am I in the job? Rank, world size, local rank and a group id from the launcher's environment.
+
+Every rank of a job must arrive at the same group id without talking to the
+others, so the id is derived from what the launcher exports to all ranks:
+
+==========================  ==========================================  ==============================
+launcher                    rank / world / local rank                   group
+==========================  ==========================================  ==============================
+torchrun (elastic)          RANK, WORLD_SIZE, LOCAL_RANK                TORCHELASTIC_RUN_ID
+SLURM (srun)                SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID   SLURM_JOB_ID[.SLURM_STEP_ID]
+Open MPI (mpirun, prterun)  OMPI_COMM_WORLD_RANK/_SIZE/_LOCAL_RANK      PMIX_NAMESPACE or OMPI jobid
+MPICH / Intel MPI (hydra)   PMI_RANK, PMI_SIZE, MPI_LOCALRANKID         PMIX_NAMESPACE, else launcher pid
+==========================  ==========================================  ==============================
+
+torchrun without ``--rdzv-id`` exports ``TORCHELASTIC_RUN_ID=none``; then a SLURM
+job id is used when there is one, else the torchrun agent's pid and start
+time, which all ranks on the node share (ranks on other nodes cannot agree
+on that: pass ``group=`` or ``--rdzv-id`` for multi-node jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from client.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the environment says about this process's place in a job."""
+
+    launcher: str  # "torchrun", "slurm", "openmpi", "mpich", or "none"
+    rank: int
+    world_size: int
+    local_rank: int
+    group: str | None  # None: no launcher, the caller picks a fresh id
+    node: str
+    restart: int = 0  # torchrun's TORCHELASTIC_RESTART_COUNT
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def _parent_token(ppid: int) -> str:
+    """A token for the parent process that all its children agree on: pid plus start time."""
+    try:
+        import psutil
+
+        started = psutil.Process(ppid).create_time()
+        return f"{ppid}-{int(started * 1000):x}"
+    except Exception:  # psutil missing the process is not worth failing init for
+        return str(ppid)
+
+
+def detect(env: Mapping[str, str] = os.environ, parent_token: Callable[[], str] | None = None) -> Launch:
+    """Read the launcher's environment. ``parent_token`` is injectable for tests."""
+    token = parent_token or (lambda: _parent_token(os.getppid()))
+    node = env.get("SLURMD_NODENAME") or socket.gethostname()
+    restart = _int(env, "TORCHELASTIC_RESTART_COUNT") or 0
+
+    slurm_group = None
+    if env.get("SLURM_JOB_ID"):
+        slurm_group = "slurm-" + env["SLURM_JOB_ID"]
+        if env.get("SLURM_STEP_ID"):
+            slurm_group += "." + env["SLURM_STEP_ID"]
+
+    if _int(env, "RANK") is not None and (
+        "TORCHELASTIC_RUN_ID" in env or "LOCAL_RANK" in env or "WORLD_SIZE" in env
+    ):
+        run_id = env.get("TORCHELASTIC_RUN_ID")
+        if run_id and run_id != "none":
+            group = run_id
+        elif slurm_group:
+            group = slurm_group
+        else:
+            group = "torchrun-" + token()
+        return Launch(
+            "torchrun",
+            _int(env, "RANK") or 0,
+            _int(env, "WORLD_SIZE") or 1,
+            _int(env, "LOCAL_RANK") or 0,
+            group,
+            node,
+            restart,
+        )
+    if _int(env, "OMPI_COMM_WORLD_RANK") is not None:
+        group = env.get("PMIX_NAMESPACE") or env.get("OMPI_MCA_ess_base_jobid") or env.get("OMPI_MCA_orte_ess_jobid")
+        return Launch(
+            "openmpi",
+            _int(env, "OMPI_COMM_WORLD_RANK") or 0,
+            _int(env, "OMPI_COMM_WORLD_SIZE") or 1,
+            _int(env, "OMPI_COMM_WORLD_LOCAL_RANK") or 0,
+            ("ompi-" + group) if group else (slurm_group or "mpirun-" + token()),
+            node,
+        )
+    if _int(env, "PMI_RANK") is not None:
+        group = env.get("PMIX_NAMESPACE")
+        return Launch(
+            "mpich",
+            _int(env, "PMI_RANK") or 0,
+            _int(env, "PMI_SIZE") or 1,
+            _int(env, "MPI_LOCALRANKID") or _int(env, "PMI_LOCAL_RANK") or 0,
+            ("pmix-" + group) if group else (slurm_group or "mpiexec-" + token()),
+            node,
+        )
+    if _int(env, "SLURM_PROCID") is not None and env.get("SLURM_JOB_ID"):
+        return Launch(
+            "slurm",
+            _int(env, "SLURM_PROCID") or 0,
+            _int(env, "SLURM_NTASKS") or _int(env, "SLURM_NPROCS") or 1,
+            _int(env, "SLURM_LOCALID") or 0,
+            slurm_group,
+            node,
+        )
+    return Launch("none", 0, 1, 0, None, node)

@@ -1,0 +1,401 @@
+"""The run handle: ``init()`` returns one per process; ``log()`` is its hot path.
+
+``Run.log`` resolves the step by wandb's rules, validates, copies the dict and
+appends one op to a deque; that is all the training thread pays (see
+``benchmarks/``). Rows, batches, summary and delivery happen on the writer's
+I/O thread (``client.transport``).
+
+Step rules (wandb ``Run.log``), with ``cur`` the step the next commit uses:
+
+* ``log(d)``: merge ``d`` into the pending row, commit at ``cur``, ``cur += 1``;
+* ``log(d, commit=False)``: merge, no commit;
+* ``log(d, step=s)``, ``s > cur``: the pending row is committed at its step,
+  ``cur = s`` and ``d`` becomes pending (committed by ``commit=True``, a later
+  higher step, or ``finish()``); ``s == cur``: merge;
+* ``s < cur``: wandb drops the call; rankwise keeps it as a late update of row
+  ``s``, counts it and warns once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds
+from client.errors import InvalidArgumentError, InvalidValueError, RunConflictError, UsageError
+from client.settings import Settings
+from client.summary import Config, Summary, to_config
+from client.values import FAST_TYPES, RESERVED_KEYS, flatten
+
+if TYPE_CHECKING:
+    from client.transport import Writer
+
+log = logging.getLogger("rankwise")
+
+_FAST = FAST_TYPES
+_LIVE_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()
+
+
+def run_id_for(project: str, group: str, name: str) -> str:
+    """A run id every incarnation of the same rank computes alike (so restarts resume)."""
+    return hashlib.blake2s(f"{project}\0{group}\0{name}".encode(), digest_size=5).hexdigest()
+
+
+def _discard(op: tuple) -> None:
+    pass
+
+
+class Run:
+    """One process's handle on its run. Create it with ``rankwise.init()``."""
+
+    def __init__(self, settings: Settings, config: Mapping[str, Any] | None = None, meta: dict | None = None):
+        self.settings = settings
+        self.id = run_id_for(settings.project, settings.group, settings.name)
+        self._step = 0
+        self._known: set[str] = set()  # keys validated by the slow path; the fast path accepts only these
+        self._finished = False
+        self._late = 0
+        self._warned_late = False
+        self._pid = os.getpid()
+        self._started_wall = time.time()
+        self._exit_code: int | None = None
+        self._lock = threading.Lock()  # finish/fork bookkeeping, never taken by log()
+        self.config = Config(None, config)
+        self.summary = Summary(self)
+        self._meta = meta or {}
+        self._writer: Writer | None = None
+        self._app = _discard
+        self.resumed = False
+        object.__setattr__(self.config, "_run", self)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _hello_run(self) -> dict:
+        s = self.settings
+        return {
+            "project": s.project,
+            "group": s.group,
+            "name": s.name,
+            "run_id": self.id,
+            "rank": s.rank,
+            "world_size": s.world_size,
+            "local_rank": s.local_rank,
+            "node": s.node,
+            "launcher": s.launcher,
+            "restart": s.restart,
+            "resume": s.resume,
+            "started": self._started_wall,
+            "config": self.config.as_dict(),
+            "meta": self._meta,
+        }
+
+    def _start(self) -> None:
+        """Connect to (or start) the node agent and wait for the resume point; bounded by init_timeout_s."""
+        s = self.settings
+        if s.mode == "disabled":
+            return
+        from client import spawn
+        from client.transport import Writer
+
+        writer = Writer(s, self._hello_run())
+        self._writer = writer
+        self._app = writer.ops.append
+        t0 = time.monotonic()
+        agent = spawn.ensure_agent(s, timeout_s=s.init_timeout_s)
+        if agent is None:
+            log.warning(
+                "rankwise: no agent became ready within %.0f s (runtime dir %s); logging continues and "
+                "is delivered once an agent is up",
+                s.init_timeout_s,
+                s.runtime_dir,
+            )
+        writer.start(agent)
+        remaining = max(0.1, s.init_timeout_s - (time.monotonic() - t0))
+        if not writer.welcomed.wait(remaining):
+            log.warning("rankwise: agent did not answer within %.1f s; continuing from step 0", s.init_timeout_s)
+            writer.on_late_welcome = self._late_welcome
+            return
+        if writer.refusal is not None:
+            self._writer = None
+            self._app = _discard
+            raise RunConflictError(writer.refusal)
+        self._apply_welcome(writer.welcome or {})
+        writer.on_late_welcome = self._late_welcome
+
+    def _apply_welcome(self, welcome: dict) -> None:
+        step = int(welcome.get("step", 0))
+        if welcome.get("resumed"):
+            self.resumed = True
+            self._step = max(self._step, step)
+            assert self._writer is not None
+            with self._writer.lock:
+                self._writer.assembler.runtime_offset = float(welcome.get("runtime", 0.0))
+                summary = welcome.get("summary") or {}
+                self._writer.assembler.summary.update(summary)
+
+    def _late_welcome(self, welcome: dict) -> None:
+        if welcome.get("resumed") and int(welcome.get("step", 0)) > self._step and not self.resumed:
+            log.warning(
+                "rankwise: run %s resumes at step %s but the agent answered late; rows logged meanwhile "
+                "start at step 0 and count as late updates",
+                self.settings.name,
+                welcome.get("step"),
+            )
+
+    def __repr__(self) -> str:
+        s = self.settings
+        state = "finished" if self._finished else "running"
+        return (
+            f"<rankwise.Run {s.project}/{s.group}/{s.name} id={self.id} rank={s.rank}/{s.world_size} "
+            f"step={self._step} {state}>"
+        )
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def project(self) -> str:
+        return self.settings.project
+
+    @property
+    def group(self) -> str:
+        return self.settings.group
+
+    @property
+    def rank(self) -> int:
+        return self.settings.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.settings.world_size
+
+    @property
+    def step(self) -> int:
+        """The step the next committed row gets."""
+        return self._step
+
+    @property
+    def dir(self) -> str:
+        return str(self.settings.data_dir)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    # ------------------------------------------------------------ hot path
+
+    def log(self, data: Any, step: Any = None, commit: Any = None, sync: Any = None) -> None:
+        """Log a dict of values at the current step. Never blocks; see the module docstring for steps."""
+        if type(data) is dict and step is None and commit is None:
+            known = self._known
+            for k, v in data.items():
+                if type(v) not in _FAST or k not in known:
+                    break
+            else:
+                s = self._step
+                self._step = s + 1
+                self._app((COMMIT, s, perf_counter(), data.copy()))
+                return
+        self._log_slow(data, step, commit)
+
+    def _log_slow(self, data: Any, step: Any, commit: Any) -> None:
+        if self._finished:
+            raise UsageError(f"log() on run {self.name!r} after finish(); call rankwise.init() for a new run")
+        if not isinstance(data, Mapping):
+            raise InvalidValueError(f"log() takes a dict of key → value, not {type(data).__name__}")
+        flat = flatten(data)
+        for k, v in data.items():
+            if type(v) in _FAST and type(k) is str and k not in RESERVED_KEYS:
+                self._known.add(k)
+        if commit is not None:
+            commit = bool(commit)
+        cur = self._step
+        if step is None:
+            kind = MERGE if commit is False else COMMIT
+            s = cur
+        else:
+            s = _check_step(step)
+            if s < cur:
+                kind = LATE
+                self._late += 1
+                if not self._warned_late:
+                    self._warned_late = True
+                    log.warning(
+                        "rankwise: log(step=%d) is below the current step %d; kept as a late update of "
+                        "row %d (wandb would drop it). Further late updates are counted silently.",
+                        s,
+                        cur,
+                        s,
+                    )
+            else:
+                kind = COMMIT if commit is True else MERGE
+                self._step = s
+        self._app((kind, s, perf_counter(), flat))
+        if kind == COMMIT:
+            self._step = s + 1
+
+    def _control(self, name: str, arg: Any) -> None:
+        self._app((CONTROL, name, arg, None))
+
+    # ------------------------------------------------------------ metrics, flush, finish
+
+    def define_metric(
+        self,
+        name: str,
+        step_metric: str | None = None,
+        step_sync: bool | None = None,
+        hidden: bool | None = None,
+        summary: str | None = None,
+        goal: str | None = None,
+        overwrite: bool | None = None,
+        **kwargs: Any,
+    ) -> dict:
+        """Set how a key (or glob, e.g. ``"val/*"``) is summarised: min, max, mean, first, last or none."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError("define_metric(name=...) must be a non-empty string (a key or a glob)")
+        try:
+            parse_summary_kinds(summary)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        if goal is not None and goal not in ("minimize", "maximize"):
+            raise InvalidArgumentError(f"define_metric(goal={goal!r}) must be 'minimize' or 'maximize'")
+        spec = {"name": name, "summary": summary, "step_metric": step_metric, "hidden": hidden, "goal": goal}
+        self._control("define", spec)
+        return spec
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Block until everything logged so far is stored by the agent. Returns False on timeout."""
+        if self._writer is None:
+            return True
+        return self._writer.flush(self.settings.finish_timeout_s if timeout_s is None else timeout_s)
+
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
+        """Commit the pending row, deliver everything, and mark the run finished (or failed: non-zero code)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        code = 0 if exit_code is None else int(exit_code)
+        self._exit_code = code
+        if self._writer is not None and os.getpid() == self._pid:
+            self._control("finish", {"exit_code": code, "t": time.time(), "late": self._late})
+            ok = self._writer.close(self.settings.finish_timeout_s)
+            if not ok:
+                log.warning(
+                    "rankwise: finish() of %s timed out after %.1f s with %d row(s) not acknowledged by the "
+                    "agent (runtime dir %s)",
+                    self.name,
+                    self.settings.finish_timeout_s,
+                    self._writer.unacked_rows(),
+                    self.settings.runtime_dir,
+                )
+        _LIVE_RUNS.discard(self)
+        from client import state
+
+        state.forget(self)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is None:
+            code = 0
+        elif issubclass(exc_type, SystemExit):
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        else:
+            code = 1
+        self.finish(exit_code=code)
+        return False
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Delivery counters of this process's writer (batches, rows, resends, agent restarts, late updates)."""
+        out: dict[str, Any] = {"late_updates": self._late}
+        if self._writer is not None:
+            out.update(self._writer.counters.as_dict())
+            out["unacked_rows"] = self._writer.unacked_rows()
+        return out
+
+    # ------------------------------------------------------------ fork
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: leave the parent's writer alone, log through a new one started on first use."""
+        parent = self._writer
+        self._pid = os.getpid()
+        if parent is None or self._finished:
+            return
+        try:
+            os.close(parent._wake_r)
+            os.close(parent._wake_w)
+        except OSError:
+            pass
+        from client import spawn
+        from client.transport import Writer
+
+        hello = self._hello_run()
+        child = Writer(self.settings, hello, fork_of=parent.id)
+        child.assembler.summary.update(parent.assembler.summary)
+        self._writer = child
+        run = self
+
+        def first_append(op: tuple) -> None:
+            run._app = child.ops.append
+            child.ops.append(op)
+            agent = spawn.agent_ready(run.settings.runtime_dir)
+            child.start(agent)
+            _register_child_flush(run)
+
+        self._app = first_append
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0")
+    try:
+        value = int(step)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0") from None
+    if value != step or value < 0:
+        raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0")
+    return value
+
+
+def _register_child_flush(run: Run) -> None:
+    """A forked child may leave through os._exit (multiprocessing): flush at both kinds of exit."""
+
+    def flush() -> None:
+        writer = run._writer
+        if writer is not None and not run._finished:
+            writer.close(run.settings.finish_timeout_s)
+
+    atexit.register(flush)
+    mp = sys.modules.get("multiprocessing.util")
+    if mp is not None:
+        mp.Finalize(None, flush, exitpriority=100)
+
+
+def _after_fork_child() -> None:
+    for run in list(_LIVE_RUNS):
+        run._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_child)
+
+
+def create(settings: Settings, config: Any = None, meta: dict | None = None) -> Run:
+    run = Run(settings, to_config(config), meta)
+    run._start()
+    _LIVE_RUNS.add(run)
+    return run

@@ -1,0 +1,186 @@
+"""One frozen :class:`Settings` per run, resolved defaults → environment → keyword arguments.
+
+Every knob has an environment variable so a launcher script can set it for all
+ranks; a keyword argument to ``init()`` wins over the environment. Units are in
+the names (``_s`` seconds, ``_bytes`` bytes). The agent reads the same
+environment for the knobs it shares with clients (paths, idle timeout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from client import launcher, paths
+from client.errors import InvalidArgumentError
+
+MODES = ("online", "offline", "disabled")
+RESUME = ("allow", "never", "must")
+_NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, fixed at ``init()``."""
+
+    # identity
+    project: str
+    group: str
+    name: str
+    rank: int
+    world_size: int
+    local_rank: int
+    node: str
+    launcher: str
+    restart: int = 0
+    resume: str = "allow"
+    mode: str = "online"  # "offline" is accepted for wandb scripts and behaves like online: the agent is local
+    # places
+    data_dir: Path = field(default_factory=lambda: paths.data_dir())
+    runtime_dir: Path = field(default_factory=lambda: paths.runtime_dir())
+    # transport
+    flush_interval_s: float = 0.02
+    finish_timeout_s: float = 10.0
+    init_timeout_s: float = 15.0
+    retry_after_s: float = 2.0
+    max_unacked_bytes: int = 256 << 20
+    batch_max_rows: int = 8192
+    spawn_agent: bool = True
+    agent_idle_timeout_s: float = 60.0
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+# (field, environment variable, parser)
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise InvalidArgumentError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
+def _bytes(name: str, raw: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*", raw)
+    if not m:
+        raise InvalidArgumentError(f"{name}={raw!r} is not a size; use e.g. 268435456, 256M or 1G")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
+def _int_(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise InvalidArgumentError(f"{name}={raw!r} must be >= 1")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise InvalidArgumentError(f"{name}={raw!r} is not a boolean; use 1 or 0")
+
+
+_ENV_KNOBS = (
+    ("flush_interval_s", "RANKWISE_FLUSH_INTERVAL", _float),
+    ("finish_timeout_s", "RANKWISE_FINISH_TIMEOUT", _float),
+    ("init_timeout_s", "RANKWISE_INIT_TIMEOUT", _float),
+    ("retry_after_s", "RANKWISE_RETRY_AFTER", _float),
+    ("max_unacked_bytes", "RANKWISE_MAX_UNACKED_BYTES", _bytes),
+    ("batch_max_rows", "RANKWISE_BATCH_MAX_ROWS", _int_),
+    ("spawn_agent", "RANKWISE_SPAWN_AGENT", _bool),
+    ("agent_idle_timeout_s", "RANKWISE_AGENT_IDLE_TIMEOUT", _float),
+)
+
+
+def _check_name(arg: str, value: Any) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidArgumentError(
+            f"{arg}={value!r} must be a non-empty string of at most 128 characters without '/' or control characters"
+        )
+    return value
+
+
+def _check_int(arg: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{arg}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _default_project() -> str:
+    script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+    stem = Path(script).stem if script else ""
+    return re.sub(r"[^\w.-]", "_", stem) or "default"
+
+
+def fresh_group_id() -> str:
+    """A group id for a process started without a launcher: time plus random bits, sortable."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
+
+
+def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
+    """Build the run's settings: defaults, then environment, then ``kwargs`` (None means not given)."""
+    env = os.environ if env is None else env
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise InvalidArgumentError(f"unknown setting(s) {sorted(unknown)}")
+
+    launch = launcher.detect(env)
+    values: dict[str, Any] = {
+        "project": env.get("RANKWISE_PROJECT") or env.get("WANDB_PROJECT") or _default_project(),
+        "group": env.get("RANKWISE_GROUP") or env.get("WANDB_RUN_GROUP") or launch.group,
+        "rank": launch.rank,
+        "world_size": launch.world_size,
+        "local_rank": launch.local_rank,
+        "node": launch.node,
+        "launcher": launch.launcher,
+        "restart": launch.restart,
+        "mode": (env.get("RANKWISE_MODE") or env.get("WANDB_MODE") or "online").lower(),
+        "data_dir": paths.data_dir(env),
+        "runtime_dir": paths.runtime_dir(env),
+    }
+    if env.get("RANKWISE_NAME"):
+        values["name"] = env["RANKWISE_NAME"]
+    for attr, var, parse in _ENV_KNOBS:
+        if env.get(var) not in (None, ""):
+            values[attr] = parse(var, env[var])
+    values.update(given)
+
+    if values.get("group") is None:
+        values["group"] = fresh_group_id()
+    _check_name("project", values["project"])
+    _check_name("group", values["group"])
+    _check_int("rank", values["rank"], 0)
+    _check_int("world_size", values["world_size"], 1)
+    _check_int("local_rank", values["local_rank"], 0)
+    if values["rank"] >= values["world_size"]:
+        raise InvalidArgumentError(
+            f"rank={values['rank']} is not below world_size={values['world_size']}; pass both or neither"
+        )
+    values.setdefault("name", f"rank-{values['rank']}")
+    _check_name("name", values["name"])
+    if values["mode"] not in MODES:
+        raise InvalidArgumentError(f"mode={values['mode']!r} must be one of {MODES}")
+    if values.get("resume", "allow") not in RESUME:
+        raise InvalidArgumentError(f"resume={values['resume']!r} must be one of {RESUME}")
+    values["data_dir"] = Path(values["data_dir"]).expanduser()
+    values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
+    for attr in ("flush_interval_s", "finish_timeout_s", "init_timeout_s", "retry_after_s", "agent_idle_timeout_s"):
+        if attr in values and not (isinstance(values[attr], (int, float)) and values[attr] >= 0):
+            raise InvalidArgumentError(f"{attr}={values[attr]!r} must be a number of seconds >= 0")
+    return Settings(**values)

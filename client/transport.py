@@ -1,0 +1,333 @@
+"""The writer: one per process incarnation of a run. Owns the op deque, the
+assembler and the I/O thread that talks to the node agent.
+
+Threads and locks
+-----------------
+* The training thread only appends to ``ops`` (a deque: append is atomic).
+* ``lock`` guards the assembler (rows, summary, sequence numbers) and the
+  outbox. The I/O thread takes it to turn ops into batches; the training thread
+  takes it only for rare reads that must see everything logged so far
+  (``run.summary``) and for ``flush``.
+* Everything that touches the socket runs on the I/O thread; the socket is
+  created there and never shared.
+
+Delivery
+--------
+Batches carry a per-writer sequence number. The agent acknowledges "stored
+through seq N" after its store commit; until then a batch stays in
+``unacked`` (bounded in bytes). After a reconnect or an agent restart the
+writer says HELLO again, the agent answers WELCOME with the next seq it
+expects, and the writer resends from there; the agent drops duplicates. So
+nothing is lost when ZeroMQ drops queued messages on a peer restart.
+
+Shutdown order (``close``): the training thread appends the finish op and
+wakes the I/O thread → the I/O thread drains ops, sends the last batch and
+waits for its ACK (bounded by the caller's timeout) → closes the socket with
+linger 0 → terminates its context → sets ``done``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable
+
+import zmq
+
+from client import spawn, wire
+from client.assembler import Assembler
+from client.settings import Settings
+
+log = logging.getLogger("rankwise")
+
+
+class Counters:
+    """What the writer did, for ``run.stats`` and the finish report. Written only by the I/O thread."""
+
+    __slots__ = (
+        "batches_sent",
+        "rows_sent",
+        "resends",
+        "hellos",
+        "agent_restarts",
+        "spawns",
+        "acked_seq",
+        "refused",
+        "dropped_rows",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Writer:
+    """Ops in, acknowledged batches out. See the module docstring for threads and shutdown."""
+
+    def __init__(self, settings: Settings, hello_run: dict, writer_id: str | None = None, fork_of: str | None = None):
+        self.settings = settings
+        self.id = writer_id or os.urandom(8).hex()
+        self.hello_run = hello_run
+        self.fork_of = fork_of
+        self.ops: collections.deque = collections.deque()
+        self.lock = threading.Lock()
+        self.assembler = Assembler(self.id, hello_run["started"], max_rows=settings.batch_max_rows)
+        self.counters = Counters()
+        self.welcome: dict | None = None
+        self.refusal: str | None = None
+        self.welcomed = threading.Event()
+        self.done = threading.Event()
+        self._outbox: collections.deque = collections.deque()  # (seq, frame, rows) not yet sent
+        self._unacked: collections.OrderedDict = collections.OrderedDict()  # seq -> (frame, rows, sent_at)
+        self._held_bytes = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._agent: dict | None = None
+        self._hello_sent_at = 0.0
+        self._last_ack_at = time.monotonic()
+        self._retry_after = settings.retry_after_s
+        self.on_late_welcome: Callable[[dict], None] | None = None
+
+    def __repr__(self) -> str:
+        state = "done" if self.done.is_set() else ("closing" if self._closing else "open")
+        return (
+            f"<Writer {self.id[:8]} {state} ops={len(self.ops)} outbox={len(self._outbox)} "
+            f"unacked={len(self._unacked)} held={self._held_bytes}B acked_seq={self.counters.acked_seq}>"
+        )
+
+    # ------------------------------------------------------------ training-thread side
+
+    def start(self, agent: dict | None) -> None:
+        self._agent = agent
+        self._thread = threading.Thread(target=self._io_main, name=f"rankwise-io-{self.id[:8]}", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def sync(self) -> None:
+        """Turn every op appended so far into batches (in the outbox). Safe from any thread."""
+        with self.lock:
+            self._assemble_locked()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything appended so far is acknowledged; False on timeout."""
+        self.sync()
+        with self.lock:
+            target = self.assembler.next_seq - 1
+        self.wake()
+        deadline = time.monotonic() + timeout_s
+        while self.counters.acked_seq < target:
+            if self.done.is_set() or time.monotonic() > deadline:
+                return self.counters.acked_seq >= target
+            time.sleep(0.001)
+        return True
+
+    def close(self, timeout_s: float) -> bool:
+        """Deliver what is left, then stop the I/O thread. True when everything was acknowledged."""
+        self._closing = True
+        self.wake()
+        if self._thread is not None:
+            self.done.wait(timeout_s)
+        ok = not self._unacked and not self._outbox and not self.ops
+        if not self.done.is_set():
+            self._closing = True  # the thread exits at its next turn; we do not wait any longer
+        return ok
+
+    def unacked_rows(self) -> int:
+        return sum(r for _, r, _ in list(self._unacked.values())) + sum(r for _, _, r in list(self._outbox))
+
+    # ------------------------------------------------------------ assembly (lock held)
+
+    def _assemble_locked(self) -> None:
+        ops = self.ops
+        n = len(ops)
+        if n:
+            pop = ops.popleft
+            self.assembler.feed([pop() for _ in range(n)])
+        while True:
+            batch = self.assembler.take_batch()
+            if batch is None:
+                break
+            seq, frame, rows = batch
+            self._outbox.append((seq, frame, rows))
+            self._held_bytes += len(frame)
+
+    # ------------------------------------------------------------ I/O thread
+
+    def _io_main(self) -> None:
+        ctx = zmq.Context()
+        sock = None
+        try:
+            sock = self._connect(ctx)
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
+            self._send_hello(sock)
+            interval_ms = max(1, int(self.settings.flush_interval_s * 1000))
+            while True:
+                events = dict(poller.poll(interval_ms))
+                if self._wake_r in events:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                if sock in events:
+                    self._receive(sock)
+                self.sync()
+                if self.welcome is not None:
+                    self._send_outbox(sock)
+                sock = self._maybe_retry(ctx, sock, poller)
+                if self._closing and not self.ops and not self._outbox and not self._unacked:
+                    with self.lock:
+                        if not self.assembler.has_work():
+                            break
+                if self.refusal is not None:
+                    break
+        except Exception:  # the training process must never see transport trouble
+            log.exception("rankwise: I/O thread failed; logged data that was not acknowledged is lost")
+        finally:
+            if sock is not None:
+                sock.close(linger=0)
+            ctx.term()
+            self.welcomed.set()
+            self.done.set()
+
+    def _connect(self, ctx: zmq.Context) -> zmq.Socket:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        endpoint = (self._agent or {}).get("endpoint")
+        if endpoint is None:
+            from client import paths
+
+            endpoint = paths.ipc_endpoint(self.settings.runtime_dir) or "ipc://" + str(self.settings.runtime_dir)
+        sock.connect(endpoint)
+        return sock
+
+    def _send_hello(self, sock: zmq.Socket) -> None:
+        body = {"w": self.id, "pid": os.getpid(), "run": self.hello_run, "re": self.welcome is not None}
+        if self.fork_of:
+            body["fork_of"] = self.fork_of
+        try:
+            sock.send(wire.pack(wire.HELLO, body), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        self.counters.hellos += 1
+        self._hello_sent_at = time.monotonic()
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                kind, body = wire.unpack(frame)
+            except wire.ProtocolError:
+                continue
+            if not isinstance(body, dict) or body.get("w") != self.id:
+                continue
+            if kind == wire.ACK:
+                self._on_ack(int(body.get("s", 0)))
+            elif kind == wire.WELCOME:
+                self._on_welcome(body)
+            elif kind == wire.NACK:
+                self._on_nack(body, sock)
+            elif kind == wire.REFUSE:
+                self.refusal = str(body.get("error", "refused"))
+                self.counters.refused += 1
+                self.welcomed.set()
+
+    def _on_ack(self, seq: int) -> None:
+        if seq <= self.counters.acked_seq:
+            return
+        self.counters.acked_seq = seq
+        self._last_ack_at = time.monotonic()
+        self._retry_after = self.settings.retry_after_s
+        while self._unacked:
+            first = next(iter(self._unacked))
+            if first > seq:
+                break
+            frame, _, _ = self._unacked.pop(first)
+            self._held_bytes -= len(frame)
+
+    def _on_welcome(self, body: dict) -> None:
+        first = self.welcome is None
+        self.welcome = body
+        expect = int(body.get("next_seq", 1))
+        # seqs below `expect` were applied by the agent; their ACK follows its commit.
+        # everything unacknowledged from `expect` on is resent, in order, before newer batches
+        resend = [(s, f, r) for s, (f, r, _) in self._unacked.items() if s >= expect]
+        for s, _, _ in resend:
+            del self._unacked[s]
+        if resend:
+            self.counters.resends += len(resend)
+            self._outbox.extendleft(reversed(resend))
+        if first:
+            self.welcomed.set()
+        elif self.on_late_welcome is not None:
+            self.on_late_welcome(body)
+        self._last_ack_at = time.monotonic()
+
+    def _on_nack(self, body: dict, sock: zmq.Socket) -> None:
+        if body.get("reason") == "unknown-writer":
+            self.counters.agent_restarts += 1
+            self._send_hello(sock)
+        else:
+            self._on_welcome(dict(self.welcome or {}, next_seq=int(body.get("expect", 1))))
+
+    def _send_outbox(self, sock: zmq.Socket) -> None:
+        now = time.monotonic()
+        while self._outbox:
+            seq, frame, rows = self._outbox[0]
+            try:
+                sock.send(frame, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._outbox.popleft()
+            self._unacked[seq] = (frame, rows, now)
+            self.counters.batches_sent += 1
+            self.counters.rows_sent += rows
+
+    def _maybe_retry(self, ctx: zmq.Context, sock: zmq.Socket, poller: zmq.Poller) -> zmq.Socket:
+        """No answer for a while: make sure an agent runs (start one if needed) and say HELLO again."""
+        now = time.monotonic()
+        waiting = self.welcome is None or self._unacked
+        if not waiting:
+            self._last_ack_at = now
+            return sock
+        since = now - (self._hello_sent_at if self.welcome is None else max(self._last_ack_at, self._hello_sent_at))
+        if since < self._retry_after:
+            return sock
+        self._retry_after = min(self._retry_after * 2, 10.0)
+        info = spawn.agent_ready(self.settings.runtime_dir)
+        if info is None and self.settings.spawn_agent:
+            self.counters.spawns += 1
+            info = spawn.ensure_agent(self.settings, timeout_s=10.0)
+        if info is not None and info != self._agent:
+            # a new agent (restart): reconnect so queued frames for the dead one are not waited on
+            self.counters.agent_restarts += 1
+            self._agent = info
+            poller.unregister(sock)
+            sock.close(linger=0)
+            sock = self._connect(ctx)
+            poller.register(sock, zmq.POLLIN)
+        self._send_hello(sock)
+        return sock

@@ -1,0 +1,261 @@
+"""The ``rankwise`` command line.
+
+    rankwise runs [GROUP]        groups, newest first (or the runs of GROUP)
+    rankwise show [GROUP]        per-key table over ranks: final mean/min/max and which rank
+    rankwise status              the node agent: runs, rows, window bytes, drops by cause
+    rankwise agent [...]         run the agent in the foreground (systemd, SLURM prolog)
+    rankwise agent stop          stop the running agent cleanly
+    rankwise demo                simulated 8-rank training job, then its group view
+
+Every command takes ``--store PATH`` (default ``$RANKWISE_DIR/store.sqlite``)
+where it reads, ``--json`` for machine-readable output where it prints tables.
+Exit status: 0 ok, 1 not found / not running, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from client.errors import Error
+from rankwise._table import ago, duration, fmt, sparkline, table
+
+
+def _api(args: argparse.Namespace) -> Any:
+    from rankwise._api import Api
+
+    return Api(args.store)
+
+
+def _group(api: Any, args: argparse.Namespace) -> Any:
+    return api.group(args.project, args.group)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    api = _api(args)
+    if args.group:
+        g = _group(api, args)
+        runs = g.runs
+        if args.json:
+            print(json.dumps([_run_json(r) for r in runs], indent=1, default=str))
+            return 0
+        print(f"{g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state}")
+        rows = [
+            [r.rank, r.name, r.node, r.state, r.exit_code, r.step, r.rows, duration(r.runtime), ago(r.created)]
+            for r in runs
+        ]
+        print(table(["rank", "name", "node", "state", "exit", "steps", "rows", "runtime", "started"], rows))
+        return 0
+    groups = api.groups(args.project)
+    if args.json:
+        print(json.dumps([_group_json(g) for g in groups], indent=1, default=str))
+        return 0
+    if not groups:
+        print(f"no groups in {api.path}")
+        return 0
+    rows = []
+    for g in groups[: args.limit]:
+        runs = g.runs
+        states: dict[str, int] = {}
+        for r in runs:
+            states[r.state] = states.get(r.state, 0) + 1
+        steps = max((r.step for r in runs), default=0)
+        rows.append(
+            [g.project, g.name, f"{len(runs)}/{g.world_size}", " ".join(f"{v} {k}" for k, v in sorted(states.items())),
+             steps, len({r.node for r in runs}), ago(g.created), duration(max((r.runtime for r in runs), default=0))]
+        )  # fmt: skip
+    print(table(["project", "group", "ranks", "states", "steps", "nodes", "started", "duration"], rows))
+    return 0
+
+
+def _run_json(r: Any) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "rank": r.rank,
+        "node": r.node,
+        "state": r.state,
+        "exit_code": r.exit_code,
+        "step": r.step,
+        "rows": r.rows,
+        "runtime": r.runtime,
+        "summary": r.summary,
+        "config": r.config,
+    }
+
+
+def _group_json(g: Any) -> dict[str, Any]:
+    return {"project": g.project, "name": g.name, "world_size": g.world_size, "state": g.state, "created": g.created}
+
+
+def group_table(g: Any, keys: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
+    """The per-key table of ``rankwise show``: the last group row of every key, and a trend of the mean."""
+    headers = ["key", "step", "ranks", "mean", "min", "min rank", "max", "max rank", "std", "trend (mean)"]
+    rows = []
+    for key in keys or g.keys():
+        h = g.history(key)
+        if len(h["step"]) == 0:
+            continue
+        i = len(h["step"]) - 1
+        rows.append(
+            [key, int(h["step"][i]), f"{int(h['count'][i])}/{int(h['expected'][i])}", float(h["mean"][i]),
+             float(h["min"][i]), int(h["min_rank"][i]), float(h["max"][i]), int(h["max_rank"][i]), float(h["std"][i]),
+             sparkline(h["mean"].tolist())]
+        )  # fmt: skip
+    return headers, rows
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    api = _api(args)
+    g = _group(api, args)
+    keys = args.keys.split(",") if args.keys else None
+    headers, rows = group_table(g, keys)
+    if args.json:
+        print(json.dumps({"group": _group_json(g), "keys": [dict(zip(headers[:-1], r[:-1])) for r in rows]}, indent=1))
+        return 0
+    runs = g.runs
+    states: dict[str, int] = {}
+    for r in runs:
+        states[r.state] = states.get(r.state, 0) + 1
+    nodes = sorted({r.node for r in runs})
+    print(
+        f"group {g.project}/{g.name}: {len(runs)} of {g.world_size} ranks on {len(nodes)} node(s), "
+        + ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
+        + (f", {g.late_rows} late point(s)" if g.late_rows else "")
+    )
+    print()
+    print(table(headers, rows) if rows else "(no group rows yet)")
+    print()
+    print(f"data: {api.path}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rankwise._control import request
+
+    reply = request("status", runtime_dir=args.runtime_dir, timeout_s=args.timeout)
+    if reply is None:
+        print("no agent is running (it starts with the first rankwise.init() on this node)")
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=1, default=str))
+        return 0
+    c = reply.get("counters", {})
+    print(f"agent pid {reply['pid']} on {reply['node']}, up {duration(reply['uptime_s'])}, store {reply['store']}")
+    runs = reply.get("runs", {})
+    print("runs: " + (", ".join(f"{v} {k}" for k, v in sorted(runs.items())) or "none"))
+    print(
+        f"received: {c.get('batches', 0)} batches, {c.get('rows', 0)} rows, {c.get('points', 0)} points "
+        f"({c.get('late_rows', 0)} late rows); stored {c.get('stored_points', 0)} points in {c.get('commits', 0)} commits"
+    )
+    print(f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points")
+    malformed = reply.get("malformed", {})
+    drops = reply.get("drops", {})
+    print("malformed frames: " + (", ".join(f"{v} {k}" for k, v in malformed.items()) or "0"))
+    print("drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0"))
+    running = reply.get("running", [])
+    if running:
+        print()
+        rows = [[r["project"], r["group"], r["name"], r["pid"], r["step"], r["rows"], f"{r['lag_s']:.1f}s"] for r in running]
+        print(table(["project", "group", "run", "pid", "step", "rows", "last heard"], rows))
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
+    if rest[:1] == ["stop"]:
+        from rankwise._control import request
+
+        stop = argparse.ArgumentParser(prog="rankwise agent stop", description="Stop the node agent cleanly.")
+        stop.add_argument("--runtime-dir")
+        stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for it to exit")
+        sargs = stop.parse_args(rest[1:])
+        from rankwise._control import wait_stopped
+
+        reply = request("stop", runtime_dir=sargs.runtime_dir, timeout_s=2.0)
+        if reply is None:
+            print("no agent is running")
+            return 1
+        if not wait_stopped(sargs.runtime_dir, sargs.timeout):
+            print(f"agent {reply.get('pid')} did not exit within {sargs.timeout:.0f} s", file=sys.stderr)
+            return 1
+        print(f"agent {reply.get('pid')} stopped")
+        return 0
+    from agent.daemon import main as agent_main
+
+    return agent_main(rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rankwise._demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rankwise", description="Logging for distributed training.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+        sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = sub.add_parser("runs", help="list groups, newest first; with GROUP, its runs")
+    sp.add_argument("group", nargs="?", help="a group name")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many groups (default 50)")
+    common(sp)
+    sp = sub.add_parser("show", help="per-key table over the ranks of a group (default: the newest group)")
+    sp.add_argument("group", nargs="?", help="a group name (default: newest)")
+    sp.add_argument("--keys", help="comma-separated keys (default: all)")
+    common(sp)
+    sp = sub.add_parser("status", help="state of the node agent: runs, rows, windows, drops")
+    sp.add_argument("--runtime-dir", help="agent directory (default: $RANKWISE_RUNTIME_DIR)")
+    sp.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the agent (default 2)")
+    sp.add_argument("--json", action="store_true")
+    sub.add_parser("agent", help="run the node agent in the foreground; 'rankwise agent stop' stops it", add_help=False)
+    sp = sub.add_parser("demo", help="simulated 8-rank data-parallel training job, then its group view")
+    sp.add_argument("--ranks", type=int, default=8)
+    sp.add_argument("--steps", type=int, default=300)
+    sp.add_argument("--project", default="demo")
+    sp.add_argument("--group", help="group name (default: demo-<time>)")
+    sp.add_argument("--slow-rank", type=int, default=5, help="rank that computes slower (-1: none)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv[:1] == ["agent"]:
+        args = argparse.Namespace(command="agent")
+        rest = argv[1:]
+    else:
+        args = parser.parse_args(argv)
+        rest = []
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "runs":
+            return cmd_runs(args)
+        if args.command == "show":
+            return cmd_show(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "agent":
+            return cmd_agent(args, rest)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except Error as exc:
+        print(f"rankwise {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

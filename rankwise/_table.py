@@ -1,0 +1,95 @@
+"""Plain-text tables and number formatting for the command line."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+
+def fmt(value: Any) -> str:
+    """Numbers with 4–5 significant digits, NaN/inf spelled out, None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.4e}"
+        return f"{value:.5g}"
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def ago(t: float | None, now: float | None = None) -> str:
+    if t is None:
+        return "-"
+    d = (time.time() if now is None else now) - t
+    if d < 90:
+        return f"{d:.0f}s ago"
+    if d < 5400:
+        return f"{d / 60:.0f}m ago"
+    if d < 172800:
+        return f"{d / 3600:.1f}h ago"
+    return time.strftime("%Y-%m-%d", time.localtime(t))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool] | None = None) -> str:
+    """Align columns; numeric-looking columns are right-aligned unless ``right`` says otherwise."""
+    cells = [[h for h in headers]] + [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    if right is None:
+        right = [
+            all(_numeric(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(headers))
+        ]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text in ("-", "nan", "inf", "-inf")
+
+
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int = 24) -> str:
+    """A terminal sparkline of ``values`` squeezed into ``width`` characters (mean per bucket)."""
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not vals:
+        return ""
+    if len(vals) > width:
+        size = len(vals) / width
+        vals = [
+            sum(vals[int(i * size) : max(int((i + 1) * size), int(i * size) + 1)])
+            / len(vals[int(i * size) : max(int((i + 1) * size), int(i * size) + 1)])
+            for i in range(width)
+        ]
+    lo, hi = min(vals), max(vals)
+    span = hi - lo or 1.0
+    return "".join(_SPARK[min(7, int((v - lo) / span * 7.999))] for v in vals)
