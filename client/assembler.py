@@ -15,7 +15,16 @@ training loop's thread, ops become committed rows:
 A batch is columnar: row steps and times as arrays, then per set of keys one
 array per key (``client.wire``). The summary follows from the columns (last,
 first, min, max, mean per ``define_metric``), so its cost is per key per batch,
-not per row.
+not per row. It does not depend on where batches were cut:
+
+* "last" is the value at the key's highest step (a late update of an older
+  step does not replace it; a key logged only late still gets one);
+* min/max are the logged values themselves (first of equal ones; NaN skipped),
+  mean is over every number (NaN makes it NaN); None/str in a column are
+  skipped by min/max/mean;
+* a ``define_metric`` ends the current batch, so rows logged before it are
+  summarised by the rules in force then; when it changes a key's kinds, that
+  key's aggregates restart from the values logged after it.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds  # noqa
 from client.values import WireValue
 
 _I64 = np.iinfo(np.int64)
+_EXACT_INT = 1 << 53  # the largest magnitude below which every int is exact in float64
 
 
 def to_wire(value: Any) -> Any:
@@ -40,6 +50,8 @@ def to_wire(value: Any) -> Any:
         return value._to_wire()
     if isinstance(value, list):
         return [to_wire(v) for v in value]
+    if isinstance(value, dict):  # a summary set by hand to a mapping may hold media too
+        return {k: to_wire(v) for k, v in value.items()}
     if type(value) is int and not _I64.min <= value <= _I64.max:
         return float(value)
     if isinstance(value, np.generic):
@@ -57,6 +69,9 @@ def _encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
             arr = None
         if arr is not None and arr.ndim == 1:
             kind = arr.dtype.kind
+            if kind == "f" and int in kinds and any(type(v) is int and abs(v) > _EXACT_INT for v in col):
+                # a float column would round this int: keep the column as objects, values exact
+                return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None
             if kind == "f":
                 arr = arr.astype("<f8", copy=False)
                 return ["f8", arr.tobytes()], arr
@@ -65,9 +80,8 @@ def _encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
             if kind in "iu" and (kind == "i" or arr.max(initial=0) <= _I64.max):
                 arr = arr.astype("<i8", copy=False)
                 return ["i8", arr.tobytes()], arr
-            if kind == "O":  # ints beyond int64 mixed in
-                arr = np.asarray(col, dtype="<f8")
-                return ["f8", arr.tobytes()], arr
+            if kind == "O":  # ints beyond int64: they become floats, as the slow path makes them
+                return _encode_column([to_wire(v) for v in col])
     return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None
 
 
@@ -89,8 +103,13 @@ class Assembler:
         self.manual: set[str] = set()
         self._rules: list[tuple[str, tuple[str, ...]]] = []
         self._rule_cache: dict[str, tuple[str, ...]] = {}
+        # define_metric ops that arrived after rows not yet summarised: (rows_total at which they apply, spec)
+        self._deferred: list[tuple[int, dict]] = []
+        self._applied: dict[str, tuple[str, ...]] = {}  # key -> the summary kinds its aggregates were built with
+        self._last_step: dict[str, int] = {}  # key -> step of the value its "last" summary holds
         self._mean: dict[str, list[float]] = {}
         self._first: set[str] = set()
+        self._deleted: set[str] = set()  # keys with a "summary_del" in self.control
         self.finished = False
         self.rows_total = 0
         self.late_total = 0
@@ -142,10 +161,15 @@ class Assembler:
                 self._apply_control(op[1], op[2])
         self.pending = pend
 
+    def _define(self, spec: dict) -> None:
+        self._rules.append((spec["name"], tuple(spec["summary"])))
+        self._rule_cache.clear()
+
     def _apply_control(self, name: str, arg: Any) -> None:
         if name == "summary_set":
             key, value = arg
             self.manual.add(key)
+            self._undelete(key)
             value = to_wire(value)
             self.summary[key] = value
             self.summary_dirty[key] = value
@@ -153,12 +177,16 @@ class Assembler:
             self.manual.add(arg)
             self.summary.pop(arg, None)
             self.summary_dirty.pop(arg, None)
-            self.control.append(["summary_del", arg])
+            self._delete(arg)
         elif name == "define":
-            kinds = parse_summary_kinds(arg.get("summary"))
-            self._rules.append((arg["name"], kinds))
-            self._rule_cache.clear()
-            self.control.append(["define", dict(arg, summary=list(kinds))])
+            spec = dict(arg, summary=list(parse_summary_kinds(arg.get("summary"))))
+            if self.rows:
+                # rows logged before define_metric are summarised by the rules in force when they were
+                # logged, however the I/O thread happens to cut batches: end a batch at this point
+                self._deferred.append((self.rows_total + len(self.rows), spec))
+            else:
+                self._define(spec)
+            self.control.append(["define", spec])
         elif name == "finish":
             self.finished = True
             self.control.append(["finish", arg])
@@ -174,8 +202,11 @@ class Assembler:
         """Encode up to ``max_rows`` rows (and, with the last of them, the rest) as the next batch."""
         if not self.has_work():
             return None
-        rows = self.rows[: self.max_rows]
-        del self.rows[: self.max_rows]
+        limit = self.max_rows
+        if self._deferred:
+            limit = min(limit, self._deferred[0][0] - self.rows_total)
+        rows = self.rows[:limit]
+        del self.rows[:limit]
         last = not self.rows
         n = len(rows)
         step_b = t_b = rt_b = b""
@@ -185,15 +216,19 @@ class Assembler:
             kinds, steps, ts, dicts = zip(*rows)
             offset = time.time() - time.perf_counter()
             t = np.asarray(ts, dtype="<f8") + offset
-            step_b = np.asarray(steps, dtype="<i8").tobytes()
+            step_a = np.asarray(steps, dtype="<i8")
+            step_b = step_a.tobytes()
             t_b = t.tobytes()
-            rt_b = (t - self.start_wall + self.runtime_offset).tobytes()
+            # time.time() at start and perf_counter() + offset now can disagree by microseconds
+            rt_b = np.maximum(t - self.start_wall + self.runtime_offset, 0.0).tobytes()
             late = None
             if LATE in kinds:
                 late = np.asarray(kinds, dtype=np.int8) == LATE
                 late_b = late.tobytes()
-            blocks = self._blocks(dicts, late)
+            blocks = self._blocks(dicts, step_a, late)
             self.rows_total += n
+            while self._deferred and self._deferred[0][0] <= self.rows_total:
+                self._define(self._deferred.pop(0)[1])
         pending = None
         if last and self.pending is not None:
             p = self.pending
@@ -205,12 +240,13 @@ class Assembler:
             self.summary_dirty = {}
             control = self.control or None
             self.control = []
+            self._deleted.clear()
         seq = self.next_seq
         self.next_seq += 1
         frame = wire.encode_batch(self.writer, seq, step_b, t_b, rt_b, late_b, n, blocks, pending, summary, control)
         return seq, frame, n
 
-    def _blocks(self, dicts: tuple, late: np.ndarray | None) -> list:
+    def _blocks(self, dicts: tuple, steps: np.ndarray, late: np.ndarray | None) -> list:
         n = len(dicts)
         groups: dict[frozenset, tuple[tuple, list[int]]] = {}
         prev = None
@@ -226,8 +262,8 @@ class Assembler:
                 prev = keys
             cur.append(i)
         blocks = []
-        # key -> (row position of its newest non-late value, value) for the "last" summary
-        newest: dict[str, tuple[int, Any]] = {}
+        # key -> (step, row position, value) of its value at the highest step (latest row on ties)
+        newest: dict[str, tuple[int, int, Any]] = {}
         for keys, idx in groups.values():
             if not keys:
                 continue
@@ -243,10 +279,13 @@ class Assembler:
             for key, col in zip(keys, cols):
                 enc, arr = _encode_column(col)
                 encoded.append(enc)
-                self._summarize(key, col, arr, idx, late, newest)
+                self._summarize(key, col, arr, idx, steps, late, newest)
             blocks.append([list(keys), idx_b, encoded])
-        for key, (_, value) in newest.items():
-            self._set_summary(key, "last", to_wire(value))
+        for key, (step, _, value) in newest.items():
+            # a late update of an older step changes "last" only if the key has nothing newer
+            if step >= self._last_step.get(key, -1):
+                self._last_step[key] = step
+                self._set_summary(key, "last", to_wire(value))
         return blocks
 
     # ------------------------------------------------------------ summary
@@ -271,36 +310,77 @@ class Assembler:
             current[kind] = value
             self.summary[key] = current
         self.summary_dirty[key] = self.summary[key]
+        if self._deleted:
+            self._undelete(key)
 
-    def _summarize(self, key, col, arr, idx, late, newest) -> None:
+    def _reset(self, key: str, kinds: tuple[str, ...]) -> None:
+        """A define_metric changed the key's kinds: aggregates restart from the values logged after it."""
+        self.summary.pop(key, None)
+        self.summary_dirty.pop(key, None)
+        self._mean.pop(key, None)
+        self._first.discard(key)
+        self._last_step.pop(key, None)
+        if not kinds:  # summary="none": nothing replaces the old value, so the agent must drop it
+            self._delete(key)
+
+    def _delete(self, key: str) -> None:
+        if key not in self._deleted:
+            self._deleted.add(key)
+            self.control.append(["summary_del", key])
+
+    def _undelete(self, key: str) -> None:
+        """The agent applies a batch's summary before its control ops: a value set after a delete
+        in the same batch must not be deleted by it."""
+        if key in self._deleted:
+            self._deleted.discard(key)
+            self.control.remove(["summary_del", key])
+
+    def _summarize(self, key, col, arr, idx, steps, late, newest) -> None:
         if key in self.manual:
             return
         kinds = self.rule(key)
+        if self._applied.setdefault(key, kinds) != kinds:
+            self._applied[key] = kinds
+            self._reset(key, kinds)
         if not kinds:
             return
         if "last" in kinds:
-            if late is None:
+            if late is None:  # committed rows only: steps never decrease, the last row is the newest
                 pos = len(col) - 1
+                step = int(steps[idx[pos]])
             else:
-                ok = np.flatnonzero(~late[np.asarray(idx)])
-                pos = int(ok[-1]) if len(ok) else -1
-            if pos >= 0 and (key not in newest or newest[key][0] < idx[pos]):
-                newest[key] = (idx[pos], col[pos])
+                s = steps[np.asarray(idx)]
+                pos = len(s) - 1 - int(np.argmax(s[::-1]))
+                step = int(s[pos])
+            old = newest.get(key)
+            if old is None or (old[0], old[1]) <= (step, idx[pos]):
+                newest[key] = (step, idx[pos], col[pos])
         if "first" in kinds and key not in self._first:
             self._first.add(key)
             self._set_summary(key, "first", to_wire(col[0]))
-        if arr is None or arr.dtype.kind not in "fiub":
+        if not ("min" in kinds or "max" in kinds or "mean" in kinds):
             return
-        values = arr.astype(np.float64, copy=False)
-        finite = values[~np.isnan(values)]
-        if "min" in kinds and len(finite):
-            old = self._current(key, "min")
-            low = float(finite.min())
-            self._set_summary(key, "min", low if old is None else min(old, low))
-        if "max" in kinds and len(finite):
-            old = self._current(key, "max")
-            high = float(finite.max())
-            self._set_summary(key, "max", high if old is None else max(old, high))
+        src: Any = col
+        if arr is None:  # a column mixing numbers with None, strings, lists: summarise its numbers
+            src = [v for v in col if type(v) in _NUMBER_TYPES]
+            if not src:
+                return
+            values = np.asarray([float(v) for v in src])
+        elif arr.dtype.kind in "fiub":
+            values = arr.astype(np.float64, copy=False)
+        else:
+            return
+        if ("min" in kinds or "max" in kinds) and not np.isnan(values).all():
+            # the logged value itself (an int stays an int in a float column), first one on ties:
+            # the same result however the rows were cut into batches
+            if "min" in kinds:
+                low = to_wire(src[int(np.nanargmin(values))])
+                old = self._current(key, "min")
+                self._set_summary(key, "min", low if old is None else min(old, low))
+            if "max" in kinds:
+                high = to_wire(src[int(np.nanargmax(values))])
+                old = self._current(key, "max")
+                self._set_summary(key, "max", high if old is None else max(old, high))
         if "mean" in kinds:
             acc = self._mean.setdefault(key, [0.0, 0])
             acc[0] += float(values.sum())
@@ -308,8 +388,14 @@ class Assembler:
             self._set_summary(key, "mean", acc[0] / acc[1])
 
     def _current(self, key: str, kind: str) -> Any:
+        """The key's current aggregate of ``kind``, or None when there is no usable number."""
         value = self.summary.get(key)
-        if len(self.rule(key)) == 1:
-            return value
-        return value.get(kind) if isinstance(value, dict) else None
+        if len(self.rule(key)) != 1:
+            value = value.get(kind) if isinstance(value, dict) else None
+        if type(value) not in _NUMBER_TYPES or value != value:  # e.g. a restored string, or NaN
+            return None
+        return value
+
+
+_NUMBER_TYPES = (int, float, bool)
 

@@ -7,7 +7,8 @@ others, so the id is derived from what the launcher exports to all ranks:
 launcher                    rank / world / local rank                   group
 ==========================  ==========================================  ==============================
 torchrun (elastic)          RANK, WORLD_SIZE, LOCAL_RANK                TORCHELASTIC_RUN_ID
-SLURM (srun)                SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID   SLURM_JOB_ID[.SLURM_STEP_ID]
+SLURM (srun)                SLURM_PROCID, SLURM_STEP_NUM_TASKS          SLURM_JOB_ID.SLURM_STEP_ID
+                            (else SLURM_NTASKS), SLURM_LOCALID
 Open MPI (mpirun, prterun)  OMPI_COMM_WORLD_RANK/_SIZE/_LOCAL_RANK      PMIX_NAMESPACE or OMPI jobid
 MPICH / Intel MPI (hydra)   PMI_RANK, PMI_SIZE, MPI_LOCALRANKID         PMIX_NAMESPACE, else launcher pid
 ==========================  ==========================================  ==============================
@@ -16,11 +17,21 @@ torchrun without ``--rdzv-id`` exports ``TORCHELASTIC_RUN_ID=none``; then a SLUR
 job id is used when there is one, else the torchrun agent's pid and start
 time, which all ranks on the node share (ranks on other nodes cannot agree
 on that: pass ``group=`` or ``--rdzv-id`` for multi-node jobs).
+
+A SLURM batch script (``sbatch`` without ``srun``) runs once although its
+environment says ``SLURM_PROCID=0`` and ``SLURM_NTASKS=<allocation>``: only a
+task started by ``srun`` (which exports ``SLURM_STEP_ID``) counts as a SLURM rank,
+otherwise a group would wait for ranks that never start.
+
+Derived group ids are made valid names: ``/``, ``\\`` and control characters become
+``_`` and at most 128 characters are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -51,6 +62,22 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
         raise InvalidArgumentError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+def _first_int(env: Mapping[str, str], *names: str) -> int | None:
+    """The first of ``names`` that is set (0 counts as set, unlike ``a or b``)."""
+    for name in names:
+        value = _int(env, name)
+        if value is not None:
+            return value
+    return None
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+
+
+def _group_name(raw: str | None) -> str | None:
+    return None if raw is None else _UNSAFE.sub("_", raw)[:128]
+
+
 def _parent_token(ppid: int) -> str:
     """A token for the parent process that all its children agree on: pid plus start time."""
     try:
@@ -67,12 +94,18 @@ def detect(env: Mapping[str, str] = os.environ, parent_token: Callable[[], str] 
     token = parent_token or (lambda: _parent_token(os.getppid()))
     node = env.get("SLURMD_NODENAME") or socket.gethostname()
     restart = _int(env, "TORCHELASTIC_RESTART_COUNT") or 0
+    launch = _detect(env, token, node, restart)
+    return dataclasses.replace(launch, group=_group_name(launch.group))
 
+
+def _detect(env: Mapping[str, str], token: Callable[[], str], node: str, restart: int) -> Launch:
+    """The launcher's view, with the group id as the launcher spells it (``detect`` cleans it)."""
     slurm_group = None
     if env.get("SLURM_JOB_ID"):
         slurm_group = "slurm-" + env["SLURM_JOB_ID"]
-        if env.get("SLURM_STEP_ID"):
-            slurm_group += "." + env["SLURM_STEP_ID"]
+        step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+        if step:
+            slurm_group += "." + step
 
     if _int(env, "RANK") is not None and (
         "TORCHELASTIC_RUN_ID" in env or "LOCAL_RANK" in env or "WORLD_SIZE" in env
@@ -109,15 +142,19 @@ def detect(env: Mapping[str, str] = os.environ, parent_token: Callable[[], str] 
             "mpich",
             _int(env, "PMI_RANK") or 0,
             _int(env, "PMI_SIZE") or 1,
-            _int(env, "MPI_LOCALRANKID") or _int(env, "PMI_LOCAL_RANK") or 0,
+            _first_int(env, "MPI_LOCALRANKID", "PMI_LOCAL_RANK") or 0,
             ("pmix-" + group) if group else (slurm_group or "mpiexec-" + token()),
             node,
         )
-    if _int(env, "SLURM_PROCID") is not None and env.get("SLURM_JOB_ID"):
+    if (
+        _int(env, "SLURM_PROCID") is not None
+        and env.get("SLURM_JOB_ID")
+        and (env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID"))
+    ):
         return Launch(
             "slurm",
             _int(env, "SLURM_PROCID") or 0,
-            _int(env, "SLURM_NTASKS") or _int(env, "SLURM_NPROCS") or 1,
+            _first_int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS") or 1,
             _int(env, "SLURM_LOCALID") or 0,
             slurm_group,
             node,

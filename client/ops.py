@@ -12,9 +12,15 @@ def parse_summary_kinds(summary: Any) -> tuple[str, ...]:
     """``define_metric(summary=...)``: "min", "max,min", ["min", "last"], "none" (→ no summary)."""
     if summary is None:
         return ("last",)
-    parts = summary.split(",") if isinstance(summary, str) else list(summary)
-    kinds = tuple(p.strip().lower() for p in parts if p.strip())
+    error = ValueError(f"define_metric(summary={summary!r}): use a comma-separated choice of {SUMMARY_KINDS}")
+    if isinstance(summary, str):
+        parts = summary.split(",")
+    elif isinstance(summary, (list, tuple)) and all(isinstance(p, str) for p in summary):
+        parts = list(summary)
+    else:
+        raise error
+    kinds = tuple(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))  # ordered, no repeats
     bad = [k for k in kinds if k not in SUMMARY_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"define_metric(summary={summary!r}): use a comma-separated choice of {SUMMARY_KINDS}")
+    if bad or not kinds or ("none" in kinds and len(kinds) > 1):
+        raise error
     return () if "none" in kinds else kinds

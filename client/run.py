@@ -54,6 +54,10 @@ def _discard(op: tuple) -> None:
     pass
 
 
+def _finished_app(op: tuple) -> None:
+    raise UsageError("log() on a run after finish(); call rankwise.init() for a new run")
+
+
 class Run:
     """One process's handle on its run. Create it with ``rankwise.init()``."""
 
@@ -301,6 +305,9 @@ class Run:
                     self._writer.unacked_rows(),
                     self.settings.runtime_dir,
                 )
+        # the fast path in log() does not look at _finished: send it to the slow path, which raises
+        self._known = set()
+        self._app = _finished_app
         _LIVE_RUNS.discard(self)
         from client import state
 
@@ -365,7 +372,7 @@ def _check_step(step: Any) -> int:
         raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0")
     try:
         value = int(step)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0") from None
     if value != step or value < 0:
         raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0")

@@ -20,6 +20,9 @@ from typing import Any, Mapping
 from client import launcher, paths
 from client.errors import InvalidArgumentError
 
+# wire.MAX_BATCH_ROWS; not imported from client.wire, which needs msgpack and numpy
+MAX_BATCH_ROWS = 1 << 20
+
 MODES = ("online", "offline", "disabled")
 RESUME = ("allow", "never", "must")
 _NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
@@ -73,7 +76,10 @@ def _bytes(name: str, raw: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*", raw)
     if not m:
         raise InvalidArgumentError(f"{name}={raw!r} is not a size; use e.g. 268435456, 256M or 1G")
-    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+    value = int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+    if value < 1:
+        raise InvalidArgumentError(f"{name}={raw!r} must be at least 1 byte")
+    return value
 
 
 def _int_(name: str, raw: str) -> int:
@@ -83,6 +89,13 @@ def _int_(name: str, raw: str) -> int:
         raise InvalidArgumentError(f"{name}={raw!r} is not an integer") from None
     if value < 1:
         raise InvalidArgumentError(f"{name}={raw!r} must be >= 1")
+    return value
+
+
+def _batch_rows(name: str, raw: str) -> int:
+    value = _int_(name, raw)
+    if value > MAX_BATCH_ROWS:
+        raise InvalidArgumentError(f"{name}={raw!r} must be at most {MAX_BATCH_ROWS} (the agent's batch limit)")
     return value
 
 
@@ -101,7 +114,7 @@ _ENV_KNOBS = (
     ("init_timeout_s", "RANKWISE_INIT_TIMEOUT", _float),
     ("retry_after_s", "RANKWISE_RETRY_AFTER", _float),
     ("max_unacked_bytes", "RANKWISE_MAX_UNACKED_BYTES", _bytes),
-    ("batch_max_rows", "RANKWISE_BATCH_MAX_ROWS", _int_),
+    ("batch_max_rows", "RANKWISE_BATCH_MAX_ROWS", _batch_rows),
     ("spawn_agent", "RANKWISE_SPAWN_AGENT", _bool),
     ("agent_idle_timeout_s", "RANKWISE_AGENT_IDLE_TIMEOUT", _float),
 )
@@ -141,6 +154,7 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
         raise InvalidArgumentError(f"unknown setting(s) {sorted(unknown)}")
 
     launch = launcher.detect(env)
+    mode_var = "RANKWISE_MODE" if env.get("RANKWISE_MODE") else ("WANDB_MODE" if env.get("WANDB_MODE") else None)
     values: dict[str, Any] = {
         "project": env.get("RANKWISE_PROJECT") or env.get("WANDB_PROJECT") or _default_project(),
         "group": env.get("RANKWISE_GROUP") or env.get("WANDB_RUN_GROUP") or launch.group,
@@ -173,14 +187,29 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
             f"rank={values['rank']} is not below world_size={values['world_size']}; pass both or neither"
         )
     values.setdefault("name", f"rank-{values['rank']}")
+    if isinstance(values["name"], str) and "{rank}" in values["name"]:
+        # RANKWISE_NAME=worker-{rank}: one variable for every rank of a launcher, distinct names
+        values["name"] = values["name"].replace("{rank}", str(values["rank"]))
     _check_name("name", values["name"])
     if values["mode"] not in MODES:
-        raise InvalidArgumentError(f"mode={values['mode']!r} must be one of {MODES}")
+        source = mode_var if "mode" not in given and mode_var else "mode"
+        raise InvalidArgumentError(f"{source}={values['mode']!r} must be one of {MODES}")
     if values.get("resume", "allow") not in RESUME:
         raise InvalidArgumentError(f"resume={values['resume']!r} must be one of {RESUME}")
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
     for attr in ("flush_interval_s", "finish_timeout_s", "init_timeout_s", "retry_after_s", "agent_idle_timeout_s"):
-        if attr in values and not (isinstance(values[attr], (int, float)) and values[attr] >= 0):
+        if attr in values and not (
+            isinstance(values[attr], (int, float)) and not isinstance(values[attr], bool) and values[attr] >= 0
+        ):
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be a number of seconds >= 0")
+    if "batch_max_rows" in values:
+        # 0 would never empty the row buffer; more than MAX_BATCH_ROWS is a batch the agent rejects
+        _check_int("batch_max_rows", values["batch_max_rows"], 1)
+        if values["batch_max_rows"] > MAX_BATCH_ROWS:
+            raise InvalidArgumentError(f"batch_max_rows={values['batch_max_rows']!r} must be at most {MAX_BATCH_ROWS}")
+    if "max_unacked_bytes" in values:
+        _check_int("max_unacked_bytes", values["max_unacked_bytes"], 1)
+    if "spawn_agent" in values and not isinstance(values["spawn_agent"], bool):
+        raise InvalidArgumentError(f"spawn_agent={values['spawn_agent']!r} must be True or False")
     return Settings(**values)

@@ -1,7 +1,8 @@
 """``run.summary``: one value per key, kept by the writer's assembler.
 
-By default the summary of a key is its last logged value; ``define_metric``
-changes that (min, max, mean, first, several at once, or none). A key set by
+By default the summary of a key is its last logged value (the value at its
+highest step); ``define_metric`` changes that (min, max, mean, first, several
+at once, or none) for the values logged after it (see ``client.assembler``). A key set by
 hand (``run.summary[k] = v``) is never overwritten by ``log()`` again, as in
 wandb. Reads see everything logged before them: they fold pending ops into the
 assembler first (the only time the training thread does that work).
@@ -85,8 +86,12 @@ class Config(MutableMapping):
             self._run._control("config_del", [key])
 
     def __getattr__(self, key: str) -> Any:
+        # copy/pickle look up dunders on an instance whose _data is not set yet: no recursion
+        data = self.__dict__.get("_data")
+        if data is None or key.startswith("__"):
+            raise AttributeError(key)
         try:
-            return self._data[key]
+            return data[key]
         except KeyError:
             raise AttributeError(f"config has no key {key!r}") from None
 

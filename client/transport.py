@@ -20,6 +20,20 @@ writer says HELLO again, the agent answers WELCOME with the next seq it
 expects, and the writer resends from there; the agent drops duplicates. So
 nothing is lost when ZeroMQ drops queued messages on a peer restart.
 
+Replays are bounded so that an outage does not turn into a resend storm:
+
+* the socket has ``ZMQ_IMMEDIATE``: frames are queued only on a live
+  connection, never for an agent that is gone (they would reach its successor
+  as a burst of batches from an unknown writer); a HELLO that cannot go out yet
+  stays pending and is sent as soon as the connection is up;
+* every HELLO carries a number ``h`` that the WELCOME echoes, and remembers
+  the highest seq sent before it. Only the WELCOME of the latest HELLO
+  resends, and only up to that mark: later batches travel behind the HELLO on
+  the same connection (if that connection breaks, no ACK comes and the retry
+  timer says HELLO again);
+* a NACK for an unknown writer sends a HELLO only when none is outstanding,
+  and a NACK for a gap resends from a given seq at most once per retry period.
+
 Shutdown order (``close``): the training thread appends the finish op and
 wakes the I/O thread → the I/O thread drains ops, sends the last batch and
 waits for its ACK (bounded by the caller's timeout) → closes the socket with
@@ -45,12 +59,16 @@ log = logging.getLogger("rankwise")
 
 
 class Counters:
-    """What the writer did, for ``run.stats`` and the finish report. Written only by the I/O thread."""
+    """What the writer did, for ``run.stats`` and the finish report. Written only by the I/O thread.
+
+    ``rows_sent`` counts every row once, when its batch first goes out; ``resends`` (batches) and
+    ``rows_resent`` count the replays after an agent restart or a lost connection."""
 
     __slots__ = (
         "batches_sent",
         "rows_sent",
         "resends",
+        "rows_resent",
         "hellos",
         "agent_restarts",
         "spawns",
@@ -93,6 +111,12 @@ class Writer:
         os.set_blocking(self._wake_w, False)
         self._agent: dict | None = None
         self._hello_sent_at = 0.0
+        self._hello_n = 0  # number of the latest HELLO; its WELCOME is the one that counts
+        self._hello_pending = False  # the latest HELLO could not be queued yet (no live connection)
+        self._hello_answered = False
+        self._hello_marks: dict[int, int] = {}  # HELLO number -> highest seq sent before it
+        self._max_sent = 0  # highest seq ever handed to the socket
+        self._gap_resent: tuple[int, float] = (0, 0.0)  # (from seq, when) of the last resend for a gap
         self._last_ack_at = time.monotonic()
         self._retry_after = settings.retry_after_s
         self.on_late_welcome: Callable[[dict], None] | None = None
@@ -178,7 +202,7 @@ class Writer:
             self._send_hello(sock)
             interval_ms = max(1, int(self.settings.flush_interval_s * 1000))
             while True:
-                events = dict(poller.poll(interval_ms))
+                events = dict(poller.poll(2 if self._hello_pending else interval_ms))
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):
@@ -188,7 +212,9 @@ class Writer:
                 if sock in events:
                     self._receive(sock)
                 self.sync()
-                if self.welcome is not None:
+                if self._hello_pending:
+                    self._try_hello(sock)
+                if self.welcome is not None and not self._hello_pending:
                     self._send_outbox(sock)
                 sock = self._maybe_retry(ctx, sock, poller)
                 if self._closing and not self.ops and not self._outbox and not self._unacked:
@@ -213,6 +239,8 @@ class Writer:
         sock.setsockopt(zmq.RECONNECT_IVL, 20)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
         sock.setsockopt(zmq.SNDHWM, 10000)
+        # queue only on a live connection: frames for an agent that died are not delivered to the next one
+        sock.setsockopt(zmq.IMMEDIATE, 1)
         endpoint = (self._agent or {}).get("endpoint")
         if endpoint is None:
             from client import paths
@@ -222,15 +250,32 @@ class Writer:
         return sock
 
     def _send_hello(self, sock: zmq.Socket) -> None:
-        body = {"w": self.id, "pid": os.getpid(), "run": self.hello_run, "re": self.welcome is not None}
+        """Start a new HELLO (older ones become stale); it goes out now or once the connection is up."""
+        self._hello_n += 1
+        self._hello_pending = True
+        self._hello_answered = False
+        self._hello_sent_at = time.monotonic()
+        self.counters.hellos += 1
+        self._try_hello(sock)
+
+    def _try_hello(self, sock: zmq.Socket) -> bool:
+        body = {
+            "w": self.id,
+            "pid": os.getpid(),
+            "run": self.hello_run,
+            "re": self.welcome is not None,
+            "h": self._hello_n,
+        }
         if self.fork_of:
             body["fork_of"] = self.fork_of
         try:
             sock.send(wire.pack(wire.HELLO, body), zmq.NOBLOCK)
         except zmq.Again:
-            pass
-        self.counters.hellos += 1
+            return False
+        self._hello_pending = False
+        self._hello_marks = {self._hello_n: self._max_sent}
         self._hello_sent_at = time.monotonic()
+        return True
 
     def _receive(self, sock: zmq.Socket) -> None:
         while True:
@@ -270,28 +315,50 @@ class Writer:
 
     def _on_welcome(self, body: dict) -> None:
         first = self.welcome is None
+        n = body.get("h")
+        mark = self._hello_marks.get(n) if isinstance(n, int) else None
+        if not first and isinstance(n, int) and (n != self._hello_n or mark is None):
+            return  # the answer to an older HELLO: the latest one's WELCOME follows
         self.welcome = body
-        expect = int(body.get("next_seq", 1))
-        # seqs below `expect` were applied by the agent; their ACK follows its commit.
-        # everything unacknowledged from `expect` on is resent, in order, before newer batches
-        resend = [(s, f, r) for s, (f, r, _) in self._unacked.items() if s >= expect]
-        for s, _, _ in resend:
-            del self._unacked[s]
-        if resend:
-            self.counters.resends += len(resend)
-            self._outbox.extendleft(reversed(resend))
+        self._hello_answered = True
+        self._hello_marks.clear()
+        # seqs below `expect` were applied by the agent; their ACK follows its commit. What was sent
+        # before the HELLO from `expect` on was lost with a connection: resend it, in order, before newer
+        # batches. What was sent after the HELLO is on its way behind it.
+        self._requeue(int(body.get("next_seq", 1)), self._max_sent if mark is None else mark)
         if first:
             self.welcomed.set()
         elif self.on_late_welcome is not None:
             self.on_late_welcome(body)
         self._last_ack_at = time.monotonic()
 
+    def _requeue(self, first: int, last: int) -> None:
+        """Move unacknowledged batches ``first..last`` back to the front of the outbox."""
+        resend = [(s, f, r) for s, (f, r, _) in self._unacked.items() if first <= s <= last]
+        for s, _, _ in resend:
+            del self._unacked[s]
+        if resend:
+            self.counters.resends += len(resend)
+            self._outbox.extendleft(reversed(resend))
+
     def _on_nack(self, body: dict, sock: zmq.Socket) -> None:
+        now = time.monotonic()
         if body.get("reason") == "unknown-writer":
-            self.counters.agent_restarts += 1
-            self._send_hello(sock)
-        else:
-            self._on_welcome(dict(self.welcome or {}, next_seq=int(body.get("expect", 1))))
+            # every batch in flight to a restarted agent comes back like this: one HELLO answers them all
+            if self._hello_answered or now - self._hello_sent_at > self._retry_after:
+                self.counters.agent_restarts += 1
+                self._send_hello(sock)
+            return
+        expect = body.get("expect")
+        if not isinstance(expect, int) or expect < 1:
+            return
+        # a gap: batches from `expect` on were lost with a connection. Each later batch in flight reports
+        # the same gap; resend once per retry period (if the resend is lost too, the retry timer acts).
+        last_from, last_at = self._gap_resent
+        if expect == last_from and now - last_at < self._retry_after:
+            return
+        self._gap_resent = (expect, now)
+        self._requeue(expect, self._max_sent)
 
     def _send_outbox(self, sock: zmq.Socket) -> None:
         now = time.monotonic()
@@ -304,12 +371,17 @@ class Writer:
             self._outbox.popleft()
             self._unacked[seq] = (frame, rows, now)
             self.counters.batches_sent += 1
-            self.counters.rows_sent += rows
+            if seq > self._max_sent:
+                self._max_sent = seq
+                self.counters.rows_sent += rows
+            else:
+                self.counters.rows_resent += rows
 
     def _maybe_retry(self, ctx: zmq.Context, sock: zmq.Socket, poller: zmq.Poller) -> zmq.Socket:
         """No answer for a while: make sure an agent runs (start one if needed) and say HELLO again."""
         now = time.monotonic()
-        waiting = self.welcome is None or self._unacked
+        # an outbox that cannot drain (no live connection: ZMQ_IMMEDIATE) waits for an agent as well
+        waiting = self.welcome is None or self._unacked or self._outbox
         if not waiting:
             self._last_ack_at = now
             return sock

@@ -35,14 +35,16 @@ class WireValue:
         raise NotImplementedError
 
 
-def check_key(key: Any) -> str:
+def check_key(key: Any, nested: bool = False) -> str:
+    """Validate one key. ``nested``: a key below the top level, whose full name has a prefix,
+    so it cannot collide with the reserved row columns (``{"x": {"_step": 1}}`` is ``x._step``)."""
     if type(key) is not str:
         raise InvalidValueError(f"log() keys must be strings; got {key!r} of type {type(key).__name__}")
     if not key:
         raise InvalidValueError("log() keys must be non-empty strings")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidValueError(f"log() key {key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
-    if key in RESERVED_KEYS:
+    if not nested and key in RESERVED_KEYS:
         raise InvalidValueError(f"log() key {key!r} is reserved; rankwise sets it on every row, use another name")
     return key
 
@@ -56,7 +58,8 @@ def _scalar(key: str, value: Any) -> Any:
 
         if isinstance(value, np.ndarray):
             if value.ndim == 0 or value.size == 1:
-                return _scalar(key, value.reshape(()).item())
+                # .item() of an object or str array is None/str, which normalize_value accepts
+                return normalize_value(key, value.reshape(()).item())
             raise _unsupported(key, value, "numpy arrays of more than one element are not supported by log() yet")
         if isinstance(value, (np.bool_, np.integer, np.floating)):
             return value.item()
@@ -66,7 +69,7 @@ def _scalar(key: str, value: Any) -> Any:
     if module.startswith("torch") and hasattr(value, "numel"):
         if value.numel() == 1:
             # .item() synchronises a CUDA tensor; one element is what the caller asked to log
-            return _scalar(key, value.detach().reshape(()).item())
+            return normalize_value(key, value.detach().reshape(()).item())
         raise _unsupported(key, value, "tensors of more than one element are not supported by log() yet")
     if cls is int or isinstance(value, int):
         value = int(value)
@@ -114,7 +117,7 @@ def flatten(data: Mapping, prefix: str = "", out: dict | None = None) -> dict:
     """Flatten nested mappings with '.', validating keys and converting values."""
     out = {} if out is None else out
     for key, value in data.items():
-        check_key(key)
+        check_key(key, nested=bool(prefix))
         full = prefix + key
         if isinstance(value, Mapping):
             if not value:

@@ -1,0 +1,40 @@
+"""Every test gets its own RANKWISE_DIR and RANKWISE_RUNTIME_DIR (short /tmp paths: ipc socket
+paths are limited to ~107 bytes), an environment without launcher variables, and at teardown
+any agent it started is stopped and its directories removed. Safe under pytest-xdist."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from rwtest import LAUNCHER_VARS, RankwiseEnv, stop_agent
+
+
+@pytest.fixture(autouse=True)
+def rankwise_env(monkeypatch: pytest.MonkeyPatch):
+    data = tempfile.mkdtemp(prefix="rwd", dir="/tmp")
+    runtime = tempfile.mkdtemp(prefix="rwr", dir="/tmp")
+    for var in list(os.environ):
+        if var in LAUNCHER_VARS or var.startswith(("RANKWISE_", "WANDB_", "SLURM_", "OMPI_", "PMI_", "PMIX_")):
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RANKWISE_DIR", data)
+    monkeypatch.setenv("RANKWISE_RUNTIME_DIR", runtime)
+    monkeypatch.setenv("RANKWISE_AGENT_IDLE_TIMEOUT", "60")
+    env = RankwiseEnv(data, runtime)
+    yield env
+    from client import run as run_mod
+    from client import state
+
+    for run in list(run_mod._LIVE_RUNS):
+        run.settings = run.settings.replace(finish_timeout_s=2.0)
+        try:
+            run.finish()
+        except Exception:
+            pass
+    state.reset()
+    stop_agent(env)
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(runtime, ignore_errors=True)
