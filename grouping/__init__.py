@@ -1,0 +1,25 @@
+"""Pure data and merge rules for group rows: ranks → node partials → root merge.
+
+``grouping`` has no sockets, files or clocks (time is passed in as a float) and imports only
+numpy, so both the node agent and the root use the same rules and they can be tested
+exhaustively. :mod:`grouping.reducers` defines the mergeable per-step state
+(:class:`Partial`) and how it is built, merged and finalised into a group row;
+:mod:`grouping.window` holds a group's open points until the agent seals a prefix of steps.
+"""
+
+from __future__ import annotations
+
+from .errors import GroupingError
+from .reducers import FINAL_FIELDS, Partial, finalize, merge, merge_all, reduce_points
+from .window import GroupWindow
+
+__all__ = [
+    "FINAL_FIELDS",
+    "GroupWindow",
+    "GroupingError",
+    "Partial",
+    "finalize",
+    "merge",
+    "merge_all",
+    "reduce_points",
+]
