@@ -38,10 +38,11 @@ import numpy as np
 
 from client import wire
 from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds  # noqa: F401  (re-exported)
-from client.values import WireValue
+from client.values import MediaRow, WireValue, nbytes_hint, strip_bytes
 
 _I64 = np.iinfo(np.int64)
 _EXACT_INT = 1 << 53  # the largest magnitude below which every int is exact in float64
+MAX_BATCH_MEDIA_BYTES = 24 << 20  # media bytes per batch: frames stay well under wire.MAX_FRAME_BYTES
 
 
 def to_wire(value: Any) -> Any:
@@ -59,6 +60,21 @@ def to_wire(value: Any) -> Any:
     return value
 
 
+def _same_keys(dicts: tuple) -> tuple[tuple, list[list]] | None:
+    """``(keys, columns)`` when every row has exactly the first row's keys, else None.
+
+    One C-level pass per key (``map(itemgetter(key), ...)``) instead of a Python loop over
+    rows: the same length as the first row and no KeyError means the same key set."""
+    keys = tuple(dicts[0])
+    k = len(keys)
+    if not k or min(map(len, dicts)) != k or max(map(len, dicts)) != k:
+        return None
+    try:
+        return keys, [list(map(itemgetter(key), dicts)) for key in keys]
+    except KeyError:  # as many keys under other names: the general path groups the rows
+        return None
+
+
 def _encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
     """Encode one column: a numpy array when every value is a number, else a msgpack list."""
     kinds = {type(v) for v in col}
@@ -69,7 +85,9 @@ def _encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
             arr = None
         if arr is not None and arr.ndim == 1:
             kind = arr.dtype.kind
-            if kind == "f" and int in kinds and any(type(v) is int and abs(v) > _EXACT_INT for v in col):
+            if kind == "f" and int in kinds and any(
+                type(v) is int and abs(v) > _EXACT_INT and _I64.min <= v <= _I64.max for v in col
+            ):  # (ints beyond int64 become floats anyway, as the slow path makes them)
                 # a float column would round this int: keep the column as objects, values exact
                 return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None
             if kind == "f":
@@ -80,7 +98,7 @@ def _encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
             if kind in "iu" and (kind == "i" or arr.max(initial=0) <= _I64.max):
                 arr = arr.astype("<i8", copy=False)
                 return ["i8", arr.tobytes()], arr
-            if kind == "O":  # ints beyond int64: they become floats, as the slow path makes them
+            if kind in "uO":  # ints beyond int64: they become floats, as the slow path makes them
                 return _encode_column([to_wire(v) for v in col])
     return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None
 
@@ -111,6 +129,7 @@ class Assembler:
         self._first: set[str] = set()
         self._deleted: set[str] = set()  # keys with a "summary_del" in self.control
         self.finished = False
+        self._media_bytes = 0  # media bytes among rows not yet batched (cut batches by bytes, not only rows)
         self.rows_total = 0
         self.late_total = 0
 
@@ -128,6 +147,8 @@ class Assembler:
         pend = self.pending
         for op in ops:
             kind = op[0]
+            if kind != CONTROL and type(op[3]) is MediaRow:
+                self._media_bytes += op[3].nbytes
             if kind == COMMIT:
                 if pend is None:
                     append(op)
@@ -195,6 +216,17 @@ class Assembler:
 
     # ------------------------------------------------------------ rows → batch
 
+    def _media_limit(self, limit: int) -> int:
+        """Rows that fit in one batch by their media bytes (at least one row)."""
+        total = 0
+        for i, row in enumerate(self.rows[:limit]):
+            for v in row[3].values():
+                if type(v) not in _NUMBER_TYPES:
+                    total += nbytes_hint(v)
+            if total > MAX_BATCH_MEDIA_BYTES and i:
+                return i
+        return limit
+
     def has_work(self) -> bool:
         return bool(self.rows or self.control or self.summary_dirty or self.pending_dirty)
 
@@ -205,9 +237,13 @@ class Assembler:
         limit = self.max_rows
         if self._deferred:
             limit = min(limit, self._deferred[0][0] - self.rows_total)
+        if self._media_bytes > MAX_BATCH_MEDIA_BYTES:
+            limit = self._media_limit(limit)
         rows = self.rows[:limit]
         del self.rows[:limit]
         last = not self.rows
+        if last:
+            self._media_bytes = 0
         n = len(rows)
         step_b = t_b = rt_b = b""
         late_b = None
@@ -248,33 +284,41 @@ class Assembler:
 
     def _blocks(self, dicts: tuple, steps: np.ndarray, late: np.ndarray | None) -> list:
         n = len(dicts)
-        groups: dict[frozenset, tuple[tuple, list[int]]] = {}
-        prev = None
-        cur: list[int] = []
-        for i, d in enumerate(dicts):
-            keys = d.keys()
-            if keys != prev:
-                fk = frozenset(keys)
-                entry = groups.get(fk)
-                if entry is None:
-                    entry = groups[fk] = (tuple(keys), [])
-                cur = entry[1]
-                prev = keys
-            cur.append(i)
+        groups: dict[Any, tuple[tuple, Any]] = {}
+        same = _same_keys(dicts)
+        if same is not None:  # the common case: one block, columns built without a Python loop per row
+            groups[None] = (same[0], range(n))
+        else:
+            prev = None
+            cur: list[int] = []
+            for i, d in enumerate(dicts):
+                keys = d.keys()
+                if keys != prev:
+                    fk = frozenset(keys)
+                    entry = groups.get(fk)
+                    if entry is None:
+                        entry = groups[fk] = (tuple(keys), [])
+                    cur = entry[1]
+                    prev = keys
+                cur.append(i)
         blocks = []
         # key -> (step, row position, value) of its value at the highest step (latest row on ties)
         newest: dict[str, tuple[int, int, Any]] = {}
         for keys, idx in groups.values():
             if not keys:
                 continue
-            get = itemgetter(*keys)
-            if len(idx) == n:
-                vals = list(map(get, dicts))
+            if same is not None:
+                cols = same[1]
                 idx_b = None
             else:
-                vals = [get(dicts[i]) for i in idx]
-                idx_b = np.asarray(idx, dtype="<i4").tobytes()
-            cols = [vals] if len(keys) == 1 else list(zip(*vals))
+                get = itemgetter(*keys)
+                if len(idx) == n:
+                    vals = list(map(get, dicts))
+                    idx_b = None
+                else:
+                    vals = [get(dicts[i]) for i in idx]
+                    idx_b = np.asarray(idx, dtype="<i4").tobytes()
+                cols = [vals] if len(keys) == 1 else list(zip(*vals))
             encoded = []
             for key, col in zip(keys, cols):
                 enc, arr = _encode_column(col)
@@ -285,7 +329,7 @@ class Assembler:
             # a late update of an older step changes "last" only if the key has nothing newer
             if step >= self._last_step.get(key, -1):
                 self._last_step[key] = step
-                self._set_summary(key, "last", to_wire(value))
+                self._set_summary(key, "last", strip_bytes(to_wire(value)))
         return blocks
 
     # ------------------------------------------------------------ summary
@@ -357,7 +401,7 @@ class Assembler:
                 newest[key] = (step, idx[pos], col[pos])
         if "first" in kinds and key not in self._first:
             self._first.add(key)
-            self._set_summary(key, "first", to_wire(col[0]))
+            self._set_summary(key, "first", strip_bytes(to_wire(col[0])))
         if not ("min" in kinds or "max" in kinds or "mean" in kinds):
             return
         src: Any = col

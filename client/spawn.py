@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from client import paths
 from client.settings import Settings
+
+log = logging.getLogger("rankwise")
+_warned_start_failure = False
 
 
 def lock_is_held(path: Path) -> bool:
@@ -58,9 +62,21 @@ def read_info(runtime: Path) -> dict | None:
 
 
 def agent_ready(runtime: Path) -> dict | None:
+    """The info of the agent serving ``runtime``, or None when none is (yet) serving.
+
+    An agent killed with SIGKILL leaves its ``agent.json`` behind; while its successor holds the
+    lock but has not bound its socket yet, that file names the dead one. The lock file holds the
+    holder's pid, so such a stale file is recognised and not returned."""
     if not lock_is_held(runtime / paths.AGENT_LOCK):
         return None
-    return read_info(runtime)
+    info = read_info(runtime)
+    if info is None:
+        return None
+    try:
+        holder = int((runtime / paths.AGENT_LOCK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        holder = 0
+    return None if holder and info.get("pid") != holder else info
 
 
 def agent_command(settings: Settings) -> list[str]:
@@ -99,22 +115,41 @@ def ensure_agent(settings: Settings, timeout_s: float) -> dict | None:
         if info:
             return info
         paths.ensure_data_dir(settings.data_dir)
-        # --detach makes the agent fork and the command return once the agent is ready (or lost a race)
-        subprocess.run(
+        # --detach makes the agent fork and the command return once the agent is ready (status 0), lost a
+        # race (3) or could not start (1: the reason is in agent.log)
+        done = subprocess.run(
             agent_command(settings),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             close_fds=True,
             start_new_session=True,
             timeout=max(1.0, deadline - time.monotonic()),
             check=False,
         )
+        if done.returncode not in (0, 3):
+            _warn_start_failure(settings, done.returncode, done.stderr)
+            return agent_ready(runtime)  # waiting longer would not help: it said it cannot start
         return _wait_ready(runtime, max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         return agent_ready(runtime)
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def _warn_start_failure(settings: Settings, code: int, stderr: bytes) -> None:
+    global _warned_start_failure
+    if _warned_start_failure:
+        return
+    _warned_start_failure = True
+    detail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
+    log.warning(
+        "rankwise: the agent could not start (exit status %d%s); see %s. Logging continues and is "
+        "delivered once an agent runs.",
+        code,
+        ": " + detail[0] if detail else "",
+        settings.data_dir / "agent.log",
+    )
 
 
 def _wait_ready(runtime: Path, timeout_s: float) -> dict | None:

@@ -31,6 +31,9 @@ Replays are bounded so that an outage does not turn into a resend storm:
   resends, and only up to that mark: later batches travel behind the HELLO on
   the same connection (if that connection breaks, no ACK comes and the retry
   timer says HELLO again);
+* while a HELLO is outstanding no batch is sent: its WELCOME says where to
+  resume, and a batch sent behind the HELLO would reach a restarted agent
+  before the replay and come back as a gap, to be replayed a second time;
 * a NACK for an unknown writer sends a HELLO only when none is outstanding,
   and a NACK for a gap resends from a given seq at most once per retry period.
 
@@ -62,7 +65,8 @@ class Counters:
     """What the writer did, for ``run.stats`` and the finish report. Written only by the I/O thread.
 
     ``rows_sent`` counts every row once, when its batch first goes out; ``resends`` (batches) and
-    ``rows_resent`` count the replays after an agent restart or a lost connection."""
+    ``rows_resent`` count the replays after an agent restart or a lost connection;
+    ``agent_restarts`` counts WELCOMEs from an agent instance other than the previous one's."""
 
     __slots__ = (
         "batches_sent",
@@ -117,6 +121,7 @@ class Writer:
         self._hello_marks: dict[int, int] = {}  # HELLO number -> highest seq sent before it
         self._max_sent = 0  # highest seq ever handed to the socket
         self._gap_resent: tuple[int, float] = (0, 0.0)  # (from seq, when) of the last resend for a gap
+        self._agent_id: str | None = None  # the instance that sent the last WELCOME (a restart changes it)
         self._last_ack_at = time.monotonic()
         self._retry_after = settings.retry_after_s
         self.on_late_welcome: Callable[[dict], None] | None = None
@@ -202,7 +207,10 @@ class Writer:
             self._send_hello(sock)
             interval_ms = max(1, int(self.settings.flush_interval_s * 1000))
             while True:
-                events = dict(poller.poll(2 if self._hello_pending else interval_ms))
+                # a pending HELLO waits for the connection: look often at first (init is waiting), then at
+                # the normal pace (an agent that is gone for long must not cost the training process CPU)
+                eager = self._hello_pending and time.monotonic() - self._hello_sent_at < 0.1
+                events = dict(poller.poll(2 if eager else interval_ms))
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):
@@ -214,7 +222,7 @@ class Writer:
                 self.sync()
                 if self._hello_pending:
                     self._try_hello(sock)
-                if self.welcome is not None and not self._hello_pending:
+                if self.welcome is not None and self._hello_answered:
                     self._send_outbox(sock)
                 sock = self._maybe_retry(ctx, sock, poller)
                 if self._closing and not self.ops and not self._outbox and not self._unacked:
@@ -322,6 +330,10 @@ class Writer:
         self.welcome = body
         self._hello_answered = True
         self._hello_marks.clear()
+        agent_id = body.get("agent")
+        if agent_id is not None and self._agent_id is not None and agent_id != self._agent_id:
+            self.counters.agent_restarts += 1
+        self._agent_id = agent_id if agent_id is not None else self._agent_id
         # seqs below `expect` were applied by the agent; their ACK follows its commit. What was sent
         # before the HELLO from `expect` on was lost with a connection: resend it, in order, before newer
         # batches. What was sent after the HELLO is on its way behind it.
@@ -346,7 +358,6 @@ class Writer:
         if body.get("reason") == "unknown-writer":
             # every batch in flight to a restarted agent comes back like this: one HELLO answers them all
             if self._hello_answered or now - self._hello_sent_at > self._retry_after:
-                self.counters.agent_restarts += 1
                 self._send_hello(sock)
             return
         expect = body.get("expect")
@@ -394,8 +405,7 @@ class Writer:
             self.counters.spawns += 1
             info = spawn.ensure_agent(self.settings, timeout_s=10.0)
         if info is not None and info != self._agent:
-            # a new agent (restart): reconnect so queued frames for the dead one are not waited on
-            self.counters.agent_restarts += 1
+            # a new agent (restart): its endpoint may differ (TCP port); a fresh socket starts clean
             self._agent = info
             poller.unregister(sock)
             sock.close(linger=0)

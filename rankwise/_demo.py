@@ -126,4 +126,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"data:   {api.path}")
     print(f"look:   rankwise show {group} --project {args.project}")
     print(f"python: rankwise.Api().group({args.project!r}, {group!r}).history('loss')")
+    from rankwise._ui.server import group_url
+
+    print(f"ui:     rankwise ui, then open {group_url(args.project, group)}")
     return 1 if failed else 0

@@ -142,6 +142,9 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
             con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            # a checkpoint (and its fsync) must not run inside the commit the ACKs wait for:
+            # the agent checkpoints between drains instead (SQLiteStore.checkpoint)
+            con.execute("PRAGMA wal_autocheckpoint=0")
         con.execute("PRAGMA busy_timeout=30000")
         return con
     except sqlite3.Error as exc:
@@ -413,6 +416,13 @@ class SQLiteStore(Store):
     def reader(self) -> "SQLiteReader":
         return SQLiteReader(self.path)
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file. PASSIVE: never waits for readers."""
+        try:
+            self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+
     def close(self) -> None:
         try:
             self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -502,14 +512,76 @@ class SQLiteReader(Reader):
             kid = self.keys.id(key, create=False)
         if kid is None:
             return {f: np.empty(0) for f in GROUP_FIELDS}
-        rows = self._all("SELECT data FROM group_rows WHERE group_id=? AND key_id=? ORDER BY id", (group_id, kid))
-        return decode_group_chunks([r[0] for r in rows])
+        # sorting ids in Python: ORDER BY would make SQLite copy every blob through a temporary sort
+        rows = self._all("SELECT id, data FROM group_rows WHERE group_id=? AND key_id=?", (group_id, kid))
+        rows.sort(key=lambda r: r[0])
+        return decode_group_chunks([r[1] for r in rows])
 
     def drops(self) -> dict[str, int]:
         return dict(self._all("SELECT cause, n FROM drops"))
 
+    def use_mmap(self, nbytes: int) -> None:
+        """Read the file through a memory map of up to ``nbytes`` (a long-lived reader such as the web UI:
+        history blobs span overflow pages, and a read per page is several times slower than a map)."""
+        with self._lock:
+            self.con.execute(f"PRAGMA mmap_size={int(nbytes)}")
+
+    def group_key_stats(self, group_id: int) -> dict[str, tuple[int, int, int]]:
+        rows = self._all(
+            "SELECT key_id, SUM(CASE WHEN revision=0 THEN n ELSE 0 END), MIN(step_min), MAX(step_max) "
+            "FROM group_rows WHERE group_id=? GROUP BY key_id",
+            (group_id,),
+        )
+        with self._lock:
+            return {self.keys.name(kid): (int(n), int(lo), int(hi)) for kid, n, lo, hi in rows}
+
+    def group_history_since(self, group_id: int, key: str, after: int = 0) -> tuple[int, dict[str, np.ndarray]]:
+        with self._lock:
+            kid = self.keys.id(key, create=False)
+        # no ORDER BY: sorting in SQLite would copy every blob through a temporary b-tree; a few hundred
+        # (id, blob) tuples sort in Python for free
+        rows = [] if kid is None else self._all(
+            "SELECT id, data FROM group_rows WHERE group_id=? AND key_id=? AND id>?", (group_id, kid, after)
+        )  # fmt: skip
+        rows.sort(key=lambda r: r[0])
+        return (rows[-1][0] if rows else after), decode_group_chunks([r[1] for r in rows])
+
+    def group_rank_history(
+        self, group_id: int, key: str, after: int = 0
+    ) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        with self._lock:
+            kid = self.keys.id(key, create=False)
+        if kid is None:
+            return after, {}
+        rows = self._all(
+            "SELECT h.id, h.run_id, h.enc, h.steps, h.vals FROM history h JOIN runs r ON r.id = h.run_id "
+            "WHERE r.group_id=? AND h.key_id=? AND h.id>?",
+            (group_id, kid, after),
+        )
+        rows.sort(key=lambda r: r[0])
+        chunks: dict[int, tuple[list, list]] = {}
+        for _, run_id, enc, sblob, vblob in rows:
+            if enc in _NUMERIC:
+                entry = chunks.setdefault(run_id, ([], []))
+                entry[0].append(np.frombuffer(sblob, "<i8"))
+                entry[1].append(np.frombuffer(vblob, _NUMERIC[enc]).astype(np.float64, copy=False))
+        first = key in META_KEYS
+        out = {run_id: _ordered_or_last_wins(s, v, first) for run_id, (s, v) in chunks.items()}
+        return (rows[-1][0] if rows else after), out
+
     def close(self) -> None:
         self.con.close()
+
+
+def _ordered_or_last_wins(
+    steps: list[np.ndarray], values: list[np.ndarray], first: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`last_wins` over numeric chunks, skipping its sort in the usual case of chunks that follow each
+    other in step order without overlap (then there is nothing to choose between)."""
+    s = np.concatenate(steps) if len(steps) > 1 else steps[0]
+    if len(s) < 2 or bool(np.all(s[1:] > s[:-1])):
+        return s, (np.concatenate(values) if len(values) > 1 else values[0])
+    return last_wins(steps, values, first=first)
 
 
 _GROUP_DTYPES = {"step": "<i8", "count": "<i8", "expected": "<i8", "min_rank": "<i8", "max_rank": "<i8"}
