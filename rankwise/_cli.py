@@ -6,6 +6,9 @@
     rankwise agent [...]         run the agent in the foreground (systemd, SLURM prolog)
     rankwise agent stop          stop the running agent cleanly
     rankwise demo                simulated 8-rank training job, then its group view
+    rankwise ui                  web UI over the store: charts of every group, live (127.0.0.1:8765)
+    rankwise tail [GROUP]        latest group row of every key, refreshed until the group finishes
+    rankwise export [GROUP]      group rows (or --per-rank history) as CSV or JSON lines
 
 Every command takes ``--store PATH`` (default ``$RANKWISE_DIR/store.sqlite``)
 where it reads, ``--json`` for machine-readable output where it prints tables.
@@ -192,6 +195,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from rankwise._ui.server import serve
+
+    return serve(args.store, args.host, args.port)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from rankwise._tail import tail
+
+    keys = args.keys.split(",") if args.keys else None
+    return tail(_api(args), args.project, args.group, keys, once=args.once, interval=args.interval)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rankwise._export import export
+
+    keys = args.keys.split(",") if args.keys else None
+    return export(_api(args), args.project, args.group, args.format, per_rank=args.per_rank, out=args.out, keys=keys)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rankwise", description="Logging for distributed training.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -220,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--project", default="demo")
     sp.add_argument("--group", help="group name (default: demo-<time>)")
     sp.add_argument("--slow-rank", type=int, default=5, help="rank that computes slower (-1: none)")
+    sp = sub.add_parser("ui", help="read-only web UI over the store: every group's charts, live")
+    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one and prints it)")
+    sp = sub.add_parser("tail", help="latest group row of every key, refreshed until the group finishes")
+    sp.add_argument("group", nargs="?", help="a group name (default: newest)")
+    sp.add_argument("--keys", help="comma-separated keys (default: all)")
+    sp.add_argument("--once", action="store_true", help="print once and exit")
+    sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
+    sp = sub.add_parser("export", help="group rows (or --per-rank history) as CSV or JSON lines")
+    sp.add_argument("group", nargs="?", help="a group name (default: newest)")
+    sp.add_argument("--format", "-f", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    sp.add_argument("--per-rank", action="store_true", help="every rank's full history instead of group rows")
+    sp.add_argument("--keys", help="comma-separated keys (default: all)")
+    sp.add_argument("--out", "-o", help="file to write (default: standard output)")
+    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
     return p
 
 
@@ -246,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_agent(args, rest)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "ui":
+            return cmd_ui(args)
+        if args.command == "tail":
+            return cmd_tail(args)
+        if args.command == "export":
+            return cmd_export(args)
     except Error as exc:
         print(f"rankwise {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -161,8 +161,41 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     def drops(self) -> dict[str, int]: ...
 
+    # Incremental reads for views that follow a running group (the web UI): chunk ids only grow, so a
+    # caller keeps what it decoded and asks for the chunks after the last id it saw.
+
+    @abc.abstractmethod
+    def group_key_stats(self, group_id: int) -> dict[str, tuple[int, int, int]]:
+        """Per key with group rows: (rows, first step, last step). Rows counts first-time group rows, not
+        revisions, so it is the number of distinct steps as long as no step was sealed twice."""
+
+    @abc.abstractmethod
+    def group_history_since(self, group_id: int, key: str, after: int = 0) -> tuple[int, dict[str, np.ndarray]]:
+        """Group rows of ``key`` from chunks with id > ``after`` (``GROUP_FIELDS`` arrays, the latest revision
+        of each step among them) and the id of the last chunk read (``after`` when there is none)."""
+
+    @abc.abstractmethod
+    def group_rank_history(
+        self, group_id: int, key: str, after: int = 0
+    ) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        """Numeric values of ``key`` of every run of the group in one read: run id → (steps, float64 values)
+        from chunks with id > ``after``, later chunks winning per step (the earliest for ``META_KEYS``, as
+        :meth:`run_history` does), and the id of the last chunk read. Non-numeric chunks are skipped."""
+
     def close(self) -> None:
         pass
+
+
+def merge_since(
+    old: tuple[np.ndarray, np.ndarray] | None, new: tuple[np.ndarray, np.ndarray], first: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) already read followed by those of newer chunks: the newer win per step (the older with
+    ``first``), as if all chunks had been read at once."""
+    if old is None or len(old[0]) == 0:
+        return new
+    if len(new[0]) == 0:
+        return old
+    return last_wins([old[0], new[0]], [old[1], new[1]], first=first)
 
 
 def last_wins(steps_list: list[np.ndarray], values_list: list[Any], first: bool = False) -> tuple[np.ndarray, Any]:

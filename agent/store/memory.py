@@ -186,3 +186,39 @@ class MemoryStore(Store, Reader):
 
     def drops(self) -> dict[str, int]:
         return dict(self.drop_counts)
+
+    # chunk ids are positions in the lists, counted from 1, as SQLite's row ids would be
+    def group_key_stats(self, group_id) -> dict[str, tuple[int, int, int]]:
+        out: dict[str, tuple[int, int, int]] = {}
+        for gid, k, rows, revision in self.group_rows:
+            if gid == group_id:
+                n, lo, hi = out.get(k, (0, rows["step"].min(), rows["step"].max()))
+                n += 0 if revision else len(rows["step"])
+                out[k] = (int(n), int(min(lo, rows["step"].min())), int(max(hi, rows["step"].max())))
+        return out
+
+    def group_history_since(self, group_id, key, after=0) -> tuple[int, dict[str, np.ndarray]]:
+        parts = [
+            (i, rows)
+            for i, (gid, k, rows, _) in enumerate(self.group_rows, 1)
+            if i > after and gid == group_id and k == key
+        ]
+        if not parts:
+            return after, {f: np.empty(0) for f in GROUP_FIELDS}
+        steps = np.concatenate([p["step"] for _, p in parts])
+        _, idx = last_wins([steps], [np.arange(len(steps))])
+        return parts[-1][0], {f: np.concatenate([p[f] for _, p in parts])[idx] for f in GROUP_FIELDS}
+
+    def group_rank_history(self, group_id, key, after=0) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        runs = {r.id for r in self.run_records.values() if r.group_id == group_id}
+        chunks: dict[int, tuple[list, list]] = {}
+        last = after
+        for i, (rid, k, s, v, _) in enumerate(self.history, 1):
+            if i > after and rid in runs and k == key:
+                last = i
+                if isinstance(v, np.ndarray):
+                    entry = chunks.setdefault(rid, ([], []))
+                    entry[0].append(s)
+                    entry[1].append(v.astype(np.float64))
+        first = key in META_KEYS
+        return last, {rid: last_wins(s, v, first=first) for rid, (s, v) in chunks.items()}

@@ -1,0 +1,86 @@
+"""``rankwise tail GROUP``: the latest group row of every key, refreshed until the group finishes.
+
+On a terminal the table is redrawn in place; into a pipe or file a new table is
+printed whenever the group changed. ``--once`` prints it once (for scripts).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from client.errors import InvalidArgumentError
+from rankwise._table import ago
+
+CLEAR = "\x1b[H\x1b[2J"
+SETTLE_S = 5.0  # after the last rank finished, how long to wait for the agent to seal the last steps
+
+
+def render(g: Any, keys: list[str] | None = None) -> str:
+    """Header (ranks, states, progress of the slowest and fastest rank) and the per-key table of ``rankwise show``."""
+    from rankwise._cli import group_table
+    from rankwise._table import table
+
+    runs = g.runs
+    states: dict[str, int] = {}
+    for r in runs:
+        states[r.state] = states.get(r.state, 0) + 1
+    lines = [
+        f"group {g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state} "
+        f"({', '.join(f'{v} {k}' for k, v in sorted(states.items()))}); updated {ago(g.updated)}"
+    ]
+    if runs:
+        slow = min(runs, key=lambda r: (r.step, r.rank))
+        fast = max(runs, key=lambda r: (r.step, -r.rank))
+        if slow.step == fast.step:
+            lines.append(f"progress: every rank has committed {slow.step} steps")
+        else:
+            lines.append(
+                f"progress: rank {slow.rank} is behind at {slow.step} steps, rank {fast.rank} ahead at {fast.step}"
+            )
+    headers, rows = group_table(g, keys)
+    lines.append("")
+    lines.append(table(headers, rows) if rows else "(no group rows yet)")
+    return "\n".join(lines)
+
+
+def caught_up(sealed_through: int, runs: Any) -> bool:
+    """Every committed step of the group has its group row (``step`` is the next step a run commits)."""
+    return sealed_through >= max((r.step for r in runs), default=0) - 1
+
+
+def changed_since(last: str | None, text: str) -> bool:
+    """More than the "updated Ns ago" of the first line changed."""
+    return text.split("\n", 1)[1:] != (last or "").split("\n", 1)[1:]
+
+
+def tail(api: Any, project: str | None, name: str | None, keys: list[str] | None = None, once: bool = False,
+         interval: float = 1.0, out: TextIO | None = None) -> int:  # fmt: skip
+    """Print until the group is no longer running (or once); Ctrl-C ends it early."""
+    if not interval > 0:
+        raise InvalidArgumentError(f"--interval {interval} must be a positive number of seconds")
+    out = out or sys.stdout
+    g = api.group(project, name)
+    project, name = g.project, g.name  # pin the group: "the newest" must not change under a live view
+    tty = out.isatty()
+    last: str | None = None
+    done_at: float | None = None
+    while True:
+        text = render(g, keys)
+        if last is None or changed_since(last, text) or tty:
+            out.write((CLEAR if tty and last is not None else "") + text + "\n" + ("" if tty or once else "\n"))
+            out.flush()
+            last = text
+        if once:
+            return 0
+        if g.state != "running":
+            # the agent seals the last steps on its next tick after the last rank finished: wait for those
+            # rows (a group whose keys stop early never catches up, hence the bound)
+            done_at = done_at or time.monotonic()
+            if caught_up(g.sealed_through, g.runs) or time.monotonic() - done_at > SETTLE_S:
+                return 0
+        else:
+            done_at = None
+        time.sleep(interval)
+        g = api.group(project, name)

@@ -1,0 +1,280 @@
+"""The chart endpoints: ``series`` (one key of a group, reduced to a chart's width without losing a spike)
+and ``stragglers`` (per-rank step time or a per-rank key by step bucket, with the slowest ranks)."""
+
+from __future__ import annotations
+
+import re
+
+from typing import Any
+
+import numpy as np
+
+from rankwise._api import NotFound
+from rankwise._ui import series as S
+from rankwise._ui.data import UIData
+from rankwise._ui.params import ApiError, Params, numbers, step_range
+
+DEFAULT_WIDTH = 1000
+MAX_WIDTH = 20000
+
+
+def _mode(ranks: np.ndarray) -> int | None:
+    ranks = ranks[ranks >= 0]
+    return int(np.bincount(ranks).argmax()) if len(ranks) else None
+
+
+def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
+    """One key of a group for a chart: mean, min, max over ranks (and each rank's values with ``ranks=1``)
+    over [start, end], at full resolution when that is at most two points per bucket, else two rows
+    (the extremes) per bucket."""
+    key = p.str("key")
+    if not key:
+        raise ApiError(400, "parameter 'key' is required")
+    axis = p.str("x", "step", ("step", "time"))
+    width = p.int("width", DEFAULT_WIDTH, 0, MAX_WIDTH)
+    with_ranks = p.bool("ranks")
+    start, end = step_range(p)
+    g = data.group(project, name)
+    gid = g.id
+    cache = data.cache
+    rows = cache.group_rows(gid, key)
+    if len(rows["step"]) == 0:
+        known = data.api._reader.group_key_stats(gid)
+        raise NotFound(f"group {name!r} has no key {key!r}; keys: {', '.join(sorted(known)[:20]) or 'none'}")
+    runs = data.runs(g)
+    rank_of = {r.id: (r.rank, r.name) for r in runs}
+    per_run = cache.rank_rows(gid, key) if with_ranks else {}
+
+    t0 = None
+    if axis == "step":
+        x = rows["step"]
+        cols = rows
+        rank_x = dict(per_run)
+    else:
+        stamps = cache.rank_rows(gid, "_timestamp")
+        firsts = [float(v[0]) for _, v in stamps.values() if len(v)]
+        t0 = min(firsts) if firsts else g.created
+        t_steps, t_done = cache.step_times(gid)
+        x, cols = _on_time(rows, t_steps, t_done - t0)
+        rank_x = {}
+        for rid, (s, v) in per_run.items():
+            ts = stamps.get(rid)
+            if ts is None:
+                continue
+            rx, rv = _on_time({"step": s, "v": v}, ts[0], ts[1] - t0)
+            rank_x[rid] = (rx, rv["v"])
+
+    lo_all = float(x[0]) if len(x) else 0.0
+    hi_all = float(x[-1]) if len(x) else 0.0
+    for rx, _ in rank_x.values():
+        if len(rx):
+            lo_all, hi_all = min(lo_all, float(rx[0])), max(hi_all, float(rx[-1]))
+    lo = lo_all if start is None else start
+    hi = hi_all if end is None else end
+    span = S.in_range(x, lo, hi)
+    n = span.stop - span.start
+    window = {f: cols[f][span] for f in ("mean", "min", "max", "count", "min_rank", "max_rank", "std")}
+    out: dict[str, Any] = {
+        "key": key,
+        "axis": axis,
+        "t0": t0,
+        "range": [lo, hi],
+        "domain": [lo_all, hi_all],
+        "points": int(n),
+        "expected": g.world_size,
+        "min_rank_mode": _mode(window["min_rank"]),
+        "max_rank_mode": _mode(window["max_rank"]),
+        "nonfinite": int(sum((~np.isfinite(window[f])).sum() for f in ("mean", "min", "max"))),
+    }
+    if width == 0 or n <= 2 * width:
+        out.update(_full(x[span], window, rank_x, rank_of, lo, hi, axis))
+    else:
+        out.update(_reduced(x, cols, rank_x, rank_of, lo, hi, width))
+    return out
+
+
+def _on_time(cols: dict[str, np.ndarray], t_steps: np.ndarray, t_values: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Columns indexed by step re-indexed by time (steps without a time dropped), sorted by time."""
+    steps = cols["step"]
+    pos = np.minimum(np.searchsorted(t_steps, steps), max(len(t_steps) - 1, 0))
+    ok = (t_steps[pos] == steps) if len(t_steps) else np.zeros(len(steps), bool)
+    x = t_values[pos[ok]] if len(t_steps) else np.empty(0)
+    names = list(cols)
+    sorted_cols = S.sort_by_x(x, *(cols[f][ok] for f in names))
+    return sorted_cols[0], dict(zip(names, sorted_cols[1:]))
+
+
+def _full(x: np.ndarray, window: dict, rank_x: dict, rank_of: dict, lo: float, hi: float, axis: str) -> dict[str, Any]:
+    """Every point in range; with ranks, on the union of everyone's x (None where a series has no point)."""
+    grid = x
+    parts = {}
+    for rid, (rx, rv) in rank_x.items():
+        sl = S.in_range(rx, lo, hi)
+        parts[rid] = (rx[sl], rv[sl])
+    if parts:
+        grid = np.unique(np.concatenate([x, *(p[0] for p in parts.values())]))
+    out: dict[str, Any] = {
+        "resolution": "full",
+        "buckets": 0,
+        "x": numbers(grid),
+        "mean": numbers(S.align(grid, x, window["mean"])),
+        "min": numbers(S.align(grid, x, window["min"])),
+        "max": numbers(S.align(grid, x, window["max"])),
+        "std": numbers(S.align(grid, x, window["std"])),
+        "count": numbers(S.align(grid, x, window["count"]), integral=True),
+        "min_rank": numbers(S.align(grid, x, window["min_rank"]), integral=True),
+        "max_rank": numbers(S.align(grid, x, window["max_rank"]), integral=True),
+    }
+    if axis == "step" and grid.dtype.kind == "i":
+        out["x"] = grid.tolist()
+    out["ranks"] = (
+        _ranks_json({rid: S.align(grid, rx, rv) for rid, (rx, rv) in parts.items()}, rank_of) if rank_x else None
+    )
+    return out
+
+
+def _reduced(
+    x: np.ndarray, cols: dict, rank_x: dict, rank_of: dict, lo: float, hi: float, width: int
+) -> dict[str, Any]:
+    """Two rows per non-empty bucket of the group series: see :mod:`rankwise._ui.series`."""
+    edges = S.bucket_edges(lo, hi, width)
+    seg = S.segments(x, edges)
+    first, second = S.extremes(cols["mean"], seg)
+    xa, xb = x[seg.start], x[seg.stop - 1]
+    lows, highs = S.bucket_min(cols["min"], seg), S.bucket_max(cols["max"], seg)
+    counts = S.bucket_min(cols["count"].astype(np.float64), seg)
+    both = lambda a, i=False: numbers(S.interleave(a, a), i)  # noqa: E731 - a bucket's two rows share the band
+    out: dict[str, Any] = {
+        "resolution": "minmax",
+        "buckets": width,
+        "x": numbers(S.interleave(xa, xb)),
+        "mean": numbers(S.interleave(first, second)),
+        "min": both(lows),
+        "max": both(highs),
+        "std": None,
+        "count": both(counts, True),
+        "min_rank": None,
+        "max_rank": None,
+    }
+    out["ranks"] = (
+        _ranks_json({rid: S.place(seg.bucket, rx, rv, edges) for rid, (rx, rv) in rank_x.items()}, rank_of)
+        if rank_x
+        else None
+    )
+    return out
+
+
+def _ranks_json(values: dict[int, np.ndarray], rank_of: dict[int, tuple[int, str]]) -> list[dict[str, Any]]:
+    out = [
+        {"rank": rank_of.get(rid, (-1, "?"))[0], "name": rank_of.get(rid, (-1, "?"))[1], "values": numbers(v)}
+        for rid, v in values.items()
+    ]
+    return sorted(out, key=lambda r: (r["rank"], r["name"]))
+
+
+# ---------------------------------------------------------------- stragglers
+
+
+def _median(a: np.ndarray) -> float | None:
+    if len(a) == 0:
+        return None
+    lo, hi = (len(a) - 1) // 2, len(a) // 2
+    part = np.partition(a, [lo, hi])
+    return float((part[lo] + part[hi]) / 2)
+
+
+# keys that look like a duration: step_time_ms, compute_ms, data/wait_s, fwd.latency, dt ...
+_TIMING = re.compile(
+    r"(^|[._/-])(time|times|duration|latency|wait|waiting|compute|elapsed|dt)([._/-]|$)|[._/-](ms|us|s|sec|secs)$",
+    re.IGNORECASE,
+)
+
+
+def _unevenness(per_run: dict[int, tuple[np.ndarray, np.ndarray]]) -> float:
+    """How far the slowest rank's mean is above the median rank's (1.0: all ranks alike)."""
+    means = []
+    for _, v in per_run.values():
+        fin = v[np.isfinite(v)]
+        if len(fin):
+            means.append(float(fin.mean()))
+    if len(means) < 2:
+        return 0.0
+    typical = _median(np.array(means))
+    return max(means) / typical if typical and typical > 0 else 0.0
+
+
+def pick_metric(data: UIData, gid: int) -> str:
+    """The timing that best separates the ranks: commit-to-commit step time, or a per-rank key whose
+    name says it is a duration. In synchronous data parallelism every rank waits for the slowest at
+    each all-reduce, so commit times are equal and only a compute/data-time key shows the straggler."""
+    best, best_score = "_timestamp", _unevenness(data.cache.step_durations(gid))
+    for name in data.api._reader.group_key_stats(gid):
+        if _TIMING.search(name):
+            score = _unevenness(data.cache.rank_rows(gid, name))
+            if score > best_score:
+                best, best_score = name, score
+    return best
+
+
+def stragglers(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
+    """Per-rank step time (from each rank's ``_timestamp``: seconds between its consecutive commits, per
+    step) or another key's per-rank values, as mean per step bucket (a heat map), with the slowest ranks.
+    ``key=auto`` (the default) picks the timing that best separates the ranks (:func:`pick_metric`)."""
+    key = p.str("key") or "auto"
+    width = p.int("width", 200, 1, 5000)
+    start, end = step_range(p)
+    g = data.group(project, name)
+    gid = g.id
+    auto = key == "auto"
+    if auto:
+        key = pick_metric(data, gid)
+    per_run = data.cache.step_durations(gid) if key == "_timestamp" else data.cache.rank_rows(gid, key)
+    if not per_run and key != "_timestamp":
+        raise NotFound(f"group {name!r} has no per-rank numeric key {key!r}")
+    runs = data.runs(g)
+    nothing = (np.empty(0, np.int64), np.empty(0))
+    series_of = {r.id: per_run.get(r.id, nothing) for r in runs}
+    firsts = [float(s[0]) for s, _ in series_of.values() if len(s)]
+    lasts = [float(s[-1]) for s, _ in series_of.values() if len(s)]
+    lo = start if start is not None else min(firsts, default=0.0)
+    hi = end if end is not None else max(lasts, default=lo)
+    hi = max(hi, lo)
+    buckets = max(1, min(width, int(hi - lo) + 1))
+    edges = S.bucket_edges(lo, hi, buckets)
+    ranks = []
+    for r in runs:
+        s, v = series_of[r.id]
+        sl = S.in_range(s, lo, hi)
+        vals = v[sl]
+        fin = vals[np.isfinite(vals)]
+        ranks.append(
+            {
+                "rank": r.rank,
+                "name": r.name,
+                "node": r.node,
+                "state": r.state,
+                "n": int(len(fin)),
+                "mean": float(fin.mean()) if len(fin) else None,
+                "median": _median(fin),
+                "max": float(fin.max()) if len(fin) else None,
+                "cells": numbers(S.bucket_means(s, v, edges)),
+            }
+        )
+    means = [r["mean"] for r in ranks if r["mean"] is not None]
+    typical = _median(np.array(means))
+    ordered = sorted((r for r in ranks if r["mean"] is not None), key=lambda r: -r["mean"])
+    slowest = [
+        {"rank": r["rank"], "name": r["name"], "node": r["node"], "mean": r["mean"],
+         "ratio": (r["mean"] / typical) if typical else None}
+        for r in ordered[:3]
+    ]  # fmt: skip
+    return {
+        "metric": "step_time" if key == "_timestamp" else key,
+        "auto": auto,
+        "unit": "s" if key == "_timestamp" else None,
+        "range": [lo, hi],
+        "edges": numbers(edges),
+        "median_of_means": typical,
+        "ranks": ranks,
+        "slowest": slowest,
+    }

@@ -1,0 +1,277 @@
+"""``rankwise ui``: a read-only web server over the store (standard library only).
+
+Pages (one small single-page app, ``static/``) and the JSON API (:mod:`api`) on
+one port. Live views use server-sent events: ``/api/.../events`` checks the
+group twice a second with one cheap query and sends ``update`` when the agent
+committed something for it. The store is only read (a WAL reader on a
+read-only connection), so the agent never waits for the UI.
+
+By default the server binds 127.0.0.1; bound to a loopback address it also
+refuses requests whose Host header names another host (a web page elsewhere
+cannot read the store through DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from agent.errors import StoreError
+from rankwise._api import NotFound
+from rankwise._tail import SETTLE_S, caught_up
+from rankwise._ui import api
+from rankwise._ui.data import StoreMissing, UIData
+from rankwise._ui.params import ApiError, Params
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_PORT = 8765
+EVENT_POLL_S = 0.5
+EVENT_HEARTBEAT_S = 15.0
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".md": "text/markdown",
+          ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain"}  # fmt: skip
+_PAGES = ("", "p", "g")  # first path segment of an app page
+
+
+def group_url(project: str, group: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
+    """The address of a group's page on a ``rankwise ui`` server at ``host:port``."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/g/{quote(project, safe='')}/{quote(group, safe='')}"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return all(info[4][0] in ("127.0.0.1", "::1") or info[4][0].startswith("127.") for info in infos)
+
+
+class UIServer(ThreadingHTTPServer):
+    """One thread per connection (daemon threads: an open event stream never holds up shutdown)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], data: UIData, quiet: bool = True):
+        self.data = data
+        self.quiet = quiet
+        self.stopping = threading.Event()
+        self.loopback_only = _loopback(address[0])
+        super().__init__(address, Handler)
+
+    def __repr__(self) -> str:
+        return f"<UIServer {self.url} {self.data!r}>"
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.server_address[0]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}/"
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.data.close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: UIServer
+    protocol_version = "HTTP/1.1"  # keep-alive: the page fetches many series
+    disable_nagle_algorithm = True  # headers and body are two writes: without this, 40 ms delayed-ACK stalls
+    server_version = "rankwise-ui"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+    # ------------------------------------------------------------ replies
+
+    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-cache") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any) -> None:
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+        self._send(status, body, "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message, "status": status})
+
+    # ------------------------------------------------------------ dispatch
+
+    def do_GET(self) -> None:
+        try:
+            self._get()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug must not kill the server; say what broke
+            self.close_connection = True
+            try:
+                self._error(500, f"{type(exc).__name__}: {exc}")
+            except OSError:
+                pass
+            if not self.server.quiet:
+                raise
+
+    do_HEAD = do_GET
+
+    def _refuse_method(self) -> None:
+        self._error(405, f"method {self.command} not allowed: the UI and its API are read-only (GET)")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+    def _host_ok(self) -> bool:
+        if not self.server.loopback_only:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.split(":")[0]
+        return name in ("localhost", "127.0.0.1", "::1") or name.startswith("127.")
+
+    def _get(self) -> None:
+        if not self._host_ok():
+            self._error(403, "this server answers only requests addressed to localhost / 127.0.0.1")
+            return
+        url = urlsplit(self.path)
+        raw = [s for s in url.path.split("/") if s]
+        segments = [unquote(s) for s in raw]
+        if segments[:1] == ["api"]:
+            query = parse_qs(url.query, keep_blank_values=True)
+            if len(segments) == 6 and segments[5] == "events" and segments[1:2] == ["projects"]:
+                self._events(segments[2], segments[4], query)
+                return
+            status, body = api.call(self.server.data, segments, query)
+            self._json(status, body)
+            return
+        if segments[:1] == ["static"]:
+            self._static(segments[1:])
+            return
+        if (segments[:1] or [""])[0] in _PAGES and len(segments) <= 3:
+            self._static(["index.html"])
+            return
+        self._error(404, f"no page {url.path}")
+
+    def _static(self, parts: list[str]) -> None:
+        path = STATIC.joinpath(*parts).resolve() if parts else STATIC
+        if STATIC not in path.parents or not path.is_file() or path.suffix not in _TYPES:
+            self._error(404, f"no static file {'/'.join(parts)}")
+            return
+        ctype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if ctype.startswith("text/"):
+            ctype += "; charset=utf-8"
+        cache = "max-age=86400" if "vendor" in parts[:1] else "no-cache"
+        self._send(200, path.read_bytes(), ctype, cache)
+
+    # ------------------------------------------------------------ live updates
+
+    def _events(self, project: str, name: str, query: dict[str, list[str]]) -> None:
+        """Server-sent events: ``update`` (the group summary) whenever the agent committed something for the
+        group, a comment line as heartbeat, and ``end`` once no rank is running any more."""
+        data = self.server.data
+        try:
+            Params(query, ())
+            g = data.group(project, name)
+        except ApiError as exc:
+            self._error(exc.status, exc.message)
+            return
+        except StoreMissing as exc:
+            self._error(503, str(exc))
+            return
+        except NotFound as exc:
+            self._error(404, str(exc))
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(b"retry: 2000\n\n")
+        self.wfile.flush()
+        last_sig: tuple | None = None
+        last_write = time.monotonic()
+        done_at: float | None = None
+        while not self.server.stopping.is_set():
+            try:
+                g = data.group(project, name)
+                runs = data.runs(g)
+            except StoreError:  # the store briefly unreadable (busy, being created): try again
+                self.server.stopping.wait(EVENT_POLL_S)
+                continue
+            sig = api.signature(g, runs)
+            if sig != last_sig:
+                summary = api.group_summary(data, g, runs)
+                payload = json.dumps(summary, separators=(",", ":"), allow_nan=False)
+                self.wfile.write(f"event: update\ndata: {payload}\n\n".encode())
+                self.wfile.flush()
+                last_sig, last_write = sig, time.monotonic()
+            if runs and all(r.state != "running" for r in runs):
+                # the agent seals the last steps on its tick after the last rank finished: end once those
+                # rows are there (or after a bound: keys that stop early never catch up)
+                done_at = done_at or time.monotonic()
+                if caught_up(g.sealed_through, runs) or time.monotonic() - done_at > SETTLE_S:
+                    self.wfile.write(b"event: end\ndata: {}\n\n")
+                    self.wfile.flush()
+                    return
+            else:
+                done_at = None
+            if time.monotonic() - last_write > EVENT_HEARTBEAT_S:
+                self.wfile.write(b": heartbeat\n\n")
+                self.wfile.flush()
+                last_write = time.monotonic()
+            self.server.stopping.wait(EVENT_POLL_S)
+
+
+def make_server(store: str | Path | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                quiet: bool = True) -> UIServer:  # fmt: skip
+    """A bound server (port 0 picks a free one); call ``serve_forever()`` on it, ``shutdown()`` from another thread."""
+    data = UIData(store)
+    try:
+        data.open()  # now, so the first page does not wait for the connection and the imports
+    except StoreMissing:
+        pass  # opened on the first request after a run has created it
+    return UIServer((host, port), data, quiet=quiet)
+
+
+def serve(store: str | Path | None, host: str, port: int, out: Any = None) -> int:
+    """``rankwise ui``: serve until Ctrl-C."""
+    out = out or sys.stdout
+    try:
+        server = make_server(store, host, port, quiet=True)
+    except OSError as exc:
+        hint = "; pass --port 0 to pick a free one" if port else ""
+        print(f"rankwise ui: cannot listen on {host}:{port}: {exc.strerror or exc}{hint}", file=sys.stderr)
+        return 1
+    data = server.data
+    print(f"rankwise ui: serving {data.path} at {server.url}  (read-only; Ctrl-C to stop)", file=out, flush=True)
+    if not server.loopback_only:
+        print(f"rankwise ui: warning: {host} is reachable from other machines; there is no authentication",
+              file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stopping.set()
+        server.server_close()
+    return 0

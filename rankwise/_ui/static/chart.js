@@ -1,0 +1,161 @@
+// One chart per key: the mean over ranks with a min–max band, per-rank lines on demand. The server sends
+// at most two rows per pixel column (each bucket's extremes), so spikes stay; zooming asks it again for the
+// narrower range, down to every point.
+import { get, groupPath } from "./api.js";
+import { el, num, axisSize } from "./fmt.js";
+
+const COLORS = { mean: "#0b6bcb", edge: "rgba(11,107,203,0.35)", band: "rgba(11,107,203,0.16)", min: "#2563eb", max: "#dc2626" };
+
+// Exponential moving average with TensorBoard's debiasing; gaps (null) stay gaps.
+export function smooth(values, alpha) {
+  if (!alpha) return values;
+  let last = 0, n = 0;
+  return values.map((v) => {
+    if (v === null || !Number.isFinite(v)) return v;
+    last = last * alpha + (1 - alpha) * v;
+    n += 1;
+    return last / (1 - Math.pow(alpha, n));
+  });
+}
+
+const positive = (values) => values.map((v) => (v !== null && v > 0 ? v : null));
+
+export class KeyChart {
+  constructor(page, key, info) {
+    this.page = page;
+    this.key = key;
+    this.info = info;
+    this.seq = 0;
+    this.stale = true;
+    this.visible = false;
+    this.data = null;
+    this.u = null;
+    this.shape = "";
+    this.meta = el("span", { class: "meta" });
+    this.warn = el("span", { class: "warn" });
+    this.plot = el("div", { class: "plot" });
+    this.readout = el("div", { class: "readout" });
+    this.card = el("section", { class: "card", "data-key": key },
+      el("h3", {}, el("span", { text: key }), this.warn, this.meta), this.plot, this.readout);
+  }
+
+  width() { return Math.max(100, Math.min(4000, Math.round(this.plot.clientWidth || 400))); }
+
+  async load() {
+    const seq = ++this.seq;
+    this.stale = false;
+    const s = this.page.state;
+    const params = { key: this.key, x: s.axis, width: this.width(), ranks: s.ranks ? 1 : 0 };
+    if (s.range) { params.start = s.range[0]; params.end = s.range[1]; }
+    let data;
+    try {
+      data = await get(groupPath(this.page.project, this.page.group, "series"), params);
+    } catch (err) {
+      if (seq === this.seq) this.readout.textContent = `error: ${err.message}`;
+      return;
+    }
+    if (seq !== this.seq) return; // a newer request superseded this one
+    this.data = data;
+    this.render();
+  }
+
+  render() {
+    const d = this.data;
+    if (!d) return;
+    const s = this.page.state;
+    const xs = d.axis === "time" ? d.x.map((v) => d.t0 + v) : d.x;
+    const y = (values) => (s.log ? positive(values) : values);
+    const ranks = d.ranks || [];
+    // series order: band edges, ranks, then the mean last so that it is drawn on top
+    // smoothing applies to the band too, or the lagging mean would leave a band that does not lag
+    const sm = (values) => y(smooth(values, s.smooth));
+    const cols = [xs, sm(d.min), sm(d.max), ...ranks.map((r) => sm(r.values)), sm(d.mean)];
+    const shape = [d.axis, s.log, ranks.map((r) => r.rank).join(","), d.min_rank_mode, d.max_rank_mode].join("|");
+    if (!this.u || shape !== this.shape) {
+      if (this.u) this.u.destroy();
+      this.u = new uPlot(this.options(d, ranks), cols, this.plot);
+      this.shape = shape;
+    } else {
+      this.u.setData(cols);
+    }
+    const res = d.resolution === "full" ? "every point" : `min/max of ${d.buckets} buckets`;
+    this.meta.textContent = `${d.points.toLocaleString()} steps · ${res}`;
+    this.meta.title = d.resolution === "full" ? "" : "each pixel column keeps its lowest and highest value, so spikes stay visible; zoom in for every point";
+    this.warn.textContent = d.nonfinite ? `${d.nonfinite} NaN/inf` : "";
+    this.card.dataset.series = String(this.u.series.length - 1);
+    this.card.dataset.points = String(xs.length);
+    this.card.dataset.resolution = d.resolution;
+    this.showReadout(null);
+    window.rw.renders = (window.rw.renders || 0) + 1;
+  }
+
+  options(d, ranks) {
+    const page = this.page;
+    const hl = { [d.min_rank_mode]: COLORS.min, [d.max_rank_mode]: COLORS.max };
+    const rankSeries = ranks.map((r, i) => {
+      const color = hl[r.rank];
+      const hue = (i * 137.5) % 360;
+      return { label: `rank ${r.rank}`, stroke: color || `hsla(${hue},35%,50%,0.55)`, width: color ? 1.5 : 1,
+        spanGaps: true, points: { show: false } };
+    });
+    return {
+      width: this.width(),
+      height: 200,
+      legend: { show: false },
+      scales: { x: { time: d.axis === "time" }, y: { distr: page.state.log ? 3 : 1 } },
+      series: [
+        { label: d.axis },
+        { label: "min", stroke: COLORS.edge, width: 1, spanGaps: true, points: { show: false } },
+        { label: "max", stroke: COLORS.edge, width: 1, spanGaps: true, points: { show: false } },
+        ...rankSeries,
+        { label: "mean", stroke: COLORS.mean, width: 2, spanGaps: true, points: { show: false } },
+      ],
+      bands: [{ series: [2, 1], fill: COLORS.band }],
+      axes: [{}, { size: axisSize, values: (u, vals) => vals.map(num) }],
+      cursor: {
+        drag: { x: true, y: false, setScale: false },
+        bind: { dblclick: () => null },
+      },
+      hooks: {
+        setSelect: [(u) => {
+          if (u.select.width < 4) return;
+          const a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
+          const off = this.data.axis === "time" ? this.data.t0 : 0;
+          page.setRange([a - off, b - off]);
+        }],
+        setCursor: [(u) => this.showReadout(u.cursor.idx)],
+        ready: [(u) => u.over.addEventListener("dblclick", () => page.setRange(null))],
+      },
+    };
+  }
+
+  showReadout(idx) {
+    const d = this.data;
+    if (!d) return;
+    if (idx === null || idx === undefined) {
+      const hi = [];
+      if (d.min_rank_mode !== null) hi.push(`lowest most often: rank ${d.min_rank_mode}`);
+      if (d.max_rank_mode !== null) hi.push(`highest most often: rank ${d.max_rank_mode}`);
+      this.readout.replaceChildren(
+        el("span", { class: "swatch", style: `background:${COLORS.min}` }), hi[0] || "", " ",
+        el("span", { class: "swatch", style: `background:${COLORS.max}` }), hi[1] || "");
+      return;
+    }
+    const x = d.axis === "time" ? `+${num(d.x[idx])}s` : `step ${d.x[idx]}`;
+    const parts = [x, `mean ${num(d.mean[idx])}`, `[${num(d.min[idx])}, ${num(d.max[idx])}]`];
+    if (d.count[idx] !== null) parts.push(`${d.count[idx]}/${d.expected} ranks`);
+    if (d.min_rank && d.min_rank[idx] !== null) parts.push(`min r${d.min_rank[idx]} · max r${d.max_rank[idx]}`);
+    this.readout.textContent = parts.join("  ");
+  }
+
+  resize() {
+    if (this.u) this.u.setSize({ width: this.width(), height: 200 });
+  }
+
+  destroy() {
+    this.seq += 1;
+    if (this.u) this.u.destroy();
+    this.u = null;
+  }
+}

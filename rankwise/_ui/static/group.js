@@ -1,0 +1,206 @@
+// The group page: toolbar (key filter, x axis, log scale, smoothing, per-rank lines, zoom range), one chart per
+// key, the straggler panel and the run table. Live: while the group runs, the server's event stream says when
+// the agent committed something, and the visible charts are fetched again (charts off screen when scrolled to).
+import { get, early, events, groupPath } from "./api.js";
+import { el, num, duration, when, states, badge } from "./fmt.js";
+import { KeyChart } from "./chart.js";
+import { StragglerPanel } from "./straggler.js";
+
+const MARGIN = 300; // px around the viewport in which a chart counts as visible
+
+export class GroupPage {
+  constructor(root, project, group) {
+    this.root = root;
+    this.project = project;
+    this.group = group;
+    this.state = { axis: "step", log: false, smooth: 0, ranks: false, range: null, filter: "" };
+    this.charts = new Map();
+    this.slow = [];
+    this.es = null;
+    this.closed = false;
+    this.refreshing = null;
+    this.pending = false;
+  }
+
+  async open() {
+    const detail = await (early(this.project, this.group) || get(groupPath(this.project, this.group)));
+    performance.mark("rw-detail");
+    this.build(detail);
+    this.showRange();
+    this.io = new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        const chart = this.charts.get(e.target.dataset.key);
+        if (chart) chart.visible = e.isIntersecting;
+      }
+      this.kick();
+    }, { rootMargin: `${MARGIN}px` });
+    this.ro = new ResizeObserver(() => { for (const c of this.charts.values()) c.resize(); this.straggler.resize(); });
+    this.ro.observe(this.grid);
+    this.update(detail);
+    // first paint: charts on screen now, and the straggler panel; then mark the page ready (tests read it)
+    const onScreen = [...this.charts.values()].filter((c) => this.onScreen(c.card));
+    onScreen.forEach((c) => { c.visible = true; });
+    performance.mark("rw-built");
+    await Promise.all([...onScreen.map((c) => c.load()), this.straggler.load()]);
+    for (const c of this.charts.values()) this.io.observe(c.card);
+    performance.mark("rw-ready");
+    window.rw.ready = performance.now();
+    if (detail.state === "running") this.follow();
+  }
+
+  onScreen(node) {
+    const r = node.getBoundingClientRect();
+    return node.offsetParent !== null && r.top < innerHeight + MARGIN && r.bottom > -MARGIN;
+  }
+
+  build(d) {
+    this.title = el("h1", {}, el("span", { text: d.name }), " ", el("span", { id: "state" }));
+    this.summary = el("div", { class: "summary", id: "summary" });
+    this.rangeText = el("span", { class: "range", id: "range" });
+    const opt = (name, control) => el("label", {}, name, control);
+    this.toolbar = el("div", { class: "toolbar" },
+      opt("keys ", el("input", { type: "search", id: "filter", placeholder: "filter: text or /regex/",
+        oninput: (e) => this.setFilter(e.target.value) })),
+      opt("x ", el("select", { id: "axis", onchange: (e) => this.setOption("axis", e.target.value, true) },
+        el("option", { value: "step", text: "step" }), el("option", { value: "time", text: "time" }))),
+      opt("", el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) })), "log y",
+      opt("smoothing ", el("input", { type: "range", id: "smooth", min: 0, max: 0.99, step: 0.01, value: 0,
+        oninput: (e) => this.setOption("smooth", Number(e.target.value)) })),
+      opt("", el("input", { type: "checkbox", id: "ranks", onchange: (e) => this.setOption("ranks", e.target.checked, true) })),
+      "per-rank lines",
+      this.rangeText);
+    this.empty = el("p", { class: "muted", text: "no group rows yet: they appear as the ranks log" });
+    this.grid = el("div", { class: "charts", id: "charts" });
+    this.straggler = new StragglerPanel(this);
+    this.configBox = el("details", { class: "config", id: "config" });
+    this.runsBox = el("div", { class: "tablewrap" });
+    this.root.replaceChildren(this.title, this.summary, this.toolbar, this.empty, this.grid,
+      el("h2", { text: "Stragglers" }), this.straggler.root,
+      el("h2", { text: "Runs" }), this.configBox, this.runsBox);
+  }
+
+  // group detail (initial or refreshed): header, keys (new ones get a chart), run table
+  update(d) {
+    this.detail = d;
+    this.showSummary(d);
+    for (const k of d.keys) {
+      if (this.charts.has(k.key)) continue;
+      const chart = new KeyChart(this, k.key, k);
+      this.charts.set(k.key, chart);
+      this.grid.append(chart.card);
+      if (this.io) this.io.observe(chart.card);
+      window.rw.charts.set(k.key, chart);
+    }
+    this.empty.style.display = d.keys.length ? "none" : "";
+    this.applyFilter();
+    this.straggler.setKeys(d.keys.map((k) => k.key));
+    this.renderRuns(d);
+  }
+
+  showSummary(s) {
+    document.getElementById("state")?.replaceChildren(badge(s.state));
+    this.summary.textContent = `${s.ranks} of ${s.world_size} ranks on ${s.nodes.length} node(s) · ${s.steps.toLocaleString()} steps · ` +
+      `started ${when(s.created)} · ${duration(s.duration)} · ${states(s.states)}` + (s.late_rows ? ` · ${s.late_rows} late points` : "");
+  }
+
+  renderRuns(d) {
+    const runs = d.runs;
+    const sumKeys = [...new Set(runs.flatMap((r) => Object.keys(r.summary)))].sort();
+    const diff = d.config.differs;
+    const common = Object.entries(d.config.common);
+    this.configBox.replaceChildren(el("summary", { text: `config: ${common.length} key(s) the same in every run` +
+      (diff.length ? `, ${diff.length} differ (columns below)` : "") }),
+      ...common.map(([k, v]) => el("code", { text: `${k}=${JSON.stringify(v)}` })));
+    const head = ["rank", "name", "node", "state", "exit", "step", "rows", "runtime", ...sumKeys, ...diff.map((k) => `config.${k}`)];
+    const cell = (v, cls) => el("td", { class: typeof v === "number" ? "num" : cls, text: typeof v === "number" ? num(v) : v ?? "–" });
+    const rows = runs.map((r) => el("tr", { "data-rank": r.rank, class: this.slow.includes(r.rank) ? "hl" : null },
+      cell(r.rank), cell(r.name), cell(r.node), el("td", {}, badge(r.state)), cell(r.exit_code), cell(r.step), cell(r.rows),
+      el("td", { class: "num", text: duration(r.runtime) }),
+      ...sumKeys.map((k) => cell(typeof r.summary[k] === "object" && r.summary[k] !== null ? JSON.stringify(r.summary[k]) : r.summary[k])),
+      ...diff.map((k) => cell(k in r.config ? JSON.stringify(r.config[k]) : "(unset)"))));
+    this.runsBox.replaceChildren(el("table", { class: "grid", id: "runs" },
+      el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))), el("tbody", {}, rows)));
+  }
+
+  markSlowest(ranks) {
+    this.slow = ranks.slice(0, 1);
+    for (const tr of this.runsBox.querySelectorAll("tr[data-rank]")) tr.classList.toggle("hl", this.slow.includes(Number(tr.dataset.rank)));
+  }
+
+  setFilter(text) { this.state.filter = text; this.applyFilter(); }
+
+  applyFilter() {
+    const f = this.state.filter.trim();
+    let test = (k) => k.toLowerCase().includes(f.toLowerCase());
+    if (f.length > 2 && f.startsWith("/") && f.endsWith("/")) {
+      try { const re = new RegExp(f.slice(1, -1), "i"); test = (k) => re.test(k); } catch { /* keep substring */ }
+    }
+    for (const [k, c] of this.charts) c.card.style.display = !f || test(k) ? "" : "none";
+    requestAnimationFrame(() => this.kick());
+  }
+
+  // option changes: those the server answers differently (axis, per-rank lines) refetch; the others re-render
+  setOption(name, value, refetch = false) {
+    this.state[name] = value;
+    if (name === "axis") this.state.range = null;
+    this.showRange();
+    if (refetch) this.reloadAll();
+    else for (const c of this.charts.values()) c.render();
+  }
+
+  setRange(range) {
+    this.state.range = range;
+    this.showRange();
+    this.reloadAll();
+    this.straggler.load();
+  }
+
+  showRange() {
+    const r = this.state.range;
+    if (!r) { this.rangeText.replaceChildren("drag on a chart to zoom"); return; }
+    const f = this.state.axis === "time" ? (v) => `+${num(v)}s` : (v) => Math.round(v).toLocaleString();
+    this.rangeText.replaceChildren(`${this.state.axis} ${f(r[0])} – ${f(r[1])} `,
+      el("a", { href: "#", id: "reset", text: "reset zoom", onclick: (e) => { e.preventDefault(); this.setRange(null); } }));
+  }
+
+  reloadAll() {
+    for (const c of this.charts.values()) c.stale = true;
+    return this.kick();
+  }
+
+  kick() {
+    return Promise.all([...this.charts.values()].filter((c) => c.stale && c.visible && c.card.style.display !== "none").map((c) => c.load()));
+  }
+
+  // live: the event stream says when something changed; refresh at most once per second
+  follow() {
+    const live = document.getElementById("live");
+    live.textContent = "live"; live.classList.add("on");
+    this.es = events(this.project, this.group, (summary) => { this.showSummary(summary); this.refresh(); },
+      () => { live.textContent = "finished"; live.classList.remove("on"); this.refresh(); });
+  }
+
+  async refresh() {
+    if (this.refreshing) { this.pending = true; return; }
+    this.refreshing = (async () => {
+      const detail = await get(groupPath(this.project, this.group));
+      if (this.closed) return;
+      this.update(detail);
+      await Promise.all([this.reloadAll(), this.straggler.load()]);
+      window.rw.liveUpdates = (window.rw.liveUpdates || 0) + 1;
+    })().catch(() => {}).finally(() => {
+      this.refreshing = null;
+      if (this.pending && !this.closed) { this.pending = false; setTimeout(() => this.refresh(), 1000); }
+    });
+  }
+
+  close() {
+    this.closed = true;
+    if (this.es) this.es.close();
+    if (this.io) this.io.disconnect();
+    if (this.ro) this.ro.disconnect();
+    for (const c of this.charts.values()) c.destroy();
+    this.straggler.destroy();
+    window.rw.charts.clear();
+  }
+}

@@ -1,0 +1,151 @@
+// Straggler panel: per-rank step time (seconds between a rank's consecutive commits, from its _timestamp
+// history) or any per-rank key, as a heat map (ranks × step buckets, mean per cell) or as lines; the slowest
+// ranks are named.
+import { get, groupPath } from "./api.js";
+import { el, num, axisSize } from "./fmt.js";
+
+// viridis, 9 stops
+const STOPS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129],
+  [92, 200, 99], [170, 220, 50], [253, 231, 37]];
+
+function color(t) {
+  const x = Math.min(1, Math.max(0, t)) * (STOPS.length - 1);
+  const i = Math.min(STOPS.length - 2, Math.floor(x)), f = x - i;
+  return STOPS[i].map((c, k) => Math.round(c + f * (STOPS[i + 1][k] - c)));
+}
+
+function quantile(sorted, q) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
+}
+
+const SLOW_RATIO = 1.05; // a rank this much slower than the median rank is called a straggler
+
+export class StragglerPanel {
+  constructor(page) {
+    this.page = page;
+    this.seq = 0;
+    this.data = null;
+    this.slow = new Set();
+    this.u = null;
+    this.metric = el("select", { id: "straggler-metric", onchange: () => this.load() },
+      el("option", { value: "auto", text: "auto: the timing that separates ranks most" }),
+      el("option", { value: "_timestamp", text: "step time (from each rank's _timestamp)" }));
+    this.view = el("select", { id: "straggler-view", onchange: () => this.render() },
+      el("option", { value: "heatmap", text: "heat map" }), el("option", { value: "lines", text: "lines" }));
+    this.canvas = el("canvas", { id: "heatmap" });
+    this.labels = el("div", { class: "ranklabels" });
+    this.heat = el("div", { class: "heat" }, this.labels, this.canvas);
+    this.lines = el("div", { class: "lines" });
+    this.scale = el("div", { class: "legend-scale" });
+    this.slowest = el("p", { class: "slowest", id: "slowest" });
+    this.hover = el("div", { class: "readout muted" });
+    this.root = el("section", { class: "straggler", id: "stragglers" },
+      el("div", { class: "controls" }, el("label", {}, "metric ", this.metric), el("label", {}, "view ", this.view), this.scale),
+      this.heat, this.lines, this.hover, this.slowest);
+    this.canvas.addEventListener("mousemove", (e) => this.onHover(e));
+  }
+
+  setKeys(keys) {
+    const have = new Set([...this.metric.options].map((o) => o.value));
+    for (const k of keys) if (!have.has(k)) this.metric.append(el("option", { value: k, text: k }));
+  }
+
+  async load() {
+    const seq = ++this.seq;
+    const params = { key: this.metric.value, width: Math.max(20, Math.min(600, Math.round((this.root.clientWidth || 600) / 3))) };
+    const r = this.page.state.range;
+    if (r && this.page.state.axis === "step") { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
+    let data;
+    try {
+      data = await get(groupPath(this.page.project, this.page.group, "stragglers"), params);
+    } catch (err) {
+      if (seq === this.seq) this.slowest.textContent = `error: ${err.message}`;
+      return;
+    }
+    if (seq !== this.seq) return;
+    this.data = data;
+    this.render();
+  }
+
+  unit(v) {
+    if (v === null || v === undefined) return "–";
+    return this.data.unit === "s" ? `${num(v * 1000)} ms` : num(v);
+  }
+
+  render() {
+    const d = this.data;
+    if (!d) return;
+    const heat = this.view.value === "heatmap";
+    this.heat.style.display = heat ? "" : "none";
+    this.lines.style.display = heat ? "none" : "";
+    if (heat) this.drawHeat(); else this.drawLines();
+    const what = (d.metric === "step_time" ? "step time" : d.metric) + (d.auto ? " (chosen automatically)" : "");
+    const parts = d.slowest.map((s) => `rank ${s.rank} (${s.name} on ${s.node}): ${this.unit(s.mean)} mean` +
+      (s.ratio ? `, ${s.ratio.toFixed(2)}× the median rank` : ""));
+    const clear = d.slowest.filter((s) => s.ratio >= SLOW_RATIO).map((s) => s.rank);
+    const verdict = !d.slowest.length ? "" : clear.length ? "" : ` (no straggler: every rank within ${Math.round((SLOW_RATIO - 1) * 100)}% of the median)`;
+    this.slowest.replaceChildren(el("strong", { text: `Slowest by mean ${what}${verdict}: ` }), parts.join("; ") || "no data yet");
+    this.slow = new Set(clear.slice(0, 1));
+    this.page.markSlowest(clear);
+  }
+
+  drawHeat() {
+    const d = this.data, rows = d.ranks, cols = rows.length ? rows[0].cells.length : 0;
+    const cv = this.canvas;
+    const rowH = Math.max(4, Math.min(18, Math.floor(240 / Math.max(1, rows.length))));
+    cv.width = Math.max(1, cols);
+    cv.height = Math.max(1, rows.length);
+    cv.style.height = `${rows.length * rowH}px`;
+    const slow = this.slow;
+    this.labels.replaceChildren(...rows.map((r) => el("div", { class: slow.has(r.rank) ? "slow" : null,
+      style: `height:${rowH}px;line-height:${rowH}px`, text: rowH >= 9 ? `rank ${r.rank}` : "" })));
+    const all = rows.flatMap((r) => r.cells.filter((v) => v !== null)).sort((a, b) => a - b);
+    // robust colour range: a single outlier must not wash out the map
+    this.lo = quantile(all, 0.02); this.hi = quantile(all, 0.98);
+    const span = this.hi - this.lo || 1;
+    const ctx = cv.getContext("2d");
+    const img = ctx.createImageData(cv.width, cv.height);
+    rows.forEach((r, y) => r.cells.forEach((v, x) => {
+      const o = (y * cv.width + x) * 4;
+      const [R, G, B] = v === null ? [235, 235, 235] : color((v - this.lo) / span);
+      img.data[o] = R; img.data[o + 1] = G; img.data[o + 2] = B; img.data[o + 3] = 255;
+    }));
+    ctx.putImageData(img, 0, 0);
+    const bar = el("canvas", { width: 64, height: 1 });
+    const bctx = bar.getContext("2d");
+    for (let i = 0; i < 64; i++) { const [R, G, B] = color(i / 63); bctx.fillStyle = `rgb(${R},${G},${B})`; bctx.fillRect(i, 0, 1, 1); }
+    this.scale.replaceChildren(this.unit(this.lo), bar, this.unit(this.hi));
+  }
+
+  drawLines() {
+    const d = this.data;
+    const xs = d.edges.slice(0, -1);
+    const slow = this.slow;
+    const opts = {
+      width: Math.max(200, this.root.clientWidth - 20), height: 220, legend: { show: false },
+      series: [{ label: "step" }, ...d.ranks.map((r, i) => ({
+        label: `rank ${r.rank}`, spanGaps: true, points: { show: false },
+        stroke: slow.has(r.rank) ? "#dc2626" : `hsla(${(i * 137.5) % 360},35%,50%,0.6)`, width: slow.has(r.rank) ? 2 : 1 }))],
+      axes: [{}, { size: axisSize, values: (u, vals) => vals.map((v) => this.unit(v)) }],
+    };
+    if (this.u) this.u.destroy();
+    this.u = new uPlot(opts, [xs, ...d.ranks.map((r) => r.cells)], this.lines);
+    this.scale.replaceChildren();
+  }
+
+  onHover(e) {
+    const d = this.data;
+    if (!d || !d.ranks.length) return;
+    const box = this.canvas.getBoundingClientRect();
+    const col = Math.floor(((e.clientX - box.left) / box.width) * this.canvas.width);
+    const row = Math.floor(((e.clientY - box.top) / box.height) * this.canvas.height);
+    const r = d.ranks[row];
+    if (!r || col < 0 || col >= r.cells.length) return;
+    this.hover.textContent = `rank ${r.rank} (${r.name}), steps ${Math.round(d.edges[col])}–${Math.round(d.edges[col + 1])}: ${this.unit(r.cells[col])}`;
+  }
+
+  resize() { if (this.u && this.view.value === "lines") this.u.setSize({ width: Math.max(200, this.root.clientWidth - 20), height: 220 }); }
+
+  destroy() { this.seq += 1; if (this.u) this.u.destroy(); }
+}
