@@ -1,0 +1,37 @@
+"""Reproducible benchmarks for rankwise: ``python -m benchmarks`` (``make bench``).
+
+Issue "Never slow training down": every number the README promises comes from
+here. One command runs every benchmark, prints a table and writes the same
+numbers as JSON (``benchmarks/results/<timestamp>.json``, ``--out`` to choose).
+
+Each benchmark module exposes ``NAME``, ``TITLE``, ``run(ctx) -> dict`` (runs in
+the orchestrating process; the measured code runs in fresh worker processes
+started through :mod:`benchmarks._harness`) and ``rows(result) -> list`` (table
+lines). Every benchmark gets its own temporary ``RANKWISE_DIR`` /
+``RANKWISE_RUNTIME_DIR`` and stops the agent it started, so a run never touches
+the user's store or agent. ``docs/benchmarks.md`` says what each number means.
+"""
+
+from __future__ import annotations
+
+# Order of execution and of the table. The compare benchmark runs rankwise through the same
+# loop as wandb / MLflow / tensorboardX so that its ratios are like for like.
+BENCHMARKS = (
+    "log_latency",
+    "calls_per_second",
+    "agent_throughput",
+    "e2e_latency",
+    "finish_time",
+    "startup",
+    "memory",
+    "compare",
+)
+
+# What the lead verifies on a quiet machine (issue "Never slow training down").
+TARGETS = {
+    "log_p50_us": 1.0,
+    "log_p99_us": 5.0,
+    "agent_points_per_s_8_ranks": 1_000_000,
+    "finish_ms": 50.0,
+    "import_ms": 150.0,
+}

@@ -1,0 +1,89 @@
+"""7. Resident memory of a client process around a million ``log()`` calls, and of the agent.
+
+The worker reads its own RSS (``/proc/self/statm``) at each stage: bare
+interpreter (plus this harness), after ``import rankwise``, after ``init()``,
+right after 1M calls in a tight loop (whatever the I/O thread has not yet
+turned into batches is still queued as Python objects), after ``flush()``
+(everything stored), and its peak (VmHWM). The agent's RSS and peak are taken
+with psutil / VmHWM after the client finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = "memory"
+TITLE = "7. RSS: client process around 1M log() calls, and the agent"
+KEYS = ("loss", "acc", "lr", "step")
+
+
+def params(quick: bool) -> dict[str, int]:
+    return {"calls": 100_000 if quick else 1_000_000}
+
+
+def client_rss(args: dict, barrier: Any) -> dict:
+    """Worker: RSS at each stage of a 1M-call run."""
+    import gc
+    from time import perf_counter
+
+    from benchmarks._worker import peak_rss_bytes, rss_bytes
+
+    mb = 1 / 2**20
+    out: dict[str, Any] = {"bare_mb": rss_bytes() * mb}
+    import rankwise
+
+    out["after_import_mb"] = rss_bytes() * mb
+    run = rankwise.init(project="bench", group=args["group"], rank=0, world_size=1)
+    log = run.log
+    out["after_init_mb"] = rss_bytes() * mb
+    n = args["calls"]
+    t0 = perf_counter()
+    for i in range(n):
+        log({"loss": 1.0 / (i + 1), "acc": 0.5, "lr": 3e-4, "step": i})
+    out["loop_s"] = perf_counter() - t0
+    out["backlog_ops_at_loop_end"] = len(getattr(run._writer, "ops", ()))
+    out["after_logs_mb"] = rss_bytes() * mb
+    run.flush()
+    out["after_flush_mb"] = rss_bytes() * mb
+    gc.collect()
+    out["after_gc_mb"] = rss_bytes() * mb
+    run.finish()
+    out["after_finish_mb"] = rss_bytes() * mb
+    peak = peak_rss_bytes()
+    out["peak_mb"] = None if peak is None else peak * mb
+    out["rows_logged"] = n
+    return out
+
+
+def run(ctx: Any) -> dict:
+    from benchmarks._harness import ProcWatch, Sandbox, check_loss
+
+    p = params(ctx.quick)
+    with Sandbox(NAME) as box:
+        pid = box.start_agent()
+        watch = ProcWatch(pid).start()
+        agent_idle_mb = watch.proc.memory_info().rss / 2**20
+        res = box.worker(f"{NAME}:client_rss", {"group": "mem", "calls": p["calls"]}).result(ctx.timeout(240))
+        res["agent"] = watch.stop()
+        res["agent"]["idle_rss_mb"] = agent_idle_mb
+        res["loss"] = check_loss(box, "bench", "mem", KEYS, {0: res["rows_logged"]})
+    res["params"] = p
+    return res
+
+
+def rows(r: dict) -> list:
+    from benchmarks._table import loss_note, mb
+
+    n = r["params"]["calls"]
+    return [
+        ("client: interpreter + harness", mb(r["bare_mb"]), ""),
+        ("client: after import rankwise", mb(r["after_import_mb"]), ""),
+        ("client: after init()", mb(r["after_init_mb"]), "transport loaded, I/O thread running"),
+        (f"client: right after {n:,} calls", mb(r["after_logs_mb"]),
+         f"{r['backlog_ops_at_loop_end']:,} calls still queued for the I/O thread"),
+        ("client: after flush()", mb(r["after_flush_mb"]), f"after gc.collect(): {mb(r['after_gc_mb'])}"),
+        ("client: peak (VmHWM)", mb(r["peak_mb"]), ""),
+        ("agent: idle / after the run", f"{mb(r['agent']['idle_rss_mb'])} / {mb(r['agent']['rss_mb'])}",
+         f"peak {mb(r['agent']['peak_rss_mb'])}"),
+        ("loss", str(r["loss"]["lost_points"]), loss_note(r["loss"])),
+    ]

@@ -1,0 +1,157 @@
+"""``python -m benchmarks --quick`` (the smoke run of ``make bench``) runs every benchmark end to end
+in a subprocess and writes a JSON report whose fields are complete and consistent. No timing
+thresholds here: speed is judged from the numbers on a quiet machine, not by tests. What is
+asserted is what must hold on any machine: counts match what was asked for, nothing logged was
+lost, distributions are ordered, resources were measured, and ``import rankwise`` stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rwtest import REPO
+
+sys.path.insert(0, str(REPO))
+from benchmarks import BENCHMARKS  # noqa: E402
+
+TOOLS = ("wandb", "mlflow", "tensorboardX")
+
+
+def _no_loss(loss: dict) -> None:
+    assert loss["lost_points"] == 0, loss
+    assert loss["extra_points"] == 0, loss
+    assert loss["exact"] is True, loss
+    assert loss["stored_points"] == loss["sent_points"] > 0, loss
+
+
+def _ordered(d: dict) -> None:
+    assert 0 < d["min_ns"] <= d["p50_ns"] <= d["p90_ns"] <= d["p99_ns"] <= d["p999_ns"] <= d["p9999_ns"] <= d["max_ns"], d
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    assert f"JSON: {out}" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def test_quick_report_has_every_benchmark_and_the_machine(report):
+    """Every benchmark ran without error; the machine (CPU, cores, Python, numpy, pyzmq) is recorded;
+    targets are evaluated with a value, a limit and a verdict."""
+    assert report["quick"] is True
+    assert list(report["benchmarks"]) == list(BENCHMARKS)
+    for name, res in report["benchmarks"].items():
+        assert "error" not in res, f"{name}: {res.get('error')}"
+        assert res["duration_s"] > 0
+    m = report["machine"]
+    assert m["cpu_model"] and m["cores_logical"] >= 1 and m["python"].count(".") == 2
+    assert m["numpy"] and m["pyzmq"] and m["libzmq"]
+    assert report["targets"], "no target was evaluated"
+    for check in report["targets"]:
+        assert set(check) == {"target", "value", "limit", "unit", "met"} and isinstance(check["met"], bool)
+
+
+def test_quick_log_latency_counts_and_distribution(report):
+    """log() latency: as many samples as calls timed, ordered percentiles, timer overhead measured
+    separately, net = raw - overhead median, every row logged in all phases stored."""
+    r = report["benchmarks"]["log_latency"]
+    p = r["params"]
+    assert r["log"]["n"] == p["calls"] or r["budget_hit"]
+    assert r["timer_overhead"]["n"] == p["overhead_calls"]
+    assert r["module_log"]["n"] == p["module_calls"]
+    _ordered(r["log"])
+    _ordered(r["timer_overhead"])
+    assert r["net_p50_ns"] == r["log"]["p50_ns"] - r["timer_overhead"]["p50_ns"]
+    assert r["blocks"]["n"] == p["blocks"]
+    assert r["rows_logged"] == 2000 + r["log"]["n"] + p["blocks"] * 1000 + p["module_calls"]
+    assert r["loss"]["sent_rows"] == r["loss"]["stored_rows"] == r["rows_logged"]
+    _no_loss(r["loss"])
+    assert r["agent"]["peak_rss_mb"] > 0 and r["agent"]["cpu_s"] >= 0
+
+
+def test_quick_calls_per_second_and_throughput_lose_nothing(report):
+    """Tight loops with 1 and several ranks, and the agent-throughput configurations: calls were made
+    by every rank, every row is stored (sent == stored), and the agent's CPU and RSS were sampled."""
+    cps = report["benchmarks"]["calls_per_second"]
+    assert [c["ranks"] for c in cps["configs"]] == cps["params"]["ranks"]
+    tp = report["benchmarks"]["agent_throughput"]
+    assert [[c["ranks"], c["keys"]] for c in tp["configs"]] == tp["params"]["configs"]
+    for c in cps["configs"] + tp["configs"]:
+        assert len(c["per_rank_calls_per_s"]) == c["ranks"]
+        assert all(rate > 0 for rate in c["per_rank_calls_per_s"])
+        assert c["calls"] > 0
+        _no_loss(c["loss"])
+        assert c["loss"]["sent_rows"] == c["calls"] + 1000 * c["ranks"]  # plus each rank's warm-up rows
+        assert c["stored_points_per_s"] <= c["offered_points_per_s"]
+        assert c["client_cpu_us_per_call"] > 0
+        assert c["agent"]["peak_rss_mb"] > 0 and 0 <= c["agent"]["cpu_percent"]
+
+
+def test_quick_e2e_finish_startup_memory(report):
+    """End-to-end samples all seen, each after it was sent; finish() timed for every scenario and
+    repetition; import rankwise loads none of numpy/zmq/sqlite3/the agent; a cold init() spawned an
+    agent; RSS measured at every stage; no loss anywhere."""
+    e2e = report["benchmarks"]["e2e_latency"]
+    assert e2e["latency_s"]["n"] == e2e["params"]["samples"]
+    assert e2e["latency_s"]["min"] > 0  # causality: a row cannot be visible before log() was called
+    _no_loss(e2e["loss"])
+
+    fin = report["benchmarks"]["finish_time"]
+    assert [[s["burst"], s["finish_s"]["n"]] for s in fin["scenarios"]] == fin["params"]["scenarios"]
+    assert all(s["finish_s"]["min"] > 0 for s in fin["scenarios"])
+    assert fin["loss"]["lost_points"] == 0 and fin["loss"]["exact"] is True
+
+    st = report["benchmarks"]["startup"]
+    assert st["import"]["in_process_s"]["n"] == st["params"]["import_reps"]
+    assert st["import"]["heavy_modules_loaded"] == []
+    assert st["init_warm"]["first_init_s"]["n"] == st["params"]["warm_reps"]
+    assert st["init_warm"]["first_init_numpy_loaded_s"]["n"] == st["params"]["warm_reps"]
+    assert st["init_cold"]["agent_spawned"] is True
+
+    mem = report["benchmarks"]["memory"]
+    for key in ("bare_mb", "after_import_mb", "after_init_mb", "after_logs_mb", "after_flush_mb"):
+        assert mem[key] > 0, key
+    assert mem["peak_mb"] >= mem["after_logs_mb"]
+    assert mem["agent"]["peak_rss_mb"] >= mem["agent"]["idle_rss_mb"] > 0
+    _no_loss(mem["loss"])
+
+
+def test_quick_compare_has_rankwise_baseline_and_a_verdict_per_tool(report):
+    """The side-by-side table always has rankwise's own row (same loop as the others); each other
+    tool is either measured (with ratios against rankwise) or skipped with a reason."""
+    cmp = report["benchmarks"]["compare"]
+    base = cmp["tools"]["rankwise"]
+    _ordered(base["latency"])
+    _no_loss(base["loss"])
+    assert base["ratios"]["p50"] == 1.0
+    for tool in TOOLS:
+        res = cmp["tools"][tool]
+        if "skipped" in res:
+            assert isinstance(res["skipped"], str) and res["skipped"]
+        else:
+            _ordered(res["latency"])
+            assert res["tight_calls"] > 0 and res["ratios"]["p50"] > 0
+
+
+def test_cli_rejects_unknown_benchmark_names():
+    """``--only`` with a name that is not a benchmark fails at once (exit 2) and lists the valid names."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "log_latency,nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "nope" in proc.stderr and "log_latency" in proc.stderr
