@@ -39,6 +39,7 @@ from typing import Any
 from agent.config import AgentConfig, resolve
 from agent.errors import AlreadyRunning
 from client import paths
+from client.errors import Error
 
 log = logging.getLogger("rankwise.agent")
 
@@ -98,7 +99,9 @@ class Agent:
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES)
+        # twice the protocol's limit: a frame up to that size reaches Ingest and is counted as oversize;
+        # beyond it ZeroMQ drops the peer's connection (uncounted, but the frame never costs memory)
+        sock.setsockopt(zmq.MAXMSGSIZE, 2 * wire.MAX_FRAME_BYTES)
         sock.setsockopt(zmq.RCVHWM, 100000)
         endpoint = paths.ipc_endpoint(self.cfg.runtime_dir)
         if endpoint is not None and zmq.has("ipc"):
@@ -132,7 +135,7 @@ class Agent:
         poller.register(sock, zmq.POLLIN)
         max_drain = self.cfg.max_drain
         while not self.stopping:
-            timeout_ms = 0 if ingest.pending else 50
+            timeout_ms = 0 if ingest.commit_due() else 50
             if poller.poll(timeout_ms):
                 for _ in range(max_drain):
                     try:
@@ -144,7 +147,12 @@ class Agent:
                         continue
                     for reply in ingest.handle(peer, frame):
                         self._send(reply)
-            ingest.tick()
+            try:
+                ingest.tick()
+            except Exception:  # sealing or liveness broke on some state: keep serving, say so
+                ingest.counters.add("tick_errors")
+                if ingest.counters.values["tick_errors"] <= 5:
+                    log.exception("agent tick failed; serving on")
             for reply in ingest.commit():
                 self._send(reply)
             if ingest.stop_requested:
@@ -167,10 +175,10 @@ class Agent:
         if ingest is not None:
             now = time.time()
             ingest.seal_finished(now)
-            for reply in ingest.commit(now):
+            for reply in ingest.commit(now, force=True):
                 self._send(reply)
-        for name in (paths.AGENT_INFO, paths.AGENT_SOCKET):
-            try:
+        for name in (paths.AGENT_INFO, paths.AGENT_SOCKET) if self.lock.fd is not None else ():
+            try:  # only the lock holder owns these (a start that failed before the lock must not touch them)
                 (self.cfg.runtime_dir / name).unlink()
             except FileNotFoundError:
                 pass
@@ -199,8 +207,14 @@ def _setup_logging(cfg: AgentConfig, foreground: bool) -> None:
 
 
 def run_agent(cfg: AgentConfig, foreground: bool = True, ready_fd: int | None = None) -> int:
-    """Run until stopped. Exit status: 0 stopped cleanly, 3 another agent is running."""
-    _setup_logging(cfg, foreground)
+    """Run until stopped. Exit status: 0 stopped cleanly, 1 could not start, 3 another agent is running."""
+    try:
+        _setup_logging(cfg, foreground)
+    except OSError as exc:  # an unusable data directory: say so where the spawner can see it
+        message = f"rankwise agent: cannot write its log in {cfg.data_dir}: {exc}"
+        print(message, file=sys.stderr)
+        _signal_ready(ready_fd, b"1", message)
+        return 1
     agent = Agent(cfg)
     try:
         agent.start()
@@ -208,6 +222,11 @@ def run_agent(cfg: AgentConfig, foreground: bool = True, ready_fd: int | None = 
         log.info("%s; exiting", exc)
         _signal_ready(ready_fd, b"3")
         return 3
+    except Exception as exc:  # the store cannot be opened, the socket cannot be bound, ...
+        log.error("agent could not start: %s", exc, exc_info=not isinstance(exc, Error))
+        agent.shutdown()
+        _signal_ready(ready_fd, b"1", str(exc))
+        return 1
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
     _signal_ready(ready_fd, b"0")
@@ -221,10 +240,11 @@ def run_agent(cfg: AgentConfig, foreground: bool = True, ready_fd: int | None = 
     return 0
 
 
-def _signal_ready(fd: int | None, code: bytes) -> None:
+def _signal_ready(fd: int | None, code: bytes, message: str = "") -> None:
+    """Tell the waiting ``--detach`` parent the exit status (one byte) and why, when it failed."""
     if fd is not None:
         try:
-            os.write(fd, code)
+            os.write(fd, code + message.encode(errors="replace")[:4000])
             os.close(fd)
         except OSError:
             pass
@@ -237,8 +257,11 @@ def _detach_and_wait() -> int | None:
     if pid:
         os.close(w)
         with os.fdopen(r, "rb") as pipe:
-            code = pipe.read(1)
-        os._exit(int(code) if code else 1)
+            reply = pipe.read()  # status byte, then the reason of a failure (the child's stderr is gone)
+        if reply[1:]:
+            sys.stderr.write(reply[1:].decode(errors="replace") + "\n")
+            sys.stderr.flush()
+        os._exit(int(reply[:1]) if reply[:1].isdigit() else 1)
     os.close(r)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)

@@ -59,16 +59,15 @@ class GroupState:
             self.window.add(key, rank, steps, values, now)
 
     def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
-        marks = []
-        for rank in range(self.record.world_size):
-            run = self.ranks.get(rank)
-            if run is None:
-                if now - self.seen_at < cfg.join_grace_s:
-                    marks.append(-1)
-                continue
-            if not run.running or now - run.last_seen > cfg.silence_s:
-                continue
-            marks.append(run.watermark)
+        """Watermarks of the ranks sealing waits for; -1 stands for ranks that have not said hello yet.
+
+        Visits the ranks that said hello, not ``range(world_size)``: a world size is only a claim of
+        the peers and must not set the cost of every tick."""
+        marks = [
+            run.watermark for run in self.ranks.values() if run.running and now - run.last_seen <= cfg.silence_s
+        ]
+        if len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s:
+            marks.append(-1)
         return marks
 
     def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:

@@ -5,12 +5,20 @@ it and answers HELLO/STATUS/PING at once), calls :meth:`Ingest.commit` after
 each drain (one store transaction, then the ACKs it made true) and
 :meth:`Ingest.tick` on a timer (crash detection, sealing). A malformed frame is
 counted by cause and answered with nothing; it never raises out of here.
+
+Validation goes beyond the wire decoders where a value would otherwise reach
+SQLite or a loop bound: integers must fit the store (a pid or step of 2**64
+would make every later commit fail) and a world size must be plausible (the
+sealing policy looks at every rank). Anything a frame still manages to break
+while it is handled is counted as ``internal error: <type>`` and logged; the
+loop goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from typing import Any, Callable
@@ -32,6 +40,17 @@ log = logging.getLogger("rankwise.agent")
 Reply = tuple[bytes, bytes]
 _META_KEYS = ("_timestamp", "_runtime")
 
+MAX_STEP = 1 << 62  # steps (and the next step, step + 1) stay far inside SQLite's int64
+MAX_WORLD = 1 << 20  # ranks per group; the sealing policy visits the ranks it knows on every tick
+MAX_PID = 1 << 31
+MAX_CAUSES = 32  # distinct malformed-frame causes kept; beyond, "other" (a peer cannot grow the counters)
+_LITERALS = re.compile(r"'[^']*'|\"[^\"]*\"|-?\b\d+(?:\.\d+)?\b")
+
+
+def malformed_cause(message: str) -> str:
+    """A ProtocolError's message without the peer's literals (names, numbers): a bounded set of causes."""
+    return _LITERALS.sub("…", message)[:80]
+
 
 class Ingest:
     def __init__(
@@ -51,10 +70,12 @@ class Ingest:
         self.groups: dict[int, GroupState] = {}
         self.writers: dict[str, WriterState] = {}
         self.started = time.time()
+        self.instance = os.urandom(6).hex()  # told to writers in WELCOME: they count agent restarts by it
         self.last_message = time.monotonic()
         self.stop_requested = False
         self._next_liveness = 0.0
         self._commit_failures = 0
+        self._commit_retry_at = 0.0  # monotonic; after a failed commit the next try waits (no busy loop)
 
     def __repr__(self) -> str:
         running = sum(r.running for r in self.runs.values())
@@ -84,11 +105,21 @@ class Ingest:
                 return [(peer, wire.pack(wire.STOP, {"pid": os.getpid()}))]
             raise ProtocolError(f"unexpected message kind {kind!r} from a client")
         except ProtocolError as exc:
-            cause = str(exc).split(":")[0][:60]
-            self.counters.bad_frame(cause)
-            if sum(self.counters.malformed.values()) <= 20:
-                log.warning("malformed frame (%d bytes) ignored: %s", len(frame), exc)
+            self._bad_frame(malformed_cause(str(exc)), len(frame), exc)
             return []
+        except Exception as exc:  # a frame that passed validation and still broke something: count, go on
+            self._bad_frame(f"internal error: {type(exc).__name__}", len(frame), exc, trace=True)
+            return []
+
+    def _bad_frame(self, cause: str, nbytes: int, exc: Exception, trace: bool = False) -> None:
+        self._count_malformed(cause)
+        if sum(self.counters.malformed.values()) <= 20:
+            log.warning("malformed frame (%d bytes) ignored: %s", nbytes, exc, exc_info=trace)
+
+    def _count_malformed(self, cause: str) -> None:
+        if cause not in self.counters.malformed and len(self.counters.malformed) >= MAX_CAUSES:
+            cause = "other"
+        self.counters.bad_frame(cause)
 
     # ------------------------------------------------------------ HELLO
 
@@ -109,6 +140,13 @@ class Ingest:
 
     def _hello(self, peer: bytes, h: wire.Hello, body: dict, now: float) -> list[Reply]:
         self.counters.add("hellos")
+        info = h.run
+        if not 0 <= h.pid < MAX_PID:
+            raise ProtocolError(f"pid {h.pid} out of range")
+        if info["world_size"] > MAX_WORLD:
+            raise ProtocolError(f"world_size {info['world_size']} above {MAX_WORLD}")
+        if not 0 <= info["local_rank"] < MAX_PID:
+            raise ProtocolError(f"local_rank {info['local_rank']} out of range")
         ws = self.writers.get(h.writer)
         replies: list[Reply] = []
         if ws is None:
@@ -118,7 +156,10 @@ class Ingest:
             if fork_of is not None:
                 run = fork_of.run
             else:
-                opened = self._open_run(h, now, reconnect=stored > 0 or h.reconnect)
+                # a forked child whose parent writer this agent does not know (it restarted, and the parent
+                # has not said HELLO again yet) continues the live run like a reconnect: no resume, no refusal
+                forked = isinstance(body.get("fork_of"), str)
+                opened = self._open_run(h, now, reconnect=stored > 0 or h.reconnect or forked)
                 if isinstance(opened, str):
                     self.counters.add("refused")
                     return [(peer, wire.pack(wire.REFUSE, {"w": h.writer, "error": opened}))]
@@ -140,7 +181,10 @@ class Ingest:
             "runtime": r.runtime,
             "resumed": bool(resumed),
             "next_seq": ws.applied + 1,
+            "agent": self.instance,
         }
+        if isinstance(body.get("h"), int):
+            welcome["h"] = body["h"]  # which HELLO this answers: the writer acts on the latest one only
         replies.append((peer, wire.pack(wire.WELCOME, welcome)))
         if ws.stored:
             replies.append((peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored})))
@@ -205,7 +249,6 @@ class Ingest:
         if ws is None:
             self.counters.add("unknown_writer")
             return [(peer, wire.pack(wire.NACK, {"w": b.writer, "reason": "unknown-writer"}))]
-        ws.peer = peer
         if b.seq <= ws.applied:
             self.counters.add("duplicate_batches")
             if b.seq <= ws.stored:
@@ -214,6 +257,8 @@ class Ingest:
         if b.seq > ws.applied + 1:
             self.counters.add("gaps")
             return [(peer, wire.pack(wire.NACK, {"w": ws.id, "reason": "gap", "expect": ws.applied + 1}))]
+        _check_batch(b)
+        ws.peer = peer  # only an applied batch moves the writer's ACKs to this connection
         self._apply(ws.run, b, now)
         ws.applied = b.seq
         self.pending.writers[ws.id] = (ws.run.record.id, b.seq)
@@ -289,7 +334,9 @@ class Ingest:
             r.meta.setdefault("metrics", {})[str(arg.get("name"))] = arg
         elif op == "finish" and isinstance(arg, dict):
             code = arg.get("exit_code", 0)
-            code = code if isinstance(code, int) else 1
+            if not isinstance(code, int) or isinstance(code, bool) or not -(1 << 31) <= code < (1 << 31):
+                self._count_malformed("finish exit_code not a 32-bit integer")
+                code = 1
             r.exit_code = code
             r.state = "finished" if code == 0 else "failed"
             r.finished = float(arg.get("t", now)) if isinstance(arg.get("t"), (int, float)) else now
@@ -298,7 +345,7 @@ class Ingest:
         elif op == "meta" and isinstance(arg, dict):
             r.meta.update(arg)
         else:
-            self.counters.bad_frame(f"unknown control op {op!r}"[:60])
+            self._count_malformed("unknown control op")
 
     # ------------------------------------------------------------ crash handling
 
@@ -314,7 +361,8 @@ class Ingest:
         self._add_column(run, "_runtime", steps, np.array([max(0.0, t - r.created)]), None)
         for key, value in data.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                arr = np.array([value], dtype=np.float64 if isinstance(value, float) else np.int64)
+                big = isinstance(value, int) and not -(1 << 63) <= value < (1 << 63)
+                arr = np.array([value], dtype=np.float64 if isinstance(value, float) or big else np.int64)
                 self._add_column(run, key, steps, arr, None)
                 run.group.add(r.rank, key, steps, arr, now, self.pending)
             else:
@@ -345,10 +393,17 @@ class Ingest:
         for group in self.groups.values():
             group.seal(now, self.cfg, self.pending)
 
-    def commit(self, now: float | None = None) -> list[Reply]:
-        """Write everything pending in one transaction; return the ACKs that are now true."""
+    def commit_due(self) -> bool:
+        """Something waits to be committed and no failed commit asks us to back off."""
+        return bool(self.pending) and time.monotonic() >= self._commit_retry_at
+
+    def commit(self, now: float | None = None, force: bool = False) -> list[Reply]:
+        """Write everything pending in one transaction; return the ACKs that are now true.
+
+        After a failure the data stays pending and the next attempt waits 10 ms, doubling up to 2 s,
+        so a store that keeps failing does not turn the loop into a busy one (``force``: try now)."""
         pending = self.pending
-        if not pending:
+        if not pending or (not force and time.monotonic() < self._commit_retry_at):
             return []
         t0 = time.perf_counter()
         try:
@@ -362,11 +417,13 @@ class Ingest:
                     self.counters.add("group_revisions", len(steps))
         except Exception as exc:  # StoreError and anything under it: keep the data, retry next turn
             self._commit_failures += 1
+            self._commit_retry_at = time.monotonic() + min(2.0, 0.01 * 2 ** min(self._commit_failures, 8))
             self.counters.add("commit_failures")
             if self._commit_failures <= 5 or self._commit_failures % 100 == 0:
                 log.error("store commit failed (%d so far), will retry: %s", self._commit_failures, exc)
             return []
         self._commit_failures = 0
+        self._commit_retry_at = 0.0
         self.counters.add("commits")
         self.counters.add("stored_points", pending.points)
         self.counters.add("commit_us", int((time.perf_counter() - t0) * 1e6))
@@ -441,3 +498,11 @@ class Ingest:
             ][:200],
         )
         return snap
+
+
+def _check_batch(b: wire.Batch) -> None:
+    """What the wire decoder cannot know: steps must leave room in the store's int64 (step + 1)."""
+    if b.n and int(b.step.max()) >= MAX_STEP:
+        raise ProtocolError(f"step {int(b.step.max())} at or above {MAX_STEP}")
+    if b.pending is not None and b.pending[0] >= MAX_STEP:
+        raise ProtocolError(f"pending step {b.pending[0]} at or above {MAX_STEP}")

@@ -69,7 +69,8 @@ class Run:
         self._finished = False
         self._late = 0
         self._warned_late = False
-        self._pid = os.getpid()
+        self._pid = os.getpid()  # the process whose writer this handle uses (a forked child's after the fork)
+        self._owner_pid = self._pid  # the process that owns the run's state: only it may finish the run
         self._started_wall = time.time()
         self._exit_code: int | None = None
         self._lock = threading.Lock()  # finish/fork bookkeeping, never taken by log()
@@ -117,11 +118,13 @@ class Run:
         agent = spawn.ensure_agent(s, timeout_s=s.init_timeout_s)
         if agent is None:
             log.warning(
-                "rankwise: no agent became ready within %.0f s (runtime dir %s); logging continues and "
-                "is delivered once an agent is up",
-                s.init_timeout_s,
+                "rankwise: no agent is running for runtime dir %s; logging continues and is delivered once "
+                "an agent is up",
                 s.runtime_dir,
             )
+            writer.on_late_welcome = self._late_welcome
+            writer.start(None)  # nobody can answer now: do not wait out init_timeout_s for a WELCOME
+            return
         writer.start(agent)
         remaining = max(0.1, s.init_timeout_s - (time.monotonic() - t0))
         if not writer.welcomed.wait(remaining):
@@ -293,7 +296,12 @@ class Run:
             self._finished = True
         code = 0 if exit_code is None else int(exit_code)
         self._exit_code = code
-        if self._writer is not None and os.getpid() == self._pid:
+        if self._writer is not None and os.getpid() == self._pid and self._pid != self._owner_pid:
+            # a forked child (exit hooks, SIGTERM handler, with-block): deliver what it logged, but the
+            # run's state belongs to the parent, which is still running
+            if self._writer._thread is not None:
+                self._writer.close(self.settings.finish_timeout_s)
+        elif self._writer is not None and os.getpid() == self._pid:
             self._control("finish", {"exit_code": code, "t": time.time(), "late": self._late})
             ok = self._writer.close(self.settings.finish_timeout_s)
             if not ok:
@@ -367,6 +375,9 @@ class Run:
         self._app = first_append
 
 
+MAX_STEP = 1 << 62  # the agent rejects larger steps (its store keeps step + 1 in an int64)
+
+
 def _check_step(step: Any) -> int:
     if isinstance(step, bool):
         raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0")
@@ -374,8 +385,8 @@ def _check_step(step: Any) -> int:
         value = int(step)
     except (TypeError, ValueError, OverflowError):
         raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0") from None
-    if value != step or value < 0:
-        raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0")
+    if value != step or not 0 <= value < MAX_STEP:
+        raise InvalidArgumentError(f"log(step={step!r}): step must be an integer >= 0 and below 2**62")
     return value
 
 

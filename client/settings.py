@@ -55,6 +55,9 @@ class Settings:
     max_unacked_bytes: int = 256 << 20
     batch_max_rows: int = 8192
     spawn_agent: bool = True
+    # SIGTERM stays the kernel's by default: a Python-level handler cannot run while the main thread
+    # blocks in C (an NCCL collective, a semaphore) and would delay the stop torchrun/SLURM asked for
+    handle_sigterm: bool = False
     agent_idle_timeout_s: float = 60.0
 
     def replace(self, **changes: Any) -> "Settings":
@@ -116,6 +119,7 @@ _ENV_KNOBS = (
     ("max_unacked_bytes", "RANKWISE_MAX_UNACKED_BYTES", _bytes),
     ("batch_max_rows", "RANKWISE_BATCH_MAX_ROWS", _batch_rows),
     ("spawn_agent", "RANKWISE_SPAWN_AGENT", _bool),
+    ("handle_sigterm", "RANKWISE_HANDLE_SIGTERM", _bool),
     ("agent_idle_timeout_s", "RANKWISE_AGENT_IDLE_TIMEOUT", _float),
 )
 

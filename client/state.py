@@ -6,8 +6,15 @@ forward to the current run. ``reset()`` forgets everything (for tests).
 Exit handling: at interpreter exit every unfinished run is finished with the
 process's exit code (``sys.exit(n)`` is observed, an uncaught exception counts
 as 1), so a script that never calls ``finish()`` loses nothing and does not hang
-(the wait for the agent is bounded). SIGTERM, which torchrun and SLURM send to
-stop workers, finishes runs with code 143 before the default action.
+(the wait for the agent is bounded).
+
+SIGTERM keeps its default action unless ``handle_sigterm`` is set
+(``RANKWISE_HANDLE_SIGTERM=1``): a Python-level handler only runs between
+bytecodes, so a main thread blocked in C (an NCCL collective, a semaphore in a
+multiprocessing worker) would ignore the stop that torchrun or SLURM asked for
+until SIGKILL. By default a SIGTERM'd rank dies at once and the agent marks its
+run ``crashed`` (its pending row committed); with the handler, runs finish
+with code 143 first. Forked children always get the default action back.
 """
 
 from __future__ import annotations
@@ -126,7 +133,7 @@ def init(
     run = run_mod.create(resolved, config, meta)
     with _lock:
         _current = run
-    _install_hooks()
+    _install_hooks(sigterm=resolved.handle_sigterm)
     return run
 
 
@@ -174,8 +181,10 @@ def _at_exit() -> None:
     _finish_all(code)
 
 
-def _install_hooks() -> None:
+def _install_hooks(sigterm: bool = False) -> None:
     global _hooks_installed
+    if sigterm:
+        _install_sigterm()
     if _hooks_installed:
         return
     _hooks_installed = True
@@ -199,6 +208,9 @@ def _install_hooks() -> None:
 
     sys.excepthook = excepthook
 
+
+def _install_sigterm() -> None:
+    """Opt-in (``handle_sigterm``): finish runs with code 143 on SIGTERM, then die of it."""
     if threading.current_thread() is threading.main_thread():
         try:
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -207,7 +219,20 @@ def _install_hooks() -> None:
             pass
 
 
+def _default_sigterm_in_child() -> None:
+    # a multiprocessing worker blocked on its queue's semaphore would miss our handler and hang
+    # Pool.terminate(): children get the kernel's action back
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     _finish_all(128 + signum, timeout_s=2.0)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)

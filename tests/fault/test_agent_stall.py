@@ -1,0 +1,83 @@
+"""A stalled agent (SIGSTOP, as under a debugger or heavy swapping) must not stall training: log()
+keeps returning while nothing is acknowledged, and once the agent runs again every row arrives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+
+import rankwise
+from rwprobe import raw_steps, read_line, start_script, status
+from rwtest import agent_pid
+
+SCRIPT = """
+import json, signal, rankwise
+run = rankwise.init(project="stall", group="g-stall")
+calls = 0
+marks = {}
+def mark(signum, frame):
+    marks[signum] = calls
+signal.signal(signal.SIGUSR1, mark)
+signal.signal(signal.SIGUSR2, mark)
+while calls < 2000:
+    run.log({"x": calls})
+    calls += 1
+assert run.flush(30)
+print("started", flush=True)
+announced = False
+while signal.SIGUSR2 not in marks or calls < marks[signal.SIGUSR2] + 2000:   # a tight loop
+    run.log({"x": calls})
+    calls += 1
+    if not announced and signal.SIGUSR1 in marks:
+        announced = True
+        print("stalled", flush=True)
+run.finish()
+print(json.dumps({"calls": calls, "during": marks[signal.SIGUSR2] - marks[signal.SIGUSR1],
+                  "sent": run.stats["rows_sent"], "unacked": run.stats["unacked_rows"],
+                  "resent": run.stats["rows_resent"], "hellos": run.stats["hellos"]}), flush=True)
+"""
+
+
+def test_log_never_blocks_while_the_agent_is_stopped(rankwise_env):
+    """A rank logs in a tight loop; the agent is SIGSTOPped for about a second (bracketed by
+    SIGUSR1/SIGUSR2 to the rank, which record its call count) and then SIGCONTinued. The rank
+    made log() calls during the stall (count > 0: it was not blocked), finish() returns, every
+    call's row is stored exactly once, and the agent counts no malformed frames. With the retry
+    period at 0.2 s the writer says HELLO again during the stall; the connection never broke, so
+    the queued HELLOs' answers replay nothing (no resend storm)."""
+    rank = start_script(rankwise_env, SCRIPT, {"RANKWISE_RETRY_AFTER": "0.2"})
+    agent = None
+    try:
+        assert read_line(rank, what="started") == "started"
+        agent = agent_pid(rankwise_env)
+        os.kill(agent, signal.SIGSTOP)
+        rank.send_signal(signal.SIGUSR1)
+        assert read_line(rank, what="the rank to see the stall begin") == "stalled"
+        time.sleep(1.0)  # the length of the stall, not an assertion
+        rank.send_signal(signal.SIGUSR2)
+        os.kill(agent, signal.SIGCONT)
+        out, err = rank.communicate(timeout=120)
+    finally:
+        if agent is not None:
+            os.kill(agent, signal.SIGCONT)
+        if rank.poll() is None:
+            rank.kill()
+    assert rank.returncode == 0, err
+    result = json.loads(out.splitlines()[-1])
+    calls = result["calls"]
+    assert result["during"] > 0
+    assert (result["sent"], result["unacked"]) == (calls, 0)
+    assert result["hellos"] > 1  # the stall was long enough to make the writer ask again
+    assert result["resent"] == 0
+
+    run = rankwise.Api().group("stall", "g-stall").run(rank=0)
+    assert (run.state, run.rows, run.step) == ("finished", calls, calls)
+    assert np.array_equal(raw_steps(rankwise_env, "stall", "g-stall", "rank-0", "x"), np.arange(calls))
+    assert np.array_equal(run.history_arrays(["x"])["x"][1], np.arange(calls))
+    st = status(rankwise_env)
+    assert st["malformed"] == {}
+    assert st["counters"]["rows"] == calls
