@@ -87,6 +87,7 @@ class Agent:
         import zmq
 
         from agent.ingest import Ingest
+        from agent.media import MediaSink, MediaStore
         from agent.store.sqlite import SQLiteStore
         from client import wire
 
@@ -94,7 +95,10 @@ class Agent:
         paths.ensure_data_dir(self.cfg.data_dir)
         self.lock.acquire()
         store = SQLiteStore(self.cfg.store_path)
-        self.ingest = Ingest(store, self.cfg)
+        # content-addressed files beside the store; fsync like the store's synchronous=NORMAL: a crash
+        # never leaves a torn file (write, then rename), a power loss may lose the newest
+        media = MediaSink(MediaStore(self.cfg.data_dir, fsync=False), bytes_per_s=self.cfg.media_bytes_per_s)
+        self.ingest = Ingest(store, self.cfg, media=media)
         self.ingest.recover()
         self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)

@@ -27,6 +27,7 @@ import numpy as np
 
 from agent.config import AgentConfig
 from agent.groups import GroupState
+from agent.media import MediaSink
 from agent.pending import PendingWrites
 from agent.runs import RunState, WriterState, pid_alive
 from agent.status import Counters
@@ -59,9 +60,11 @@ class Ingest:
         cfg: AgentConfig,
         node: str | None = None,
         alive: Callable[[int], bool] = pid_alive,
+        media: MediaSink | None = None,
     ):
         self.store = store
         self.cfg = cfg
+        self.media = media  # None: media values are stored inline (in-memory tests)
         self.node = node or socket.gethostname()
         self.alive = alive
         self.counters = Counters()
@@ -279,6 +282,8 @@ class Ingest:
             for col in b.columns:
                 steps = b.step if col.rows is None else b.step[col.rows]
                 values = col.values
+                if not col.numeric and self.media is not None:
+                    values = self.media.column(r.id, values, now)
                 col_late = None if late is None else (late if col.rows is None else late[col.rows])
                 self._add_column(run, col.key, steps, values, col_late)
                 if col.numeric:
@@ -294,13 +299,19 @@ class Ingest:
             self.counters.add("late_rows", n_late)
             self.counters.add("points", sum(len(c.values) for c in b.columns))
         if b.pending is not None or r.pending is not None:
-            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], b.pending[2]]
+            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], now)]
         if b.summary:
-            r.summary.update(b.summary)
+            # after the history: byte-less media references in the summary find their files
+            r.summary.update(self._media_map(r.id, b.summary, now))
         for op, arg in b.control:
             self._control(run, op, arg, now)
         r.updated = now
         pending.runs[r.id] = r
+
+    def _media_map(self, run_id: int, values: dict, now: float) -> dict:
+        if self.media is None or not any(isinstance(v, (dict, list)) for v in values.values()):
+            return values
+        return {k: self.media.value(run_id, v, now) for k, v in values.items()}
 
     def _add_rows(self, run: RunState, steps: np.ndarray, columns: dict, late: Any, normal: Any) -> None:
         for key, values in columns.items():
@@ -403,6 +414,10 @@ class Ingest:
         After a failure the data stays pending and the next attempt waits 10 ms, doubling up to 2 s,
         so a store that keeps failing does not turn the loop into a busy one (``force``: try now)."""
         pending = self.pending
+        if self.media is not None:
+            for cause, n in self.media.take_skipped().items():
+                pending.drops[cause] = pending.drops.get(cause, 0) + n
+                self.counters.drop(cause, n)
         if not pending or (not force and time.monotonic() < self._commit_retry_at):
             return []
         t0 = time.perf_counter()

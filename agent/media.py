@@ -30,7 +30,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Callable, Any, BinaryIO, Iterator
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
@@ -146,8 +146,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _reference(value: dict, store: MediaStore) -> dict:
+def _reference(value: dict, store: MediaStore, admit: Callable[[dict], bool] | None = None) -> dict:
     data = value["bytes"]
+    if admit is not None and not admit(value):
+        return skipped(value, "byte budget")
     ext = value.get("format")
     if not isinstance(data, (bytes, bytearray)):
         raise MediaError(f"{value.get('_type', 'media')} value has 'bytes' of type {type(data).__name__}")
@@ -160,9 +162,19 @@ def _reference(value: dict, store: MediaStore) -> dict:
             f"{value.get('_type', 'media')} value claims sha256 {str(claimed)[:16]}... "
             f"but its bytes hash to {sha[:16]}..."
         )
-    ref = {k: externalize(v, store) for k, v in value.items() if k != "bytes"}
+    ref = {k: externalize(v, store, admit) for k, v in value.items() if k != "bytes"}
     ref.update(sha256=sha, size=len(data), path=relative_path(sha, ext))
     return ref
+
+
+def skipped(value: dict, why: str) -> dict:
+    """What stays of a media value whose bytes were not kept: its type, size, hash and caption, and why."""
+    out = {k: v for k, v in value.items() if k not in ("bytes",) and not isinstance(v, (dict, list, bytes))}
+    data = value.get("bytes")
+    if isinstance(data, (bytes, bytearray)):
+        out.setdefault("size", len(data))
+    out["skipped"] = why
+    return out
 
 
 def _complete(value: dict, store: MediaStore) -> dict:
@@ -179,7 +191,7 @@ def _complete(value: dict, store: MediaStore) -> dict:
     return out
 
 
-def externalize(value: Any, store: MediaStore) -> Any:
+def externalize(value: Any, store: MediaStore, admit: Callable[[dict], bool] | None = None) -> Any:
     """``value`` with every media dict's ``bytes`` stored in ``store`` and replaced by a reference.
 
     Raises :class:`MediaError` (a ValueError) for a media dict whose bytes, format or claimed
@@ -188,17 +200,73 @@ def externalize(value: Any, store: MediaStore) -> Any:
     byte-less summary references find their files."""
     if isinstance(value, dict):
         if "bytes" in value and "_type" in value:
-            return _reference(value, store)
+            return _reference(value, store, admit)
         if "_type" in value and "sha256" in value and "format" in value and "path" not in value:
             return _complete(value, store)
         if not any(isinstance(v, (dict, list)) for v in value.values()):
             return value
-        return {k: externalize(v, store) for k, v in value.items()}
+        return {k: externalize(v, store, admit) for k, v in value.items()}
     if isinstance(value, list):
         if not any(isinstance(v, (dict, list)) for v in value):
             return value
-        return [externalize(v, store) for v in value]
+        return [externalize(v, store, admit) for v in value]
     return value
+
+
+class MediaSink:
+    """The agent's side of media: bytes into the content-addressed store, references into history,
+    and a per-run byte budget per second.
+
+    Over its budget a run's media are not stored: each becomes a reference marked
+    ``"skipped": "byte budget"`` (type, size, hash and caption kept) and is counted by cause
+    (``media_budget``) in ``rankwise status`` and the store's drop counters. Nothing disappears
+    without a counter. A malformed media value (bad hash, bad format) is kept as a marked
+    reference too and counted as ``media_invalid``."""
+
+    def __init__(self, store: MediaStore, bytes_per_s: float = 64 << 20, burst_s: float = 4.0):
+        self.store = store
+        self.rate = float(bytes_per_s)
+        self.capacity = self.rate * burst_s
+        self._tokens: dict[int, list[float]] = {}  # run id -> [tokens, updated]
+        self.stored_bytes = 0
+        self.skipped: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<MediaSink {self.store.root} {self.rate / 2**20:g} MiB/s stored={self.stored_bytes}B skipped={self.skipped}>"
+
+    def _admit(self, run_id: int, now: float) -> Callable[[dict], bool]:
+        bucket = self._tokens.setdefault(run_id, [self.capacity, now])
+        bucket[0] = min(self.capacity, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
+        bucket[1] = now
+
+        def admit(value: dict) -> bool:
+            size = len(value.get("bytes") or b"")
+            if size <= bucket[0]:
+                bucket[0] -= size
+                self.stored_bytes += size
+                return True
+            self.skipped["media_budget"] = self.skipped.get("media_budget", 0) + 1
+            return False
+
+        return admit
+
+    def value(self, run_id: int, value: Any, now: float) -> Any:
+        if not isinstance(value, (dict, list)):
+            return value
+        try:
+            return externalize(value, self.store, self._admit(run_id, now))
+        except MediaError as exc:
+            self.skipped["media_invalid"] = self.skipped.get("media_invalid", 0) + 1
+            return skipped(value, f"invalid: {exc}") if isinstance(value, dict) else None
+
+    def column(self, run_id: int, values: list, now: float) -> list:
+        if not any(isinstance(v, (dict, list)) for v in values):
+            return values
+        return [self.value(run_id, v, now) for v in values]
+
+    def take_skipped(self) -> dict[str, int]:
+        out, self.skipped = self.skipped, {}
+        return out
 
 
 def iter_refs(value: Any) -> Iterator[tuple[str, str]]:
