@@ -23,6 +23,7 @@ class AgentConfig:
     window_max_bytes: int = 64 << 20  # open-window budget per group; beyond it the oldest steps seal early
     liveness_interval_s: float = 0.5  # how often pids of running ranks are checked
     max_drain: int = 4000  # messages handled per loop turn before a commit
+    rows_per_s: float = 1000.0  # per-run stored-row budget (burst 2 s); over it rows coalesce; 0 = no limit
     media_bytes_per_s: float = 64 << 20  # per-run media budget; beyond it media are skipped and counted
     log_level: str = "INFO"
 
@@ -58,6 +59,8 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
                 values[attr] = float(raw)
             except ValueError:
                 raise InvalidArgumentError(f"{var}={raw!r} is not a number of seconds") from None
+    if env.get("RANKWISE_ROWS_PER_S"):
+        values["rows_per_s"] = float(env["RANKWISE_ROWS_PER_S"])
     if env.get("RANKWISE_MEDIA_BYTES_PER_S"):
         values["media_bytes_per_s"] = float(env["RANKWISE_MEDIA_BYTES_PER_S"])
     if env.get("RANKWISE_WINDOW_MAX_BYTES"):

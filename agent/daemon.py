@@ -138,6 +138,7 @@ class Agent:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         max_drain = self.cfg.max_drain
+        next_checkpoint = time.monotonic() + 1.0
         while not self.stopping:
             timeout_ms = 0 if ingest.commit_due() else 50
             if poller.poll(timeout_ms):
@@ -159,6 +160,13 @@ class Agent:
                     log.exception("agent tick failed; serving on")
             for reply in ingest.commit():
                 self._send(reply)
+            now = time.monotonic()
+            if now >= next_checkpoint and not ingest.commit_due():
+                # after the ACKs went out, when nothing waits: the WAL's fsync delays no one
+                next_checkpoint = now + 1.0
+                checkpoint = getattr(ingest.store, "checkpoint", None)
+                if checkpoint is not None:
+                    checkpoint()
             if ingest.stop_requested:
                 self.stopping = True
             elif ingest.idle():

@@ -29,6 +29,7 @@ from agent.config import AgentConfig
 from agent.groups import GroupState
 from agent.media import MediaSink
 from agent.pending import PendingWrites
+from agent.ratelimit import coalesce_column, span_starts
 from agent.runs import RunState, WriterState, pid_alive
 from agent.status import Counters
 from agent.store.base import Store
@@ -275,11 +276,20 @@ class Ingest:
         group = run.group
         pending = self.pending
         run.last_seen = now
+        for op, arg in b.control:
+            # metric definitions first: they decide how this batch's rows are kept (rate_limit=False)
+            if op == "define":
+                self._control(run, op, arg, now)
         if b.n:
             late = b.late
             normal = None if late is None else ~late
-            self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
-            for col in b.columns:
+            n_late = 0 if late is None else int(late.sum())
+            allowed = run.allow(b.n - n_late, now, self.cfg.rows_per_s) if b.n > n_late else 0
+            if allowed < b.n - n_late:
+                self._apply_coalesced(run, b, allowed, now)
+            else:
+                self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
+            for col in b.columns if allowed >= b.n - n_late else ():
                 steps = b.step if col.rows is None else b.step[col.rows]
                 values = col.values
                 if not col.numeric and self.media is not None:
@@ -289,7 +299,6 @@ class Ingest:
                 if col.numeric:
                     group.add(r.rank, col.key, steps, values, now, pending)
             committed = b.step if normal is None else b.step[normal]
-            n_late = 0 if late is None else int(late.sum())
             if len(committed):
                 r.step = max(r.step, int(committed.max()) + 1)
             r.rows += b.n - n_late
@@ -304,9 +313,60 @@ class Ingest:
             # after the history: byte-less media references in the summary find their files
             r.summary.update(self._media_map(r.id, b.summary, now))
         for op, arg in b.control:
-            self._control(run, op, arg, now)
+            if op != "define":
+                self._control(run, op, arg, now)
         r.updated = now
         pending.runs[r.id] = r
+
+    def _apply_coalesced(self, run: RunState, b: wire.Batch, spans: int, now: float) -> None:
+        """Over its row budget: the batch's on-time rows become ``spans`` rows (agent/ratelimit.py).
+
+        Each stored row sits at the last step of its span with that step's time, plus ``_first_step``
+        and ``_rows`` (how many logged rows it stands for: counts add up). Numeric keys keep last,
+        mean, min, max and count; other keys and keys that opted out keep every value. Late rows and
+        the group windows get the raw values."""
+        r = run.record
+        rid = r.id
+        late = b.late
+        on_time = np.arange(b.n) if late is None else np.flatnonzero(~late)
+        pos = span_starts(len(on_time), spans)
+        starts = on_time[pos]  # batch row where each span begins
+        last = on_time[np.r_[pos[1:], len(on_time)] - 1]
+        steps = b.step[last]
+        pending = self.pending
+        pending.add_history(rid, "_timestamp", steps, b.t[last], False)
+        pending.add_history(rid, "_runtime", steps, b.runtime[last], False)
+        pending.add_history(rid, "_first_step", steps, b.step[starts], False)
+        pending.add_history(rid, "_rows", steps, np.diff(np.r_[pos, len(on_time)]).astype(np.int64), False)
+        if late is not None and late.any():
+            pending.add_history(rid, "_timestamp", b.step[late], b.t[late], True)
+            pending.add_history(rid, "_runtime", b.step[late], b.runtime[late], True)
+        coalesced = 0
+        for col in b.columns:
+            rows = np.arange(b.n) if col.rows is None else col.rows.astype(np.int64)
+            values = col.values
+            if not col.numeric and self.media is not None:
+                values = self.media.column(rid, values, now)
+            col_steps = b.step[rows]
+            col_late = None if late is None else late[rows]
+            if col.numeric:
+                run.group.add(r.rank, col.key, col_steps, values, now, pending)
+            if not col.numeric or run.keeps_raw(col.key):
+                self._add_column(run, col.key, col_steps, values, col_late)
+                continue
+            if col_late is not None and col_late.any():
+                pending.add_history(rid, col.key, col_steps[col_late], values[col_late], True)
+                keep = ~col_late
+                rows, col_steps, values = rows[keep], col_steps[keep], values[keep]
+            if len(rows):
+                spans_of_key = coalesce_column(rows, col_steps, values, starts)
+                pending.add_history(rid, col.key, spans_of_key["step"], spans_of_key, False)
+                coalesced += len(rows)
+        self.counters.add("coalesced_rows", len(on_time) - len(pos))
+        self.counters.add("coalesced_points", coalesced)
+        tally = r.meta.setdefault("coalesced", {"rows": 0, "spans": 0})
+        tally["rows"] += len(on_time)
+        tally["spans"] += len(pos)
 
     def _media_map(self, run_id: int, values: dict, now: float) -> dict:
         if self.media is None or not any(isinstance(v, (dict, list)) for v in values.values()):
@@ -343,6 +403,7 @@ class Ingest:
             r.summary.pop(arg, None)
         elif op == "define" and isinstance(arg, dict):
             r.meta.setdefault("metrics", {})[str(arg.get("name"))] = arg
+            run.forget_metric_rules()
         elif op == "finish" and isinstance(arg, dict):
             code = arg.get("exit_code", 0)
             if not isinstance(code, int) or isinstance(code, bool) or not -(1 << 31) <= code < (1 << 31):
@@ -355,6 +416,14 @@ class Ingest:
             self.counters.add("finished_runs")
         elif op == "meta" and isinstance(arg, dict):
             r.meta.update(arg)
+        elif op == "dropped" and isinstance(arg, dict):
+            # rows a writer could not keep (its spill file refused them): counted by cause, per run too
+            rows, cause = arg.get("rows"), str(arg.get("cause", "unknown"))[:40]
+            if isinstance(rows, int) and 0 <= rows < (1 << 40):
+                drops = r.meta.setdefault("drops", {})
+                drops[cause] = drops.get(cause, 0) + rows
+                self.pending.drops[cause] = self.pending.drops.get(cause, 0) + rows
+                self.counters.drop(cause, rows)
         else:
             self._count_malformed("unknown control op")
 

@@ -20,7 +20,7 @@ class PendingWrites:
         self.clear()
 
     def clear(self) -> None:
-        self.history: dict[tuple[int, str, bool], tuple[list[np.ndarray], list[Any]]] = {}
+        self.history: dict[tuple[int, str, bool, bool], tuple[list[np.ndarray], list[Any]]] = {}
         self.group_rows: list[tuple[int, str, dict[str, np.ndarray], bool]] = []
         self.runs: dict[int, RunRecord] = {}
         self.groups: dict[int, GroupRecord] = {}
@@ -40,18 +40,21 @@ class PendingWrites:
         )
 
     def add_history(self, run_id: int, key: str, steps: np.ndarray, values: Any, late: bool) -> None:
-        entry = self.history.get((run_id, key, late))
+        slot = (run_id, key, late, type(values) is dict)  # coalesced spans are chunks of their own
+        entry = self.history.get(slot)
         if entry is None:
-            entry = self.history[(run_id, key, late)] = ([], [])
+            entry = self.history[slot] = ([], [])
         entry[0].append(steps)
         entry[1].append(values)
         self.points += len(steps)
 
     def write(self, txn: Txn) -> None:
         """Everything but recomputation of late group rows (the caller does that within the same txn)."""
-        for (run_id, key, late), (steps, values) in self.history.items():
+        for (run_id, key, late, _), (steps, values) in self.history.items():
             s = steps[0] if len(steps) == 1 else np.concatenate(steps)
-            if all(isinstance(v, np.ndarray) for v in values):
+            if all(isinstance(v, dict) for v in values):  # coalesced spans: field by field
+                v = values[0] if len(values) == 1 else {f: np.concatenate([p[f] for p in values]) for f in values[0]}
+            elif all(isinstance(v, np.ndarray) for v in values):
                 v: Any = values[0] if len(values) == 1 else np.concatenate(values)
             else:
                 v = [x for part in values for x in (part.tolist() if isinstance(part, np.ndarray) else part)]

@@ -9,10 +9,12 @@ writer; steps, summary and state are per run.
 
 from __future__ import annotations
 
+import fnmatch
 from typing import TYPE_CHECKING
 
 import psutil
 
+from agent.ratelimit import RowBudget
 from agent.store.base import RunRecord
 
 if TYPE_CHECKING:
@@ -36,13 +38,39 @@ class WriterState:
 
 
 class RunState:
-    __slots__ = ("record", "group", "writers", "last_seen")
+    __slots__ = ("record", "group", "writers", "last_seen", "budget", "_raw_cache")
 
     def __init__(self, record: RunRecord, group: "GroupState", now: float):
         self.record = record
         self.group = group
         self.writers: set[str] = set()
         self.last_seen = now
+        self.budget: RowBudget | None = None  # created with the first batch (rate from the run or the agent)
+        self._raw_cache: dict[str, bool] = {}
+
+    def allow(self, n: int, now: float, default_rows_per_s: float) -> int:
+        """How many stored rows ``n`` committed rows may become under the run's budget (n: no limit)."""
+        if self.budget is None:
+            rate = self.record.meta.get("rows_per_s")
+            rate = default_rows_per_s if not isinstance(rate, (int, float)) or isinstance(rate, bool) else rate
+            if not rate or rate <= 0 or rate == float("inf"):
+                return n
+            self.budget = RowBudget(float(rate), now=now)
+        return self.budget.allow(n, now)
+
+    def keeps_raw(self, key: str) -> bool:
+        """``define_metric(key, rate_limit=False)`` (a name or a glob): never coalesce this key."""
+        raw = self._raw_cache.get(key)
+        if raw is None:
+            raw = False
+            for name, spec in self.record.meta.get("metrics", {}).items():
+                if isinstance(spec, dict) and "rate_limit" in spec and (name == key or fnmatch.fnmatchcase(key, name)):
+                    raw = spec["rate_limit"] is False  # later definitions win
+            self._raw_cache[key] = raw
+        return raw
+
+    def forget_metric_rules(self) -> None:
+        self._raw_cache.clear()
 
     @property
     def running(self) -> bool:

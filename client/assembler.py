@@ -112,10 +112,15 @@ class Assembler:
         self.next_seq = 1
         self.start_wall = start_wall
         self.runtime_offset = runtime_offset
-        self.rows: list[tuple] = []
+        # committed rows not yet batched, as four parallel columns (no tuple per row: see feed_flat)
+        self._kinds: list[int] = []
+        self._steps: list[int] = []
+        self._ts: list[float] = []
+        self._dicts: list[dict] = []
         self.pending: list | None = None  # [step, t, dict]
         self.pending_dirty = False
         self.control: list[list] = []
+        self._defines: list[tuple[int, list]] = []  # (rows assembled before it, op)
         self.summary: dict[str, Any] = {}
         self.summary_dirty: dict[str, Any] = {}
         self.manual: set[str] = set()
@@ -135,51 +140,74 @@ class Assembler:
 
     def __repr__(self) -> str:
         return (
-            f"<Assembler writer={self.writer[:8]} next_seq={self.next_seq} rows={len(self.rows)} "
+            f"<Assembler writer={self.writer[:8]} next_seq={self.next_seq} rows={len(self._kinds)} "
             f"pending={'yes' if self.pending else 'no'} summary_keys={len(self.summary)}>"
         )
 
     # ------------------------------------------------------------ ops → rows
 
+    def feed_flat(self, items: list) -> None:
+        """Ops as the deque holds them: four items each (kind, step, t, data), concatenated.
+
+        When every op commits and no row is pending (a training loop calling ``log(d)``), the rows
+        are the op columns themselves: four slices, no Python work per op."""
+        kinds = items[0::4]
+        if self.pending is None and kinds.count(COMMIT) == len(kinds):
+            dicts = items[3::4]
+            if MediaRow in set(map(type, dicts)):
+                self._media_bytes += sum(d.nbytes for d in dicts if type(d) is MediaRow)
+            self._kinds += kinds
+            self._steps += items[1::4]
+            self._ts += items[2::4]
+            self._dicts += dicts
+            return
+        it = iter(items)
+        self.feed(zip(it, it, it, it))
+
+    def _row(self, kind: int, step: int, t: float, data: dict) -> None:
+        self._kinds.append(kind)
+        self._steps.append(step)
+        self._ts.append(t)
+        self._dicts.append(data)
+
     def feed(self, ops: Iterable[tuple]) -> None:
-        rows = self.rows
-        append = rows.append
+        """Ops one by one, applying the step/commit rules (module docstring)."""
+        row = self._row
         pend = self.pending
-        for op in ops:
-            kind = op[0]
-            if kind != CONTROL and type(op[3]) is MediaRow:
-                self._media_bytes += op[3].nbytes
+        for kind, a, b, c in ops:
+            if kind != CONTROL and type(c) is MediaRow:
+                self._media_bytes += c.nbytes
             if kind == COMMIT:
                 if pend is None:
-                    append(op)
+                    row(COMMIT, a, b, c)
                     continue
-                if op[1] == pend[0]:
-                    pend[2].update(op[3])
-                    append((COMMIT, pend[0], op[2], pend[2]))
+                if a == pend[0]:
+                    pend[2].update(c)
+                    row(COMMIT, pend[0], b, pend[2])
                 else:
-                    append((COMMIT, pend[0], pend[1], pend[2]))
-                    append(op)
+                    row(COMMIT, pend[0], pend[1], pend[2])
+                    row(COMMIT, a, b, c)
                 pend = None
                 self.pending_dirty = True
             elif kind == MERGE:
-                if pend is not None and op[1] != pend[0]:
-                    append((COMMIT, pend[0], pend[1], pend[2]))
+                if pend is not None and a != pend[0]:
+                    row(COMMIT, pend[0], pend[1], pend[2])
                     pend = None
                 if pend is None:
-                    pend = [op[1], op[2], op[3]]
+                    pend = [a, b, c]
                 else:
-                    pend[2].update(op[3])
-                    pend[1] = op[2]
+                    pend[2].update(c)
+                    pend[1] = b
                 self.pending_dirty = True
             elif kind == LATE:
-                append(op)
+                row(LATE, a, b, c)
                 self.late_total += 1
             else:
-                if op[1] == "finish" and pend is not None:
-                    append((COMMIT, pend[0], pend[1], pend[2]))
+                if a == "finish" and pend is not None:
+                    row(COMMIT, pend[0], pend[1], pend[2])
                     pend = None
                     self.pending_dirty = True
-                self._apply_control(op[1], op[2])
+                self._apply_control(a, b)
         self.pending = pend
 
     def _define(self, spec: dict) -> None:
@@ -201,13 +229,15 @@ class Assembler:
             self._delete(arg)
         elif name == "define":
             spec = dict(arg, summary=list(parse_summary_kinds(arg.get("summary"))))
-            if self.rows:
+            if self._kinds:
                 # rows logged before define_metric are summarised by the rules in force when they were
                 # logged, however the I/O thread happens to cut batches: end a batch at this point
-                self._deferred.append((self.rows_total + len(self.rows), spec))
+                self._deferred.append((self.rows_total + len(self._kinds), spec))
             else:
                 self._define(spec)
-            self.control.append(["define", spec])
+            # with the batch holding the rows logged before it, not the last of a burst: the agent
+            # applies definitions before a batch's rows (define_metric(key, rate_limit=False))
+            self._defines.append((self.rows_total + len(self._kinds), ["define", spec]))
         elif name == "finish":
             self.finished = True
             self.control.append(["finish", arg])
@@ -219,8 +249,8 @@ class Assembler:
     def _media_limit(self, limit: int) -> int:
         """Rows that fit in one batch by their media bytes (at least one row)."""
         total = 0
-        for i, row in enumerate(self.rows[:limit]):
-            for v in row[3].values():
+        for i, row in enumerate(self._dicts[:limit]):
+            for v in row.values():
                 if type(v) not in _NUMBER_TYPES:
                     total += nbytes_hint(v)
             if total > MAX_BATCH_MEDIA_BYTES and i:
@@ -228,7 +258,7 @@ class Assembler:
         return limit
 
     def has_work(self) -> bool:
-        return bool(self.rows or self.control or self.summary_dirty or self.pending_dirty)
+        return bool(self._kinds or self.control or self._defines or self.summary_dirty or self.pending_dirty)
 
     def take_batch(self) -> tuple[int, bytes, int] | None:
         """Encode up to ``max_rows`` rows (and, with the last of them, the rest) as the next batch."""
@@ -239,17 +269,17 @@ class Assembler:
             limit = min(limit, self._deferred[0][0] - self.rows_total)
         if self._media_bytes > MAX_BATCH_MEDIA_BYTES:
             limit = self._media_limit(limit)
-        rows = self.rows[:limit]
-        del self.rows[:limit]
-        last = not self.rows
+        kinds, steps, ts, dicts = self._kinds[:limit], self._steps[:limit], self._ts[:limit], self._dicts[:limit]
+        for column in (self._kinds, self._steps, self._ts, self._dicts):
+            del column[:limit]
+        last = not self._kinds
         if last:
             self._media_bytes = 0
-        n = len(rows)
+        n = len(kinds)
         step_b = t_b = rt_b = b""
         late_b = None
         blocks: list = []
         if n:
-            kinds, steps, ts, dicts = zip(*rows)
             offset = time.time() - time.perf_counter()
             t = np.asarray(ts, dtype="<f8") + offset
             step_a = np.asarray(steps, dtype="<i8")
@@ -269,12 +299,16 @@ class Assembler:
         if last and self.pending is not None:
             p = self.pending
             pending = [p[0], p[1] + (time.time() - time.perf_counter()), {k: to_wire(v) for k, v in p[2].items()}]
-        summary = control = None
+        summary = None
+        end = self.rows_total  # rows assembled through this batch (rows_total already counts it)
+        early = [op for pos, op in self._defines if last or pos < end]
+        self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
+        control = early or None
         if last:
             self.pending_dirty = False
             summary = self.summary_dirty or None
             self.summary_dirty = {}
-            control = self.control or None
+            control = (early + self.control) or None
             self.control = []
             self._deleted.clear()
         seq = self.next_seq

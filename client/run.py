@@ -78,7 +78,7 @@ class Run:
         self.summary = Summary(self)
         self._meta = meta or {}
         self._writer: Writer | None = None
-        self._app = _discard
+        self._push = _discard
         self.resumed = False
         object.__setattr__(self.config, "_run", self)
 
@@ -100,7 +100,7 @@ class Run:
             "resume": s.resume,
             "started": self._started_wall,
             "config": self.config.as_dict(),
-            "meta": self._meta,
+            "meta": self._meta if s.max_rows_per_s is None else dict(self._meta, rows_per_s=s.max_rows_per_s),
         }
 
     def _start(self) -> None:
@@ -113,7 +113,7 @@ class Run:
 
         writer = Writer(s, self._hello_run())
         self._writer = writer
-        self._app = writer.ops.append
+        self._push = writer.ops.extend
         t0 = time.monotonic()
         agent = spawn.ensure_agent(s, timeout_s=s.init_timeout_s)
         if agent is None:
@@ -133,7 +133,7 @@ class Run:
             return
         if writer.refusal is not None:
             self._writer = None
-            self._app = _discard
+            self._push = _discard
             raise RunConflictError(writer.refusal)
         self._apply_welcome(writer.welcome or {})
         writer.on_late_welcome = self._late_welcome
@@ -213,7 +213,8 @@ class Run:
             else:
                 s = self._step
                 self._step = s + 1
-                self._app((COMMIT, s, perf_counter(), data.copy()))
+                # extend, not append: the deque keeps the four items, the tuple dies here (GC, see Writer)
+                self._push((COMMIT, s, perf_counter(), data.copy()))
                 return
         self._log_slow(data, step, commit)
 
@@ -249,12 +250,12 @@ class Run:
             else:
                 kind = COMMIT if commit is True else MERGE
                 self._step = s
-        self._app((kind, s, perf_counter(), flat))
+        self._push((kind, s, perf_counter(), flat))
         if kind == COMMIT:
             self._step = s + 1
 
     def _control(self, name: str, arg: Any) -> None:
-        self._app((CONTROL, name, arg, None))
+        self._push((CONTROL, name, arg, None))
 
     # ------------------------------------------------------------ metrics, flush, finish
 
@@ -279,6 +280,10 @@ class Run:
         if goal is not None and goal not in ("minimize", "maximize"):
             raise InvalidArgumentError(f"define_metric(goal={goal!r}) must be 'minimize' or 'maximize'")
         spec = {"name": name, "summary": summary, "step_metric": step_metric, "hidden": hidden, "goal": goal}
+        if "rate_limit" in kwargs:  # rankwise's own: False keeps every value of the key, even over the budget
+            if not isinstance(kwargs["rate_limit"], bool):
+                raise InvalidArgumentError("define_metric(rate_limit=...) must be True or False")
+            spec["rate_limit"] = kwargs["rate_limit"]
         self._control("define", spec)
         return spec
 
@@ -315,7 +320,7 @@ class Run:
                 )
         # the fast path in log() does not look at _finished: send it to the slow path, which raises
         self._known = set()
-        self._app = _finished_app
+        self._push = _finished_app
         _LIVE_RUNS.discard(self)
         from client import state
 
@@ -366,13 +371,13 @@ class Run:
         run = self
 
         def first_append(op: tuple) -> None:
-            run._app = child.ops.append
-            child.ops.append(op)
+            run._push = child.ops.extend
+            child.ops.extend(op)
             agent = spawn.agent_ready(run.settings.runtime_dir)
             child.start(agent)
             _register_child_flush(run)
 
-        self._app = first_append
+        self._push = first_append
 
 
 MAX_STEP = 1 << 62  # the agent rejects larger steps (its store keeps step + 1 in an int64)

@@ -58,6 +58,8 @@ class Settings:
     # SIGTERM stays the kernel's by default: a Python-level handler cannot run while the main thread
     # blocks in C (an NCCL collective, a semaphore) and would delay the stop torchrun/SLURM asked for
     handle_sigterm: bool = False
+    # stored rows per second for this run; over it the agent coalesces rows (None: the agent's default)
+    max_rows_per_s: float | None = None
     agent_idle_timeout_s: float = 60.0
 
     def replace(self, **changes: Any) -> "Settings":
@@ -120,6 +122,7 @@ _ENV_KNOBS = (
     ("batch_max_rows", "RANKWISE_BATCH_MAX_ROWS", _batch_rows),
     ("spawn_agent", "RANKWISE_SPAWN_AGENT", _bool),
     ("handle_sigterm", "RANKWISE_HANDLE_SIGTERM", _bool),
+    ("max_rows_per_s", "RANKWISE_MAX_ROWS_PER_S", _float),
     ("agent_idle_timeout_s", "RANKWISE_AGENT_IDLE_TIMEOUT", _float),
 )
 
@@ -202,6 +205,9 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
         raise InvalidArgumentError(f"resume={values['resume']!r} must be one of {RESUME}")
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
+    rate = values.get("max_rows_per_s")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0):
+        raise InvalidArgumentError(f"max_rows_per_s={rate!r} must be a number >= 0 (0: no limit) or None")
     for attr in ("flush_interval_s", "finish_timeout_s", "init_timeout_s", "retry_after_s", "agent_idle_timeout_s"):
         if attr in values and not (
             isinstance(values[attr], (int, float)) and not isinstance(values[attr], bool) and values[attr] >= 0

@@ -3,7 +3,10 @@ assembler and the I/O thread that talks to the node agent.
 
 Threads and locks
 -----------------
-* The training thread only appends to ``ops`` (a deque: append is atomic).
+* The training thread only pushes to ``ops``: each op is four items added by one
+  ``deque.extend`` (atomic under the GIL). Four flat items instead of one tuple
+  matter: a tuple holding a dict is never untracked by CPython's GC, so a backlog
+  of 100k tuples would make every full collection of the training process slow.
 * ``lock`` guards the assembler (rows, summary, sequence numbers) and the
   outbox. The I/O thread takes it to turn ops into batches; the training thread
   takes it only for rare reads that must see everything logged so far
@@ -48,6 +51,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import struct
 import threading
 import time
 from typing import Any, Callable
@@ -56,9 +60,11 @@ import zmq
 
 from client import spawn, wire
 from client.assembler import Assembler
+from client.spill import SpillFifo
 from client.settings import Settings
 
 log = logging.getLogger("rankwise")
+_SPILL_HEAD = struct.Struct("<QI")  # seq, rows: what the writer needs back with a spilled frame
 
 
 class Counters:
@@ -79,6 +85,7 @@ class Counters:
         "acked_seq",
         "refused",
         "dropped_rows",
+        "spilled_batches",
     )
 
     def __init__(self) -> None:
@@ -107,7 +114,10 @@ class Writer:
         self.done = threading.Event()
         self._outbox: collections.deque = collections.deque()  # (seq, frame, rows) not yet sent
         self._unacked: collections.OrderedDict = collections.OrderedDict()  # seq -> (frame, rows, sent_at)
-        self._held_bytes = 0
+        self._held_bytes = 0  # frames in the outbox and unacked (memory); beyond the bound they spill
+        self._spill: SpillFifo | None = None
+        self._tail: collections.deque = collections.deque()  # frames/tombstones queued behind a refused spill
+        self._tail_bytes = 0
         self._closing = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -170,29 +180,87 @@ class Writer:
         self.wake()
         if self._thread is not None:
             self.done.wait(timeout_s)
-        ok = not self._unacked and not self._outbox and not self.ops
+        ok = not self._unacked and not self._outbox and not self.ops and not self._spilled
+        if self._spill is not None and self.done.is_set():
+            self._spill.close()
         if not self.done.is_set():
             self._closing = True  # the thread exits at its next turn; we do not wait any longer
         return ok
 
     def unacked_rows(self) -> int:
+        """Rows logged but not acknowledged (held in memory; spilled batches counted as batches)."""
         return sum(r for _, r, _ in list(self._unacked.values())) + sum(r for _, _, r in list(self._outbox))
 
     # ------------------------------------------------------------ assembly (lock held)
 
     def _assemble_locked(self) -> None:
         ops = self.ops
-        n = len(ops)
+        # each op is four items pushed by one deque.extend, atomic under the GIL, so the length a
+        # thread sees is a multiple of four (the mask only guards against a future change of that)
+        n = len(ops) & ~3
         if n:
             pop = ops.popleft
-            self.assembler.feed([pop() for _ in range(n)])
+            self.assembler.feed_flat([pop() for _ in range(n)])
         while True:
             batch = self.assembler.take_batch()
             if batch is None:
                 break
             seq, frame, rows = batch
-            self._outbox.append((seq, frame, rows))
-            self._held_bytes += len(frame)
+            over = self._held_bytes + len(frame) > self.settings.max_unacked_bytes
+            if self._spilled or (over and (self._outbox or self._unacked)):
+                self._spill_batch(seq, frame, rows)
+            else:
+                self._outbox.append((seq, frame, rows))
+                self._held_bytes += len(frame)
+
+    # ------------------------------------------------------------ beyond the memory bound
+
+    @property
+    def _spilled(self) -> int:
+        return (len(self._spill) if self._spill is not None else 0) + len(self._tail)
+
+    def _spill_batch(self, seq: int, frame: bytes, rows: int) -> None:
+        """Past max_unacked_bytes: batches wait in a local file, in order. When the disk refuses them,
+        they wait in memory behind it (``_tail``) as long as memory allows; beyond that a batch is
+        dropped, the one way data is lost: it becomes a tombstone with the same seq, so the agent
+        counts the rows (cause ``spill_failed``) and the sequence has no gap."""
+        if not self._tail:
+            if self._spill is None:
+                self._spill = SpillFifo(self.settings.data_dir / "spill", self.id)
+            if self._spill.push(_SPILL_HEAD.pack(seq, rows) + frame):
+                self.counters.spilled_batches += 1
+                return
+        if self._held_bytes + self._tail_bytes + len(frame) <= self.settings.max_unacked_bytes:
+            self._tail.append((seq, frame, rows))
+            self._tail_bytes += len(frame)
+            return
+        self.counters.dropped_rows += rows
+        tomb = wire.encode_batch(
+            self.id, seq, b"", b"", b"", None, 0, [], None, None, [["dropped", {"rows": rows, "cause": "spill_failed"}]]
+        )
+        self._tail.append((seq, tomb, 0))
+        self._tail_bytes += len(tomb)
+
+    def _refill(self) -> None:
+        """Bring spilled batches back into the outbox once memory has room (half the bound)."""
+        if not self._spilled:
+            return
+        with self.lock:
+            room = self.settings.max_unacked_bytes // 2
+            while self._held_bytes < room:
+                if self._spill is not None and len(self._spill):
+                    raw = self._spill.pop()
+                    if raw is None:
+                        break
+                    seq, rows = _SPILL_HEAD.unpack_from(raw)
+                    frame = raw[_SPILL_HEAD.size :]
+                elif self._tail:
+                    seq, frame, rows = self._tail.popleft()
+                    self._tail_bytes -= len(frame)
+                else:
+                    break
+                self._outbox.append((seq, frame, rows))
+                self._held_bytes += len(frame)
 
     # ------------------------------------------------------------ I/O thread
 
@@ -222,10 +290,11 @@ class Writer:
                 self.sync()
                 if self._hello_pending:
                     self._try_hello(sock)
+                self._refill()
                 if self.welcome is not None and self._hello_answered:
                     self._send_outbox(sock)
                 sock = self._maybe_retry(ctx, sock, poller)
-                if self._closing and not self.ops and not self._outbox and not self._unacked:
+                if self._closing and not self.ops and not self._outbox and not self._unacked and not self._spilled:
                     with self.lock:
                         if not self.assembler.has_work():
                             break

@@ -4,6 +4,11 @@
 another one (the file or its directory). Reads never block the agent (SQLite
 WAL readers), and see what the agent has committed, which is everything a
 finished run logged.
+
+Rich values (media, histograms, tables, charts; docs/media.md) are read per key and by step:
+``RunView.media(key)``, ``Group.media(key, step)``, ``Group.histograms(key)`` (merged over the ranks),
+``Api.media_path(ref)`` / ``Api.open_media(ref)`` for the file a reference names. Those reads decode only
+the stored chunks that hold the steps asked for, so a long run costs what is read, not its whole history.
 """
 
 from __future__ import annotations
@@ -14,12 +19,50 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from agent.store.base import ROW_KEYS
 from client import paths
 from client.errors import Error, InvalidArgumentError
 
 
 class NotFound(Error, LookupError):
     """No such project, group or run in the store."""
+
+
+#: ``_type`` of the values that get a media panel (docs/media.md).
+MEDIA_TYPES = ("histogram", "image", "video", "audio", "table", "object3d", "html", "plotly", "chart")
+
+
+def media_type(value: Any) -> str | None:
+    """The media type of a stored value: its ``_type`` (``"image"``, ``"histogram"``, ...); for a list of
+    media its elements' type when they share one, else ``"list"``; None for plain values (numbers, text)."""
+    if isinstance(value, dict):
+        t = value.get("_type")
+        return t if isinstance(t, str) else None
+    if isinstance(value, list) and value:
+        types = {v.get("_type") if isinstance(v, dict) else None for v in value}
+        if None in types:
+            return None
+        return types.pop() if len(types) == 1 else "list"
+    return None
+
+
+def _valid_histogram(h: dict) -> bool:
+    from grouping.errors import GroupingError
+    from grouping.histogram import merge_histograms
+
+    try:
+        merge_histograms([h])
+        return True
+    except GroupingError:
+        return False
+
+
+def _steps_arg(steps: Any) -> np.ndarray | None:
+    if steps is None:
+        return None
+    if isinstance(steps, (int, np.integer)):
+        return np.array([int(steps)], np.int64)
+    return np.asarray(list(steps), np.int64)
 
 
 def _store_path(path: str | os.PathLike | None) -> Path:
@@ -86,6 +129,56 @@ class Api:
         """Every run of every group of a project, newest group first, then by rank."""
         return [r for g in self.groups(project) for r in g.runs]
 
+    # ------------------------------------------------------------ media files
+
+    @property
+    def media_root(self) -> Path:
+        """The directory that media references' ``path`` is relative to (the store's directory)."""
+        return self.path.parent
+
+    def media_path(self, ref: dict | str) -> Path:
+        """The file a media reference names (a stored value such as ``{"_type": "image", "sha256": ...,
+        "format": "png", "path": "media/ab/<sha>.png"}``, or that ``path``).
+
+        Raises NotFound when the value's bytes were not stored (``skipped``, e.g. over the byte budget;
+        ``error``: encoding failed in the client) or the file is missing, and InvalidArgumentError for a
+        value that is not a media reference."""
+        from agent.media import MediaError, relative_path
+
+        if isinstance(ref, str):
+            parts = ref.split("/")
+            name = parts[-1].split(".", 1)
+            if len(parts) != 3 or parts[0] != "media" or len(name) != 2:
+                raise InvalidArgumentError(f"media path {ref!r} is not of the form media/ab/<sha256>.<ext>")
+            sha, ext = name
+        elif isinstance(ref, dict):
+            if ref.get("skipped"):
+                raise NotFound(f"{ref.get('_type', 'media')} value was not stored ({ref['skipped']}): it has no file")
+            if ref.get("error"):
+                raise NotFound(f"{ref.get('_type', 'media')} value failed to encode in the client: {ref['error']}")
+            sha, ext = ref.get("sha256"), ref.get("format")
+            if sha is None or ext is None:
+                raise InvalidArgumentError(
+                    f"{ref.get('_type', 'value')!r} value has no sha256/format: not a media reference "
+                    "(histograms, tables, charts and plotly figures are stored inline)"
+                )
+        else:
+            raise InvalidArgumentError(f"media_path(ref): expected a media reference dict, got {type(ref).__name__}")
+        try:
+            rel = relative_path(sha, ext)
+        except MediaError as exc:
+            raise InvalidArgumentError(f"media_path(ref): {exc}") from None
+        if isinstance(ref, str) and rel != ref:
+            raise InvalidArgumentError(f"media path {ref!r} does not match its hash directory ({rel})")
+        path = self.media_root / rel
+        if not path.is_file():
+            raise NotFound(f"media file {rel} is not in {self.media_root} (the agent stores it before the row commits)")
+        return path
+
+    def open_media(self, ref: dict | str) -> Any:
+        """The referenced file opened for reading in binary mode (see :meth:`media_path`)."""
+        return open(self.media_path(ref), "rb")
+
 
 class Group:
     """One distributed job: its runs (one per rank) and its group rows per key."""
@@ -130,6 +223,77 @@ class Group:
         """Group rows of ``key``: arrays step, count, expected, mean, min, max, std, min_rank, max_rank."""
         return self._api._reader.group_history(self._record.id, key)
 
+    # ------------------------------------------------------------ rich values
+
+    def media_keys(self) -> list[dict[str, Any]]:
+        """Keys with media values (``MEDIA_TYPES``, or lists of them): ``[{key, type, runs, values, first,
+        last}]`` by key; ``type`` is the latest value's (:func:`media_type`)."""
+        out = []
+        for key, e in sorted(self._api._reader.group_media_keys(self._record.id).items()):
+            t = media_type(e["sample"])
+            if t is not None:
+                out.append({"key": key, "type": t, "runs": e["runs"], "values": e["values"],
+                            "first": e["first"], "last": e["last"]})  # fmt: skip
+        return out
+
+    def media_steps(self, key: str) -> dict[int, np.ndarray]:
+        """Rank → the steps at which that rank has a value of ``key`` (no value is decoded)."""
+        rank_of = {r.id: r.rank for r in self._api._reader.runs(self._record.id)}
+        out: dict[int, np.ndarray] = {}
+        for rid, steps in self._api._reader.group_value_steps(self._record.id, key).items():
+            rank = rank_of.get(rid)
+            if rank is not None:
+                out[rank] = steps if rank not in out else np.union1d(out[rank], steps)
+        return dict(sorted(out.items()))
+
+    def media(self, key: str, step: int | None = None, start: int | None = None, end: int | None = None,
+              steps: Any = None) -> dict[int, list[tuple[int, Any]]]:  # fmt: skip
+        """Per rank, the values of ``key`` as ``[(step, value)]`` by step: media references, histograms,
+        tables, charts as stored (docs/media.md). Images and other media are not merged across ranks:
+        every rank's own value is kept. ``step`` (one step), ``steps`` (several) and ``start``/``end``
+        (inclusive) limit what is read; ranks without a value there are left out."""
+        want = _steps_arg(step) if step is not None else _steps_arg(steps)
+        values = self._api._reader.group_values(self._record.id, key, want, start, end)
+        rank_of = {r.id: r.rank for r in self._api._reader.runs(self._record.id)}
+        out: dict[int, list[tuple[int, Any]]] = {}
+        for rid, (st, vals) in values.items():
+            rank = rank_of.get(rid)
+            if rank is not None:
+                out.setdefault(rank, []).extend(zip(st.tolist(), vals))
+        return {r: sorted(v, key=lambda sv: sv[0]) for r, v in sorted(out.items())}
+
+    def histograms(self, key: str, rank: int | None = None, start: int | None = None, end: int | None = None,
+                   steps: Any = None) -> list[tuple[int, dict]]:  # fmt: skip
+        """The group's histogram of ``key`` at each step: ``[(step, {"_type": "histogram", "bins", "values",
+        "ranks"})]``, the ranks' histograms of that step merged by
+        :func:`grouping.histogram.merge_histograms` (bins summed where every rank used the same edges,
+        re-binned otherwise; docs/media.md), ``ranks`` the ranks merged. With ``rank=`` that rank's own
+        histograms. Values that are not histograms (e.g. an ``error`` value) are left out."""
+        from grouping.errors import GroupingError
+        from grouping.histogram import merge_histograms
+
+        per_rank = self.media(key, start=start, end=end, steps=steps)
+        if rank is not None:
+            per_rank = {rank: per_rank.get(rank, [])}
+        by_step: dict[int, list[tuple[int, dict]]] = {}
+        for r, values in per_rank.items():
+            for st, v in values:
+                if isinstance(v, dict) and v.get("_type") == "histogram" and "bins" in v and "values" in v:
+                    by_step.setdefault(st, []).append((r, v))
+        out = []
+        for st in sorted(by_step):
+            hs = by_step[st]
+            try:
+                merged = merge_histograms([h for _, h in hs])
+            except GroupingError:  # a malformed one among them: merge the others
+                hs = [(r, h) for r, h in hs if _valid_histogram(h)]
+                if not hs:
+                    continue
+                merged = merge_histograms([h for _, h in hs])
+            merged["ranks"] = [r for r, _ in hs]
+            out.append((st, merged))
+        return out
+
     def run(self, rank: int | None = None, name: str | None = None) -> "RunView":
         for r in self.runs:
             if (rank is not None and r.rank == rank) or (name is not None and r.name == name):
@@ -170,10 +334,32 @@ class RunView:
     def keys(self) -> list[str]:
         return self._api._reader.run_keys(self._record.id)
 
+    def media(self, key: str, start: int | None = None, end: int | None = None) -> list[tuple[int, Any]]:
+        """The rich values of ``key`` over steps, ``[(step, value)]``: media references (``path`` relative
+        to ``Api.media_root``; open with ``Api.open_media(value)``), histograms, tables, charts, plotly
+        figures, lists of media, as stored (docs/media.md). Plain numbers and text are left out. Reads only
+        this key's chunks (within ``start``/``end`` when given)."""
+        steps, values = self._api._reader.run_values(self._record.id, key, None, start, end)
+        return [(s, v) for s, v in zip(steps.tolist(), values) if media_type(v) is not None]
+
     def history_arrays(self, keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, Any]]:
         """Per key: (steps, values), values a numpy array for numbers, else a list. Includes _timestamp/_runtime."""
-        want = None if keys is None else list(keys) + ["_timestamp", "_runtime"]
+        want = None if keys is None else list(keys) + list(ROW_KEYS)
         return self._api._reader.run_history(self._record.id, want)
+
+    @property
+    def coalesced_rows(self) -> tuple[int, int]:
+        """(logged rows that were coalesced, spans they became): (0, 0) when the run stayed in budget."""
+        tally = self._record.meta.get("coalesced") or {}
+        return int(tally.get("rows", 0)), int(tally.get("spans", 0))
+
+    def coalesced(self, key: str | None = None) -> dict[str, Any]:
+        """Rows the agent coalesced over the run's row budget: per key (or for ``key``) arrays ``step``
+        (the last step of each span, where ``history()`` has the span's row), ``first_step``, ``count``
+        (values the span stands for), ``last``, ``mean``, ``min`` and ``max``. In ``history()`` such rows
+        carry ``_first_step`` and ``_rows``; their key values are the span's last values."""
+        spans = self._api._reader.run_spans(self._record.id, None if key is None else [key])
+        return spans.get(key, {}) if key is not None else spans
 
     def history(self, keys: list[str] | None = None, pandas: bool = False) -> Any:
         """Full-resolution rows (dicts with _step, _timestamp, _runtime and the keys), ordered by step.

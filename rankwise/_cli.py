@@ -46,10 +46,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return 0
         print(f"{g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state}")
         rows = [
-            [r.rank, r.name, r.node, r.state, r.exit_code, r.step, r.rows, duration(r.runtime), ago(r.created)]
+            [r.rank, r.name, r.node, r.state, r.exit_code, r.step, r.rows, _coalesced(r), duration(r.runtime),
+             ago(r.created)]
             for r in runs
-        ]
-        print(table(["rank", "name", "node", "state", "exit", "steps", "rows", "runtime", "started"], rows))
+        ]  # fmt: skip
+        print(table(["rank", "name", "node", "state", "exit", "steps", "rows", "coalesced", "runtime", "started"], rows))
         return 0
     groups = api.groups(args.project)
     if args.json:
@@ -73,6 +74,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coalesced(r: Any) -> str:
+    """'12000 → 40 spans' when the agent coalesced rows over the run's budget, else '-'."""
+    rows, spans = r.coalesced_rows
+    return f"{rows} → {spans} spans" if rows else "-"
+
+
 def _run_json(r: Any) -> dict[str, Any]:
     return {
         "name": r.name,
@@ -82,6 +89,7 @@ def _run_json(r: Any) -> dict[str, Any]:
         "exit_code": r.exit_code,
         "step": r.step,
         "rows": r.rows,
+        "coalesced": dict(zip(("rows", "spans"), r.coalesced_rows)),
         "runtime": r.runtime,
         "summary": r.summary,
         "config": r.config,
@@ -129,6 +137,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     print()
     print(table(headers, rows) if rows else "(no group rows yet)")
+    spans = [(r.name, *r.coalesced_rows) for r in runs if r.coalesced_rows[0]]
+    if spans:
+        print()
+        print("coalesced over the row budget (values kept as last/mean/min/max/count per span): "
+              + ", ".join(f"{name} {n} rows → {k} spans" for name, n, k in spans))
     print()
     print(f"data: {api.path}")
     return 0

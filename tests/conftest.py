@@ -1,5 +1,6 @@
 """Every test gets its own RANKWISE_DIR and RANKWISE_RUNTIME_DIR (short /tmp paths: ipc socket
-paths are limited to ~107 bytes), an environment without launcher variables, and at teardown
+paths are limited to ~107 bytes), an environment without launcher variables, no row budget
+(RANKWISE_ROWS_PER_S=0: tests of delivery count every row), and at teardown
 any agent it started is stopped and its directories removed. Safe under pytest-xdist."""
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def rankwise_env(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RANKWISE_DIR", data)
     monkeypatch.setenv("RANKWISE_RUNTIME_DIR", runtime)
     monkeypatch.setenv("RANKWISE_AGENT_IDLE_TIMEOUT", "60")
+    # delivery tests count every row of tight loops: no row budget unless a test sets one
+    # (tests/integration/test_rate_limit.py does)
+    monkeypatch.setenv("RANKWISE_ROWS_PER_S", "0")
     env = RankwiseEnv(data, runtime)
     yield env
     from client import run as run_mod

@@ -134,7 +134,7 @@ def offline_run(**kwargs: Any):
     config = kwargs.pop("config", None)  # before resolve(), which rejects unknown settings
     run = Run(settings_mod.resolve(**kwargs), config)
     run._writer = Writer(run.settings, run._hello_run())
-    run._app = run._writer.ops.append
+    run._push = run._writer.ops.extend
     return run
 
 

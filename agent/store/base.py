@@ -24,6 +24,9 @@ import numpy as np
 GROUP_FIELDS = ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
 RUN_STATES = ("running", "finished", "failed", "crashed")
 META_KEYS = ("_timestamp", "_runtime")  # stored like keys; a row's time is its first commit's
+# keys rankwise writes on rows: the meta keys and, on rows that stand for a coalesced span, the span's
+# first step and how many logged rows it covers (agent/ratelimit.py)
+ROW_KEYS = META_KEYS + ("_first_step", "_rows")
 
 
 @dataclass(slots=True)
@@ -151,6 +154,12 @@ class Reader(abc.ABC):
     def run_history(self, run_id: int, keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, Any]]:
         """Per key (and ``_timestamp``/``_runtime``): (steps, values) with later chunks winning per step."""
 
+    def run_spans(self, run_id: int, keys: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per key, a run's coalesced spans: ``step`` (the last step of each span), ``first_step``,
+        ``count``, ``last``, ``mean``, ``min``, ``max`` (agent/ratelimit.py). Empty when nothing was
+        coalesced."""
+        return {}
+
     @abc.abstractmethod
     def group_keys(self, group_id: int) -> list[str]: ...
 
@@ -182,8 +191,82 @@ class Reader(abc.ABC):
         from chunks with id > ``after``, later chunks winning per step (the earliest for ``META_KEYS``, as
         :meth:`run_history` does), and the id of the last chunk read. Non-numeric chunks are skipped."""
 
+    # Values of one key that are not plain numbers (media references, histograms, tables, charts), read by
+    # step for rich-media views: ``rankwise.Api`` and the web UI ask for the steps first (no values decoded),
+    # then for the values at a few steps (only the chunks holding them decoded), so a long run costs what is
+    # shown. Generic versions over run_history here; the SQLite reader reads the columns it needs instead.
+
+    def group_value_steps(self, group_id: int, key: str) -> dict[int, np.ndarray]:
+        """Run id → the sorted distinct steps at which the run has a value of ``key`` (of any type)."""
+        out: dict[int, np.ndarray] = {}
+        for r in self.runs(group_id):
+            sv = self.run_history(r.id, [key]).get(key)
+            if sv is not None and len(sv[0]):
+                out[r.id] = np.unique(sv[0])
+        return out
+
+    def group_values(
+        self, group_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
+        end: int | None = None,
+    ) -> dict[int, tuple[np.ndarray, list]]:  # fmt: skip
+        """Run id → (steps, values as a list) of ``key``, later chunks winning per step, limited to the
+        steps in ``steps`` (when given) and to ``start`` ≤ step ≤ ``end``."""
+        out: dict[int, tuple[np.ndarray, list]] = {}
+        for r in self.runs(group_id):
+            sv = self.run_values(r.id, key, steps, start, end)
+            if len(sv[0]):
+                out[r.id] = sv
+        return out
+
+    def run_values(
+        self, run_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
+        end: int | None = None,
+    ) -> tuple[np.ndarray, list]:  # fmt: skip
+        """(steps, values as a list) of one run's ``key``, with the limits of :meth:`group_values`."""
+        sv = self.run_history(run_id, [key]).get(key)
+        if sv is None:
+            return np.empty(0, np.int64), []
+        return select_steps(sv[0], sv[1], steps, start, end)
+
+    def group_media_keys(self, group_id: int) -> dict[str, dict[str, Any]]:
+        """Keys of the group with non-numeric values: ``{key: {"runs", "values", "first", "last", "sample"}}``
+        (runs and values counted over non-numeric chunks, ``sample`` the latest such value of the key)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.runs(group_id):
+            for key, (steps, values) in self.run_history(r.id).items():
+                if key in META_KEYS or isinstance(values, np.ndarray) or not len(steps):
+                    continue
+                e = out.setdefault(key, {"runs": 0, "values": 0, "first": int(steps[0]), "last": int(steps[-1]),
+                                         "sample": None, "_at": -1})  # fmt: skip
+                e["runs"] += 1
+                e["values"] += len(steps)
+                e["first"], e["last"] = min(e["first"], int(steps[0])), max(e["last"], int(steps[-1]))
+                if int(steps[-1]) >= e["_at"]:
+                    e["sample"], e["_at"] = values[-1], int(steps[-1])
+        for e in out.values():
+            del e["_at"]
+        return out
+
     def close(self) -> None:
         pass
+
+
+def select_steps(
+    steps: np.ndarray, values: Any, want: np.ndarray | None, start: int | None, end: int | None
+) -> tuple[np.ndarray, list]:
+    """The (steps, values) of a series within [start, end] and among ``want``; values as a list."""
+    keep = np.ones(len(steps), bool)
+    if start is not None:
+        keep &= steps >= start
+    if end is not None:
+        keep &= steps <= end
+    if want is not None:
+        keep &= np.isin(steps, np.asarray(want, np.int64))
+    vals = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if keep.all():
+        return steps, vals
+    idx = np.flatnonzero(keep)
+    return steps[idx], [vals[i] for i in idx]
 
 
 def merge_since(

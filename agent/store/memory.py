@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from agent.store.base import GROUP_FIELDS, META_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins
+from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins
 
 
 class _MemoryTxn(Txn):
@@ -23,6 +23,9 @@ class _MemoryTxn(Txn):
 
     def add_history(self, run_id, key, steps, values, late) -> None:
         if len(steps):
+            if isinstance(values, dict):  # coalesced spans: kept beside, read as their last value
+                self.store.spans.append((run_id, key, {f: np.array(v) for f, v in values.items()}))
+                values = values["last"]
             vals = np.array(values) if isinstance(values, np.ndarray) else list(values)
             self.history.append((run_id, key, np.array(steps, np.int64), vals, late))
 
@@ -69,6 +72,7 @@ class MemoryStore(Store, Reader):
         self.group_records: dict[int, GroupRecord] = {}
         self.run_records: dict[int, RunRecord] = {}
         self.history: list[tuple] = []
+        self.spans: list[tuple] = []
         self.group_rows: list[tuple] = []
         self.writers: dict[str, tuple[int, int]] = {}
         self.drop_counts: dict[str, int] = {}
@@ -109,7 +113,7 @@ class MemoryStore(Store, Reader):
         ranks = {r.id: r.rank for r in self.run_records.values() if r.group_id == group_id}
         chunks: dict[tuple[int, str], tuple[list, list]] = {}
         for run_id, key, s, v, _ in self.history:
-            if run_id in ranks and isinstance(v, np.ndarray) and key not in ("_timestamp", "_runtime"):
+            if run_id in ranks and isinstance(v, np.ndarray) and key not in ROW_KEYS:
                 entry = chunks.setdefault((run_id, key), ([], []))
                 entry[0].append(s)
                 entry[1].append(v.astype(np.float64))
@@ -162,7 +166,14 @@ class MemoryStore(Store, Reader):
         return sorted((r for r in self.run_records.values() if r.group_id == group_id), key=lambda r: (r.rank, r.id))
 
     def run_keys(self, run_id) -> list[str]:
-        return sorted({k for rid, k, *_ in self.history if rid == run_id} - {"_timestamp", "_runtime"})
+        return sorted({k for rid, k, *_ in self.history if rid == run_id} - set(ROW_KEYS))
+
+    def run_spans(self, run_id, keys=None) -> dict[str, dict[str, np.ndarray]]:
+        parts: dict[str, list[dict]] = {}
+        for rid, key, spans in self.spans:
+            if rid == run_id and (keys is None or key in keys):
+                parts.setdefault(key, []).append(spans)
+        return {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in parts.items()}
 
     def run_history(self, run_id, keys=None) -> dict[str, tuple[np.ndarray, Any]]:
         chunks: dict[str, tuple[list, list]] = {}

@@ -20,7 +20,10 @@ import msgpack
 import numpy as np
 
 from agent.errors import SchemaError, StoreError
-from agent.store.base import GROUP_FIELDS, META_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins
+from agent.ratelimit import SPAN_FIELDS, pack_spans, unpack_spans
+from agent.store.base import (
+    GROUP_FIELDS, META_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins, select_steps,
+)  # fmt: skip
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +95,8 @@ CREATE TABLE IF NOT EXISTS drops (cause TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
 
 _NUMERIC = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8"), "b1": np.dtype("?")}
+_NUMERIC_LIKE = frozenset(_NUMERIC) | {"span"}  # encodings whose values are numbers
+SPAN_BYTES = 8 * len(SPAN_FIELDS)  # one coalesced span: six 8-byte fields
 _RUN_COLUMNS = (
     "id, group_id, name, run_key, rank, local_rank, node, pid, state, created, updated, exit_code, finished, "
     "step, runtime, rows, late, incarnations, summary, config, pending, meta"
@@ -106,7 +111,9 @@ def _unpack(blob: bytes | None, default: Any) -> Any:
     return default if blob is None else msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
 
-def _encode_values(values: np.ndarray | list) -> tuple[str, bytes]:
+def _encode_values(values: np.ndarray | list | dict) -> tuple[str, bytes]:
+    if isinstance(values, dict):  # coalesced spans (agent/ratelimit.py)
+        return "span", pack_spans(values)
     if isinstance(values, np.ndarray):
         kind = values.dtype.kind
         if kind == "f":
@@ -120,10 +127,17 @@ def _encode_values(values: np.ndarray | list) -> tuple[str, bytes]:
 
 
 def _decode_values(enc: str, blob: bytes) -> np.ndarray | list:
+    """Values of a chunk; a coalesced span reads as its last value (the value logged at its step)."""
     dtype = _NUMERIC.get(enc)
     if dtype is not None:
         return np.frombuffer(blob, dtype=dtype)
+    if enc == "span":
+        return unpack_spans(blob, len(blob) // SPAN_BYTES)["last"]
     return _unpack(blob, [])
+
+
+def _float_values(enc: str, blob: bytes) -> np.ndarray:
+    return np.asarray(_decode_values(enc, blob)).astype(np.float64, copy=False)
 
 
 def _run(row: tuple) -> RunRecord:
@@ -263,11 +277,11 @@ class _SQLiteTxn(Txn):
         ).fetchall()
         per_run: dict[int, tuple[int, list, list]] = {}
         for run_id, rank, enc, sblob, vblob in rows:
-            if enc not in _NUMERIC:
+            if enc not in _NUMERIC_LIKE:
                 continue
             entry = per_run.setdefault(run_id, (rank, [], []))
             entry[1].append(np.frombuffer(sblob, "<i8"))
-            entry[2].append(np.frombuffer(vblob, _NUMERIC[enc]).astype(np.float64))
+            entry[2].append(_float_values(enc, vblob))
         out_s, out_r, out_v = [], [], []
         for rank, s_list, v_list in per_run.values():
             s, v = last_wins(s_list, v_list)
@@ -355,14 +369,14 @@ class SQLiteStore(Store):
         ).fetchall()
         chunks: dict[tuple[int, int, int], tuple[list, list]] = {}
         for run_id, rank, kid, enc, sblob, vblob in rows:
-            if enc in _NUMERIC:
+            if enc in _NUMERIC_LIKE:
                 entry = chunks.setdefault((run_id, rank, kid), ([], []))
                 entry[0].append(np.frombuffer(sblob, "<i8"))
-                entry[1].append(np.frombuffer(vblob, _NUMERIC[enc]).astype(np.float64))
+                entry[1].append(_float_values(enc, vblob))
         out = []
         for (_, rank, kid), (s_list, v_list) in chunks.items():
             name = self.keys.name(kid)
-            if name in ("_timestamp", "_runtime"):
+            if name in ROW_KEYS:
                 continue
             steps, values = last_wins(s_list, v_list)
             keep = steps > after_step
@@ -478,7 +492,7 @@ class SQLiteReader(Reader):
         rows = self._all("SELECT DISTINCT key_id FROM history WHERE run_id=?", (run_id,))
         with self._lock:
             names = [self.keys.name(r[0]) for r in rows]
-        return sorted(n for n in names if n not in ("_timestamp", "_runtime"))
+        return sorted(n for n in names if n not in ROW_KEYS)
 
     def run_history(self, run_id: int, keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, Any]]:
         if keys is None:
@@ -501,6 +515,19 @@ class SQLiteReader(Reader):
         with self._lock:
             named = {self.keys.name(kid): sv for kid, sv in chunks.items()}
         return {k: last_wins(s, v, first=k in META_KEYS) for k, (s, v) in named.items()}
+
+    def run_spans(self, run_id: int, keys: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per key, the coalesced spans of a run (``step`` = last step, and ``SPAN_FIELDS``)."""
+        rows = self._all("SELECT id, key_id, steps, vals FROM history WHERE run_id=? AND enc='span'", (run_id,))
+        rows.sort(key=lambda r: r[0])
+        parts: dict[str, list[dict]] = {}
+        with self._lock:
+            for _, kid, sblob, vblob in rows:
+                name = self.keys.name(kid)
+                if keys is None or name in keys:
+                    spans = dict(unpack_spans(vblob, len(vblob) // SPAN_BYTES), step=np.frombuffer(sblob, "<i8"))
+                    parts.setdefault(name, []).append(spans)
+        return {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in parts.items()}
 
     def group_keys(self, group_id: int) -> list[str]:
         rows = self._all("SELECT DISTINCT key_id FROM group_rows WHERE group_id=?", (group_id,))
@@ -561,13 +588,101 @@ class SQLiteReader(Reader):
         rows.sort(key=lambda r: r[0])
         chunks: dict[int, tuple[list, list]] = {}
         for _, run_id, enc, sblob, vblob in rows:
-            if enc in _NUMERIC:
+            if enc in _NUMERIC_LIKE:
                 entry = chunks.setdefault(run_id, ([], []))
                 entry[0].append(np.frombuffer(sblob, "<i8"))
-                entry[1].append(np.frombuffer(vblob, _NUMERIC[enc]).astype(np.float64, copy=False))
+                entry[1].append(_float_values(enc, vblob))
         first = key in META_KEYS
         out = {run_id: _ordered_or_last_wins(s, v, first) for run_id, (s, v) in chunks.items()}
         return (rows[-1][0] if rows else after), out
+
+    # ---------------------------------------------------------------- values of one key, by step
+    # (media views: the steps blob is read without the values; values only of the chunks holding wanted steps)
+
+    def _key_id(self, key: str) -> int | None:
+        with self._lock:
+            return self.keys.id(key, create=False)
+
+    def group_value_steps(self, group_id: int, key: str) -> dict[int, np.ndarray]:
+        kid = self._key_id(key)
+        if kid is None:
+            return {}
+        rows = self._all(
+            "SELECT h.run_id, h.steps FROM history h JOIN runs r ON r.id = h.run_id WHERE r.group_id=? AND h.key_id=?",
+            (group_id, kid),
+        )
+        parts: dict[int, list[np.ndarray]] = {}
+        for run_id, sblob in rows:
+            parts.setdefault(run_id, []).append(np.frombuffer(sblob, "<i8"))
+        return {rid: np.unique(np.concatenate(p)) for rid, p in parts.items()}
+
+    def _values(self, where: str, args: tuple, key: str, steps: np.ndarray | None, start: int | None,
+                end: int | None) -> dict[int, tuple[np.ndarray, list]]:  # fmt: skip
+        kid = self._key_id(key)
+        if kid is None:
+            return {}
+        sql = f"SELECT h.id, h.run_id, h.steps FROM history h {where} AND h.key_id=?"
+        args = (*args, kid)
+        if start is not None:
+            sql, args = sql + " AND h.step_max >= ?", (*args, int(start))
+        if end is not None:
+            sql, args = sql + " AND h.step_min <= ?", (*args, int(end))
+        want = None if steps is None else np.asarray(steps, np.int64)
+        if want is not None and len(want) == 0:
+            return {}
+        if want is not None:
+            sql, args = sql + " AND h.step_max >= ? AND h.step_min <= ?", (*args, int(want.min()), int(want.max()))
+        chunks = []
+        for cid, run_id, sblob in self._all(sql, args):
+            s = np.frombuffer(sblob, "<i8")
+            if want is None or np.isin(s, want).any():
+                chunks.append((cid, run_id, s))
+        chunks.sort(key=lambda c: c[0])
+        blobs: dict[int, tuple[str, bytes]] = {}
+        ids = [c[0] for c in chunks]
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for cid, enc, vblob in self._all(f"SELECT id, enc, vals FROM history WHERE id IN ({marks})", tuple(part)):
+                blobs[cid] = (enc, vblob)
+        per_run: dict[int, tuple[list, list]] = {}
+        for cid, run_id, s in chunks:
+            enc, vblob = blobs[cid]
+            entry = per_run.setdefault(run_id, ([], []))
+            entry[0].append(s)
+            entry[1].append(_decode_values(enc, vblob))
+        out = {}
+        for run_id, (s_list, v_list) in per_run.items():
+            st, vals = last_wins(s_list, v_list, first=key in META_KEYS)
+            st, vals = select_steps(st, vals, want, start, end)
+            if len(st):
+                out[run_id] = (st, vals)
+        return out
+
+    def group_values(self, group_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
+                     end: int | None = None) -> dict[int, tuple[np.ndarray, list]]:  # fmt: skip
+        return self._values("JOIN runs r ON r.id = h.run_id WHERE r.group_id=?", (group_id,), key, steps, start, end)
+
+    def run_values(self, run_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
+                   end: int | None = None) -> tuple[np.ndarray, list]:  # fmt: skip
+        out = self._values("WHERE h.run_id=?", (run_id,), key, steps, start, end)
+        return out.get(run_id, (np.empty(0, np.int64), []))
+
+    def group_media_keys(self, group_id: int) -> dict[str, dict[str, Any]]:
+        rows = self._all(
+            "SELECT h.key_id, COUNT(DISTINCT h.run_id), SUM(h.n), MIN(h.step_min), MAX(h.step_max), MAX(h.id) "
+            "FROM history h JOIN runs r ON r.id = h.run_id WHERE r.group_id=? AND h.enc='mp' GROUP BY h.key_id",
+            (group_id,),
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for kid, runs, n, lo, hi, last in rows:
+            blob = self._all("SELECT vals FROM history WHERE id=?", (last,))
+            values = _unpack(blob[0][0], []) if blob else []
+            with self._lock:
+                name = self.keys.name(kid)
+            out[name] = {"runs": int(runs), "values": int(n), "first": int(lo), "last": int(hi),
+                         "sample": values[-1] if values else None}  # fmt: skip
+        return out
 
     def close(self) -> None:
         self.con.close()
