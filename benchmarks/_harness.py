@@ -77,7 +77,9 @@ class Sandbox:
             RANKWISE_RUNTIME_DIR=self.runtime,
             # a client-spawned agent must outlive pauses between phases; close() stops it
             RANKWISE_AGENT_IDLE_TIMEOUT=300,
-            **extra,
+            # throughput is measured on every point: no row budget (with the default one a tight loop
+            # is coalesced into spans, see README "Rate limiting"); a benchmark may pass its own
+            **{"RANKWISE_ROWS_PER_S": 0, **extra},
         )
 
     @property

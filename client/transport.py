@@ -222,8 +222,9 @@ class Writer:
     def _spill_batch(self, seq: int, frame: bytes, rows: int) -> None:
         """Past max_unacked_bytes: batches wait in a local file, in order. When the disk refuses them,
         they wait in memory behind it (``_tail``) as long as memory allows; beyond that a batch is
-        dropped, the one way data is lost: it becomes a tombstone with the same seq, so the agent
-        counts the rows (cause ``spill_failed``) and the sequence has no gap."""
+        dropped, the one way data is lost: it becomes a tombstone with the same seq and without its
+        rows (its summary, pending row and control ops stay), so the agent counts the rows (cause
+        ``spill_failed``) and the sequence has no gap."""
         if not self._tail:
             if self._spill is None:
                 self._spill = SpillFifo(self.settings.data_dir / "spill", self.id)
@@ -235,9 +236,11 @@ class Writer:
             self._tail_bytes += len(frame)
             return
         self.counters.dropped_rows += rows
-        tomb = wire.encode_batch(
-            self.id, seq, b"", b"", b"", None, 0, [], None, None, [["dropped", {"rows": rows, "cause": "spill_failed"}]]
-        )
+        # only the rows go: the batch's pending row, summary and control ops (finish!) are kept
+        _, body = wire.unpack(frame)
+        body["rows"] = None
+        body["ctl"] = (body.get("ctl") or []) + [["dropped", {"rows": rows, "cause": "spill_failed"}]]
+        tomb = wire.pack(wire.BATCH, body)
         self._tail.append((seq, tomb, 0))
         self._tail_bytes += len(tomb)
 

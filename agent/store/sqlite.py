@@ -22,7 +22,7 @@ import numpy as np
 from agent.errors import SchemaError, StoreError
 from agent.ratelimit import SPAN_FIELDS, pack_spans, unpack_spans
 from agent.store.base import (
-    GROUP_FIELDS, META_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins, select_steps,
+    GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins, select_steps,
 )  # fmt: skip
 
 SCHEMA_VERSION = 1
@@ -670,18 +670,28 @@ class SQLiteReader(Reader):
 
     def group_media_keys(self, group_id: int) -> dict[str, dict[str, Any]]:
         rows = self._all(
-            "SELECT h.key_id, COUNT(DISTINCT h.run_id), SUM(h.n), MIN(h.step_min), MAX(h.step_max), MAX(h.id) "
+            "SELECT h.key_id, COUNT(DISTINCT h.run_id), MIN(h.step_min), MAX(h.step_max) "
             "FROM history h JOIN runs r ON r.id = h.run_id WHERE r.group_id=? AND h.enc='mp' GROUP BY h.key_id",
             (group_id,),
         )
         out: dict[str, dict[str, Any]] = {}
-        for kid, runs, n, lo, hi, last in rows:
-            blob = self._all("SELECT vals FROM history WHERE id=?", (last,))
-            values = _unpack(blob[0][0], []) if blob else []
+        for kid, runs, lo, hi in rows:
+            # the sample: the value at the key's highest step, from the latest chunk holding it (only its id is
+            # sorted; the one chunk is read after)
+            top = self._all(
+                "SELECT h.id FROM history h JOIN runs r ON r.id = h.run_id WHERE r.group_id=? AND h.key_id=? "
+                "AND h.enc='mp' AND h.step_max=? ORDER BY h.id DESC LIMIT 1",
+                (group_id, kid, hi),
+            )
+            sample = None
+            if top:
+                sblob, vblob = self._all("SELECT steps, vals FROM history WHERE id=?", (top[0][0],))[0]
+                steps, values = np.frombuffer(sblob, "<i8"), _unpack(vblob, [])
+                at = np.flatnonzero(steps == hi)
+                sample = values[int(at[-1])] if len(at) and len(values) == len(steps) else None
             with self._lock:
                 name = self.keys.name(kid)
-            out[name] = {"runs": int(runs), "values": int(n), "first": int(lo), "last": int(hi),
-                         "sample": values[-1] if values else None}  # fmt: skip
+            out[name] = {"runs": int(runs), "first": int(lo), "last": int(hi), "sample": sample}
         return out
 
     def close(self) -> None:
