@@ -186,6 +186,8 @@ def _complete(value: dict, store: MediaStore) -> dict:
     try:
         if store.has(sha, ext):
             out["path"] = relative_path(sha, ext)
+        elif "skipped" not in out and "error" not in out:
+            out["skipped"] = "not stored"  # e.g. the summary's latest image was over the byte budget
     except MediaError:
         pass
     return out

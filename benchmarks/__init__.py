@@ -24,6 +24,7 @@ BENCHMARKS = (
     "finish_time",
     "startup",
     "memory",
+    "media",
     "compare",
 )
 

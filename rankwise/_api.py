@@ -226,14 +226,14 @@ class Group:
     # ------------------------------------------------------------ rich values
 
     def media_keys(self) -> list[dict[str, Any]]:
-        """Keys with media values (``MEDIA_TYPES``, or lists of them): ``[{key, type, runs, values, first,
-        last}]`` by key; ``type`` is the latest value's (:func:`media_type`)."""
+        """Keys with media values (``MEDIA_TYPES``, or lists of them): ``[{key, type, runs, first, last}]`` by
+        key: ``type`` of the value at the last step (:func:`media_type`), how many runs logged the key, its
+        first and last step."""
         out = []
         for key, e in sorted(self._api._reader.group_media_keys(self._record.id).items()):
             t = media_type(e["sample"])
             if t is not None:
-                out.append({"key": key, "type": t, "runs": e["runs"], "values": e["values"],
-                            "first": e["first"], "last": e["last"]})  # fmt: skip
+                out.append({"key": key, "type": t, "runs": e["runs"], "first": e["first"], "last": e["last"]})
         return out
 
     def media_steps(self, key: str) -> dict[int, np.ndarray]:

@@ -229,22 +229,19 @@ class Reader(abc.ABC):
         return select_steps(sv[0], sv[1], steps, start, end)
 
     def group_media_keys(self, group_id: int) -> dict[str, dict[str, Any]]:
-        """Keys of the group with non-numeric values: ``{key: {"runs", "values", "first", "last", "sample"}}``
-        (runs and values counted over non-numeric chunks, ``sample`` the latest such value of the key)."""
+        """Keys of the group with non-numeric values: ``{key: {"runs", "first", "last", "sample"}}``: how many
+        runs have such values, their first and last step, and ``sample``, the value at the last step (the
+        latest write of it; a later run's on a tie) — what names the key's type."""
         out: dict[str, dict[str, Any]] = {}
         for r in self.runs(group_id):
             for key, (steps, values) in self.run_history(r.id).items():
                 if key in META_KEYS or isinstance(values, np.ndarray) or not len(steps):
                     continue
-                e = out.setdefault(key, {"runs": 0, "values": 0, "first": int(steps[0]), "last": int(steps[-1]),
-                                         "sample": None, "_at": -1})  # fmt: skip
+                e = out.setdefault(key, {"runs": 0, "first": int(steps[0]), "last": int(steps[-1]), "sample": None})
                 e["runs"] += 1
-                e["values"] += len(steps)
-                e["first"], e["last"] = min(e["first"], int(steps[0])), max(e["last"], int(steps[-1]))
-                if int(steps[-1]) >= e["_at"]:
-                    e["sample"], e["_at"] = values[-1], int(steps[-1])
-        for e in out.values():
-            del e["_at"]
+                e["first"] = min(e["first"], int(steps[0]))
+                if int(steps[-1]) >= e["last"]:
+                    e["last"], e["sample"] = int(steps[-1]), values[-1]
         return out
 
     def close(self) -> None:

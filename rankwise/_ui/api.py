@@ -16,6 +16,7 @@ from agent.errors import StoreError
 from agent.store.base import GroupRecord, RunRecord
 from rankwise._api import NotFound
 from rankwise._ui.charts import series, stragglers
+from rankwise._ui.media import histograms, media, with_urls
 from rankwise._ui.data import StoreMissing, UIData
 from rankwise._ui.params import ApiError, Params, clean
 
@@ -89,7 +90,7 @@ def run_json(r: RunRecord) -> dict[str, Any]:
         "runtime": r.runtime,
         "created": r.created,
         "finished": r.finished,
-        "summary": clean(r.summary),
+        "summary": with_urls(r.summary),
         "config": clean(_flat(r.config)),
     }
 
@@ -113,6 +114,7 @@ def group(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     out = group_summary(data, g, runs)
     stats = data.api._reader.group_key_stats(g.id)
     out["keys"] = [{"key": k, "points": n, "first": lo, "last": hi} for k, (n, lo, hi) in sorted(stats.items())]
+    out["media"] = data.media_keys(g, runs)
     out["runs"] = [run_json(r) for r in runs]
     out["config"] = config_diff([r.config for r in runs])
     return out
@@ -130,6 +132,9 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects/{project}/groups/{group}",
             "/api/projects/{project}/groups/{group}/series?key=K[&x=step|time][&start=][&end=][&width=1000][&ranks=0|1]",
             "/api/projects/{project}/groups/{group}/stragglers[?key=_timestamp][&start=][&end=][&width=200]",
+            "/api/projects/{project}/groups/{group}/media?key=K[&step=][&rank=][&steps=1|0]",
+            "/api/projects/{project}/groups/{group}/histograms?key=K[&rank=merged|R][&start=][&end=][&width=200]",
+            "/media/{ab}/{sha256}.{ext} (the media files)",
             "/api/projects/{project}/groups/{group}/events (text/event-stream)",
         ],
         "docs": "docs/ui.md",
@@ -144,6 +149,8 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects", "*", "groups", "*"), group, ()),
     (("api", "projects", "*", "groups", "*", "series"), series, ("key", "x", "start", "end", "width", "ranks")),
     (("api", "projects", "*", "groups", "*", "stragglers"), stragglers, ("key", "start", "end", "width")),
+    (("api", "projects", "*", "groups", "*", "media"), media, ("key", "step", "rank", "steps")),
+    (("api", "projects", "*", "groups", "*", "histograms"), histograms, ("key", "rank", "start", "end", "width")),
 ]
 
 

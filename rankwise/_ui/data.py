@@ -24,6 +24,7 @@ from rankwise._api import Api, Group, NotFound
 from rankwise._ui import series as S
 
 MMAP_BYTES = 1 << 40  # map the whole store however large it grows (address space, not memory)
+MEMO_ENTRIES = 256  # media key lists and step lists kept (small: steps only, no values)
 
 
 class StoreMissing(NotFound):
@@ -181,6 +182,7 @@ class UIData:
         self._api: Api | None = None
         self._cache: SeriesCache | None = None
         self._lock = threading.Lock()
+        self._memos: OrderedDict[tuple, tuple[tuple, Any]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<UIData store={self.path} open={self._api is not None}>"
@@ -237,6 +239,35 @@ class UIData:
 
     def state(self, record: GroupRecord) -> str:
         return Group(self.api, record).state  # one rule for the CLI, the Api and the UI
+
+    # media views: what they read is kept until the agent commits something for the group
+
+    def _memo(self, name: tuple, g: GroupRecord, runs: list[RunRecord], compute: Callable[[], Any]) -> Any:
+        sig = (g.updated, g.sealed_through, tuple((r.id, r.updated, r.step, r.state) for r in runs))
+        with self._lock:
+            hit = self._memos.get(name)
+            if hit is not None and hit[0] == sig:
+                self._memos.move_to_end(name)
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._memos[name] = (sig, value)
+            while len(self._memos) > MEMO_ENTRIES:
+                self._memos.popitem(last=False)
+        return value
+
+    def media_keys(self, g: GroupRecord, runs: list[RunRecord]) -> list[dict[str, Any]]:
+        """The group's keys with media values (``Group.media_keys``)."""
+        return self._memo(("media_keys", g.id), g, runs, lambda: Group(self.api, g).media_keys())
+
+    def value_steps(self, g: GroupRecord, runs: list[RunRecord], key: str) -> dict[int, np.ndarray]:
+        """Run id → the steps with a value of ``key`` (no value decoded)."""
+
+        def read() -> dict[int, np.ndarray]:
+            with self.cache.readers.get() as reader:
+                return reader.group_value_steps(g.id, key)
+
+        return self._memo(("steps", g.id, key), g, runs, read)
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from rankwise._api import NotFound
 from rankwise._tail import SETTLE_S, caught_up
 from rankwise._ui import api
 from rankwise._ui.data import StoreMissing, UIData
+from rankwise._ui.media import media_file
 from rankwise._ui.params import ApiError, Params
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -38,6 +39,27 @@ EVENT_HEARTBEAT_S = 15.0
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".md": "text/markdown",
           ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain"}  # fmt: skip
 _PAGES = ("", "p", "g")  # first path segment of an app page
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The one byte range of a ``Range: bytes=a-b`` header as (first, last), None to send everything (no
+    header, several ranges or another unit), "unsatisfiable" for a range past the end."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    a, _, b = header[6:].strip().partition("-")
+    try:
+        if a == "":
+            n = int(b)
+            if n <= 0:
+                return "unsatisfiable"
+            return max(0, size - n), size - 1
+        first = int(a)
+        last = size - 1 if b == "" else min(int(b), size - 1)
+    except ValueError:
+        return None
+    if first >= size or last < first:
+        return "unsatisfiable"
+    return first, last
 
 
 def group_url(project: str, group: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
@@ -166,6 +188,9 @@ class Handler(BaseHTTPRequestHandler):
         if segments[:1] == ["static"]:
             self._static(segments[1:])
             return
+        if segments[:1] == ["media"]:
+            self._media(segments[1:])
+            return
         if (segments[:1] or [""])[0] in _PAGES and len(segments) <= 3:
             self._static(["index.html"])
             return
@@ -181,6 +206,53 @@ class Handler(BaseHTTPRequestHandler):
             ctype += "; charset=utf-8"
         cache = "max-age=86400" if "vendor" in parts[:1] else "no-cache"
         self._send(200, path.read_bytes(), ctype, cache)
+
+    def _media(self, parts: list[str]) -> None:
+        """A content-addressed media file: its MIME type, cached for good (content never changes under its
+        name), byte ranges for audio and video seeking. Logged HTML is served under a sandbox policy, so even
+        opened directly it runs in an opaque origin and cannot read this server's API."""
+        try:
+            path, ctype, sha = media_file(self.server.data.path.parent, parts)
+        except ApiError as exc:
+            self._error(exc.status, exc.message)
+            return
+        etag = f'"{sha}"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        size = path.stat().st_size
+        first, last = 0, size - 1
+        status = 200
+        rng = _byte_range(self.headers.get("Range"), size)
+        if rng == "unsatisfiable":
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if rng is not None:
+            first, last = rng
+            status = 206
+        with open(path, "rb") as f:
+            f.seek(first)
+            body = f.read(last - first + 1)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "public, max-age=31536000, immutable")
+        self.send_header("ETag", etag)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        html = ctype.startswith("text/html")
+        self.send_header("Content-Security-Policy", "sandbox allow-scripts" if html else "sandbox")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     # ------------------------------------------------------------ live updates
 

@@ -155,3 +155,15 @@ def test_cli_rejects_unknown_benchmark_names():
     )
     assert proc.returncode == 2
     assert "nope" in proc.stderr and "log_latency" in proc.stderr
+
+
+def test_quick_media_every_image_accounted_for_within_the_budget(report):
+    """Media from every rank every step: each image is stored or skipped and counted (media_budget),
+    stored bytes stay within the agent's budget bound, and every row is stored."""
+    r = report["benchmarks"]["media"]
+    assert r["images"] == r["params"]["ranks"] * r["params"]["steps"]
+    assert r["images_stored"] + r["images_skipped"] == r["images"]
+    assert r["skipped_counted"] == r["images_skipped"]
+    assert r["files"] == r["images_stored"]  # distinct pixels: one file per stored image
+    assert r["stored_bytes"] <= r["budget_bound_bytes"]
+    assert r["rows_sent"] == r["rows_stored"] == 2 * r["images"]

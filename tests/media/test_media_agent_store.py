@@ -97,13 +97,16 @@ def test_group_media_keeps_every_rank_and_selects_steps(group):
     for r in range(WORLD):
         (step, ref), = at1[r]
         assert step == 1 and ref == group.run(rank=r).media("own")[1][1]
-        assert group._api.open_media(ref).read() == group._api.media_path(ref).read_bytes()
+        with group._api.open_media(ref) as f:
+            assert f.read() == group._api.media_path(ref).read_bytes()
     assert group.media("own", step=99) == {}
     assert group.run(rank=0).media("loss") == []
     keys = {m["key"]: m for m in group.media_keys()}
-    assert {k: keys[k]["type"] for k in keys} == {"same": "image", "own": "image", "h_fixed": "histogram", "h_data": "histogram"}
+    types = {k: keys[k]["type"] for k in keys}
+    assert types == {"same": "image", "own": "image", "h_fixed": "histogram", "h_data": "histogram"}
     assert (keys["own"]["runs"], keys["own"]["first"], keys["own"]["last"]) == (WORLD, 0, STEPS - 1)
-    assert {r: s.tolist() for r, s in group.media_steps("own").items()} == {r: list(range(STEPS)) for r in range(WORLD)}
+    steps = {r: s.tolist() for r, s in group.media_steps("own").items()}
+    assert steps == {r: list(range(STEPS)) for r in range(WORLD)}
 
 
 @pytest.mark.parametrize("key", ["h_fixed", "h_data"])
@@ -234,3 +237,54 @@ def test_media_store_dir_is_the_store_dir(group):
     """Api.media_root is the directory of store.sqlite, where the agent's media/ directory is."""
     assert group._api.media_root == Path(group._api.path).parent
     assert (group._api.media_root / "media").is_dir()
+
+
+def test_memory_store_reads_media_like_sqlite(tmp_path):
+    """The generic media reads of the store interface (used by MemoryStore) return what the SQLite reader's
+    own versions return: steps per run, values by step and range with later chunks winning, media keys."""
+    from agent.store.memory import MemoryStore
+    from agent.store.sqlite import SQLiteStore
+
+    def fill(store):
+        runs = []
+        for rank in range(2):
+            info = {"name": f"rank-{rank}", "run_key": f"k{rank}", "rank": rank, "local_rank": rank, "node": "n",
+                    "pid": 1}  # fmt: skip
+            _, r, _ = store.register("p", "g", 2, info, 1.0)
+            runs.append(r)
+        for c in range(4):
+            steps = np.arange(c * 5, c * 5 + 5, dtype=np.int64)
+            with store.transaction() as txn:
+                for r in runs:
+                    vals = [{"_type": "image", "format": "png", "caption": f"{r.rank}:{int(s)}"} for s in steps]
+                    txn.add_history(r.id, "img", steps, vals, False)
+                    txn.add_history(r.id, "loss", steps, steps * 1.0, False)
+        with store.transaction() as txn:  # a late rewrite of step 7 of rank 1 wins
+            txn.add_history(runs[1].id, "img", np.array([7]), [{"_type": "image", "caption": "late"}], True)
+
+    sql = SQLiteStore(tmp_path / "store.sqlite")
+    fill(sql)
+    sql.close()
+    mem = MemoryStore()
+    fill(mem)
+    api = rankwise.Api(tmp_path)
+    readers = [mem.reader(), api._reader]
+    out = []
+    for rd in readers:
+        gid = rd.group("p", "g").id
+        rid = {r.rank: r.id for r in rd.runs(gid)}
+        steps = {rank: rd.group_value_steps(gid, "img")[i].tolist() for rank, i in rid.items()}
+        at = rd.group_values(gid, "img", np.array([3, 7, 12]))
+        vals = {rank: (at[i][0].tolist(), at[i][1]) for rank, i in rid.items()}
+        rng = rd.run_values(rid[1], "img", None, 6, 8)
+        keys = rd.group_media_keys(gid)
+        out.append((steps, vals, (rng[0].tolist(), rng[1]), keys))
+    api.close()
+    assert out[0] == out[1]
+    steps, vals, rng, keys = out[0]
+    assert steps == {0: list(range(20)), 1: list(range(20))}
+    assert vals[1] == ([3, 7, 12], [{"_type": "image", "format": "png", "caption": "1:3"}, {"_type": "image", "caption": "late"},
+                                    {"_type": "image", "format": "png", "caption": "1:12"}])  # fmt: skip
+    assert rng[0] == [6, 7, 8] and rng[1][1] == {"_type": "image", "caption": "late"}
+    assert keys == {"img": {"runs": 2, "first": 0, "last": 19,
+                            "sample": {"_type": "image", "format": "png", "caption": "1:19"}}}  # fmt: skip

@@ -68,10 +68,13 @@ def set_step(page, key: str, step: int) -> None:
 
 
 def painted(page, selector: str) -> int:
-    """How many pixels of the first canvas matching ``selector`` are not background (white or transparent)."""
+    """How many pixels of the first canvas matching ``selector`` differ from its background (its top-left
+    pixel, which every panel leaves as margin)."""
     return page.evaluate(
         """(sel) => { const c = document.querySelector(sel); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-             let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i + 3] && (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250)) n++; return n; }""",
+             let n = 0; for (let i = 4; i < d.length; i += 4)
+               if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2] || d[i + 3] !== d[3]) n++;
+             return n; }""",
         selector,
     )
 
@@ -118,7 +121,9 @@ def test_histogram_panel_draws_the_merged_heat_map(page, group):
     assert painted(page, '.mcard[data-key="hist"] canvas.hheat') > 2000
     assert "merged over the ranks" in card(page, "hist").locator(".meta").inner_text()
     card(page, "hist").locator("select.hrank").select_option("2")
-    page.wait_for_function("() => { const p = window.rw.panels.get('hist'); return p.data && p.data.rank === 2 && p.card.dataset.state === 'ready'; }")
+    page.wait_for_function(
+        "() => { const p = window.rw.panels.get('hist'); return p.data && p.data.rank === 2 && p.card.dataset.state === 'ready'; }"
+    )
     own = group.histograms("hist", rank=2)
     assert int(canvas.get_attribute("data-bins")) == sum(sum(1 for v in h["values"] if v > 0) for _, h in own)
     assert "rank 2" in card(page, "hist").locator(".meta").inner_text()
@@ -181,7 +186,8 @@ def test_skipped_value_shows_as_skipped(page):
 
 def test_players_html_3d_and_plotly(page, group):
     """Audio and video get players on their files, HTML a sandboxed iframe (scripts allowed, no same origin),
-    the point cloud a drawn canvas and a download link, the plotly figure its scatter trace drawn."""
+    the point cloud and the OBJ cube (12 triangles) a drawn canvas and a download link, the plotly figure its
+    scatter trace drawn."""
     ready(page, "sound")
     audio = card(page, "sound").locator("audio").first
     assert audio.get_attribute("src") == "/" + group.media("sound")[0][0][1]["path"]
@@ -198,9 +204,13 @@ def test_players_html_3d_and_plotly(page, group):
     page.wait_for_selector('.mcard[data-key="cloud"] canvas.view3d')
     canvas = card(page, "cloud").locator("canvas.view3d")
     assert canvas.get_attribute("data-points") == "300"
-    assert painted(page, '.mcard[data-key="cloud"] canvas.view3d') > 0
+    assert painted(page, '.mcard[data-key="cloud"] canvas.view3d') > 300
     link = card(page, "cloud").locator("a[download]")
     assert link.get_attribute("href") == "/" + group.media("cloud")[0][0][1]["path"]
+    ready(page, "mesh")
+    page.wait_for_selector('.mcard[data-key="mesh"] canvas.view3d')
+    assert card(page, "mesh").locator("canvas.view3d").get_attribute("data-triangles") == "12"
+    assert painted(page, '.mcard[data-key="mesh"] canvas.view3d') > 2000
     ready(page, "fig")
     fig = card(page, "fig").locator('.mplotly[data-drawn="1"] canvas.mplot')
     assert fig.get_attribute("data-points") == "3"
@@ -218,3 +228,83 @@ def test_key_filter_applies_to_media_panels(page):
     page.wait_for_function("() => document.querySelector('.mcard[data-key=\"img\"]').style.display === ''")
     assert page.errors == []
 
+
+
+LIVE = """
+import os, time, numpy as np, rankwise as wandb
+run = wandb.init(project="mlive")
+def log(s):
+    run.log({"img": wandb.Image(np.full((4, 4 + s), 20 * s, np.uint8), caption=f"step {s}")})
+for s in range(3):
+    log(s)
+while not os.path.exists(os.environ["GO_FILE"]):
+    time.sleep(0.02)
+for s in range(3, 6):
+    log(s)
+run.finish()
+"""
+
+
+def test_live_media_panel_follows_new_steps(browser, rankwise_env, tmp_path):
+    """On a running group the image panel, left at the latest step, moves to new steps as they are stored
+    (server-sent events, no reload) and ends on the last one, showing its file."""
+    from rwtest import start_ranks, wait_all
+    from uihelp import wait_group
+
+    go = tmp_path / "go"
+    procs = start_ranks(rankwise_env, LIVE, 1, "job-mlive", GO_FILE=str(go))
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = watch_errors(page)
+    try:
+        api = wait_group(rankwise_env.store, "mlive", "job-mlive",
+                         lambda g: [s for s, _ in g.run(rank=0).media("img")] == [0, 1, 2], "3 stored images")  # fmt: skip
+        with served(rankwise_env.data) as server:
+            page.goto(group_url("mlive", "job-mlive", "127.0.0.1", server.port))
+            page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+            ready(page, "img", 2)
+            page.evaluate("() => { window.notReloaded = true; }")
+            go.touch()
+            ready(page, "img", 5)
+            assert page.evaluate("() => window.notReloaded === true")
+            ((_, ref),) = api.group("mlive", "job-mlive").media("img", step=5)[0]
+            img = card(page, "img").locator("img")
+            img.evaluate("(i) => i.decode()")
+            assert img.get_attribute("src") == "/" + ref["path"] and img.evaluate("(i) => i.naturalWidth") == 9
+            assert page.evaluate("() => window.rw.panels.get('img').steps") == list(range(6))
+        api.close()
+    finally:
+        go.touch()
+        wait_all(procs)
+        page.close()
+    assert errors == []
+
+
+def test_error_values_show_as_errors(browser, tmp_path):
+    """A media value the client could not encode (stored as ``{"_type", "error"}``) shows as an error box with
+    the message, in a list of images and in a table cell too, and the page has no error of its own."""
+    import numpy as np
+
+    from agent.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    info = {"name": "rank-0", "run_key": "e0", "rank": 0, "local_rank": 0, "node": "n", "pid": 1}
+    _, run, _ = store.register("merr", "job-err", 1, info, 1.7e9)
+    bad = {"_type": "image", "error": "ValueError: cannot encode", "caption": "c"}
+    with store.transaction() as txn:
+        steps = np.array([0], np.int64)
+        txn.add_history(run.id, "bad", steps, [bad], False)
+        txn.add_history(run.id, "badlist", steps, [[bad, bad]], False)
+        txn.add_history(run.id, "badtab", steps, [{"_type": "table", "columns": ["x"], "data": [[bad]]}], False)
+    store.close()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = watch_errors(page)
+    with served(tmp_path) as server:
+        page.goto(group_url("merr", "job-err", "127.0.0.1", server.port))
+        page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+        for key, n in (("bad", 1), ("badlist", 2), ("badtab", 1)):
+            ready(page, key)
+            boxes = card(page, key).locator(".merr")
+            assert boxes.count() == n
+            assert "ValueError: cannot encode" in boxes.first.inner_text()
+    page.close()
+    assert errors == []

@@ -1,10 +1,13 @@
 // The group page: toolbar (key filter, x axis, log scale, smoothing, per-rank lines, zoom range), one chart per
 // key, the straggler panel and the run table. Live: while the group runs, the server's event stream says when
 // the agent committed something, and the visible charts are fetched again (charts off screen when scrolled to).
+// Keys whose values are media get a media panel (media.js; histograms: hist.js) below the charts.
 import { get, early, events, groupPath } from "./api.js";
 import { el, num, duration, when, states, badge } from "./fmt.js";
 import { KeyChart } from "./chart.js";
 import { StragglerPanel } from "./straggler.js";
+import { MediaPanel, bytes } from "./media.js";
+import { HistogramPanel } from "./hist.js";
 
 const MARGIN = 300; // px around the viewport in which a chart counts as visible
 
@@ -15,6 +18,8 @@ export class GroupPage {
     this.group = group;
     this.state = { axis: "step", log: false, smooth: 0, ranks: false, range: null, filter: "" };
     this.charts = new Map();
+    this.panels = new Map(); // media panels by key
+    window.rw.panels = window.rw.panels || new Map();
     this.slow = [];
     this.es = null;
     this.closed = false;
@@ -29,24 +34,27 @@ export class GroupPage {
     this.showRange();
     this.io = new IntersectionObserver((entries) => {
       for (const e of entries) {
-        const chart = this.charts.get(e.target.dataset.key);
+        const chart = e.target.rwPanel || this.charts.get(e.target.dataset.key);
         if (chart) chart.visible = e.isIntersecting;
       }
       this.kick();
     }, { rootMargin: `${MARGIN}px` });
-    this.ro = new ResizeObserver(() => { for (const c of this.charts.values()) c.resize(); this.straggler.resize(); });
+    this.ro = new ResizeObserver(() => { for (const c of this.all()) c.resize(); this.straggler.resize(); });
     this.ro.observe(this.grid);
+    this.ro.observe(this.mediaGrid);
     this.update(detail);
     // first paint: charts on screen now, and the straggler panel; then mark the page ready (tests read it)
-    const onScreen = [...this.charts.values()].filter((c) => this.onScreen(c.card));
+    const onScreen = this.all().filter((c) => this.onScreen(c.card));
     onScreen.forEach((c) => { c.visible = true; });
     performance.mark("rw-built");
     await Promise.all([...onScreen.map((c) => c.load()), this.straggler.load()]);
-    for (const c of this.charts.values()) this.io.observe(c.card);
+    for (const c of this.all()) this.io.observe(c.card);
     performance.mark("rw-ready");
     window.rw.ready = performance.now();
     if (detail.state === "running") this.follow();
   }
+
+  all() { return [...this.charts.values(), ...this.panels.values()]; }
 
   onScreen(node) {
     const r = node.getBoundingClientRect();
@@ -71,10 +79,12 @@ export class GroupPage {
       this.rangeText);
     this.empty = el("p", { class: "muted", text: "no group rows yet: they appear as the ranks log" });
     this.grid = el("div", { class: "charts", id: "charts" });
+    this.mediaHead = el("h2", { id: "media-head", text: "Media", style: "display:none" });
+    this.mediaGrid = el("div", { class: "charts media", id: "media" });
     this.straggler = new StragglerPanel(this);
     this.configBox = el("details", { class: "config", id: "config" });
     this.runsBox = el("div", { class: "tablewrap" });
-    this.root.replaceChildren(this.title, this.summary, this.toolbar, this.empty, this.grid,
+    this.root.replaceChildren(this.title, this.summary, this.toolbar, this.empty, this.grid, this.mediaHead, this.mediaGrid,
       el("h2", { text: "Stragglers" }), this.straggler.root,
       el("h2", { text: "Runs" }), this.configBox, this.runsBox);
   }
@@ -91,7 +101,17 @@ export class GroupPage {
       if (this.io) this.io.observe(chart.card);
       window.rw.charts.set(k.key, chart);
     }
-    this.empty.style.display = d.keys.length ? "none" : "";
+    for (const m of d.media || []) {
+      const have = this.panels.get(m.key);
+      if (have) { have.info = m; continue; }
+      const panel = m.type === "histogram" ? new HistogramPanel(this, m) : new MediaPanel(this, m);
+      this.panels.set(m.key, panel);
+      this.mediaGrid.append(panel.card);
+      if (this.io) this.io.observe(panel.card);
+      window.rw.panels.set(m.key, panel);
+    }
+    this.mediaHead.style.display = this.panels.size ? "" : "none";
+    this.empty.style.display = d.keys.length || this.panels.size ? "none" : "";
     this.applyFilter();
     this.straggler.setKeys(d.keys.map((k) => k.key));
     this.renderRuns(d);
@@ -113,10 +133,18 @@ export class GroupPage {
       ...common.map(([k, v]) => el("code", { text: `${k}=${JSON.stringify(v)}` })));
     const head = ["rank", "name", "node", "state", "exit", "step", "rows", "runtime", ...sumKeys, ...diff.map((k) => `config.${k}`)];
     const cell = (v, cls) => el("td", { class: typeof v === "number" ? "num" : cls, text: typeof v === "number" ? num(v) : v ?? "–" });
+    // a media value in the summary: its type (and a link to the file), not its JSON
+    const summaryCell = (v) => {
+      if (v === null || typeof v !== "object") return cell(v);
+      const m = Array.isArray(v) && v.length && v[0] && v[0]._type ? v[0] : v;
+      if (!m._type) return cell(JSON.stringify(v));
+      const what = `${m._type}${Array.isArray(v) ? ` ×${v.length}` : ""}${m.skipped ? ` (skipped: ${m.skipped})` : m.error ? " (error)" : ""}${m.size ? `, ${bytes(m.size)}` : ""}`;
+      return el("td", {}, m.url ? el("a", { href: m.url, target: "_blank", rel: "noopener", text: what }) : what);
+    };
     const rows = runs.map((r) => el("tr", { "data-rank": r.rank, class: this.slow.includes(r.rank) ? "hl" : null },
       cell(r.rank), cell(r.name), cell(r.node), el("td", {}, badge(r.state)), cell(r.exit_code), cell(r.step), cell(r.rows),
       el("td", { class: "num", text: duration(r.runtime) }),
-      ...sumKeys.map((k) => cell(typeof r.summary[k] === "object" && r.summary[k] !== null ? JSON.stringify(r.summary[k]) : r.summary[k])),
+      ...sumKeys.map((k) => summaryCell(r.summary[k])),
       ...diff.map((k) => cell(k in r.config ? JSON.stringify(r.config[k]) : "(unset)"))));
     this.runsBox.replaceChildren(el("table", { class: "grid", id: "runs" },
       el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))), el("tbody", {}, rows)));
@@ -136,6 +164,7 @@ export class GroupPage {
       try { const re = new RegExp(f.slice(1, -1), "i"); test = (k) => re.test(k); } catch { /* keep substring */ }
     }
     for (const [k, c] of this.charts) c.card.style.display = !f || test(k) ? "" : "none";
+    for (const [k, c] of this.panels) c.card.style.display = !f || test(k) ? "" : "none";
     requestAnimationFrame(() => this.kick());
   }
 
@@ -146,6 +175,7 @@ export class GroupPage {
     this.showRange();
     if (refetch) this.reloadAll();
     else for (const c of this.charts.values()) c.render();
+    if (name === "axis") for (const p of this.panels.values()) if (p instanceof HistogramPanel) p.stale = true;
   }
 
   setRange(range) {
@@ -164,12 +194,12 @@ export class GroupPage {
   }
 
   reloadAll() {
-    for (const c of this.charts.values()) c.stale = true;
+    for (const c of this.all()) c.stale = true;
     return this.kick();
   }
 
   kick() {
-    return Promise.all([...this.charts.values()].filter((c) => c.stale && c.visible && c.card.style.display !== "none").map((c) => c.load()));
+    return Promise.all(this.all().filter((c) => c.stale && c.visible && c.card.style.display !== "none").map((c) => c.load()));
   }
 
   // live: the event stream says when something changed; refresh at most once per second
@@ -199,8 +229,9 @@ export class GroupPage {
     if (this.es) this.es.close();
     if (this.io) this.io.disconnect();
     if (this.ro) this.ro.disconnect();
-    for (const c of this.charts.values()) c.destroy();
+    for (const c of this.all()) c.destroy();
     this.straggler.destroy();
     window.rw.charts.clear();
+    window.rw.panels.clear();
   }
 }
