@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from rwtest import LAUNCHER_VARS, RankwiseEnv, stop_agent
+from rwtest import LAUNCHER_VARS, RankwiseEnv, reap_spawned, stop_agent
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +39,7 @@ def rankwise_env(monkeypatch: pytest.MonkeyPatch):
         except Exception:
             pass
     state.reset()
+    reap_spawned()
     stop_agent(env)
     shutil.rmtree(data, ignore_errors=True)
     shutil.rmtree(runtime, ignore_errors=True)

@@ -25,7 +25,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import psutil
 
-from rwtest import RankwiseEnv
+from rwtest import RankwiseEnv, spawn
 
 T = TypeVar("T")
 
@@ -106,12 +106,7 @@ def start_script(
     """One Python process running ``script`` (dedented) with ``env``'s environment plus ``extra_env``."""
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env.env(**(extra_env or {})),
-        text=True,
-        **popen,
-    )
+    return spawn([sys.executable, "-c", textwrap.dedent(script)], env.env(**(extra_env or {})), text=True, **popen)
 
 
 def read_line(proc: subprocess.Popen, timeout_s: float = 30.0, what: str = "a line") -> str:

@@ -75,6 +75,33 @@ def stop_agent(env: RankwiseEnv, timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+# every process a test starts, so that teardown can kill what a failed test left running
+_SPAWNED: list[subprocess.Popen] = []
+
+
+def spawn(args: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """Popen in a session of its own (its forked children die with it at teardown), tracked."""
+    popen.setdefault("start_new_session", True)
+    proc = subprocess.Popen(args, env=env, **popen)
+    _SPAWNED.append(proc)
+    return proc
+
+
+def reap_spawned() -> None:
+    """Kill the process group of every tracked process still running (a test that failed or timed out)."""
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
 def torchrun_env(rank: int, world: int, group: str, **extra: Any) -> dict[str, str]:
     env = {
         "RANK": str(rank),
@@ -93,9 +120,9 @@ def start_ranks(env: RankwiseEnv, script: str, world: int, group: str, **extra: 
     """Start ``world`` processes running ``script`` with torchrun's environment; all at once."""
     code = textwrap.dedent(script)
     return [
-        subprocess.Popen(
+        spawn(
             [sys.executable, "-c", code],
-            env=env.env(**torchrun_env(rank, world, group, **extra)),
+            env.env(**torchrun_env(rank, world, group, **extra)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
