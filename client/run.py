@@ -203,18 +203,30 @@ class Run:
 
     # ------------------------------------------------------------ hot path
 
-    def log(self, data: Any, step: Any = None, commit: Any = None, sync: Any = None) -> None:
-        """Log a dict of values at the current step. Never blocks; see the module docstring for steps."""
-        if type(data) is dict and step is None and commit is None:
+    def log(
+        self,
+        data: Any,
+        step: Any = None,
+        commit: Any = None,
+        sync: Any = None,
+        _fast: frozenset = _FAST,
+        _type: type = type,
+        _dict: type = dict,
+        _now: Any = perf_counter,
+    ) -> None:
+        """Log a dict of values at the current step. Never blocks; see the module docstring for steps.
+
+        (The underscore parameters bind globals as locals: this is the hot path, ~0.8 µs.)"""
+        if _type(data) is _dict and step is None and commit is None:
             known = self._known
             for k, v in data.items():
-                if type(v) not in _FAST or k not in known:
+                if _type(v) not in _fast or k not in known:
                     break
             else:
                 s = self._step
                 self._step = s + 1
                 # extend, not append: the deque keeps the four items, the tuple dies here (GC, see Writer)
-                self._push((COMMIT, s, perf_counter(), data.copy()))
+                self._push((COMMIT, s, _now(), data.copy()))
                 return
         self._log_slow(data, step, commit)
 
