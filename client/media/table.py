@@ -135,7 +135,7 @@ class Table(Media):
         return total
 
     def _encode(self) -> dict:
-        from client.assembler import to_wire  # media cells, lists of media, big ints
+        from client.columns import to_wire  # media cells, lists of media, big ints
 
         return {"_type": "table", "columns": list(self.columns), "data": [[to_wire(v) for v in r] for r in self.data]}
 
