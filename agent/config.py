@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,20 @@ class AgentConfig:
     rows_per_s: float = 1000.0  # per-run stored-row budget (burst 2 s); over it rows coalesce; 0 = no limit
     media_bytes_per_s: float = 64 << 20  # per-run media budget; beyond it media are skipped and counted
     log_level: str = "INFO"
+    node_name: str = ""  # this machine's name as ranks report it (RANKWISE_NODE, SLURMD_NODENAME, hostname)
+    # multi-node (docs/multinode.md): a root listens for node agents, a node agent forwards to a root
+    listen: str | None = None  # tcp://HOST:PORT
+    upstream: str | None = None  # tcp://HOST:PORT of the root
+    curve_secret: str | None = None  # this agent's NAME.key_secret (rankwise keygen)
+    curve_allow: str | None = None  # root: directory of the node public keys it accepts
+    root_key: str | None = None  # node: the root's public key file
+    insecure: bool = False  # root: allow plain TCP on a non-loopback address
+    spool_quota_bytes: int = 4 << 30  # node: spool byte quota; when full, clients are held back (not dropped)
+    spool_fsync_s: float = 0.2  # node: the spool is fsynced at least this often (power-loss window)
+    spool_segment_bytes: int = 16 << 20  # node: spool segment size (deleted whole once acknowledged)
+    lookup_timeout_s: float = 1.0  # node: how long a HELLO of an unknown run waits for the root's resume point
+    upstream_retry_s: float = 2.0  # node: no answer from the root for this long: say HELLO again (backing off)
+    shutdown_flush_s: float = 2.0  # node: on stop, how long to keep sending spooled records (the rest waits)
 
     @property
     def store_path(self) -> Path:
@@ -48,6 +63,55 @@ _ENV = {
 }
 
 
+_ENV_TEXT = {
+    "listen": "RANKWISE_LISTEN",
+    "upstream": "RANKWISE_UPSTREAM",
+    "curve_secret": "RANKWISE_CURVE_SECRET",
+    "curve_allow": "RANKWISE_CURVE_ALLOW",
+    "root_key": "RANKWISE_ROOT_KEY",
+    "node_name": "RANKWISE_NODE",
+}
+_ENV_SECONDS = {
+    "spool_fsync_s": "RANKWISE_SPOOL_FSYNC",
+    "lookup_timeout_s": "RANKWISE_LOOKUP_TIMEOUT",
+    "upstream_retry_s": "RANKWISE_UPSTREAM_RETRY",
+}
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _number(var: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{var}={raw!r} is not a number of seconds") from None
+
+
+def parse_bytes(what: str, raw: str | int) -> int:
+    """``4G``, ``512M``, ``65536``: a byte count."""
+    text = str(raw).strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+    try:
+        value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise InvalidArgumentError(f"{what}={raw!r} is not a byte count (e.g. 4G, 512M)") from None
+    if value <= 0:
+        raise InvalidArgumentError(f"{what}={raw!r} must be positive")
+    return value
+
+
+def _check_roles(values: dict[str, Any]) -> None:
+    listen, upstream = values.get("listen"), values.get("upstream")
+    if listen and upstream:
+        raise InvalidArgumentError("--listen (root) and --upstream (node agent) exclude each other: pick one role")
+    for flag, endpoint in (("--listen", listen), ("--upstream", upstream)):
+        if endpoint and not str(endpoint).startswith("tcp://"):
+            raise InvalidArgumentError(f"{flag} {endpoint!r}: expected tcp://HOST:PORT")
+    if listen and bool(values.get("curve_secret")) != bool(values.get("curve_allow")):
+        raise InvalidArgumentError("a root with Curve needs both --curve-secret FILE and --allow DIR (node public keys)")
+    if upstream and bool(values.get("curve_secret")) != bool(values.get("root_key")):
+        raise InvalidArgumentError("a node agent with Curve needs both --curve-secret FILE and --root-key FILE")
+
+
 def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     """Defaults, then ``RANKWISE_*`` environment variables, then flags (None = not given)."""
     env = os.environ if env is None else env
@@ -67,7 +131,21 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
         values["window_max_bytes"] = int(env["RANKWISE_WINDOW_MAX_BYTES"])
     if env.get("RANKWISE_AGENT_LOG_LEVEL"):
         values["log_level"] = env["RANKWISE_AGENT_LOG_LEVEL"].upper()
+    for attr, var in _ENV_TEXT.items():
+        if env.get(var):
+            values[attr] = env[var]
+    for attr, var in _ENV_SECONDS.items():
+        if env.get(var):
+            values[attr] = _number(var, env[var])
+    if env.get("RANKWISE_SPOOL_BYTES"):
+        values["spool_quota_bytes"] = parse_bytes("RANKWISE_SPOOL_BYTES", env["RANKWISE_SPOOL_BYTES"])
+    if env.get("RANKWISE_SPOOL_SEGMENT_BYTES"):
+        values["spool_segment_bytes"] = parse_bytes("RANKWISE_SPOOL_SEGMENT_BYTES", env["RANKWISE_SPOOL_SEGMENT_BYTES"])
     values.update({k: v for k, v in flags.items() if v is not None})
+    values.setdefault("node_name", env.get("SLURMD_NODENAME") or socket.gethostname())
+    if values.get("listen") and "idle_timeout_s" not in values:
+        values["idle_timeout_s"] = 0.0  # a root is started by hand and serves until stopped
+    _check_roles(values)
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
     for attr in ("idle_timeout_s", "seal_timeout_s", "join_grace_s", "silence_s", "liveness_interval_s"):

@@ -69,7 +69,8 @@ class AgentLock:
 
 
 class Agent:
-    """One node agent (which, on a single machine, is also the root that stores)."""
+    """One agent: on a single machine the node agent that stores; with ``--listen`` a root that also
+    accepts node agents; with ``--upstream`` a node agent that forwards (agent/roles.py)."""
 
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
@@ -77,6 +78,8 @@ class Agent:
         self.stopping = False
         self.endpoint: str | None = None
         self.ingest: Any = None
+        self.link: Any = None  # a root: agent.rootlink.RootLink
+        self.upstream: Any = None  # a node agent: agent.upstream.Upstream
         self._sock: Any = None
         self._ctx: Any = None
 
@@ -86,21 +89,20 @@ class Agent:
     def start(self) -> None:
         import zmq
 
-        from agent.ingest import Ingest
-        from agent.media import MediaSink, MediaStore
-        from agent.store.sqlite import SQLiteStore
         from client import wire
 
         paths.ensure_private_dir(self.cfg.runtime_dir)
         paths.ensure_data_dir(self.cfg.data_dir)
         self.lock.acquire()
-        store = SQLiteStore(self.cfg.store_path)
-        # content-addressed files beside the store; fsync like the store's synchronous=NORMAL: a crash
-        # never leaves a torn file (write, then rename), a power loss may lose the newest
-        media = MediaSink(MediaStore(self.cfg.data_dir, fsync=False), bytes_per_s=self.cfg.media_bytes_per_s)
-        self.ingest = Ingest(store, self.cfg, media=media)
-        self.ingest.recover()
         self._ctx = zmq.Context()
+        if self.cfg.upstream:
+            from agent.roles import start_node
+
+            self.ingest, self.upstream = start_node(self.cfg, self._ctx)
+        else:
+            from agent.roles import start_store
+
+            self.ingest, self.link = start_store(self.cfg, self._ctx)
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         # twice the protocol's limit: a frame up to that size reaches Ingest and is counted as oversize;
@@ -122,10 +124,17 @@ class Agent:
         self._sock = sock
         self.endpoint = endpoint
         info = {"pid": os.getpid(), "endpoint": endpoint, "started": time.time(), "store": str(self.cfg.store_path)}
+        if self.link is not None:
+            info.update(role="root", listen=self.link.endpoint)
+        elif self.upstream is not None:
+            info.update(role="node", upstream=self.cfg.upstream, store=None)
         tmp = self.cfg.runtime_dir / (paths.AGENT_INFO + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.cfg.runtime_dir / paths.AGENT_INFO)
-        log.info("agent %d serving %s, store %s", os.getpid(), endpoint, self.cfg.store_path)
+        where = f"forwarding to {self.cfg.upstream}" if self.upstream is not None else f"store {self.cfg.store_path}"
+        if self.link is not None:
+            where += f", node agents on {self.link.endpoint}"
+        log.info("agent %d serving %s, %s", os.getpid(), endpoint, where)
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
@@ -135,13 +144,18 @@ class Agent:
 
         sock = self._sock
         ingest = self.ingest
+        link, upstream = self.link, self.upstream
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        for extra in (link.sockets() if link is not None else []) + ([upstream.sock] if upstream is not None else []):
+            poller.register(extra, zmq.POLLIN)
+        drain_full = getattr(ingest, "drain_full", lambda: False)
         max_drain = self.cfg.max_drain
         next_checkpoint = time.monotonic() + 1.0
         while not self.stopping:
             timeout_ms = 0 if ingest.commit_due() else 50
-            if poller.poll(timeout_ms):
+            events = dict(poller.poll(timeout_ms))
+            if sock in events:
                 for _ in range(max_drain):
                     try:
                         peer, frame = sock.recv_multipart(zmq.NOBLOCK, copy=True)[:2]
@@ -152,6 +166,12 @@ class Agent:
                         continue
                     for reply in ingest.handle(peer, frame):
                         self._send(reply)
+                    if drain_full():
+                        break
+            if link is not None:
+                link.handle(events)
+            if upstream is not None and upstream.sock in events:
+                upstream.handle()
             try:
                 ingest.tick()
             except Exception:  # sealing or liveness broke on some state: keep serving, say so
@@ -160,6 +180,14 @@ class Agent:
                     log.exception("agent tick failed; serving on")
             for reply in ingest.commit():
                 self._send(reply)
+            if link is not None:
+                link.flush()
+            if upstream is not None:
+                ingest.spool.maybe_fsync()  # records go upstream once fsynced (agent/spool.py)
+                upstream.pump()
+                outbox, ingest.outbox = ingest.outbox, []
+                for reply in outbox:
+                    self._send(reply)
             now = time.monotonic()
             if now >= next_checkpoint and not ingest.commit_due():
                 # after the ACKs went out, when nothing waits: the WAL's fsync delays no one
@@ -189,6 +217,15 @@ class Agent:
             ingest.seal_finished(now)
             for reply in ingest.commit(now, force=True):
                 self._send(reply)
+            if self.link is not None:
+                self.link.flush()
+            if self.upstream is not None:
+                from agent.roles import flush_upstream
+
+                flush_upstream(self.upstream, self.cfg.shutdown_flush_s)
+        for part in (self.link, self.upstream):
+            if part is not None:
+                part.close()
         for name in (paths.AGENT_INFO, paths.AGENT_SOCKET) if self.lock.fd is not None else ():
             try:  # only the lock holder owns these (a start that failed before the lock must not touch them)
                 (self.cfg.runtime_dir / name).unlink()
@@ -200,6 +237,9 @@ class Agent:
             self._ctx.term()
         if ingest is not None:
             ingest.store.close()
+            spool = getattr(ingest, "spool", None)
+            if spool is not None:
+                spool.close()
         self.lock.release()
         log.info("agent %d stopped", os.getpid())
 
@@ -283,26 +323,56 @@ def _detach_and_wait() -> int | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rankwise agent", description="Run the rankwise node agent in the foreground.")
+    p = argparse.ArgumentParser(
+        prog="rankwise agent",
+        description="Run the rankwise agent in the foreground: a node agent that stores (one machine), a root that "
+        "also accepts node agents (--listen), or a node agent that forwards to a root (--upstream). See "
+        "docs/multinode.md.",
+    )
     p.add_argument("--dir", help="data directory (default: RANKWISE_DIR or ~/.local/share/rankwise)")
     p.add_argument("--runtime-dir", help="socket/lock directory (default: RANKWISE_RUNTIME_DIR)")
     p.add_argument(
-        "--idle-timeout", type=float, help="exit after this many seconds with nothing running (0 = never; default 60)"
-    )
+        "--idle-timeout", type=float,
+        help="exit after this many seconds with nothing running (0 = never; default 60, a root: 0)",
+    )  # fmt: skip
     p.add_argument("--seal-timeout", type=float, help="seal a step at most this many seconds after it opened")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--listen", metavar="tcp://HOST:PORT", help="be the root: accept node agents here (RANKWISE_LISTEN)")
+    p.add_argument("--upstream", metavar="tcp://HOST:PORT",
+                   help="be a node agent: forward to the root there instead of storing (RANKWISE_UPSTREAM)")  # fmt: skip
+    p.add_argument("--curve-secret", metavar="FILE", help="this agent's NAME.key_secret (rankwise keygen)")
+    p.add_argument("--allow", metavar="DIR", help="root: directory of the node public keys (*.key) it accepts")
+    p.add_argument("--root-key", metavar="FILE", help="node agent: the root's public key file (ROOT.key)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="root: accept plain TCP (no Curve) on a non-loopback address")  # fmt: skip
+    p.add_argument("--node", help="this machine's name as its ranks report it (default: SLURMD_NODENAME or hostname)")
+    p.add_argument("--spool-quota", help="node agent: spool byte quota, e.g. 4G (RANKWISE_SPOOL_BYTES)")
     p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agent.config import parse_bytes
+
     args = parser().parse_args(argv)
-    cfg = resolve(
-        data_dir=args.dir,
-        runtime_dir=args.runtime_dir,
-        idle_timeout_s=args.idle_timeout,
-        seal_timeout_s=args.seal_timeout,
-        log_level=args.log_level,
-    )
+    try:
+        cfg = resolve(
+            data_dir=args.dir,
+            runtime_dir=args.runtime_dir,
+            idle_timeout_s=args.idle_timeout,
+            seal_timeout_s=args.seal_timeout,
+            log_level=args.log_level,
+            listen=args.listen,
+            upstream=args.upstream,
+            curve_secret=args.curve_secret,
+            curve_allow=args.allow,
+            root_key=args.root_key,
+            insecure=args.insecure,
+            node_name=args.node,
+            spool_quota_bytes=parse_bytes("--spool-quota", args.spool_quota) if args.spool_quota else None,
+        )
+    except Error as exc:
+        print(f"rankwise agent: {exc}", file=sys.stderr)
+        return 2
     ready_fd = _detach_and_wait() if args.detach else None
     return run_agent(cfg, foreground=not args.detach, ready_fd=ready_fd)

@@ -12,6 +12,10 @@ window exceeds its byte budget: memory stays bounded and nothing is dropped.
 Points that arrive for a step already sealed are not lost: the per-rank rows go
 to the store as usual, and the group row of that step is recomputed from the
 stored per-rank values in the same transaction (a new revision, counted as late).
+
+A node agent that forwards to a root seals the same way but only over its own
+ranks, and what it seals becomes partials sent upstream instead of rows
+(:class:`NodeGroupState`); the root merges them (agent/rootgroups.py).
 """
 
 from __future__ import annotations
@@ -94,6 +98,59 @@ class GroupState:
             pending.group_rows.append((g.id, key, finalize(partial, g.world_size), False))
         if bound > g.sealed_through:
             g.sealed_through = int(bound)
+        g.updated = now
+        pending.groups[g.id] = g
+        return len(parts)
+
+
+class NodeGroupState(GroupState):
+    """A group as a forwarding node agent sees it: only its own ranks.
+
+    It seals by the watermarks of its running ranks (and the timeout and byte budget) into
+    :class:`grouping.Partial` rows for the root, and reports how far it has sealed
+    (``record.sealed_through``, the node's *watermark* of the group): a promise that no
+    partial for a step at or below it will follow. Points that arrive for such a step are
+    late at the node; the root is told (a late mark) and recomputes that step from per-rank
+    values. The watermark advances even when the window is empty (ranks that log only
+    non-numeric values must not hold the root back).
+
+    Ranks of the group that have not said hello are waited for during the join grace, as on a
+    single node, until the root reports that every rank of the group has joined somewhere
+    (``complete``): a node cannot know which ranks will be its own."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self, record: GroupRecord, now: float):
+        super().__init__(record, now)
+        self.complete = False
+
+    def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
+        marks = [run.watermark for run in self.ranks.values() if run.running and now - run.last_seen <= cfg.silence_s]
+        if not self.complete and len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s:
+            marks.append(-1)
+        return marks
+
+    def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
+        window = self.window
+        g = self.record
+        if everything:
+            bound = window.max_step
+        else:
+            marks = self.waited_watermarks(now, cfg)
+            bound = min(marks) if marks else window.max_step
+            expired = window.expired_through(now, cfg.seal_timeout_s)
+            if expired is not None:
+                bound = max(bound, expired) if bound is not None else expired
+            budget = window.bound_for_budget(cfg.window_max_bytes)
+            if budget is not None:
+                bound = max(bound, budget) if bound is not None else budget
+        if bound is None or bound <= g.sealed_through:
+            return 0
+        parts = window.take_through(bound) if window.n_points else {}
+        ranks = np.array(sorted(self.ranks), np.int64)  # every rank this node has served in the group
+        for key, partial in parts.items():
+            pending.partials.append((g.id, key, ranks, partial))
+        g.sealed_through = int(bound)
         g.updated = now
         pending.groups[g.id] = g
         return len(parts)

@@ -28,7 +28,7 @@ import numpy as np
 from agent.config import AgentConfig
 from agent.groups import GroupState
 from agent.media import MediaSink
-from agent.pending import PendingWrites
+from agent.pending import LINK_PREFIX, PendingWrites
 from agent.ratelimit import coalesce_column, span_starts
 from agent.runs import RunState, WriterState, pid_alive
 from agent.status import Counters
@@ -55,6 +55,8 @@ def malformed_cause(message: str) -> str:
 
 
 class Ingest:
+    group_class = GroupState  # a node agent and a root seal differently (agent/groups.py, agent/rootgroups.py)
+
     def __init__(
         self,
         store: Store,
@@ -73,6 +75,7 @@ class Ingest:
         self.runs: dict[int, RunState] = {}
         self.groups: dict[int, GroupState] = {}
         self.writers: dict[str, WriterState] = {}
+        self._run_index: dict[tuple[str, str, str], int] = {}  # (project, group, name) -> run id
         self.started = time.time()
         self.instance = os.urandom(6).hex()  # told to writers in WELCOME: they count agent restarts by it
         self.last_message = time.monotonic()
@@ -130,20 +133,37 @@ class Ingest:
     def _group_state(self, record: Any, now: float) -> GroupState:
         group = self.groups.get(record.id)
         if group is None:
-            group = self.groups[record.id] = GroupState(record, now)
+            group = self.groups[record.id] = self.group_class(record, now)
         elif record.world_size > group.record.world_size:
             group.record.world_size = record.world_size
         return group
 
+    def _add_run(self, run: RunState) -> RunState:
+        g, r = run.group.record, run.record
+        self.runs[r.id] = run
+        run.group.ranks[r.rank] = run
+        self._run_index[(g.project, g.name, r.name)] = r.id
+        return run
+
     def _find(self, project: str, group: str, name: str) -> RunState | None:
-        for run in self.runs.values():
-            g = run.group.record
-            if run.record.name == name and g.name == group and g.project == project:
-                return run
-        return None
+        key = (project, group, name)
+        run = self.runs.get(self._run_index.get(key, -1))
+        if run is None and len(self._run_index) != len(self.runs):  # runs were added: index them (once each)
+            self._run_index = {(r.group.record.project, r.group.record.name, r.record.name): rid
+                               for rid, r in self.runs.items()}  # fmt: skip
+            run = self.runs.get(self._run_index.get(key, -1))
+        return run
 
     def _hello(self, peer: bytes, h: wire.Hello, body: dict, now: float) -> list[Reply]:
         self.counters.add("hellos")
+        self._check_hello(h)
+        got = self._writer_for(peer, h, body, now)
+        if isinstance(got, str):
+            self.counters.add("refused")
+            return [(peer, wire.pack(wire.REFUSE, {"w": h.writer, "error": got}))]
+        return self._welcome(peer, got[0], got[1], body, now)
+
+    def _check_hello(self, h: wire.Hello) -> None:
         info = h.run
         if not 0 <= h.pid < MAX_PID:
             raise ProtocolError(f"pid {h.pid} out of range")
@@ -151,8 +171,12 @@ class Ingest:
             raise ProtocolError(f"world_size {info['world_size']} above {MAX_WORLD}")
         if not 0 <= info["local_rank"] < MAX_PID:
             raise ProtocolError(f"local_rank {info['local_rank']} out of range")
+        if h.writer.startswith(LINK_PREFIX):
+            raise ProtocolError(f"writer id {h.writer!r} uses the reserved prefix {LINK_PREFIX!r}")
+
+    def _writer_for(self, peer: bytes, h: wire.Hello, body: dict, now: float) -> tuple[WriterState, bool] | str:
+        """The writer of a HELLO, registered (with its run) if new: (writer, resumed), or why it is refused."""
         ws = self.writers.get(h.writer)
-        replies: list[Reply] = []
         if ws is None:
             stored = self.store.writer_seq(h.writer)
             fork_of = self.writers.get(body.get("fork_of", "")) if isinstance(body.get("fork_of"), str) else None
@@ -165,8 +189,7 @@ class Ingest:
                 forked = isinstance(body.get("fork_of"), str)
                 opened = self._open_run(h, now, reconnect=stored > 0 or h.reconnect or forked)
                 if isinstance(opened, str):
-                    self.counters.add("refused")
-                    return [(peer, wire.pack(wire.REFUSE, {"w": h.writer, "error": opened}))]
+                    return opened
                 run, resumed = opened
             ws = WriterState(h.writer, run, stored, peer, h.pid, fork_of is not None)
             self.writers[h.writer] = ws
@@ -174,11 +197,14 @@ class Ingest:
         else:
             ws.peer = peer
             resumed = True
+        return ws, resumed
+
+    def _welcome(self, peer: bytes, ws: WriterState, resumed: bool, body: dict, now: float) -> list[Reply]:
         run = ws.run
         run.last_seen = now
         r = run.record
         welcome = {
-            "w": h.writer,
+            "w": ws.id,
             "run_id": r.id,
             "step": r.step,
             "summary": r.summary,
@@ -189,7 +215,7 @@ class Ingest:
         }
         if isinstance(body.get("h"), int):
             welcome["h"] = body["h"]  # which HELLO this answers: the writer acts on the latest one only
-        replies.append((peer, wire.pack(wire.WELCOME, welcome)))
+        replies = [(peer, wire.pack(wire.WELCOME, welcome))]
         if ws.stored:
             replies.append((peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored})))
         return replies
@@ -222,9 +248,7 @@ class Ingest:
             fields = dict(info, run_key=str(info.get("run_id", "")), pid=h.pid)
             grecord, record, _ = self.store.register(project, group_name, info["world_size"], fields, now)
             group = self._group_state(grecord, now)
-            run = RunState(record, group, now)
-            self.runs[record.id] = run
-            group.ranks[record.rank] = run
+            run = self._add_run(RunState(record, group, now))
         if found and not reconnect:
             self._resume(run, h, now)
             return run, True
@@ -271,11 +295,17 @@ class Ingest:
         self.counters.add("bytes", b.nbytes)
         return []
 
+    def _paced(self, run: RunState, b: wire.Batch, now: float) -> float:
+        """The time the row and media budgets of a batch count by (a root paces forwarded batches by their
+        own commit times: a backlog replayed after an outage must not look like a burst)."""
+        return now
+
     def _apply(self, run: RunState, b: wire.Batch, now: float) -> None:
         r = run.record
         group = run.group
         pending = self.pending
         run.last_seen = now
+        paced = self._paced(run, b, now)
         for op, arg in b.control:
             # metric definitions first: they decide how this batch's rows are kept (rate_limit=False)
             if op == "define":
@@ -284,16 +314,16 @@ class Ingest:
             late = b.late
             normal = None if late is None else ~late
             n_late = 0 if late is None else int(late.sum())
-            allowed = run.allow(b.n - n_late, now, self.cfg.rows_per_s) if b.n > n_late else 0
+            allowed = run.allow(b.n - n_late, paced, self.cfg.rows_per_s) if b.n > n_late else 0
             if allowed < b.n - n_late:
-                self._apply_coalesced(run, b, allowed, now)
+                self._apply_coalesced(run, b, allowed, now, paced)
             else:
                 self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
             for col in b.columns if allowed >= b.n - n_late else ():
                 steps = b.step if col.rows is None else b.step[col.rows]
                 values = col.values
                 if not col.numeric and self.media is not None:
-                    values = self.media.column(r.id, values, now)
+                    values = self.media.column(r.id, values, paced)
                 col_late = None if late is None else (late if col.rows is None else late[col.rows])
                 self._add_column(run, col.key, steps, values, col_late)
                 if col.numeric:
@@ -308,17 +338,17 @@ class Ingest:
             self.counters.add("late_rows", n_late)
             self.counters.add("points", sum(len(c.values) for c in b.columns))
         if b.pending is not None or r.pending is not None:
-            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], now)]
+            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], paced)]
         if b.summary:
             # after the history: byte-less media references in the summary find their files
-            r.summary.update(self._media_map(r.id, b.summary, now))
+            r.summary.update(self._media_map(r.id, b.summary, paced))
         for op, arg in b.control:
             if op != "define":
                 self._control(run, op, arg, now)
         r.updated = now
         pending.runs[r.id] = r
 
-    def _apply_coalesced(self, run: RunState, b: wire.Batch, spans: int, now: float) -> None:
+    def _apply_coalesced(self, run: RunState, b: wire.Batch, spans: int, now: float, paced: float) -> None:
         """Over its row budget: the batch's on-time rows become ``spans`` rows (agent/ratelimit.py).
 
         Each stored row sits at the last step of its span with that step's time, plus ``_first_step``
@@ -346,7 +376,7 @@ class Ingest:
             rows = np.arange(b.n) if col.rows is None else col.rows.astype(np.int64)
             values = col.values
             if not col.numeric and self.media is not None:
-                values = self.media.column(rid, values, now)
+                values = self.media.column(rid, values, paced)
             col_steps = b.step[rows]
             col_late = None if late is None else late[rows]
             if col.numeric:
@@ -466,12 +496,15 @@ class Ingest:
         mono = time.monotonic()
         if mono >= self._next_liveness:
             self._next_liveness = mono + self.cfg.liveness_interval_s
-            for run in self.runs.values():
-                r = run.record
-                if run.running and r.node == self.node and not self.alive(r.pid):
-                    self._crash(run, now, f"pid {r.pid} is gone")
+            for run in list(self.runs.values()):
+                if run.running and self._local(run) and not self.alive(run.record.pid):
+                    self._crash(run, now, f"pid {run.record.pid} is gone")
         for group in self.groups.values():
             group.seal(now, self.cfg, self.pending)
+
+    def _local(self, run: RunState) -> bool:
+        """A run whose process runs on this machine (its pid can be checked here)."""
+        return run.via is None and run.record.node == self.node
 
     def commit_due(self) -> bool:
         """Something waits to be committed and no failed commit asks us to back off."""
@@ -493,12 +526,13 @@ class Ingest:
         try:
             with self.store.transaction() as txn:
                 pending.write(txn)
-                for (gid, key), parts in pending.recompute.items():
-                    steps = np.unique(np.concatenate(parts))
-                    s, ranks, values = txn.rank_values(gid, key, steps)
-                    rows = finalize(reduce_points(s, ranks, values), self.groups[gid].record.world_size)
-                    txn.add_group_rows(gid, key, rows, True)
-                    self.counters.add("group_revisions", len(steps))
+                for revision, todo in ((True, pending.recompute), (False, pending.fresh)):
+                    for (gid, key), parts in todo.items():
+                        steps = np.unique(np.concatenate(parts))
+                        s, ranks, values = txn.rank_values(gid, key, steps)
+                        rows = finalize(reduce_points(s, ranks, values), self.groups[gid].record.world_size)
+                        txn.add_group_rows(gid, key, rows, revision)
+                        self.counters.add("group_revisions" if revision else "group_rows_recomputed", len(steps))
         except Exception as exc:  # StoreError and anything under it: keep the data, retry next turn
             self._commit_failures += 1
             self._commit_retry_at = time.monotonic() + min(2.0, 0.01 * 2 ** min(self._commit_failures, 8))
@@ -517,8 +551,12 @@ class Ingest:
             if ws is not None:
                 ws.stored = max(ws.stored, seq)
             acks.append((peer, wire.pack(wire.ACK, {"w": writer, "s": seq})))
+        self._committed(pending)
         pending.clear()
         return acks
+
+    def _committed(self, pending: PendingWrites) -> None:
+        """Called after a successful commit, before ``pending`` is cleared (a root acknowledges records)."""
 
     def recover(self, now: float | None = None) -> int:
         """After a restart: take back runs left running and reopen their groups' unsealed windows."""
@@ -526,17 +564,19 @@ class Ingest:
         count = 0
         for grecord, record in self.store.open_runs():
             group = self._group_state(grecord, now)
-            run = RunState(record, group, now)
-            self.runs[record.id] = run
-            group.ranks[record.rank] = run
+            self._add_run(RunState(record, group, now))
             count += 1
         for group in self.groups.values():
             for key, rank, steps, values in self.store.unsealed_points(group.record.id, group.record.sealed_through):
                 if len(steps):
-                    group.window.add(key, rank, steps, values, now)
+                    self._reopen(group, key, rank, steps, values, now)
         if count:
             log.info("recovered %d running run(s) in %d group(s)", count, len(self.groups))
         return count
+
+    def _reopen(self, group: GroupState, key: str, rank: int, steps: np.ndarray, values: np.ndarray, now: float) -> None:
+        """Stored points above a group's seal, after a restart: back into its open window."""
+        group.window.add(key, rank, steps, values, now)
 
     def seal_finished(self, now: float) -> None:
         """At shutdown: seal groups whose every rank is done; running groups stay open for the next agent."""
@@ -545,11 +585,9 @@ class Ingest:
                 group.seal(now, self.cfg, self.pending, everything=True)
 
     def idle(self) -> bool:
-        if self.cfg.idle_timeout_s <= 0:
+        if self.cfg.idle_timeout_s <= 0 or time.monotonic() - self.last_message <= self.cfg.idle_timeout_s:
             return False
-        if any(r.running for r in self.runs.values()) or self.pending:
-            return False
-        return time.monotonic() - self.last_message > self.cfg.idle_timeout_s
+        return not self.pending and not any(r.running for r in self.runs.values())
 
     def status(self) -> dict[str, Any]:
         states: dict[str, int] = {}
@@ -564,7 +602,7 @@ class Ingest:
             runs=states,
             groups=len(self.groups),
             writers=len(self.writers),
-            window_bytes=sum(g.window.nbytes for g in self.groups.values()),
+            window_bytes=sum(getattr(g, "nbytes", g.window.nbytes) for g in self.groups.values()),
             pending_points=self.pending.points,
             running=[
                 {

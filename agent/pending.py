@@ -14,6 +14,8 @@ import numpy as np
 
 from agent.store.base import GroupRecord, RunRecord, Txn
 
+LINK_PREFIX = "agent:"  # writer-table name of a node agent's record sequence at a root
+
 
 class PendingWrites:
     def __init__(self) -> None:
@@ -29,9 +31,21 @@ class PendingWrites:
         self.drops: dict[str, int] = {}
         self.acks: dict[str, tuple[bytes, int]] = {}  # writer -> (peer identity, seq)
         self.points = 0
+        # group rows sealed for the first time from stored per-rank values (steps whose partials cannot
+        # be trusted at a root: agent/rootgroups.py), like ``recompute`` but not revisions
+        self.fresh: dict[tuple[int, str], list[np.ndarray]] = {}
+        # at a root: node agent -> last record seq applied (stored in the same transaction)
+        self.links: dict[str, int] = {}
+        # at a node agent: what goes upstream in the next spool record (agent/node.py)
+        self.ops: list[tuple] = []  # ("h", run id, hello body, resumed) | ("b", run id, frame) | ("c", run id, why)
+        self.partials: list[tuple] = []  # (group id, key, ranks, Partial)
+        self.op_bytes = 0
 
     def __bool__(self) -> bool:
-        return bool(self.history or self.group_rows or self.runs or self.groups or self.writers or self.drops)
+        return bool(
+            self.history or self.group_rows or self.runs or self.groups or self.writers or self.drops
+            or self.fresh or self.links or self.ops or self.partials or self.recompute
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -67,5 +81,7 @@ class PendingWrites:
             txn.put_group(group)
         for writer, (run_id, seq) in self.writers.items():
             txn.put_writer(writer, run_id, seq)
+        for agent, seq in self.links.items():  # a root: node agent records applied, with their contents
+            txn.put_writer(LINK_PREFIX + agent, 0, seq)
         for cause, n in self.drops.items():
             txn.count_drop(cause, n)

@@ -38,7 +38,7 @@ class WriterState:
 
 
 class RunState:
-    __slots__ = ("record", "group", "writers", "last_seen", "budget", "_raw_cache")
+    __slots__ = ("record", "group", "writers", "last_seen", "budget", "_raw_cache", "via", "info")
 
     def __init__(self, record: RunRecord, group: "GroupState", now: float):
         self.record = record
@@ -47,6 +47,11 @@ class RunState:
         self.last_seen = now
         self.budget: RowBudget | None = None  # created with the first batch (rate from the run or the agent)
         self._raw_cache: dict[str, bool] = {}
+        # at a root: the node agent that forwards this run (None: a process talking to this agent itself);
+        # kept in the run's meta so that a restarted root knows it too
+        via = record.meta.get("via")
+        self.via: str | None = via if isinstance(via, str) and via else None
+        self.info: dict | None = None  # at a node agent: the run as its HELLO described it (sent upstream)
 
     def allow(self, n: int, now: float, default_rows_per_s: float) -> int:
         """How many stored rows ``n`` committed rows may become under the run's budget (n: no limit)."""

@@ -5,11 +5,14 @@ Records are appended to segment files (``seg-<first seq>.log``); each record is
     magic (4 bytes) | payload length (u32) | crc32 of seq+payload (u32) | seq (u64) | payload
 
 little-endian. Sequence numbers increase by one per record. The active
-segment is fsynced at most every ``fsync_interval_s`` (the documented loss
+segment is fsynced at least every ``fsync_interval_s`` (the documented loss
 window on power failure; a process crash loses nothing that ``append``
-returned for, because the bytes are in the kernel's page cache). Once upstream
-acknowledges "stored through seq N", every segment whose records are all ≤ N
-is deleted whole — no rewriting, no compaction.
+returned for, because the bytes are in the kernel's page cache). Records up
+to ``durable_seq`` are fsynced: only those may be sent upstream, so a power
+failure can lose a record the root never saw, never one it has (its seq would
+be reused and taken for a duplicate). Once upstream acknowledges "stored
+through seq N", the mark N is written and fsynced, then every segment whose
+records are all ≤ N is deleted whole — no rewriting, no compaction.
 
 Recovery on open: a truncated record at the end of the last segment is the
 normal trace of a crash mid-write and is cut off. A record whose checksum is
@@ -18,7 +21,8 @@ renamed to ``*.corrupt`` (quarantined, counted, reported) and never read again,
 so a bad disk block cannot make the agent loop.
 
 Quota: when the spool holds ``quota_bytes``, ``append`` refuses (returns
-False) and counts it as ``quota_full``. The agent then stops acknowledging new
+None) and counts it as ``quota_full`` (an empty spool takes one record of any
+size up to ``MAX_RECORD_BYTES``). The agent then stops acknowledging new
 client batches: clients keep them and retry, so a full spool means
 backpressure, not loss.
 """
@@ -82,6 +86,9 @@ class Spool:
         self.acked_seq = 0
         self.last_seq = 0
         self._recover()
+        self.durable_seq = self.last_seq  # fsynced: what may leave this machine (see ``durable_seq`` below)
+        if self._segments:
+            self._fsync_path(self._segments[-1].path)  # what a crash left in the page cache, on disk now
 
     def __repr__(self) -> str:
         return (
@@ -168,7 +175,8 @@ class Spool:
         if len(payload) > MAX_RECORD_BYTES:
             raise ValueError(f"spool record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
         size = _HEADER.size + len(payload)
-        if self.nbytes + size > self.quota_bytes:
+        # a record bigger than the whole quota still goes into an empty spool: refused, it could never pass
+        if self.nbytes + size > self.quota_bytes and self.nbytes:
             self.counters.quota_full += 1
             return None
         seq = self.last_seq + 1
@@ -202,6 +210,8 @@ class Spool:
                 self.counters.fsyncs += 1
             self._fh.close()
             self._fh = None
+            if fsync or not self._dirty:
+                self.durable_seq = self.last_seq
             self._dirty = False
 
     def maybe_fsync(self, force: bool = False) -> None:
@@ -211,6 +221,21 @@ class Spool:
             self._dirty = False
             self._last_fsync = now
             self.counters.fsyncs += 1
+        if not self._dirty:
+            self.durable_seq = self.last_seq
+
+    @staticmethod
+    def _fsync_path(path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def ack(self, seq: int) -> None:
         """Upstream stored everything through ``seq``: delete the segments it covers entirely."""
@@ -219,6 +244,15 @@ class Spool:
         seq = min(seq, self.last_seq)
         self.counters.acked += seq - self.acked_seq
         self.acked_seq = seq
+        # the mark first, on disk, then the deletions: after a power failure the spool never forgets how far
+        # its seqs went (a reused seq would be taken for a duplicate upstream)
+        tmp = self.dir / "acked.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(self.acked_seq))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / "acked")
+        self._fsync_path(self.dir)
         keep = []
         for seg in self._segments:
             active = seg is self._segments[-1] and self._fh is not None
@@ -234,9 +268,6 @@ class Spool:
             self._segments[-1].path.unlink(missing_ok=True)
             self._segments.pop()
             self.counters.segments_deleted += 1
-        tmp = self.dir / "acked.tmp"
-        tmp.write_text(str(self.acked_seq))
-        os.replace(tmp, self.dir / "acked")
 
     def replay(self, after_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Records with seq > ``after_seq`` (default: the acknowledged seq), in order, read from disk."""

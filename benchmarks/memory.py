@@ -50,7 +50,10 @@ def client_rss(args: dict, barrier: Any) -> dict:
     run.finish()
     out["after_finish_mb"] = rss_bytes() * mb
     peak = peak_rss_bytes()
-    out["peak_mb"] = None if peak is None else peak * mb
+    # VmHWM and statm come from counters the kernel updates at different moments
+    # (per-CPU RSS batching), so VmHWM can lag a statm sample by a few pages.
+    sampled = max(v for k, v in out.items() if k.endswith("_mb"))
+    out["peak_mb"] = None if peak is None else max(peak * mb, sampled)
     out["rows_logged"] = n
     return out
 

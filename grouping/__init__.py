@@ -4,12 +4,14 @@
 numpy, so both the node agent and the root use the same rules and they can be tested
 exhaustively. :mod:`grouping.reducers` defines the mergeable per-step state
 (:class:`Partial`) and how it is built, merged and finalised into a group row;
-:mod:`grouping.window` holds a group's open points until the agent seals a prefix of steps.
+:mod:`grouping.window` holds a group's open points until the agent seals a prefix of steps;
+:mod:`grouping.partial_window` holds the root's open node partials the same way.
 """
 
 from __future__ import annotations
 
 from .errors import GroupingError
+from .partial_window import PartialWindow
 from .reducers import FINAL_FIELDS, Partial, finalize, merge, merge_all, reduce_points
 from .window import GroupWindow
 
@@ -18,6 +20,7 @@ __all__ = [
     "GroupWindow",
     "GroupingError",
     "Partial",
+    "PartialWindow",
     "finalize",
     "merge",
     "merge_all",

@@ -2,9 +2,11 @@
 
     rankwise runs [GROUP]        groups, newest first (or the runs of GROUP)
     rankwise show [GROUP]        per-key table over ranks: final mean/min/max and which rank
-    rankwise status              the node agent: runs, rows, window bytes, drops by cause
+    rankwise status              the node agent: runs, rows, window bytes, drops by cause; per upstream:
+                                 lag, spool bytes, retries, drops (a root: its node agents)
     rankwise agent [...]         run the agent in the foreground (systemd, SLURM prolog)
     rankwise agent stop          stop the running agent cleanly
+    rankwise keygen NAME         CurveZMQ keys for a root or node agent (docs/multinode.md)
     rankwise demo                simulated 8-rank training job, then its group view
     rankwise ui                  web UI over the store: charts of every group, live (127.0.0.1:8765)
     rankwise tail [GROUP]        latest group row of every key, refreshed until the group finishes
@@ -158,24 +160,72 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=1, default=str))
         return 0
     c = reply.get("counters", {})
-    print(f"agent pid {reply['pid']} on {reply['node']}, up {duration(reply['uptime_s'])}, store {reply['store']}")
+    role = {"node": "node agent", "root": "root agent"}.get(reply.get("role", ""), "agent")
+    up = reply.get("upstream")
+    where = f"forwarding to {up['endpoint']} as {up['agent_id']}" if up else f"store {reply['store']}"
+    print(f"{role} pid {reply['pid']} on {reply['node']}, up {duration(reply['uptime_s'])}, {where}")
     runs = reply.get("runs", {})
     print("runs: " + (", ".join(f"{v} {k}" for k, v in sorted(runs.items())) or "none"))
+    kept = (
+        f"spooled {c.get('records', 0)} records ({_bytes(c.get('record_bytes', 0))}) for the root"
+        if up else f"stored {c.get('stored_points', 0)} points in {c.get('commits', 0)} commits"
+    )  # fmt: skip
     print(
         f"received: {c.get('batches', 0)} batches, {c.get('rows', 0)} rows, {c.get('points', 0)} points "
-        f"({c.get('late_rows', 0)} late rows); stored {c.get('stored_points', 0)} points in {c.get('commits', 0)} commits"
+        f"({c.get('late_rows', 0)} late rows); {kept}"
     )
     print(f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points")
     malformed = reply.get("malformed", {})
     drops = reply.get("drops", {})
     print("malformed frames: " + (", ".join(f"{v} {k}" for k, v in malformed.items()) or "0"))
     print("drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0"))
+    _print_links(reply)
     running = reply.get("running", [])
     if running:
         print()
         rows = [[r["project"], r["group"], r["name"], r["pid"], r["step"], r["rows"], f"{r['lag_s']:.1f}s"] for r in running]
         print(table(["project", "group", "run", "pid", "step", "rows", "last heard"], rows))
     return 0
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _print_links(reply: dict) -> None:
+    """A node agent: its upstream (lag, spool, retries, drops). A root: the node agents it hears from."""
+    up = reply.get("upstream")
+    if up:
+        state = "connected" if up.get("connected") else "NOT connected (the spool keeps everything)"
+        print(
+            f"upstream {up['endpoint']} ({state}): lag {up['lag_s']:.1f}s, {up['unacked_records']} record(s) "
+            f"unacknowledged, spool {_bytes(up['spool_bytes'])} of {_bytes(up['spool_quota_bytes'])}, "
+            f"{up['retries']} retries, {up['resent_records']} records resent"
+        )
+        drops = dict(up.get("drops") or {})
+        held = reply.get("counters", {}).get("deferred_spool_full", 0)
+        print(
+            "upstream drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0")
+            + (f"; {held} client batches held back while the spool was full" if held else "")
+        )  # fmt: skip
+        for q in up.get("quarantined") or []:
+            print(f"  quarantined spool segment: {q}")
+    links = reply.get("links")
+    if links is not None:
+        listen = reply.get("listen") or {}
+        refused = listen.get("refused") or {}
+        print(
+            f"node agents on {listen.get('endpoint', '?')} ({'Curve' if listen.get('curve') else 'no Curve'}): "
+            f"{len(links)}; refused connections: " + (", ".join(f"{v} {k}" for k, v in refused.items()) or "0")
+        )
+        if links:
+            rows = [[lk["agent"], lk["node"], lk["applied"], lk["stored"], lk["lost_records"],
+                     "-" if lk["last_heard_s"] is None else f"{lk['last_heard_s']:.1f}s"] for lk in links]  # fmt: skip
+            print(table(["node agent", "node", "records applied", "stored", "lost", "last heard"], rows))
 
 
 def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
@@ -200,6 +250,18 @@ def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.daemon import main as agent_main
 
     return agent_main(rest)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from agent.keys import keygen
+
+    public, secret = keygen(args.dir, args.name)
+    print(f"public key {public}\nsecret key {secret} (keep it private: mode 0600)")
+    print(
+        "root:  rankwise agent --listen tcp://0.0.0.0:PORT --curve-secret ROOT.key_secret --allow DIR_OF_NODE_KEYS\n"
+        "node:  RANKWISE_UPSTREAM=tcp://ROOT:PORT RANKWISE_CURVE_SECRET=NODE.key_secret RANKWISE_ROOT_KEY=ROOT.key"
+    )
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -250,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the agent (default 2)")
     sp.add_argument("--json", action="store_true")
     sub.add_parser("agent", help="run the node agent in the foreground; 'rankwise agent stop' stops it", add_help=False)
+    sp = sub.add_parser("keygen", help="create a CurveZMQ key pair (NAME.key, NAME.key_secret) for root and node agents")
+    sp.add_argument("name", help="key name, e.g. root or the node's host name")
+    sp.add_argument("--dir", default=".", help="where to write the two files (default: current directory)")
     sp = sub.add_parser("demo", help="simulated 8-rank data-parallel training job, then its group view")
     sp.add_argument("--ranks", type=int, default=8)
     sp.add_argument("--steps", type=int, default=300)
@@ -301,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_agent(args, rest)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "keygen":
+            return cmd_keygen(args)
         if args.command == "ui":
             return cmd_ui(args)
         if args.command == "tail":

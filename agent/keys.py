@@ -1,0 +1,194 @@
+"""CurveZMQ between node agents and the root: keys, the root's allow-list, and who was refused.
+
+``rankwise keygen NAME`` writes ``NAME.key`` (public) and ``NAME.key_secret``
+(public + secret, mode 0600) with :func:`zmq.auth.create_certificates`. The
+root runs with its secret (``--curve-secret root.key_secret``) and a directory
+of the public keys of the nodes it accepts (``--allow DIR``: copy each node's
+``NAME.key`` there); a node runs with its own secret and the root's public key
+(``--curve-secret node.key_secret --root-key root.key``). Traffic is encrypted
+and authenticated both ways.
+
+No key, no entry: the root answers ZeroMQ's authentication requests (ZAP)
+itself, in its loop, allowing only CURVE handshakes whose client key is in the
+allow-list (re-read when the directory changes, so adding a node needs no
+restart). A peer without Curve fails the handshake before ZAP is asked; a
+socket monitor counts those. Both are in ``rankwise status`` (``refused``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from client.errors import InvalidArgumentError
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_DOMAIN = "rankwise"
+
+
+def keygen(directory: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Create ``NAME.key`` and ``NAME.key_secret`` in ``directory``; refuses to overwrite."""
+    import zmq.auth
+
+    d = Path(directory).expanduser()
+    d.mkdir(parents=True, exist_ok=True)
+    for suffix in (".key", ".key_secret"):
+        if (d / (name + suffix)).exists():
+            raise InvalidArgumentError(f"{d / (name + suffix)} exists; pick another name or remove it first")
+    public, secret = zmq.auth.create_certificates(str(d), name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
+
+
+def load_secret(path: str | os.PathLike, what: str = "--curve-secret") -> tuple[bytes, bytes]:
+    """(public, secret) from a ``.key_secret`` file."""
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(os.path.expanduser(str(path)))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"{what} {path}: cannot read a Curve key ({exc}); create one with rankwise keygen") from None
+    if not secret:
+        raise InvalidArgumentError(f"{what} {path} holds only a public key; pass the .key_secret file")
+    return public, secret
+
+
+def load_public(path: str | os.PathLike, what: str = "--root-key") -> bytes:
+    import zmq.auth
+
+    try:
+        public, _ = zmq.auth.load_certificate(os.path.expanduser(str(path)))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"{what} {path}: cannot read a Curve public key ({exc})") from None
+    return public
+
+
+class AllowList:
+    """Public keys (z85) of the ``*.key`` files in a directory, re-read when the directory changes."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory).expanduser()
+        if not self.dir.is_dir():
+            raise InvalidArgumentError(f"--allow {self.dir} is not a directory of node public keys (*.key)")
+        self._mtime = -1.0
+        self.keys: set[bytes] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        import zmq.auth
+
+        try:
+            mtime = self.dir.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        keys = set()
+        for path in self.dir.glob("*.key"):
+            try:
+                public, _ = zmq.auth.load_certificate(str(path))
+            except (OSError, ValueError):
+                continue
+            keys.add(public)
+        self.keys = keys
+
+    def __contains__(self, key: bytes) -> bool:
+        self.refresh()
+        return key in self.keys
+
+    def __repr__(self) -> str:
+        return f"<AllowList {self.dir} keys={len(self.keys)}>"
+
+
+class ZapHandler:
+    """Answers ZAP requests on the agent's own context, from the agent's loop (no thread)."""
+
+    def __init__(self, ctx: Any, allow: AllowList):
+        import zmq
+
+        self.allow = allow
+        self.sock = ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(ZAP_ENDPOINT)
+        self.allowed = 0
+        self.refused = 0
+
+    def __repr__(self) -> str:
+        return f"<ZapHandler {self.allow!r} allowed={self.allowed} refused={self.refused}>"
+
+    def handle(self) -> None:
+        import zmq
+        from zmq.utils import z85
+
+        while True:
+            try:
+                msg = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            version, request_id = (msg + [b"", b""])[:2]
+            ok = False
+            user = b""
+            if len(msg) >= 7 and msg[5] == b"CURVE" and len(msg[6]) == 32:
+                key = z85.encode(msg[6])
+                ok = key in self.allow
+                user = key
+            if ok:
+                self.allowed += 1
+            else:
+                self.refused += 1
+            status = (b"200", b"OK") if ok else (b"400", b"not on the allow-list")
+            self.sock.send_multipart([b"1.0", request_id, *status, user, b""])
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def curve_server(sock: Any, public: bytes, secret: bytes) -> None:
+    import zmq
+
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+
+
+def curve_client(sock: Any, public: bytes, secret: bytes, server: bytes) -> None:
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = server
+
+
+class HandshakeMonitor:
+    """Counts failed handshakes on a listening socket (peers without Curve, or with a bad key)."""
+
+    def __init__(self, sock: Any):
+        import zmq
+
+        events = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        self.sock = sock.get_monitor_socket(events)
+        self.failed: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<HandshakeMonitor failed={self.failed}>"
+
+    def handle(self) -> None:
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        names = {
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake",
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
+        }
+        while True:
+            try:
+                event = recv_monitor_message(self.sock, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            cause = names.get(event.get("event"), "other")
+            self.failed[cause] = self.failed.get(cause, 0) + 1
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

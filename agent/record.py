@@ -1,0 +1,175 @@
+"""One spool record: what a node agent's commit sends to the root.
+
+A node agent runs the same ingest as a single agent (validation, per-writer
+de-duplication, step state, group windows), but instead of a store transaction
+each of its commits appends one record to its spool, and the root applies the
+record in one transaction of its own. A record holds, in the order they
+happened at the node:
+
+* ops: ``["h", run, hello]`` a writer said HELLO (the client's HELLO body, and
+  whether the node resumed the run), ``["b", run, frame]`` a client batch exactly
+  as the client sent it (writer id and seq inside, so the root de-duplicates per
+  writer; media bytes inside, so they reach the root's media store),
+  ``["c", run, why]`` the node saw the run's process vanish;
+* ``late``: ``[group, key, steps]`` points the node received for steps it had
+  already sealed (the root recomputes those rows);
+* ``parts``: ``[group, key, ranks, partial]`` what the node sealed, as
+  :class:`grouping.Partial` arrays over the ranks it serves;
+* ``marks``: ``[group, watermark]`` how far the node has sealed each group.
+
+``run`` and ``group`` index tables in the record (``runs``: the HELLO's run
+fields plus pid; ``groups``: project, name, world size), so each entry names
+its run without repeating it and the root can resolve or register it even if
+it never saw the HELLO (a root whose store was replaced). Arrays travel as
+little-endian bytes. :func:`decode` validates everything and raises
+:class:`ProtocolError`: a record is data from the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from client.errors import ProtocolError
+from grouping import GroupingError, Partial
+
+VERSION = 1
+_INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank"})
+_RUN_TYPES = {"project": str, "group": str, "name": str, "rank": int, "world_size": int, "local_rank": int,
+              "node": str, "pid": int}  # fmt: skip
+MAX_NAME = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    instance: str  # the node agent process that wrote it (a restart changes it)
+    node: str
+    t: float
+    runs: list[dict]
+    groups: list[tuple[str, str, int]]
+    ops: list[tuple[str, int, Any]]
+    late: list[tuple[int, str, np.ndarray]]
+    parts: list[tuple[int, str, np.ndarray, Partial]]
+    marks: list[tuple[int, int]]
+
+
+def _i8(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a, dtype="<i8").tobytes()
+
+
+def encode(instance: str, node: str, t: float, runs: list[dict], groups: list[tuple[str, str, int]],
+           ops: list[list], late: list[tuple[int, str, np.ndarray]],
+           parts: list[tuple[int, str, np.ndarray, Partial]], marks: list[tuple[int, int]]) -> bytes:  # fmt: skip
+    body = {
+        "v": VERSION,
+        "i": instance,
+        "node": node,
+        "t": float(t),
+        "runs": runs,
+        "groups": [list(g) for g in groups],
+        "ops": ops,
+        "late": [[g, k, _i8(steps)] for g, k, steps in late],
+        "parts": [
+            [g, k, _i8(ranks), {f: np.ascontiguousarray(getattr(p, f), dtype="<i8" if f in _INT_FIELDS else "<f8")
+                                .tobytes() for f in Partial.FIELDS}]
+            for g, k, ranks, p in parts
+        ],  # fmt: skip
+        "marks": [list(m) for m in marks],
+    }
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ProtocolError(f"record: {what}")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < (1 << 63)
+
+
+def _steps(raw: Any, what: str) -> np.ndarray:
+    _need(isinstance(raw, bytes) and len(raw) % 8 == 0, f"{what} must be int64 bytes")
+    return np.frombuffer(raw, "<i8")
+
+
+def _partial(raw: Any) -> Partial:
+    _need(isinstance(raw, dict) and set(raw) == set(Partial.FIELDS), "partial fields")
+    n = None
+    arrays = {}
+    for f in Partial.FIELDS:
+        b = raw[f]
+        _need(isinstance(b, bytes) and len(b) % 8 == 0, f"partial field {f}")
+        arrays[f] = np.frombuffer(b, "<i8" if f in _INT_FIELDS else "<f8")
+        n = len(arrays[f]) if n is None else n
+        _need(len(arrays[f]) == n, "partial fields differ in length")
+    try:
+        return Partial.from_dict(arrays)
+    except GroupingError as exc:
+        raise ProtocolError(f"record: partial: {exc}") from None
+
+
+def _run_info(raw: Any) -> dict:
+    _need(isinstance(raw, dict), "run entry is not a map")
+    for key, typ in _RUN_TYPES.items():
+        v = raw.get(key)
+        _need(isinstance(v, typ) and not isinstance(v, bool), f"run field {key!r}")
+        _need(not isinstance(v, str) or 0 < len(v) <= MAX_NAME, f"run field {key!r} length")
+    _need(1 <= raw["world_size"] <= (1 << 20) and 0 <= raw["rank"] < raw["world_size"], "run rank/world_size")
+    _need(0 <= raw["pid"] < (1 << 31) and 0 <= raw["local_rank"] < (1 << 31), "run pid/local_rank")
+    return raw
+
+
+def decode(payload: bytes) -> Record:
+    """A validated record; ProtocolError when anything is malformed."""
+    try:
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:
+        raise ProtocolError(f"record undecodable: {type(exc).__name__}") from None
+    _need(isinstance(body, dict) and body.get("v") == VERSION, "not a version-1 record")
+    instance, node, t = body.get("i"), body.get("node"), body.get("t")
+    _need(isinstance(instance, str) and isinstance(node, str) and isinstance(t, float), "header")
+    runs = body.get("runs")
+    _need(isinstance(runs, list), "runs")
+    runs = [_run_info(r) for r in runs]
+    groups = body.get("groups")
+    _need(isinstance(groups, list), "groups")
+    gtable = []
+    for g in groups:
+        _need(isinstance(g, list) and len(g) == 3 and isinstance(g[0], str) and isinstance(g[1], str)
+              and _int(g[2]) and 1 <= g[2] <= (1 << 20), "group entry")  # fmt: skip
+        gtable.append((g[0], g[1], g[2]))
+    ops = []
+    raw_ops = body.get("ops")
+    _need(isinstance(raw_ops, list), "ops")
+    for op in raw_ops:
+        _need(isinstance(op, list) and len(op) >= 3 and op[0] in ("h", "b", "c"), "op shape")
+        _need(_int(op[1]) and 0 <= op[1] < len(runs), "op run index")
+        if op[0] == "h":
+            _need(len(op) == 4 and isinstance(op[2], dict) and isinstance(op[3], bool), "hello op")
+            ops.append(("h", op[1], (op[2], op[3])))
+        elif op[0] == "b":
+            _need(isinstance(op[2], bytes), "batch op")
+            ops.append(("b", op[1], op[2]))
+        else:
+            _need(isinstance(op[2], str), "crash op")
+            ops.append(("c", op[1], op[2][:200]))
+    late = []
+    for e in body.get("late") or []:
+        _need(isinstance(e, list) and len(e) == 3 and _int(e[0]) and 0 <= e[0] < len(gtable)
+              and isinstance(e[1], str) and e[1], "late entry")  # fmt: skip
+        late.append((e[0], e[1], _steps(e[2], "late steps")))
+    parts = []
+    for e in body.get("parts") or []:
+        _need(isinstance(e, list) and len(e) == 4 and _int(e[0]) and 0 <= e[0] < len(gtable)
+              and isinstance(e[1], str) and e[1], "partial entry")  # fmt: skip
+        parts.append((e[0], e[1], _steps(e[2], "partial ranks"), _partial(e[3])))
+    marks = []
+    for e in body.get("marks") or []:
+        _need(isinstance(e, list) and len(e) == 2 and _int(e[0]) and 0 <= e[0] < len(gtable) and _int(e[1]),
+              "watermark entry")  # fmt: skip
+        marks.append((e[0], e[1]))
+    return Record(instance, node, t, runs, gtable, ops, late, parts, marks)
