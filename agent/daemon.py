@@ -218,7 +218,7 @@ class Agent:
             for reply in ingest.commit(now, force=True):
                 self._send(reply)
             if self.link is not None:
-                self.link.flush()
+                self.link.flush(force=True)
             if self.upstream is not None:
                 from agent.roles import flush_upstream
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from agent import record
+from agent.errors import StoreError
 from agent.ingest import Ingest, _check_batch
 from agent.rootgroups import RootGroupState
 from agent.runs import RunState, WriterState
@@ -68,6 +69,7 @@ class RootIngest(Ingest):
         self._reader: Any = None
         self._told: set[tuple[str, str | None, int]] = set()  # (node agent, its instance, group) told "complete"
         self.link_status: Any = None  # RootLink.status, set by the daemon
+        self._next_sync = 0.0  # monotonic: when the store may be fsynced again for the held link_acks
 
     # ------------------------------------------------------------ lookups
 
@@ -259,6 +261,29 @@ class RootIngest(Ingest):
             link = self.links.get(agent)
             if link is not None and link.peer:
                 self.link_acks.append((link.peer, record_ack(link.stored, done.get(agent, []))))
+
+    def durable_link_acks(self, force: bool = False) -> list[tuple[bytes, bytes]]:
+        """The acknowledgements to node agents, once what they acknowledge survives a power failure.
+
+        A node deletes what the root acknowledged, so an ack must not run ahead of the disk: the
+        store is fsynced at most every ``spool_fsync_s`` (the nodes' own power-loss window) and the
+        acks held until then go out after it. A sync that fails keeps them held (the nodes keep
+        their spools and resend; nothing is lost, the error is counted)."""
+        if not self.link_acks:
+            return []
+        mono = time.monotonic()
+        if not force and mono < self._next_sync:
+            return []
+        self._next_sync = mono + self.cfg.spool_fsync_s
+        try:
+            self.store.sync()
+        except StoreError as exc:
+            self.counters.add("store_sync_errors")
+            log.error("cannot fsync the store; node agents keep their records: %s", exc)
+            return []
+        self.counters.add("store_syncs")
+        acks, self.link_acks = self.link_acks, []
+        return acks
 
     def _reopen(self, group: Any, key: str, rank: int, steps: np.ndarray, values: np.ndarray, now: float) -> None:
         # the partials this root had merged but not sealed died with it: these steps are recomputed

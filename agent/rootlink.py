@@ -185,10 +185,9 @@ class RootLink:
         log.error("record %d of node agent %s cannot be applied (%s); kept in %s", seq, link.agent, exc,
                   directory / name, exc_info=not isinstance(exc, ProtocolError))  # fmt: skip
 
-    def flush(self) -> None:
-        """Acknowledge what the last commit stored."""
-        acks, self.ingest.link_acks = self.ingest.link_acks, []
-        for peer, frame in acks:
+    def flush(self, force: bool = False) -> None:
+        """Acknowledge what the commits stored, once it is on disk (RootIngest.durable_link_acks)."""
+        for peer, frame in self.ingest.durable_link_acks(force):
             self.send(peer, frame)
 
     def send(self, peer: bytes, frame: bytes) -> None:

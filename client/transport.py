@@ -54,7 +54,7 @@ import os
 import struct
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import zmq
 

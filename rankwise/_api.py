@@ -76,7 +76,7 @@ class Api:
     """Read access to groups, runs, summaries, configs and full-resolution history."""
 
     def __init__(self, path: str | os.PathLike | None = None):
-        from agent.store.sqlite import SQLiteReader
+        from agent.store.sqlite_reader import SQLiteReader
 
         self.path = _store_path(path)
         try:

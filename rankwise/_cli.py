@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from client.errors import Error
-from rankwise._table import ago, duration, fmt, sparkline, table
+from rankwise._table import ago, duration, sparkline, table
 
 
 def _api(args: argparse.Namespace) -> Any:

@@ -2,6 +2,7 @@
 
 from agent.store.base import GROUP_FIELDS, GroupRecord, Reader, RunRecord, Store, Txn
 from agent.store.memory import MemoryStore
-from agent.store.sqlite import SQLiteReader, SQLiteStore
+from agent.store.sqlite import SQLiteStore
+from agent.store.sqlite_reader import SQLiteReader
 
 __all__ = ["GROUP_FIELDS", "GroupRecord", "MemoryStore", "Reader", "RunRecord", "SQLiteReader", "SQLiteStore", "Store", "Txn"]

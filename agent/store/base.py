@@ -126,6 +126,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def reader(self) -> "Reader": ...
 
+    def sync(self) -> None:
+        """Make every committed transaction survive a power failure (a root calls it before it
+        acknowledges records to node agents, which then delete them). No-op where there is no disk."""
+
     def close(self) -> None:
         pass
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, last_wins, merge_since
-from agent.store.sqlite import SQLiteReader
+from agent.store.sqlite_reader import SQLiteReader
 from rankwise._api import Api, Group, NotFound
 from rankwise._ui import series as S
 

@@ -208,9 +208,10 @@ def test_media_path_refuses_what_is_not_a_reference(tmp_path):
 def test_media_reads_decode_only_the_chunks_asked_for(tmp_path, monkeypatch):
     """A run with 50 stored chunks of 10 steps: the steps are listed without decoding any value, one step
     decodes one chunk, a range of 20 steps two."""
-    from agent.store import sqlite as sq
+    from agent.store import sqlite_reader as sq
+    from agent.store.sqlite import SQLiteStore
 
-    store = sq.SQLiteStore(tmp_path / "store.sqlite")
+    store = SQLiteStore(tmp_path / "store.sqlite")
     info = {"name": "rank-0", "run_key": "k0", "rank": 0, "local_rank": 0, "node": "n", "pid": 1}
     g, r, _ = store.register("p", "g", 1, info, 1.0)
     ref = lambda s: {"_type": "image", "format": "png", "sha256": f"{s:064x}", "size": 1, "caption": str(s)}  # noqa: E731
@@ -221,8 +222,8 @@ def test_media_reads_decode_only_the_chunks_asked_for(tmp_path, monkeypatch):
             txn.add_history(r.id, "loss", steps, steps.astype(np.float64), False)
     store.close()
     decoded = []
-    real = sq._decode_values
-    monkeypatch.setattr(sq, "_decode_values", lambda enc, blob: decoded.append(enc) or real(enc, blob))
+    real = sq.decode_values
+    monkeypatch.setattr(sq, "decode_values", lambda enc, blob: decoded.append(enc) or real(enc, blob))
     api = rankwise.Api(tmp_path)
     grp = api.group("p", "g")
     assert grp.media_steps("img")[0].tolist() == list(range(500)) and decoded == []

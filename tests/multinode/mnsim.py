@@ -134,7 +134,7 @@ class Sim:
         """Root tick + commit, then the acknowledgements (and 'group complete' hints) back to the nodes."""
         self.root.tick(self.now)
         self.root.commit(self.now)
-        acks, self.root.link_acks = self.root.link_acks, []
+        acks = self.root.durable_link_acks(force=True)
         by_peer = {n.link.peer: n for n in self.nodes}
         for peer, frame in acks:
             node = by_peer[peer]

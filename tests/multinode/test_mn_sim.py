@@ -351,3 +351,41 @@ def test_backlog_after_an_outage_is_paced_by_its_own_times(tmp_path):
     assert np.array_equal(steps, np.arange(100)) and np.array_equal(values, np.arange(100.0))
     spans = reader.run_spans(fast_run.id)["x"]
     assert fast_run.rows == 100 and int(spans["count"].sum()) == 100 and len(spans["count"]) < 100
+
+
+def test_node_agents_are_acknowledged_only_after_the_root_fsynced(tmp_path, monkeypatch):
+    """A node agent deletes what the root acknowledged, so an acknowledgement must follow an fsync of the
+    root's store: the ack a commit made true goes out right after one fsync of store's WAL (and, the first
+    time, its directory); within RANKWISE_SPOOL_FSYNC of that sync the next ack is held, with no fsync,
+    until the interval passes (here: forced, as at shutdown); then one more fsync, and the ack says
+    "stored through 2"."""
+    import os
+
+    from agent import linkwire
+
+    sim = Sim(tmp_path, nodes=1, spool_fsync_s=3600.0)
+    node = sim.nodes[0]
+    wal = str(sim.store.path) + "-wal"
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+
+    def forward(steps):
+        c.log(steps, np.asarray(steps, float))
+        node.turn()
+        sim.carry(node)
+        sim.root.commit(sim.now)
+        synced.clear()  # the node's spool fsyncs too: count only the root's
+
+    c = Client(node, 0, 1)
+    forward([0, 1, 2])
+    assert sim.root.link_acks
+    acks = sim.root.durable_link_acks()
+    assert synced == [wal, str(tmp_path)] and sim.root.link_acks == []
+    assert [linkwire.unpack(frame)[1]["s"] for _, frame in acks] == [1]
+
+    forward([3])
+    assert sim.root.durable_link_acks() == [] and synced == [] and len(sim.root.link_acks) == 1
+    acks = sim.root.durable_link_acks(force=True)
+    assert synced == [wal] and [linkwire.unpack(frame)[1]["s"] for _, frame in acks] == [2]
+    assert sim.root.counters.values["store_syncs"] == 2
