@@ -9,7 +9,8 @@ The scheme mirrors client → agent delivery (client/transport.py), with spool
 records in place of batches:
 
 ``nhello``   node → root  ``{a: agent id, i: instance, n: node name, h: n}``
-``nwelcome`` root → node  ``{h, next: the record seq the root expects, root: its instance}``
+``nwelcome`` root → node  ``{h, next: the record seq the root expects, acked: stored and fsynced
+             through (the node may delete that much), root: its instance}``
 ``rec``      node → root  ``{s: seq, p: prev, d: record bytes}``; ``p`` is the seq of the
              node's previous record (``s - 1`` unless records in between were lost to a
              corrupt, quarantined spool segment: the root then counts them as lost)

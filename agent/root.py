@@ -43,6 +43,7 @@ class Link:
     agent: str
     applied: int  # last record seq folded into memory
     stored: int  # last record seq committed
+    synced: int = 0  # last record seq committed and fsynced: what the node may delete (acknowledged)
     peer: bytes = b""
     instance: str | None = None
     node: str = ""
@@ -54,7 +55,7 @@ class Link:
 
     def summary(self) -> dict[str, Any]:
         return {"agent": self.agent, "node": self.node, "instance": self.instance, "applied": self.applied,
-                "stored": self.stored, "records": self.records, "lost_records": self.lost,
+                "stored": self.stored, "synced": self.synced, "records": self.records, "lost_records": self.lost,
                 "last_heard_s": max(0.0, time.monotonic() - self.heard) if self.heard else None}  # fmt: skip
 
 
@@ -282,6 +283,8 @@ class RootIngest(Ingest):
             log.error("cannot fsync the store; node agents keep their records: %s", exc)
             return []
         self.counters.add("store_syncs")
+        for link in self.links.values():  # every commit so far is on disk now
+            link.synced = link.stored
         acks, self.link_acks = self.link_acks, []
         return acks
 

@@ -114,13 +114,15 @@ class RootLink:
             link = ingest.links.get(agent)
             if link is None:
                 seq = ingest.store.writer_seq(LINK_PREFIX + agent)
-                link = ingest.links[agent] = Link(agent, seq, seq)
+                link = ingest.links[agent] = Link(agent, seq, seq, synced=seq)
                 log.info("node agent %s (%s) connected", agent, body.get("n"))
             link.peer = peer
             link.heard = time.monotonic()
             self._by_peer[peer] = agent
             ingest.counters.add("link_hellos")
-            welcome = {"next": link.applied + 1, "root": ingest.instance}
+            # "next" lets the node go on sending after what this root applied; only "acked" (committed and
+            # fsynced) may be deleted from its spool: applied records die with the root if it dies now
+            welcome = {"next": link.applied + 1, "acked": link.synced, "root": ingest.instance}
             if isinstance(body.get("h"), int):
                 welcome["h"] = body["h"]
             return [lw.pack(lw.NWELCOME, welcome)]
@@ -149,7 +151,7 @@ class RootLink:
         payload = lw.need(body, "d", bytes)
         if seq <= link.applied:
             ingest.counters.add("duplicate_records")
-            return [ingest_ack(link)] if seq <= link.stored else []
+            return [ingest_ack(link)] if seq <= link.synced else []  # else its ack is held for the fsync
         if prev > link.applied or prev >= seq:
             ingest.counters.add("record_gaps")
             return [lw.pack(lw.RNACK, {"expect": link.applied + 1})]
@@ -218,4 +220,4 @@ class RootLink:
 def ingest_ack(link: Link) -> bytes:
     from agent.root import record_ack
 
-    return record_ack(link.stored, [])
+    return record_ack(link.synced, [])

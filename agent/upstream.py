@@ -5,13 +5,16 @@ spool in place of the in-memory unacknowledged batches:
 
 * a DEALER socket with ``ZMQ_IMMEDIATE`` (nothing queued for a root that is not
   there), ``ZMQ_MAXMSGSIZE``, CurveZMQ when keys are configured;
-* ``nhello`` → ``nwelcome {next}``: the root says which record it expects (it
-  stores the last record seq it applied in the same transaction as the record's
-  data); everything before it is deleted from the spool, sending resumes there.
+* ``nhello`` → ``nwelcome {next, acked}``: the root says which record it expects
+  (the one after the last it applied) and through which one it has committed and
+  fsynced (it stores the last record seq in the same transaction as the record's
+  data). Sending resumes at ``next``; only records through ``acked`` are deleted
+  from the spool: what was applied but not yet durable dies with a root killed
+  now, and the next root's ``next`` rewinds to it.
   Every ``nhello`` carries a number the ``nwelcome`` echoes, so only the answer to
   the latest one counts;
 * records are sent in seq order while the bytes in flight stay under a window;
-  ``rack {s}`` (sent after the root's commit) deletes whole spool segments
+  ``rack {s}`` (sent after the root's commit and fsync) deletes whole spool segments
   through ``s``; ``rnack {expect}`` (a gap: frames lost with a connection)
   rewinds, at most once per retry period;
 * no acknowledgement for ``retry_after_s`` while records are in flight (or no
@@ -143,9 +146,12 @@ class Upstream:
             if body.get("h") != self._hello_n:
                 return  # the answer to an older HELLO
             expect = lw.seq_field(body, "next", 1)
+            # records the root applied but has not yet made durable are not resent, and not deleted either:
+            # if the root dies before its commit and fsync, the next root's "next" rewinds to them
+            acked = min(lw.seq_field(body, "acked"), expect - 1)
             self.root = body.get("root") if isinstance(body.get("root"), str) else None
-            if expect - 1 > self.spool.acked_seq:
-                self._ack_spool(expect - 1)
+            if acked > self.spool.acked_seq:
+                self._ack_spool(acked)
             self._inflight.clear()
             self._inflight_bytes = 0
             self._rewind(max(expect, self.spool.acked_seq + 1), expect - 1)

@@ -40,8 +40,10 @@ for s in range(start, steps):
         sys.exit(1)                              # torchrun stops the others and restarts everyone
     if attempt == 0 and fail_at >= 0 and rank != 1 and s == fail_at + 11:
         time.sleep(120)                          # the others wait here until torchrun stops them
-print(json.dumps({"rank": rank, "group": run.group, "run_id": os.environ["TORCHELASTIC_RUN_ID"],
-                  "attempt": attempt, "resumed": run.resumed, "start": start}), flush=True)
+# one file per rank and attempt: the workers share torchrun's stdout, where their lines can interleave
+with open(os.path.join(os.environ["REPORTS"], f"{rank}-{attempt}.json"), "w") as f:
+    json.dump({"rank": rank, "group": run.group, "run_id": os.environ["TORCHELASTIC_RUN_ID"],
+               "attempt": attempt, "resumed": run.resumed, "start": start}, f)
 run.finish()
 if collectives:
     dist.destroy_process_group()
@@ -51,8 +53,14 @@ if collectives:
 def _torchrun(env, tmp_path, args: list[str], extra: dict) -> subprocess.CompletedProcess:
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(SCRIPT))
+    (tmp_path / "reports").mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", *args, str(script)]
-    return subprocess.run(cmd, env=env.env(**extra), capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env.env(REPORTS=str(tmp_path / "reports"), **extra), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def _reports(tmp_path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "reports").glob("*.json"))]
 
 
 def test_torchrun_ranks_form_one_group_from_the_run_id(rankwise_env, tmp_path):
@@ -61,7 +69,7 @@ def test_torchrun_ranks_form_one_group_from_the_run_id(rankwise_env, tmp_path):
     numbers, and every group row of the all-reduced sum equals numpy over the ranks."""
     out = _torchrun(rankwise_env, tmp_path, [], {"STEPS": 60, "COLLECTIVES": 1})
     assert out.returncode == 0, out.stderr[-3000:]
-    reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    reports = _reports(tmp_path)
     assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3]
     assert {r["group"] for r in reports} == {reports[0]["run_id"]}
     g = rankwise.Api().group("torchrun", reports[0]["run_id"])
@@ -85,7 +93,7 @@ def test_elastic_restart_resumes_every_rank(rankwise_env, tmp_path):
     (No gloo collectives here: on this machine gloo's reconnection after a restart is itself flaky.)"""
     out = _torchrun(rankwise_env, tmp_path, ["--max-restarts", "1"], {"STEPS": 60, "FAIL_AT": 29})
     assert out.returncode == 0, out.stderr[-3000:]
-    reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    reports = _reports(tmp_path)
     assert sorted((r["rank"], r["attempt"], r["resumed"]) for r in reports) == [(k, 1, True) for k in range(4)]
     assert {r["rank"]: r["start"] for r in reports} == {0: 41, 1: 30, 2: 41, 3: 41}
     group = reports[0]["group"]

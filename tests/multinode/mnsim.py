@@ -114,7 +114,7 @@ class Sim:
         self.start_root()
         for node in getattr(self, "nodes", []):
             stored = self.store.writer_seq("agent:" + node.name)
-            node.link = Link(node.name, stored, stored, peer=node.name.encode())
+            node.link = Link(node.name, stored, stored, synced=stored, peer=node.name.encode())
 
     def carry(self, node: SimNode, upto: int | None = None) -> int:
         """Send a node's unacknowledged records (through ``upto``) to the root; return how many."""
