@@ -65,7 +65,8 @@ class RootIngest(Ingest):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.links: dict[str, Link] = {}
-        self.link_acks: list[tuple[bytes, bytes]] = []  # (peer, frame) made true by the last commit
+        # node agents owed an acknowledgement (with the groups to name as complete) once the store is synced
+        self.link_acks: dict[str, list] = {}
         self._group_index: dict[tuple[str, str], int] = {}
         self._reader: Any = None
         self._told: set[tuple[str, str | None, int]] = set()  # (node agent, its instance, group) told "complete"
@@ -259,9 +260,7 @@ class RootIngest(Ingest):
                     self._told.add(key)
                     done.setdefault(via, []).append([g.record.project, g.record.name])
         for agent in set(pending.links) | set(done):
-            link = self.links.get(agent)
-            if link is not None and link.peer:
-                self.link_acks.append((link.peer, record_ack(link.stored, done.get(agent, []))))
+            self.link_acks.setdefault(agent, []).extend(done.get(agent, []))
 
     def durable_link_acks(self, force: bool = False) -> list[tuple[bytes, bytes]]:
         """The acknowledgements to node agents, once what they acknowledge survives a power failure.
@@ -285,8 +284,11 @@ class RootIngest(Ingest):
         self.counters.add("store_syncs")
         for link in self.links.values():  # every commit so far is on disk now
             link.synced = link.stored
-        acks, self.link_acks = self.link_acks, []
-        return acks
+        owed, self.link_acks = self.link_acks, {}
+        # built now, not at commit time: a node that said HELLO again meanwhile has a new peer identity, and a
+        # welcome in between told it to wait for this acknowledgement of what was applied but not yet durable
+        return [(link.peer, record_ack(link.synced, done)) for agent, done in owed.items()
+                if (link := self.links.get(agent)) is not None and link.peer]  # fmt: skip
 
     def _reopen(self, group: Any, key: str, rank: int, steps: np.ndarray, values: np.ndarray, now: float) -> None:
         # the partials this root had merged but not sealed died with it: these steps are recomputed

@@ -217,8 +217,10 @@ class Upstream:
     def pump(self) -> None:
         """Say HELLO when due, then send what the window allows."""
         now = time.monotonic()
-        if self.welcomed and not self._inflight:
+        if self.welcomed and not self._inflight and self.spool.acked_seq >= self._next - 1:
             self._progress_at = now  # nothing asked of the root: its silence means nothing
+        # (records a welcome said were applied but not yet durable are still asked: if their acknowledgement
+        # is lost, silence makes this node say HELLO again, and the welcome names how far the root got)
         elif now - max(self._progress_at, self._hello_at) >= self._retry:
             if self.welcomed or self._hello_n:
                 self.counters["retries"] += 1

@@ -198,6 +198,10 @@ def delivered(cluster: Cluster, project: str, group: str, counts: dict[int, int]
         runs = [] if g is None else [(r.rank, r.state, r.rows, counts.get(r.rank)) for r in g.runs]
         sealed = None if g is None else {k: len(g.history(k)["step"]) for k in keys}
         ups = {name: (status(n) or {}).get("upstream") for name, n in cluster.nodes.items()}
+        import shutil
+
+        # the root's files outlive the test's own directories (pytest keeps the last runs' tmp_path)
+        shutil.copytree(cluster.root.data, cluster.tmp / "root-data-at-failure", dirs_exist_ok=True)
         raise AssertionError(f"not everything at the root: runs {runs}, group rows {sealed}, status {cluster.status()}, "
                              f"upstreams {ups}\n{cluster.logs()}") from None
 

@@ -82,3 +82,59 @@ def test_a_welcome_never_deletes_what_the_root_has_not_made_durable(tmp_path, ct
     steps, values = reader.run_history(run.id, ["x"])["x"]
     assert np.array_equal(steps, np.arange(30)) and np.array_equal(values, np.arange(30, dtype=float))
     assert run.rows == 30 and sim.root.counters.values.get("duplicate_records", 0) == 0
+
+
+def _streamed(tmp_path, ctx, batches: int = 3):
+    sim = Sim(tmp_path, nodes=1)
+    node = sim.nodes[0]
+    c = Client(node, 0, 1)
+    for s in range(batches):
+        c.log(np.arange(10 * s, 10 * s + 10), np.arange(10 * s, 10 * s + 10, dtype=float))
+        node.turn()
+    node.spool.maybe_fsync(force=True)
+    link = _root_link(ctx, sim)
+    up = Upstream(ctx, link.endpoint, node.spool, AGENT, "inst-1", node.name, retry_after_s=0.2)
+    return sim, node, link, up
+
+
+def test_records_a_welcome_left_unacknowledged_are_acknowledged_after_the_commit(tmp_path, ctx):
+    """The welcome came between the root's apply and its commit ("next 4, acked 0"): nothing is in flight
+    any more, yet the node keeps records 1..3 and the root's next commit and fsync acknowledge them to
+    the node's current connection, so its spool drains without any resend."""
+    sim, node, link, up = _streamed(tmp_path, ctx)
+    try:
+        _exchange(up, link, lambda: AGENT in sim.root.links and sim.root.links[AGENT].applied == 3, commit=False)
+        up.welcomed, up._hello_pending = False, True
+        welcomes = up.counters["welcomes"]
+        _exchange(up, link, lambda: up.counters["welcomes"] > welcomes, commit=False)
+        assert (up._next, node.spool.acked_seq, len(up._inflight)) == (4, 0, 0)
+        _exchange(up, link, lambda: node.spool.acked_seq == 3, commit=True)
+        assert up.counters["records_resent"] == 0 and up.counters["welcomes"] == welcomes + 1
+    finally:
+        up.sock.close(linger=0)
+        link.close()
+
+
+def test_a_lost_acknowledgement_is_asked_for_again(tmp_path, ctx):
+    """A welcome came between the root's apply and its commit (nothing in flight, records 1..3 still
+    unacknowledged), then the root commits and fsyncs them but its acknowledgement never reaches the node
+    (dropped here): the node, asked nothing yet owed an answer, says HELLO again after its retry period
+    and the welcome's "acked 3" lets it delete them; nothing is stored twice."""
+    sim, node, link, up = _streamed(tmp_path, ctx)
+    try:
+        _exchange(up, link, lambda: AGENT in sim.root.links and sim.root.links[AGENT].applied == 3, commit=False)
+        up.welcomed, up._hello_pending = False, True
+        _exchange(up, link, lambda: up.welcomed, commit=False)
+        assert (up._next, node.spool.acked_seq, len(up._inflight)) == (4, 0, 0)
+        sim.root.commit()
+        assert sim.root.durable_link_acks(force=True)  # ... and lost
+        assert sim.root.links[AGENT].synced == 3 and node.spool.acked_seq == 0
+        welcomes = up.counters["welcomes"]
+        _exchange(up, link, lambda: node.spool.acked_seq == 3, commit=True)
+        assert up.counters["welcomes"] == welcomes + 1 and up.counters["retries"] >= 1
+    finally:
+        up.sock.close(linger=0)
+        link.close()
+    reader, g = sim.group("g")
+    (run,) = reader.runs(g.id)
+    assert run.rows == 30 and sim.root.counters.values.get("duplicate_batches", 0) == 0

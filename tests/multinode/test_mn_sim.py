@@ -381,7 +381,7 @@ def test_node_agents_are_acknowledged_only_after_the_root_fsynced(tmp_path, monk
     forward([0, 1, 2])
     assert sim.root.link_acks
     acks = sim.root.durable_link_acks()
-    assert synced == [wal, str(tmp_path)] and sim.root.link_acks == []
+    assert synced == [wal, str(tmp_path)] and sim.root.link_acks == {}
     assert [linkwire.unpack(frame)[1]["s"] for _, frame in acks] == [1]
 
     forward([3])
