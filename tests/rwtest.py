@@ -88,18 +88,18 @@ def spawn(args: list[str], env: dict[str, str], **popen: Any) -> subprocess.Pope
 
 
 def reap_spawned() -> None:
-    """Kill the process group of every tracked process still running (a test that failed or timed out)."""
+    """Kill the process group of every tracked process (a test that failed or timed out): also when its
+    leader is gone, since forked children outlive it and could still start an agent."""
     while _SPAWNED:
         proc = _SPAWNED.pop()
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def torchrun_env(rank: int, world: int, group: str, **extra: Any) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import pytest
 
 import rankwise
 from rwprobe import agent_log, cli, raw_steps, status, wait_for
-from rwtest import RankwiseEnv, agent_pid, stop_agent, torchrun_env
+from rwtest import RankwiseEnv, agent_pid, reap_spawned, stop_agent, torchrun_env
 
 LONG = os.environ.get("RANKWISE_LONG_TESTS") == "1"
 
@@ -74,7 +75,8 @@ class Cluster:
 
     def start_root(self) -> subprocess.Popen:
         log = open(self.tmp / "root.out", "ab")
-        proc = subprocess.Popen(self.root_cmd(), env=self.root.env(**self.root_env), stdout=log, stderr=log)
+        proc = subprocess.Popen(self.root_cmd(), env=self.root.env(**self.root_env), stdout=log, stderr=log,
+                                start_new_session=True)
         log.close()
         self.root_proc = proc
         wait_for(lambda: agent_pid(self.root) == proc.pid or proc.poll() is not None, what="the root to serve")
@@ -109,7 +111,7 @@ class Cluster:
         """A node agent started by hand in the foreground (ranks would otherwise start it themselves)."""
         n = self.node(name)
         proc = subprocess.Popen([sys.executable, "-m", "agent"], env=self.root.env(**self.node_env(name, **extra)),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         self.procs.append(proc)
         wait_for(lambda: agent_pid(n) == proc.pid or proc.poll() is not None, what=f"node agent {name}")
         assert proc.poll() is None
@@ -118,7 +120,8 @@ class Cluster:
     def start_rank(self, node: str, script: str, rank: int, world: int, group: str, **extra: Any) -> subprocess.Popen:
         env = dict(torchrun_env(rank, world, group, LOCAL_RANK=rank % 4, **extra), **self.node_env(node))
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=self.root.env(**env),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
         self.procs.append(proc)
         return proc
 
@@ -126,10 +129,13 @@ class Cluster:
         return status(self.root if name is None else self.node(name))
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        reap_spawned()  # first: processes a script forked could otherwise start a node agent after this
+        for p in self.procs:  # the whole process group: a rank's forked children could start a node agent
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait()
         for n in self.nodes.values():
             stop_agent(n)
         if self.root_proc is not None and self.root_proc.poll() is None:
