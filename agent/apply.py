@@ -74,15 +74,7 @@ class RunUpdates:
                 self._add_column(run, col.key, steps, values, col_late)
                 if col.numeric:
                     group.add(r.rank, col.key, steps, values, now, pending)
-            committed = b.step if normal is None else b.step[normal]
-            if len(committed):
-                r.step = max(r.step, int(committed.max()) + 1)
-            r.rows += b.n - n_late
-            r.late += n_late
-            r.runtime = max(r.runtime, float(b.runtime.max()))
-            self.counters.add("rows", b.n)
-            self.counters.add("late_rows", n_late)
-            self.counters.add("points", sum(len(c.values) for c in b.columns))
+            self._count_rows(run, b, n_late)
         if b.pending is not None or r.pending is not None:
             r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], paced)]
         if b.summary:
@@ -93,6 +85,19 @@ class RunUpdates:
                 self._control(run, op, arg, now)
         r.updated = now
         pending.runs[r.id] = r
+
+    def _count_rows(self, run: RunState, b: wire.Batch, n_late: int) -> None:
+        """A batch's rows on its run record and in the counters: the step moves past the rows on time."""
+        r = run.record
+        committed = b.step if b.late is None else b.step[~b.late]
+        if len(committed):
+            r.step = max(r.step, int(committed.max()) + 1)
+        r.rows += b.n - n_late
+        r.late += n_late
+        r.runtime = max(r.runtime, float(b.runtime.max()))
+        self.counters.add("rows", b.n)
+        self.counters.add("late_rows", n_late)
+        self.counters.add("points", sum(len(c.values) for c in b.columns))
 
     def _apply_coalesced(self, run: RunState, b: wire.Batch, spans: int, now: float, paced: float) -> None:
         """Over its row budget: the batch's on-time rows become ``spans`` rows (agent/ratelimit.py).

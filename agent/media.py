@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Any, BinaryIO, Iterator
 
+from agent.fsync import fsync_path
+
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
 
@@ -125,25 +127,12 @@ class MediaStore:
                 pass
             raise
         if self.fsync:
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
         return sha
 
     def get(self, sha: str, ext: str) -> bytes:
         with self.open(sha, ext) as f:
             return f.read()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _reference(value: dict, store: MediaStore, admit: Callable[[dict], bool] | None = None) -> dict:

@@ -188,15 +188,7 @@ class NodeIngest(Ingest):
                 if col.numeric:
                     steps = b.step if col.rows is None else b.step[col.rows]
                     group.add(r.rank, col.key, steps, col.values, now, pending)
-            committed = b.step if late is None else b.step[~late]
-            if len(committed):
-                r.step = max(r.step, int(committed.max()) + 1)
-            r.rows += b.n - n_late
-            r.late += n_late
-            r.runtime = max(r.runtime, float(b.runtime.max()))
-            self.counters.add("rows", b.n)
-            self.counters.add("late_rows", n_late)
-            self.counters.add("points", sum(len(c.values) for c in b.columns))
+            self._count_rows(run, b, n_late)
         if b.pending is not None or r.pending is not None:
             r.pending = None if b.pending is None else [b.pending[0], b.pending[1], _numbers(b.pending[2])]
         if b.summary:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from agent.fsync import fsync_path
+
 MAGIC = b"RWs1"
 _HEADER = struct.Struct("<4sIIQ")  # magic, length, crc, seq
 MAX_RECORD_BYTES = 256 << 20
@@ -88,7 +90,7 @@ class Spool:
         self._recover()
         self.durable_seq = self.last_seq  # fsynced: what may leave this machine (see ``durable_seq`` below)
         if self._segments:
-            self._fsync_path(self._segments[-1].path)  # what a crash left in the page cache, on disk now
+            fsync_path(self._segments[-1].path)  # what a crash left in the page cache, on disk now
 
     def __repr__(self) -> str:
         return (
@@ -224,19 +226,6 @@ class Spool:
         if not self._dirty:
             self.durable_seq = self.last_seq
 
-    @staticmethod
-    def _fsync_path(path: Path) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
     def ack(self, seq: int) -> None:
         """Upstream stored everything through ``seq``: delete the segments it covers entirely."""
         if seq <= self.acked_seq:
@@ -252,7 +241,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / "acked")
-        self._fsync_path(self.dir)
+        fsync_path(self.dir)
         keep = []
         for seg in self._segments:
             active = seg is self._segments[-1] and self._fh is not None

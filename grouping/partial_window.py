@@ -30,6 +30,7 @@ import numpy as np
 from ._order import as_int64
 from .errors import GroupingError
 from .reducers import Partial, merge_all
+from .window import latest_expired
 
 __all__ = ["PartialWindow"]
 
@@ -171,13 +172,7 @@ class PartialWindow:
 
     def expired_through(self, now: float, timeout_s: float) -> int | None:
         """Largest step among chunks that arrived at or before ``now - timeout_s`` (None if none)."""
-        cutoff = now - timeout_s
-        found: int | None = None
-        for chunks in self._chunks.values():
-            for c in chunks:
-                if c.arrived <= cutoff and (found is None or c.hi > found):
-                    found = c.hi
-        return found
+        return latest_expired(self._chunks.values(), now - timeout_s)
 
     def bound_for_budget(self, max_bytes: int) -> int | None:
         """None if :attr:`nbytes` <= ``max_bytes``; else the smallest step bound whose

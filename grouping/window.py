@@ -16,6 +16,7 @@ points that were already held.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -44,6 +45,17 @@ class _Chunk:
     @property
     def nbytes(self) -> int:
         return self.steps.nbytes + self.values.nbytes
+
+
+def latest_expired(chunk_lists: Iterable[Iterable[Any]], cutoff: float) -> int | None:
+    """Largest ``hi`` step among chunks (anything with ``arrived`` and ``hi``) that arrived at or before
+    ``cutoff``; None if none did. Shared by both windows' seal timeouts."""
+    found: int | None = None
+    for chunks in chunk_lists:
+        for c in chunks:
+            if c.arrived <= cutoff and (found is None or c.hi > found):
+                found = c.hi
+    return found
 
 
 class GroupWindow:
@@ -122,13 +134,7 @@ class GroupWindow:
         """Largest step among chunks that arrived at or before ``now - timeout_s`` (None if
         none). Sealing through it seals every timed-out point and keeps the sealed set a
         prefix of steps."""
-        cutoff = now - timeout_s
-        found: int | None = None
-        for chunks in self._chunks.values():
-            for c in chunks:
-                if c.arrived <= cutoff and (found is None or c.hi > found):
-                    found = c.hi
-        return found
+        return latest_expired(self._chunks.values(), now - timeout_s)
 
     def bound_for_budget(self, max_bytes: int) -> int | None:
         """None if :attr:`nbytes` <= ``max_bytes``; else the smallest step bound such that

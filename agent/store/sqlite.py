@@ -9,7 +9,6 @@ The file format is in :mod:`agent.store.sqlite_format`.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from agent.errors import SchemaError, StoreError
+from agent.fsync import fsync_path
 from agent.store.base import GROUP_FIELDS, ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_wins
 from agent.store.sqlite_format import (
     NUMERIC_LIKE, RUN_COLUMNS, SCHEMA, SCHEMA_VERSION, KeyIds, connect, encode_values, float_values, pack, run_record,
@@ -276,22 +276,14 @@ class SQLiteStore(Store):
         every commit not yet checkpointed (a checkpoint fsyncs what it copies), so this makes them all
         durable. The directory is synced once, for the WAL file's own entry (it lives as long as the
         connection)."""
-        targets = [self.path.with_name(self.path.name + "-wal")]
+        targets = [self.path.with_name(self.path.name + "-wal")]  # missing: nothing committed since open
         if not self._dir_synced:
             targets.append(self.path.parent)
         for path in targets:
             try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # no WAL yet: nothing committed since open
-                continue
+                fsync_path(path, strict=True)
             except OSError as exc:
                 raise StoreError(f"cannot sync {path}: {exc}") from exc
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise StoreError(f"cannot sync {path}: {exc}") from exc
-            finally:
-                os.close(fd)
         self._dir_synced = True
 
     def close(self) -> None:
