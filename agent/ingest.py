@@ -30,7 +30,7 @@ from agent.config import AgentConfig
 from agent.groups import GroupState
 from agent.media import MediaSink
 from agent.pending import LINK_PREFIX, PendingWrites
-from agent.runs import RunState, WriterState, pid_alive
+from agent.runs import PidWatch, RunState, WriterState
 from agent.status import Counters
 from agent.store.base import Store
 from client import wire
@@ -62,14 +62,15 @@ class Ingest(RunUpdates):
         store: Store,
         cfg: AgentConfig,
         node: str | None = None,
-        alive: Callable[[int], bool] = pid_alive,
+        alive: Callable[[int], bool] | None = None,
         media: MediaSink | None = None,
     ):
         self.store = store
         self.cfg = cfg
         self.media = media  # None: media values are stored inline (in-memory tests)
         self.node = node or socket.gethostname()
-        self.alive = alive
+        # is a run's process still there (by pid and start time: PidWatch); tests pass their own
+        self.alive: Callable[[int], bool] = PidWatch() if alive is None else alive
         self.counters = Counters()
         self.pending = PendingWrites()
         self.runs: dict[int, RunState] = {}
@@ -192,6 +193,8 @@ class Ingest(RunUpdates):
                     return opened
                 run, resumed = opened
             ws = WriterState(h.writer, run, stored, peer, h.pid, fork_of is not None)
+            if run.record.pid == h.pid and isinstance(self.alive, PidWatch):
+                self.alive.register(h.pid)
             self.writers[h.writer] = ws
             run.writers.add(h.writer)
         else:

@@ -36,7 +36,7 @@ from agent.groups import NodeGroupState
 from agent.ingest import Ingest, Reply
 from agent.linkwire import RECORD_SOFT_BYTES
 from agent.pending import LINK_PREFIX
-from agent.runs import RunState, pid_alive
+from agent.runs import RunState
 from agent.spool import Spool
 from agent.store.base import Store
 from client import wire
@@ -51,7 +51,7 @@ class NodeIngest(Ingest):
     group_class = NodeGroupState
 
     def __init__(self, catalog: Store, cfg: AgentConfig, spool: Spool, node: str | None = None,
-                 alive: Callable[[int], bool] = pid_alive):  # fmt: skip
+                 alive: Callable[[int], bool] | None = None):  # fmt: skip
         super().__init__(catalog, cfg, node=node, alive=alive, media=None)
         self.spool = spool
         self.upstream: Any = None  # agent.upstream.Upstream, set by the daemon

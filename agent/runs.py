@@ -10,6 +10,7 @@ writer; steps, summary and state are per run.
 from __future__ import annotations
 
 import fnmatch
+import os
 from typing import TYPE_CHECKING
 
 import psutil
@@ -91,11 +92,69 @@ class RunState:
         return f"<RunState {r.name} rank={r.rank} {r.state} step={r.step} rows={r.rows} writers={len(self.writers)}>"
 
 
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) process on this machine."""
+_PROC = os.path.isfile("/proc/self/stat")
+
+
+class PidWatch:
+    """``pid -> alive?`` for processes on this machine, by pid *and* start time.
+
+    A pid names a process only until it exits: the kernel hands it to a new
+    process later (soon, on a busy node with a small ``pid_max``). The watch
+    remembers when the process behind each registered pid started (psutil's
+    ``create_time``, read at HELLO) and reports a pid whose process started at
+    another time as gone, so a rank that died is not kept "running" by a
+    stranger that got its pid. Pids seen gone are forgotten; the table is swept
+    of dead pids when it grows past ``sweep_at`` entries (finished runs' pids
+    are never asked again).
+    """
+
+    def __init__(self, sweep_at: int = 100_000):
+        self._started: dict[int, float] = {}
+        self.sweep_at = sweep_at
+
+    def __repr__(self) -> str:
+        return f"<PidWatch {len(self._started)} pids>"
+
+    def register(self, pid: int) -> None:
+        """``pid`` is ours from now on (a HELLO came from it): remember when its process started."""
+        started = _started(pid)
+        if started is None:
+            self._started.pop(pid, None)
+            return
+        self._started[pid] = started
+        if len(self._started) > self.sweep_at:
+            self._started = {p: t for p, t in self._started.items() if _started(p) == t}
+
+    def __call__(self, pid: int) -> bool:
+        started = _started(pid)
+        if started is None:
+            self._started.pop(pid, None)
+            return False
+        # a pid never registered (a run taken back after an agent restart) is judged by existence alone
+        return abs(self._started.setdefault(pid, started) - started) < 0.5
+
+
+def _started(pid: int) -> float | None:
+    """When the live, non-zombie process ``pid`` started; None if there is none.
+
+    On Linux the kernel's own start time from ``/proc/PID/stat`` (clock ticks since boot: exact, and
+    immune to clock steps, which move psutil's wall-clock ``create_time``); elsewhere psutil's."""
     if pid <= 0:
-        return False
+        return None
+    stat = b""
+    if _PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            pass
+    if stat:
+        fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime 22
+        return None if fields[0] in (b"Z", b"X") else float(fields[19])
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
+        return None
