@@ -10,8 +10,14 @@ import shutil
 import tempfile
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from rwtest import LAUNCHER_VARS, RankwiseEnv, reap_spawned, stop_agent
+
+# Property tests share a 2-core CI machine with real agents and browsers: how fast hypothesis generates
+# data says nothing about the code under test, so neither deadlines nor the too_slow check apply.
+settings.register_profile("rankwise", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("rankwise")
 
 
 @pytest.fixture(autouse=True)
