@@ -69,6 +69,8 @@ def run(ctx: Any) -> dict:
         res = box.worker(f"{NAME}:client_rss", {"group": "mem", "calls": p["calls"]}).result(ctx.timeout(240))
         res["agent"] = watch.stop()
         res["agent"]["idle_rss_mb"] = agent_idle_mb
+        # the idle reading is a sample too (VmHWM can lag a statm reading by a few pages)
+        res["agent"]["peak_rss_mb"] = max(res["agent"]["peak_rss_mb"], agent_idle_mb)
         res["loss"] = check_loss(box, "bench", "mem", KEYS, {0: res["rows_logged"]})
     res["params"] = p
     return res
