@@ -41,6 +41,9 @@ class AgentConfig:
     lookup_timeout_s: float = 1.0  # node: how long a HELLO of an unknown run waits for the root's resume point
     upstream_retry_s: float = 2.0  # node: no answer from the root for this long: say HELLO again (backing off)
     shutdown_flush_s: float = 2.0  # node: on stop, how long to keep sending spooled records (the rest waits)
+    # node, idle with records the root has not acknowledged: how long it keeps trying after the root last
+    # answered before it exits anyway (the spool stays; the next node agent here sends it); 0 = forever
+    upstream_linger_s: float = 3600.0
 
     @property
     def store_path(self) -> Path:
@@ -75,6 +78,7 @@ _ENV_SECONDS = {
     "spool_fsync_s": "RANKWISE_SPOOL_FSYNC",
     "lookup_timeout_s": "RANKWISE_LOOKUP_TIMEOUT",
     "upstream_retry_s": "RANKWISE_UPSTREAM_RETRY",
+    "upstream_linger_s": "RANKWISE_UPSTREAM_LINGER",
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -148,7 +152,8 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     _check_roles(values)
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
-    for attr in ("idle_timeout_s", "seal_timeout_s", "join_grace_s", "silence_s", "liveness_interval_s"):
+    for attr in ("idle_timeout_s", "seal_timeout_s", "join_grace_s", "silence_s", "liveness_interval_s",
+                 "upstream_linger_s"):  # fmt: skip
         if attr in values and not values[attr] >= 0:
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be >= 0")
     return AgentConfig(**values)

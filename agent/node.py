@@ -369,7 +369,20 @@ class NodeIngest(Ingest):
             log.info("catalog caught up with %d spool record(s) after a restart", last - mark)
 
     def idle(self) -> bool:
-        return super().idle() and self.spool.pending == 0 and not self.parked
+        """Idle like any agent, and nothing left for the root, or the root silent past the linger time: a
+        root gone for good must not keep an agent on every compute node forever (the spool stays on disk
+        and the next node agent on this machine sends it)."""
+        if not super().idle() or self.parked:
+            return False
+        if self.spool.pending == 0:
+            return True
+        linger, up = self.cfg.upstream_linger_s, self.upstream
+        if linger > 0 and up is not None and time.monotonic() - up.heard_at > linger:
+            log.warning("the root %s has not answered for %.0f s: exiting with %d record(s) kept in %s for the "
+                        "next node agent on this machine", up.endpoint, time.monotonic() - up.heard_at,
+                        self.spool.pending, self.spool.dir)  # fmt: skip
+            return True
+        return False
 
     def watermarks(self) -> list[list]:
         """[project, group, watermark] already spooled, of groups with running ranks (``state`` message)."""

@@ -79,6 +79,7 @@ class Upstream:
         self._hello_at = -1e9
         self._retry = retry_after_s
         self._progress_at = time.monotonic()
+        self.heard_at = time.monotonic()  # the root's last frame of any kind (a node agent's linger counts from it)
         self._next = spool.acked_seq + 1  # next record to send
         self._prev: int | None = None  # the "p" of the next record sent (None: the seq before it)
         self._inflight: collections.OrderedDict[int, int] = collections.OrderedDict()  # seq -> bytes
@@ -127,6 +128,7 @@ class Upstream:
                 frame = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self.heard_at = time.monotonic()
             try:
                 kind, body = lw.unpack(frame)
                 self._dispatch(kind, body)
