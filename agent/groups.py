@@ -70,26 +70,33 @@ class GroupState:
         marks = [
             run.watermark for run in self.ranks.values() if run.running and now - run.last_seen <= cfg.silence_s
         ]
-        if len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s:
+        if self.awaits_joiners(now, cfg):
             marks.append(-1)
         return marks
+
+    def awaits_joiners(self, now: float, cfg: "AgentConfig") -> bool:
+        """Ranks of the group have not said hello yet and the join grace is not over."""
+        return len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s
+
+    def seal_bound(self, now: float, cfg: "AgentConfig", everything: bool) -> int | None:
+        """The step through which the window may seal now: the lowest watermark waited for, raised by the
+        seal timeout and the byte budget (all of it when ``everything``); None with nothing held."""
+        window = self.window
+        if everything:
+            return window.max_step
+        marks = self.waited_watermarks(now, cfg)
+        bound = min(marks) if marks else window.max_step
+        for forced in (window.expired_through(now, cfg.seal_timeout_s), window.bound_for_budget(cfg.window_max_bytes)):
+            if forced is not None:
+                bound = forced if bound is None else max(bound, forced)
+        return bound
 
     def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
         """Seal what may be sealed; returns the number of keys for which group rows were produced."""
         window = self.window
         if window.n_points == 0:
             return 0
-        if everything:
-            bound = window.max_step
-        else:
-            marks = self.waited_watermarks(now, cfg)
-            bound = min(marks) if marks else window.max_step
-            expired = window.expired_through(now, cfg.seal_timeout_s)
-            if expired is not None:
-                bound = max(bound, expired)
-            budget = window.bound_for_budget(cfg.window_max_bytes)
-            if budget is not None:
-                bound = max(bound, budget)
+        bound = self.seal_bound(now, cfg, everything)
         if bound is None or window.min_step is None or bound < window.min_step:
             return 0
         parts = window.take_through(bound)
@@ -124,26 +131,13 @@ class NodeGroupState(GroupState):
         super().__init__(record, now)
         self.complete = False
 
-    def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
-        marks = [run.watermark for run in self.ranks.values() if run.running and now - run.last_seen <= cfg.silence_s]
-        if not self.complete and len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s:
-            marks.append(-1)
-        return marks
+    def awaits_joiners(self, now: float, cfg: "AgentConfig") -> bool:
+        return not self.complete and super().awaits_joiners(now, cfg)
 
     def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
         window = self.window
         g = self.record
-        if everything:
-            bound = window.max_step
-        else:
-            marks = self.waited_watermarks(now, cfg)
-            bound = min(marks) if marks else window.max_step
-            expired = window.expired_through(now, cfg.seal_timeout_s)
-            if expired is not None:
-                bound = max(bound, expired) if bound is not None else expired
-            budget = window.bound_for_budget(cfg.window_max_bytes)
-            if budget is not None:
-                bound = max(bound, budget) if bound is not None else budget
+        bound = self.seal_bound(now, cfg, everything)
         if bound is None or bound <= g.sealed_through:
             return 0
         parts = window.take_through(bound) if window.n_points else {}

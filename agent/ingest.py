@@ -21,7 +21,7 @@ import os
 import re
 import socket
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,15 +62,15 @@ class Ingest(RunUpdates):
         store: Store,
         cfg: AgentConfig,
         node: str | None = None,
-        alive: Callable[[int], bool] | None = None,
+        pids: PidWatch | None = None,
         media: MediaSink | None = None,
     ):
         self.store = store
         self.cfg = cfg
         self.media = media  # None: media values are stored inline (in-memory tests)
         self.node = node or socket.gethostname()
-        # is a run's process still there (by pid and start time: PidWatch); tests pass their own
-        self.alive: Callable[[int], bool] = PidWatch() if alive is None else alive
+        # is a run's process still there (by pid and start time); tests inject where start times come from
+        self.pids = PidWatch() if pids is None else pids
         self.counters = Counters()
         self.pending = PendingWrites()
         self.runs: dict[int, RunState] = {}
@@ -193,8 +193,8 @@ class Ingest(RunUpdates):
                     return opened
                 run, resumed = opened
             ws = WriterState(h.writer, run, stored, peer, h.pid, fork_of is not None)
-            if run.record.pid == h.pid and isinstance(self.alive, PidWatch):
-                self.alive.register(h.pid)
+            if run.record.pid == h.pid:  # the run's own process (not a forked child of it)
+                self.pids.register(h.pid)
             self.writers[h.writer] = ws
             run.writers.add(h.writer)
         else:
@@ -241,7 +241,7 @@ class Ingest(RunUpdates):
                 and record.state == "running"
                 and record.pid != h.pid
                 and record.node == info["node"]
-                and self.alive(record.pid)
+                and self.pids(record.pid)
             ):
                 return (
                     f"run {name!r} of group {group_name!r} is already running as pid {record.pid} on {record.node}; "
@@ -317,7 +317,7 @@ class Ingest(RunUpdates):
         if mono >= self._next_liveness:
             self._next_liveness = mono + self.cfg.liveness_interval_s
             for run in list(self.runs.values()):
-                if run.running and self._local(run) and not self.alive(run.record.pid):
+                if run.running and self._local(run) and not self.pids(run.record.pid):
                     self._crash(run, now, f"pid {run.record.pid} is gone")
         for group in self.groups.values():
             group.seal(now, self.cfg, self.pending)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from agent.groups import NodeGroupState
 from agent.ingest import Ingest, Reply
 from agent.linkwire import RECORD_SOFT_BYTES
 from agent.pending import LINK_PREFIX
-from agent.runs import RunState
+from agent.runs import PidWatch, RunState
 from agent.spool import Spool
 from agent.store.base import Store
 from client import wire
@@ -51,8 +51,8 @@ class NodeIngest(Ingest):
     group_class = NodeGroupState
 
     def __init__(self, catalog: Store, cfg: AgentConfig, spool: Spool, node: str | None = None,
-                 alive: Callable[[int], bool] | None = None):  # fmt: skip
-        super().__init__(catalog, cfg, node=node, alive=alive, media=None)
+                 pids: PidWatch | None = None):  # fmt: skip
+        super().__init__(catalog, cfg, node=node, pids=pids, media=None)
         self.spool = spool
         self.upstream: Any = None  # agent.upstream.Upstream, set by the daemon
         # writer -> (peer, HELLO, body, deadline, asked): HELLOs of runs this node does not know, awaiting the root

@@ -66,12 +66,12 @@ class RootIngest(Ingest):
         super().__init__(*args, **kwargs)
         self.links: dict[str, Link] = {}
         # node agents owed an acknowledgement (with the groups to name as complete) once the store is synced
-        self.link_acks: dict[str, list] = {}
+        self.acks_owed: dict[str, list] = {}
         self._group_index: dict[tuple[str, str], int] = {}
         self._reader: Any = None
         self._told: set[tuple[str, str | None, int]] = set()  # (node agent, its instance, group) told "complete"
         self.link_status: Any = None  # RootLink.status, set by the daemon
-        self._next_sync = 0.0  # monotonic: when the store may be fsynced again for the held link_acks
+        self._next_sync = 0.0  # monotonic: when the store may be fsynced again for the held acks_owed
 
     # ------------------------------------------------------------ lookups
 
@@ -260,7 +260,7 @@ class RootIngest(Ingest):
                     self._told.add(key)
                     done.setdefault(via, []).append([g.record.project, g.record.name])
         for agent in set(pending.links) | set(done):
-            self.link_acks.setdefault(agent, []).extend(done.get(agent, []))
+            self.acks_owed.setdefault(agent, []).extend(done.get(agent, []))
 
     def durable_link_acks(self, force: bool = False) -> list[tuple[bytes, bytes]]:
         """The acknowledgements to node agents, once what they acknowledge survives a power failure.
@@ -269,7 +269,7 @@ class RootIngest(Ingest):
         store is fsynced at most every ``spool_fsync_s`` (the nodes' own power-loss window) and the
         acks held until then go out after it. A sync that fails keeps them held (the nodes keep
         their spools and resend; nothing is lost, the error is counted)."""
-        if not self.link_acks:
+        if not self.acks_owed:
             return []
         mono = time.monotonic()
         if not force and mono < self._next_sync:
@@ -284,7 +284,7 @@ class RootIngest(Ingest):
         self.counters.add("store_syncs")
         for link in self.links.values():  # every commit so far is on disk now
             link.synced = link.stored
-        owed, self.link_acks = self.link_acks, {}
+        owed, self.acks_owed = self.acks_owed, {}
         # built now, not at commit time: a node that said HELLO again meanwhile has a new peer identity, and a
         # welcome in between told it to wait for this acknowledgement of what was applied but not yet durable
         return [(link.peer, record_ack(link.synced, done)) for agent, done in owed.items()

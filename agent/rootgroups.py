@@ -144,7 +144,7 @@ class RootGroupState(GroupState):
             if self.source_w.get(source, -1) < top and now - self.source_heard.get(source, now) <= cfg.silence_s:
                 sources.add(source)
         marks.extend(self.source_w.get(s, -1) for s in sources)
-        if len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s:
+        if self.awaits_joiners(now, cfg):
             marks.append(-1)
         return marks
 

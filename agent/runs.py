@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import psutil
 
@@ -100,15 +100,16 @@ class PidWatch:
 
     A pid names a process only until it exits: the kernel hands it to a new
     process later (soon, on a busy node with a small ``pid_max``). The watch
-    remembers when the process behind each registered pid started (psutil's
-    ``create_time``, read at HELLO) and reports a pid whose process started at
-    another time as gone, so a rank that died is not kept "running" by a
-    stranger that got its pid. Pids seen gone are forgotten; the table is swept
-    of dead pids when it grows past ``sweep_at`` entries (finished runs' pids
-    are never asked again).
+    remembers when the process behind each registered pid started (read at
+    HELLO from ``started``: :func:`process_started` unless a test injects its
+    own) and reports a pid whose process started at another time as gone, so a
+    rank that died is not kept "running" by a stranger that got its pid. Pids
+    seen gone are forgotten; the table is swept of dead pids when it grows past
+    ``sweep_at`` entries (finished runs' pids are never asked again).
     """
 
-    def __init__(self, sweep_at: int = 100_000):
+    def __init__(self, started: Callable[[int], float | None] | None = None, sweep_at: int = 100_000):
+        self._source = process_started if started is None else started
         self._started: dict[int, float] = {}
         self.sweep_at = sweep_at
 
@@ -117,24 +118,29 @@ class PidWatch:
 
     def register(self, pid: int) -> None:
         """``pid`` is ours from now on (a HELLO came from it): remember when its process started."""
-        started = _started(pid)
+        started = self._source(pid)
         if started is None:
             self._started.pop(pid, None)
             return
         self._started[pid] = started
         if len(self._started) > self.sweep_at:
-            self._started = {p: t for p, t in self._started.items() if _started(p) == t}
+            self._started = {p: t for p, t in self._started.items() if _same(self._source(p), t)}
 
     def __call__(self, pid: int) -> bool:
-        started = _started(pid)
+        started = self._source(pid)
         if started is None:
             self._started.pop(pid, None)
             return False
         # a pid never registered (a run taken back after an agent restart) is judged by existence alone
-        return abs(self._started.setdefault(pid, started) - started) < 0.5
+        return _same(self._started.setdefault(pid, started), started)
 
 
-def _started(pid: int) -> float | None:
+def _same(a: float | None, b: float) -> bool:
+    # exact for /proc clock ticks; psutil's float seconds (other systems) get half a second of slack
+    return a is not None and abs(a - b) < 0.5
+
+
+def process_started(pid: int) -> float | None:
     """When the live, non-zombie process ``pid`` started; None if there is none.
 
     On Linux the kernel's own start time from ``/proc/PID/stat`` (clock ticks since boot: exact, and

@@ -19,6 +19,7 @@ from agent import linkwire
 from agent.config import AgentConfig
 from agent.node import NodeIngest
 from agent.root import Link, RootIngest
+from agent.runs import PidWatch
 from agent.spool import Spool
 from agent.store.sqlite import SQLiteStore
 from client import wire
@@ -58,7 +59,7 @@ class SimNode:
         cfg = self.sim.cfg.replace(data_dir=self.dir, node_name=self.name)
         self.spool = Spool(self.dir / "spool")
         self.catalog = SQLiteStore(self.dir / "node.sqlite")
-        self.ingest = NodeIngest(self.catalog, cfg, self.spool, node=self.name, alive=lambda pid: pid not in self.dead_pids)
+        self.ingest = NodeIngest(self.catalog, cfg, self.spool, node=self.name, pids=PidWatch(lambda pid: None if pid in self.dead_pids else 1.0))
         self.ingest.recover(self.sim.now)
         self.replies: list = []
 
@@ -106,7 +107,7 @@ class Sim:
     def start_root(self) -> None:
         self.store = SQLiteStore(self.tmp / "root.sqlite")
         self.root = RootIngest(self.store, self.cfg.replace(upstream=None, listen="tcp://127.0.0.1:1"), node="rootnode",
-                               alive=lambda pid: True)  # fmt: skip
+                               pids=PidWatch(lambda pid: 1.0))  # fmt: skip
         self.root.recover(self.now)
 
     def kill_root(self) -> None:

@@ -379,13 +379,13 @@ def test_node_agents_are_acknowledged_only_after_the_root_fsynced(tmp_path, monk
 
     c = Client(node, 0, 1)
     forward([0, 1, 2])
-    assert sim.root.link_acks
+    assert sim.root.acks_owed
     acks = sim.root.durable_link_acks()
-    assert synced == [wal, str(tmp_path)] and sim.root.link_acks == {}
+    assert synced == [wal, str(tmp_path)] and sim.root.acks_owed == {}
     assert [linkwire.unpack(frame)[1]["s"] for _, frame in acks] == [1]
 
     forward([3])
-    assert sim.root.durable_link_acks() == [] and synced == [] and len(sim.root.link_acks) == 1
+    assert sim.root.durable_link_acks() == [] and synced == [] and len(sim.root.acks_owed) == 1
     acks = sim.root.durable_link_acks(force=True)
     assert synced == [wal] and [linkwire.unpack(frame)[1]["s"] for _, frame in acks] == [2]
     assert sim.root.counters.values["store_syncs"] == 2
