@@ -11,23 +11,99 @@ Order inside a batch matters and is fixed: metric definitions first (they decide
 whether a key opts out of rate limiting), then rows, then the pending row and
 the summary (whose media references find the files the rows wrote), then the
 other control ops (``finish`` last of all in practice, as the client sends it).
+
+Wide batches are applied in slices: a batch of more than ``SLICE_KEYS`` columns is
+queued (``backlog``) and :meth:`RunUpdates.work` applies ``SLICE_KEYS`` of its
+columns per loop turn — the head (definitions, row budget, row times) with the
+first slice, the tail (step, pending row, summary, control) with the last, so
+sealing never passes rows whose columns are still queued. Later batches of the
+same writer queue behind it; the batch is acknowledged after its last slice is
+committed. Per-key Python work (about 0.1 ms a key from apply to commit) thus
+never blocks the loop for more than a slice: pings and other ranks are answered
+in between. An agent killed between slices stores the first slices again when
+the client resends the batch (identical values; readers keep the last write).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agent.ratelimit import coalesce_column, span_starts
-from agent.runs import RunState
+from agent.runs import RunState, WriterState
 from client import wire
+from client.errors import ProtocolError
+from client.values import MAX_KEYS_PER_ROW
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.media import MediaSink
     from agent.pending import PendingWrites
     from agent.status import Counters
+
+
+# A batch with more columns than this is applied in slices of this many columns, one slice per loop
+# turn: the loop goes on answering pings and other ranks while a wide row is stored (about 20 ms of
+# work per slice on a 2-core machine). Sealing is sliced by the same number of keys (agent/groups.py).
+SLICE_KEYS = 500
+# The widest row the agent takes: the client refuses a log() call with more keys at the call site
+# (client/values.py); a batch with a wider row is refused as malformed, never stored in part.
+# (MAX_KEYS_PER_ROW itself is imported from client/values.py: one number for both ends.)
+
+
+def row_width(b: wire.Batch) -> int:
+    """The number of keys of the widest row of ``b``."""
+    full = 0
+    parts = []
+    for col in b.columns:
+        if col.rows is None:
+            full += 1
+        else:
+            parts.append(col.rows)
+    if not parts or not b.n:
+        return full
+    return full + int(np.bincount(np.concatenate(parts), minlength=b.n).max())
+
+
+# run meta the agent keeps itself: a client's HELLO or "meta" op must not replace them with another type
+AGENT_META = frozenset({"metrics", "drops", "coalesced", "via"})
+
+
+def client_meta(meta: Any) -> dict:
+    """A peer's run meta without the keys the agent owns (``AGENT_META``)."""
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if k not in AGENT_META}
+
+
+class Applying:
+    """A batch being applied: what its first part decided and every slice of its columns needs."""
+
+    __slots__ = ("paced", "n_late", "starts")
+
+    def __init__(self, paced: float):
+        self.paced = paced  # the time its row and media budgets count by
+        self.n_late = 0
+        self.starts: np.ndarray | None = None  # over the row budget: the batch row where each span begins
+
+    def __repr__(self) -> str:
+        return f"<Applying late={self.n_late} coalesced={self.starts is not None}>"
+
+
+class _Work:
+    """A queued batch and how many of its columns are applied."""
+
+    __slots__ = ("ws", "b", "state", "done")
+
+    def __init__(self, ws: WriterState, b: wire.Batch):
+        self.ws, self.b = ws, b
+        self.state: Applying | None = None
+        self.done = 0
+
+    def __repr__(self) -> str:
+        return f"<_Work {self.ws.id[:8]} seq={self.b.seq} {self.done}/{len(self.b.columns)} columns>"
 
 
 class RunUpdates:
@@ -37,6 +113,8 @@ class RunUpdates:
     media: MediaSink | None
     pending: PendingWrites
     counters: Counters
+    backlog: deque  # of _Work: wide batches being applied in slices, and batches of their writers behind them
+    _queued: dict[str, int]  # writer id -> its batches in the backlog
 
     def _count_malformed(self, cause: str) -> None:  # provided by Ingest
         raise NotImplementedError
@@ -47,11 +125,14 @@ class RunUpdates:
         return now
 
     def _apply(self, run: RunState, b: wire.Batch, now: float) -> None:
-        r = run.record
-        group = run.group
-        pending = self.pending
+        state = self._apply_head(run, b, now)
+        self._apply_columns(run, b, b.columns, state, now)
+        self._apply_tail(run, b, state, now)
+
+    def _apply_head(self, run: RunState, b: wire.Batch, now: float) -> "Applying":
+        """What a batch does once, before its columns: metric definitions, the row budget, the rows' times."""
         run.last_seen = now
-        paced = self._paced(run, b, now)
+        state = Applying(self._paced(run, b, now))
         for op, arg in b.control:
             # metric definitions first: they decide how this batch's rows are kept (rate_limit=False)
             if op == "define":
@@ -59,22 +140,42 @@ class RunUpdates:
         if b.n:
             late = b.late
             normal = None if late is None else ~late
-            n_late = 0 if late is None else int(late.sum())
-            allowed = run.allow(b.n - n_late, paced, self.cfg.rows_per_s) if b.n > n_late else 0
+            state.n_late = n_late = 0 if late is None else int(late.sum())
+            allowed = run.allow(b.n - n_late, state.paced, self.cfg.rows_per_s) if b.n > n_late else 0
             if allowed < b.n - n_late:
-                self._apply_coalesced(run, b, allowed, now, paced)
+                state.starts = self._coalesced_rows(run, b, allowed)
             else:
                 self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
-            for col in b.columns if allowed >= b.n - n_late else ():
-                steps = b.step if col.rows is None else b.step[col.rows]
-                values = col.values
-                if not col.numeric and self.media is not None:
-                    values = self.media.column(r.id, values, paced)
-                col_late = None if late is None else (late if col.rows is None else late[col.rows])
-                self._add_column(run, col.key, steps, values, col_late)
-                if col.numeric:
-                    group.add(r.rank, col.key, steps, values, now, pending)
-            self._count_rows(run, b, n_late)
+        return state
+
+    def _apply_columns(self, run: RunState, b: wire.Batch, columns: list, state: "Applying", now: float) -> None:
+        """Some of a batch's columns (all, or one slice of a wide batch): history and group points."""
+        if not b.n:
+            return
+        if state.starts is not None:
+            self._coalesced_columns(run, b, columns, state, now)
+            return
+        r = run.record
+        group = run.group
+        pending = self.pending
+        late = b.late
+        for col in columns:
+            steps = b.step if col.rows is None else b.step[col.rows]
+            values = col.values
+            if not col.numeric and self.media is not None:
+                values = self.media.column(r.id, values, state.paced)
+            col_late = None if late is None else (late if col.rows is None else late[col.rows])
+            self._add_column(run, col.key, steps, values, col_late)
+            # a list column's numbers too: group rows must not depend on batching (agent/groups.py)
+            group.add_column(r.rank, col.key, steps, col.values, now, pending)
+
+    def _apply_tail(self, run: RunState, b: wire.Batch, state: "Applying", now: float) -> None:
+        """What a batch does once, after its columns: the step moves (sealing may pass these rows only
+        now), the pending row, the summary, control ops."""
+        r = run.record
+        paced = state.paced
+        if b.n:
+            self._count_rows(run, b, state.n_late)
         if b.pending is not None or r.pending is not None:
             r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], paced)]
         if b.summary:
@@ -83,8 +184,77 @@ class RunUpdates:
         for op, arg in b.control:
             if op != "define":
                 self._control(run, op, arg, now)
+        if r.state == "crashed" and r.pending:
+            # its process was seen gone before this batch was applied (a wide batch takes several loop
+            # turns): nobody will commit this row later, so commit it now, as the crash did
+            self._commit_pending_row(run, now)
         r.updated = now
-        pending.runs[r.id] = r
+        self.pending.runs[r.id] = r
+
+    # ------------------------------------------------------------ wide batches, in slices
+
+    def _sliced(self, ws: WriterState, peer: bytes, b: wire.Batch) -> bool:
+        """Queue ``b`` to be applied in slices over several loop turns (True), or let the caller apply it
+        now (False). A batch is sliced when it has more than ``SLICE_KEYS`` columns; a batch of a writer
+        that has queued work waits behind it (a writer's batches apply in order). Refuses a batch with a
+        row wider than ``MAX_KEYS_PER_ROW`` (ProtocolError: counted as malformed by the caller)."""
+        width = row_width(b)
+        if width > MAX_KEYS_PER_ROW:
+            raise ProtocolError(f"a row of {width} keys, above the agent's limit of {MAX_KEYS_PER_ROW} keys per row")
+        # a subclass that replaces _apply (a forwarding node agent) applies whole batches
+        if type(self)._apply is not RunUpdates._apply:
+            return False
+        if len(b.columns) <= SLICE_KEYS and not self._queued.get(ws.id):
+            return False
+        self.backlog.append(_Work(ws, b))
+        self._queued[ws.id] = self._queued.get(ws.id, 0) + 1
+        self.counters.add("sliced_batches")
+        return True
+
+    def work(self, now: float, budget: int | None = SLICE_KEYS) -> list[tuple[bytes, bytes]]:
+        """Apply queued batches for about ``budget`` columns (None: all of them, at shutdown); a batch
+        whose last slice is applied is accepted (its ACK goes out with the next commit). A batch that
+        breaks something while applied is rejected like a malformed one (returns the NACKs to send)."""
+        done = 0
+        replies: list[tuple[bytes, bytes]] = []
+        while self.backlog and (budget is None or done < budget):
+            w = self.backlog[0]
+            run = w.ws.run
+            try:
+                if w.state is None:
+                    w.state = self._apply_head(run, w.b, now)
+                left = len(w.b.columns) - w.done
+                take = left if budget is None else min(budget - done, left)
+                self._apply_columns(run, w.b, w.b.columns[w.done : w.done + take], w.state, now)
+                w.done += take
+                done += take
+                if w.done < len(w.b.columns):
+                    break
+                self._apply_tail(run, w.b, w.state, now)
+            except Exception as exc:  # as Ingest.handle does for a batch applied at once: count, go on
+                self._dequeue(w)
+                applied = w.ws.applied  # its later batches may wait in the backlog already
+                cause = f"internal error: {type(exc).__name__}"
+                replies += self._reject(w.ws.peer, w.ws, w.b.seq, w.b.n, cause, exc, w.b.nbytes)
+                w.ws.applied = max(applied, w.ws.applied)
+                continue
+            self._dequeue(w)
+            self._accepted(w.ws, w.b)
+        return replies
+
+    def _dequeue(self, w: _Work) -> None:
+        self.backlog.popleft()
+        left = self._queued.pop(w.ws.id, 1) - 1
+        if left:
+            self._queued[w.ws.id] = left
+
+    def _reject(
+        self, peer: bytes, ws: WriterState, seq: int, rows: int, cause: str, exc: Exception, nbytes: int
+    ) -> list:
+        raise NotImplementedError  # provided by Ingest
+
+    def _accepted(self, ws: WriterState, b: wire.Batch) -> None:  # provided by Ingest
+        raise NotImplementedError
 
     def _count_rows(self, run: RunState, b: wire.Batch, n_late: int) -> None:
         """A batch's rows on its run record and in the counters: the step moves past the rows on time."""
@@ -99,13 +269,13 @@ class RunUpdates:
         self.counters.add("late_rows", n_late)
         self.counters.add("points", sum(len(c.values) for c in b.columns))
 
-    def _apply_coalesced(self, run: RunState, b: wire.Batch, spans: int, now: float, paced: float) -> None:
+    def _coalesced_rows(self, run: RunState, b: wire.Batch, spans: int) -> np.ndarray:
         """Over its row budget: the batch's on-time rows become ``spans`` rows (agent/ratelimit.py).
 
         Each stored row sits at the last step of its span with that step's time, plus ``_first_step``
         and ``_rows`` (how many logged rows it stands for: counts add up). Numeric keys keep last,
         mean, min, max and count; other keys and keys that opted out keep every value. Late rows and
-        the group windows get the raw values."""
+        the group windows get the raw values. Returns the batch row where each span begins."""
         r = run.record
         rid = r.id
         late = b.late
@@ -122,16 +292,27 @@ class RunUpdates:
         if late is not None and late.any():
             pending.add_history(rid, "_timestamp", b.step[late], b.t[late], True)
             pending.add_history(rid, "_runtime", b.step[late], b.runtime[late], True)
+        self.counters.add("coalesced_rows", len(on_time) - len(pos))
+        tally = r.meta.setdefault("coalesced", {"rows": 0, "spans": 0})
+        tally["rows"] += len(on_time)
+        tally["spans"] += len(pos)
+        return starts
+
+    def _coalesced_columns(self, run: RunState, b: wire.Batch, columns: list, state: "Applying", now: float) -> None:
+        """Columns of a batch over its row budget: numeric ones into the spans of ``state.starts``."""
+        r = run.record
+        rid = r.id
+        late = b.late
+        pending = self.pending
         coalesced = 0
-        for col in b.columns:
+        for col in columns:
             rows = np.arange(b.n) if col.rows is None else col.rows.astype(np.int64)
             values = col.values
             if not col.numeric and self.media is not None:
-                values = self.media.column(rid, values, paced)
+                values = self.media.column(rid, values, state.paced)
             col_steps = b.step[rows]
             col_late = None if late is None else late[rows]
-            if col.numeric:
-                run.group.add(r.rank, col.key, col_steps, values, now, pending)
+            run.group.add_column(r.rank, col.key, col_steps, col.values, now, pending)
             if not col.numeric or run.keeps_raw(col.key):
                 self._add_column(run, col.key, col_steps, values, col_late)
                 continue
@@ -140,14 +321,10 @@ class RunUpdates:
                 keep = ~col_late
                 rows, col_steps, values = rows[keep], col_steps[keep], values[keep]
             if len(rows):
-                spans_of_key = coalesce_column(rows, col_steps, values, starts)
+                spans_of_key = coalesce_column(rows, col_steps, values, state.starts)
                 pending.add_history(rid, col.key, spans_of_key["step"], spans_of_key, False)
                 coalesced += len(rows)
-        self.counters.add("coalesced_rows", len(on_time) - len(pos))
         self.counters.add("coalesced_points", coalesced)
-        tally = r.meta.setdefault("coalesced", {"rows": 0, "spans": 0})
-        tally["rows"] += len(on_time)
-        tally["spans"] += len(pos)
 
     def _media_map(self, run_id: int, values: dict, now: float) -> dict:
         if self.media is None or not any(isinstance(v, (dict, list)) for v in values.values()):
@@ -160,6 +337,10 @@ class RunUpdates:
 
     def _add_column(self, run: RunState, key: str, steps: np.ndarray, values: Any, late: Any) -> None:
         rid = run.record.id
+        if isinstance(values, np.ndarray) and values.dtype.kind == "b":
+            # as Python bools: a commit that joins them with other numbers of the key keeps them bools (the
+            # store writes an all-bool chunk as "b1" again); group rows got the numeric array (0/1)
+            values = values.astype(object)
         if late is None or not late.any():
             self.pending.add_history(rid, key, steps, values, False)
             return
@@ -179,7 +360,8 @@ class RunUpdates:
             r.config.update(arg)
         elif op == "config_del" and isinstance(arg, list):
             for key in arg:
-                r.config.pop(key, None)
+                if isinstance(key, str):  # anything else names no config key (and may not even hash)
+                    r.config.pop(key, None)
         elif op == "summary_del" and isinstance(arg, str):
             r.summary.pop(arg, None)
         elif op == "define" and isinstance(arg, dict):
@@ -196,7 +378,9 @@ class RunUpdates:
             r.pending = None
             self.counters.add("finished_runs")
         elif op == "meta" and isinstance(arg, dict):
-            r.meta.update(arg)
+            if AGENT_META.intersection(arg):
+                self._count_malformed("meta op sets a key the agent keeps")
+            r.meta.update(client_meta(arg))
         elif op == "dropped" and isinstance(arg, dict):
             # rows a writer could not keep (its spill file refused them): counted by cause, per run too
             rows, cause = arg.get("rows"), str(arg.get("cause", "unknown"))[:40]

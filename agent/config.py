@@ -24,6 +24,12 @@ class AgentConfig:
     window_max_bytes: int = 64 << 20  # open-window budget per group; beyond it the oldest steps seal early
     liveness_interval_s: float = 0.5  # how often pids of running ranks are checked
     max_drain: int = 4000  # messages handled per loop turn before a commit
+    # points folded into memory before a commit: a commit's transient memory (group rows, encodings) is
+    # ~500 bytes per point, so this bounds the agent's peak however far behind its socket queue is
+    max_commit_points: int = 1 << 17
+    # bytes of client batches applied but not yet committed; beyond it a drain stops for a commit, and while
+    # the store refuses commits (disk full) new batches are not applied nor acknowledged: clients keep them
+    pending_max_bytes: int = 64 << 20
     rows_per_s: float = 1000.0  # per-run stored-row budget (burst 2 s); over it rows coalesce; 0 = no limit
     media_bytes_per_s: float = 64 << 20  # per-run media budget; beyond it media are skipped and counted
     log_level: str = "INFO"
@@ -35,6 +41,9 @@ class AgentConfig:
     curve_allow: str | None = None  # root: directory of the node public keys it accepts
     root_key: str | None = None  # node: the root's public key file
     insecure: bool = False  # root: allow plain TCP on a non-loopback address
+    # root: node-agent connections at once; a peer past it is disconnected at accept. Each connection can pin
+    # at most one partial frame (ZMQ_MAXMSGSIZE) in the root's memory, so this bounds that memory too
+    root_max_connections: int = 256
     spool_quota_bytes: int = 4 << 30  # node: spool byte quota; when full, clients are held back (not dropped)
     spool_fsync_s: float = 0.2  # node: the spool is fsynced at least this often (power-loss window)
     spool_segment_bytes: int = 16 << 20  # node: spool segment size (deleted whole once acknowledged)
@@ -141,6 +150,10 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     for attr, var in _ENV_SECONDS.items():
         if env.get(var):
             values[attr] = _number(var, env[var])
+    if env.get("RANKWISE_AGENT_PENDING_BYTES"):
+        values["pending_max_bytes"] = parse_bytes("RANKWISE_AGENT_PENDING_BYTES", env["RANKWISE_AGENT_PENDING_BYTES"])
+    if env.get("RANKWISE_ROOT_MAX_CONNECTIONS"):
+        values["root_max_connections"] = int(_number("RANKWISE_ROOT_MAX_CONNECTIONS", env["RANKWISE_ROOT_MAX_CONNECTIONS"]))
     if env.get("RANKWISE_SPOOL_BYTES"):
         values["spool_quota_bytes"] = parse_bytes("RANKWISE_SPOOL_BYTES", env["RANKWISE_SPOOL_BYTES"])
     if env.get("RANKWISE_SPOOL_SEGMENT_BYTES"):

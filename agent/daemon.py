@@ -2,15 +2,19 @@
 
 Start-up
     1. take ``agent.lock`` (flock, held for life): a second agent exits at once
-       and can never bind a live agent's socket;
+       and can never bind a live agent's socket; then ``store.lock`` in the data
+       directory (agent/storelock.py): an agent of another runtime directory
+       that holds it makes this one exit with status 4, naming the holder;
     2. open the store and recover runs a previous agent left running;
     3. remove a stale socket file (safe: we hold the lock), bind the ROUTER,
        write ``agent.json`` (pid, endpoint) atomically: now clients find us.
 
 Loop
     poll → drain up to ``max_drain`` frames (validate, fold into memory, answer
-    HELLO/STATUS at once) → seal what may be sealed → commit one transaction →
-    send the ACKs it made true. Every ``liveness_interval_s`` the pids of
+    HELLO/STATUS at once) → apply one slice of queued wide batches → seal what
+    may be sealed (group rows of at most ``SLICE_KEYS`` keys per turn) → commit
+    one transaction → send the ACKs it made true. While sliced work waits the
+    poll does not wait (agent/apply.py). Every ``liveness_interval_s`` the pids of
     running ranks are checked. With no running run and no message for
     ``idle_timeout_s`` the agent exits.
 
@@ -37,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, resolve
-from agent.errors import AlreadyRunning
+from agent.errors import AlreadyRunning, StoreInUse
+from agent.storelock import StoreLock
 from client import paths
 from client.errors import Error
 
@@ -75,6 +80,7 @@ class Agent:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
         self.lock = AgentLock(cfg.runtime_dir)
+        self.store_lock = StoreLock(cfg.data_dir, cfg.runtime_dir)
         self.stopping = False
         self.endpoint: str | None = None
         self.ingest: Any = None
@@ -94,6 +100,7 @@ class Agent:
         paths.ensure_private_dir(self.cfg.runtime_dir)
         paths.ensure_data_dir(self.cfg.data_dir)
         self.lock.acquire()
+        self.store_lock.acquire()  # one writer per data directory, whatever the runtime directory
         self._ctx = zmq.Context()
         if self.cfg.upstream:
             from agent.roles import start_node
@@ -105,9 +112,10 @@ class Agent:
             self.ingest, self.link = start_store(self.cfg, self._ctx)
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        # twice the protocol's limit: a frame up to that size reaches Ingest and is counted as oversize;
-        # beyond it ZeroMQ drops the peer's connection (uncounted, but the frame never costs memory)
-        sock.setsockopt(zmq.MAXMSGSIZE, 2 * wire.MAX_FRAME_BYTES)
+        # the protocol's limit (+64 KiB, so a frame just over it reaches Ingest and is counted as oversize): a
+        # bigger frame makes ZeroMQ drop the peer's connection as soon as its size is announced, so a peer
+        # sending partial frames pins at most this much each (issue 9: memory pinning)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES + (1 << 16))
         sock.setsockopt(zmq.RCVHWM, 100000)
         endpoint = paths.ipc_endpoint(self.cfg.runtime_dir)
         if endpoint is not None and zmq.has("ipc"):
@@ -149,11 +157,12 @@ class Agent:
         poller.register(sock, zmq.POLLIN)
         for extra in (link.sockets() if link is not None else []) + ([upstream.sock] if upstream is not None else []):
             poller.register(extra, zmq.POLLIN)
-        drain_full = getattr(ingest, "drain_full", lambda: False)
+        drain_full = ingest.drain_full
         max_drain = self.cfg.max_drain
         next_checkpoint = time.monotonic() + 1.0
         while not self.stopping:
-            timeout_ms = 0 if ingest.commit_due() else 50
+            # sliced work (a wide batch, a seal of many keys) goes on at once, a slice per turn
+            timeout_ms = 0 if ingest.commit_due() or ingest.busy() else 50
             events = dict(poller.poll(timeout_ms))
             if sock in events:
                 for _ in range(max_drain):
@@ -172,6 +181,8 @@ class Agent:
                 link.handle(events)
             if upstream is not None and upstream.sock in events:
                 upstream.handle()
+            for reply in ingest.work(time.time()):  # one slice of queued wide batches (agent/apply.py)
+                self._send(reply)
             try:
                 ingest.tick()
             except Exception:  # sealing or liveness broke on some state: keep serving, say so
@@ -214,6 +225,8 @@ class Agent:
         ingest = self.ingest
         if ingest is not None:
             now = time.time()
+            for reply in ingest.work(now, None):  # wide batches still queued: applied whole, acknowledged
+                self._send(reply)
             ingest.seal_finished(now)
             for reply in ingest.commit(now, force=True):
                 self._send(reply)
@@ -240,6 +253,7 @@ class Agent:
             spool = getattr(ingest, "spool", None)
             if spool is not None:
                 spool.close()
+        self.store_lock.release()
         self.lock.release()
         log.info("agent %d stopped", os.getpid())
 
@@ -259,9 +273,13 @@ def _setup_logging(cfg: AgentConfig, foreground: bool) -> None:
 
 
 def run_agent(cfg: AgentConfig, foreground: bool = True, ready_fd: int | None = None) -> int:
-    """Run until stopped. Exit status: 0 stopped cleanly, 1 could not start, 3 another agent is running."""
+    """Run until stopped. Exit status: 0 stopped cleanly, 1 could not start, 3 another agent is running,
+    4 another agent (of another runtime directory) holds the data directory."""
+    os.umask(paths.AGENT_UMASK)  # every file 0600, every folder 0700 (store, WAL, media, spool, log)
     try:
         _setup_logging(cfg, foreground)
+        if warning := paths.open_to_others(cfg.data_dir):
+            log.warning("%s", warning)
     except OSError as exc:  # an unusable data directory: say so where the spawner can see it
         message = f"rankwise agent: cannot write its log in {cfg.data_dir}: {exc}"
         print(message, file=sys.stderr)
@@ -274,6 +292,11 @@ def run_agent(cfg: AgentConfig, foreground: bool = True, ready_fd: int | None = 
         log.info("%s; exiting", exc)
         _signal_ready(ready_fd, b"3")
         return 3
+    except StoreInUse as exc:  # the spawning client shows this line (client/spawn.py)
+        log.error("agent could not start: %s", exc)  # on stderr too in the foreground
+        agent.lock.release()
+        _signal_ready(ready_fd, b"4", str(exc))
+        return 4
     except Exception as exc:  # the store cannot be opened, the socket cannot be bound, ...
         log.error("agent could not start: %s", exc, exc_info=not isinstance(exc, Error))
         agent.shutdown()

@@ -9,6 +9,12 @@ Finished, failed and crashed ranks are not waited for. Independently, a step is
 sealed after ``seal_timeout_s``, and the oldest steps are sealed early when the
 window exceeds its byte budget: memory stays bounded and nothing is dropped.
 
+A seal of very many keys (a wide row) is cut into calls of at most ``budget``
+keys, one per tick: the group's ``sealed_through`` moves when the last key is
+sealed, and points that arrive meanwhile for a key already sealed in that pass
+count as late (recomputed), so a group row is never written from part of its
+points.
+
 Points that arrive for a step already sealed are not lost: the per-rank rows go
 to the store as usual, and the group row of that step is recomputed from the
 stored per-rank values in the same transaction (a new revision, counted as late).
@@ -20,12 +26,12 @@ ranks, and what it seals becomes partials sent upstream instead of rows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agent.store.base import GroupRecord
-from grouping import GroupWindow, finalize
+from grouping import GroupWindow, finalize, numeric_entries
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -34,13 +40,17 @@ if TYPE_CHECKING:
 
 
 class GroupState:
-    __slots__ = ("record", "window", "ranks", "seen_at")
+    __slots__ = ("record", "window", "ranks", "seen_at", "sealing", "_sealed_keys")
 
     def __init__(self, record: GroupRecord, now: float):
         self.record = record
         self.window = GroupWindow()
         self.ranks: dict[int, "RunState"] = {}
         self.seen_at = now
+        # a seal of very many keys runs over several ticks (at most ``budget`` keys each): the step it
+        # seals through, and the keys already sealed in it (their points at or below it are late now)
+        self.sealing: int | None = None
+        self._sealed_keys: set[str] = set()
 
     def __repr__(self) -> str:
         g = self.record
@@ -53,6 +63,8 @@ class GroupState:
         """Numeric points of one key from one rank: open steps into the window, sealed ones to recompute."""
         values = values.astype(np.float64, copy=False)
         sealed = self.record.sealed_through
+        if self.sealing is not None and key in self._sealed_keys:
+            sealed = max(sealed, self.sealing)
         if len(steps) and steps.min() <= sealed:
             late = steps <= sealed
             pending.recompute.setdefault((self.record.id, key), []).append(steps[late])
@@ -61,6 +73,21 @@ class GroupState:
             steps, values = steps[~late], values[~late]
         if len(steps):
             self.window.add(key, rank, steps, values, now)
+
+    def add_column(
+        self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: "PendingWrites"
+    ) -> None:
+        """Any column of a batch: a numeric array whole, a list of values (encoding "mp") by its numbers.
+
+        A client sends a key's column as a list as soon as one of its values in the batch is not a
+        number (one string among 20 floats): its numbers must still make group rows, or the rows of
+        a step would depend on how the client cut its batches (issue 9, finding 7)."""
+        if isinstance(values, np.ndarray):
+            self.add(rank, key, steps, values, now, pending)
+            return
+        where, numbers = numeric_entries(values)
+        if len(where):
+            self.add(rank, key, steps[where], numbers, now, pending)
 
     def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
         """Watermarks of the ranks sealing waits for; -1 stands for ranks that have not said hello yet.
@@ -91,25 +118,46 @@ class GroupState:
                 bound = forced if bound is None else max(bound, forced)
         return bound
 
-    def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
-        """Seal what may be sealed; returns the number of keys for which group rows were produced."""
+    def seal(
+        self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False,
+        budget: int | None = None,
+    ) -> int:  # fmt: skip
+        """Seal what may be sealed, group rows of at most ``budget`` keys (None: no limit); returns the
+        number of keys for which group rows were produced. A seal that hits the budget goes on at the
+        next call through the same step; the group's ``sealed_through`` moves when it is complete."""
         window = self.window
-        if window.n_points == 0:
-            return 0
-        bound = self.seal_bound(now, cfg, everything)
-        if bound is None or window.min_step is None or bound < window.min_step:
-            return 0
-        parts = window.take_through(bound)
         g = self.record
+        if self.sealing is not None and window.n_points == 0:  # nothing left to seal: the pass is complete
+            g.sealed_through = max(g.sealed_through, self.sealing)
+            self.sealing = None
+            self._sealed_keys.clear()
+            return 0
+        if self.sealing is not None and not everything:
+            bound: int | None = self.sealing
+        else:
+            if window.n_points == 0:
+                return 0
+            bound = self.seal_bound(now, cfg, everything)
+            if bound is None or window.min_step is None or bound < window.min_step:
+                return 0
+        parts, complete = window.take_keys_through(bound, None if everything else budget)
         for key, partial in parts.items():
             pending.group_rows.append((g.id, key, finalize(partial, g.world_size), False))
-        if bound > g.sealed_through:
-            g.sealed_through = int(bound)
+        if complete:
+            self.sealing = None
+            self._sealed_keys.clear()
+            if bound > g.sealed_through:
+                g.sealed_through = int(bound)
+        else:
+            self.sealing = int(bound)
+            self._sealed_keys.update(parts)
         g.updated = now
         pending.groups[g.id] = g
         return len(parts)
 
 
+# what a numeric column holds: bools too (the client sends a bool column as "b1", numbers mixed
+# with bools as "f8"/"i8"), so a number in a list column counts exactly as it would in an array
 class NodeGroupState(GroupState):
     """A group as a forwarding node agent sees it: only its own ranks.
 
@@ -134,7 +182,11 @@ class NodeGroupState(GroupState):
     def awaits_joiners(self, now: float, cfg: "AgentConfig") -> bool:
         return not self.complete and super().awaits_joiners(now, cfg)
 
-    def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
+    def seal(
+        self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False,
+        budget: int | None = None,
+    ) -> int:  # fmt: skip
+        # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
         window = self.window
         g = self.record
         bound = self.seal_bound(now, cfg, everything)

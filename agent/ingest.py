@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from agent.apply import RunUpdates
+from agent.apply import SLICE_KEYS, RunUpdates, client_meta
 from agent.config import AgentConfig
 from agent.groups import GroupState
+from agent.malformed import MAX_CAUSES, CauseLog, malformed_cause
 from agent.media import MediaSink
 from agent.pending import LINK_PREFIX, PendingWrites
 from agent.runs import PidWatch, RunState, WriterState
 from agent.status import Counters
-from agent.store.base import Store
+from agent.store.base import LOST, Store
+from agent.storehealth import StoreHealth, is_store_error
 from client import wire
 from client.errors import ProtocolError
 from grouping import finalize, reduce_points
@@ -45,17 +47,14 @@ _META_KEYS = ("_timestamp", "_runtime")
 MAX_STEP = 1 << 62  # steps (and the next step, step + 1) stay far inside SQLite's int64
 MAX_WORLD = 1 << 20  # ranks per group; the sealing policy visits the ranks it knows on every tick
 MAX_PID = 1 << 31
-MAX_CAUSES = 32  # distinct malformed-frame causes kept; beyond, "other" (a peer cannot grow the counters)
-_LITERALS = re.compile(r"'[^']*'|\"[^\"]*\"|-?\b\d+(?:\.\d+)?\b")
-
-
-def malformed_cause(message: str) -> str:
-    """A ProtocolError's message without the peer's literals (names, numbers): a bounded set of causes."""
-    return _LITERALS.sub("…", message)[:80]
+SEAL_KEYS_PER_TICK = SLICE_KEYS  # see agent/apply.py
 
 
 class Ingest(RunUpdates):
     group_class = GroupState  # a node agent and a root seal differently (agent/groups.py, agent/rootgroups.py)
+    # a lost store (deleted, corrupt) is replaced by a fresh one and the writers resend (False: hold, say so)
+    resets_store_on_loss = True
+    store_health = True  # commit() tracks disk full / lost store episodes (a node agent's commit writes a spool)
 
     def __init__(
         self,
@@ -84,6 +83,12 @@ class Ingest(RunUpdates):
         self._next_liveness = 0.0
         self._commit_failures = 0
         self._commit_retry_at = 0.0  # monotonic; after a failed commit the next try waits (no busy loop)
+        self.health = StoreHealth(cfg.pending_max_bytes)  # disk full, store lost (agent/storehealth.py)
+        self._lost_writers: set[str] = set()  # writers known when the store was lost: told so, then rebased
+        self._rebase_lost: set[str] = set()  # ... whose first batch after their HELLO sets where they resume
+        self._frame_log = CauseLog()  # malformed frames: logged per cause, rate-limited, a new cause always
+        self.backlog: deque = deque()  # wide batches applied in slices, one per loop turn (agent/apply.py)
+        self._queued: dict[str, int] = {}
 
     def __repr__(self) -> str:
         running = sum(r.running for r in self.runs.values())
@@ -101,7 +106,15 @@ class Ingest(RunUpdates):
         try:
             kind, body = wire.unpack(frame)
             if kind == wire.BATCH:
-                return self._batch(peer, wire.decode_batch(body, len(frame)), now)
+                try:
+                    batch = wire.decode_batch(body, len(frame))
+                except ProtocolError as exc:
+                    # a batch whose writer and seq can be read: answer, or its writer resends it for ever
+                    rejected = self._reject_batch(peer, body, malformed_cause(str(exc)), exc, len(frame))
+                    if rejected is None:
+                        raise
+                    return rejected
+                return self._batch(peer, batch, now)
             if kind == wire.HELLO:
                 return self._hello(peer, wire.decode_hello(body), body, now)
             if kind == wire.STATUS:
@@ -116,13 +129,19 @@ class Ingest(RunUpdates):
             self._bad_frame(malformed_cause(str(exc)), len(frame), exc)
             return []
         except Exception as exc:  # a frame that passed validation and still broke something: count, go on
+            if self.store_health and is_store_error(exc):  # not the frame's fault: a HELLO hit a full or lost store
+                self.counters.add("store_errors")
+                return self._store_failed(exc)
             self._bad_frame(f"internal error: {type(exc).__name__}", len(frame), exc, trace=True)
             return []
 
     def _bad_frame(self, cause: str, nbytes: int, exc: Exception, trace: bool = False) -> None:
         self._count_malformed(cause)
-        if sum(self.counters.malformed.values()) <= 20:
-            log.warning("malformed frame (%d bytes) ignored: %s", nbytes, exc, exc_info=trace)
+        trace = trace or cause.startswith("internal error")  # a bug of ours: its traceback says where
+        said = self._frame_log.allow(cause, time.monotonic())
+        if said is not None:
+            more = f" ({said} more of this cause not logged)" if said else ""
+            log.warning("malformed frame (%d bytes) ignored: %s%s", nbytes, exc, more, exc_info=trace)
 
     def _count_malformed(self, cause: str) -> None:
         if cause not in self.counters.malformed and len(self.counters.malformed) >= MAX_CAUSES:
@@ -193,6 +212,8 @@ class Ingest(RunUpdates):
                     return opened
                 run, resumed = opened
             ws = WriterState(h.writer, run, stored, peer, h.pid, fork_of is not None)
+            if h.writer in self._lost_writers and stored == 0:  # its acknowledged seqs went with the lost store
+                self._rebase_lost.add(h.writer)
             if run.record.pid == h.pid:  # the run's own process (not a forked child of it)
                 self.pids.register(h.pid)
             self.writers[h.writer] = ws
@@ -218,6 +239,9 @@ class Ingest(RunUpdates):
         }
         if isinstance(body.get("h"), int):
             welcome["h"] = body["h"]  # which HELLO this answers: the writer acts on the latest one only
+        warn = self.health.warning(ws.id in self._lost_writers)
+        if warn:
+            welcome["warn"] = warn  # the client logs it once (client/transport.py)
         replies = [(peer, wire.pack(wire.WELCOME, welcome))]
         if ws.stored:
             replies.append((peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored})))
@@ -248,7 +272,8 @@ class Ingest(RunUpdates):
                     "two processes cannot log as the same rank (pass name= or rank=)"
                 )
         if run is None:
-            fields = dict(info, run_key=str(info.get("run_id", "")), pid=h.pid)
+            # meta keys the agent keeps itself (metric rules, drops, coalesced tally, via) are not a peer's to set
+            fields = dict(info, run_key=str(info.get("run_id", "")), pid=h.pid, meta=client_meta(info.get("meta")))
             grecord, record, _ = self.store.register(project, group_name, info["world_size"], fields, now)
             group = self._group_state(grecord, now)
             run = self._add_run(RunState(record, group, now))
@@ -285,18 +310,79 @@ class Ingest(RunUpdates):
             if b.seq <= ws.stored:
                 return [(peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored}))]
             return []
+        if ws.id in self._rebase_lost:
+            # the store that had this writer's acknowledged batches was lost: the writer resends from the first
+            # one it holds (its WELCOME said next_seq 1, it requeued everything unacknowledged, in order)
+            self._rebase_lost.discard(ws.id)
+            if ws.applied == 0 and b.seq > 1:
+                ws.applied = ws.stored = b.seq - 1
+                self.counters.add("writers_rebased")
+        if self.health.trouble is not None and self.health.holding(self._uncommitted_bytes()):
+            # back-pressure: the store refuses commits and uncommitted work is at its budget. Neither applied
+            # nor acknowledged, the batch stays with its client (memory, then spill file), resent after a HELLO
+            self.counters.add("held_batches")
+            return []
         if b.seq > ws.applied + 1:
             self.counters.add("gaps")
             return [(peer, wire.pack(wire.NACK, {"w": ws.id, "reason": "gap", "expect": ws.applied + 1}))]
-        _check_batch(b)
+        try:
+            _check_batch(b)
+            sliced = self._sliced(ws, peer, b)  # a wide batch is applied over several loop turns (agent/apply.py)
+        except ProtocolError as exc:
+            return self._reject(peer, ws, b.seq, b.n, malformed_cause(str(exc)), exc, b.nbytes)
         ws.peer = peer  # only an applied batch moves the writer's ACKs to this connection
-        self._apply(ws.run, b, now)
+        if sliced:
+            ws.applied = b.seq  # queued in order: the next seq is no gap, a resend of this one a duplicate
+            return []
+        try:
+            self._apply(ws.run, b, now)
+        except Exception as exc:  # valid on the wire and still broke something: rejected, never resent for ever
+            return self._reject(peer, ws, b.seq, b.n, f"internal error: {type(exc).__name__}", exc, b.nbytes)
         ws.applied = b.seq
+        self._accepted(ws, b)
+        return []
+
+    def _accepted(self, ws: WriterState, b: wire.Batch) -> None:
+        """A batch applied whole (at once, or its last slice): stored and acknowledged with the next commit."""
+        self.pending.nbytes += b.nbytes
         self.pending.writers[ws.id] = (ws.run.record.id, b.seq)
-        self.pending.acks[ws.id] = (peer, b.seq)
+        self.pending.acks[ws.id] = (ws.peer, b.seq)
         self.counters.add("batches")
         self.counters.add("bytes", b.nbytes)
-        return []
+
+    def _reject_batch(self, peer: bytes, body: Any, cause: str, exc: Exception, nbytes: int) -> list[Reply] | None:
+        """A batch that fails validation but names a known writer and a seq: duplicates and gaps are
+        answered as usual, the next seq is rejected (see :meth:`_reject`). None: not even that can be read."""
+        if not isinstance(body, dict):
+            return None
+        writer, seq = body.get("w"), body.get("s")
+        if not isinstance(writer, str) or type(seq) is not int or seq < 1:
+            return None
+        ws = self.writers.get(writer)
+        if ws is None or seq > ws.applied + 1 or seq <= ws.applied:
+            return None  # unknown writers, gaps and duplicates: counted as malformed, the writer retries
+        rows = body.get("rows")
+        n = rows[0] if isinstance(rows, list) and rows and type(rows[0]) is int and 0 <= rows[0] < (1 << 40) else 0
+        return self._reject(peer, ws, seq, n, cause, exc, nbytes)
+
+    def _reject(
+        self, peer: bytes, ws: WriterState, seq: int, rows: int, cause: str, exc: Exception, nbytes: int
+    ) -> list[Reply]:
+        """Reject the writer's next batch: its seq counts as consumed (applied now, acknowledged with the next
+        commit, so the writer's sequence goes on), its rows are counted as dropped by cause ``rejected``,
+        and the writer is told (NACK "rejected") so that it drops the batch instead of resending it."""
+        self._bad_frame(cause, nbytes, exc)  # counted and logged as malformed; the writer is told, below
+        ws.applied = seq
+        r = ws.run.record
+        self.pending.writers[ws.id] = (r.id, seq)
+        self.pending.acks[ws.id] = (peer, seq)
+        self.pending.drops["rejected"] = self.pending.drops.get("rejected", 0) + rows
+        self.counters.drop("rejected", rows)
+        drops = r.meta.setdefault("drops", {})
+        drops["rejected"] = drops.get("rejected", 0) + rows
+        self.pending.runs[r.id] = r
+        self.counters.add("rejected_batches")
+        return [(peer, wire.pack(wire.NACK, {"w": ws.id, "reason": "rejected", "s": seq, "cause": cause}))]
 
     # ------------------------------------------------------------ crash handling
 
@@ -319,12 +405,25 @@ class Ingest(RunUpdates):
             for run in list(self.runs.values()):
                 if run.running and self._local(run) and not self.pids(run.record.pid):
                     self._crash(run, now, f"pid {run.record.pid} is gone")
+        budget = SEAL_KEYS_PER_TICK  # group rows of at most this many keys per tick: the loop stays responsive
         for group in self.groups.values():
-            group.seal(now, self.cfg, self.pending)
+            budget -= group.seal(now, self.cfg, self.pending, budget=max(1, budget))
+
+    def busy(self) -> bool:
+        """Sliced work waits (a wide batch, a seal of many keys): the loop turns again without waiting."""
+        return bool(self.backlog) or any(getattr(g, "sealing", None) is not None for g in self.groups.values())
 
     def _local(self, run: RunState) -> bool:
         """A run whose process runs on this machine (its pid can be checked here)."""
         return run.via is None and run.record.node == self.node
+
+    def drain_full(self) -> bool:
+        """Enough points (or batch bytes) wait for the store: commit before draining more frames (bounded commit
+        memory). Not while the store refuses commits: then the drain goes on, and batches over the byte budget
+        are held (not applied, not acknowledged), so frames do not pile up in the socket either."""
+        if self.health.trouble is not None:
+            return False
+        return self.pending.points >= self.cfg.max_commit_points or self.pending.nbytes >= self.cfg.pending_max_bytes
 
     def commit_due(self) -> bool:
         """Something waits to be committed and no failed commit asks us to back off."""
@@ -357,9 +456,13 @@ class Ingest(RunUpdates):
             self._commit_failures += 1
             self._commit_retry_at = time.monotonic() + min(2.0, 0.01 * 2 ** min(self._commit_failures, 8))
             self.counters.add("commit_failures")
-            if self._commit_failures <= 5 or self._commit_failures % 100 == 0:
-                log.error("store commit failed (%d so far), will retry: %s", self._commit_failures, exc)
-            return []
+            if not is_store_error(exc):  # a bug, not the store: the trace, rate-limited (store trouble: once)
+                if self._commit_failures <= 5 or self._commit_failures % 100 == 0:
+                    log.error("store commit failed (%d so far), will retry: %s", self._commit_failures, exc,
+                              exc_info=True)  # fmt: skip
+                return []
+            return self._store_failed(exc)
+        self.health.recovered(pending.points)
         self._commit_failures = 0
         self._commit_retry_at = 0.0
         self.counters.add("commits")
@@ -374,6 +477,51 @@ class Ingest(RunUpdates):
         self._committed(pending)
         pending.clear()
         return acks
+
+    def _uncommitted_bytes(self) -> int:
+        """Wire bytes of the batches taken but not committed: applied (pending) or queued (wide, in slices)."""
+        return self.pending.nbytes + sum(w.b.nbytes for w in self.backlog)
+
+    def _store_failed(self, exc: BaseException) -> list[Reply]:
+        """A store operation failed: a full or unavailable store starts (or goes on with) an episode of
+        back-pressure; a lost one (deleted, replaced, corrupt) is replaced by a fresh store."""
+        if self.health.failed(exc, self.pending.nbytes, hold_lost=not self.resets_store_on_loss) != LOST:
+            return []
+        if not self.resets_store_on_loss:
+            return []
+        try:
+            return self._store_lost(str(exc))
+        except Exception as again:  # cannot even start a fresh store (disk full, permissions): retry later
+            self.health.failed(again, self.pending.nbytes, hold_lost=True)
+            return []
+
+    def _store_lost(self, why: str) -> list[Reply]:
+        """Start over on a fresh store. Everything in memory that mirrored the old one goes: runs, groups,
+        writers (their "applied" seqs were never committed in the new store) and pending work. Each writer
+        is told (NACK unknown-writer, with a warning it logs): it says HELLO again, is registered in the new
+        store and resends from its first unacknowledged batch (``_rebase_lost``)."""
+        moved = self.store.reset(why)
+        writers = dict(self.writers)
+        points = self.pending.points
+        self._lost_writers.update(writers)
+        self.health.lost(why, moved, len(writers), points)
+        self.counters.add("store_losses")
+        self.runs.clear()
+        self.groups.clear()
+        self.writers.clear()
+        self._run_index.clear()
+        self._rebase_lost.clear()
+        self.backlog.clear()  # slices of wide batches of forgotten writers: resent with the rest
+        self._queued.clear()
+        self.pending.clear()
+        self._commit_failures = 0
+        self._commit_retry_at = 0.0
+        self.instance = os.urandom(6).hex()  # the writers count this like an agent restart
+        warn = self.health.warning(True)
+        return [
+            (ws.peer, wire.pack(wire.NACK, {"w": wid, "reason": "unknown-writer", "warn": warn}))
+            for wid, ws in writers.items()
+        ]
 
     def _committed(self, pending: PendingWrites) -> None:
         """Called after a successful commit, before ``pending`` is cleared (a root acknowledges records)."""
@@ -424,6 +572,7 @@ class Ingest(RunUpdates):
             writers=len(self.writers),
             window_bytes=sum(getattr(g, "nbytes", g.window.nbytes) for g in self.groups.values()),
             pending_points=self.pending.points,
+            **self.health.status(self._uncommitted_bytes()),
             running=[
                 {
                     "project": run.group.record.project,

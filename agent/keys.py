@@ -18,6 +18,7 @@ socket monitor counts those. Both are in ``rankwise status`` (``refused``).
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,13 @@ def keygen(directory: str | os.PathLike, name: str) -> tuple[Path, Path]:
     for suffix in (".key", ".key_secret"):
         if (d / (name + suffix)).exists():
             raise InvalidArgumentError(f"{d / (name + suffix)} exists; pick another name or remove it first")
-    public, secret = zmq.auth.create_certificates(str(d), name)
+    old = os.umask(0o077)  # the secret is never readable by others, not even between its creation and a chmod
+    try:
+        public, secret = zmq.auth.create_certificates(str(d), name)
+    finally:
+        os.umask(old)
     os.chmod(secret, 0o600)
+    os.chmod(public, 0o644)  # the public half is meant to be copied around
     return Path(public), Path(secret)
 
 
@@ -160,18 +166,37 @@ def curve_client(sock: Any, public: bytes, secret: bytes, server: bytes) -> None
     sock.curve_serverkey = server
 
 
-class HandshakeMonitor:
-    """Counts failed handshakes on a listening socket (peers without Curve, or with a bad key)."""
+def _disconnect(fd: int) -> None:
+    """connect(fd, AF_UNSPEC): Linux resets a TCP connection (tcp_disconnect) and the socket's owner sees an
+    error on its next read. Python's socket.connect cannot pass an AF_UNSPEC address, hence libc."""
+    import ctypes
+    import ctypes.util
 
-    def __init__(self, sock: Any):
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    addr = struct.pack("H14s", 0, b"")  # sa_family AF_UNSPEC
+    libc.connect(fd, ctypes.c_char_p(addr), len(addr))
+
+
+class HandshakeMonitor:
+    """A listening socket's monitor: counts failed handshakes (peers without Curve, or with a bad key) and
+    the open connections. Past ``max_connections`` (0: no limit) a newly accepted connection is shut down at
+    once and counted as refused ``connection_limit``: each connection can pin one partial frame of up to
+    ZMQ_MAXMSGSIZE in memory, so the limit bounds that memory (connections × frame limit)."""
+
+    def __init__(self, sock: Any, max_connections: int = 0):
         import zmq
 
-        events = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        events = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                  | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)  # fmt: skip
         self.sock = sock.get_monitor_socket(events)
+        self.max_connections = max_connections
         self.failed: dict[str, int] = {}
+        self.open: set[int] = set()  # fds of the accepted connections still open
+        self.peak = 0
+        self.port: int | None = None  # the listening port (set after bind): a fd to shut must be on it
 
     def __repr__(self) -> str:
-        return f"<HandshakeMonitor failed={self.failed}>"
+        return f"<HandshakeMonitor open={len(self.open)}/{self.max_connections or 'any'} failed={self.failed}>"
 
     def handle(self) -> None:
         import zmq
@@ -187,8 +212,45 @@ class HandshakeMonitor:
                 event = recv_monitor_message(self.sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            cause = names.get(event.get("event"), "other")
+            kind, fd = event.get("event"), event.get("value")
+            if kind == zmq.EVENT_ACCEPTED:
+                if self.max_connections and len(self.open) >= self.max_connections:
+                    self._shut(fd)
+                    self.failed["connection_limit"] = self.failed.get("connection_limit", 0) + 1
+                else:
+                    self.open.add(fd)
+                    self.peak = max(self.peak, len(self.open))
+                continue
+            if kind == zmq.EVENT_DISCONNECTED:
+                self.open.discard(fd)  # libzmq reports it before closing the fd: no reuse in between
+                continue
+            cause = names.get(kind, "other")
             self.failed[cause] = self.failed.get(cause, 0) + 1
+
+    def _shut(self, fd: int) -> None:
+        """Shut the accepted TCP connection ``fd`` down (ZeroMQ then drops it). ZeroMQ has no call to close one
+        connection of a socket; shutdown(2) on the fd makes its reader see the end of the stream. The fd is
+        checked to be a connection to our port first (if it was closed and reused meanwhile, leave it)."""
+        import socket
+
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        try:
+            if self.port is None or s.getsockname()[1] == self.port:
+                # SO_LINGER 0 then a disconnect (connect to AF_UNSPEC): the connection is reset at once, both
+                # ways; shutdown(2) alone leaves Linux queueing what the peer sends, and ZeroMQ reading it
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                _disconnect(s.fileno())
+                s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"connections": len(self.open), "peak_connections": self.peak, "max_connections": self.max_connections}
 
     def close(self) -> None:
         self.sock.close(linger=0)

@@ -110,7 +110,7 @@ class MediaStore:
         final = self.path(sha, ext)
         if final.is_file() and final.stat().st_size == len(data):
             return sha  # same name ⇒ same content (a torn file never gets the final name)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, like every file of the store
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{ext}", dir=final.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -118,7 +118,7 @@ class MediaStore:
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o600)  # other local users must not read logged media (issue 9)
             os.replace(tmp, final)
         except BaseException:
             try:
@@ -249,6 +249,11 @@ class MediaSink:
         except MediaError as exc:
             self.skipped["media_invalid"] = self.skipped.get("media_invalid", 0) + 1
             return skipped(value, f"invalid: {exc}") if isinstance(value, dict) else None
+        except OSError as exc:
+            # the disk refused the file (full, quota): the row keeps a marked reference, counted by cause. Raising
+            # would leave the batch half applied; files already written are content-addressed and harmless
+            self.skipped["media_write_failed"] = self.skipped.get("media_write_failed", 0) + 1
+            return skipped(value, f"not stored: {exc.strerror or exc}") if isinstance(value, dict) else None
 
     def column(self, run_id: int, values: list, now: float) -> list:
         if not any(isinstance(v, (dict, list)) for v in values):

@@ -49,6 +49,8 @@ _SLIM = ("project", "group", "name", "rank", "world_size", "local_rank", "node",
 
 class NodeIngest(Ingest):
     group_class = NodeGroupState
+    resets_store_on_loss = False  # its catalog (node.sqlite) is not the data
+    store_health = False  # its commit writes the spool (quota, backpressure: agent/spool.py), not the store
 
     def __init__(self, catalog: Store, cfg: AgentConfig, spool: Spool, node: str | None = None,
                  pids: PidWatch | None = None):  # fmt: skip
@@ -184,10 +186,9 @@ class NodeIngest(Ingest):
         if b.n:
             late = b.late
             n_late = 0 if late is None else int(late.sum())
-            for col in b.columns:
-                if col.numeric:
-                    steps = b.step if col.rows is None else b.step[col.rows]
-                    group.add(r.rank, col.key, steps, col.values, now, pending)
+            for col in b.columns:  # list columns too: their numbers make group rows (agent/groups.py add_column)
+                steps = b.step if col.rows is None else b.step[col.rows]
+                group.add_column(r.rank, col.key, steps, col.values, now, pending)
             self._count_rows(run, b, n_late)
         if b.pending is not None or r.pending is not None:
             r.pending = None if b.pending is None else [b.pending[0], b.pending[1], _numbers(b.pending[2])]
@@ -212,7 +213,7 @@ class NodeIngest(Ingest):
 
     def drain_full(self) -> bool:
         """The next record is big enough: commit before draining more (records stay well within the quota)."""
-        return self.pending.op_bytes >= min(RECORD_SOFT_BYTES, self.spool.quota_bytes // 4)
+        return super().drain_full() or self.pending.op_bytes >= min(RECORD_SOFT_BYTES, self.spool.quota_bytes // 4)
 
     # ------------------------------------------------------------ timers
 

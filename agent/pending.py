@@ -31,6 +31,7 @@ class PendingWrites:
         self.drops: dict[str, int] = {}
         self.acks: dict[str, tuple[bytes, int]] = {}  # writer -> (peer identity, seq)
         self.points = 0
+        self.nbytes = 0  # wire bytes of the client batches folded in: the agent's budget of uncommitted work
         # group rows sealed for the first time from stored per-rank values (steps whose partials cannot
         # be trusted at a root: agent/rootgroups.py), like ``recompute`` but not revisions
         self.fresh: dict[tuple[int, str], list[np.ndarray]] = {}
@@ -49,7 +50,8 @@ class PendingWrites:
 
     def __repr__(self) -> str:
         return (
-            f"<PendingWrites chunks={len(self.history)} points={self.points} group_rows={len(self.group_rows)} "
+            f"<PendingWrites chunks={len(self.history)} points={self.points} bytes={self.nbytes} "
+            f"group_rows={len(self.group_rows)} "
             f"runs={len(self.runs)} acks={len(self.acks)}>"
         )
 

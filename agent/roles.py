@@ -66,7 +66,8 @@ def check_listen(cfg: AgentConfig) -> None:
     except ValueError:
         loopback = False
     if loopback:
-        log.warning("root listening on %s without Curve keys: fine on one machine only", cfg.listen)
+        # agent/localkeys.py: a keyless loopback root is a Curve server with a key only its user can read
+        log.info("root listening on %s with a same-user key (agent/localkeys.py): this machine only", cfg.listen)
         return
     if not cfg.insecure:
         raise InvalidArgumentError(

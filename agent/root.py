@@ -61,6 +61,7 @@ class Link:
 
 class RootIngest(Ingest):
     group_class = RootGroupState
+    resets_store_on_loss = False  # node links' acknowledged seqs live in the store: hold and say so instead
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

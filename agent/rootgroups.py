@@ -148,7 +148,11 @@ class RootGroupState(GroupState):
             marks.append(-1)
         return marks
 
-    def seal(self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False) -> int:
+    def seal(
+        self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False,
+        budget: int | None = None,
+    ) -> int:  # fmt: skip
+        # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
         window, partials = self.window, self.partials
         if window.n_points == 0 and partials.empty:
             return 0

@@ -2,8 +2,11 @@
 
 ``rankwise agent --listen tcp://HOST:PORT`` binds a ROUTER socket there. With
 ``--curve-secret`` and ``--allow`` it is a CurveZMQ server that admits only the
-allow-listed node keys (agent/keys.py). Without keys it accepts plain TCP, which
-the daemon allows only on a loopback address unless ``--insecure`` is given.
+allow-listed node keys (agent/keys.py). Without keys on a loopback address it is
+a CurveZMQ server with a key pair only its user can read (agent/localkeys.py):
+node agents of the same user on this machine connect, nobody else. Plain TCP
+only with ``--insecure``. At most ``root_max_connections``
+(``RANKWISE_ROOT_MAX_CONNECTIONS``) connections at once; more are shut at accept.
 
 Per node agent (its stable id, from its HELLO) the root keeps the last record
 seq it applied and the last it stored. A record at or below the applied seq is
@@ -20,16 +23,18 @@ malformed frame is counted by cause; nothing a peer sends stops the root.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from typing import Any
 
 from agent import linkwire as lw
+from agent import localkeys
 from agent.config import AgentConfig
-from agent.ingest import malformed_cause
+from agent.malformed import malformed_cause
 from agent.pending import LINK_PREFIX
 from agent.root import Link, RootIngest
-from client.errors import ProtocolError
+from client.errors import Error, ProtocolError
 
 log = logging.getLogger("rankwise.agent")
 
@@ -46,13 +51,22 @@ class RootLink:
         self.monitor: keys.HandshakeMonitor | None = None
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        # the link protocol's frame limit: each connection pins at most one partial frame of this size, and
+        # there are at most root_max_connections of them
         sock.setsockopt(zmq.MAXMSGSIZE, lw.MAX_LINK_FRAME)
         sock.setsockopt(zmq.RCVHWM, 10000)
+        self.same_user: tuple[bytes, bytes] | None = None  # the key pair of a keyless loopback root
+        loopback = localkeys.loopback_endpoint(cfg.listen)
         if cfg.curve_secret:
             public, secret = keys.load_secret(cfg.curve_secret)
             self.zap = keys.ZapHandler(ctx, keys.AllowList(cfg.curve_allow))
             keys.curve_server(sock, public, secret)
-        self.monitor = keys.HandshakeMonitor(sock)
+        elif loopback is not None and not cfg.insecure:
+            # no ZAP handler: any client that knows this public key (only our user can read it) is admitted
+            self.same_user = localkeys.root_pair(loopback[1])
+            sock.curve_publickey, sock.curve_secretkey = self.same_user
+            sock.curve_server = True
+        self.monitor = keys.HandshakeMonitor(sock, cfg.root_max_connections)
         try:
             sock.bind(cfg.listen)
         except zmq.ZMQError as exc:
@@ -61,11 +75,24 @@ class RootLink:
             raise OSError(f"--listen {cfg.listen}: cannot bind ({exc})") from None
         self.sock = sock
         self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self.monitor.port = port
+        self.key_file = None
+        if self.same_user is not None:
+            try:
+                self.key_file = localkeys.publish(port, *self.same_user)
+            except (OSError, Error) as exc:
+                self.close()
+                sock.close(linger=0)
+                raise OSError(f"--listen {cfg.listen}: cannot write the same-user link key ({exc}); set "
+                              "RANKWISE_LINK_DIR to a private directory, or give keys (docs/multinode.md)") from None
+            log.info("root on %s admits node agents of this user only (key in %s)", self.endpoint, self.key_file)
         self.malformed = 0
         self._by_peer: dict[bytes, str] = {}
 
     def __repr__(self) -> str:
-        return f"<RootLink {self.endpoint} links={len(self.ingest.links)} curve={self.zap is not None}>"
+        auth = "keys" if self.zap is not None else "same-user" if self.same_user is not None else "none"
+        return f"<RootLink {self.endpoint} links={len(self.ingest.links)} auth={auth} {self.monitor!r}>"
 
     def sockets(self) -> list[Any]:
         return [s for s in (self.sock, self.zap.sock if self.zap else None, self.monitor.sock if self.monitor else None) if s]
@@ -181,7 +208,9 @@ class RootLink:
         name = re.sub(r"[^A-Za-z0-9._-]", "_", link.agent) + f"-{seq}.rec"
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
-            (directory / name).write_bytes(payload)
+            fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
         except OSError:
             pass
         log.error("record %d of node agent %s cannot be applied (%s); kept in %s", seq, link.agent, exc,
@@ -205,10 +234,18 @@ class RootLink:
         refused = {k: v for k, v in (self.monitor.failed if self.monitor else {}).items() if k != "auth"}
         if self.zap is not None:
             refused["not_allowed"] = self.zap.refused
-        return {"endpoint": self.endpoint, "curve": self.zap is not None, "refused": refused,
-                "allowed_handshakes": self.zap.allowed if self.zap else None}  # fmt: skip
+        auth = "keys" if self.zap is not None else "same user" if self.same_user is not None else "none"
+        conns = self.monitor.status() if self.monitor else {}
+        return {"endpoint": self.endpoint, "curve": auth != "none", "auth": auth, "refused": refused,
+                "allowed_handshakes": self.zap.allowed if self.zap else None, **conns,
+                "max_frame_bytes": lw.MAX_LINK_FRAME,
+                # what partial frames can pin at most: ZeroMQ does not say how much of a frame has arrived
+                "max_bytes_in_flight": conns.get("connections", 0) * lw.MAX_LINK_FRAME}  # fmt: skip
 
     def close(self) -> None:
+        if getattr(self, "key_file", None) is not None:
+            localkeys.withdraw(self.key_file)
+            self.key_file = None
         for part in (self.zap, self.monitor):
             if part is not None:
                 part.close()

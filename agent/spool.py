@@ -44,6 +44,11 @@ _HEADER = struct.Struct("<4sIIQ")  # magic, length, crc, seq
 MAX_RECORD_BYTES = 256 << 20
 
 
+def _private(path: str, flags: int) -> int:
+    """Spool files are 0600 (they hold logged values) whatever the process umask."""
+    return os.open(path, flags, 0o600)
+
+
 @dataclass
 class _Segment:
     path: Path
@@ -199,7 +204,7 @@ class Spool:
     def _rotate(self, first_seq: int) -> _Segment:
         self._close_active(fsync=True)
         path = self.dir / f"seg-{first_seq:020d}.log"
-        self._fh = open(path, "ab")
+        self._fh = open(path, "ab", opener=_private)
         seg = _Segment(path, first_seq, first_seq - 1, 0)
         self._segments.append(seg)
         return seg
@@ -236,7 +241,7 @@ class Spool:
         # the mark first, on disk, then the deletions: after a power failure the spool never forgets how far
         # its seqs went (a reused seq would be taken for a duplicate upstream)
         tmp = self.dir / "acked.tmp"
-        with open(tmp, "w") as fh:
+        with open(tmp, "w", opener=_private) as fh:
             fh.write(str(self.acked_seq))
             fh.flush()
             os.fsync(fh.fileno())

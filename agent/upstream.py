@@ -36,6 +36,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from agent import linkwire as lw
+from agent import localkeys
 from agent.spool import Spool
 from client.errors import ProtocolError
 
@@ -63,11 +64,19 @@ class Upstream:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self.sock.setsockopt(zmq.SNDHWM, 100000)
+        # no keys given and the root on loopback: the root's same-user key (agent/localkeys.py), read when
+        # it is published (the root may start later) and again when it changes; never plain TCP, which
+        # another user's process listening on that port first would receive
+        self.same_user = curve is None and localkeys.loopback_endpoint(endpoint) is not None
+        self._server_key: bytes | None = None
+        self._keys_checked_at = -1e9
+        self._connected_to: str | None = None
         if curve is not None:
             from agent.keys import curve_client
 
             curve_client(self.sock, *curve)
-        self.sock.connect(endpoint)
+        elif self.same_user:
+            self.sock.curve_publickey, self.sock.curve_secretkey = zmq.curve_keypair()
         # callbacks into the node's ingest
         self.on_found: Callable[[str, dict | None, int], None] = lambda w, r, s: None
         self.on_done: Callable[[list], None] = lambda names: None
@@ -93,6 +102,10 @@ class Upstream:
         if spool.pending:
             self._appended_at.append((spool.acked_seq + 1, time.time()))  # left by an earlier agent: age unknown
         self.counters: collections.Counter[str] = collections.Counter()
+        if self.same_user:
+            self._same_user_key(time.monotonic())
+        else:
+            self._connect()
 
     def __repr__(self) -> str:
         return (
@@ -214,6 +227,38 @@ class Upstream:
         self._next = seq
         self._prev = prev
 
+    # ------------------------------------------------------------ connecting
+
+    def _connect(self) -> None:
+        if self._connected_to is not None:
+            self.sock.disconnect(self._connected_to)
+        self.sock.connect(self.endpoint)
+        self._connected_to = self.endpoint
+
+    def _same_user_key(self, now: float) -> None:
+        """(Re)connect with the root's published same-user key when it appears or changes (twice a second)."""
+        if now - self._keys_checked_at < 0.5:
+            return
+        self._keys_checked_at = now
+        ep = localkeys.loopback_endpoint(self.endpoint)
+        found = localkeys.read(ep[1]) if ep else None
+        if found is None or found[0] == self._server_key:
+            return
+        self._server_key = found[0]
+        self.sock.curve_serverkey = found[0]
+        self.counters["same_user_keys"] += 1
+        self._connect()
+
+    def reconnect(self, endpoint: str) -> None:
+        """Talk to the root at ``endpoint`` from now on (its key read again)."""
+        self.endpoint = endpoint
+        self._server_key = None
+        self._keys_checked_at = -1e9
+        if self.same_user:
+            self._same_user_key(time.monotonic())
+        else:
+            self._connect()
+
     # ------------------------------------------------------------ sending
 
     def pump(self) -> None:
@@ -229,6 +274,8 @@ class Upstream:
             self._retry = min(self._retry * 2, 10.0)
             self.welcomed = False
             self._hello_pending = True
+        if self.same_user and not self.welcomed:
+            self._same_user_key(now)
         if self._hello_pending:
             self._say_hello(now)
         if not self.welcomed:
@@ -298,6 +345,7 @@ class Upstream:
             drops["spool_quarantined_segments"] = len(sc.quarantined)
         return {
             "endpoint": self.endpoint,
+            "auth": "keys" if not self.same_user else "same user" if self._server_key else "waiting for the root's key",
             "agent_id": self.agent_id,
             "connected": self.ready,
             "root": self.root,

@@ -23,6 +23,7 @@ BENCHMARKS = (
     "e2e_latency",
     "finish_time",
     "startup",
+    "init_concurrency",
     "memory",
     "media",
     "compare",
@@ -35,4 +36,5 @@ TARGETS = {
     "agent_points_per_s_8_ranks": 1_000_000,
     "finish_ms": 50.0,
     "import_ms": 150.0,
+    "init_p99_s_200_ranks": 1.0,  # 200 ranks call init() at once, transport loaded, agent running
 }

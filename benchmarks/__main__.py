@@ -88,6 +88,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "import" in st:
         add("import rankwise ≤ 150 ms (median)", st["import"]["in_process_s"]["median"] * 1000,
             TARGETS["import_ms"], "ms")
+    for ph in results.get("init_concurrency", {}).get("phases", []):
+        if ph["ranks"] == 200 and ph["preimported_transport"]:
+            add("init() p99 < 1 s, 200 ranks at once", ph["init_s"]["p99"], TARGETS["init_p99_s_200_ranks"], "s")
     return checks
 
 

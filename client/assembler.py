@@ -29,21 +29,24 @@ not per row. It does not depend on where batches were cut:
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import time
 from operator import itemgetter
 from typing import Any, Iterable
 
+import msgpack
 import numpy as np
 
 from client import wire
 from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds  # noqa: F401  (re-exported)
 from client.columns import encode_column, same_keys, to_wire  # noqa: F401  (to_wire re-exported)
-from client.values import MediaRow, nbytes_hint, strip_bytes
+from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
+from client.values import MAX_KEYS_PER_ROW, MediaRow, nbytes_hint, strip_bytes
 
-MAX_BATCH_MEDIA_BYTES = 24 << 20  # media bytes per batch: frames stay well under wire.MAX_FRAME_BYTES
-
-
+# bytes of strings, lists, tables and media per batch (their estimate): frames stay well under
+# wire.MAX_FRAME_BYTES; a single row above it travels alone
+MAX_BATCH_MEDIA_BYTES = 24 << 20
 class Assembler:
     """The row/batch state of one writer. Not thread-safe: the caller holds the writer's lock."""
 
@@ -78,6 +81,10 @@ class Assembler:
         self._media_bytes = 0  # media bytes among rows not yet batched (cut batches by bytes, not only rows)
         self.rows_total = 0
         self.late_total = 0
+        self._ready: collections.deque = collections.deque()  # (seq, frame, rows) of a batch split in frames
+        self.drops: dict[str, int] = {}  # cause -> values (or rows, for ENCODE_ERROR) dropped here
+        self.drop_notes: list[str] = []  # one line per new cause, for the writer's warning
+        self._told: list[list] = []  # "dropped" ops for the agent, sent with the next batch
 
     def __repr__(self) -> str:
         return (
@@ -123,7 +130,7 @@ class Assembler:
                     row(COMMIT, a, b, c)
                     continue
                 if a == pend[0]:
-                    pend[2].update(c)
+                    self._merge(pend[2], c)
                     row(COMMIT, pend[0], b, pend[2])
                 else:
                     row(COMMIT, pend[0], pend[1], pend[2])
@@ -137,7 +144,7 @@ class Assembler:
                 if pend is None:
                     pend = [a, b, c]
                 else:
-                    pend[2].update(c)
+                    self._merge(pend[2], c)
                     pend[1] = b
                 self.pending_dirty = True
             elif kind == LATE:
@@ -148,8 +155,26 @@ class Assembler:
                     row(COMMIT, pend[0], pend[1], pend[2])
                     pend = None
                     self.pending_dirty = True
-                self._apply_control(a, b)
+                try:
+                    self._apply_control(a, b)
+                except Exception as exc:  # noqa: BLE001 - e.g. a summary value whose encoder fails: drop the op
+                    self._drop(BAD_VALUE, 1, f"{a} op: {type(exc).__name__}: {exc}"[:200])
         self.pending = pend
+
+    def _merge(self, row: dict, new: dict) -> None:
+        """Merge a call into the pending row. ``flatten`` held each call to ``MAX_KEYS_PER_ROW`` keys; a row
+        merged from several calls (``commit=False``, ``step=``) that would grow beyond it keeps its first
+        keys, and the new keys beyond the limit are dropped and counted (the agent refuses a wider row
+        whole). Checked here, not at the call, so that ``log(d, step=i)`` pays nothing for it."""
+        if len(row) + len(new) > MAX_KEYS_PER_ROW:
+            fresh = [k for k in new if k not in row]
+            room = MAX_KEYS_PER_ROW - len(row)
+            if len(fresh) > room:
+                extra = set(fresh[max(room, 0):])
+                new = {k: v for k, v in new.items() if k not in extra}
+                self._drop(ROW_TOO_WIDE, len(extra), f"a row merged from several calls would hold more than "
+                           f"{MAX_KEYS_PER_ROW} keys; log the rest at other steps")
+        row.update(new)
 
     def _define(self, spec: dict) -> None:
         self._rules.append((spec["name"], tuple(spec["summary"])))
@@ -198,11 +223,53 @@ class Assembler:
                 return i
         return limit
 
+    def _cells_limit(self, limit: int) -> int:
+        """Rows that fit in one batch by their number of values (wide rows: 8192 rows of 10k numbers would
+        make a frame of 700 MB); at least one row."""
+        dicts = self._dicts[:limit]
+        cells = sum(map(len, dicts))
+        if cells * _CELL_BYTES <= MAX_BATCH_MEDIA_BYTES:
+            return limit
+        total = 0
+        for i, d in enumerate(dicts):
+            total += len(d)
+            if total * _CELL_BYTES > MAX_BATCH_MEDIA_BYTES and i:
+                return i
+        return limit
+
     def has_work(self) -> bool:
-        return bool(self._kinds or self.control or self._defines or self.summary_dirty or self.pending_dirty)
+        return bool(
+            self._kinds or self.control or self._defines or self.summary_dirty or self.pending_dirty or self._ready
+            or self._told
+        )  # fmt: skip
+
+    def _drop(self, cause: str, n: int, what: str) -> None:
+        if cause not in self.drops:
+            self.drop_notes.append(f"{cause} ({what})")
+        self.drops[cause] = self.drops.get(cause, 0) + n
+        self._told.append(["dropped", {"rows": n, "cause": cause}])
+
+    def abandon(self, exc: BaseException) -> None:
+        """Last resort after ``take_batch`` raised: drop what is not batched yet (rows counted by cause
+        ``ENCODE_ERROR``, the pending row too) so that the next batch cannot fail the same way; the
+        finish op is kept."""
+        rows = len(self._kinds) + (1 if self.pending is not None else 0)
+        for column in (self._kinds, self._steps, self._ts, self._dicts):
+            column.clear()
+        self.pending = None
+        self.pending_dirty = True
+        self._media_bytes = 0
+        self.summary_dirty = {}
+        self._defines = []
+        self._deleted.clear()
+        self.control = [op for op in self.control if op[0] == "finish"]
+        self._told = []  # (frames in _ready have their seqs: they go, or the sequence would have a gap)
+        self._drop(ENCODE_ERROR, rows, f"{type(exc).__name__}: {exc}"[:200])
 
     def take_batch(self) -> tuple[int, bytes, int] | None:
         """Encode up to ``max_rows`` rows (and, with the last of them, the rest) as the next batch."""
+        if self._ready:
+            return self._ready.popleft()
         if not self.has_work():
             return None
         limit = self.max_rows
@@ -210,6 +277,8 @@ class Assembler:
             limit = min(limit, self._deferred[0][0] - self.rows_total)
         if self._media_bytes > MAX_BATCH_MEDIA_BYTES:
             limit = self._media_limit(limit)
+        if limit > 1 and len(self._kinds) > 1:
+            limit = self._cells_limit(limit)
         kinds, steps, ts, dicts = self._kinds[:limit], self._steps[:limit], self._ts[:limit], self._dicts[:limit]
         for column in (self._kinds, self._steps, self._ts, self._dicts):
             del column[:limit]
@@ -232,30 +301,100 @@ class Assembler:
             if LATE in kinds:
                 late = np.asarray(kinds, dtype=np.int8) == LATE
                 late_b = late.tobytes()
-            blocks = self._blocks(dicts, step_a, late)
-            self.rows_total += n
+            blocks = self._safe_blocks(dicts, step_a, late)
+            if blocks is None:  # not even value by value: the rows go, counted (their steps stay taken)
+                self._drop(ENCODE_ERROR, n, "rows that could not be encoded")
+                n = 0
+                late_b = None
+                blocks = []
+            self.rows_total += len(kinds)
             while self._deferred and self._deferred[0][0] <= self.rows_total:
                 self._define(self._deferred.pop(0)[1])
         pending = None
         if last and self.pending is not None:
             p = self.pending
-            pending = [p[0], p[1] + (time.time() - time.perf_counter()), {k: to_wire(v) for k, v in p[2].items()}]
+            pending = [p[0], p[1] + (time.time() - time.perf_counter()), self._wire_map(p[2])]
         summary = None
         end = self.rows_total  # rows assembled through this batch (rows_total already counts it)
         early = [op for pos, op in self._defines if last or pos < end]
         self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
-        control = early or None
+        rest: list = []
         if last:
             self.pending_dirty = False
             summary = self.summary_dirty or None
             self.summary_dirty = {}
-            control = (early + self.control) or None
+            rest = self.control
             self.control = []
             self._deleted.clear()
+        rows = [n, step_b, t_b, rt_b, late_b, blocks] if n else None
+        try:
+            return self._encode(rows, pending, summary, early, rest)
+        except Exception:  # noqa: BLE001 - a value msgpack refuses (a media encoder's odd output): find it
+            summary = sanitize(rows, summary, early, rest, self._drop)
+        try:
+            return self._encode(rows, pending, summary, early, rest)
+        except Exception:
+            self._drop(ENCODE_ERROR, n, "rows that could not be encoded")
+            raise
+
+    def _encode(self, rows: list | None, pending: list | None, summary: dict | None, early: list, rest: list):
         seq = self.next_seq
-        self.next_seq += 1
-        frame = wire.encode_batch(self.writer, seq, step_b, t_b, rt_b, late_b, n, blocks, pending, summary, control)
-        return seq, frame, n
+        if not self._ready:  # the usual case: one frame, packed once
+            control = (early + rest + self._told) or None
+            body = {"w": self.writer, "s": seq, "rows": rows, "pend": pending, "sum": summary, "ctl": control}
+            frame = wire.pack(wire.BATCH, body)
+            if len(frame) <= FRAME_BUDGET:
+                self._told = []
+                self.next_seq += 1
+                return seq, frame, rows[0] if rows else 0
+        frames = split(rows, pending, summary, early, rest, self._drop)
+        if self._told:  # what was dropped on the way, for the agent's counters (with the last frame)
+            body = frames[-1][0]
+            body["ctl"] = (body["ctl"] or []) + self._told
+        packed = []
+        for i, (body, nrows) in enumerate(frames):  # every frame packed before any seq is taken: no gaps
+            body["w"], body["s"] = self.writer, seq + i
+            packed.append((seq + i, wire.pack(wire.BATCH, body), nrows))
+        self._told = []
+        self.next_seq += len(packed)
+        self._ready.extend(packed)
+        return self._ready.popleft()
+
+    # ------------------------------------------------------------ values the I/O thread cannot encode
+
+    def _wire_map(self, values: dict) -> dict:
+        """``to_wire`` of a dict's values; a value that fails is dropped (counted) instead of the batch."""
+        out = {}
+        for k, v in values.items():
+            try:
+                w = to_wire(v)
+                msgpack.packb(w, use_bin_type=True)
+            except Exception as exc:  # noqa: BLE001 - a value must never stop the I/O thread
+                self._drop(BAD_VALUE, 1, f"key {k!r}: {type(exc).__name__}: {exc}"[:200])
+                continue
+            out[k] = w
+        return out
+
+    def _safe_blocks(self, dicts: list, steps: np.ndarray, late: np.ndarray | None) -> list | None:
+        """``_blocks``; when a value cannot be encoded (an int beyond int64 by the fast path, a media object
+        whose encoder fails), that value is dropped from its row and counted, and the rest goes."""
+        try:
+            return self._blocks(dicts, steps, late)
+        except Exception:  # noqa: BLE001 - find the culprits value by value
+            pass
+        for d in dicts:
+            for k, v in list(d.items()):
+                if type(v) is float or type(v) is bool:
+                    continue
+                try:
+                    msgpack.packb(to_wire(v), use_bin_type=True)
+                except Exception as exc:  # noqa: BLE001
+                    del d[k]
+                    self._drop(BAD_VALUE, 1, f"key {k!r}: {type(exc).__name__}: {exc}"[:200])
+        try:
+            return self._blocks(dicts, steps, late)
+        except Exception:  # noqa: BLE001
+            return None
 
     def _blocks(self, dicts: tuple, steps: np.ndarray, late: np.ndarray | None) -> list:
         n = len(dicts)
@@ -277,6 +416,7 @@ class Assembler:
                     prev = keys
                 cur.append(i)
         blocks = []
+        todo: list = []
         # key -> (step, row position, value) of its value at the highest step (latest row on ties)
         newest: dict[str, tuple[int, int, Any]] = {}
         for keys, idx in groups.values():
@@ -298,8 +438,12 @@ class Assembler:
             for key, col in zip(keys, cols):
                 enc, arr = encode_column(col)
                 encoded.append(enc)
-                self._summarize(key, col, arr, idx, steps, late, newest)
+                todo.append((key, col, arr, idx))
             blocks.append([list(keys), idx_b, encoded])
+        # every column encoded before any is summarised: a value that fails to encode leaves no trace in
+        # the summary, and the caller may drop it and build the blocks again
+        for key, col, arr, idx in todo:
+            self._summarize(key, col, arr, idx, steps, late, newest)
         for key, (step, _, value) in newest.items():
             # a late update of an older step changes "last" only if the key has nothing newer
             if step >= self._last_step.get(key, -1):
@@ -417,4 +561,4 @@ class Assembler:
 
 
 _NUMBER_TYPES = (int, float, bool)
-
+_CELL_BYTES = 16  # a generous wire size of one numeric value of a row (8 bytes, plus keys of blocks by set)

@@ -3,7 +3,9 @@
 Runs on the writer's I/O thread (never on the training loop's): media objects encode themselves
 here (``to_wire``), and numeric columns become numpy arrays so the agent can reduce them without a
 Python loop per point. Integers stay integers and exact: a column mixing floats with an int that
-float64 would round is sent as values instead.
+float64 would round is sent as values instead; so is a column mixing bools with other numbers (bools
+read back as bools). An integer beyond int64 (only the fast path of ``log()`` lets one through)
+raises ``OverflowError`` here: the assembler drops that value and counts it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, dict):  # a summary set by hand to a mapping may hold media too
         return {k: to_wire(v) for k, v in value.items()}
     if type(value) is int and not _I64.min <= value <= _I64.max:
-        return float(value)
+        # log() refuses these; one can still come by the fast path (a known key): the assembler drops it
+        raise OverflowError(f"integer {value} is outside int64")
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -53,6 +56,10 @@ def same_keys(dicts: tuple) -> tuple[tuple, list[list]] | None:
 def encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
     """Encode one column: a numpy array when every value is a number, else a msgpack list."""
     kinds = {type(v) for v in col}
+    if bool in kinds and len(kinds) > 1:
+        # bools among numbers: an array would make them 1/0 (wandb keeps bools as bools). As values, the
+        # agent still counts them as 0/1 in group rows, and every value reads back with its type
+        return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None
     if kinds <= {float, int, bool} or all(issubclass(k, (np.number, np.bool_)) for k in kinds - {float, int, bool}):
         try:
             arr = np.asarray(col)
@@ -60,9 +67,11 @@ def encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
             arr = None
         if arr is not None and arr.ndim == 1:
             kind = arr.dtype.kind
-            if kind == "f" and int in kinds and any(
-                type(v) is int and abs(v) > _EXACT_INT and _I64.min <= v <= _I64.max for v in col
-            ):  # (ints beyond int64 become floats anyway, as the slow path makes them)
+            if int in kinds and kind != "i":  # numpy made floats or uint64 of Python ints: any beyond int64?
+                for v in col:
+                    if type(v) is int and not _I64.min <= v <= _I64.max:
+                        raise OverflowError(f"integer {v} is outside int64")
+            if kind == "f" and int in kinds and any(type(v) is int and abs(v) > _EXACT_INT for v in col):
                 # a float column would round this int: keep the column as objects, values exact
                 return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None
             if kind == "f":
@@ -73,6 +82,4 @@ def encode_column(col: tuple | list) -> tuple[list, np.ndarray | None]:
             if kind in "iu" and (kind == "i" or arr.max(initial=0) <= _I64.max):
                 arr = arr.astype("<i8", copy=False)
                 return ["i8", arr.tobytes()], arr
-            if kind in "uO":  # ints beyond int64: they become floats, as the slow path makes them
-                return encode_column([to_wire(v) for v in col])
     return [wire.OBJECT_ENCODING, [to_wire(v) for v in col]], None

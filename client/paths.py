@@ -61,6 +61,24 @@ def ensure_data_dir(path: Path) -> Path:
     return path
 
 
+# The agent's umask: every file it creates (store, WAL/SHM, media, spool, log, agent.json) is 0600 and every
+# folder 0700, whatever the umask of the shell or batch job that started it.
+AGENT_UMASK = 0o077
+
+
+def open_to_others(path: Path) -> str | None:
+    """A warning when the data directory ``path`` lets other users in (group/other bits set), else None.
+    Files the agent creates are 0600 in any case; older files, or files other tools put there, are not."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (f"data directory {path} is open to other users (mode {mode:04o}): they can list it and read any "
+            f"file in it not created by the agent; run chmod 700 {path}")  # fmt: skip
+
+
 def ipc_endpoint(runtime: Path) -> str | None:
     """The agent's ipc endpoint in ``runtime``, or None when the path is too long for a socket."""
     sock = str(runtime / AGENT_SOCKET)

@@ -321,6 +321,14 @@ class Run:
         elif self._writer is not None and os.getpid() == self._pid:
             self._control("finish", {"exit_code": code, "t": time.time(), "late": self._late})
             ok = self._writer.close(self.settings.finish_timeout_s)
+            drops = self._writer.drop_counts()
+            if drops:
+                log.warning(
+                    "rankwise: finish() of %s: data was dropped on the way to the agent, by cause: %s "
+                    "(rows, or values for 'oversized value' and 'bad value'; see run.stats['drops'])",
+                    self.name,
+                    ", ".join(f"{cause}: {n}" for cause, n in sorted(drops.items())),
+                )
             if not ok:
                 log.warning(
                     "rankwise: finish() of %s timed out after %.1f s with %d row(s) not acknowledged by the "
@@ -353,11 +361,13 @@ class Run:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Delivery counters of this process's writer (batches, rows, resends, agent restarts, late updates)."""
+        """Delivery counters of this process's writer (batches, rows, resends, agent restarts, late updates), and
+        ``drops``: what was dropped by cause (rows; single values for "oversized value" and "bad value")."""
         out: dict[str, Any] = {"late_updates": self._late}
         if self._writer is not None:
             out.update(self._writer.counters.as_dict())
             out["unacked_rows"] = self._writer.unacked_rows()
+            out["drops"] = self._writer.drop_counts()
         return out
 
     # ------------------------------------------------------------ fork

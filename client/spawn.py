@@ -29,6 +29,7 @@ from client import paths
 from client.settings import Settings
 
 log = logging.getLogger("rankwise")
+STORE_IN_USE = 4  # the agent's exit status when another agent holds the data directory (agent/storelock.py)
 _warned_start_failure = False
 
 
@@ -116,7 +117,8 @@ def ensure_agent(settings: Settings, timeout_s: float) -> dict | None:
             return info
         paths.ensure_data_dir(settings.data_dir)
         # --detach makes the agent fork and the command return once the agent is ready (status 0), lost a
-        # race (3) or could not start (1: the reason is in agent.log)
+        # race (3), could not start (1: the reason is in agent.log) or found the data directory held by an
+        # agent of another runtime directory (4: the reason, naming that agent, is on its stderr)
         done = subprocess.run(
             agent_command(settings),
             stdin=subprocess.DEVNULL,
@@ -143,6 +145,14 @@ def _warn_start_failure(settings: Settings, code: int, stderr: bytes) -> None:
         return
     _warned_start_failure = True
     detail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
+    if code == STORE_IN_USE:
+        log.warning(
+            "rankwise: no agent started for runtime dir %s: %s. Logging continues and is delivered once an "
+            "agent runs here.",
+            settings.runtime_dir,
+            detail[0] if detail else "another agent holds the data directory",
+        )
+        return
     log.warning(
         "rankwise: the agent could not start (exit status %d%s); see %s. Logging continues and is "
         "delivered once an agent runs.",

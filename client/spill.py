@@ -21,6 +21,17 @@ from pathlib import Path
 _LEN = struct.Struct("<I")
 
 
+def _private_dirs(path: Path) -> None:
+    """``path`` and every missing parent (the data directory itself, on a first run) created 0700: mkdir's
+    ``parents=True`` would make the parents with the training process's umask (usually 0755)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
 class SpillFifo:
     """Frames in, frames out, in order; segment files of ``segment_bytes`` deleted once read."""
 
@@ -62,7 +73,7 @@ class SpillFifo:
     def _new_segment(self) -> None:
         if self._write_fh is not None:
             self._write_fh.close()
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dirs(self.dir)
         self._n += 1
         path = self.dir / f"{self.prefix}-{self._n:06d}.spill"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from client.values import check_key, normalize_value
+from client.errors import InvalidValueError
+from client.values import MAX_VALUE_BYTES, check_key, check_size, normalize_value
 
 if TYPE_CHECKING:
     from client.run import Run
@@ -48,8 +49,10 @@ class Summary(MutableMapping):
         check_key(key)
         if isinstance(value, Mapping):
             value = {str(k): normalize_value(f"{key}.{k}", v) for k, v in value.items()}
+            check_size(key, list(value.values()), "run.summary")
         else:
             value = normalize_value(key, value)
+            check_size(key, value, "run.summary")
         self._run._control("summary_set", (key, value))
 
     def __delitem__(self, key: str) -> None:
@@ -73,6 +76,7 @@ class Config(MutableMapping):
     def __init__(self, run: "Run | None", initial: Mapping[str, Any] | None = None):
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_data", dict(to_config(initial) if initial is not None else {}))
+        check_config(self._data)
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -109,6 +113,7 @@ class Config(MutableMapping):
         changes.update(to_config(kwargs))
         if not changes:
             return
+        check_config(changes)
         self._data.update(changes)
         if self._run is not None:
             self._run._control("config", changes)
@@ -155,3 +160,38 @@ def _config_value(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         return value.item()
     return str(value)
+
+
+def check_config(changes: dict[str, Any]) -> None:
+    """A config change travels in one frame (at init, in the HELLO): it must encode (msgpack: text without
+    lone surrogates, integers within 64 bits) and stay under ``MAX_VALUE_BYTES``; checked here, at the call,
+    so that the I/O thread never meets a config it cannot send."""
+    if not changes:
+        return
+    import msgpack
+
+    from client.columns import to_wire  # what the I/O thread will do to it (ints beyond int64 raise)
+
+    try:
+        size = len(msgpack.packb(to_wire(changes), use_bin_type=True))
+    except (OverflowError, ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+        bad = next((k for k, v in changes.items() if not _packs({k: v})), "?")
+        raise InvalidValueError(f"config: key {bad!r} cannot be stored ({type(exc).__name__}: {exc})") from None
+    if size > MAX_VALUE_BYTES:
+        big = max(changes, key=lambda k: len(msgpack.packb({k: changes[k]}, use_bin_type=True)))
+        raise InvalidValueError(
+            f"config: the update is about {size >> 20} MiB (largest key {big!r}), above the limit of "
+            f"{MAX_VALUE_BYTES >> 20} MiB per config change; keep large data out of the config"
+        )
+
+
+def _packs(value: Any) -> bool:
+    import msgpack
+
+    from client.columns import to_wire
+
+    try:
+        msgpack.packb(to_wire(value), use_bin_type=True)
+        return True
+    except (OverflowError, ValueError, TypeError):
+        return False

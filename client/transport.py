@@ -86,6 +86,8 @@ class Counters:
         "refused",
         "dropped_rows",
         "spilled_batches",
+        "rejected_batches",
+        "io_errors",
     )
 
     def __init__(self) -> None:
@@ -132,9 +134,12 @@ class Writer:
         self._max_sent = 0  # highest seq ever handed to the socket
         self._gap_resent: tuple[int, float] = (0, 0.0)  # (from seq, when) of the last resend for a gap
         self._agent_id: str | None = None  # the instance that sent the last WELCOME (a restart changes it)
+        self._warned: str | None = None  # the agent's last warning (its store is full or was lost), logged once
         self._last_ack_at = time.monotonic()
         self._retry_after = settings.retry_after_s
         self.on_late_welcome: Callable[[dict], None] | None = None
+        self.drops: dict[str, int] = {}  # cause -> rows this writer dropped (spill refused, agent rejected)
+        self._warned_causes: set[str] = set()  # drop causes already warned about (once each)
 
     def __repr__(self) -> str:
         state = "done" if self.done.is_set() else ("closing" if self._closing else "open")
@@ -193,6 +198,31 @@ class Writer:
 
     # ------------------------------------------------------------ assembly (lock held)
 
+    def drop_counts(self) -> dict[str, int]:
+        """Everything this writer dropped, by cause: rows (spill refused, rejected by the agent, encode
+        error) or single values (oversized value, bad value); see README, Guarantees."""
+        out = dict(self.drops)
+        for cause, n in list(self.assembler.drops.items()):
+            out[cause] = out.get(cause, 0) + n
+        return out
+
+    def _count_drop(self, cause: str, rows: int, detail: str) -> None:
+        self.drops[cause] = self.drops.get(cause, 0) + rows
+        self.counters.dropped_rows += rows
+        self._warn_once(cause, detail)
+
+    def _warn_once(self, cause: str, detail: str) -> None:
+        if cause in self._warned_causes:
+            return
+        self._warned_causes.add(cause)
+        log.warning(
+            "rankwise: data of run %s was dropped: %s (%s); later drops are counted silently in run.stats['drops'] "
+            "and reported by finish()",
+            self.hello_run.get("name"),
+            cause,
+            detail,
+        )
+
     def _assemble_locked(self) -> None:
         ops = self.ops
         # each op is four items pushed by one deque.extend, atomic under the GIL, so the length a
@@ -200,9 +230,23 @@ class Writer:
         n = len(ops) & ~3
         if n:
             pop = ops.popleft
-            self.assembler.feed_flat([pop() for _ in range(n)])
+            items = [pop() for _ in range(n)]
+            try:
+                self.assembler.feed_flat(items)
+            except Exception as exc:  # noqa: BLE001 - nothing a caller logged may stop the I/O thread
+                self.counters.io_errors += 1
+                self.assembler.abandon(exc)
         while True:
-            batch = self.assembler.take_batch()
+            try:
+                batch = self.assembler.take_batch()
+            except Exception as exc:  # noqa: BLE001 - a batch that cannot be built is dropped, counted
+                self.counters.io_errors += 1
+                self.assembler.abandon(exc)
+                continue
+            notes = self.assembler.drop_notes
+            while notes:
+                cause, _, detail = notes.pop(0).partition(" (")
+                self._warn_once(cause, detail[:-1])
             if batch is None:
                 break
             seq, frame, rows = batch
@@ -236,6 +280,7 @@ class Writer:
             self._tail_bytes += len(frame)
             return
         self.counters.dropped_rows += rows
+        self.drops["spill_failed"] = self.drops.get("spill_failed", 0) + rows
         # only the rows go: the batch's pending row, summary and control ops (finish!) are kept
         _, body = wire.unpack(frame)
         body["rows"] = None
@@ -277,6 +322,7 @@ class Writer:
             poller.register(self._wake_r, zmq.POLLIN)
             self._send_hello(sock)
             interval_ms = max(1, int(self.settings.flush_interval_s * 1000))
+            failures = 0
             while True:
                 # a pending HELLO waits for the connection: look often at first (init is waiting), then at
                 # the normal pace (an agent that is gone for long must not cost the training process CPU)
@@ -288,15 +334,25 @@ class Writer:
                             pass
                     except BlockingIOError:
                         pass
-                if sock in events:
-                    self._receive(sock)
-                self.sync()
-                if self._hello_pending:
-                    self._try_hello(sock)
-                self._refill()
-                if self.welcome is not None and self._hello_answered:
-                    self._send_outbox(sock)
-                sock = self._maybe_retry(ctx, sock, poller)
+                try:
+                    if sock in events:
+                        self._receive(sock)
+                    self.sync()
+                    if self._hello_pending:
+                        self._try_hello(sock)
+                    self._refill()
+                    if self.welcome is not None and self._hello_answered:
+                        self._send_outbox(sock)
+                    sock = self._maybe_retry(ctx, sock, poller)
+                    failures = 0
+                except (zmq.ContextTerminated, zmq.ZMQError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad turn must not end delivery for the run
+                    self.counters.io_errors += 1
+                    failures += 1
+                    self._warn_once("io error", f"{type(exc).__name__}: {exc}")
+                    if failures > 100:  # the same failure every turn: give up rather than spin
+                        raise
                 if self._closing and not self.ops and not self._outbox and not self._unacked and not self._spilled:
                     with self.lock:
                         if not self.assembler.has_work():
@@ -369,6 +425,9 @@ class Writer:
                 continue
             if not isinstance(body, dict) or body.get("w") != self.id:
                 continue
+            if isinstance(body.get("warn"), str) and body["warn"] != self._warned:
+                self._warned = body["warn"]
+                log.warning("rankwise: %s", self._warned)
             if kind == wire.ACK:
                 self._on_ack(int(body.get("s", 0)))
             elif kind == wire.WELCOME:
@@ -427,6 +486,22 @@ class Writer:
 
     def _on_nack(self, body: dict, sock: zmq.Socket) -> None:
         now = time.monotonic()
+        if body.get("reason") == "rejected":
+            # the agent could not use this batch and took its seq as consumed: resending it unchanged would
+            # be refused for ever and hold up every later row. Drop it, count its rows, go on.
+            seq = body.get("s")
+            entry = self._unacked.pop(seq, None) if isinstance(seq, int) else None
+            if entry is None:
+                for i, (s, f, r) in enumerate(self._outbox):
+                    if s == seq:
+                        del self._outbox[i]
+                        entry = (f, r, now)
+                        break
+            if entry is not None:
+                self._held_bytes -= len(entry[0])
+                self.counters.rejected_batches += 1
+                self._count_drop("rejected", entry[1], f"the agent rejected batch {seq}: {body.get('cause')}")
+            return
         if body.get("reason") == "unknown-writer":
             # every batch in flight to a restarted agent comes back like this: one HELLO answers them all
             if self._hello_answered or now - self._hello_sent_at > self._retry_after:

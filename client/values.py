@@ -10,6 +10,16 @@ and 0-d arrays, torch tensors with one element, ``str``, ``None``, lists/tuples
 of those, nested mappings (flattened with ``.``), and rich media objects
 (instances of :class:`WireValue`, see ``client.media``) and lists of them.
 
+Limits, each refused with ``ValueError`` naming the key and the limit: keys of at most
+``MAX_KEY_LENGTH`` characters without control characters (they reach terminals through
+``rankwise show``); nesting at most ``MAX_DEPTH`` dicts deep; at most ``MAX_KEYS_PER_ROW``
+keys per call (after flattening, and ``{"a": {"b": 1}, "a.b": 2}`` is a collision, not two
+keys); one value at most ``MAX_VALUE_BYTES`` and one call at most ``MAX_LOG_BYTES`` (strings
+count their UTF-8 bytes, media their size estimate): a batch frame must stay under the
+agent's frame limit. Integers must fit int64 (they are stored exactly, never rounded to a
+float); ``np.longdouble`` is accepted when float64 holds it exactly; datetime64/timedelta64,
+complex, void and bytes values are refused.
+
 Arrays follow wandb: a numpy array or torch tensor of more than one and at most
 32 elements becomes a (nested, for more than one dimension) list; beyond 32
 numeric elements it becomes a ``Histogram`` of 32 bins. The array is copied here,
@@ -21,6 +31,7 @@ becomes a ``Plotly`` value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +40,12 @@ from client.errors import InvalidValueError
 FAST_TYPES = frozenset({float, int, bool})
 RESERVED_KEYS = frozenset({"_step", "_timestamp", "_runtime"})
 MAX_KEY_LENGTH = 256
+MAX_DEPTH = 32  # nested dicts in one log() call; deeper is refused (and a cycle cannot recurse for ever)
+MAX_KEYS_PER_ROW = 10_000  # keys of one row after flattening and merging (the agent refuses wider rows: agent/apply.py)
+MAX_VALUE_BYTES = 32 << 20  # one value, as estimated by nbytes_hint; frames are at most 64 MiB (client.wire)
+MAX_LOG_BYTES = 48 << 20  # one log() call: its row travels in one frame
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: what a terminal acts on
 
 
 class WireValue:
@@ -62,8 +78,22 @@ def nbytes_hint(value: Any) -> int:
     if isinstance(value, list):
         return 8 + sum(nbytes_hint(v) for v in value)
     if isinstance(value, str):
-        return 8 + len(value)
+        return 8 + utf8_len(value)
     return 9
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of ``text`` on the wire (msgpack sends UTF-8); ASCII without a copy."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_text(what: str, text: str) -> None:
+    """msgpack cannot encode a lone surrogate: refuse it here, not on the I/O thread."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValueError(f"{what} holds a lone surrogate (invalid UTF-8); encode or replace it") from None
 
 
 def check_key(key: Any, nested: bool = False) -> str:
@@ -75,6 +105,9 @@ def check_key(key: Any, nested: bool = False) -> str:
         raise InvalidValueError("log() keys must be non-empty strings")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidValueError(f"log() key {key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
+    if _CONTROL.search(key):
+        raise InvalidValueError(f"log() key {key!r} holds a control character; keys are printable text")
+    _check_text(f"log() key {key!r}", key)
     if not nested and key in RESERVED_KEYS:
         raise InvalidValueError(f"log() key {key!r} is reserved; rankwise sets it on every row, use another name")
     return key
@@ -89,29 +122,52 @@ def _scalar(key: str, value: Any) -> Any:
 
         if isinstance(value, np.ndarray):
             if value.ndim == 0 or value.size == 1:
+                if value.dtype.kind in "mMVSac":  # .item() would make an int of a datetime64, bytes of a void
+                    raise _unsupported(key, value, _NUMPY_WHY)
                 # .item() of an object or str array is None/str, which normalize_value accepts
                 return normalize_value(key, value.reshape(()).item())
             return _array(key, value)
-        if isinstance(value, (np.bool_, np.integer, np.floating)):
-            return value.item()
+        if isinstance(value, np.bool_):
+            return bool(value)
+        if isinstance(value, (np.timedelta64, np.datetime64)):  # timedelta64 is an np.integer
+            raise _unsupported(key, value, _NUMPY_WHY)
+        if isinstance(value, np.integer):
+            return _int(key, int(value))
+        if isinstance(value, np.floating):
+            f = float(value)
+            if value.dtype.itemsize > 8 and f != value and value == value:
+                raise _unsupported(key, value, "this np.longdouble has no exact float64; convert it with float()")
+            return f
         if isinstance(value, np.str_):
-            return str(value)
-        raise _unsupported(key, value)
+            return normalize_value(key, str(value))
+        raise _unsupported(key, value, _NUMPY_WHY)
     if module.startswith("torch") and hasattr(value, "numel"):
         if value.numel() == 1:
             # .item() synchronises a CUDA tensor; one element is what the caller asked to log
             return normalize_value(key, value.detach().reshape(()).item())
         return _array(key, value)
     if cls is int or isinstance(value, int):
-        value = int(value)
-        if not _INT64[0] <= value <= _INT64[1]:
-            return float(value)
-        return value
+        return _int(key, int(value))
     if isinstance(value, float):
         return float(value)
     if module.startswith(("matplotlib", "plotly")) or cls.__name__ == "module":
         return _figure(key, value)
     raise _unsupported(key, value)
+
+
+_NUMPY_WHY = (
+    "numpy values are logged as bool, int, float or str (datetime64/timedelta64, complex, void and bytes are "
+    "not): convert it, e.g. .astype(np.int64) or str(...)"
+)
+
+
+def _int(key: str, value: int) -> int:
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise InvalidValueError(
+            f"log(): integer value of key {key!r} is outside int64 (-2**63 .. 2**63-1); integers are stored "
+            "exactly: log it as a float or a str"
+        )
+    return value
 
 
 def _array(key: str, value: Any) -> Any:
@@ -123,14 +179,23 @@ def _array(key: str, value: Any) -> Any:
     except Exception as exc:
         raise _unsupported(key, value, f"it could not be copied to a numpy array ({exc})") from None
     kind = arr.dtype.kind
+    if kind == "f" and arr.dtype.itemsize > 8:  # np.longdouble: values logged as a list must be exact in float64
+        import numpy as np
+
+        exact = arr.astype(np.float64)
+        if arr.size <= SMALL_ARRAY and not np.array_equal(exact, arr, equal_nan=True):
+            raise _unsupported(key, value, "this np.longdouble array has no exact float64; use .astype(np.float64)")
+        arr = exact  # (a histogram's bins are approximate anyway)
     if kind in "biuf":
         if arr.size <= SMALL_ARRAY:
+            if kind == "u" and arr.size and int(arr.max()) > _INT64[1]:
+                _int(key, int(arr.max()))
             return arr.tolist()
         from client.media.histogram import Histogram
 
         return Histogram._from_owned(arr, num_bins=SMALL_ARRAY)
     if arr.size <= SMALL_ARRAY and (kind == "U" or (kind == "O" and arr.ndim == 1)):
-        return normalize_value(key, arr.tolist()) if kind == "O" else arr.tolist()
+        return normalize_value(key, arr.tolist())
     raise _unsupported(
         key,
         value,
@@ -169,9 +234,12 @@ def normalize_value(key: str, value: Any) -> Any:
     cls = type(value)
     if cls in FAST_TYPES:
         if cls is int and not _INT64[0] <= value <= _INT64[1]:
-            return float(value)
+            _int(key, value)
         return value
-    if value is None or cls is str:
+    if value is None:
+        return value
+    if cls is str:
+        _check_text(f"log(): the value of key {key!r}", value)
         return value
     if isinstance(value, WireValue):
         return value._snapshot()
@@ -182,52 +250,74 @@ def normalize_value(key: str, value: Any) -> Any:
                 raise _unsupported(key, value, "nested lists are not supported")
         return items
     if isinstance(value, str):
-        return str(value)
+        return normalize_value(key, str(value))
     if isinstance(value, bool):
         return bool(value)
     return _scalar(key, value)
 
 
 class MediaRow(dict):
-    """A flattened ``log()`` dict that holds media (``flatten`` returns one only then), with
-    ``nbytes``, the media's estimated wire size: the I/O thread can bound a batch by bytes
-    when media are about without scanning rows of plain numbers."""
+    """A flattened ``log()`` dict that holds bulky values (strings, lists, media, tables; ``flatten``
+    returns one only then), with ``nbytes``, their estimated wire size: the I/O thread can bound a
+    batch by bytes without scanning rows of plain numbers."""
 
     __slots__ = ("nbytes",)
 
 
-def _media_bytes(value: Any) -> int:
-    if isinstance(value, WireValue):
-        return value._nbytes_hint()
-    if type(value) is list and value and any(isinstance(v, WireValue) for v in value):
-        return nbytes_hint(value)
-    return 0
+def check_size(key: str, value: Any, what: str = "log()") -> int:
+    """The wire size estimate of a normalized value; ``ValueError`` beyond ``MAX_VALUE_BYTES``."""
+    n = nbytes_hint(value)
+    if n > MAX_VALUE_BYTES:
+        raise InvalidValueError(
+            f"{what}: the value of key {key!r} is about {n >> 20} MiB, above the limit of {MAX_VALUE_BYTES >> 20} MiB "
+            f"per value (frames are at most 64 MiB); log it in parts or save it as a file"
+        )
+    return n
 
 
-def flatten(data: Mapping, prefix: str = "", out: dict | None = None) -> dict:
+def flatten(data: Mapping, prefix: str = "", out: dict | None = None, depth: int = 0) -> dict:
     """Flatten nested mappings with '.', validating keys and converting values. Returns a
-    :class:`MediaRow` when a value is (or is a list holding) a media object."""
+    :class:`MediaRow` when a value is not a plain number (its ``nbytes`` bound batches by bytes)."""
     top = out is None
     out = {} if out is None else out
+    if depth >= MAX_DEPTH:
+        raise InvalidValueError(
+            f"log(): dicts nested deeper than {MAX_DEPTH} levels (at {prefix[:60]!r}...); flatten the dict"
+        )
     for key, value in data.items():
         check_key(key, nested=bool(prefix))
         full = prefix + key
         if isinstance(value, Mapping):
             if not value:
                 continue
-            flatten(value, full + ".", out)
+            flatten(value, full + ".", out, depth + 1)
         else:
             if len(full) > MAX_KEY_LENGTH:
                 raise InvalidValueError(f"log() key {full[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
+            if full in out:
+                raise InvalidValueError(
+                    f"log(): key {full!r} is given twice (a nested dict and a dotted key flatten to the same "
+                    "name); keep one"
+                )
             out[full] = normalize_value(full, value)
+            if len(out) > MAX_KEYS_PER_ROW:
+                raise InvalidValueError(
+                    f"log(): more than {MAX_KEYS_PER_ROW} keys in one call; a row holds at most "
+                    f"{MAX_KEYS_PER_ROW} keys: log the rest at other steps"
+                )
     if top:
-        media = 0
-        for v in out.values():
+        bulk = 0
+        for k, v in out.items():
             if type(v) not in FAST_TYPES:
-                media += _media_bytes(v)
-        if media:
+                bulk += check_size(k, v)
+        if bulk > MAX_LOG_BYTES:
+            raise InvalidValueError(
+                f"log(): the values of one call are about {bulk >> 20} MiB, above the limit of {MAX_LOG_BYTES >> 20} "
+                "MiB per call; split them over several calls"
+            )
+        if bulk:
             row = MediaRow(out)
-            row.nbytes = media
+            row.nbytes = bulk
             return row
     return out
 

@@ -28,7 +28,7 @@ import numpy as np
 from client.errors import ProtocolError
 
 VERSION = 1
-MAX_FRAME_BYTES = 64 << 20  # also ZMQ_MAXMSGSIZE on every socket
+MAX_FRAME_BYTES = 64 << 20  # also ZMQ_MAXMSGSIZE on every socket; clients split batches to stay under it
 MAX_BATCH_ROWS = 1 << 20
 
 # message kinds
@@ -37,7 +37,7 @@ WELCOME = "welcome"  # agent → client: run id, resume point, next expected seq
 REFUSE = "refuse"  # agent → client: the run cannot be registered (reason)
 BATCH = "batch"  # client → agent: rows, pending row, summary, control ops
 ACK = "ack"  # agent → client: stored through seq
-NACK = "nack"  # agent → client: unknown writer or gap; resend from "expect"
+NACK = "nack"  # agent → client: unknown writer; gap (resend from "expect"); "rejected" batch "s" (drop it)
 STATUS = "status"  # tool → agent; reply is STATUS with the counters
 STOP = "stop"  # tool → agent: shut down cleanly; reply STOP
 PING = "ping"  # anyone → agent; reply PING
@@ -69,6 +69,8 @@ def unpack(frame: bytes) -> tuple[str, Any]:
     version, kind, body = msg
     if version != VERSION:
         raise ProtocolError(f"protocol version {version!r}, expected {VERSION}")
+    if not isinstance(kind, str):
+        raise ProtocolError(f"message kind is a {type(kind).__name__}, not a string")
     if kind not in KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}")
     return kind, body
@@ -157,7 +159,8 @@ def decode_batch(body: Any, nbytes: int = 0) -> Batch:
             raise ProtocolError("rows must be [n, step, t, runtime, late, blocks]")
         n, raw_step, raw_t, raw_rt, raw_late, blocks = rows
         if not isinstance(n, int) or not 0 < n <= MAX_BATCH_ROWS:
-            raise ProtocolError(f"row count {n!r} out of range")
+            raise ProtocolError(f"row count out of range (1..{MAX_BATCH_ROWS})" if isinstance(n, int) else
+                                f"row count is a {type(n).__name__}, not an integer")
         step = _array(raw_step, np.dtype("<i8"), n, "step")
         if step.min() < 0:
             raise ProtocolError("negative step")

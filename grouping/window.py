@@ -92,9 +92,19 @@ class GroupWindow:
         """Remove every point with ``step <= bound`` and return, per key, the
         :func:`reduce_points` of them. Keys with no such points are omitted; partially taken
         chunks keep their remaining points and arrival time."""
+        return self.take_keys_through(bound)[0]
+
+    def take_keys_through(self, bound: int, max_keys: int | None = None) -> tuple[dict[str, Partial], bool]:
+        """:meth:`take_through` for at most ``max_keys`` keys (None: all): ``(sealed, complete)``,
+        complete when no point with ``step <= bound`` is left. Lets the caller seal a window of
+        very many keys over several calls, each of bounded cost."""
         bound = int(bound)
         sealed: dict[str, Partial] = {}
         for key in list(self._chunks):
+            if max_keys is not None and len(sealed) >= max_keys:
+                if any(c.lo <= bound for c in self._chunks[key]):
+                    return sealed, False
+                continue
             kept: list[_Chunk] = []
             ranks: list[int] = []
             steps: list[np.ndarray] = []
@@ -124,7 +134,7 @@ class GroupWindow:
             else:
                 del self._chunks[key]
             sealed[key] = self._reduce(ranks, steps, values)
-        return sealed
+        return sealed, True
 
     def take_all(self) -> dict[str, Partial]:
         """Remove and reduce every held point (e.g. when the group finishes)."""

@@ -22,10 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from client.errors import Error
-from rankwise._table import ago, duration, sparkline, table
+from rankwise._table import ago, duration, safe, sparkline, table
+
+
+def say(*parts: Any, file: Any = None) -> None:
+    """print() for everything the CLI writes: names and keys come from the store (any logged string), so
+    non-printable characters are escaped (only line breaks pass), never sent raw to the terminal."""
+    print(safe(" ".join(str(p) for p in parts), keep="\n"), file=file)
 
 
 def _api(args: argparse.Namespace) -> Any:
@@ -44,22 +51,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
         g = _group(api, args)
         runs = g.runs
         if args.json:
-            print(json.dumps([_run_json(r) for r in runs], indent=1, default=str))
+            say(json.dumps([_run_json(r) for r in runs], indent=1, default=str))
             return 0
-        print(f"{g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state}")
+        say(f"{g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state}")
         rows = [
             [r.rank, r.name, r.node, r.state, r.exit_code, r.step, r.rows, _coalesced(r), duration(r.runtime),
              ago(r.created)]
             for r in runs
         ]  # fmt: skip
-        print(table(["rank", "name", "node", "state", "exit", "steps", "rows", "coalesced", "runtime", "started"], rows))
+        say(table(["rank", "name", "node", "state", "exit", "steps", "rows", "coalesced", "runtime", "started"], rows))
         return 0
     groups = api.groups(args.project)
     if args.json:
-        print(json.dumps([_group_json(g) for g in groups], indent=1, default=str))
+        say(json.dumps([_group_json(g) for g in groups], indent=1, default=str))
         return 0
     if not groups:
-        print(f"no groups in {api.path}")
+        say(f"no groups in {api.path}")
         return 0
     rows = []
     for g in groups[: args.limit]:
@@ -72,7 +79,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             [g.project, g.name, f"{len(runs)}/{g.world_size}", " ".join(f"{v} {k}" for k, v in sorted(states.items())),
              steps, len({r.node for r in runs}), ago(g.created), duration(max((r.runtime for r in runs), default=0))]
         )  # fmt: skip
-    print(table(["project", "group", "ranks", "states", "steps", "nodes", "started", "duration"], rows))
+    say(table(["project", "group", "ranks", "states", "steps", "nodes", "started", "duration"], rows))
     return 0
 
 
@@ -125,27 +132,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     keys = args.keys.split(",") if args.keys else None
     headers, rows = group_table(g, keys)
     if args.json:
-        print(json.dumps({"group": _group_json(g), "keys": [dict(zip(headers[:-1], r[:-1])) for r in rows]}, indent=1))
+        say(json.dumps({"group": _group_json(g), "keys": [dict(zip(headers[:-1], r[:-1])) for r in rows]}, indent=1))
         return 0
     runs = g.runs
     states: dict[str, int] = {}
     for r in runs:
         states[r.state] = states.get(r.state, 0) + 1
     nodes = sorted({r.node for r in runs})
-    print(
+    say(
         f"group {g.project}/{g.name}: {len(runs)} of {g.world_size} ranks on {len(nodes)} node(s), "
         + ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
         + (f", {g.late_rows} late point(s)" if g.late_rows else "")
     )
-    print()
-    print(table(headers, rows) if rows else "(no group rows yet)")
+    say()
+    say(table(headers, rows) if rows else "(no group rows yet)")
     spans = [(r.name, *r.coalesced_rows) for r in runs if r.coalesced_rows[0]]
     if spans:
-        print()
-        print("coalesced over the row budget (values kept as last/mean/min/max/count per span): "
+        say()
+        say("coalesced over the row budget (values kept as last/mean/min/max/count per span): "
               + ", ".join(f"{name} {n} rows → {k} spans" for name, n, k in spans))
-    print()
-    print(f"data: {api.path}")
+    say()
+    say(f"data: {api.path}")
     return 0
 
 
@@ -154,38 +161,58 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     reply = request("status", runtime_dir=args.runtime_dir, timeout_s=args.timeout)
     if reply is None:
-        print("no agent is running (it starts with the first rankwise.init() on this node)")
+        say("no agent is running (it starts with the first rankwise.init() on this node)")
         return 1
+    from client.paths import open_to_others
+
+    if reply.get("store") and (warning := open_to_others(Path(reply["store"]).parent)):
+        say(f"rankwise status: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(reply, indent=1, default=str))
+        say(json.dumps(reply, indent=1, default=str))
         return 0
     c = reply.get("counters", {})
     role = {"node": "node agent", "root": "root agent"}.get(reply.get("role", ""), "agent")
     up = reply.get("upstream")
     where = f"forwarding to {up['endpoint']} as {up['agent_id']}" if up else f"store {reply['store']}"
-    print(f"{role} pid {reply['pid']} on {reply['node']}, up {duration(reply['uptime_s'])}, {where}")
+    say(f"{role} pid {reply['pid']} on {reply['node']}, up {duration(reply['uptime_s'])}, {where}")
     runs = reply.get("runs", {})
-    print("runs: " + (", ".join(f"{v} {k}" for k, v in sorted(runs.items())) or "none"))
+    say("runs: " + (", ".join(f"{v} {k}" for k, v in sorted(runs.items())) or "none"))
     kept = (
         f"spooled {c.get('records', 0)} records ({_bytes(c.get('record_bytes', 0))}) for the root"
         if up else f"stored {c.get('stored_points', 0)} points in {c.get('commits', 0)} commits"
     )  # fmt: skip
-    print(
+    say(
         f"received: {c.get('batches', 0)} batches, {c.get('rows', 0)} rows, {c.get('points', 0)} points "
         f"({c.get('late_rows', 0)} late rows); {kept}"
     )
-    print(f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points")
+    say(f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points")
+    _print_store_state(reply)
     malformed = reply.get("malformed", {})
     drops = reply.get("drops", {})
-    print("malformed frames: " + (", ".join(f"{v} {k}" for k, v in malformed.items()) or "0"))
-    print("drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0"))
+    say("malformed frames: " + (", ".join(f"{v} {k}" for k, v in malformed.items()) or "0"))
+    say("drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0"))
     _print_links(reply)
     running = reply.get("running", [])
     if running:
-        print()
+        say()
         rows = [[r["project"], r["group"], r["name"], r["pid"], r["step"], r["rows"], f"{r['lag_s']:.1f}s"] for r in running]
-        print(table(["project", "group", "run", "pid", "step", "rows", "last heard"], rows))
+        say(table(["project", "group", "run", "pid", "step", "rows", "last heard"], rows))
     return 0
+
+
+def _print_store_state(reply: dict) -> None:
+    """The store's trouble (disk full, unavailable) and losses, from agent/storehealth.py; nothing when fine."""
+    import time
+
+    state = reply.get("store_state", "ok")
+    if state != "ok":
+        held = reply.get("counters", {}).get("held_batches", 0)
+        say(f"STORE: {state} — {_bytes(reply.get('pending_bytes', 0))} uncommitted of a "
+            f"{_bytes(reply.get('pending_budget_bytes', 0))} budget; {held} client batches held back (clients keep them)")
+    for loss in reply.get("store_losses") or []:
+        where = f"moved to {loss['moved_to']}" if loss.get("moved_to") else "nothing left to move aside"
+        say(f"STORE LOST at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(loss['at']))}: {loss['why']} "
+            f"({where}); a fresh store was started")
 
 
 def _bytes(n: float) -> str:
@@ -201,31 +228,37 @@ def _print_links(reply: dict) -> None:
     up = reply.get("upstream")
     if up:
         state = "connected" if up.get("connected") else "NOT connected (the spool keeps everything)"
-        print(
+        say(
             f"upstream {up['endpoint']} ({state}): lag {up['lag_s']:.1f}s, {up['unacked_records']} record(s) "
             f"unacknowledged, spool {_bytes(up['spool_bytes'])} of {_bytes(up['spool_quota_bytes'])}, "
             f"{up['retries']} retries, {up['resent_records']} records resent"
         )
         drops = dict(up.get("drops") or {})
         held = reply.get("counters", {}).get("deferred_spool_full", 0)
-        print(
+        say(
             "upstream drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0")
             + (f"; {held} client batches held back while the spool was full" if held else "")
         )  # fmt: skip
         for q in up.get("quarantined") or []:
-            print(f"  quarantined spool segment: {q}")
+            say(f"  quarantined spool segment: {q}")
     links = reply.get("links")
     if links is not None:
         listen = reply.get("listen") or {}
         refused = listen.get("refused") or {}
-        print(
-            f"node agents on {listen.get('endpoint', '?')} ({'Curve' if listen.get('curve') else 'no Curve'}): "
+        auth = {"keys": "Curve", "same user": "Curve, same user only", "none": "no Curve"}.get(
+            listen.get("auth"), "Curve" if listen.get("curve") else "no Curve")  # fmt: skip
+        say(
+            f"node agents on {listen.get('endpoint', '?')} ({auth}): "
             f"{len(links)}; refused connections: " + (", ".join(f"{v} {k}" for k, v in refused.items()) or "0")
         )
+        if "connections" in listen:
+            say(f"connections: {listen['connections']} of at most {listen['max_connections'] or 'any'} "
+                f"(peak {listen['peak_connections']}); partial frames can pin at most "
+                f"{_bytes(listen['max_bytes_in_flight'])} ({_bytes(listen['max_frame_bytes'])} per connection)")
         if links:
             rows = [[lk["agent"], lk["node"], lk["applied"], lk["stored"], lk["lost_records"],
                      "-" if lk["last_heard_s"] is None else f"{lk['last_heard_s']:.1f}s"] for lk in links]  # fmt: skip
-            print(table(["node agent", "node", "records applied", "stored", "lost", "last heard"], rows))
+            say(table(["node agent", "node", "records applied", "stored", "lost", "last heard"], rows))
 
 
 def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
@@ -240,12 +273,12 @@ def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
 
         reply = request("stop", runtime_dir=sargs.runtime_dir, timeout_s=2.0)
         if reply is None:
-            print("no agent is running")
+            say("no agent is running")
             return 1
         if not wait_stopped(sargs.runtime_dir, sargs.timeout):
-            print(f"agent {reply.get('pid')} did not exit within {sargs.timeout:.0f} s", file=sys.stderr)
+            say(f"agent {reply.get('pid')} did not exit within {sargs.timeout:.0f} s", file=sys.stderr)
             return 1
-        print(f"agent {reply.get('pid')} stopped")
+        say(f"agent {reply.get('pid')} stopped")
         return 0
     from agent.daemon import main as agent_main
 
@@ -256,8 +289,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from agent.keys import keygen
 
     public, secret = keygen(args.dir, args.name)
-    print(f"public key {public}\nsecret key {secret} (keep it private: mode 0600)")
-    print(
+    say(f"public key {public}\nsecret key {secret} (keep it private: mode 0600)")
+    say(
         "root:  rankwise agent --listen tcp://0.0.0.0:PORT --curve-secret ROOT.key_secret --allow DIR_OF_NODE_KEYS\n"
         "node:  RANKWISE_UPSTREAM=tcp://ROOT:PORT RANKWISE_CURVE_SECRET=NODE.key_secret RANKWISE_ROOT_KEY=ROOT.key"
     )
@@ -273,7 +306,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from rankwise._ui.server import serve
 
-    return serve(args.store, args.host, args.port)
+    return serve(args.store, args.host, args.port, token=not args.no_token, allow_hosts=tuple(args.allow_host))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -325,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sp.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one and prints it)")
+    sp.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="also answer requests whose Host header is NAME (repeatable; default: localhost and "
+                         "loopback addresses only)")  # fmt: skip
+    sp.add_argument("--no-token", action="store_true",
+                    help="no token in the address (single-user machine only: any local user can read the store)")
     sp = sub.add_parser("tail", help="latest group row of every key, refreshed until the group finishes")
     sp.add_argument("group", nargs="?", help="a group name (default: newest)")
     sp.add_argument("--keys", help="comma-separated keys (default: all)")
@@ -375,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return cmd_export(args)
     except Error as exc:
-        print(f"rankwise {args.command}: {exc}", file=sys.stderr)
+        say(f"rankwise {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -128,5 +128,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"python: rankwise.Api().group({args.project!r}, {group!r}).history('loss')")
     from rankwise._ui.server import group_url
 
-    print(f"ui:     rankwise ui, then open {group_url(args.project, group)}")
+    # the UI's token is made when `rankwise ui` starts: its printed address (with ?token=) logs the browser in,
+    # after which the group's address works as it is
+    print(f"ui:     rankwise ui, open the address it prints (it carries the token), then {group_url(args.project, group)}")
     return 1 if failed else 0

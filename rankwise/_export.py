@@ -7,6 +7,10 @@ _step, _timestamp, _runtime and one column per key (empty where that row has no
 value). Floats are written exactly (shortest round-trip form); NaN and ±inf as
 ``nan``/``inf`` in CSV and ``NaN``/``Infinity`` in JSON lines (Python's json
 and pandas read them). Non-numeric values are JSON-encoded in CSV cells.
+
+Control characters never reach the output raw (a key with ESC or BEL must not drive the terminal it is
+printed on): JSON lines escape them as JSON does (``\\u001b``, exact), CSV writes them as ``\\x1b`` in
+column names and cells (line breaks and tabs inside a string value stay, quoted as CSV does).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Iterator, TextIO
 import numpy as np
 
 from agent.store.base import GROUP_FIELDS
+from rankwise._table import safe
 
 FORMATS = ("csv", "jsonl")
 GROUP_COLUMNS = ("key", *GROUP_FIELDS)
@@ -54,16 +59,18 @@ def rank_rows(g: Any, keys: list[str] | None = None) -> tuple[list[str], Iterato
 
 
 def _cell(v: Any) -> Any:
-    if v is None or isinstance(v, (int, float, str)):
+    if v is None or isinstance(v, (int, float)):
         return "" if v is None else v
-    return json.dumps(v)
+    if isinstance(v, str):
+        return safe(v, keep="\n\t")
+    return json.dumps(v)  # ensure_ascii: control characters come out as \u escapes
 
 
 def write(rows: Iterator[dict[str, Any]], columns: list[str], fmt: str, out: TextIO) -> int:
     n = 0
     if fmt == "csv":
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(columns)
+        w.writerow([safe(c) for c in columns])
         for row in rows:
             w.writerow([_cell(row.get(c)) for c in columns])
             n += 1
@@ -90,5 +97,5 @@ def export(api: Any, project: str | None, name: str | None, fmt: str, per_rank: 
     with open(out, "w", newline="", encoding="utf-8") as f:
         n = write(rows, columns, fmt, f)
     what = "per-rank rows" if per_rank else "group rows"
-    print(f"wrote {n} {what} of {g.project}/{g.name} to {out}", file=sys.stderr)
+    print(safe(f"wrote {n} {what} of {g.project}/{g.name} to {out}"), file=sys.stderr)
     return 0

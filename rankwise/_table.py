@@ -7,6 +7,27 @@ import time
 from typing import Any, Sequence
 
 
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def safe(text: str, keep: str = "") -> str:
+    """``text`` with every non-printable character (ESC, BEL and other controls, format characters such as
+    a right-to-left override, lone surrogates) escaped as ``\\xNN`` / ``\\uNNNN``, except those in ``keep``:
+    a key or name from the store cannot retitle, clear or recolour the terminal it is printed on."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch in keep:
+            out.append(ch)
+        elif ch in _NAMED:
+            out.append(_NAMED[ch])
+        else:
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "".join(out)
+
+
 def fmt(value: Any) -> str:
     """Numbers with 4–5 significant digits, NaN/inf spelled out, None as '-'."""
     if value is None:
@@ -23,7 +44,7 @@ def fmt(value: Any) -> str:
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.4e}"
         return f"{value:.5g}"
-    text = str(value)
+    text = safe(str(value))
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -52,7 +73,7 @@ def duration(seconds: float | None) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool] | None = None) -> str:
     """Align columns; numeric-looking columns are right-aligned unless ``right`` says otherwise."""
-    cells = [[h for h in headers]] + [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
+    cells = [[safe(h) for h in headers]] + [[safe(c) if isinstance(c, str) else fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     if right is None:
         right = [

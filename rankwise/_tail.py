@@ -20,14 +20,14 @@ SETTLE_S = 5.0  # after the last rank finished, how long to wait for the agent t
 def render(g: Any, keys: list[str] | None = None) -> str:
     """Header (ranks, states, progress of the slowest and fastest rank) and the per-key table of ``rankwise show``."""
     from rankwise._cli import group_table
-    from rankwise._table import table
+    from rankwise._table import safe, table
 
     runs = g.runs
     states: dict[str, int] = {}
     for r in runs:
         states[r.state] = states.get(r.state, 0) + 1
     lines = [
-        f"group {g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state} "
+        f"group {safe(g.project)}/{safe(g.name)}: {len(runs)} of {g.world_size} ranks, {g.state} "
         f"({', '.join(f'{v} {k}' for k, v in sorted(states.items()))}); updated {ago(g.updated)}"
     ]
     if runs:

@@ -29,6 +29,8 @@ def rankwise_env(monkeypatch: pytest.MonkeyPatch):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RANKWISE_DIR", data)
     monkeypatch.setenv("RANKWISE_RUNTIME_DIR", runtime)
+    # same-user keys of keyless loopback roots (agent/localkeys.py) stay inside the test's own directory
+    monkeypatch.setenv("RANKWISE_LINK_DIR", os.path.join(data, "links"))
     monkeypatch.setenv("RANKWISE_AGENT_IDLE_TIMEOUT", "60")
     # delivery tests count every row of tight loops: no row budget unless a test sets one
     # (tests/integration/test_rate_limit.py does)

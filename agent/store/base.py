@@ -29,6 +29,35 @@ META_KEYS = ("_timestamp", "_runtime")  # stored like keys; a row's time is its 
 ROW_KEYS = META_KEYS + ("_first_step", "_rows")
 
 
+DISK_FULL = "disk full"
+LOST = "store lost"
+
+
+def store_problem(exc: BaseException) -> tuple[str, str]:
+    """What a failed store operation says about the store: (kind, message), kind being :data:`DISK_FULL`,
+    :data:`LOST` (deleted, replaced, corrupt, not a database) or ``store unavailable`` (anything else: locked,
+    read-only, I/O error). The message is the innermost error's own words."""
+    import errno
+    import sqlite3
+
+    from agent.errors import StoreLost
+
+    seen: BaseException | None = exc
+    lost = False
+    while seen is not None:
+        lost = lost or isinstance(seen, StoreLost)
+        if isinstance(seen, sqlite3.Error):
+            code = (getattr(seen, "sqlite_errorcode", 0) or 0) & 0xFF
+            if code == 13:  # SQLITE_FULL
+                return DISK_FULL, str(seen)
+            if code in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+                return LOST, str(seen)
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DISK_FULL, str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return (LOST if lost else "store unavailable"), str(exc)
+
+
 @dataclass(slots=True)
 class GroupRecord:
     id: int
@@ -129,6 +158,11 @@ class Store(abc.ABC):
     def sync(self) -> None:
         """Make every committed transaction survive a power failure (a root calls it before it
         acknowledges records to node agents, which then delete them). No-op where there is no disk."""
+
+    def reset(self, why: str) -> str | None:
+        """The store was lost or damaged (:class:`agent.errors.StoreLost`): move what is left aside and start
+        an empty store in its place; return where the old one went (None: nothing was left to move)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start over after: {why}")
 
     def close(self) -> None:
         pass

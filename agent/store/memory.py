@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins
+from grouping import numeric_entries
 
 
 class _MemoryTxn(Txn):
@@ -49,10 +50,11 @@ class _MemoryTxn(Txn):
         ranks = {r.id: r.rank for r in self.store.run_records.values() if r.group_id == group_id}
         per_run: dict[int, tuple[list, list]] = {}
         for run_id, k, s, v, _ in self.store.history + self.history:
-            if k == key and run_id in ranks and isinstance(v, np.ndarray):
+            chunk = _numbers(s, v) if k == key and run_id in ranks else None
+            if chunk is not None:
                 entry = per_run.setdefault(run_id, ([], []))
-                entry[0].append(s)
-                entry[1].append(v.astype(np.float64))
+                entry[0].append(chunk[0])
+                entry[1].append(chunk[1])
         out = ([], [], [])
         for run_id, (s_list, v_list) in per_run.items():
             s, v = last_wins(s_list, v_list)
@@ -113,10 +115,11 @@ class MemoryStore(Store, Reader):
         ranks = {r.id: r.rank for r in self.run_records.values() if r.group_id == group_id}
         chunks: dict[tuple[int, str], tuple[list, list]] = {}
         for run_id, key, s, v, _ in self.history:
-            if run_id in ranks and isinstance(v, np.ndarray) and key not in ROW_KEYS:
+            chunk = _numbers(s, v) if run_id in ranks and key not in ROW_KEYS else None
+            if chunk is not None:
                 entry = chunks.setdefault((run_id, key), ([], []))
-                entry[0].append(s)
-                entry[1].append(v.astype(np.float64))
+                entry[0].append(chunk[0])
+                entry[1].append(chunk[1])
         out = []
         for (run_id, key), (s_list, v_list) in chunks.items():
             steps, values = last_wins(s_list, v_list)
@@ -227,9 +230,18 @@ class MemoryStore(Store, Reader):
         for i, (rid, k, s, v, _) in enumerate(self.history, 1):
             if i > after and rid in runs and k == key:
                 last = i
-                if isinstance(v, np.ndarray):
+                chunk = _numbers(s, v)
+                if chunk is not None:
                     entry = chunks.setdefault(rid, ([], []))
-                    entry[0].append(s)
-                    entry[1].append(v.astype(np.float64))
+                    entry[0].append(chunk[0])
+                    entry[1].append(chunk[1])
         first = key in META_KEYS
         return last, {rid: last_wins(s, v, first=first) for rid, (s, v) in chunks.items()}
+
+
+def _numbers(steps: np.ndarray, values: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, float64 values) of a chunk's numbers, as the SQLite store reads them (numeric_chunk)."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return steps, values.astype(np.float64)
+    where, numbers = numeric_entries(list(values))
+    return (steps[where], numbers) if len(where) else None

@@ -9,22 +9,30 @@ The file format is in :mod:`agent.store.sqlite_format`.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from agent.errors import SchemaError, StoreError
+from agent.errors import SchemaError, StoreError, StoreLost
 from agent.fsync import fsync_path
-from agent.store.base import GROUP_FIELDS, ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_wins
+from agent.store.base import (
+    GROUP_FIELDS, LOST, ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_wins, store_problem,
+)  # fmt: skip
 from agent.store.sqlite_format import (
-    NUMERIC_LIKE, RUN_COLUMNS, SCHEMA, SCHEMA_VERSION, KeyIds, connect, encode_values, float_values, pack, run_record,
+    RUN_COLUMNS, SCHEMA, SCHEMA_VERSION, KeyIds, connect, encode_values, numeric_chunk, pack, run_record,
 )  # fmt: skip
 
 if TYPE_CHECKING:
     from agent.store.sqlite_reader import SQLiteReader
+
+log = logging.getLogger("rankwise.agent")
+_HEADER = b"SQLite format 3\x00"
 
 
 class _SQLiteTxn(Txn):
@@ -40,9 +48,8 @@ class _SQLiteTxn(Txn):
         enc, blob = encode_values(values)
         steps = steps.astype("<i8", copy=False)
         self.history.append(
-            (run_id, self.keys.id(key), int(steps.min()), int(steps.max()), len(steps), int(late), enc,
-             steps.tobytes(), blob)
-        )  # fmt: skip
+            (run_id, key, int(steps.min()), int(steps.max()), len(steps), int(late), enc, steps.tobytes(), blob)
+        )
 
     def add_group_rows(self, group_id: int, key: str, rows: dict[str, np.ndarray], revision: bool) -> None:
         steps = rows["step"]
@@ -50,10 +57,18 @@ class _SQLiteTxn(Txn):
             return
         data = pack({f: np.ascontiguousarray(rows[f]).tobytes() for f in GROUP_FIELDS})
         self.group_rows.append(
-            (group_id, self.keys.id(key), int(steps.min()), int(steps.max()), len(steps), int(revision), data)
+            (group_id, key, int(steps.min()), int(steps.max()), len(steps), int(revision), data)
         )
 
     def _flush(self) -> None:
+        """Write the chunks gathered so far. Their keys get ids here, every new key of the commit in one
+        statement (KeyIds.ensure): a row of 100k new keys is not 100k INSERTs."""
+        if not self.history and not self.group_rows:
+            return
+        self.keys.ensure({row[1] for row in self.history} | {row[1] for row in self.group_rows})
+        ids = self.keys.ids
+        self.history = [(r[0], ids[r[1]], *r[2:]) for r in self.history]
+        self.group_rows = [(r[0], ids[r[1]], *r[2:]) for r in self.group_rows]
         if self.history:
             self.con.executemany(
                 "INSERT INTO history(run_id, key_id, step_min, step_max, n, late, enc, steps, vals) "
@@ -108,11 +123,12 @@ class _SQLiteTxn(Txn):
         ).fetchall()
         per_run: dict[int, tuple[int, list, list]] = {}
         for run_id, rank, enc, sblob, vblob in rows:
-            if enc not in NUMERIC_LIKE:
+            chunk = numeric_chunk(enc, sblob, vblob)
+            if chunk is None:
                 continue
             entry = per_run.setdefault(run_id, (rank, [], []))
-            entry[1].append(np.frombuffer(sblob, "<i8"))
-            entry[2].append(float_values(enc, vblob))
+            entry[1].append(chunk[0])
+            entry[2].append(chunk[1])
         out_s, out_r, out_v = [], [], []
         for rank, s_list, v_list in per_run.values():
             s, v = last_wins(s_list, v_list)
@@ -126,11 +142,32 @@ class _SQLiteTxn(Txn):
 
 
 class SQLiteStore(Store):
-    """Write side; one per agent. Not thread-safe: the agent's loop is its only user."""
+    """Write side; one per agent. Not thread-safe: the agent's loop is its only user.
+
+    Every transaction first checks that the file at ``path`` is still the one this store opened (same
+    device and inode) and still starts with SQLite's header, and checks the inode again after COMMIT: a
+    store deleted, replaced or overwritten under the agent raises :class:`StoreLost` instead of taking
+    rows (and the ACKs that follow them) into an unlinked or damaged file. The agent then calls
+    :meth:`reset`. A store found damaged when the agent starts is moved aside the same way."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.commits = 0
+        self.resets = 0
+        self.moved_aside: list[str] = []
+        self._fd = -1
+        self._half_open = False  # a reset whose fresh store could not be opened (retried at the next commit)
+        try:
+            self._open()
+        except StoreError as exc:
+            if isinstance(exc, SchemaError) or store_problem(exc)[0] != LOST:
+                raise
+            moved = self._move_aside()
+            log.error("store %s is damaged (%s): moved it to %s, starting a fresh store", self.path, exc, moved)
+            self._open()
+
+    def _open(self) -> None:
         self.con = connect(self.path, readonly=False)
         try:
             self.con.executescript(SCHEMA)
@@ -142,14 +179,77 @@ class SQLiteStore(Store):
                     f"store {self.path} has schema version {row[0]}, this rankwise writes {SCHEMA_VERSION}; "
                     "use another RANKWISE_DIR or upgrade rankwise"
                 )
-        except sqlite3.Error as exc:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            st = os.fstat(self._fd)
+        except (sqlite3.Error, OSError) as exc:
+            self.con.close()
             raise StoreError(f"cannot initialise store {self.path}: {exc}") from exc
+        except BaseException:
+            self.con.close()
+            raise
+        self._ident = (st.st_dev, st.st_ino)
         self.keys = KeyIds(self.con)
         self._dir_synced = False
-        self.commits = 0
 
     def __repr__(self) -> str:
-        return f"<SQLiteStore {self.path} commits={self.commits}>"
+        return f"<SQLiteStore {self.path} commits={self.commits} resets={self.resets}>"
+
+    def check(self) -> None:
+        """Raise :class:`StoreLost` if the file at ``path`` is no longer this store's, or not SQLite's."""
+        if self._fd < 0:
+            raise StoreLost(f"store {self.path} could not be started afresh after it was lost")
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreLost(f"store {self.path} was deleted while the agent was writing it") from None
+        except OSError as exc:
+            raise StoreError(f"cannot stat store {self.path}: {exc}") from exc
+        if (st.st_dev, st.st_ino) != self._ident:
+            raise StoreLost(f"store {self.path} was replaced by another file while the agent was writing it")
+        head = os.pread(self._fd, len(_HEADER), 0)
+        if head and head != _HEADER:
+            raise StoreLost(f"store {self.path} is damaged: its first bytes are not an SQLite header")
+
+    def reset(self, why: str) -> str | None:
+        """Close the lost store, move whatever is left of it aside (``store.sqlite.corrupt-<UTC time>``, with
+        its -wal and -shm) and start an empty store at ``path``. Returns the moved main file's path."""
+        try:
+            self.con.close()
+        except sqlite3.Error:
+            pass
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._half_open:  # what a failed earlier attempt created is nobody's data: no pile of moved files
+            moved = None
+            for suffix in ("", "-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        else:
+            moved = self._move_aside()
+        self.resets += 1
+        self._half_open = True
+        self._open()
+        self._half_open = False
+        return moved
+
+    def _move_aside(self) -> str | None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = f"{self.path.name}.corrupt-{stamp}"
+        n = 1
+        while any(self.path.with_name(name + s).exists() for s in ("", "-wal", "-shm")):
+            n += 1
+            name = f"{self.path.name}.corrupt-{stamp}-{n}"
+        moved = None
+        for suffix in ("", "-wal", "-shm"):  # an old -wal must never meet the fresh file
+            try:
+                os.replace(self.path.with_name(self.path.name + suffix), self.path.with_name(name + suffix))
+            except FileNotFoundError:
+                continue
+            if not suffix:
+                moved = str(self.path.with_name(name))
+        if moved:
+            self.moved_aside.append(moved)
+        return moved
 
     def register(self, project: str, group: str, world_size: int, run: dict[str, Any], now: float):
         with self._txn():
@@ -201,10 +301,11 @@ class SQLiteStore(Store):
         ).fetchall()
         chunks: dict[tuple[int, int, int], tuple[list, list]] = {}
         for run_id, rank, kid, enc, sblob, vblob in rows:
-            if enc in NUMERIC_LIKE:
+            chunk = numeric_chunk(enc, sblob, vblob)
+            if chunk is not None:
                 entry = chunks.setdefault((run_id, rank, kid), ([], []))
-                entry[0].append(np.frombuffer(sblob, "<i8"))
-                entry[1].append(float_values(enc, vblob))
+                entry[0].append(chunk[0])
+                entry[1].append(chunk[1])
         out = []
         for (_, rank, kid), (s_list, v_list) in chunks.items():
             name = self.keys.name(kid)
@@ -219,32 +320,48 @@ class SQLiteStore(Store):
         row = self.con.execute("SELECT seq FROM writers WHERE writer=?", (writer,)).fetchone()
         return 0 if row is None else int(row[0])
 
+    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
+        kind = StoreLost if store_problem(exc)[0] == LOST else StoreError
+        return kind(f"{what} {self.path} failed: {exc}")
+
+    def _rollback(self) -> None:
+        """Undo a failed transaction. SQLite may have rolled it back already (a COMMIT or INSERT that hit a
+        full disk does): a ROLLBACK then fails with "no transaction is active" and would hide the real
+        error, so it is skipped; a ROLLBACK that fails anyway is logged, never raised over the cause."""
+        if not self.con.in_transaction:
+            return
+        try:
+            self.con.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback on %s failed after a failed transaction: %s", self.path, exc)
+
     @contextmanager
     def _txn(self) -> Iterator[None]:
+        """One write transaction. The key-id cache follows it: ids learnt inside are forgotten if it rolls
+        back (SQLite hands the same ids out again), kept once it committed."""
+        self.check()
         try:
             self.con.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
+            raise self._error("begin a transaction on", exc) from exc
         try:
             yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        try:
             self.con.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.con.execute("ROLLBACK")
-            raise StoreError(f"commit to {self.path} failed: {exc}") from exc
+        except BaseException as exc:
+            self._rollback()
+            self.keys.rolled_back()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("write to", exc) from exc
+            raise
+        self.keys.committed()
+        self.check()  # deleted while we committed: these rows went to an unlinked file, they must not be ACKed
 
     @contextmanager
     def transaction(self) -> Iterator[Txn]:
         txn = _SQLiteTxn(self.con, self.keys)
-        try:
-            with self._txn():
-                yield txn
-                txn._flush()
-        except sqlite3.Error as exc:
-            raise StoreError(f"write to {self.path} failed: {exc}") from exc
+        with self._txn():
+            yield txn
+            txn._flush()
         self.commits += 1
 
     def open_runs(self) -> list[tuple[GroupRecord, RunRecord]]:
@@ -292,4 +409,7 @@ class SQLiteStore(Store):
         except sqlite3.Error:
             pass
         self.con.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 

@@ -10,12 +10,15 @@ readers (:mod:`agent.store.sqlite_reader`) share what is here.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
+
+from grouping import numeric_entries
 
 from agent.errors import StoreError
 from agent.ratelimit import SPAN_FIELDS, pack_spans, unpack_spans
@@ -119,21 +122,43 @@ def encode_values(values: np.ndarray | list | dict) -> tuple[str, bytes]:
         if kind == "b":
             return "b1", values.astype("?", copy=False).tobytes()
         values = values.tolist()
+    if values and all(type(v) is bool for v in values):  # bools the agent kept as objects (agent/apply.py)
+        return "b1", np.asarray(values, dtype="?").tobytes()
     return "mp", pack(list(values))
 
 
 def decode_values(enc: str, blob: bytes) -> np.ndarray | list:
-    """Values of a chunk; a coalesced span reads as its last value (the value logged at its step)."""
+    """Values of a chunk; a coalesced span reads as its last value (the value logged at its step).
+
+    Bools read as an object array of Python bools: joined with a chunk of other numbers of the same key
+    (``last_wins`` concatenates), they stay bools instead of becoming 1.0 (wandb keeps them)."""
     dtype = _NUMERIC.get(enc)
     if dtype is not None:
-        return np.frombuffer(blob, dtype=dtype)
+        values = np.frombuffer(blob, dtype=dtype)
+        return values.astype(object) if enc == "b1" else values
     if enc == "span":
         return unpack_spans(blob, len(blob) // SPAN_BYTES)["last"]
     return unpack(blob, [])
 
 
 def float_values(enc: str, blob: bytes) -> np.ndarray:
+    dtype = _NUMERIC.get(enc)
+    if dtype is not None:  # numbers for group rows and charts: a bool is 0/1
+        return np.frombuffer(blob, dtype=dtype).astype(np.float64, copy=False)
     return np.asarray(decode_values(enc, blob)).astype(np.float64, copy=False)
+
+
+def numeric_chunk(enc: str, sblob: bytes, vblob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, float64 values) of the numbers of a history chunk, for group rows and charts: a numeric chunk
+    whole, a list chunk ("mp": a key that had a string or None in that commit) by its numbers
+    (grouping/numbers.py); None for a chunk without numbers."""
+    steps = np.frombuffer(sblob, "<i8")
+    if enc in NUMERIC_LIKE:
+        return steps, float_values(enc, vblob)
+    if enc != "mp":
+        return None
+    where, numbers = numeric_entries(unpack(vblob, []))
+    return (steps[where], numbers) if len(where) else None
 
 
 def run_record(row: tuple) -> RunRecord:
@@ -162,34 +187,82 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
 
 
 class KeyIds:
-    """Key name ↔ id, cached (keys are few and never change id)."""
+    """Key name ↔ id, cached (keys never change id once committed).
+
+    The writer creates ids inside its transactions: :meth:`ensure` registers every new name of a commit with
+    one statement, and the names it learns stay *tentative* until :meth:`committed`. A transaction that
+    rolls back (disk full, a lost store) calls :meth:`rolled_back`, which forgets them: an id SQLite handed
+    out in a rolled-back transaction is handed out again to another key, and a cached copy would file the
+    first key's values under the second's id."""
 
     def __init__(self, con: sqlite3.Connection):
         self.con = con
         self.ids: dict[str, int] = {}
         self.names: dict[int, str] = {}
+        self._tentative: list[str] = []  # names cached since the current transaction began
+
+    def __repr__(self) -> str:
+        return f"<KeyIds cached={len(self.ids)} tentative={len(self._tentative)}>"
+
+    def _cache(self, name: str, kid: int) -> None:
+        self.ids[name] = kid
+        self.names[kid] = name
+        if self.con.in_transaction:
+            self._tentative.append(name)
+
+    def ensure(self, names: Any) -> None:
+        """Make sure every name has an id: one INSERT and one SELECT for all the names not cached yet,
+        however many (a row of 100k keys is two statements, not 200k)."""
+        todo = list(dict.fromkeys(n for n in names if n not in self.ids))
+        if not todo:
+            return
+        blob = json.dumps(todo, ensure_ascii=False)
+        try:
+            self.con.execute("INSERT OR IGNORE INTO keys(name) SELECT value FROM json_each(?)", (blob,))
+            found = self.con.execute("SELECT id, name FROM keys WHERE name IN (SELECT value FROM json_each(?))",
+                                     (blob,)).fetchall()  # fmt: skip
+        except sqlite3.OperationalError as exc:
+            if "json_each" not in str(exc):
+                raise
+            # an SQLite built without JSON functions (before 3.38, optional): one prepared statement, many rows
+            self.con.executemany("INSERT OR IGNORE INTO keys(name) VALUES (?)", [(n,) for n in todo])
+            found = [(self.con.execute("SELECT id FROM keys WHERE name=?", (n,)).fetchone()[0], n) for n in todo]
+        for kid, name in found:
+            self._cache(name, kid)
 
     def id(self, name: str, create: bool = True) -> int | None:
         kid = self.ids.get(name)
         if kid is None:
+            if create:
+                self.ensure((name,))
+                return self.ids[name]
             row = self.con.execute("SELECT id FROM keys WHERE name=?", (name,)).fetchone()
             if row is None:
-                if not create:
-                    return None
-                kid = self.con.execute("INSERT INTO keys(name) VALUES (?)", (name,)).lastrowid
-            else:
-                kid = row[0]
-            self.ids[name] = kid
-            self.names[kid] = name
+                return None
+            kid = row[0]
+            self._cache(name, kid)
         return kid
 
     def name(self, kid: int) -> str:
         name = self.names.get(kid)
         if name is None:
-            name = self.con.execute("SELECT name FROM keys WHERE id=?", (kid,)).fetchone()[0]
-            self.names[kid] = name
-            self.ids[name] = kid
+            row = self.con.execute("SELECT name FROM keys WHERE id=?", (kid,)).fetchone()
+            if row is None:
+                raise StoreError(f"key id {kid} is not in the store's key table (a damaged store?)")
+            name = row[0]
+            self._cache(name, kid)
         return name
+
+    def committed(self) -> None:
+        self._tentative = []
+
+    def rolled_back(self) -> None:
+        """Forget what the rolled-back transaction taught us (ids that may not exist, or may be reused)."""
+        for name in self._tentative:
+            kid = self.ids.pop(name, None)
+            if kid is not None:
+                self.names.pop(kid, None)
+        self._tentative = []
 
 
 def ordered_or_last_wins(

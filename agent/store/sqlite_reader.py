@@ -17,7 +17,7 @@ from agent.errors import StoreError
 from agent.ratelimit import unpack_spans
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, last_wins, select_steps
 from agent.store.sqlite_format import (
-    NUMERIC_LIKE, RUN_COLUMNS, SPAN_BYTES, KeyIds, connect, decode_group_chunks, decode_values, float_values,
+    RUN_COLUMNS, SPAN_BYTES, KeyIds, connect, decode_group_chunks, decode_values, numeric_chunk,
     ordered_or_last_wins, run_record, unpack,
 )  # fmt: skip
 
@@ -165,10 +165,11 @@ class SQLiteReader(Reader):
         rows.sort(key=lambda r: r[0])
         chunks: dict[int, tuple[list, list]] = {}
         for _, run_id, enc, sblob, vblob in rows:
-            if enc in NUMERIC_LIKE:
+            chunk = numeric_chunk(enc, sblob, vblob)
+            if chunk is not None:
                 entry = chunks.setdefault(run_id, ([], []))
-                entry[0].append(np.frombuffer(sblob, "<i8"))
-                entry[1].append(float_values(enc, vblob))
+                entry[0].append(chunk[0])
+                entry[1].append(chunk[1])
         first = key in META_KEYS
         out = {run_id: ordered_or_last_wins(s, v, first) for run_id, (s, v) in chunks.items()}
         return (rows[-1][0] if rows else after), out

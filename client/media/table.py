@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from client.media._base import Media
-from client.values import WireValue, normalize_value
+from client.values import nbytes_hint, normalize_value
 
 MAX_ROWS = 10_000
 DEFAULT_COLUMNS = ["Input", "Output", "Expected"]
@@ -129,9 +129,9 @@ class Table(Media):
 
     def _nbytes_hint(self) -> int:
         total = 64 + 16 * len(self.columns)
-        for row in self.data:
+        for row in self.data:  # strings count their bytes: a table of long texts is as big as an image
             for v in row:
-                total += v._nbytes_hint() if isinstance(v, WireValue) else 16
+                total += nbytes_hint(v)
         return total
 
     def _encode(self) -> dict:

@@ -105,13 +105,16 @@ def _on_time(cols: dict[str, np.ndarray], t_steps: np.ndarray, t_values: np.ndar
 
 
 def _full(x: np.ndarray, window: dict, rank_x: dict, rank_of: dict, lo: float, hi: float, axis: str) -> dict[str, Any]:
-    """Every point in range; with ranks, on the union of everyone's x (None where a series has no point)."""
+    """Every point of the group series in range. With ranks on the step axis, on the union of everyone's
+    steps (None where a series has no point); on the time axis, each rank's points at the nearest of the
+    group's own times (``S.snap``: ranks × points, not ranks² × points as on the union of all commit times)."""
     grid = x
     parts = {}
     for rid, (rx, rv) in rank_x.items():
         sl = S.in_range(rx, lo, hi)
         parts[rid] = (rx[sl], rv[sl])
-    if parts:
+    shared_time_axis = axis == "time" and len(x) > 0
+    if parts and not shared_time_axis:
         grid = np.unique(np.concatenate([x, *(p[0] for p in parts.values())]))
     out: dict[str, Any] = {
         "resolution": "full",
@@ -127,8 +130,9 @@ def _full(x: np.ndarray, window: dict, rank_x: dict, rank_of: dict, lo: float, h
     }
     if axis == "step" and grid.dtype.kind == "i":
         out["x"] = grid.tolist()
+    place = S.snap if shared_time_axis else S.align
     out["ranks"] = (
-        _ranks_json({rid: S.align(grid, rx, rv) for rid, (rx, rv) in parts.items()}, rank_of) if rank_x else None
+        _ranks_json({rid: place(grid, rx, rv) for rid, (rx, rv) in parts.items()}, rank_of) if rank_x else None
     )
     return out
 

@@ -134,6 +134,22 @@ def align(x: np.ndarray, xs: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def snap(grid: np.ndarray, xs: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` at positions ``xs`` on the sorted ``grid``, each at its nearest grid point (the later value
+    where two share one); NaN elsewhere. Per-rank lines on the time axis: every rank commits a step at its
+    own time, so the union of their times is ranks × steps long and every line on it as long again (ranks² ×
+    steps); on the group's own times (when each step was complete) a line has one slot per group point."""
+    out = np.full(len(grid), np.nan)
+    if len(xs) == 0 or len(grid) == 0:
+        return out
+    right = np.clip(np.searchsorted(grid, xs), 1, len(grid) - 1) if len(grid) > 1 else np.zeros(len(xs), np.int64)
+    if len(grid) > 1:
+        left = right - 1
+        right = np.where(np.abs(xs - grid[left]) <= np.abs(grid[right] - xs), left, right)
+    out[right] = values  # fancy assignment: the last of equal indices wins, xs are sorted
+    return out
+
+
 def sort_by_x(x: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
     """x and its columns ordered by x (stable); untouched when already sorted, the usual case."""
     if len(x) < 2 or bool(np.all(x[1:] >= x[:-1])):

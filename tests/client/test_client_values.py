@@ -139,18 +139,27 @@ def test_strings_none_and_lists_of_scalars_are_accepted(run):
     )
 
 
-def test_ints_beyond_int64_are_stored_as_float(run):
-    """Python ints outside int64 do not crash the encoder: they arrive as (rounded) floats."""
-    run.log({"big": 2**70, "neg": -(2**63) - 5, "edge": 2**63 - 1, "in_list": [2**64]})
-    run.log({"big": 2**70, "neg": -(2**63) - 5, "edge": 2**63 - 1})  # fast path: keys are known now
+def test_ints_beyond_int64_are_refused_at_the_call(run):
+    """Python ints outside int64 (alone, in a list, numpy uint64 max) raise ValueError naming the key; int64's
+    own bounds are kept exactly as ints."""
+    for value in (2**70, -(2**63) - 1, [1, 2**64], np.uint64(2**64 - 1), np.array([2**64 - 1] * 3, np.uint64)):
+        with pytest.raises(InvalidValueError, match="'big'.*outside int64"):
+            run.log({"big": value})
+    run.log({"edge": 2**63 - 1, "low": -(2**63)})
+    assert typed(rows_after(run)[0]) == typed(
+        {"_step": 0, "_late": False, "edge": 2**63 - 1, "low": -(2**63)}
+    )
+
+
+def test_int_beyond_int64_by_the_fast_path_is_dropped_and_counted(run):
+    """A known key takes the fast path, which does not range-check ints: the I/O thread drops that one value
+    (counted as "bad value"), keeps the rest of the row and every later row."""
+    run.log({"x": 1, "y": 1.0})
+    run.log({"x": 2**70, "y": 2.0})
+    run.log({"x": 3, "y": 3.0})
     rows = rows_after(run)
-    for row in rows:
-        assert typed({k: row[k] for k in ("big", "neg", "edge")}) == {
-            "big": ("float", float(2**70)),
-            "neg": ("float", float(-(2**63) - 5)),
-            "edge": ("int", 2**63 - 1),
-        }
-    assert rows[0]["in_list"] == [float(2**64)] and isinstance(rows[0]["in_list"][0], float)
+    assert [(r["_step"], r.get("x"), r["y"]) for r in rows] == [(0, 1, 1.0), (1, None, 2.0), (2, 3, 3.0)]
+    assert run._writer.drop_counts() == {"bad value": 1}
 
 
 # ---------------------------------------------------------------- rejected input
@@ -264,7 +273,7 @@ def test_mutating_the_logged_dict_afterwards_changes_nothing_sent(run):
 _KEYS = ["loss", "acc", "lr", "flag", "n"]
 _fast_values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),  # beyond: the slow path refuses (test above)
     st.integers(min_value=-10, max_value=10),
     st.booleans(),
 )

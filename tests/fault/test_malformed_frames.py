@@ -169,3 +169,41 @@ def _reply(sock: zmq.Socket, timeout_s: float = 30.0) -> tuple[str, dict]:
     assert sock.poll(int(timeout_s * 1000)), "the agent did not answer"
     return wire.unpack(sock.recv())
 
+
+
+def test_a_flood_of_one_cause_never_silences_a_new_one(tmp_path, caplog, monkeypatch):
+    """100 undecodable frames, then a frame that breaks the agent inside (an internal error): the flood
+    gets 5 log lines (one cause, rate-limited per cause), the internal error still gets its line with
+    the traceback, and every frame is counted under its cause. A minute later the flooding cause gets
+    one more line saying how many were not logged."""
+    import logging
+
+    from agent import ingest as ingest_mod
+    from agent.config import AgentConfig
+    from agent.ingest import Ingest
+    from agent.store import MemoryStore
+
+    clock = [1000.0]
+    monkeypatch.setattr(ingest_mod.time, "monotonic", lambda: clock[0])
+    ing = Ingest(MemoryStore(), AgentConfig(data_dir=tmp_path / "d", runtime_dir=tmp_path / "r"))
+    caplog.set_level(logging.WARNING, logger="rankwise.agent")
+    for _ in range(100):
+        assert ing.handle(b"p", b"\xc1garbage") == []
+
+    def broken(*_):
+        raise KeyError("inside")
+
+    monkeypatch.setattr(ing, "status", broken)
+    assert ing.handle(b"p", _pack(1, "status", {})) == []
+    lines = [r for r in caplog.records if r.name == "rankwise.agent"]
+    assert [r.getMessage().split(": ", 1)[1] for r in lines] == ["undecodable frame: FormatError"] * 5 + ["'inside'"]
+    assert lines[-1].exc_info is not None and lines[-1].exc_info[0] is KeyError
+    assert ing.counters.malformed == {"undecodable frame: FormatError": 100, "internal error: KeyError": 1}
+
+    caplog.clear()
+    clock[0] += 61.0
+    ing.handle(b"p", b"\xc1garbage")
+    ing.handle(b"p", b"\xc1garbage")
+    assert [r.getMessage() for r in caplog.records] == [
+        "malformed frame (8 bytes) ignored: undecodable frame: FormatError (95 more of this cause not logged)"
+    ]

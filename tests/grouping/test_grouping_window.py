@@ -179,3 +179,22 @@ def test_sealing_in_several_takes_equals_one_reduction(chunks, bounds) -> None:
     for key, pts in everything.items():
         s, r, v = (np.array(x) for x in zip(*pts))
         _assert_same_partial(merge_all(sealed[key]), reduce_points(s, r, v))
+
+
+def test_take_keys_through_seals_at_most_max_keys_per_call():
+    """Five keys with points at steps 0 and 5: take_keys_through(2, max_keys=2) takes k0 and k1 and says
+    the take is incomplete; the next two calls take k2, k3, then k4 and say it is complete; the points
+    at step 5 stay. max_keys=None takes everything at once, as take_through does."""
+    w = GroupWindow()
+    for k in range(5):
+        w.add(f"k{k}", 0, np.array([0, 5]), np.array([float(k), 9.0]), 0.0)
+    got, complete = w.take_keys_through(2, max_keys=2)
+    assert (list(got), complete) == (["k0", "k1"], False)
+    assert (got["k1"].step.tolist(), got["k1"].sum.tolist()) == ([0], [1.0])
+    got, complete = w.take_keys_through(2, max_keys=2)
+    assert (list(got), complete) == (["k2", "k3"], False)
+    got, complete = w.take_keys_through(2, max_keys=2)
+    assert (list(got), complete) == (["k4"], True)
+    assert w.n_points == 5 and w.min_step == 5
+    got, complete = w.take_keys_through(9)
+    assert (sorted(got), complete, w.n_points) == ([f"k{k}" for k in range(5)], True, 0)

@@ -211,16 +211,20 @@ def test_size_hints_for_byte_bounded_batches():
     """nbytes_hint gives the encoded-size estimate of media before encoding (for batch cutting)."""
     assert nbytes_hint(Image(np.zeros((100, 100, 3), np.uint8))) == 30000 + 256
     assert nbytes_hint([Audio(np.zeros(1000), sample_rate=8000), 1.0]) == 8 + 2000 + 256 + 9
-    assert nbytes_hint(Table(columns=["a"], data=[[1], [2]])) == 64 + 16 + 32
+    assert nbytes_hint(Table(columns=["a"], data=[[1], [2]])) == 64 + 16 + 2 * 9  # cells: as logged values
+    assert nbytes_hint(Table(columns=["a"], data=[["héllo"]])) == 64 + 16 + 8 + 6  # strings: UTF-8 bytes
 
 
 def test_flatten_marks_rows_that_hold_media():
-    """flatten() returns a MediaRow (a dict) with the media's estimated size when a value is
-    media or a list of media, a plain dict otherwise; strip_bytes drops bytes recursively."""
+    """flatten() returns a MediaRow (a dict) with the estimated size of its values that are not plain
+    numbers (media, lists, strings: they bound batches by bytes), a plain dict otherwise; strip_bytes
+    drops bytes recursively."""
     from client.values import MediaRow, flatten, strip_bytes
 
-    plain = flatten({"a": 1.0, "b": {"c": [1, 2]}})
-    assert type(plain) is dict and plain == {"a": 1.0, "b.c": [1, 2]}
+    plain = flatten({"a": 1.0, "b": {"c": 2, "d": True}})
+    assert type(plain) is dict and plain == {"a": 1.0, "b.c": 2, "b.d": True}
+    text = flatten({"a": 1.0, "s": "x" * 100, "l": [1, 2]})
+    assert type(text) is MediaRow and text.nbytes == (8 + 100) + (8 + 2 * 9)
     im = Image(np.zeros((10, 10), np.uint8))
     row = flatten({"a": 1.0, "v": {"im": im}, "l": [im, im]})
     assert type(row) is MediaRow and row == {"a": 1.0, "v.im": im, "l": [im, im]}

@@ -70,7 +70,7 @@ def test_a_welcome_never_deletes_what_the_root_has_not_made_durable(tmp_path, ct
         sim.kill_root()  # SIGKILL before the commit: records 1..3 existed in its memory only
         link.close()
         link = _root_link(ctx, sim)
-        up.sock.connect(link.endpoint)
+        up.reconnect(link.endpoint)
         up.welcomed, up._hello_pending = False, True
         _exchange(up, link, lambda: node.spool.acked_seq == 3, commit=True)
     finally:

@@ -17,7 +17,7 @@ import pytest
 import rankwise
 from rankwise._ui.server import group_url
 from rwtest import start_ranks, wait_all
-from uihelp import get, log_group, own_env, served, wait_group
+from uihelp import auth, get, log_group, own_env, served, wait_group
 
 WORLD, STEPS, SPIKE_RANK, SPIKE_STEP, SLOW_RANK = 4, 400, 2, 123, 1
 SCRIPT = """
@@ -275,7 +275,7 @@ def test_pages_and_vendored_static_files(server):
     """/, /p/P and /g/P/G serve the app; uPlot comes from the package (no CDN); nothing outside static/."""
     for path in ("/", "/p/ui", "/g/ui/job-ui"):
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", path)
+        conn.request("GET", path, headers=auth(server))
         res = conn.getresponse()
         html = res.read().decode()
         assert res.status == 200 and res.getheader("Content-Type").startswith("text/html")
@@ -284,12 +284,12 @@ def test_pages_and_vendored_static_files(server):
         )
         conn.close()
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", "/static/vendor/uPlot.iife.min.js")
+    conn.request("GET", "/static/vendor/uPlot.iife.min.js", headers=auth(server))
     res = conn.getresponse()
     assert res.status == 200 and res.getheader("Content-Type").startswith("text/javascript")
     assert res.read().startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
     for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/vendor/VENDORED.mdx", "/x/y/z/w"):
-        conn.request("GET", path)
+        conn.request("GET", path, headers=auth(server))
         res = conn.getresponse()
         res.read()
         assert res.status == 404, path
@@ -302,7 +302,7 @@ def test_group_url_addresses_the_group_page(server):
     assert group_url("p", "g", "::1", 80) == "http://[::1]:80/g/p/g"
     url = group_url("ui", "job-ui", "127.0.0.1", server.port)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", url.split(str(server.port), 1)[1])
+    conn.request("GET", url.split(str(server.port), 1)[1], headers=auth(server))
     res = conn.getresponse()
     assert res.status == 200 and b"app.js" in res.read()
 
@@ -365,7 +365,8 @@ def test_event_stream_follows_a_running_group_to_its_end(rankwise_env, tmp_path)
         with served(rankwise_env.data) as server:
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
             sock.sendall(
-                f"GET /api/projects/live/groups/job-live/events HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+                f"GET /api/projects/live/groups/job-live/events HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                f"Authorization: token {server.token}\r\n\r\n".encode()
             )
             f = sock.makefile("rb")
             assert f.readline().startswith(b"HTTP/1.1 200")

@@ -14,8 +14,7 @@ import json
 
 import pytest
 
-from rankwise._ui.server import group_url
-from uihelp import BIG_SPIKE, BIG_SPIKE_STEP, artifact, browser, served, watch_errors, write_big_group  # noqa: F401
+from uihelp import BIG_SPIKE, BIG_SPIKE_STEP, artifact, browser, page_url, served, watch_errors, write_big_group  # noqa: F401
 
 RANKS, STEPS = 8, 100_000
 OPEN_BUDGET_MS = 2000
@@ -48,9 +47,9 @@ def big_store(tmp_path_factory):
 
 def open_cold(page, server) -> tuple[float, dict]:
     """Open the group page on a server that has not read the group yet: (ms to ready, phases)."""
-    page.goto(server.url)  # the browser's own start-up is not the group's open time
+    page.goto(page_url(server))  # the browser's own start-up is not the group's open time
     page.wait_for_selector("#projects")
-    page.goto(group_url("big", "g8x100k", "127.0.0.1", server.port))
+    page.goto(page_url(server, "big", "g8x100k"))
     page.wait_for_function("window.rw && window.rw.ready", timeout=60_000)
     return page.evaluate("window.rw.ready"), page.evaluate(PHASES)
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import rankwise
-from rankwise._ui.server import group_url
 from rwtest import start_ranks, wait_all
-from uihelp import artifact, browser, log_group, own_env, served, wait_group, watch_errors  # noqa: F401 - fixture
+from uihelp import artifact, browser, log_group, own_env, page_url, served, wait_group, watch_errors  # noqa: F401 - fixture
 
 WORLD, STEPS, SLOW_RANK = 4, 300, 3
 SCRIPT = """
@@ -64,7 +63,7 @@ def group(store):
 
 
 def open_group(page, server, name: str = "job-web", project: str = "web") -> None:
-    page.goto(group_url(project, name, "127.0.0.1", server.port))
+    page.goto(page_url(server, project, name))
     page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
 
 
@@ -202,7 +201,7 @@ def test_straggler_panel_names_the_slow_rank(page, server, group):
 
 def test_navigation_from_projects_to_a_group(page, server):
     """/ lists projects, a project lists its groups with status and counts, a group links to its page."""
-    page.goto(server.url)
+    page.goto(page_url(server))
     page.click("#projects a:text('web')")
     page.wait_for_selector("#groups")
     row = page.locator("#groups tbody tr").first

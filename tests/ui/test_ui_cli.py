@@ -214,15 +214,18 @@ def test_ui_command_serves_until_interrupted(store):
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"rankwise ui: serving {store} at http://127.0.0.1:")
-        url = line.split(" at ")[1].split()[0]
-        port = int(url.rsplit(":", 1)[1].strip("/"))
-        assert port != 0
+        url, _, token = line.split(" at ")[1].split()[0].partition("/?token=")
+        port = int(url.rsplit(":", 1)[1])
+        assert port != 0 and len(token) == 32  # 24 random bytes, URL-safe base64
 
         class Server:
             pass
 
         server = Server()
-        server.url = url
+        server.url, server.token = url + "/", None
+        status, body = get(server, "/api/projects")
+        assert status == 403 and "token" in body["error"]
+        server.token = token
         status, projects = get(server, "/api/projects")
         assert status == 200 and projects[0]["name"] == "cli"
         proc.send_signal(signal.SIGINT)

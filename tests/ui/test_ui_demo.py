@@ -14,7 +14,7 @@ import pytest
 
 import rankwise
 from rankwise._ui.server import group_url
-from uihelp import artifact, browser, env_vars, own_env, served, watch_errors  # noqa: F401 - fixture
+from uihelp import artifact, browser, env_vars, own_env, page_url, served, watch_errors  # noqa: F401 - fixture
 
 SLOW_RANK = 5  # rankwise demo's default --slow-rank
 
@@ -36,7 +36,8 @@ def test_demo_prints_its_group_page_url_and_the_page_shows_the_job(demo, browser
     key (mean with a min–max band, one point per step), per-rank lines for all 8 ranks on demand, and
     the straggler panel (default metric: auto) names the slow rank first, from its compute time."""
     store, stdout = demo
-    match = re.search(r"^ui:\s+rankwise ui, then open (http://\S+/g/(\S+)/(\S+))$", stdout, re.M)
+    match = re.search(r"^ui:\s+rankwise ui, open the address it prints \(it carries the token\), then "
+                      r"(http://\S+/g/(\S+)/(\S+))$", stdout, re.M)  # fmt: skip
     assert match, stdout
     url, project, name = match.groups()
     g = rankwise.Api(store).group(project, name)
@@ -45,7 +46,8 @@ def test_demo_prints_its_group_page_url_and_the_page_shows_the_job(demo, browser
         assert url.replace(":8765/", f":{server.port}/") == group_url(project, name, "127.0.0.1", server.port)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         errors = watch_errors(page)
-        page.goto(group_url(project, name, "127.0.0.1", server.port))
+        page.goto(page_url(server))  # what the user does first: the address rankwise ui printed
+        page.goto(url.replace(":8765/", f":{server.port}/"))  # then the demo's address, logged in by the cookie
         page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
         for key in ("loss", "acc", "grad_norm", "lr", "step_time_ms", "compute_ms"):
             points = page.evaluate(

@@ -12,7 +12,7 @@ import pytest
 
 import rankwise
 from rwtest import run_ranks
-from uihelp import env_vars, get, own_env, served
+from uihelp import auth, env_vars, get, own_env, served
 
 WORLD, STEPS, BIG = 3, 6, 200
 # 20 kB/s with a 4 s burst: the 200×200 noise image (≈120 kB of PNG) can never fit, the small media always do
@@ -82,7 +82,7 @@ def group(store):
 def raw(server, path: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
     """(status, headers, body) of one request, without following anything."""
     con = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    con.request(method, path, headers=headers or {})
+    con.request(method, path, headers={**auth(server), **(headers or {})})
     res = con.getresponse()
     body = res.read()
     con.close()

@@ -10,9 +10,8 @@ import pytest
 from test_ui_media_api import BUDGET, SCRIPT, STEPS, WORLD
 
 import rankwise
-from rankwise._ui.server import group_url
 from rwtest import run_ranks
-from uihelp import artifact, browser, env_vars, own_env, served, watch_errors  # noqa: F401 - fixture
+from uihelp import artifact, browser, env_vars, own_env, page_url, served, watch_errors  # noqa: F401 - fixture
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,7 @@ def group(store):
 def page(browser, server):
     p = browser.new_page(viewport={"width": 1400, "height": 1000})
     p.errors = watch_errors(p)
-    p.goto(group_url("mui", "job-mui", "127.0.0.1", server.port))
+    p.goto(page_url(server, "mui", "job-mui"))
     p.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
     yield p
     p.close()
@@ -259,7 +258,7 @@ def test_live_media_panel_follows_new_steps(browser, rankwise_env, tmp_path):
         api = wait_group(rankwise_env.store, "mlive", "job-mlive",
                          lambda g: [s for s, _ in g.run(rank=0).media("img")] == [0, 1, 2], "3 stored images")  # fmt: skip
         with served(rankwise_env.data) as server:
-            page.goto(group_url("mlive", "job-mlive", "127.0.0.1", server.port))
+            page.goto(page_url(server, "mlive", "job-mlive"))
             page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
             ready(page, "img", 2)
             page.evaluate("() => { window.notReloaded = true; }")
@@ -299,7 +298,7 @@ def test_error_values_show_as_errors(browser, tmp_path):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors = watch_errors(page)
     with served(tmp_path) as server:
-        page.goto(group_url("merr", "job-err", "127.0.0.1", server.port))
+        page.goto(page_url(server, "merr", "job-err"))
         page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
         for key, n in (("bad", 1), ("badlist", 2), ("badtab", 1)):
             ready(page, key)

@@ -33,11 +33,13 @@ ARTIFACTS = REPO / "test-artifacts"
 
 
 @contextlib.contextmanager
-def served(store: str | os.PathLike) -> Iterator[Any]:
-    """A ``rankwise ui`` server over ``store`` on 127.0.0.1 and a free port, stopped afterwards."""
-    from rankwise._ui.server import make_server
+def served(store: str | os.PathLike, **kwargs: Any) -> Iterator[Any]:
+    """A ``rankwise ui`` server over ``store`` on 127.0.0.1 and a free port, with a token as ``rankwise ui``
+    has (``get`` sends it, ``page_url`` carries it), stopped afterwards."""
+    from rankwise._ui.server import make_server, new_token
 
-    server = make_server(store, "127.0.0.1", 0)
+    kwargs.setdefault("token", new_token())
+    server = make_server(store, "127.0.0.1", 0, **kwargs)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -48,9 +50,25 @@ def served(store: str | os.PathLike) -> Iterator[Any]:
         thread.join(10)
 
 
+def auth(server: Any) -> dict[str, str]:
+    """The header that carries ``server``'s token (none for a server without one)."""
+    token = getattr(server, "token", None)
+    return {"Authorization": f"token {token}"} if token else {}
+
+
+def page_url(server: Any, project: str | None = None, group: str | None = None) -> str:
+    """The address a browser opens: the group's page (or the start page) with the server's token."""
+    from rankwise._ui.server import group_url
+
+    if project is None:
+        return server.login_url
+    return group_url(project, group, "127.0.0.1", server.port, server.token)
+
+
 def get(server: Any, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, Any]:
-    """(status, decoded JSON body) of one request to ``server``."""
-    req = urllib.request.Request(server.url + path.lstrip("/"), headers=headers or {}, method=method)
+    """(status, decoded JSON body) of one request to ``server``, with its token."""
+    req = urllib.request.Request(server.url + path.lstrip("/"), headers={**auth(server), **(headers or {})},
+                                 method=method)  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=30) as res:
             return res.status, json.loads(res.read())
