@@ -37,8 +37,15 @@ for s in range(start, steps):
     run.log({"loss": torch.tensor(1.0 / (s + 1 + rank)), "sum": x[0]})   # 0-d tensors: .item()
     run.flush()
     if attempt == 0 and rank == 1 and s == fail_at:
+        # fail only once the others have stored their step fail_at + 11 (a file each): where they are when
+        # torchrun stops them must not depend on how fast the machine is
+        parked = [os.path.join(os.environ["REPORTS"], f"parked-{k}") for k in range(4) if k != 1]
+        deadline = time.monotonic() + 120
+        while not all(os.path.exists(p) for p in parked) and time.monotonic() < deadline:
+            time.sleep(0.01)
         sys.exit(1)                              # torchrun stops the others and restarts everyone
     if attempt == 0 and fail_at >= 0 and rank != 1 and s == fail_at + 11:
+        open(os.path.join(os.environ["REPORTS"], f"parked-{rank}"), "w").close()
         time.sleep(120)                          # the others wait here until torchrun stops them
 # one file per rank and attempt: the workers share torchrun's stdout, where their lines can interleave
 with open(os.path.join(os.environ["REPORTS"], f"{rank}-{attempt}.json"), "w") as f:
@@ -85,8 +92,8 @@ def test_torchrun_ranks_form_one_group_from_the_run_id(rankwise_env, tmp_path):
 
 
 def test_elastic_restart_resumes_every_rank(rankwise_env, tmp_path):
-    """Rank 1 exits with 1 after step 29 of the first attempt, while the others wait after their step 40;
-    torchrun stops them (SIGTERM) and restarts all four (--max-restarts 1). Each rank's second init()
+    """Rank 1 exits with 1 after step 29 of the first attempt, once the others wait after their step 40
+    (they say so by a file each, so that no machine is too slow for it); torchrun stops them (SIGTERM) and restarts all four (--max-restarts 1). Each rank's second init()
     resumes its run (resumed=True, same group) where its stored steps end — rank 1 at 30, the others at
     41 — and every run ends finished
     with steps 0..59 stored exactly once, 2 incarnations, and a group row of all 4 ranks at every step.
