@@ -3,7 +3,7 @@
 Start-up
     1. take ``agent.lock`` (flock, held for life): a second agent exits at once
        and can never bind a live agent's socket; then ``store.lock`` in the data
-       directory (agent/storelock.py): an agent of another runtime directory
+       directory (agent/locks.py): an agent of another runtime directory
        that holds it makes this one exit with status 4, naming the holder;
     2. open the store and recover runs a previous agent left running;
     3. remove a stale socket file (safe: we hold the lock), bind the ROUTER,
@@ -29,7 +29,6 @@ Shutdown (SIGTERM, SIGINT, ``rankwise agent stop``, idle)
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import logging.handlers
@@ -37,40 +36,15 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, resolve
 from agent.errors import AlreadyRunning, StoreInUse
-from agent.storelock import StoreLock
+from agent.locks import AgentLock, StoreLock
 from client import paths
 from client.errors import Error
 
 log = logging.getLogger("rankwise.agent")
-
-
-class AgentLock:
-    """The exclusive flock that makes this process *the* agent of a runtime directory."""
-
-    def __init__(self, runtime: Path):
-        self.path = runtime / paths.AGENT_LOCK
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(f"another agent holds {self.path}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class Agent:

@@ -29,7 +29,7 @@ from client import paths
 from client.settings import Settings
 
 log = logging.getLogger("rankwise")
-STORE_IN_USE = 4  # the agent's exit status when another agent holds the data directory (agent/storelock.py)
+STORE_IN_USE = 4  # the agent's exit status when another agent holds the data directory (agent/locks.py)
 _warned_start_failure = False
 
 
