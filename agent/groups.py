@@ -4,7 +4,9 @@ Each group (one distributed job) keeps its open points in a
 :class:`grouping.GroupWindow`. A step is *sealed* — reduced over ranks into a
 group row and written — once every rank we still wait for has committed past
 it. We wait for a rank that is running and has been heard from recently, and,
-for a while after the group appeared, for ranks that have not said hello yet.
+for a while after the group appeared, for ranks that have not said hello yet,
+unless the job is over (every rank that said hello is done and its launcher
+process has exited, as when only rank 0 logs): then everything is sealed at once.
 Finished, failed and crashed ranks are not waited for. Independently, a step is
 sealed after ``seal_timeout_s``, and the oldest steps are sealed early when the
 window exceeds its byte budget: memory stays bounded and nothing is dropped.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agent.runs import launcher_gone
 from agent.store.base import GroupRecord
 from grouping import GroupWindow, finalize, numeric_entries
 
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 
 class GroupState:
-    __slots__ = ("record", "window", "ranks", "seen_at", "sealing", "_sealed_keys")
+    __slots__ = ("record", "window", "ranks", "seen_at", "sealing", "_sealed_keys", "_over", "_over_checked")
 
     def __init__(self, record: GroupRecord, now: float):
         self.record = record
@@ -51,12 +54,14 @@ class GroupState:
         # seals through, and the keys already sealed in it (their points at or below it are late now)
         self.sealing: int | None = None
         self._sealed_keys: set[str] = set()
+        self._over = False  # job_over(): every rank done and every launcher gone
+        self._over_checked = float("-inf")
 
     def __repr__(self) -> str:
         g = self.record
         return (
             f"<GroupState {g.project}/{g.name} ranks={len(self.ranks)}/{g.world_size} "
-            f"sealed_through={g.sealed_through} window={self.window.nbytes}B>"
+            f"sealed_through={g.sealed_through} window={self.window.nbytes}B{' job_over' if self._over else ''}>"
         )
 
     def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "PendingWrites") -> None:
@@ -102,8 +107,34 @@ class GroupState:
         return marks
 
     def awaits_joiners(self, now: float, cfg: "AgentConfig") -> bool:
-        """Ranks of the group have not said hello yet and the join grace is not over."""
-        return len(self.ranks) < self.record.world_size and now - self.seen_at < cfg.join_grace_s
+        """Ranks of the group have not said hello yet, the join grace is not over, and the job may still
+        start them (:meth:`job_over`)."""
+        if len(self.ranks) >= self.record.world_size or now - self.seen_at >= cfg.join_grace_s:
+            return False
+        return not self.job_over(now, cfg)
+
+    def job_over(self, now: float, cfg: "AgentConfig") -> bool:
+        """No rank can join any more: every rank that said hello is done (finished, failed, crashed) and
+        the launcher process of each (its parent: torchrun's agent, mpirun, slurmstepd) has exited.
+
+        A job where only rank 0 logs (HF Trainer, Lightning's ``rank_zero_only``, nanoGPT's
+        ``master_process``) is then sealed at once instead of after the join grace. While a launcher
+        lives it may still start a rank (a slow one, an elastic restart), so the grace holds; ranks
+        whose launcher is unknown here (forwarded by a node agent, taken back after a restart) keep it
+        too. A rank that joins after all (another launcher) is not lost: its points are late data and
+        the group rows are recomputed. Checked at most every ``liveness_interval_s``; once over, over
+        until a rank runs again."""
+        if self._over:
+            if not any(run.running for run in self.ranks.values()):
+                return True
+            self._over = False
+        if now < self._over_checked + cfg.liveness_interval_s:
+            return False
+        self._over_checked = now
+        if not self.ranks or any(run.running or run.launcher is None for run in self.ranks.values()):
+            return False
+        self._over = all(launcher_gone(run.launcher) for run in self.ranks.values())  # type: ignore[arg-type]
+        return self._over
 
     def seal_bound(self, now: float, cfg: "AgentConfig", everything: bool) -> int | None:
         """The step through which the window may seal now: the lowest watermark waited for, raised by the

@@ -31,7 +31,7 @@ from agent.groups import GroupState
 from agent.malformed import MAX_CAUSES, CauseLog, malformed_cause
 from agent.media import MediaSink
 from agent.pending import LINK_PREFIX, PendingWrites
-from agent.runs import PidWatch, RunState, WriterState
+from agent.runs import PidWatch, RunState, WriterState, parent_of
 from agent.status import Counters
 from agent.store.base import LOST, Store
 from agent.storehealth import StoreHealth, is_store_error
@@ -216,6 +216,8 @@ class Ingest(RunUpdates):
                 self._rebase_lost.add(h.writer)
             if run.record.pid == h.pid:  # the run's own process (not a forked child of it)
                 self.pids.register(h.pid)
+                # its launcher: once it and every rank are gone, no rank can join (GroupState.job_over)
+                run.launcher = parent_of(h.pid) if self._local(run) else None
             self.writers[h.writer] = ws
             run.writers.add(h.writer)
         else:

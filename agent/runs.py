@@ -39,7 +39,7 @@ class WriterState:
 
 
 class RunState:
-    __slots__ = ("record", "group", "writers", "last_seen", "budget", "_raw_cache", "via", "info")
+    __slots__ = ("record", "group", "writers", "last_seen", "budget", "_raw_cache", "via", "info", "launcher")
 
     def __init__(self, record: RunRecord, group: "GroupState", now: float):
         self.record = record
@@ -53,6 +53,9 @@ class RunState:
         via = record.meta.get("via")
         self.via: str | None = via if isinstance(via, str) and via else None
         self.info: dict | None = None  # at a node agent: the run as its HELLO described it (sent upstream)
+        # the parent of the run's process (pid, start time) as read at its HELLO, on this machine only: the
+        # launcher (torchrun's agent, mpirun, slurmstepd) that could still start the ranks not heard of yet
+        self.launcher: tuple[int, float] | None = None
 
     def allow(self, n: int, now: float, default_rows_per_s: float) -> int:
         """How many stored rows ``n`` committed rows may become under the run's budget (n: no limit)."""
@@ -138,6 +141,33 @@ class PidWatch:
 def _same(a: float | None, b: float) -> bool:
     # exact for /proc clock ticks; psutil's float seconds (other systems) get half a second of slack
     return a is not None and abs(a - b) < 0.5
+
+
+def parent_of(pid: int) -> tuple[int, float] | None:
+    """The parent of the live process ``pid`` as ``(ppid, start time)`` (:func:`process_started`'s
+    clock); None when either is gone or unknown, or the parent is init (an orphan has no launcher)."""
+    ppid = 0
+    if _PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # after "pid (comm) ": state, then ppid
+        except (OSError, ValueError, IndexError):
+            ppid = 0
+    if not ppid:
+        try:
+            ppid = psutil.Process(pid).ppid()
+        except (psutil.Error, OSError):
+            return None
+    if ppid <= 1:
+        return None
+    started = process_started(ppid)
+    return None if started is None else (ppid, started)
+
+
+def launcher_gone(launcher: tuple[int, float]) -> bool:
+    """The parent recorded by :func:`parent_of` has exited (its pid is free or names another process)."""
+    return not _same(process_started(launcher[0]), launcher[1])
 
 
 def process_started(pid: int) -> float | None:

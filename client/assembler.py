@@ -225,15 +225,22 @@ class Assembler:
 
     def _cells_limit(self, limit: int) -> int:
         """Rows that fit in one batch by their number of values (wide rows: 8192 rows of 10k numbers would
-        make a frame of 700 MB); at least one row."""
+        make a frame of 700 MB) and, for wide rows, by their columns (keys per key set: the agent decodes a
+        frame in one piece, ~3 µs per column, so a frame of 30k columns would keep it from answering anyone
+        for 100 ms or more); at least one row."""
         dicts = self._dicts[:limit]
         cells = sum(map(len, dicts))
-        if cells * _CELL_BYTES <= MAX_BATCH_MEDIA_BYTES:
+        wide = cells > MAX_BATCH_COLUMNS and cells > _WIDE_ROW * len(dicts)
+        if not wide and cells * _CELL_BYTES <= MAX_BATCH_MEDIA_BYTES:
             return limit
-        total = 0
+        total = columns = 0
+        prev: dict = {}
         for i, d in enumerate(dicts):
             total += len(d)
-            if total * _CELL_BYTES > MAX_BATCH_MEDIA_BYTES and i:
+            if wide and (len(d) != len(prev) or d.keys() != prev.keys()):
+                columns += len(d)  # a new key set: a block of its own in the frame
+            prev = d
+            if i and (total * _CELL_BYTES > MAX_BATCH_MEDIA_BYTES or columns > MAX_BATCH_COLUMNS):
                 return i
         return limit
 
@@ -562,3 +569,5 @@ class Assembler:
 
 _NUMBER_TYPES = (int, float, bool)
 _CELL_BYTES = 16  # a generous wire size of one numeric value of a row (8 bytes, plus keys of blocks by set)
+MAX_BATCH_COLUMNS = MAX_KEYS_PER_ROW  # columns of one batch's rows (one row of the widest kind still fits)
+_WIDE_ROW = 64  # keys per row on average above which the columns of a batch are counted

@@ -30,3 +30,11 @@ class ProtocolError(Error):
 
 class RunConflictError(Error):
     """The agent refused the run, e.g. the same rank is already running elsewhere."""
+
+
+class UnsupportedError(Error, NotImplementedError):
+    """A wandb feature rankwise has no counterpart for (sweeps, remote registries); the message names it."""
+
+
+class ConfigError(InvalidValueError):
+    """wandb's ``wandb.sdk.lib.config_util.ConfigError``: a config change rankwise cannot store."""

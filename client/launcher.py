@@ -10,8 +10,13 @@ torchrun (elastic)          RANK, WORLD_SIZE, LOCAL_RANK                TORCHELA
 SLURM (srun)                SLURM_PROCID, SLURM_STEP_NUM_TASKS          SLURM_JOB_ID.SLURM_STEP_ID
                             (else SLURM_NTASKS), SLURM_LOCALID
 Open MPI (mpirun, prterun)  OMPI_COMM_WORLD_RANK/_SIZE/_LOCAL_RANK      PMIX_NAMESPACE or OMPI jobid
-MPICH / Intel MPI (hydra)   PMI_RANK, PMI_SIZE, MPI_LOCALRANKID         PMIX_NAMESPACE, else launcher pid
+MPICH / Intel MPI (hydra)   PMI_RANK, PMI_SIZE, MPI_LOCALRANKID         PMIX_NAMESPACE, else proxy pid
 ==========================  ==========================================  ==============================
+
+Hydra (MPICH's ``mpiexec``) exports no job id: the ranks of a node share its
+``hydra_pmi_proxy`` process, found among the rank's ancestors (not only its parent:
+``mpiexec -n 4 ./run.sh`` gives every rank a shell of its own as parent). Ranks on
+other nodes have another proxy: pass ``group=`` for multi-node MPICH jobs.
 
 torchrun without ``--rdzv-id`` exports ``TORCHELASTIC_RUN_ID=none``; then a SLURM
 job id is used when there is one, else the torchrun agent's pid and start
@@ -89,16 +94,37 @@ def _parent_token(ppid: int) -> str:
         return str(ppid)
 
 
+# What an MPI launcher runs on each node to fork its ranks (MPICH / Intel MPI hydra, Open MPI).
+_PROXIES = frozenset({"hydra_pmi_proxy", "pmi_proxy", "orted", "prted"})
+
+
+def _proxy_pid() -> int:
+    """The nearest ancestor that is an MPI launcher's node proxy, else the parent. A rank started through
+    a wrapper (``mpiexec -n 4 ./run.sh``) has its own shell as parent: the proxy is what ranks share."""
+    try:
+        import psutil
+
+        for proc in psutil.Process().parents():  # nearest first
+            if proc.name() in _PROXIES:
+                return proc.pid
+    except Exception:  # psutil missing or a parent gone: the parent is the best guess left
+        pass
+    return os.getppid()
+
+
 def detect(env: Mapping[str, str] = os.environ, parent_token: Callable[[], str] | None = None) -> Launch:
     """Read the launcher's environment. ``parent_token`` is injectable for tests."""
     token = parent_token or (lambda: _parent_token(os.getppid()))
+    proxy_token = parent_token or (lambda: _parent_token(_proxy_pid()))
     node = env.get("SLURMD_NODENAME") or socket.gethostname()
     restart = _int(env, "TORCHELASTIC_RESTART_COUNT") or 0
-    launch = _detect(env, token, node, restart)
+    launch = _detect(env, token, proxy_token, node, restart)
     return dataclasses.replace(launch, group=_group_name(launch.group))
 
 
-def _detect(env: Mapping[str, str], token: Callable[[], str], node: str, restart: int) -> Launch:
+def _detect(
+    env: Mapping[str, str], token: Callable[[], str], proxy_token: Callable[[], str], node: str, restart: int
+) -> Launch:
     """The launcher's view, with the group id as the launcher spells it (``detect`` cleans it)."""
     slurm_group = None
     if env.get("SLURM_JOB_ID"):
@@ -133,7 +159,7 @@ def _detect(env: Mapping[str, str], token: Callable[[], str], node: str, restart
             _int(env, "OMPI_COMM_WORLD_RANK") or 0,
             _int(env, "OMPI_COMM_WORLD_SIZE") or 1,
             _int(env, "OMPI_COMM_WORLD_LOCAL_RANK") or 0,
-            ("ompi-" + group) if group else (slurm_group or "mpirun-" + token()),
+            ("ompi-" + group) if group else (slurm_group or "mpirun-" + proxy_token()),
             node,
         )
     if _int(env, "PMI_RANK") is not None:
@@ -143,7 +169,7 @@ def _detect(env: Mapping[str, str], token: Callable[[], str], node: str, restart
             _int(env, "PMI_RANK") or 0,
             _int(env, "PMI_SIZE") or 1,
             _first_int(env, "MPI_LOCALRANKID", "PMI_LOCAL_RANK") or 0,
-            ("pmix-" + group) if group else (slurm_group or "mpiexec-" + token()),
+            ("pmix-" + group) if group else (slurm_group or "mpiexec-" + proxy_token()),
             node,
         )
     if (

@@ -35,6 +35,7 @@ from client.errors import InvalidArgumentError, InvalidValueError, RunConflictEr
 from client.settings import Settings
 from client.summary import Config, Summary, to_config
 from client.values import FAST_TYPES, RESERVED_KEYS, flatten
+from client.wandb_surface import WandbRunMixin  # wandb's Run names beyond logging
 
 if TYPE_CHECKING:
     from client.transport import Writer
@@ -50,6 +51,14 @@ def run_id_for(project: str, group: str, name: str) -> str:
     return hashlib.blake2s(f"{project}\0{group}\0{name}".encode(), digest_size=5).hexdigest()
 
 
+def _run_id(settings: Settings) -> str:
+    """wandb's id when one was given (rank 0 keeps it as is; other ranks of the group get ``<id>-rank<r>``),
+    else a hash every incarnation of the same rank computes alike (so restarts resume)."""
+    if settings.run_id is None:
+        return run_id_for(settings.project, settings.group, settings.name)
+    return settings.run_id if settings.rank == 0 else f"{settings.run_id}-rank{settings.rank}"
+
+
 def _discard(op: tuple) -> None:
     pass
 
@@ -58,12 +67,13 @@ def _finished_app(op: tuple) -> None:
     raise UsageError("log() on a run after finish(); call rankwise.init() for a new run")
 
 
-class Run:
+class Run(WandbRunMixin):
     """One process's handle on its run. Create it with ``rankwise.init()``."""
 
     def __init__(self, settings: Settings, config: Mapping[str, Any] | None = None, meta: dict | None = None):
         self.settings = settings
-        self.id = run_id_for(settings.project, settings.group, settings.name)
+        self.id = _run_id(settings)
+        self._display_name: str | None = None  # run.name = "..." (wandb renames; the stored name is fixed)
         self._step = 0
         self._known: set[str] = set()  # keys validated by the slow path; the fast path accepts only these
         self._finished = False
@@ -80,6 +90,7 @@ class Run:
         self._writer: Writer | None = None
         self._push = _discard
         self.resumed = False
+        self._starting_step = 0
         object.__setattr__(self.config, "_run", self)
 
     # ------------------------------------------------------------ lifecycle
@@ -170,7 +181,15 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.settings.name
+        return self._display_name or self.settings.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        # the stored name is the run's identity in its group (a restart finds its run by it): a rename
+        # changes what this handle reports, not the stored name
+        if not isinstance(value, str) or not value:
+            raise InvalidArgumentError(f"run.name = {value!r} must be a non-empty string")
+        self._display_name = value
 
     @property
     def project(self) -> str:
@@ -195,7 +214,11 @@ class Run:
 
     @property
     def dir(self) -> str:
-        return str(self.settings.data_dir)
+        """wandb's run.dir: the run's local files, ``<init(dir=) or WANDB_DIR or the data dir>/wandb/run-<id>/files``
+        (created on first access). Never the store: that stays in RANKWISE_DIR."""
+        from client.wandb_surface import run_files_dir
+
+        return run_files_dir(self)
 
     @property
     def finished(self) -> bool:
@@ -285,6 +308,12 @@ class Run:
         """Set how a key (or glob, e.g. ``"val/*"``) is summarised: min, max, mean, first, last or none."""
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("define_metric(name=...) must be a non-empty string (a key or a glob)")
+        if goal is not None and goal not in ("minimize", "maximize"):
+            raise InvalidArgumentError(f"define_metric(goal={goal!r}) must be 'minimize' or 'maximize'")
+        if isinstance(summary, str) and "best" in summary.split(","):
+            # wandb's "best": the min or the max by the goal (minimize unless said otherwise)
+            best = "max" if goal == "maximize" else "min"
+            summary = ",".join(best if part == "best" else part for part in summary.split(","))
         try:
             parse_summary_kinds(summary)
         except ValueError as exc:
@@ -292,6 +321,8 @@ class Run:
         if goal is not None and goal not in ("minimize", "maximize"):
             raise InvalidArgumentError(f"define_metric(goal={goal!r}) must be 'minimize' or 'maximize'")
         spec = {"name": name, "summary": summary, "step_metric": step_metric, "hidden": hidden, "goal": goal}
+        if step_sync is not None:  # wandb's: rows of the key without step_metric take its latest value (reads)
+            spec["step_sync"] = bool(step_sync)
         if "rate_limit" in kwargs:  # rankwise's own: False keeps every value of the key, even over the budget
             if not isinstance(kwargs["rate_limit"], bool):
                 raise InvalidArgumentError("define_metric(rate_limit=...) must be True or False")
@@ -370,6 +401,42 @@ class Run:
             out["drops"] = self._writer.drop_counts()
         return out
 
+    # ------------------------------------------------------------ watch / artifacts (issue 10, H; lazy imports)
+
+    def watch(self, models: Any, criterion: Any = None, log: Any = "gradients", log_freq: int = 1000,
+              idx: Any = None, log_graph: bool = False) -> Any:  # fmt: skip
+        """wandb's ``watch``: gradient/parameter histograms every ``log_freq`` calls (client/watch.py)."""
+        from client import watch
+
+        return watch.watch(self, models, criterion, log, log_freq, idx, log_graph)
+
+    def unwatch(self, models: Any = None) -> None:
+        from client import watch
+
+        watch.unwatch(self, models)
+
+    def log_artifact(self, artifact_or_path: Any, name: Any = None, type: Any = None, aliases: Any = None,
+                     **kwargs: Any) -> Any:  # fmt: skip
+        """Store an artifact (a new version unless its content equals the latest): rankwise/_artifacts.py."""
+        from rankwise import _artifacts
+
+        return _artifacts.log_artifact(self, artifact_or_path, name=name, type=type, aliases=aliases, **kwargs)
+
+    def use_artifact(self, artifact_or_name: Any, type: Any = None, aliases: Any = None, **kwargs: Any) -> Any:
+        from rankwise import _artifacts
+
+        return _artifacts.use_artifact(self, artifact_or_name, type=type, aliases=aliases, **kwargs)
+
+    def save(self, glob_str: Any = None, base_path: Any = None, policy: str = "live") -> Any:
+        from rankwise import _artifacts
+
+        return _artifacts.save(self, glob_str, base_path=base_path, policy=policy)
+
+    def restore(self, name: str, run_path: Any = None, replace: bool = False, root: Any = None) -> Any:
+        from rankwise import _artifacts
+
+        return _artifacts.restore(self, name, run_path=run_path, replace=replace, root=root)
+
     # ------------------------------------------------------------ fork
 
     def _after_fork_in_child(self) -> None:
@@ -442,5 +509,6 @@ os.register_at_fork(after_in_child=_after_fork_child)
 def create(settings: Settings, config: Any = None, meta: dict | None = None) -> Run:
     run = Run(settings, to_config(config), meta)
     run._start()
+    run._starting_step = run._step
     _LIVE_RUNS.add(run)
     return run

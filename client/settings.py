@@ -4,6 +4,13 @@ Every knob has an environment variable so a launcher script can set it for all
 ranks; a keyword argument to ``init()`` wins over the environment. Units are in
 the names (``_s`` seconds, ``_bytes`` bytes). The agent reads the same
 environment for the knobs it shares with clients (paths, idle timeout).
+
+wandb's variables are read too (after rankwise's own): WANDB_PROJECT, WANDB_RUN_GROUP, WANDB_NAME,
+WANDB_RUN_ID, WANDB_RESUME, WANDB_MODE (``dryrun`` = ``offline``), WANDB_DISABLED, WANDB_DIR, WANDB_ENTITY.
+``init(id=)`` names one run of the project: without an explicit group the id is the group's name, so a
+restarted process passing the same id resumes the same run whatever its launcher says. ``init(dir=)`` /
+WANDB_DIR (``files_dir``) is where the run's local files go (``run.dir``), never the store (``data_dir``,
+RANKWISE_DIR). Offline behaves like online: the agent is on this node either way.
 """
 
 from __future__ import annotations
@@ -24,8 +31,13 @@ from client.errors import InvalidArgumentError
 MAX_BATCH_ROWS = 1 << 20
 
 MODES = ("online", "offline", "disabled")
+# wandb's other spellings: "dryrun" (Lightning's offline=True sets WANDB_MODE=dryrun) is offline, "run" and
+# "shared" are online. Offline behaves like online: the agent is on this node, nothing leaves it anyway.
+MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}
 RESUME = ("allow", "never", "must")
 _NAME_RE = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
+# run and group names may carry '/' (HF's Trainer names the run after its output directory); the agent keeps up to 1024
+_LABEL_RE = re.compile(r"^[^\x00-\x1f]{1,512}$")
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,11 @@ class Settings:
     launcher: str
     restart: int = 0
     resume: str = "allow"
+    # wandb's run id (init(id=) / WANDB_RUN_ID): names one run of the project; None: derived from the identity
+    run_id: str | None = None
+    entity: str | None = None  # "team" of project="team/proj" (or entity= / WANDB_ENTITY): kept, not used
+    # wandb's init(dir=) / WANDB_DIR: where the run's local files go (run.dir); never where the store lives
+    files_dir: Path | None = None
     mode: str = "online"  # "offline" is accepted for wandb scripts and behaves like online: the agent is local
     # places
     data_dir: Path = field(default_factory=lambda: paths.data_dir())
@@ -135,10 +152,22 @@ def _check_name(arg: str, value: Any) -> str:
     return value
 
 
+def _check_label(arg: str, value: Any) -> str:
+    if not isinstance(value, str) or not _LABEL_RE.match(value):
+        raise InvalidArgumentError(
+            f"{arg}={value!r} must be a non-empty string of at most 512 characters without control characters"
+        )
+    return value
+
+
 def _check_int(arg: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidArgumentError(f"{arg}={value!r} must be an integer >= {minimum}")
     return value
+
+
+def _bool_env(env: Mapping[str, str], var: str) -> bool:
+    return (env.get(var) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _default_project() -> str:
@@ -162,6 +191,7 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
 
     launch = launcher.detect(env)
     mode_var = "RANKWISE_MODE" if env.get("RANKWISE_MODE") else ("WANDB_MODE" if env.get("WANDB_MODE") else None)
+    explicit_group = given.get("group") or env.get("RANKWISE_GROUP") or env.get("WANDB_RUN_GROUP")
     values: dict[str, Any] = {
         "project": env.get("RANKWISE_PROJECT") or env.get("WANDB_PROJECT") or _default_project(),
         "group": env.get("RANKWISE_GROUP") or env.get("WANDB_RUN_GROUP") or launch.group,
@@ -172,20 +202,39 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
         "launcher": launch.launcher,
         "restart": launch.restart,
         "mode": (env.get("RANKWISE_MODE") or env.get("WANDB_MODE") or "online").lower(),
+        "entity": env.get("WANDB_ENTITY") or None,
         "data_dir": paths.data_dir(env),
         "runtime_dir": paths.runtime_dir(env),
     }
-    if env.get("RANKWISE_NAME"):
-        values["name"] = env["RANKWISE_NAME"]
+    if env.get("RANKWISE_NAME") or env.get("WANDB_NAME"):
+        values["name"] = env.get("RANKWISE_NAME") or env["WANDB_NAME"]
+    if env.get("WANDB_RUN_ID"):
+        values["run_id"] = env["WANDB_RUN_ID"]
+    if env.get("WANDB_RESUME"):
+        values["resume"] = env["WANDB_RESUME"]
+    if env.get("WANDB_DIR"):
+        values["files_dir"] = env["WANDB_DIR"]
+    if _bool_env(env, "WANDB_DISABLED"):
+        values["mode"] = "disabled"
     for attr, var, parse in _ENV_KNOBS:
         if env.get(var) not in (None, ""):
             values[attr] = parse(var, env[var])
     values.update(given)
 
+    if isinstance(values["project"], str) and values["project"].count("/") == 1:
+        # wandb's "entity/project"
+        entity, values["project"] = values["project"].split("/")
+        values["entity"] = given.get("entity") or entity
+    if values.get("run_id") is not None:
+        _check_name("id", values["run_id"])
+        if not explicit_group:
+            # an id names one run of the project: a restarted process passing the same id finds the same
+            # group (and, with the same rank, the same run) whatever its launcher says
+            values["group"] = values["run_id"]
     if values.get("group") is None:
         values["group"] = fresh_group_id()
     _check_name("project", values["project"])
-    _check_name("group", values["group"])
+    _check_label("group", values["group"])
     _check_int("rank", values["rank"], 0)
     _check_int("world_size", values["world_size"], 1)
     _check_int("local_rank", values["local_rank"], 0)
@@ -197,14 +246,20 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
     if isinstance(values["name"], str) and "{rank}" in values["name"]:
         # RANKWISE_NAME=worker-{rank}: one variable for every rank of a launcher, distinct names
         values["name"] = values["name"].replace("{rank}", str(values["rank"]))
-    _check_name("name", values["name"])
+    _check_label("name", values["name"])
+    if isinstance(values["mode"], str):
+        values["mode"] = MODE_ALIASES.get(values["mode"].lower(), values["mode"].lower())
     if values["mode"] not in MODES:
         source = mode_var if "mode" not in given and mode_var else "mode"
         raise InvalidArgumentError(f"{source}={values['mode']!r} must be one of {MODES}")
+    if values.get("resume") in (True, "auto", "true", "1"):
+        values["resume"] = "allow"
     if values.get("resume", "allow") not in RESUME:
         raise InvalidArgumentError(f"resume={values['resume']!r} must be one of {RESUME}")
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
+    if values.get("files_dir") is not None:
+        values["files_dir"] = Path(values["files_dir"]).expanduser()
     rate = values.get("max_rows_per_s")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0):
         raise InvalidArgumentError(f"max_rows_per_s={rate!r} must be a number >= 0 (0: no limit) or None")

@@ -56,10 +56,7 @@ def reset() -> None:
 
 
 _WANDB_IGNORED = (
-    "entity",
     "magic",
-    "config_exclude_keys",
-    "config_include_keys",
     "anonymous",
     "allow_val_change",
     "force",
@@ -90,7 +87,10 @@ def init(
     job_type: str | None = None,
     tags: Any = None,
     notes: str | None = None,
-    settings: dict | None = None,
+    settings: Any = None,
+    entity: str | None = None,
+    config_exclude_keys: Any = None,
+    config_include_keys: Any = None,
     **wandb_only: Any,
 ) -> "run_mod.Run":
     """Start (or resume) this process's run and make it current. See README, Quick start."""
@@ -113,21 +113,35 @@ def init(
         resume = "allow"
     elif resume is False:
         resume = None
-    overrides = dict(settings or {})
-    overrides.update(
+    overrides = _settings_dict(settings)
+    # dir= is wandb's: where the run's local files go (run.dir). The store stays in RANKWISE_DIR whatever a
+    # framework passes here (Lightning's WandbLogger passes save_dir="."); settings={"data_dir": ...} moves it.
+    explicit = dict(
         project=project,
         group=group,
-        name=name or id,
+        name=name,
+        run_id=id,
+        entity=entity,
         rank=rank,
         world_size=world_size,
         local_rank=local_rank,
         node=node,
         resume=resume,
         mode=mode,
-        data_dir=dir,
+        files_dir=dir,
     )
+    overrides.update({k: v for k, v in explicit.items() if v is not None})  # arguments win over settings=
     resolved = settings_mod.resolve(**overrides)
-    meta = {"job_type": job_type, "tags": list(tags) if tags else None, "notes": notes, "argv": sys.argv[:64]}
+    config = _filter_config(config, config_include_keys, config_exclude_keys)
+    env = os.environ
+    if tags is None and env.get("WANDB_TAGS"):
+        tags = [t.strip() for t in env["WANDB_TAGS"].split(",") if t.strip()]
+    notes = notes if notes is not None else (env.get("WANDB_NOTES") or None)
+    job_type = job_type if job_type is not None else (env.get("WANDB_JOB_TYPE") or None)
+    if isinstance(tags, str):
+        tags = [tags]
+    meta = {"job_type": job_type, "tags": list(tags) if tags else None, "notes": notes, "argv": sys.argv[:64],
+            "entity": resolved.entity}  # fmt: skip
     meta = {k: v for k, v in meta.items() if v is not None}
     meta["pid"] = os.getpid()
     run = run_mod.create(resolved, config, meta)
@@ -135,6 +149,37 @@ def init(
         _current = run
     _install_hooks(sigterm=resolved.handle_sigterm)
     return run
+
+
+def _settings_dict(settings: Any) -> dict:
+    """init(settings=): a dict of rankwise settings or a ``rankwise.Settings(**kw)`` / ``wandb.Settings``
+    object; keys rankwise does not know (wandb's start_method, _disable_stats, ...) are ignored."""
+    if settings is None:
+        return {}
+    if isinstance(settings, dict):
+        return dict(settings)
+    known = getattr(settings, "rankwise_overrides", None)
+    if callable(known):
+        return known()
+    raise InvalidArgumentError(
+        f"init(settings={type(settings).__name__}) must be a dict or rankwise.Settings(...)"
+    )
+
+
+def _filter_config(config: Any, include: Any, exclude: Any) -> Any:
+    """wandb's config_include_keys / config_exclude_keys, applied to the config given to init()."""
+    if include is None and exclude is None:
+        return config
+    if include is not None and exclude is not None:
+        raise InvalidArgumentError("init(): pass config_include_keys or config_exclude_keys, not both")
+    from client.summary import to_config
+
+    data = to_config(config)
+    if include is not None:
+        keep = set(include)
+        return {k: v for k, v in data.items() if k in keep}
+    drop = set(exclude)
+    return {k: v for k, v in data.items() if k not in drop}
 
 
 def _require() -> "run_mod.Run":

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from client.errors import InvalidValueError
+from client.errors import ConfigError, InvalidValueError
 from client.values import MAX_VALUE_BYTES, check_key, check_size, normalize_value
 
 if TYPE_CHECKING:
@@ -176,10 +176,10 @@ def check_config(changes: dict[str, Any]) -> None:
         size = len(msgpack.packb(to_wire(changes), use_bin_type=True))
     except (OverflowError, ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
         bad = next((k for k, v in changes.items() if not _packs({k: v})), "?")
-        raise InvalidValueError(f"config: key {bad!r} cannot be stored ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(f"config: key {bad!r} cannot be stored ({type(exc).__name__}: {exc})") from None
     if size > MAX_VALUE_BYTES:
         big = max(changes, key=lambda k: len(msgpack.packb({k: changes[k]}, use_bin_type=True)))
-        raise InvalidValueError(
+        raise ConfigError(
             f"config: the update is about {size >> 20} MiB (largest key {big!r}), above the limit of "
             f"{MAX_VALUE_BYTES >> 20} MiB per config change; keep large data out of the config"
         )

@@ -18,9 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.errors import Error, InvalidArgumentError, InvalidValueError, RunConflictError, UsageError
+from client.errors import (
+    ConfigError,
+    Error,
+    InvalidArgumentError,
+    InvalidValueError,
+    RunConflictError,
+    UnsupportedError,
+    UsageError,
+)
 from client.run import Run
-from client.settings import Settings
 from client.state import define_metric, finish, init, log
 
 __version__ = "0.1.0"
@@ -28,11 +35,23 @@ __version__ = "0.1.0"
 # media types and chart modules, loaded on first access (see __getattr__)
 _MEDIA = frozenset({"Audio", "Chart", "Histogram", "Html", "Image", "Object3D", "Plotly", "Table", "Video"})
 _SUBMODULES = frozenset({"plot", "plots"})
+# wandb's names beyond init/log/finish (rankwise.wandb_compat): functions, Settings(**kw), and the submodules
+# scripts reach through the top-level module (wandb.util, wandb.errors, ...)
+_WANDB_FUNCTIONS = frozenset({
+    "login", "require", "setup", "teardown", "mark_preempting", "watch", "unwatch", "save", "restore", "alert",
+    "log_artifact", "use_artifact", "log_model", "use_model", "link_model", "sweep", "agent",
+    "controller", "plot_table", "Molecule", "Graph", "Classes", "AlertLevel", "termlog", "termwarn",
+    "termerror", "termsetup", "Settings",
+})  # fmt: skip
+_WANDB_SUBMODULES = frozenset({"util", "errors", "apis", "sdk", "wandb_run"})
 
 __all__ = [
+    "AlertLevel",
     "Api",
+    "Artifact",
     "Audio",
     "Chart",
+    "ConfigError",
     "Error",
     "Histogram",
     "Html",
@@ -46,17 +65,35 @@ __all__ = [
     "Settings",
     "Table",
     "UsageError",
+    "UnsupportedError",
     "Video",
     "__version__",
+    "alert",
     "config",
     "define_metric",
+    "errors",
     "finish",
     "init",
     "log",
+    "log_artifact",
+    "login",
+    "mark_preempting",
     "plot",
     "plots",
+    "require",
+    "restore",
     "run",
+    "save",
+    "setup",
     "summary",
+    "teardown",
+    "termerror",
+    "termlog",
+    "termwarn",
+    "unwatch",
+    "use_artifact",
+    "util",
+    "watch",
 ]
 
 
@@ -71,12 +108,19 @@ def __getattr__(name: str) -> Any:
 
         run = current()
         if run is None:
-            raise UsageError(f"rankwise.{name} is available after rankwise.init()")
+            # wandb's placeholder: the name exists before init(), using it raises UsageError
+            from rankwise.wandb_compat._functions import PREINIT
+
+            return PREINIT[name]
         return getattr(run, name)
     if name == "Api":
         from rankwise._api import Api
 
         return Api
+    if name == "Artifact":
+        from rankwise._artifacts import Artifact
+
+        return Artifact
     if name in _MEDIA:
         import client.media
 
@@ -87,4 +131,14 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(f"rankwise.{name}")
+    if name in _WANDB_FUNCTIONS:
+        from rankwise.wandb_compat import _functions
+
+        value = getattr(_functions, name)
+        globals()[name] = value
+        return value
+    if name in _WANDB_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"rankwise.wandb_compat.{name}")
     raise AttributeError(f"module 'rankwise' has no attribute {name!r}")

@@ -75,9 +75,16 @@ def _store_path(path: str | os.PathLike | None) -> Path:
 class Api:
     """Read access to groups, runs, summaries, configs and full-resolution history."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, overrides: dict | None = None,
+                 timeout: float | None = None, api_key: str | None = None):  # fmt: skip
+        """``path``: the store (file or directory; the default store when None). ``overrides`` (wandb's:
+        ``{"project": ..., "entity": ...}``) sets the project ``runs()`` reads without a path; ``timeout`` and
+        ``api_key`` are accepted for wandb's signature and unused (the store is a local file)."""
         from agent.store.sqlite_reader import SQLiteReader
 
+        if isinstance(path, dict) and overrides is None:  # wandb.Api({"project": ...})
+            path, overrides = None, path
+        self.overrides = dict(overrides or {})
         self.path = _store_path(path)
         try:
             self._reader = SQLiteReader(self.path)
@@ -125,9 +132,25 @@ class Api:
         known = ", ".join(g.name for g in self._reader.groups(project)[:10]) or "none"
         raise NotFound(f"no group {name!r}{' in project ' + repr(project) if project else ''}; newest: {known}")
 
-    def runs(self, project: str | None = None) -> list["RunView"]:
-        """Every run of every group of a project, newest group first, then by rank."""
-        return [r for g in self.groups(project) for r in g.runs]
+    def runs(self, path: str | None = None, filters: dict | None = None, order: str = "+created_at",
+             per_page: int = 50, include_sweeps: bool = True, lazy: bool = True) -> Any:  # fmt: skip
+        """wandb's ``Api.runs``: the runs of ``"project"`` or ``"entity/project"`` (every project when None
+        and no ``overrides["project"]``) matching ``filters`` (MongoDB-style, as wandb's: ``{"group": "g"}``,
+        ``{"state": "finished"}``, ``{"config.lr": {"$gt": 0.01}}``, ``{"$or": [...]}``), ordered by ``order``
+        (``+created_at``: oldest first, the default; ``-summary_metrics.loss``, ``config.lr``, ...). Returns
+        a list of :class:`rankwise._api_wandb.Run` (RunViews with wandb's attributes; docs in that module).
+        ``per_page``, ``include_sweeps`` and ``lazy`` are accepted and unused (the store is local)."""
+        from rankwise._api_wandb import find_runs
+
+        return find_runs(self, path, filters, order)
+
+    def run(self, path: str) -> Any:
+        """wandb's ``Api.run("project/run_id")`` (also ``"entity/project/run_id"``,
+        ``"entity/project/runs/run_id"``): one run by its id (``run.id``: the ``id=`` given to ``init()``,
+        else a hash of project, group and name)."""
+        from rankwise._api_wandb import find_run
+
+        return find_run(self, path)
 
     # ------------------------------------------------------------ media files
 
@@ -179,6 +202,28 @@ class Api:
         """The referenced file opened for reading in binary mode (see :meth:`media_path`)."""
         return open(self.media_path(ref), "rb")
 
+    # ------------------------------------------------------------ artifacts (rankwise/_artifacts.py)
+
+    def artifacts(self, project: str | None = None, name: str | None = None) -> list[Any]:
+        """Every version of every artifact of ``project`` (all projects when None; only ``name`` when
+        given), by project, name and version: ``rankwise.Artifact`` objects with ``download()``."""
+        from rankwise._artifact_store import ArtifactStore
+        from rankwise._artifacts import Artifact
+
+        store = ArtifactStore(self.media_root)
+        return [Artifact._from_manifest(store, m) for p, n in store.names(project) if name in (None, n)
+                for m in store.versions(p, n)]  # fmt: skip
+
+    def artifact(self, name: str, type: str | None = None) -> Any:
+        """One artifact version: ``"project/name:alias"`` (``latest``, a user alias or ``v3``)."""
+        from rankwise._artifact_store import ArtifactStore
+        from rankwise._artifacts import get_artifact
+
+        art = get_artifact(ArtifactStore(self.media_root), name)
+        if type is not None and art.type != type:
+            raise InvalidArgumentError(f"artifact {name!r} is of type {art.type!r}, not {type!r}")
+        return art
+
 
 class Group:
     """One distributed job: its runs (one per rank) and its group rows per key."""
@@ -219,9 +264,26 @@ class Group:
         """Keys with group rows (numeric keys logged by any rank)."""
         return self._api._reader.group_keys(self._record.id)
 
-    def history(self, key: str) -> dict[str, np.ndarray]:
-        """Group rows of ``key``: arrays step, count, expected, mean, min, max, std, min_rank, max_rank."""
-        return self._api._reader.group_history(self._record.id, key)
+    def history(self, key: str, x_axis: str | None = None) -> dict[str, np.ndarray]:
+        """Group rows of ``key``: arrays step, count, expected, mean, min, max, std, min_rank, max_rank.
+
+        ``x_axis``: a step metric (``define_metric(key, step_metric=x_axis)``): only the rows that have its
+        value, with an array ``x`` of it: the group mean of ``x_axis`` at the same step (the ranks log the
+        same global step), or the latest earlier one when ``key`` was defined with it (wandb's step_sync;
+        :mod:`rankwise._step_metric`)."""
+        rows = self._api._reader.group_history(self._record.id, key)
+        if x_axis is None or x_axis == "_step":
+            return rows
+        from rankwise._step_metric import syncs, x_of
+
+        m = self._api._reader.group_history(self._record.id, x_axis)
+        if len(m["step"]) == 0:
+            raise NotFound(f"history(x_axis={x_axis!r}): group {self.name!r} has no numeric key {x_axis!r}")
+        sync = any(syncs(r.meta, key, x_axis) for r in self._api._reader.runs(self._record.id))
+        ok, x = x_of(rows["step"], m["step"], m["mean"], sync)
+        out = {f: v[ok] for f, v in rows.items()}
+        out["x"] = x
+        return out
 
     # ------------------------------------------------------------ rich values
 
@@ -306,8 +368,12 @@ class RunView:
 
     def __init__(self, api: Api, group: Group, record: Any):
         self._api = api
-        self.group = group
+        self._group = group
         self._record = record
+
+    @property
+    def group(self) -> Group:
+        return self._group
 
     def __repr__(self) -> str:
         return f"<RunView {self.group.name}/{self.name} rank={self.rank} {self.state} step={self.step}>"
@@ -361,11 +427,33 @@ class RunView:
         spans = self._api._reader.run_spans(self._record.id, None if key is None else [key])
         return spans.get(key, {}) if key is not None else spans
 
-    def history(self, keys: list[str] | None = None, pandas: bool = False) -> Any:
+    def step_metric(self, key: str) -> str | None:
+        """The step metric ``key`` was defined with (``define_metric(key, step_metric=M)``; globs match),
+        None when it has none (its x axis is ``_step``)."""
+        from rankwise._step_metric import step_metric_of
+
+        return step_metric_of(self._record.meta, key)
+
+    def step_metrics(self) -> dict[str, list[str]]:
+        """Every step metric the run defined → the keys (or globs) defined with it."""
+        from rankwise._step_metric import step_metrics
+
+        return step_metrics([self._record.meta])
+
+    def history(self, keys: list[str] | None = None, pandas: bool = False, x_axis: str | None = None) -> Any:
         """Full-resolution rows (dicts with _step, _timestamp, _runtime and the keys), ordered by step.
 
-        With ``pandas=True`` a DataFrame (pandas must be installed)."""
-        rows = list(self.scan_history(keys))
+        ``x_axis``: a step metric (e.g. ``"train/global_step"``): only rows that have its value, or take the
+        latest earlier one as wandb's ``step_sync`` does for keys defined with ``step_metric=x_axis``
+        (:mod:`rankwise._step_metric`), each with that value. With ``pandas=True`` a DataFrame (pandas must
+        be installed)."""
+        if x_axis is not None and x_axis not in ("_step", *ROW_KEYS):
+            from rankwise._step_metric import pair_rows
+
+            scan = self.scan_history(None if keys is None else [*keys, x_axis])
+            rows = list(pair_rows(scan, x_axis, self._record.meta, keys))
+        else:
+            rows = list(self.scan_history(keys))
         if pandas:
             try:
                 import pandas as pd

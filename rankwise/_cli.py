@@ -11,6 +11,7 @@
     rankwise ui                  web UI over the store: charts of every group, live (127.0.0.1:8765)
     rankwise tail [GROUP]        latest group row of every key, refreshed until the group finishes
     rankwise export [GROUP]      group rows (or --per-rank history) as CSV or JSON lines
+    rankwise artifacts [PROJECT] artifact versions with their aliases, types, file counts and sizes
 
 Every command takes ``--store PATH`` (default ``$RANKWISE_DIR/store.sqlite``)
 where it reads, ``--json`` for machine-readable output where it prints tables.
@@ -323,6 +324,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export(_api(args), args.project, args.group, args.format, per_rank=args.per_rank, out=args.out, keys=keys)
 
 
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    """Artifact versions of a project (all projects without one): name, version, aliases, type, files, size."""
+    from rankwise._api import _store_path
+    from rankwise._artifact_store import ArtifactStore
+
+    store = ArtifactStore(_store_path(args.store).parent)
+    rows = [m for p, n in store.names(args.project) for m in store.versions(p, n)]
+    if args.json:
+        say(json.dumps([{k: m.get(k) for k in ("project", "name", "version", "aliases", "type", "digest", "created",
+                                                "description", "metadata", "entries")} for m in rows],
+                       indent=1, default=str))  # fmt: skip
+        return 0
+    if not rows:
+        say(f"no artifacts{' in project ' + repr(args.project) if args.project else ''} in {store.root}")
+        return 1
+    body = [[m.get("project"), f"{m['name']}:{m['version']}", ",".join(m["aliases"]), m["type"], len(m["entries"]),
+             sum(e.get("size", 0) for e in m["entries"].values()), ago(m["created"])] for m in rows]  # fmt: skip
+    say(table(["project", "artifact", "aliases", "type", "files", "bytes", "created"], body))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rankwise", description="Logging for distributed training.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -378,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", "-o", help="file to write (default: standard output)")
     sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
     sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
+    sp = sub.add_parser("artifacts", help="artifact versions of a project (all projects without one), with aliases")
+    sp.add_argument("project", nargs="?", help="a project (default: all)")
+    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
@@ -412,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tail(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "artifacts":
+            return cmd_artifacts(args)
     except Error as exc:
         say(f"rankwise {args.command}: {exc}", file=sys.stderr)
         return 1

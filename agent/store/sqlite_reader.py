@@ -93,6 +93,48 @@ class SQLiteReader(Reader):
             named = {self.keys.name(kid): sv for kid, sv in chunks.items()}
         return {k: last_wins(s, v, first=k in META_KEYS) for k, (s, v) in named.items()}
 
+    def run_steps(self, run_id: int, key: str | None = None) -> np.ndarray:
+        """The steps at which a run has a value of ``key`` (of any key when None), sorted and unique, read
+        from the steps blobs only."""
+        if key is None:
+            rows = self._all("SELECT steps FROM history WHERE run_id=?", (run_id,))
+        else:
+            kid = self._key_id(key)
+            rows = [] if kid is None else self._all("SELECT steps FROM history WHERE run_id=? AND key_id=?", (run_id, kid))
+        if not rows:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate([np.frombuffer(r[0], "<i8") for r in rows]))
+
+    def run_history_between(self, run_id: int, keys: list[str] | None, lo: int,
+                            hi: int) -> dict[str, tuple[np.ndarray, Any]]:  # fmt: skip
+        """:meth:`run_history` of the steps in [lo, hi] only: reads just the chunks that overlap them (a
+        page of ``scan_history``), later chunks winning per step as there."""
+        sql = "SELECT key_id, enc, steps, vals FROM history WHERE run_id=? AND step_max >= ? AND step_min <= ?"
+        args: tuple = (run_id, int(lo), int(hi))
+        if keys is not None:
+            with self._lock:
+                ids = [k for k in (self.keys.id(name, create=False) for name in keys) if k is not None]
+            if not ids:
+                return {}
+            sql += f" AND key_id IN ({','.join('?' * len(ids))})"
+            args = (*args, *ids)
+        chunks: dict[int, tuple[list, list]] = {}
+        for kid, enc, sblob, vblob in self._all(sql + " ORDER BY id", args):
+            entry = chunks.setdefault(kid, ([], []))
+            entry[0].append(np.frombuffer(sblob, "<i8"))
+            entry[1].append(decode_values(enc, vblob))
+        with self._lock:
+            named = {self.keys.name(kid): sv for kid, sv in chunks.items()}
+        out = {}
+        for k, (s, v) in named.items():
+            st, vals = last_wins(s, v, first=k in META_KEYS)
+            keep = (st >= lo) & (st <= hi)
+            if not keep.all():
+                idx = np.flatnonzero(keep)
+                st, vals = st[idx], (vals[idx] if isinstance(vals, np.ndarray) else [vals[i] for i in idx])
+            out[k] = (st, vals)
+        return out
+
     def run_spans(self, run_id: int, keys: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
         """Per key, the coalesced spans of a run (``step`` = last step, and ``SPAN_FIELDS``)."""
         rows = self._all("SELECT id, key_id, steps, vals FROM history WHERE run_id=? AND enc='span'", (run_id,))

@@ -115,6 +115,9 @@ def group(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     stats = data.api._reader.group_key_stats(g.id)
     out["keys"] = [{"key": k, "points": n, "first": lo, "last": hi} for k, (n, lo, hi) in sorted(stats.items())]
     out["media"] = data.media_keys(g, runs)
+    from rankwise._step_metric import step_metrics
+
+    out["step_metrics"] = [{"key": m, "for": names} for m, names in step_metrics(r.meta for r in runs).items()]
     out["runs"] = [run_json(r) for r in runs]
     out["config"] = config_diff([r.config for r in runs])
     return out
@@ -130,7 +133,7 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects",
             "/api/projects/{project}/groups",
             "/api/projects/{project}/groups/{group}",
-            "/api/projects/{project}/groups/{group}/series?key=K[&x=step|time][&start=][&end=][&width=1000][&ranks=0|1]",
+            "/api/projects/{project}/groups/{group}/series?key=K[&x=step|time|metric:M][&start=][&end=][&width=1000][&ranks=0|1]",
             "/api/projects/{project}/groups/{group}/stragglers[?key=_timestamp][&start=][&end=][&width=200]",
             "/api/projects/{project}/groups/{group}/media?key=K[&step=][&rank=][&steps=1|0]",
             "/api/projects/{project}/groups/{group}/histograms?key=K[&rank=merged|R][&start=][&end=][&width=200]",

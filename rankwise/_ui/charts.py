@@ -30,7 +30,10 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     key = p.str("key")
     if not key:
         raise ApiError(400, "parameter 'key' is required")
-    axis = p.str("x", "step", ("step", "time"))
+    axis = p.str("x", "step")
+    metric = axis[len("metric:"):] if axis and axis.startswith("metric:") else None
+    if axis not in ("step", "time") and not metric:
+        raise ApiError(400, f"x={axis!r} is not one of step, time, metric:<key> (a step metric, e.g. metric:epoch)")
     width = p.int("width", DEFAULT_WIDTH, 0, MAX_WIDTH)
     with_ranks = p.bool("ranks")
     start, end = step_range(p)
@@ -50,6 +53,8 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
         x = rows["step"]
         cols = rows
         rank_x = dict(per_run)
+    elif metric:
+        x, cols, rank_x = _on_metric(data, g, runs, key, metric, rows, per_run)
     else:
         stamps = cache.rank_rows(gid, "_timestamp")
         firsts = [float(v[0]) for _, v in stamps.values() if len(v)]
@@ -77,6 +82,7 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "key": key,
         "axis": axis,
+        "x_key": metric,
         "t0": t0,
         "range": [lo, hi],
         "domain": [lo_all, hi_all],
@@ -91,6 +97,44 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     else:
         out.update(_reduced(x, cols, rank_x, rank_of, lo, hi, width))
     return out
+
+
+def _on_metric(data: UIData, g: Any, runs: list, key: str, metric: str, rows: dict,
+               per_run: dict) -> tuple[np.ndarray, dict, dict]:  # fmt: skip
+    """The group's rows and each rank's values of ``key`` against the step metric ``metric`` (docs/ui.md):
+    a group row's x is the metric's group mean at the same step (every rank logs the same global step; a
+    rank that does not log it does not count in the mean), a rank's x its own value of the metric; rows
+    without one take the latest earlier value when ``key`` was defined with ``step_metric=metric``
+    (wandb's step_sync, :mod:`rankwise._step_metric`), else are left out. Sorted by x."""
+    from rankwise._step_metric import syncs
+
+    m_rows = data.cache.group_rows(g.id, metric)
+    if len(m_rows["step"]) == 0:
+        raise NotFound(f"group {g.name!r} has no numeric key {metric!r} to use as x axis")
+    meta_of = {r.id: r.meta for r in runs}
+    x, cols = _reindex(rows, m_rows["step"], m_rows["mean"], any(syncs(m, key, metric) for m in meta_of.values()))
+    rank_x = {}
+    if per_run:
+        m_ranks = data.cache.rank_rows(g.id, metric)
+        for rid, (s, v) in per_run.items():
+            ms = m_ranks.get(rid)
+            if ms is not None:
+                rx, rv = _reindex({"step": s, "v": v}, ms[0], ms[1], syncs(meta_of.get(rid, {}), key, metric))
+                rank_x[rid] = (rx, rv["v"])
+    return x, cols, rank_x
+
+
+def _reindex(cols: dict[str, np.ndarray], m_steps: np.ndarray, m_values: np.ndarray,
+             sync: bool) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """Columns indexed by step re-indexed by a step metric's value (``_step_metric.x_of``), sorted by it."""
+    from rankwise._step_metric import x_of
+
+    ok, x = x_of(cols["step"], m_steps, m_values, sync)
+    finite = np.isfinite(x)
+    idx = np.flatnonzero(ok)[finite]
+    names = list(cols)
+    out = S.sort_by_x(x[finite], *(cols[f][idx] for f in names))
+    return out[0], dict(zip(names, out[1:]))
 
 
 def _on_time(cols: dict[str, np.ndarray], t_steps: np.ndarray, t_values: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -113,7 +157,7 @@ def _full(x: np.ndarray, window: dict, rank_x: dict, rank_of: dict, lo: float, h
     for rid, (rx, rv) in rank_x.items():
         sl = S.in_range(rx, lo, hi)
         parts[rid] = (rx[sl], rv[sl])
-    shared_time_axis = axis == "time" and len(x) > 0
+    shared_time_axis = axis != "step" and len(x) > 0  # time or a step metric: ranks snap to the group's x
     if parts and not shared_time_axis:
         grid = np.unique(np.concatenate([x, *(p[0] for p in parts.values())]))
     out: dict[str, Any] = {

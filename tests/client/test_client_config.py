@@ -146,9 +146,11 @@ def test_config_is_a_copy_of_what_the_caller_passed():
 
 
 def test_module_level_config_follows_the_current_run():
-    """rankwise.config is the current run's config; before init() it raises rankwise.Error."""
+    """rankwise.config is the current run's config; before init() it is wandb's placeholder: the name exists,
+    using it raises rankwise.Error."""
+    assert hasattr(rankwise, "config")
     with pytest.raises(rankwise.Error, match="init"):
-        rankwise.config
+        rankwise.config["a"]
     run = disabled({"a": 1})
     assert rankwise.config is run.config
     run.finish()

@@ -133,8 +133,8 @@ def test_bad_environment_values_raise_naming_the_variable(var, raw):
         ({"init_timeout_s": True}, "init_timeout_s=True"),
         ({"mode": "cloud"}, "mode='cloud'"),
         ({"resume": "sometimes"}, "resume='sometimes'"),
-        ({"project": "a/b"}, "project='a/b'"),
-        ({"group": "x" * 129}, "group="),
+        ({"project": "a/b/c"}, "project='a/b/c'"),  # one '/' is wandb's entity/project; more is refused
+        ({"group": "x" * 513}, "group="),
         ({"name": "bad\nname"}, "name="),
         ({"colour": "red"}, "colour"),
     ],

@@ -122,10 +122,12 @@ def test_the_agent_answers_pings_while_wide_rows_are_stored(rankwise_env):
         ctx.term()
     run.finish()
     assert (run.stats["rows_sent"], run.stats["unacked_rows"]) == (3, 0)
-    # measured: sliced, the slowest ping is ~1/25 of the storing time and ~65 pings are answered; on the
-    # main of issue 9, 1/7 to 1/4 and 8 or 9 pings
-    assert max(during) < took / 8, (sorted(during)[-5:], took)
+    # measured on 2 cores: sliced, 50-70 pings answered while the rows are stored, 90 % of them within
+    # 1/40 of that time (the slowest, one in 50, within 1/15 even with 3 busy loops beside); on the main of
+    # issue 9, 8 or 9 pings, most of them waiting 1/7 to 1/4 of it. The 90th percentile, not the maximum:
+    # one scheduling hiccup of a loaded machine must not decide the test.
     assert len(during) >= 20, (len(during), took)
+    assert float(np.percentile(during, 90)) < took / 8, (sorted(during)[-5:], took)
     h = rankwise.Api().group("wide", "live").run(rank=0).history_arrays([f"w{i}.k{wide - 1}" for i in range(3)])
     assert {k: (s.tolist(), v.tolist()) for k, (s, v) in h.items() if not k.startswith("_")} == {
         f"w{i}.k{wide - 1}": ([i], [float(wide - 1)]) for i in range(3)

@@ -104,7 +104,7 @@ export class KeyChart {
       legend: { show: false },
       scales: { x: { time: d.axis === "time" }, y: { distr: page.state.log ? 3 : 1 } },
       series: [
-        { label: d.axis },
+        { label: d.x_key || d.axis },
         { label: "min", stroke: COLORS.edge, width: 1, spanGaps: true, points: { show: false } },
         { label: "max", stroke: COLORS.edge, width: 1, spanGaps: true, points: { show: false } },
         ...rankSeries,
@@ -142,7 +142,7 @@ export class KeyChart {
         el("span", { class: "swatch", style: `background:${COLORS.max}` }), hi[1] || "");
       return;
     }
-    const x = d.axis === "time" ? `+${num(d.x[idx])}s` : `step ${d.x[idx]}`;
+    const x = d.axis === "time" ? `+${num(d.x[idx])}s` : d.x_key ? `${d.x_key} ${num(d.x[idx])}` : `step ${d.x[idx]}`;
     const parts = [x, `mean ${num(d.mean[idx])}`, `[${num(d.min[idx])}, ${num(d.max[idx])}]`];
     if (d.count[idx] !== null) parts.push(`${d.count[idx]}/${d.expected} ranks`);
     if (d.min_rank && d.min_rank[idx] !== null) parts.push(`min r${d.min_rank[idx]} · max r${d.max_rank[idx]}`);

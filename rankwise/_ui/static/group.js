@@ -69,7 +69,7 @@ export class GroupPage {
     this.toolbar = el("div", { class: "toolbar" },
       opt("keys ", el("input", { type: "search", id: "filter", placeholder: "filter: text or /regex/",
         oninput: (e) => this.setFilter(e.target.value) })),
-      opt("x ", el("select", { id: "axis", onchange: (e) => this.setOption("axis", e.target.value, true) },
+      opt("x ", this.axisSelect = el("select", { id: "axis", onchange: (e) => this.setOption("axis", e.target.value, true) },
         el("option", { value: "step", text: "step" }), el("option", { value: "time", text: "time" }))),
       opt("", el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) })), "log y",
       opt("smoothing ", el("input", { type: "range", id: "smooth", min: 0, max: 0.99, step: 0.01, value: 0,
@@ -109,6 +109,12 @@ export class GroupPage {
       this.mediaGrid.append(panel.card);
       if (this.io) this.io.observe(panel.card);
       window.rw.panels.set(m.key, panel);
+    }
+    // step metrics the runs defined (define_metric(k, step_metric=M)): each an x axis, "metric:M" to the server
+    for (const m of d.step_metrics || []) {
+      const value = `metric:${m.key}`;
+      if ([...this.axisSelect.options].some((o) => o.value === value)) continue;
+      this.axisSelect.append(el("option", { value, text: m.key, title: `step metric of ${m.for.join(", ")}` }));
     }
     this.mediaHead.style.display = this.panels.size ? "" : "none";
     this.empty.style.display = d.keys.length || this.panels.size ? "none" : "";
@@ -188,8 +194,9 @@ export class GroupPage {
   showRange() {
     const r = this.state.range;
     if (!r) { this.rangeText.replaceChildren("drag on a chart to zoom"); return; }
-    const f = this.state.axis === "time" ? (v) => `+${num(v)}s` : (v) => Math.round(v).toLocaleString();
-    this.rangeText.replaceChildren(`${this.state.axis} ${f(r[0])} – ${f(r[1])} `,
+    const axis = this.state.axis;
+    const f = axis === "time" ? (v) => `+${num(v)}s` : axis === "step" ? (v) => Math.round(v).toLocaleString() : num;
+    this.rangeText.replaceChildren(`${axis.replace(/^metric:/, "")} ${f(r[0])} – ${f(r[1])} `,
       el("a", { href: "#", id: "reset", text: "reset zoom", onclick: (e) => { e.preventDefault(); this.setRange(null); } }));
   }
 

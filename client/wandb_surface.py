@@ -1,0 +1,193 @@
+"""wandb's ``Run`` names beyond logging: identity (entity, path, url, tags, notes), wandb-only switches, and
+the methods rankwise has no counterpart for, which raise :class:`client.errors.UnsupportedError`.
+
+``client.run.Run`` inherits :class:`WandbRunMixin`; ``watch``, ``log_artifact``, ``use_artifact``, ``save``
+and ``restore`` are the Run class's own (client.watch, rankwise._artifacts). Nothing here is on
+the ``log()`` path. Tags, notes, job type, entity and a renamed display name travel in the run's meta
+(the HELLO's ``meta`` and, when changed later, a ``meta`` control op), where ``Api`` reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from client.errors import InvalidArgumentError, UnsupportedError
+
+if TYPE_CHECKING:
+    from client.run import Run
+
+
+def run_files_dir(run: "Run") -> str:
+    """``<init(dir=) or WANDB_DIR or the data dir>/wandb/run-<id>/files``, created on first use."""
+    base = run.settings.files_dir if run.settings.files_dir is not None else run.settings.data_dir
+    path = Path(os.path.abspath(base)) / "wandb" / f"run-{run.id}" / "files"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only place: report the path anyway, as wandb's run.dir is only a name here
+        pass
+    return str(path)
+
+
+class WandbRunMixin:
+    """The part of wandb's ``Run`` surface that is not logging. See the module docstring."""
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def entity(self: "Run") -> str:
+        return self.settings.entity or ""
+
+    @property
+    def path(self: "Run") -> str:
+        """wandb's ``entity/project/run_id`` (``project/run_id`` without an entity)."""
+        parts = [self.settings.entity, self.settings.project, self.id]
+        return "/".join(p for p in parts if p)
+
+    @property
+    def url(self: "Run") -> str:
+        """The group's page on a ``rankwise ui`` server at its default address."""
+        from rankwise._ui.server import group_url
+
+        return group_url(self.settings.project, self.settings.group)
+
+    def get_url(self: "Run") -> str:
+        return self.url
+
+    def get_project_url(self: "Run") -> str:
+        return self.url.split("/g/")[0] + "/"
+
+    def get_sweep_url(self: "Run") -> None:
+        return None
+
+    def project_name(self: "Run") -> str:
+        return self.settings.project
+
+    @property
+    def tags(self: "Run") -> tuple[str, ...]:
+        return tuple(self._meta.get("tags") or ())
+
+    @tags.setter
+    def tags(self: "Run", value: Any) -> None:
+        if isinstance(value, str) or not all(isinstance(t, str) for t in value):
+            raise InvalidArgumentError(f"run.tags = {value!r} must be a list of strings")
+        self._set_meta("tags", list(value))
+
+    @property
+    def notes(self: "Run") -> str | None:
+        return self._meta.get("notes")
+
+    @notes.setter
+    def notes(self: "Run", value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgumentError(f"run.notes = {value!r} must be a string or None")
+        self._set_meta("notes", value)
+
+    @property
+    def job_type(self: "Run") -> str | None:
+        return self._meta.get("job_type")
+
+    @property
+    def start_time(self: "Run") -> float:
+        """Wall-clock time of ``init()`` (seconds since the epoch)."""
+        return self._started_wall
+
+    @property
+    def starting_step(self: "Run") -> int:
+        return self._starting_step
+
+    @property
+    def offline(self: "Run") -> bool:
+        return self.settings.mode == "offline"
+
+    @property
+    def disabled(self: "Run") -> bool:
+        return self.settings.mode == "disabled"
+
+    @property
+    def sweep_id(self: "Run") -> None:
+        return None  # rankwise has no sweeps
+
+    @property
+    def id_(self: "Run") -> str:
+        return self.id
+
+    @property
+    def config_static(self: "Run") -> Any:
+        return self.config
+
+    @property
+    def project_url(self: "Run") -> str:
+        return self.get_project_url()
+
+    @property
+    def sweep_url(self: "Run") -> None:
+        return None
+
+    def status(self: "Run") -> dict[str, Any]:
+        """wandb's sync status; here: the state and the delivery counters (``run.stats``)."""
+        return {"state": "finished" if self._finished else "running", **self.stats}
+
+    def _set_meta(self: "Run", key: str, value: Any) -> None:
+        self._meta[key] = value
+        self._control("meta", {key: value})
+
+    # ------------------------------------------------------------ wandb-only switches (accepted, no effect)
+
+    def _label(self: "Run", code: str | None = None, repo: str | None = None, code_version: str | None = None,
+               **kwargs: Any) -> None:  # fmt: skip
+        """wandb's integration label (``_label(code="transformers_trainer")``): kept in the run's meta."""
+        label = {k: v for k, v in dict(kwargs, code=code, repo=repo, code_version=code_version).items()
+                 if isinstance(v, str)}  # fmt: skip
+        if label:
+            self._set_meta("label", label)
+
+    def mark_preempting(self: "Run") -> None:
+        """wandb marks the run as about to be preempted; rankwise resumes a restarted rank anyway."""
+        self._set_meta("preempting", True)
+
+    def log_code(self: "Run", root: str | None = ".", name: str | None = None, include_fn: Any = None,
+                 exclude_fn: Any = None) -> None:  # fmt: skip
+        """Source code is not stored by rankwise: returns None (wandb returns None when nothing is saved)."""
+        return None
+
+    def alert(self: "Run", title: str, text: str, level: Any = None, wait_duration: Any = None) -> None:
+        """No notification service: the alert is logged on the ``rankwise`` logger and kept in the run's meta."""
+        import logging
+
+        logging.getLogger("rankwise").warning("rankwise alert [%s] %s: %s", level or "INFO", title, text)
+        alerts = list(self._meta.get("alerts") or [])[-99:]
+        alerts.append({"title": str(title), "text": str(text), "level": str(level or "INFO"), "t": time.time()})
+        self._set_meta("alerts", alerts)
+
+    def display(self: "Run", height: int = 420, hidden: bool = False) -> bool:
+        return False
+
+    def to_html(self: "Run", height: int = 420, hidden: bool = False) -> str:
+        return f'<a href="{self.url}">{self.name}</a>'
+
+    # ------------------------------------------------------------ no counterpart in rankwise
+
+    def link_artifact(self: "Run", *args: Any, **kwargs: Any) -> None:
+        raise UnsupportedError("run.link_artifact(): rankwise has no artifact registry to link into")
+
+    def link_model(self: "Run", *args: Any, **kwargs: Any) -> None:
+        raise UnsupportedError("run.link_model(): rankwise has no model registry to link into")
+
+    def log_model(self: "Run", path: Any, name: str | None = None, aliases: Any = None) -> Any:
+        return self.log_artifact(path, name=name, type="model", aliases=aliases)
+
+    def use_model(self: "Run", name: str) -> Any:
+        artifact = self.use_artifact(name)
+        return artifact.download()
+
+    def upsert_artifact(self: "Run", *args: Any, **kwargs: Any) -> None:
+        raise UnsupportedError("run.upsert_artifact(): distributed artifacts are not supported by rankwise")
+
+    def finish_artifact(self: "Run", *args: Any, **kwargs: Any) -> None:
+        raise UnsupportedError("run.finish_artifact(): distributed artifacts are not supported by rankwise")
+
+    def plot_table(self: "Run", *args: Any, **kwargs: Any) -> None:
+        raise UnsupportedError("run.plot_table(): custom Vega charts are not supported; use rankwise.plot.*")

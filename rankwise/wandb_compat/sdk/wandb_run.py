@@ -1,0 +1,3 @@
+from client.run import Run
+
+__all__ = ["Run"]
