@@ -157,7 +157,16 @@ def _settings_dict(settings: Any) -> dict:
     if settings is None:
         return {}
     if isinstance(settings, dict):
-        return dict(settings)
+        import dataclasses
+        import logging
+
+        fields = {f.name for f in dataclasses.fields(settings_mod.Settings)}
+        ignored = sorted(str(k) for k in settings if k not in fields)
+        if ignored:  # wandb scripts pass its own settings (start_method, ...): no meaning here, not an error
+            logging.getLogger("rankwise").warning(
+                "rankwise: init(settings=...) ignores %s: not rankwise settings (wandb-only settings have no "
+                "effect here; rankwise's are the fields of rankwise.Settings)", ", ".join(ignored))  # fmt: skip
+        return {k: v for k, v in settings.items() if k in fields}
     known = getattr(settings, "rankwise_overrides", None)
     if callable(known):
         return known()

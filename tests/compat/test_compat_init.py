@@ -194,3 +194,20 @@ def test_wandb_resume_and_run_id_variables_resolve():
     from client.run import _run_id
 
     assert _run_id(resolve(env=dict(base, WANDB_RUN_ID="r1"))) == "r1-rank1"
+
+
+def test_settings_dict_with_wandb_only_keys_is_accepted_and_rankwise_keys_apply(rankwise_env, caplog):
+    """init(settings={"start_method": "thread", "_disable_stats": True, "finish_timeout_s": 7}) (a dict as
+    older wandb scripts pass it): the wandb-only keys are ignored with one warning naming them, the
+    rankwise key applies, and the run logs and stores as usual."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="rankwise"):
+        run = rankwise.init(project="sd", group="g", rank=0, world_size=1,
+                            settings={"start_method": "thread", "_disable_stats": True, "finish_timeout_s": 7})  # fmt: skip
+    assert run.settings.finish_timeout_s == 7
+    notes = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
+    assert len(notes) == 1 and "_disable_stats, start_method" in notes[0]
+    run.log({"x": 2.5})
+    run.finish()
+    assert [r["x"] for r in _stored_run("sd", "g").history(["x"])] == [2.5]
