@@ -18,6 +18,7 @@ from __future__ import annotations
 # loop as wandb / MLflow / tensorboardX so that its ratios are like for like.
 BENCHMARKS = (
     "log_latency",
+    "log_forms",
     "calls_per_second",
     "agent_throughput",
     "e2e_latency",
@@ -37,4 +38,9 @@ TARGETS = {
     "finish_ms": 50.0,
     "import_ms": 150.0,
     "init_p99_s_200_ranks": 1.0,  # 200 ranks call init() at once, transport loaded, agent running
+    # issue 11: every form of log() (benchmark log_forms), net of the timer
+    "forms_p50_us": 1.0,  # every Python and numpy form
+    "forms_p99_us": 5.0,
+    "forms_torch_p50_us": 2.0,  # torch 0-d CPU tensors
+    "forms_contended_p99_us": 20.0,  # 4 busy processes on the machine's cores
 }

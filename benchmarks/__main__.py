@@ -74,6 +74,12 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "log" in ll:
         add("log() p50 ≤ 1 µs (net of timer)", ll["net_p50_ns"] / 1000, TARGETS["log_p50_us"], "µs")
         add("log() p99 ≤ 5 µs (net of timer)", ll["net_p99_ns"] / 1000, TARGETS["log_p99_us"], "µs")
+    lf = results.get("log_forms", {})
+    if "forms" in lf:
+        from benchmarks.log_forms import target_checks
+
+        for name, value, limit, unit in target_checks(lf, TARGETS):
+            add(name, value, limit, unit)
     at = results.get("agent_throughput", {})
     for cfg in at.get("configs", []):
         if cfg.get("ranks") == 8 and cfg.get("keys") == 4:

@@ -245,6 +245,43 @@ class Worker:
             self._stderr.close()
 
 
+class Busy:
+    """``n`` processes spinning on the CPU (``while True: pass``): contention like dataloader workers
+    beside a training process. ``start()`` … ``stop()``; stopped by their own pids."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __repr__(self) -> str:
+        return f"<Busy n={self.n} running={sum(p.poll() is None for p in self.procs)}>"
+
+    _SPIN = "import sys\nsys.stdout.write('spinning\\n')\nsys.stdout.flush()\nwhile True: pass"
+
+    def start(self, timeout_s: float = 30.0) -> "Busy":
+        """Start them and return once every one of them is spinning (said so on stdout)."""
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", self._SPIN], stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        for p in self.procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()  # a spinner that died gives EOF at once: no hang
+            if not line.startswith(b"spinning") or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"busy process {p.pid} did not start (exit {p.poll()})")
+        return self
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        self.procs = []
+
+
 def start_together(workers: list[Worker], ready_timeout_s: float) -> float:
     """Wait until every worker is READY, then release them at once; returns the release time
     (``time.perf_counter()``, CLOCK_MONOTONIC: comparable with the workers' clocks on Linux)."""

@@ -14,6 +14,15 @@ Step rules (wandb ``Run.log``), with ``cur`` the step the next commit uses:
   higher step, or ``finish()``); ``s == cur``: merge;
 * ``s < cur``: wandb drops the call; rankwise keeps it as a late update of row
   ``s``, counts it and warns once.
+
+The fast path of ``log`` applies these rules itself (all but the late step)
+when every key was validated before by the slow path (``_log_slow``: flatten
+and the call-site checks of ``client.values``): top-level keys of Python
+numbers, numpy scalars of a type already accepted under that key (converted to
+the Python number at the call: ``values.fast_converter``), and one level of
+nested dicts by a cached key plan (``_nested``). Anything else, a ``step`` that
+is not a plain ``int`` in range, or ``commit`` other than None/True/False goes
+the slow way, which validates, converts and raises as before.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds
 from client.errors import InvalidArgumentError, InvalidValueError, RunConflictError, UsageError
 from client.settings import Settings
 from client.summary import Config, Summary, to_config
-from client.values import FAST_TYPES, RESERVED_KEYS, flatten
+from client.values import FAST_TYPES, MAX_KEYS_PER_ROW, RESERVED_KEYS, NotFast, fast_converter, flatten
 from client.wandb_surface import WandbRunMixin  # wandb's Run names beyond logging
 
 if TYPE_CHECKING:
@@ -76,6 +85,9 @@ class Run(WandbRunMixin):
         self._display_name: str | None = None  # run.name = "..." (wandb renames; the stored name is fixed)
         self._step = 0
         self._known: set[str] = set()  # keys validated by the slow path; the fast path accepts only these
+        # (key, numpy scalar type) the slow path accepted -> its converter to a Python number (the fast path's)
+        self._typed: dict[tuple[str, type], Any] = {}
+        self._nested: dict[str, dict[str, str]] = {}  # top key -> {validated sub key: its flattened name}
         self._finished = False
         self._late = 0
         self._warned_late = False
@@ -236,22 +248,118 @@ class Run(WandbRunMixin):
         _type: type = type,
         _dict: type = dict,
         _now: Any = perf_counter,
+        _max_step: int = 1 << 62,  # MAX_STEP
     ) -> None:
         """Log a dict of values at the current step. Never blocks; see the module docstring for steps.
 
-        (The underscore parameters bind globals as locals: this is the hot path, ~0.8 µs.)"""
-        if _type(data) is _dict and step is None and commit is None:
+        (The underscore parameters bind globals as locals: this is the hot path, ~0.4 µs for every form the
+        fast path takes, ~0.8 µs with numpy scalars or a nested dict.)"""
+        if _type(data) is _dict:
             known = self._known
             for k, v in data.items():
                 if _type(v) not in _fast or k not in known:
+                    row = self._typed_row(data)  # numpy scalars, nested dicts of known keys; else None
                     break
             else:
+                row = data.copy()
+            if row is not None:
+                # the step rules of _log_slow for the common cases; anything else (a late step, a step
+                # that is not a plain int in range, commit other than None/True/False) goes the slow way
                 s = self._step
-                self._step = s + 1
-                # extend, not append: the deque keeps the four items, the tuple dies here (GC, see Writer)
-                self._push((COMMIT, s, _now(), data.copy()))
-                return
+                if step is None:
+                    if commit is None or commit is True:
+                        self._step = s + 1
+                        # extend, not append: the deque keeps the four items, the tuple dies here (GC, see Writer)
+                        self._push((COMMIT, s, _now(), row))
+                        return
+                    if commit is False:
+                        self._push((MERGE, s, _now(), row))
+                        return
+                elif _type(step) is int and s <= step < _max_step:
+                    if commit is None or commit is False:
+                        self._step = step
+                        self._push((MERGE, step, _now(), row))
+                        return
+                    if commit is True:
+                        self._step = step + 1
+                        self._push((COMMIT, step, _now(), row))
+                        return
         self._log_slow(data, step, commit)
+
+    def _typed_row(self, data: dict) -> dict | None:
+        """``data`` as ``flatten`` would make it, or None (then the slow path validates, converts, raises).
+
+        Not None only when every key was validated before by the slow path: top-level keys with a fast type
+        (``_known``), numpy scalars of the exact type the slow path accepted for that key (``_typed``;
+        converted to the Python number here: exact, and cheap), and one level of nested dicts whose keys
+        were flattened before (``_nested``: top key -> {sub key: "top.sub"}, the cached key plan)."""
+        typed = self._typed
+        nested = self._nested
+        if not typed and not nested:
+            return None
+        known = self._known
+        out = {}
+        extra = 0  # leaves of nested dicts beyond one per top key: fewer keys in ``out`` means a collision
+        try:  # (free unless raised, Python 3.11+)
+            for k, v in data.items():
+                t = type(v)
+                if t in _FAST:
+                    if k not in known:
+                        return None
+                    out[k] = v
+                elif t is dict:
+                    plan = nested.get(k)
+                    if plan is None:
+                        return None
+                    for sk, sv in v.items():
+                        full = plan.get(sk)
+                        if full is None:
+                            return None
+                        st = type(sv)
+                        if st in _FAST:
+                            out[full] = sv
+                        else:
+                            conv = typed.get((full, st))
+                            if conv is None:
+                                return None
+                            out[full] = conv(sv)
+                    extra += len(v) - 1
+                else:
+                    conv = typed.get((k, t))
+                    if conv is None:
+                        return None
+                    out[k] = conv(v)
+        except NotFast:  # e.g. a 1-d array under a key seen with a 0-d array
+            return None
+        n = len(out)
+        if n != len(data) + extra or n > MAX_KEYS_PER_ROW:
+            return None
+        return out
+
+    def _learn(self, data: Mapping) -> None:
+        """After ``flatten(data)`` succeeded: remember its keys (and numpy scalar types) for the fast path."""
+        typed = self._typed
+        for k, v in data.items():
+            if type(k) is not str or k in RESERVED_KEYS:
+                continue
+            t = type(v)
+            if t in _FAST:
+                self._known.add(k)
+            elif t is dict:
+                plan = self._nested.get(k)
+                if plan is None:
+                    plan = self._nested[k] = {}
+                for sk, sv in v.items():
+                    if type(sk) is not str or type(sv) is dict:
+                        continue
+                    full = plan[sk] = f"{k}.{sk}"
+                    conv = fast_converter(type(sv))
+                    if conv is not None:
+                        typed[(full, type(sv))] = conv
+            else:
+                conv = fast_converter(t)
+                if conv is not None:
+                    typed[(k, t)] = conv
 
     def _log_slow(self, data: Any, step: Any, commit: Any) -> None:
         if self._finished:
@@ -259,9 +367,7 @@ class Run(WandbRunMixin):
         if not isinstance(data, Mapping):
             raise InvalidValueError(f"log() takes a dict of key → value, not {type(data).__name__}")
         flat = flatten(data)
-        for k, v in data.items():
-            if type(v) in _FAST and type(k) is str and k not in RESERVED_KEYS:
-                self._known.add(k)
+        self._learn(data)
         if commit is not None:
             commit = bool(commit)
         cur = self._step
@@ -371,6 +477,8 @@ class Run(WandbRunMixin):
                 )
         # the fast path in log() does not look at _finished: send it to the slow path, which raises
         self._known = set()
+        self._typed = {}
+        self._nested = {}
         self._push = _finished_app
         _LIVE_RUNS.discard(self)
         from client import state

@@ -1,8 +1,9 @@
 """Validation and flattening of what ``log()`` is given (the slow path).
 
-``Run.log`` first tries a fast path: a flat ``dict`` whose keys were seen before
-and whose values are exactly ``float``, ``int`` or ``bool``. Anything else comes
-here, on the caller's thread, so that an unsupported value raises ``ValueError``
+``Run.log`` first tries a fast path: a ``dict`` whose keys were validated here
+before and whose values are exactly ``float``, ``int`` or ``bool``, or numpy
+scalars of a type already accepted under that key (``fast_converter``), flat or
+nested one level deep. Anything else comes here, on the caller's thread, so that an unsupported value raises ``ValueError``
 at the call site, naming the key and the type.
 
 Accepted values: Python numbers and bools (NaN and ±Inf kept), numpy scalars
@@ -254,6 +255,47 @@ def normalize_value(key: str, value: Any) -> Any:
     if isinstance(value, bool):
         return bool(value)
     return _scalar(key, value)
+
+
+_CONVERTERS: dict[type, Any] | None = None
+
+
+class NotFast(Exception):
+    """Raised by a fast converter for a value it does not take: the caller falls back to the slow path."""
+
+
+def _zero_d(value: Any) -> Any:
+    """A 0-d numpy array of a dtype ``fast_converter`` takes as a scalar: its value now (``.item()`` copies)."""
+    if value.ndim == 0 and _CONVERTERS is not None and value.dtype.type in _CONVERTERS:
+        return value.item()
+    raise NotFast
+
+
+def fast_converter(cls: type) -> Any:
+    """For ``Run.log``'s fast path: the converter (``float``/``int``/``bool``) that turns a numpy scalar of
+    exactly type ``cls`` into what ``normalize_value`` would make of it, when that needs no check of the
+    value (floats of at most 64 bits, signed ints of at most 64 and unsigned of at most 32 bits: always
+    in int64; ``np.bool_``; a 0-d ``np.ndarray`` of those dtypes, whose converter raises ``NotFast`` for any
+    other array); else None (longdouble, uint64, datetime64/timedelta64 stay on the slow path)."""
+    global _CONVERTERS
+    if cls.__module__ != "numpy":
+        return None
+    if _CONVERTERS is None:
+        import numpy as np
+
+        conv: dict[type, Any] = {np.bool_: bool, np.ndarray: _zero_d}
+        for t in set(np.sctypeDict.values()):
+            if not isinstance(t, type) or issubclass(t, (np.timedelta64, np.datetime64)):
+                continue
+            size = np.dtype(t).itemsize
+            if issubclass(t, np.floating) and size <= 8:
+                conv[t] = float
+            elif issubclass(t, np.signedinteger) and size <= 8:
+                conv[t] = int
+            elif issubclass(t, np.unsignedinteger) and size < 8:
+                conv[t] = int
+        _CONVERTERS = conv
+    return _CONVERTERS.get(cls)
 
 
 class MediaRow(dict):

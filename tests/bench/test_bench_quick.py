@@ -167,3 +167,38 @@ def test_quick_media_every_image_accounted_for_within_the_budget(report):
     assert r["files"] == r["images_stored"]  # distinct pixels: one file per stored image
     assert r["stored_bytes"] <= r["budget_bound_bytes"]
     assert r["rows_sent"] == r["rows_stored"] == 2 * r["images"]
+
+
+def test_quick_log_forms_every_form_counted_in_the_store(report):
+    """log() per form (issue 11): each available form ran in its own run; samples = calls timed
+    (the commit form times both of its calls), net = raw - timer median, every row of the warm-up,
+    timed loop and blocks is stored with every key (sent == stored, steps 0..n-1), the contended
+    variant ran for its forms with nothing lost, and a form left out (CUDA, wandb) says why."""
+    from benchmarks.log_forms import FORMS, QUICK_CONTENDED, available_forms
+
+    r = report["benchmarks"]["log_forms"]
+    p = r["params"]
+    forms, skipped = available_forms()
+    assert list(r["forms"]) == forms
+    assert r["skipped"] == skipped and set(forms) | set(skipped) == set(FORMS)
+    assert isinstance(r["wandb"], str) and r["wandb"]  # quick: comparison off
+    for form, e in r["forms"].items():
+        per_row = 2 if FORMS[form][1] == "commit" else 1
+        q = e["quiet"]
+        assert q["latency"]["n"] == p["calls"] or q["budget_hit"], form
+        _ordered(q["latency"])
+        assert q["net_p50_ns"] == q["latency"]["p50_ns"] - q["timer_overhead"]["p50_ns"]
+        assert q["block_calls"] == p["blocks"] * p["block_size"] * per_row
+        assert q["rows_logged"] == p["warmup"] + (q["latency"]["n"] + q["block_calls"]) // per_row, form
+        assert q["loss"]["sent_rows"] == q["loss"]["stored_rows"] == q["rows_logged"], form
+        assert q["loss"]["sent_points"] == 4 * q["rows_logged"]
+        _no_loss(q["loss"])
+        if form in QUICK_CONTENDED:
+            c = e["contended"]
+            assert c["latency"]["n"] == p["contended_calls"] or c["budget_hit"], form
+            assert c["loss"]["sent_rows"] == c["loss"]["stored_rows"] == c["rows_logged"], form
+            _no_loss(c["loss"])
+        else:
+            assert "contended" not in e
+    names = [t["target"] for t in report["targets"]]
+    assert any("every Python/numpy form" in n for n in names)
