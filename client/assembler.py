@@ -42,7 +42,7 @@ from client import wire
 from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds  # noqa: F401  (re-exported)
 from client.columns import encode_column, same_keys, to_wire  # noqa: F401  (to_wire re-exported)
 from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
-from client.values import MAX_KEYS_PER_ROW, MediaRow, nbytes_hint, strip_bytes
+from client.values import MAX_KEYS_PER_ROW, MediaRow, TensorRow, nbytes_hint, resolve_tensors, strip_bytes
 
 # bytes of strings, lists, tables and media per batch (their estimate): frames stay well under
 # wire.MAX_FRAME_BYTES; a single row above it travels alone
@@ -100,9 +100,13 @@ class Assembler:
         When every op commits and no row is pending (a training loop calling ``log(d)``), the rows
         are the op columns themselves: four slices, no Python work per op."""
         kinds = items[0::4]
+        dicts = items[3::4]
+        types = set(map(type, dicts))
+        if TensorRow in types:  # device tensors logged by the fast path: their values, before any merge
+            for note in resolve_tensors(dicts):
+                self._drop(BAD_VALUE, 1, note)
         if self.pending is None and kinds.count(COMMIT) == len(kinds):
-            dicts = items[3::4]
-            if MediaRow in set(map(type, dicts)):
+            if MediaRow in types:
                 self._media_bytes += sum(d.nbytes for d in dicts if type(d) is MediaRow)
             self._kinds += kinds
             self._steps += items[1::4]

@@ -19,7 +19,10 @@ The fast path of ``log`` applies these rules itself (all but the late step)
 when every key was validated before by the slow path (``_log_slow``: flatten
 and the call-site checks of ``client.values``): top-level keys of Python
 numbers, numpy scalars of a type already accepted under that key (converted to
-the Python number at the call: ``values.fast_converter``), and one level of
+the Python number at the call: ``values.fast_converter``), one-element torch
+tensors under a key that held a tensor before (the value at the call: ``.item()``
+on CPU, an async device copy converted on the I/O thread on CUDA, so ``log()``
+never waits for the GPU: ``values.tensor_value``), and one level of
 nested dicts by a cached key plan (``_nested``). Anything else, a ``step`` that
 is not a plain ``int`` in range, or ``commit`` other than None/True/False goes
 the slow way, which validates, converts and raises as before.
@@ -43,7 +46,16 @@ from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds
 from client.errors import InvalidArgumentError, InvalidValueError, RunConflictError, UsageError
 from client.settings import Settings
 from client.summary import Config, Summary, to_config
-from client.values import FAST_TYPES, MAX_KEYS_PER_ROW, RESERVED_KEYS, NotFast, fast_converter, flatten
+from client.values import (
+    FAST_TYPES,
+    MAX_KEYS_PER_ROW,
+    RESERVED_KEYS,
+    NotFast,
+    TensorRow,
+    fast_converter,
+    flatten,
+    tensor_value,
+)
 from client.wandb_surface import WandbRunMixin  # wandb's Run names beyond logging
 
 if TYPE_CHECKING:
@@ -88,6 +100,7 @@ class Run(WandbRunMixin):
         # (key, numpy scalar type) the slow path accepted -> its converter to a Python number (the fast path's)
         self._typed: dict[tuple[str, type], Any] = {}
         self._nested: dict[str, dict[str, str]] = {}  # top key -> {validated sub key: its flattened name}
+        self._tensors: dict[str, type] = {}  # flattened key the slow path took a torch.Tensor for -> torch.Tensor
         self._finished = False
         self._late = 0
         self._warned_late = False
@@ -291,15 +304,20 @@ class Run(WandbRunMixin):
 
         Not None only when every key was validated before by the slow path: top-level keys with a fast type
         (``_known``), numpy scalars of the exact type the slow path accepted for that key (``_typed``;
-        converted to the Python number here: exact, and cheap), and one level of nested dicts whose keys
-        were flattened before (``_nested``: top key -> {sub key: "top.sub"}, the cached key plan)."""
+        converted to the Python number here: exact, and cheap), one-element torch tensors under keys the slow
+        path took a tensor for (``_tensors``; ``values.tensor_value``: the value at this call, converted here
+        on CPU, an async device copy on CUDA that makes the row a ``TensorRow`` for the I/O thread to convert:
+        no sync on this thread), and one level of nested dicts whose keys were flattened before (``_nested``:
+        top key -> {sub key: "top.sub"}, the cached key plan)."""
         typed = self._typed
         nested = self._nested
-        if not typed and not nested:
+        tensors = self._tensors
+        if not typed and not nested and not tensors:
             return None
         known = self._known
         out = {}
         extra = 0  # leaves of nested dicts beyond one per top key: fewer keys in ``out`` means a collision
+        device = False  # a value is a device tensor: the I/O thread converts it (values.TensorRow)
         try:  # (free unless raised, Python 3.11+)
             for k, v in data.items():
                 t = type(v)
@@ -320,21 +338,31 @@ class Run(WandbRunMixin):
                             out[full] = sv
                         else:
                             conv = typed.get((full, st))
-                            if conv is None:
+                            if conv is not None:
+                                out[full] = conv(sv)
+                            elif st is tensors.get(full):  # (numpy values pay nothing for tensors)
+                                out[full] = sv = tensor_value(sv)
+                                if type(sv) not in _FAST:  # a copy on its device: the I/O thread converts
+                                    device = True
+                            else:
                                 return None
-                            out[full] = conv(sv)
                     extra += len(v) - 1
                 else:
                     conv = typed.get((k, t))
-                    if conv is None:
+                    if conv is not None:
+                        out[k] = conv(v)
+                    elif t is tensors.get(k):
+                        out[k] = v = tensor_value(v)
+                        if type(v) not in _FAST:  # a copy on its device: the I/O thread converts
+                            device = True
+                    else:
                         return None
-                    out[k] = conv(v)
         except NotFast:  # e.g. a 1-d array under a key seen with a 0-d array
             return None
         n = len(out)
         if n != len(data) + extra or n > MAX_KEYS_PER_ROW:
             return None
-        return out
+        return TensorRow(out) if device else out
 
     def _learn(self, data: Mapping) -> None:
         """After ``flatten(data)`` succeeded: remember its keys (and numpy scalar types) for the fast path."""
@@ -354,11 +382,15 @@ class Run(WandbRunMixin):
                         continue
                     full = plan[sk] = f"{k}.{sk}"
                     conv = fast_converter(type(sv))
-                    if conv is not None:
+                    if conv is tensor_value:
+                        self._tensors[full] = type(sv)
+                    elif conv is not None:
                         typed[(full, type(sv))] = conv
             else:
                 conv = fast_converter(t)
-                if conv is not None:
+                if conv is tensor_value:
+                    self._tensors[k] = t
+                elif conv is not None:
                     typed[(k, t)] = conv
 
     def _log_slow(self, data: Any, step: Any, commit: Any) -> None:
@@ -479,6 +511,7 @@ class Run(WandbRunMixin):
         self._known = set()
         self._typed = {}
         self._nested = {}
+        self._tensors = {}
         self._push = _finished_app
         _LIVE_RUNS.discard(self)
         from client import state

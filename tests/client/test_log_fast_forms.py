@@ -1,5 +1,5 @@
-"""The fast path of ``Run.log`` (issue 11) for ``step=``, ``commit=`` and numpy scalars stores exactly what
-the slow path (``Run._log_slow``: flatten + validation) stores: same ops, same rows, same value types, same
+"""The fast path of ``Run.log`` (issue 11) for ``step=``, ``commit=``, numpy scalars and torch tensors stores
+exactly what the slow path (``Run._log_slow``: flatten + validation) stores: same ops, same rows, same value types, same
 step bookkeeping; and every call-site error of issue 9 still raises at the call.
 
 Runs are offline (no agent): the ops ``log()`` appends are compared directly, and assembled into batches
@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from clientutil import close, final_rows, offline_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,6 +72,11 @@ _values = st.one_of(
     st.integers(INT64[0], INT64[1]).map(lambda i: np.array(i, dtype=np.int64)),
     st.booleans().map(np.array),
     st.lists(st.floats(allow_nan=False), min_size=2, max_size=3).map(np.array),  # a list: the slow path
+    st.floats(width=32).map(lambda f: torch.tensor(f, dtype=torch.float32)),  # torch: converted at the call
+    st.floats(width=16).map(lambda f: torch.tensor(f, dtype=torch.bfloat16)),
+    st.integers(INT64[0], INT64[1]).map(lambda i: torch.tensor(i, dtype=torch.int64)),
+    st.booleans().map(torch.tensor),
+    st.lists(st.floats(width=32), min_size=2, max_size=3).map(torch.tensor),  # a list: the slow path
 )
 _dicts = st.dictionaries(
     st.sampled_from(KEYS + ["train", "val"]),
@@ -101,7 +107,8 @@ def _outcome(log: Any, data: dict, *args: Any, **kwargs: Any) -> str | None:
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(calls=_calls)
 def test_random_log_sequences_store_the_same_as_the_slow_path(calls):
-    """Random sequences of log(d, step=?, commit=?) with Python and numpy scalars, nested one level deep
+    """Random sequences of log(d, step=?, commit=?) with Python and numpy scalars and torch tensors (0-d and
+    2-3 elements), nested one level deep
     (with collisions of nested and dotted keys, which raise the same error on both): the fast path (Run.log)
     appends the same ops (kind, step, keys, value types and values: numpy scalars as Python numbers) and
     leaves the same step as _log_slow called directly, and both runs store the same rows (types included)."""
