@@ -38,3 +38,16 @@ def final_rows(run: Any) -> list[dict[str, Any]]:
 
 
 __all__ = ["close", "drain_batches", "final_rows", "finish_offline", "offline_run", "rows_after", "rows_of"]
+
+
+class SlowCounter:
+    """Wraps a run's ``_log_slow`` to count the calls that did not take the fast path."""
+
+    def __init__(self, run: Any):
+        self.calls = 0
+        self._slow = run._log_slow
+        run._log_slow = self
+
+    def __call__(self, data: Any, step: Any, commit: Any) -> None:
+        self.calls += 1
+        self._slow(data, step, commit)

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from clientutil import close, final_rows, offline_run
+from clientutil import SlowCounter, close, final_rows, offline_run
 
 from client import values
 
@@ -49,19 +49,6 @@ def _expected(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _SlowCounter:
-    """Wraps a run's ``_log_slow`` to count the calls that did not take the fast path."""
-
-    def __init__(self, run: Any):
-        self.calls = 0
-        self._slow = run._log_slow
-        run._log_slow = self
-
-    def __call__(self, data: Any, step: Any, commit: Any) -> None:
-        self.calls += 1
-        self._slow(data, step, commit)
-
-
 @pytest.fixture(params=[False, True], ids=["convert-at-call", "convert-on-io-thread"])
 def run(request, monkeypatch):
     monkeypatch.setattr(values, "DEFER_CPU_TENSORS", request.param)
@@ -85,7 +72,7 @@ def test_each_dtype_stores_the_tensor_value_exactly_at_the_right_step(run):
     exp = _expected(tensors)
     run.log(dict(tensors), step=0)  # the slow path validates the keys (and converts)
     run.log({"train": dict(tensors)}, commit=False)  # nested plan learned
-    counter = _SlowCounter(run)
+    counter = SlowCounter(run)
     run.log(dict(tensors))  # commits row 0
     run.log(dict(tensors), step=3, commit=False)
     run.log({"train": dict(tensors)}, step=3)
@@ -113,7 +100,7 @@ def test_a_tensor_modified_in_place_after_log_stores_its_value_at_log_time(run):
     t = torch.tensor(1.0)
     n = torch.tensor(7, dtype=torch.int64)
     run.log({"x": t, "n": n})  # slow path, step 0
-    counter = _SlowCounter(run)
+    counter = SlowCounter(run)
     for _ in range(3):
         t.add_(1.0)
         n.add_(1)
@@ -135,7 +122,7 @@ def test_requires_grad_tensors_are_logged_without_touching_autograd(run):
         loss = (w * 3.0) ** 2  # 36.0, requires grad
         run.log({"loss": loss})
         if counter is None:
-            counter = _SlowCounter(run)
+            counter = SlowCounter(run)
         expected.append({"_step": i, "_late": False, "loss": float(loss.detach())})
         loss.backward()
     assert counter.calls == 0
@@ -150,7 +137,7 @@ def test_more_elements_or_other_dtypes_under_a_known_key_go_the_slow_path(run):
     goes the slow path for any dtype beyond the plain ones); complex and a uint64 beyond int64 still raise
     ValueError at the call."""
     run.log({"x": torch.tensor(1.0)})
-    counter = _SlowCounter(run)
+    counter = SlowCounter(run)
     run.log({"x": torch.tensor([1.0, 2.0])})
     assert counter.calls == 1
     run.log({"x": torch.arange(40, dtype=torch.float32)})
@@ -191,7 +178,7 @@ def test_cuda_tensors_are_logged_without_a_sync_and_store_their_value_at_log_tim
     try:
         dev = torch.device("cuda")
         r.log({"loss": torch.tensor(0.5, device=dev), "b": torch.tensor(True, device=dev)})  # slow path
-        counter = _SlowCounter(r)
+        counter = SlowCounter(r)
         stream = torch.cuda.current_stream(dev)
         torch.cuda.synchronize(dev)
         torch.cuda._sleep(int(2e9))  # ~1 s of GPU time at 2 GHz
