@@ -3,10 +3,13 @@
 A rank logs ``{"seq": k, "t_sent": perf_counter()}`` at a modest, jittered rate
 (~40 rows/s, so the phase against the I/O thread's flush timer is random). The
 orchestrator polls the store through ``Api`` in a loop and, when row ``k``
-first shows up, takes ``t_seen`` = the start of that poll. Latency =
+first shows up, takes ``t_seen`` = the end of that poll. Latency =
 ``t_seen − t_sent``: both clocks are ``perf_counter()`` (CLOCK_MONOTONIC, one
-clock for all processes on Linux). The poll interval bounds the error; it is
-reported. The path measured: deque → I/O thread (wakes every
+clock for all processes on Linux). The end, not the start: the read's snapshot
+is taken somewhere inside the poll, so a row logged after the poll started can
+still be in it (on a loaded machine a read takes tens of ms); only the end is
+certain to follow the row's visibility, so the figure is an upper bound and
+never negative. One poll (reported) bounds the error. The path measured: deque → I/O thread (wakes every
 ``flush_interval_s``) → batch → agent → SQLite commit → visible to a reader.
 """
 
@@ -71,9 +74,10 @@ def run(ctx: Any) -> dict:
             while len(seen) < p["samples"]:
                 if time.monotonic() > deadline:
                     raise BenchError(f"only {len(seen)} of {p['samples']} rows became visible")
-                t_poll = perf_counter()
+                t_start = perf_counter()
                 cols = rv.history_arrays(["seq", "t_sent"])
-                polls.append(perf_counter() - t_poll)
+                t_poll = perf_counter()
+                polls.append(t_poll - t_start)
                 if "seq" in cols:
                     seqs = np.asarray(cols["seq"][1]).tolist()
                     sent = np.asarray(cols["t_sent"][1]).tolist()
