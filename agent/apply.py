@@ -176,6 +176,10 @@ class RunUpdates:
         paced = state.paced
         if b.n:
             self._count_rows(run, b, state.n_late)
+        if b.spans is not None:  # rows the client coalesced under overload: stored as spans (agent/clientspans.py)
+            from agent.clientspans import apply_client_spans
+
+            apply_client_spans(self, run, b.spans, now)
         if b.pending is not None or r.pending is not None:
             r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], paced)]
         if b.summary:

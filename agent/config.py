@@ -21,15 +21,25 @@ class AgentConfig:
     seal_timeout_s: float = 30.0  # a step is sealed at most this long after its first value arrived
     join_grace_s: float = 30.0  # ranks that never said hello are waited for this long after the group appeared
     silence_s: float = 60.0  # a running rank silent this long is not waited for (its data, later, is late)
-    window_max_bytes: int = 64 << 20  # open-window budget per group; beyond it the oldest steps seal early
+    # open-window budget of the agent, shared by the groups holding points; beyond it the oldest steps seal
+    # early (a rank behind by more than that then sends late points: its group rows are recomputed)
+    window_max_bytes: int = 32 << 20
     liveness_interval_s: float = 0.5  # how often pids of running ranks are checked
     max_drain: int = 4000  # messages handled per loop turn before a commit
     # points folded into memory before a commit: a commit's transient memory (group rows, encodings) is
     # ~500 bytes per point, so this bounds the agent's peak however far behind its socket queue is
     max_commit_points: int = 1 << 17
-    # bytes of client batches applied but not yet committed; beyond it a drain stops for a commit, and while
-    # the store refuses commits (disk full) new batches are not applied nor acknowledged: clients keep them
-    pending_max_bytes: int = 64 << 20
+    # bytes of client batches applied but not yet committed (frames, plus decoded Python objects of list
+    # columns: agent.ingest.batch_cost); a batch that would pass it is applied after a commit of the others,
+    # and while the store refuses commits (disk full) it is not applied nor acknowledged: clients keep it
+    pending_max_bytes: int = 32 << 20
+    # frames ZeroMQ may queue per client connection before the agent reads them (ZMQ_RCVHWM): a client beyond
+    # it keeps its batches (memory, then its spill file). With the byte budget above this bounds what waits in
+    # the agent: about connections × (recv_hwm + 1) × frame size (a scalar batch of 8192 rows: 0.5–2.5 MB)
+    recv_hwm: int = 1
+    # the store's write-ahead log: checkpointed even under load once it passes this size, and cut back to it
+    # after a checkpoint (journal_size_limit), so a long burst does not grow it to gigabytes
+    wal_max_bytes: int = 64 << 20
     rows_per_s: float = 1000.0  # per-run stored-row budget (burst 2 s); over it rows coalesce; 0 = no limit
     media_bytes_per_s: float = 64 << 20  # per-run media budget; beyond it media are skipped and counted
     log_level: str = "INFO"
@@ -152,6 +162,13 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
             values[attr] = _number(var, env[var])
     if env.get("RANKWISE_AGENT_PENDING_BYTES"):
         values["pending_max_bytes"] = parse_bytes("RANKWISE_AGENT_PENDING_BYTES", env["RANKWISE_AGENT_PENDING_BYTES"])
+    if env.get("RANKWISE_AGENT_RCVHWM"):
+        raw = env["RANKWISE_AGENT_RCVHWM"]
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise InvalidArgumentError(f"RANKWISE_AGENT_RCVHWM={raw!r} must be a whole number of frames >= 1 (e.g. 1)")
+        values["recv_hwm"] = int(raw)
+    if env.get("RANKWISE_WAL_MAX_BYTES"):
+        values["wal_max_bytes"] = parse_bytes("RANKWISE_WAL_MAX_BYTES", env["RANKWISE_WAL_MAX_BYTES"])
     if env.get("RANKWISE_ROOT_MAX_CONNECTIONS"):
         values["root_max_connections"] = int(_number("RANKWISE_ROOT_MAX_CONNECTIONS", env["RANKWISE_ROOT_MAX_CONNECTIONS"]))
     if env.get("RANKWISE_SPOOL_BYTES"):

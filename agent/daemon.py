@@ -18,6 +18,13 @@ Loop
     running ranks are checked. With no running run and no message for
     ``idle_timeout_s`` the agent exits.
 
+Memory (issue 11: ≤ 150 MB RSS at any load): ZeroMQ queues ``recv_hwm`` frames per
+connection; a drain stops at ``pending_max_bytes`` of applied-but-uncommitted
+batches (a batch that would pass it is committed after the others) and at
+``max_commit_points``; no frame is read while the groups' open points are past
+``window_max_bytes``; the WAL is checkpointed once past ``wal_max_bytes`` even
+under load; freed heap goes back to the system after bursts (agent/memory.py).
+
 Shutdown (SIGTERM, SIGINT, ``rankwise agent stop``, idle)
     1. stop reading the socket; 2. seal groups whose ranks are all done;
     3. commit and send the last ACKs; 4. remove ``agent.json`` and the socket
@@ -41,6 +48,7 @@ from typing import Any
 from agent.config import AgentConfig, resolve
 from agent.errors import AlreadyRunning, StoreInUse
 from agent.locks import AgentLock, StoreLock
+from agent.memory import Allocator
 from client import paths
 from client.errors import Error
 
@@ -62,6 +70,7 @@ class Agent:
         self.upstream: Any = None  # a node agent: agent.upstream.Upstream
         self._sock: Any = None
         self._ctx: Any = None
+        self.allocator = Allocator()
 
     def __repr__(self) -> str:
         return f"<Agent pid={os.getpid()} endpoint={self.endpoint} ingest={self.ingest!r}>"
@@ -73,6 +82,7 @@ class Agent:
 
         paths.ensure_private_dir(self.cfg.runtime_dir)
         paths.ensure_data_dir(self.cfg.data_dir)
+        self.allocator.tune()  # before the store, the socket and the first frame allocate (agent/memory.py)
         self.lock.acquire()
         self.store_lock.acquire()  # one writer per data directory, whatever the runtime directory
         self._ctx = zmq.Context()
@@ -90,7 +100,9 @@ class Agent:
         # bigger frame makes ZeroMQ drop the peer's connection as soon as its size is announced, so a peer
         # sending partial frames pins at most this much each (issue 9: memory pinning)
         sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME_BYTES + (1 << 16))
-        sock.setsockopt(zmq.RCVHWM, 100000)
+        # frames queued per connection before the loop reads them: few, so what waits here is bounded in bytes
+        # (connections × (recv_hwm + 1) × frame); a client past it keeps its batches (memory, then spill file)
+        sock.setsockopt(zmq.RCVHWM, self.cfg.recv_hwm)
         endpoint = paths.ipc_endpoint(self.cfg.runtime_dir)
         if endpoint is not None and zmq.has("ipc"):
             sock_path = self.cfg.runtime_dir / paths.AGENT_SOCKET
@@ -134,11 +146,14 @@ class Agent:
         drain_full = ingest.drain_full
         max_drain = self.cfg.max_drain
         next_checkpoint = time.monotonic() + 1.0
+        next_wal_check = 0.0
         while not self.stopping:
             # sliced work (a wide batch, a seal of many keys) goes on at once, a slice per turn
             timeout_ms = 0 if ingest.commit_due() or ingest.busy() else 50
             events = dict(poller.poll(timeout_ms))
-            if sock in events:
+            # nothing is read while the open points are past their budget: frames wait in ZeroMQ (recv_hwm per
+            # connection), then in their clients, until the ticks have sealed the oldest steps
+            if sock in events and not ingest.window_full():
                 for _ in range(max_drain):
                     try:
                         peer, frame = sock.recv_multipart(zmq.NOBLOCK, copy=True)[:2]
@@ -174,12 +189,20 @@ class Agent:
                 for reply in outbox:
                     self._send(reply)
             now = time.monotonic()
-            if now >= next_checkpoint and not ingest.commit_due():
-                # after the ACKs went out, when nothing waits: the WAL's fsync delays no one
+            wal_full = False
+            if now >= next_wal_check:  # a stat() every 50 ms at most
+                next_wal_check = now + 0.05
+                wal_full = getattr(ingest.store, "wal_full", bool)()
+            if wal_full or (now >= next_checkpoint and not ingest.commit_due()):
+                # after the ACKs went out, when nothing waits: the WAL's fsync delays no one; a WAL past its size
+                # bound is checkpointed even under load (agent/store/sqlite.py)
                 next_checkpoint = now + 1.0
                 checkpoint = getattr(ingest.store, "checkpoint", None)
                 if checkpoint is not None:
                     checkpoint()
+                    ingest.counters.add("checkpoints_wal_full" if wal_full else "checkpoints")
+            if self.allocator.trim(now):  # freed heap back to the system after a burst (agent/memory.py)
+                ingest.counters.add("malloc_trims")
             if ingest.stop_requested:
                 self.stopping = True
             elif ingest.idle():

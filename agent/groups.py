@@ -9,7 +9,11 @@ unless the job is over (every rank that said hello is done and its launcher
 process has exited, as when only rank 0 logs): then everything is sealed at once.
 Finished, failed and crashed ranks are not waited for. Independently, a step is
 sealed after ``seal_timeout_s``, and the oldest steps are sealed early when the
-window exceeds its byte budget: memory stays bounded and nothing is dropped.
+window exceeds its share of the agent's byte budget (``window_max_bytes``, shared
+by the groups holding points; the agent reads no frame while the total is over it):
+memory stays bounded and nothing is dropped. A seal reduces at most about
+``SEAL_SLICE_BYTES`` of points per tick (a slice of keys), so its transient memory
+is bounded too; the ACK of a rank that is done waits for the last slice.
 
 A seal of very many keys (a wide row) is cut into calls of at most ``budget``
 keys, one per tick: the group's ``sealed_through`` moves when the last key is
@@ -42,8 +46,35 @@ if TYPE_CHECKING:
     from agent.runs import RunState
 
 
+# held points reduced per seal call (a slice of keys); the rest goes on at the next tick
+SEAL_SLICE_BYTES = 4 << 20
+
+
+def budget_bound(window: GroupWindow, max_bytes: int) -> int | None:
+    """A step bound whose seal brings ``window`` within ``max_bytes`` (None: it is within already).
+
+    ``GroupWindow.bound_for_budget`` finds the exact bound from every held step (a copy of all of them, and
+    one more to partition it: twice the window's step bytes, the agent's largest transient once the window is
+    full). This works from the chunks' (highest step, bytes) instead: a chunk whose highest step is above the
+    bound is counted whole, so the seal leaves at most ``max_bytes`` and may take a few more points than the
+    exact bound would."""
+    if window.nbytes <= max_bytes:
+        return None
+    chunk_lists = getattr(window, "_chunks", None)
+    if chunk_lists is None:  # another window class: its own (exact) answer
+        return window.bound_for_budget(max_bytes)
+    his = np.fromiter((c.hi for cs in chunk_lists.values() for c in cs), np.int64)
+    sizes = np.fromiter((c.nbytes for cs in chunk_lists.values() for c in cs), np.int64)
+    order = np.argsort(his, kind="stable")
+    his, sizes = his[order], sizes[order]
+    # bytes that may stay if the bound is his[i]: chunks whose highest step is above it
+    above = np.concatenate([np.cumsum(sizes[::-1])[::-1][1:], [0]])
+    fits = np.flatnonzero(above <= max_bytes)
+    return int(his[fits[0]])
+
+
 class GroupState:
-    __slots__ = ("record", "window", "ranks", "seen_at", "sealing", "_sealed_keys", "_over", "_over_checked")
+    __slots__ = ("record", "window", "ranks", "seen_at", "sealing", "_sealed_keys", "_over", "_over_checked", "share")
 
     def __init__(self, record: GroupRecord, now: float):
         self.record = record
@@ -56,6 +87,8 @@ class GroupState:
         self._sealed_keys: set[str] = set()
         self._over = False  # job_over(): every rank done and every launcher gone
         self._over_checked = float("-inf")
+        # this group's part of the agent-wide window budget (cfg.window_max_bytes), set by the agent's tick
+        self.share: int | None = None
 
     def __repr__(self) -> str:
         g = self.record
@@ -144,7 +177,8 @@ class GroupState:
             return window.max_step
         marks = self.waited_watermarks(now, cfg)
         bound = min(marks) if marks else window.max_step
-        for forced in (window.expired_through(now, cfg.seal_timeout_s), window.bound_for_budget(cfg.window_max_bytes)):
+        budget = cfg.window_max_bytes if self.share is None else self.share
+        for forced in (window.expired_through(now, cfg.seal_timeout_s), budget_bound(window, budget)):
             if forced is not None:
                 bound = forced if bound is None else max(bound, forced)
         return bound
@@ -171,6 +205,10 @@ class GroupState:
             bound = self.seal_bound(now, cfg, everything)
             if bound is None or window.min_step is None or bound < window.min_step:
                 return 0
+        if budget is not None and not everything and window.nbytes > SEAL_SLICE_BYTES:
+            # a slice reduces about SEAL_SLICE_BYTES of held points: its transient memory (sorting, reducing,
+            # group rows, their encoding) stays bounded however large the window grew
+            budget = max(1, min(budget, SEAL_SLICE_BYTES * len(window.keys) // window.nbytes))
         parts, complete = window.take_keys_through(bound, None if everything else budget)
         for key, partial in parts.items():
             pending.group_rows.append((g.id, key, finalize(partial, g.world_size), False))

@@ -29,6 +29,7 @@ from agent.apply import SLICE_KEYS, RunUpdates, client_meta
 from agent.config import AgentConfig
 from agent.groups import GroupState
 from agent.malformed import MAX_CAUSES, CauseLog, malformed_cause
+from agent.memory import resident
 from agent.media import MediaSink
 from agent.pending import LINK_PREFIX, PendingWrites
 from agent.runs import PidWatch, RunState, WriterState, parent_of
@@ -89,6 +90,8 @@ class Ingest(RunUpdates):
         self._frame_log = CauseLog()  # malformed frames: logged per cause, rate-limited, a new cause always
         self.backlog: deque = deque()  # wide batches applied in slices, one per loop turn (agent/apply.py)
         self._queued: dict[str, int] = {}
+        self.pending_bytes_max = 0  # high-water mark of pending.nbytes (``rankwise status``; tests check the budget)
+        self._unsent_acks: dict[str, tuple[bytes, int]] = {}  # committed, held back a few ticks (_release_acks)
 
     def __repr__(self) -> str:
         running = sum(r.running for r in self.runs.values())
@@ -319,7 +322,10 @@ class Ingest(RunUpdates):
             if ws.applied == 0 and b.seq > 1:
                 ws.applied = ws.stored = b.seq - 1
                 self.counters.add("writers_rebased")
-        if self.health.trouble is not None and self.health.holding(self._uncommitted_bytes()):
+        # applied-but-uncommitted work never passes its byte budget (issue 11); a batch alone may (it is taken
+        # with nothing else pending: the budget must not stop a writer whose batches are all bigger)
+        over = self.pending.nbytes > 0 and self.pending.nbytes + batch_cost(b) > self.cfg.pending_max_bytes
+        if self.health.trouble is not None and (over or self.health.holding(self._uncommitted_bytes())):
             # back-pressure: the store refuses commits and uncommitted work is at its budget. Neither applied
             # nor acknowledged, the batch stays with its client (memory, then spill file), resent after a HELLO
             self.counters.add("held_batches")
@@ -327,6 +333,19 @@ class Ingest(RunUpdates):
         if b.seq > ws.applied + 1:
             self.counters.add("gaps")
             return [(peer, wire.pack(wire.NACK, {"w": ws.id, "reason": "gap", "expect": ws.applied + 1}))]
+        acks: list[Reply] = []
+        if over:  # commit what is applied first
+            self.counters.add("budget_commits")
+            acks = self.commit(force=True)
+            if self.pending.nbytes or self.writers.get(b.writer) is not ws:
+                # the commit failed (the store is in trouble, or lost and every writer told to start over):
+                # this batch is neither applied nor acknowledged, its client resends it
+                self.counters.add("held_batches")
+                return acks
+        return acks + self._take(peer, ws, b, now)
+
+    def _take(self, peer: bytes, ws: WriterState, b: wire.Batch, now: float) -> list[Reply]:
+        """Apply the writer's next batch (or queue it, a wide one) within the byte budget."""
         try:
             _check_batch(b)
             sliced = self._sliced(ws, peer, b)  # a wide batch is applied over several loop turns (agent/apply.py)
@@ -346,7 +365,9 @@ class Ingest(RunUpdates):
 
     def _accepted(self, ws: WriterState, b: wire.Batch) -> None:
         """A batch applied whole (at once, or its last slice): stored and acknowledged with the next commit."""
-        self.pending.nbytes += b.nbytes
+        self.pending.nbytes += batch_cost(b)
+        if self.pending.nbytes > self.pending_bytes_max:
+            self.pending_bytes_max = self.pending.nbytes
         self.pending.writers[ws.id] = (ws.run.record.id, b.seq)
         self.pending.acks[ws.id] = (ws.peer, b.seq)
         self.counters.add("batches")
@@ -408,7 +429,11 @@ class Ingest(RunUpdates):
                 if run.running and self._local(run) and not self.pids(run.record.pid):
                     self._crash(run, now, f"pid {run.record.pid} is gone")
         budget = SEAL_KEYS_PER_TICK  # group rows of at most this many keys per tick: the loop stays responsive
+        # the window budget is the agent's, not each group's: the groups holding points share it
+        holding = sum(1 for g in self.groups.values() if g.window.nbytes)
+        share = self.cfg.window_max_bytes // max(1, holding)
         for group in self.groups.values():
+            group.share = share
             budget -= group.seal(now, self.cfg, self.pending, budget=max(1, budget))
 
     def busy(self) -> bool:
@@ -425,7 +450,20 @@ class Ingest(RunUpdates):
         are held (not applied, not acknowledged), so frames do not pile up in the socket either."""
         if self.health.trouble is not None:
             return False
-        return self.pending.points >= self.cfg.max_commit_points or self.pending.nbytes >= self.cfg.pending_max_bytes
+        return (
+            self.pending.points >= self.cfg.max_commit_points
+            or self._uncommitted_bytes() >= self.cfg.pending_max_bytes
+            or self.window_full()
+        )
+
+    def window_full(self) -> bool:
+        """Open points past the agent's window budget: the loop reads no frame until its ticks have sealed the
+        oldest steps (this always converges: a seal past the budget does not wait for any rank)."""
+        return sum(g.window.nbytes for g in self.groups.values()) > self.cfg.window_max_bytes
+
+    def window_bytes(self) -> int:
+        """Bytes of open points held in every group's window (the agent-wide window budget counts these)."""
+        return sum(getattr(g, "nbytes", g.window.nbytes) for g in self.groups.values())
 
     def commit_due(self) -> bool:
         """Something waits to be committed and no failed commit asks us to back off."""
@@ -442,7 +480,7 @@ class Ingest(RunUpdates):
                 pending.drops[cause] = pending.drops.get(cause, 0) + n
                 self.counters.drop(cause, n)
         if not pending or (not force and time.monotonic() < self._commit_retry_at):
-            return []
+            return self._release_acks()
         t0 = time.perf_counter()
         try:
             with self.store.transaction() as txn:
@@ -470,14 +508,28 @@ class Ingest(RunUpdates):
         self.counters.add("commits")
         self.counters.add("stored_points", pending.points)
         self.counters.add("commit_us", int((time.perf_counter() - t0) * 1e6))
-        acks = []
         for writer, (peer, seq) in pending.acks.items():
             ws = self.writers.get(writer)
             if ws is not None:
                 ws.stored = max(ws.stored, seq)
-            acks.append((peer, wire.pack(wire.ACK, {"w": writer, "s": seq})))
+            self._unsent_acks[writer] = (peer, seq)
         self._committed(pending)
         pending.clear()
+        return self._release_acks()
+
+    def _release_acks(self) -> list[Reply]:
+        """The ACKs of committed batches, but not yet those of a writer whose run is done while its group is
+        sealed over several ticks (a window of more than ``SEAL_SLICE_BYTES``, agent/groups.py): when its
+        finish() returns, its group rows are in the store (README, "What is guaranteed")."""
+        if not self._unsent_acks:
+            return []
+        acks = []
+        for writer, (peer, seq) in list(self._unsent_acks.items()):
+            ws = self.writers.get(writer)
+            if ws is not None and not ws.run.running and getattr(ws.run.group, "sealing", None) is not None:
+                continue
+            del self._unsent_acks[writer]
+            acks.append((peer, wire.pack(wire.ACK, {"w": writer, "s": seq})))
         return acks
 
     def _uncommitted_bytes(self) -> int:
@@ -514,6 +566,7 @@ class Ingest(RunUpdates):
         self._run_index.clear()
         self._rebase_lost.clear()
         self.backlog.clear()  # slices of wide batches of forgotten writers: resent with the rest
+        self._unsent_acks.clear()
         self._queued.clear()
         self.pending.clear()
         self._commit_failures = 0
@@ -572,8 +625,10 @@ class Ingest(RunUpdates):
             runs=states,
             groups=len(self.groups),
             writers=len(self.writers),
-            window_bytes=sum(getattr(g, "nbytes", g.window.nbytes) for g in self.groups.values()),
+            window_bytes=self.window_bytes(),
             pending_points=self.pending.points,
+            pending_bytes_max=self.pending_bytes_max,
+            **resident(),
             **self.health.status(self._uncommitted_bytes()),
             running=[
                 {
@@ -591,6 +646,20 @@ class Ingest(RunUpdates):
             ][:200],
         )
         return snap
+
+
+# what one value of a list column (strings, mixed types: encoding "mp") costs once decoded, beyond its wire
+# bytes: a list slot and a Python object. Numeric columns decode to arrays over their wire bytes (no extra).
+LIST_VALUE_BYTES = 56
+
+
+def batch_cost(b: wire.Batch) -> int:
+    """The bytes a batch counts against the pending budget: its frame, plus its decoded Python objects."""
+    extra = 0
+    for col in b.columns:
+        if not isinstance(col.values, np.ndarray):
+            extra += LIST_VALUE_BYTES * len(col.values)
+    return b.nbytes + extra
 
 
 def _check_batch(b: wire.Batch) -> None:

@@ -190,6 +190,10 @@ class NodeIngest(Ingest):
                 steps = b.step if col.rows is None else b.step[col.rows]
                 group.add_column(r.rank, col.key, steps, col.values, now, pending)
             self._count_rows(run, b, n_late)
+        if b.spans is not None:  # rows the client coalesced under overload: group points, step, rows
+            from agent.clientspans import count_client_spans
+
+            count_client_spans(self, run, b.spans, now)
         if b.pending is not None or r.pending is not None:
             r.pending = None if b.pending is None else [b.pending[0], b.pending[1], _numbers(b.pending[2])]
         if b.summary:

@@ -66,7 +66,13 @@ class PendingWrites:
 
     def write(self, txn: Txn) -> None:
         """Everything but recomputation of late group rows (the caller does that within the same txn)."""
-        for (run_id, key, late, _), (steps, values) in self.history.items():
+        # on-time chunks before late ones: a late update of step s always follows the row s it changes, and
+        # later chunks win per step. Slots keep the order they were first filled in, so without the sort a
+        # commit that drained a batch holding only a late update (its row s committed before) and then one
+        # holding the next on-time rows and their late updates wrote the late chunk first: the on-time
+        # value won over the late one at that step (seen as a lost overwrite when batch boundaries fell
+        # inside a block of calls). An on-time row never shares a step with an earlier late update.
+        for (run_id, key, late, _), (steps, values) in sorted(self.history.items(), key=_late_last):
             s = steps[0] if len(steps) == 1 else np.concatenate(steps)
             if all(isinstance(v, dict) for v in values):  # coalesced spans: field by field
                 v = values[0] if len(values) == 1 else {f: np.concatenate([p[f] for p in values]) for f in values[0]}
@@ -87,3 +93,7 @@ class PendingWrites:
             txn.put_writer(LINK_PREFIX + agent, 0, seq)
         for cause, n in self.drops.items():
             txn.count_drop(cause, n)
+
+
+def _late_last(item: tuple) -> bool:
+    return item[0][2]

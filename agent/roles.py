@@ -34,7 +34,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> tuple[Any, Any]:
 
     if cfg.listen:
         check_listen(cfg)
-    store = SQLiteStore(cfg.store_path)
+    store = SQLiteStore(cfg.store_path, cfg.wal_max_bytes)
     # content-addressed files beside the store; fsync like the store's synchronous=NORMAL: a crash
     # never leaves a torn file (write, then rename), a power loss may lose the newest
     media = MediaSink(MediaStore(cfg.data_dir, fsync=False), bytes_per_s=cfg.media_bytes_per_s)

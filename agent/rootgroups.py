@@ -167,8 +167,9 @@ class RootGroupState(GroupState):
                             partials.expired_through(now, cfg.seal_timeout_s)):  # fmt: skip
                 if expired is not None:
                     bound = max(bound, expired)
-            if window.nbytes + partials.nbytes > cfg.window_max_bytes:
-                half = cfg.window_max_bytes // 2
+            limit = cfg.window_max_bytes if self.share is None else self.share  # agent-wide budget, shared
+            if window.nbytes + partials.nbytes > limit:
+                half = limit // 2
                 for early in (window.bound_for_budget(half), partials.bound_for_budget(half)):
                     if early is not None:
                         bound = max(bound, early)

@@ -4,7 +4,7 @@ Two kinds of trouble (classified by :func:`agent.store.base.store_problem`):
 
 * the store refuses writes for now (``disk full``, or ``store unavailable: <reason>``: locked,
   read-only, I/O error). Uncommitted work stays pending and is retried; once it reaches the
-  agent's byte budget (``RANKWISE_AGENT_PENDING_BYTES``, default 64 MiB) new client batches are
+  agent's byte budget (``RANKWISE_AGENT_PENDING_BYTES``, default 32 MiB) new client batches are
   *held*: neither applied nor acknowledged, so the clients keep them (in memory, then in their
   bounded spill files) and resend them after a HELLO. The episode is logged once when it starts
   and once when it ends, shown by ``rankwise status`` and told to the clients in every WELCOME

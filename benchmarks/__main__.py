@@ -85,11 +85,18 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if cfg.get("ranks") == 8 and cfg.get("keys") == 4:
             add("≥ 1M points/s stored, 8 ranks", cfg["stored_points_per_s"], TARGETS["agent_points_per_s_8_ranks"],
                 "points/s", higher_is_better=True)
+    if at.get("configs"):
+        from benchmarks.agent_throughput import peak_rss_check
+
+        add(*peak_rss_check(at, TARGETS))
     ft = results.get("finish_time", {})
     for sc in ft.get("scenarios", []):
         if sc.get("burst") == 1000:
             add("finish() ≤ 50 ms after a 1k-row burst (median)", sc["finish_s"]["median"] * 1000,
                 TARGETS["finish_ms"], "ms")
+        if sc.get("burst") == 20_000:
+            add("finish() ≤ 50 ms after a 20k-row burst (median)", sc["finish_s"]["median"] * 1000,
+                TARGETS["finish_20k_ms"], "ms")
     st = results.get("startup", {})
     if "import" in st:
         add("import rankwise ≤ 150 ms (median)", st["import"]["in_process_s"]["median"] * 1000,

@@ -20,8 +20,12 @@ The contended variant repeats the timed loop of each form (a subset with
 ``--quick``) while 4 spinning processes compete for the machine's cores, as
 dataloader workers do on a training node; they start after the worker's
 warm-up and stop before ``finish()``. When wandb is importable and comparison
-is on, the same forms run through wandb in offline mode (driven as in
-benchmark 8) in the same loop.
+is on (``make bench-compare``), every form also runs through wandb in offline
+mode (``WANDB_MODE=offline``, driven as in benchmark 8), in the same worker
+code: same dicts (torch tensors included), same warm-up, timer-overhead loop,
+timed loop and blocks, net of timer; fewer calls (``params()["wandb"]``: its
+calls take ~100x longer), capped by a time budget. wandb's rows are not counted
+back (its offline file has no reader here).
 """
 
 from __future__ import annotations
@@ -53,10 +57,10 @@ def params(quick: bool) -> dict[str, Any]:
     if quick:
         return {"warmup": 500, "calls": 20_000, "overhead_calls": 10_000, "blocks": 10, "block_size": 1000,
                 "budget_s": 3.0, "contended_calls": 20_000, "contended_forms": list(QUICK_CONTENDED),
-                "wandb": {"warmup": 50, "calls": 1_000, "budget_s": 1.0, "blocks": 1, "block_size": 200}}  # fmt: skip
+                "wandb": {"calls": 2_000, "budget_s": 1.0, "blocks": 1, "block_size": 500}}  # fmt: skip
     return {"warmup": 2000, "calls": 200_000, "overhead_calls": 100_000, "blocks": 100, "block_size": 1000,
             "budget_s": 10.0, "contended_calls": 50_000, "contended_forms": None,  # None: every form
-            "wandb": {"warmup": 100, "calls": 10_000, "budget_s": 4.0, "blocks": 2, "block_size": 1000}}  # fmt: skip
+            "wandb": {"calls": 20_000, "budget_s": 5.0, "blocks": 5, "block_size": 1000}}  # fmt: skip
 
 
 def _maker(form: str) -> Callable[[int], Any]:
@@ -302,7 +306,8 @@ def available_forms() -> tuple[list[str], dict[str, str]]:
 def run(ctx: Any) -> dict:
     import os
 
-    from benchmarks._harness import BenchError, ProcWatch, Sandbox, check_loss
+    from benchmarks._harness import BenchError, ProcWatch, Sandbox
+    from benchmarks.compare import _check_loss as check_loss
     from benchmarks.compare import _tool_env
 
     p = params(ctx.quick)
@@ -324,6 +329,7 @@ def run(ctx: Any) -> dict:
             entry: dict[str, Any] = {"label": FORMS[form][0], "class": FORMS[form][3], "keys": list(keys)}
             group = f"forms-{form}"
             res = _one(box, ctx, dict(base, form=form, tool="rankwise", group=group), None, 0, False)
+            # (rows the client coalesced, its queue over max_queued_bytes, count as their spans' counts)
             res["loss"] = check_loss(box, "bench", group, keys, {0: res["rows_logged"]})
             entry["quiet"] = res
             if form in contended:
@@ -335,7 +341,9 @@ def run(ctx: Any) -> dict:
             if want_wandb:
                 scratch = os.path.join(box.scratch, f"wandb-{form}")
                 os.makedirs(scratch, exist_ok=True)
-                args_w = dict(base, **p["wandb"], overhead_calls=10_000, form=form, tool="wandb", dir=scratch)
+                # same warm-up, timer-overhead loop, dicts and loops as rankwise; fewer calls (wandb's take
+                # ~100x longer), capped by the same kind of time budget
+                args_w = dict(base, **p["wandb"], form=form, tool="wandb", dir=scratch)
                 try:
                     entry["wandb"] = _one(box, ctx, args_w, _tool_env(box, "wandb", scratch), 0, True)
                 except BenchError as exc:
@@ -432,6 +440,21 @@ def render(r: dict) -> list[str]:
         lines.append(f"  agent: {ag['cpu_percent']:.0f} % CPU, peak RSS {ag['peak_rss_mb']:.0f} MB over the benchmark")
     for form, why in r.get("skipped", {}).items():
         lines.append(f"  {FORMS[form][0]}: skipped — {why}")
+    for form, e in forms.items():
+        for variant in ("quiet", "contended"):
+            st = e.get(variant, {}).get("stats", {})
+            if st.get("coalesced_rows"):
+                lines.append(f"  {e['label']} ({variant}): {st['coalesced_rows']:,} rows coalesced by the client into "
+                             f"{st['coalesced_spans']:,} spans (its queue passed max_queued_bytes; counted as the "
+                             "rows they stand for)")  # fmt: skip
     if "wandb" in r:
         lines.append(f"  wandb: skipped — {r['wandb']}")
+    wb = [e["wandb"] for e in forms.values() if "latency" in e.get("wandb", {})]
+    if wb:
+        n = [w["latency"]["n"] for w in wb]
+        lines.append(f"  wandb {wb[0]['version']}: offline mode, same worker loop and dicts, {min(n):,}–{max(n):,} calls "
+                     f"timed per form (cap {r['params']['wandb']['calls']:,} or {r['params']['wandb']['budget_s']:g} s)")  # fmt: skip
+    for form, e in forms.items():
+        if "skipped" in e.get("wandb", {}):
+            lines.append(f"  wandb, {e['label']}: {e['wandb']['skipped']}")
     return lines

@@ -39,7 +39,17 @@ import msgpack
 import numpy as np
 
 from client import wire
-from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds  # noqa: F401  (re-exported)
+from client.ops import (  # noqa: F401  (re-exported)
+    COMMIT,
+    COMMIT_PENDING,
+    CONTROL,
+    LATE,
+    MERGE,
+    SPAN,
+    apply_ops,
+    merge_capped,
+    parse_summary_kinds,
+)
 from client.columns import encode_column, same_keys, to_wire  # noqa: F401  (to_wire re-exported)
 from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
 from client.values import MAX_KEYS_PER_ROW, MediaRow, TensorRow, nbytes_hint, resolve_tensors, strip_bytes
@@ -85,6 +95,10 @@ class Assembler:
         self.drops: dict[str, int] = {}  # cause -> values (or rows, for ENCODE_ERROR) dropped here
         self.drop_notes: list[str] = []  # one line per new cause, for the writer's warning
         self._told: list[list] = []  # "dropped" ops for the agent, sent with the next batch
+        self._spans = 0  # SPAN entries among the rows not yet batched (client/coalesce.py)
+        self.spans_total = 0  # spans batched, and the rows they stand for (run.stats)
+        self.span_rows_total = 0
+        self.raw_rules: list[tuple[str, bool]] = []  # define_metric(name, rate_limit=...), for the coalescer
 
     def __repr__(self) -> str:
         return (
@@ -105,9 +119,9 @@ class Assembler:
         if TensorRow in types:  # device tensors logged by the fast path: their values, before any merge
             for note in resolve_tensors(dicts):
                 self._drop(BAD_VALUE, 1, note)
+        if MediaRow in types:
+            self._media_bytes += sum(d.nbytes for d in dicts if type(d) is MediaRow)
         if self.pending is None and kinds.count(COMMIT) == len(kinds):
-            if MediaRow in types:
-                self._media_bytes += sum(d.nbytes for d in dicts if type(d) is MediaRow)
             self._kinds += kinds
             self._steps += items[1::4]
             self._ts += items[2::4]
@@ -123,62 +137,49 @@ class Assembler:
         self._dicts.append(data)
 
     def feed(self, ops: Iterable[tuple]) -> None:
-        """Ops one by one, applying the step/commit rules (module docstring)."""
-        row = self._row
-        pend = self.pending
-        for kind, a, b, c in ops:
-            if kind != CONTROL and type(c) is MediaRow:
-                self._media_bytes += c.nbytes
-            if kind == COMMIT:
-                if pend is None:
-                    row(COMMIT, a, b, c)
-                    continue
-                if a == pend[0]:
-                    self._merge(pend[2], c)
-                    row(COMMIT, pend[0], b, pend[2])
-                else:
-                    row(COMMIT, pend[0], pend[1], pend[2])
-                    row(COMMIT, a, b, c)
+        """Ops one by one, applying the step/commit rules (module docstring; ``client.ops.apply_ops``).
+        (Media bytes of the rows are counted by the caller, ``feed_flat``.)"""
+        before = self.pending
+        self.pending = pend = apply_ops(before, ops, self._row, self._merge, self._other)
+        if before is not None or pend is not None:
+            self.pending_dirty = True
+
+    def _other(self, pend: list | None, kind: int, a: Any, b: Any, c: Any) -> list | None:
+        """LATE, SPAN and CONTROL ops (``apply_ops`` folds COMMIT and MERGE itself)."""
+        if kind == LATE:
+            self._row(LATE, a, b, c)
+            self.late_total += 1
+            return pend
+        if kind == SPAN:  # rows the coalescer folded (client/coalesce.py); it owned the pending row
+            if pend is not None:
+                self._row(COMMIT, pend[0], pend[1], pend[2])
                 pend = None
                 self.pending_dirty = True
-            elif kind == MERGE:
-                if pend is not None and a != pend[0]:
-                    row(COMMIT, pend[0], pend[1], pend[2])
-                    pend = None
-                if pend is None:
-                    pend = [a, b, c]
-                else:
-                    self._merge(pend[2], c)
-                    pend[1] = b
-                self.pending_dirty = True
-            elif kind == LATE:
-                row(LATE, a, b, c)
-                self.late_total += 1
-            else:
-                if a == "finish" and pend is not None:
-                    row(COMMIT, pend[0], pend[1], pend[2])
-                    pend = None
-                    self.pending_dirty = True
-                try:
-                    self._apply_control(a, b)
-                except Exception as exc:  # noqa: BLE001 - e.g. a summary value whose encoder fails: drop the op
-                    self._drop(BAD_VALUE, 1, f"{a} op: {type(exc).__name__}: {exc}"[:200])
-        self.pending = pend
+            self._row(SPAN, a, b, c)
+            self._spans += 1
+            return pend
+        if (a == "finish" or a == COMMIT_PENDING) and pend is not None:
+            self._row(COMMIT, pend[0], pend[1], pend[2])
+            pend = None
+            self.pending_dirty = True
+        if a == COMMIT_PENDING:
+            return pend
+        self.pending = pend  # a control op may look at it (none does today); keep the state consistent
+        try:
+            self._apply_control(a, b)
+        except Exception as exc:  # noqa: BLE001 - e.g. a summary value whose encoder fails: drop the op
+            self._drop(BAD_VALUE, 1, f"{a} op: {type(exc).__name__}: {exc}"[:200])
+        return pend
 
     def _merge(self, row: dict, new: dict) -> None:
         """Merge a call into the pending row. ``flatten`` held each call to ``MAX_KEYS_PER_ROW`` keys; a row
         merged from several calls (``commit=False``, ``step=``) that would grow beyond it keeps its first
         keys, and the new keys beyond the limit are dropped and counted (the agent refuses a wider row
         whole). Checked here, not at the call, so that ``log(d, step=i)`` pays nothing for it."""
-        if len(row) + len(new) > MAX_KEYS_PER_ROW:
-            fresh = [k for k in new if k not in row]
-            room = MAX_KEYS_PER_ROW - len(row)
-            if len(fresh) > room:
-                extra = set(fresh[max(room, 0):])
-                new = {k: v for k, v in new.items() if k not in extra}
-                self._drop(ROW_TOO_WIDE, len(extra), f"a row merged from several calls would hold more than "
-                           f"{MAX_KEYS_PER_ROW} keys; log the rest at other steps")
-        row.update(new)
+        extra = merge_capped(row, new, MAX_KEYS_PER_ROW)
+        if extra:
+            self._drop(ROW_TOO_WIDE, extra, f"a row merged from several calls would hold more than "
+                       f"{MAX_KEYS_PER_ROW} keys; log the rest at other steps")
 
     def _define(self, spec: dict) -> None:
         self._rules.append((spec["name"], tuple(spec["summary"])))
@@ -199,6 +200,8 @@ class Assembler:
             self._delete(arg)
         elif name == "define":
             spec = dict(arg, summary=list(parse_summary_kinds(arg.get("summary"))))
+            if "rate_limit" in spec:
+                self.raw_rules.append((spec["name"], spec["rate_limit"] is False))
             if self._kinds:
                 # rows logged before define_metric are summarised by the rules in force when they were
                 # logged, however the I/O thread happens to cut batches: end a batch at this point
@@ -270,6 +273,7 @@ class Assembler:
         self.pending = None
         self.pending_dirty = True
         self._media_bytes = 0
+        self._spans = 0
         self.summary_dirty = {}
         self._defines = []
         self._deleted.clear()
@@ -286,6 +290,10 @@ class Assembler:
         limit = self.max_rows
         if self._deferred:
             limit = min(limit, self._deferred[0][0] - self.rows_total)
+        if self._spans:  # a batch holds rows or spans, never both: the summary sees them in order
+            limit = self._kind_limit(limit)
+            if self._kinds[0] == SPAN:
+                return self._take_spans(limit)
         if self._media_bytes > MAX_BATCH_MEDIA_BYTES:
             limit = self._media_limit(limit)
         if limit > 1 and len(self._kinds) > 1:
@@ -347,6 +355,103 @@ class Assembler:
         except Exception:
             self._drop(ENCODE_ERROR, n, "rows that could not be encoded")
             raise
+
+    # ------------------------------------------------------------ spans (client/coalesce.py)
+
+    def _kind_limit(self, limit: int) -> int:
+        """Rows up to the first change between spans and rows (at least one); spans also by their values."""
+        kinds = self._kinds
+        end = min(limit, len(kinds))
+        if kinds[0] != SPAN:
+            try:
+                return max(1, kinds.index(SPAN, 0, end))
+            except ValueError:
+                return end
+        cells = 0
+        for i in range(end):
+            if kinds[i] != SPAN:
+                return max(1, i)
+            cells += len(self._dicts[i].keys)
+            if cells > MAX_SPAN_CELLS and i:
+                return i
+        return end
+
+    def _take_spans(self, limit: int) -> tuple[int, bytes, int] | None:
+        """A batch of spans: their block (``wire.encode_spans``) and their part of the summary. Its rows
+        count is the rows the spans stand for (what the writer counts as sent)."""
+        spans = self._dicts[:limit]
+        ts = self._ts[:limit]
+        for column in (self._kinds, self._steps, self._ts, self._dicts):
+            del column[:limit]
+        self._spans -= len(spans)
+        last = not self._kinds
+        offset = time.time() - time.perf_counter()
+        t = np.asarray(ts, dtype="<f8") + offset
+        runtime = np.maximum(t - self.start_wall + self.runtime_offset, 0.0)
+        block = wire.encode_spans(spans, t, runtime)
+        self.rows_total += len(spans)
+        while self._deferred and self._deferred[0][0] <= self.rows_total:
+            self._define(self._deferred.pop(0)[1])
+        self._summarize_spans(spans)
+        represented = sum(sp.rows for sp in spans)
+        self.spans_total += len(spans)
+        self.span_rows_total += represented
+        pending = None
+        if last and self.pending is not None:
+            p = self.pending
+            pending = [p[0], p[1] + offset, self._wire_map(p[2])]
+        end = self.rows_total
+        early = [op for pos, op in self._defines if last or pos < end]
+        self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
+        summary = None
+        rest: list = []
+        if last:
+            self.pending_dirty = False
+            summary = self.summary_dirty or None
+            self.summary_dirty = {}
+            rest = self.control
+            self.control = []
+            self._deleted.clear()
+        seq = self.next_seq
+        control = (early + rest + self._told) or None
+        body = {"w": self.writer, "s": seq, "rows": None, "pend": pending, "sum": summary, "ctl": control,
+                "spans": block}  # fmt: skip
+        frame = wire.pack(wire.BATCH, body)
+        self._told = []
+        self.next_seq += 1
+        return seq, frame, represented
+
+    def _summarize_spans(self, spans: list) -> None:
+        """The summary over every value a span stands for: exact, as if its rows had come one by one."""
+        from client.coalesce import FIRST_V, LAST_V, MAX_V, MIN_V, STEP, TOTAL, COUNT
+
+        for sp in spans:
+            for key, e in sp.keys.items():
+                if key in self.manual:
+                    continue
+                kinds = self.rule(key)
+                if self._applied.setdefault(key, kinds) != kinds:
+                    self._applied[key] = kinds
+                    self._reset(key, kinds)
+                if not kinds:
+                    continue
+                if "last" in kinds and e[STEP] >= self._last_step.get(key, -1):
+                    self._last_step[key] = e[STEP]
+                    self._set_summary(key, "last", e[LAST_V])
+                if "first" in kinds and key not in self._first:
+                    self._first.add(key)
+                    self._set_summary(key, "first", e[FIRST_V])
+                if "min" in kinds and e[MIN_V] is not None:
+                    old = self._current(key, "min")
+                    self._set_summary(key, "min", e[MIN_V] if old is None else min(old, e[MIN_V]))
+                if "max" in kinds and e[MAX_V] is not None:
+                    old = self._current(key, "max")
+                    self._set_summary(key, "max", e[MAX_V] if old is None else max(old, e[MAX_V]))
+                if "mean" in kinds:
+                    acc = self._mean.setdefault(key, [0.0, 0])
+                    acc[0] += e[TOTAL]
+                    acc[1] += e[COUNT]
+                    self._set_summary(key, "mean", acc[0] / acc[1])
 
     def _encode(self, rows: list | None, pending: list | None, summary: dict | None, early: list, rest: list):
         seq = self.next_seq
@@ -573,5 +678,6 @@ class Assembler:
 
 _NUMBER_TYPES = (int, float, bool)
 _CELL_BYTES = 16  # a generous wire size of one numeric value of a row (8 bytes, plus keys of blocks by set)
+MAX_SPAN_CELLS = 1 << 18  # key records of spans per batch (~56 bytes each on the wire)
 MAX_BATCH_COLUMNS = MAX_KEYS_PER_ROW  # columns of one batch's rows (one row of the widest kind still fits)
 _WIDE_ROW = 64  # keys per row on average above which the columns of a batch are counted

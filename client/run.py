@@ -15,17 +15,22 @@ Step rules (wandb ``Run.log``), with ``cur`` the step the next commit uses:
 * ``s < cur``: wandb drops the call; rankwise keeps it as a late update of row
   ``s``, counts it and warns once.
 
-The fast path of ``log`` applies these rules itself (all but the late step)
-when every key was validated before by the slow path (``_log_slow``: flatten
-and the call-site checks of ``client.values``): top-level keys of Python
-numbers, numpy scalars of a type already accepted under that key (converted to
-the Python number at the call: ``values.fast_converter``), one-element torch
-tensors under a key that held a tensor before (the value at the call: ``.item()``
-on CPU, an async device copy converted on the I/O thread on CUDA, so ``log()``
-never waits for the GPU: ``values.tensor_value``), and one level of
-nested dicts by a cached key plan (``_nested``). Anything else, a ``step`` that
-is not a plain ``int`` in range, or ``commit`` other than None/True/False goes
-the slow way, which validates, converts and raises as before.
+The fast path of ``log`` applies these rules itself (the first late step goes
+the slow way, which warns; later ones are counted on the fast path) when every
+key was validated before by the slow path (``_log_slow``: flatten and the
+call-site checks of ``client.values``): top-level keys (``_known``), one level
+of nested dicts by a cached key plan (``_nested``), and values that are Python
+numbers or of a type the slow path accepted before (``_convs``; by type, as the
+conversion does not depend on the key): numpy scalars and 0-d arrays, converted
+to the Python number at the call (``values.fast_converter``), and one-element
+torch tensors, stored with their value at the call: ``.item()`` on the CPU (no
+device check while the process has no CUDA state), an async device copy
+converted on the I/O thread on CUDA, so ``log()`` never waits for the GPU
+(``values.tensor_value``). A flat dict is converted in one pass
+(``_scalar_row``); nested dicts and device tensors take ``_typed_row``.
+Anything else, a ``step`` that is not a plain ``int`` in range, or ``commit``
+other than None/True/False goes the slow way, which validates, converts and
+raises as before.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from client import values as _values
 from client.ops import COMMIT, CONTROL, LATE, MERGE, parse_summary_kinds
 from client.errors import InvalidArgumentError, InvalidValueError, RunConflictError, UsageError
 from client.settings import Settings
@@ -49,11 +55,10 @@ from client.summary import Config, Summary, to_config
 from client.values import (
     FAST_TYPES,
     MAX_KEYS_PER_ROW,
-    RESERVED_KEYS,
-    NotFast,
     TensorRow,
     fast_converter,
     flatten,
+    tensor_copy,
     tensor_value,
 )
 from client.wandb_surface import WandbRunMixin  # wandb's Run names beyond logging
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rankwise")
 
 _FAST = FAST_TYPES
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _LIVE_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()
 
 
@@ -96,11 +102,16 @@ class Run(WandbRunMixin):
         self.id = _run_id(settings)
         self._display_name: str | None = None  # run.name = "..." (wandb renames; the stored name is fixed)
         self._step = 0
-        self._known: set[str] = set()  # keys validated by the slow path; the fast path accepts only these
-        # (key, numpy scalar type) the slow path accepted -> its converter to a Python number (the fast path's)
-        self._typed: dict[tuple[str, type], Any] = {}
+        self._known: set[str] = set()  # top-level keys validated by the slow path; the fast path accepts only these
         self._nested: dict[str, dict[str, str]] = {}  # top key -> {validated sub key: its flattened name}
-        self._tensors: dict[str, type] = {}  # flattened key the slow path took a torch.Tensor for -> torch.Tensor
+        # value type the slow path accepted (numpy scalars, 0-d arrays, torch.Tensor) -> its fast converter
+        # (``values.fast_converter``). By type alone: the conversion depends on the type, not on the key
+        self._convs: dict[type, Any] = {}
+        self._scalars: dict[type, Any] = {}  # _convs without tensor_copy (DEFER_CPU_TENSORS, a test mode)
+        self._fulls: set[str] = set()  # every name in _nested's plans
+        # True once a nested name can be made two ways (a dotted top key, or a dotted key in a plan): the fast
+        # path then counts the leaves to find a collision the slow path refuses (``{"a": {"b": 1}, "a.b": 2}``)
+        self._clash = False
         self._finished = False
         self._late = 0
         self._warned_late = False
@@ -150,6 +161,7 @@ class Run(WandbRunMixin):
         writer = Writer(s, self._hello_run())
         self._writer = writer
         self._push = writer.ops.extend
+        writer.bind(self)  # under overload the writer switches _push to its coalescer and back (client/coalesce.py)
         t0 = time.monotonic()
         agent = spawn.ensure_agent(s, timeout_s=s.init_timeout_s)
         if agent is None:
@@ -266,18 +278,24 @@ class Run(WandbRunMixin):
         """Log a dict of values at the current step. Never blocks; see the module docstring for steps.
 
         (The underscore parameters bind globals as locals: this is the hot path, ~0.4 µs for every form the
-        fast path takes, ~0.8 µs with numpy scalars or a nested dict.)"""
+        fast path takes with Python numbers, ~0.8 µs with numpy scalars or a nested dict, ~1.7 µs with four
+        CPU tensors: ``benchmarks/log_forms.py``.)"""
         if _type(data) is _dict:
             known = self._known
             for k, v in data.items():
                 if _type(v) not in _fast or k not in known:
-                    row = self._typed_row(data)  # numpy scalars, nested dicts of known keys; else None
+                    # numpy scalars, 0-d arrays, CPU tensors: _scalar_row; nested dicts, device tensors and
+                    # anything _scalar_row does not take: _typed_row; None from both: the slow path.
+                    # (This branch, not the loop, pays for them: the loop is that of the Python forms.)
+                    row = None if _type(v) is _dict else self._scalar_row(data)
+                    if row is None:
+                        row = self._typed_row(data)
                     break
             else:
                 row = data.copy()
             if row is not None:
-                # the step rules of _log_slow for the common cases; anything else (a late step, a step
-                # that is not a plain int in range, commit other than None/True/False) goes the slow way
+                # the step rules of _log_slow; anything else (the first late step, which warns, a step that
+                # is not a plain int in range, commit other than None/True/False) goes the slow way
                 s = self._step
                 if step is None:
                     if commit is None or commit is True:
@@ -297,101 +315,176 @@ class Run(WandbRunMixin):
                         self._step = step + 1
                         self._push((COMMIT, step, _now(), row))
                         return
+                elif _type(step) is int and 0 <= step < s and self._warned_late:
+                    # a late step after the first (which warned, on the slow path): counted, kept as a late
+                    # update of row ``step`` (``commit`` is ignored, as there, once it is a bool or None)
+                    if not (commit is None or commit is True or commit is False):
+                        return self._log_slow(data, step, commit)
+                    self._late += 1
+                    self._push((LATE, step, _now(), row))
+                    return
         self._log_slow(data, step, commit)
 
-    def _typed_row(self, data: dict) -> dict | None:
-        """``data`` as ``flatten`` would make it, or None (then the slow path validates, converts, raises).
-
-        Not None only when every key was validated before by the slow path: top-level keys with a fast type
-        (``_known``), numpy scalars of the exact type the slow path accepted for that key (``_typed``;
-        converted to the Python number here: exact, and cheap), one-element torch tensors under keys the slow
-        path took a tensor for (``_tensors``; ``values.tensor_value``: the value at this call, converted here
-        on CPU, an async device copy on CUDA that makes the row a ``TensorRow`` for the I/O thread to convert:
-        no sync on this thread), and one level of nested dicts whose keys were flattened before (``_nested``:
-        top key -> {sub key: "top.sub"}, the cached key plan)."""
-        typed = self._typed
-        nested = self._nested
-        tensors = self._tensors
-        if not typed and not nested and not tensors:
-            return None
+    def _scalar_row(self, data: dict) -> dict | None:
+        """A flat ``data`` of known keys with numpy scalars, 0-d arrays or CPU torch tensors of types the slow
+        path accepted before (``_scalars``): a copy with those converted to the Python number the slow path
+        stores (one pass, cheaper than ``_typed_row``'s); else None. A tensor's value is read now (``.item()``:
+        ``values.tensor_value`` inlined), without a device check while the process has no CUDA state
+        (``values.CUDA_STATE``); a tensor on a device is left to ``_typed_row`` (an async copy)."""
         known = self._known
-        out = {}
-        extra = 0  # leaves of nested dicts beyond one per top key: fewer keys in ``out`` means a collision
-        device = False  # a value is a device tensor: the I/O thread converts it (values.TensorRow)
+        scalars = self._scalars
+        tv = tensor_value
+        cuda = None  # whether this process has CUDA state (read at the first tensor)
+        row = data.copy()
         try:  # (free unless raised, Python 3.11+)
             for k, v in data.items():
                 t = type(v)
                 if t in _FAST:
+                    if k in known:
+                        continue
+                    return None
+                conv = scalars.get(t)
+                if conv is None or k not in known:
+                    return None
+                if conv is tv:
+                    if cuda is None:
+                        cuda = _values.CUDA_STATE._initialized is not False
+                    if cuda and not v.is_cpu:
+                        return None
+                    v = v.item()  # raises for more than one element
+                    t = type(v)
+                    if t is float or t is bool or (t is int and _I64_MIN <= v <= _I64_MAX):
+                        row[k] = v
+                        continue
+                    return None  # complex, uint64 beyond int64: the slow path raises
+                row[k] = conv(v)
+        except Exception:  # noqa: BLE001 - NotFast (a 1-d array), .item() of more elements, ...
+            return None
+        return row if len(row) <= MAX_KEYS_PER_ROW else None  # (keys learned over several calls)
+
+    def _typed_row(self, data: dict) -> dict | None:
+        """``data`` as ``flatten`` would make it, or None (then the slow path validates, converts, raises).
+
+        Not None only when every key was validated before by the slow path: top-level keys (``_known``) and
+        one level of nested dicts whose keys were flattened before (``_nested``: top key -> {sub key:
+        "top.sub"}, the cached key plan); and every value is a Python number or of a type the slow path
+        accepted before (``_convs``, by type: the conversion does not depend on the key): numpy scalars and
+        0-d arrays, converted to the Python number here (exact, and cheap), and one-element torch tensors
+        (``values.tensor_value``: the value at this call, converted here on CPU, an async device copy on CUDA
+        that makes the row a ``TensorRow`` for the I/O thread to convert: no sync on this thread)."""
+        convs = self._convs
+        nested = self._nested
+        known = self._known
+        tv, tc = tensor_value, tensor_copy
+        # None until a tensor is seen; then True when this process has no CUDA state (torch.cuda initializes
+        # it, in Python, before any CUDA tensor exists): no device to wait for, no per-tensor device check
+        no_cuda = None
+        out = {}
+        nest = False  # a nested dict: two sources may make the same name (counted below, when they can)
+        device = False  # a value is a device tensor: the I/O thread converts it (values.TensorRow)
+        try:  # (free unless raised, Python 3.11+) any exception: the slow path decides (validates, raises)
+            for k, v in data.items():
+                t = type(v)
+                if t is dict:
+                    nest = True
+                    plan = nested[k]  # KeyError: a top key not flattened before
+                    for sk, sv in v.items():
+                        st = type(sv)
+                        if st in _FAST:
+                            out[plan[sk]] = sv
+                            continue
+                        conv = convs[st]  # KeyError: a type the slow path did not accept before
+                        if conv is tv:  # values.tensor_value inlined for CPU (~0.1 µs less per value)
+                            if no_cuda is None:
+                                no_cuda = _values.CUDA_STATE._initialized is False
+                            if no_cuda or sv.is_cpu:
+                                sv = sv.item()  # raises for more than one element
+                                st = type(sv)
+                                if st is float or st is bool or (st is int and _I64_MIN <= sv <= _I64_MAX):
+                                    out[plan[sk]] = sv
+                                    continue
+                                return None  # complex, uint64 beyond int64: the slow path raises
+                            out[plan[sk]] = sv = tv(sv)  # CUDA: an async copy (tensor_copy)
+                            if type(sv) not in _FAST:  # a copy on its device: the I/O thread converts
+                                device = True
+                        elif conv is tc:
+                            out[plan[sk]] = tc(sv)
+                            device = True
+                        else:
+                            out[plan[sk]] = conv(sv)
+                    continue
+                if t in _FAST:
                     if k not in known:
                         return None
                     out[k] = v
-                elif t is dict:
-                    plan = nested.get(k)
-                    if plan is None:
+                    continue
+                conv = convs[t]
+                if k not in known:
+                    return None
+                if conv is tv:  # as above
+                    if no_cuda is None:
+                        no_cuda = _values.CUDA_STATE._initialized is False
+                    if no_cuda or v.is_cpu:
+                        v = v.item()
+                        t = type(v)
+                        if t is float or t is bool or (t is int and _I64_MIN <= v <= _I64_MAX):
+                            out[k] = v
+                            continue
                         return None
-                    for sk, sv in v.items():
-                        full = plan.get(sk)
-                        if full is None:
-                            return None
-                        st = type(sv)
-                        if st in _FAST:
-                            out[full] = sv
-                        else:
-                            conv = typed.get((full, st))
-                            if conv is not None:
-                                out[full] = conv(sv)
-                            elif st is tensors.get(full):  # (numpy values pay nothing for tensors)
-                                out[full] = sv = tensor_value(sv)
-                                if type(sv) not in _FAST:  # a copy on its device: the I/O thread converts
-                                    device = True
-                            else:
-                                return None
-                    extra += len(v) - 1
+                    out[k] = v = tv(v)
+                    if type(v) not in _FAST:
+                        device = True
+                elif conv is tc:
+                    out[k] = tc(v)
+                    device = True
                 else:
-                    conv = typed.get((k, t))
-                    if conv is not None:
-                        out[k] = conv(v)
-                    elif t is tensors.get(k):
-                        out[k] = v = tensor_value(v)
-                        if type(v) not in _FAST:  # a copy on its device: the I/O thread converts
-                            device = True
-                    else:
-                        return None
-        except NotFast:  # e.g. a 1-d array under a key seen with a 0-d array
+                    out[k] = conv(v)
+        except Exception:  # noqa: BLE001 - KeyError, NotFast, .item() of a tensor of more elements, ...
             return None
         n = len(out)
-        if n != len(data) + extra or n > MAX_KEYS_PER_ROW:
+        if n > MAX_KEYS_PER_ROW:
+            return None
+        # fewer keys than leaves: a collision, which the slow path refuses
+        if nest and self._clash and n != sum([len(v) if type(v) is dict else 1 for v in data.values()]):
             return None
         return TensorRow(out) if device else out
 
     def _learn(self, data: Mapping) -> None:
-        """After ``flatten(data)`` succeeded: remember its keys (and numpy scalar types) for the fast path."""
-        typed = self._typed
+        """After ``flatten(data)`` succeeded: remember its keys (every top-level key passed ``check_key``),
+        its nested leaves, and the types of its numpy/torch values, for the fast path."""
+        convs = self._convs
+        known = self._known
+        fulls = self._fulls
         for k, v in data.items():
-            if type(k) is not str or k in RESERVED_KEYS:
-                continue
+            known.add(k)
+            if k in fulls:
+                self._clash = True
             t = type(v)
-            if t in _FAST:
-                self._known.add(k)
-            elif t is dict:
+            if t is dict:
                 plan = self._nested.get(k)
                 if plan is None:
                     plan = self._nested[k] = {}
                 for sk, sv in v.items():
-                    if type(sk) is not str or type(sv) is dict:
+                    if isinstance(sv, Mapping):  # deeper: the slow path (and "k.sk" is no leaf name)
                         continue
                     full = plan[sk] = f"{k}.{sk}"
-                    conv = fast_converter(type(sv))
-                    if conv is tensor_value:
-                        self._tensors[full] = type(sv)
-                    elif conv is not None:
-                        typed[(full, type(sv))] = conv
-            else:
-                conv = fast_converter(t)
-                if conv is tensor_value:
-                    self._tensors[k] = t
-                elif conv is not None:
-                    typed[(k, t)] = conv
+                    if full not in fulls:
+                        # a name two ways: a known dotted top key, or a dotted part ("a"+"b.c" and "a.b"+"c")
+                        if full in known or "." in sk or "." in k:
+                            self._clash = True
+                        fulls.add(full)
+                    st = type(sv)
+                    if st not in _FAST and st not in convs:
+                        self._learn_type(st)
+            elif t not in _FAST and t not in convs:
+                self._learn_type(t)
+
+    def _learn_type(self, t: type) -> None:
+        conv = fast_converter(t)
+        if conv is not None:
+            self._convs[t] = conv
+            if conv is not tensor_copy:  # (tensor_value: CPU tensors in _scalar_row, device ones in _typed_row)
+                self._scalars[t] = conv
 
     def _log_slow(self, data: Any, step: Any, commit: Any) -> None:
         if self._finished:
@@ -509,9 +602,10 @@ class Run(WandbRunMixin):
                 )
         # the fast path in log() does not look at _finished: send it to the slow path, which raises
         self._known = set()
-        self._typed = {}
         self._nested = {}
-        self._tensors = {}
+        self._convs = {}
+        self._scalars = {}
+        self._fulls = set()
         self._push = _finished_app
         _LIVE_RUNS.discard(self)
         from client import state
@@ -602,6 +696,7 @@ class Run(WandbRunMixin):
 
         def first_append(op: tuple) -> None:
             run._push = child.ops.extend
+            child.bind(run)
             child.ops.extend(op)
             agent = spawn.agent_ready(run.settings.runtime_dir)
             child.start(agent)

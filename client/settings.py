@@ -70,6 +70,9 @@ class Settings:
     init_timeout_s: float = 15.0
     retry_after_s: float = 2.0
     max_unacked_bytes: int = 256 << 20
+    # ops queued for the I/O thread (an estimate in bytes): beyond it log() coalesces rows into spans on the
+    # training thread (client/coalesce.py), so a loop that outruns the I/O thread keeps its memory bounded
+    max_queued_bytes: int = 24 << 20
     batch_max_rows: int = 8192
     spawn_agent: bool = True
     # SIGTERM stays the kernel's by default: a Python-level handler cannot run while the main thread
@@ -136,6 +139,7 @@ _ENV_KNOBS = (
     ("init_timeout_s", "RANKWISE_INIT_TIMEOUT", _float),
     ("retry_after_s", "RANKWISE_RETRY_AFTER", _float),
     ("max_unacked_bytes", "RANKWISE_MAX_UNACKED_BYTES", _bytes),
+    ("max_queued_bytes", "RANKWISE_MAX_QUEUED_BYTES", _bytes),
     ("batch_max_rows", "RANKWISE_BATCH_MAX_ROWS", _batch_rows),
     ("spawn_agent", "RANKWISE_SPAWN_AGENT", _bool),
     ("handle_sigterm", "RANKWISE_HANDLE_SIGTERM", _bool),
@@ -275,6 +279,8 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
             raise InvalidArgumentError(f"batch_max_rows={values['batch_max_rows']!r} must be at most {MAX_BATCH_ROWS}")
     if "max_unacked_bytes" in values:
         _check_int("max_unacked_bytes", values["max_unacked_bytes"], 1)
+    if "max_queued_bytes" in values:
+        _check_int("max_queued_bytes", values["max_queued_bytes"], 1)
     if "spawn_agent" in values and not isinstance(values["spawn_agent"], bool):
         raise InvalidArgumentError(f"spawn_agent={values['spawn_agent']!r} must be True or False")
     return Settings(**values)

@@ -52,19 +52,25 @@ import collections
 import logging
 import os
 import struct
+import sys
 import threading
 import time
-from typing import Callable
+import weakref
+from typing import Any, Callable
 
 import zmq
 
 from client import spawn, wire
 from client.assembler import Assembler
+from client.coalesce import Coalescer
 from client.spill import SpillFifo
 from client.settings import Settings
 
 log = logging.getLogger("rankwise")
 _SPILL_HEAD = struct.Struct("<QI")  # seq, rows: what the writer needs back with a spilled frame
+_OP_BASE_BYTES = 96  # one queued op besides its dict: four deque slots, the step int and the time float
+_VALUE_BYTES = 32  # one value of a row (a float object, with allocator rounding)
+_BUSY_CALLS = 256  # calls found queued at a turn above which the I/O thread looks again after 2 ms
 
 
 class Counters:
@@ -72,7 +78,10 @@ class Counters:
 
     ``rows_sent`` counts every row once, when its batch first goes out; ``resends`` (batches) and
     ``rows_resent`` count the replays after an agent restart or a lost connection;
-    ``agent_restarts`` counts WELCOMEs from an agent instance other than the previous one's."""
+    ``agent_restarts`` counts WELCOMEs from an agent instance other than the previous one's;
+    ``overloads`` counts the times the op backlog passed ``max_queued_bytes`` (log() outran this thread),
+    ``coalesced_rows``/``coalesced_spans`` the rows folded into spans then and the spans sent
+    (client/coalesce.py), ``queued_peak_bytes`` the largest backlog seen (an estimate)."""
 
     __slots__ = (
         "batches_sent",
@@ -88,6 +97,10 @@ class Counters:
         "spilled_batches",
         "rejected_batches",
         "io_errors",
+        "overloads",
+        "coalesced_rows",
+        "coalesced_spans",
+        "queued_peak_bytes",
     )
 
     def __init__(self) -> None:
@@ -140,12 +153,20 @@ class Writer:
         self.on_late_welcome: Callable[[dict], None] | None = None
         self.drops: dict[str, int] = {}  # cause -> rows this writer dropped (spill refused, agent rejected)
         self._warned_causes: set[str] = set()  # drop causes already warned about (once each)
+        # overload (client/coalesce.py): the run whose push we switch, the coalescer, bytes per queued op
+        self._owner: Callable[[], Any] | None = None
+        self.coalescer = Coalescer(self.ops.extend, time.perf_counter)
+        self._op_bytes = float(_OP_BASE_BYTES + 256)  # estimated from the ops assembled (see _estimate)
+        self._overload_since = 0.0
+        self._busy = False  # calls come fast (or overload): look again soon
+        self._busy_until = 0.0
 
     def __repr__(self) -> str:
         state = "done" if self.done.is_set() else ("closing" if self._closing else "open")
         return (
             f"<Writer {self.id[:8]} {state} ops={len(self.ops)} outbox={len(self._outbox)} "
-            f"unacked={len(self._unacked)} held={self._held_bytes}B acked_seq={self.counters.acked_seq}>"
+            f"unacked={len(self._unacked)} held={self._held_bytes}B acked_seq={self.counters.acked_seq}"
+            f"{' coalescing' if self.coalescer.active else ''}>"
         )
 
     # ------------------------------------------------------------ training-thread side
@@ -155,6 +176,14 @@ class Writer:
         self._thread = threading.Thread(target=self._io_main, name=f"rankwise-io-{self.id[:8]}", daemon=True)
         self._thread.start()
 
+    def bind(self, owner: Any) -> None:
+        """The run whose ``_push`` this writer may switch to the coalescer under overload (and back)."""
+        self._owner = weakref.ref(owner)
+
+    def queued_bytes(self) -> int:
+        """The op backlog in bytes (an estimate: ops times the bytes an op was seen to take)."""
+        return int((len(self.ops) >> 2) * self._op_bytes)
+
     def wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
@@ -162,8 +191,11 @@ class Writer:
             pass
 
     def sync(self) -> None:
-        """Turn every op appended so far into batches (in the outbox). Safe from any thread."""
+        """Turn every op appended so far into batches (in the outbox), the coalescer's open span included
+        (run.summary, flush: everything committed so far). Safe from any thread."""
         with self.lock:
+            if self.coalescer.active:
+                self.coalescer.close_open()
             self._assemble_locked()
 
     def flush(self, timeout_s: float) -> bool:
@@ -190,6 +222,14 @@ class Writer:
             self._spill.close()
         if not self.done.is_set():
             self._closing = True  # the thread exits at its next turn; we do not wait any longer
+        c = self.counters
+        if c.overloads:
+            log.warning(
+                "rankwise: run %s: log() was called faster than the I/O thread could deliver %d time(s); "
+                "%d rows were coalesced into %d spans (count, last, mean, min, max per key; the summary is "
+                "exact). Raise max_queued_bytes (RANKWISE_MAX_QUEUED_BYTES) to queue more, or log less often",
+                self.hello_run.get("name"), c.overloads, c.coalesced_rows, c.coalesced_spans,
+            )  # fmt: skip
         return ok
 
     def unacked_rows(self) -> int:
@@ -204,6 +244,10 @@ class Writer:
         out = dict(self.drops)
         for cause, n in list(self.assembler.drops.items()):
             out[cause] = out.get(cause, 0) + n
+        if self.coalescer.dropped_keys:  # a merged row beyond MAX_KEYS_PER_ROW, merged on the training thread
+            from client.framing import ROW_TOO_WIDE
+
+            out[ROW_TOO_WIDE] = out.get(ROW_TOO_WIDE, 0) + self.coalescer.dropped_keys
         return out
 
     def _count_drop(self, cause: str, rows: int, detail: str) -> None:
@@ -231,11 +275,19 @@ class Writer:
         if n:
             pop = ops.popleft
             items = [pop() for _ in range(n)]
+            self._estimate(items)
             try:
                 self.assembler.feed_flat(items)
             except Exception as exc:  # noqa: BLE001 - nothing a caller logged may stop the I/O thread
                 self.counters.io_errors += 1
                 self.assembler.abandon(exc)
+        # after feeding (cheap: the ops' columns), before batching (the costly part): the coalescer starts
+        # with every define_metric(rate_limit=False) pushed before the switch
+        self._check_overload(n >> 2)
+        coalescer = self.coalescer
+        if coalescer.active:
+            coalescer.learn_rules(self.assembler.raw_rules)
+            coalescer.tick()
         while True:
             try:
                 batch = self.assembler.take_batch()
@@ -249,6 +301,8 @@ class Writer:
                 self._warn_once(cause, detail[:-1])
             if batch is None:
                 break
+            self.counters.coalesced_rows = self.assembler.span_rows_total
+            self.counters.coalesced_spans = self.assembler.spans_total
             seq, frame, rows = batch
             over = self._held_bytes + len(frame) > self.settings.max_unacked_bytes
             if self._spilled or (over and (self._outbox or self._unacked)):
@@ -256,6 +310,75 @@ class Writer:
             else:
                 self._outbox.append((seq, frame, rows))
                 self._held_bytes += len(frame)
+
+    # ------------------------------------------------------------ overload: coalescing (client/coalesce.py)
+
+    min_overload_s = 0.25  # once entered, overload lasts at least this long (no switching back and forth)
+
+    def _estimate(self, items: list) -> None:
+        """Bytes one queued op takes, from the last row op of a drained chunk: its four deque slots, step
+        and time objects, the dict and its values (an upper estimate: small ints and shared keys cost less)."""
+        data = items[-1]
+        if isinstance(data, dict):
+            est = _OP_BASE_BYTES + sys.getsizeof(data) + _VALUE_BYTES * len(data)
+            self._op_bytes += (est - self._op_bytes) * 0.25
+
+    def _check_overload(self, queued: int) -> None:
+        """Past ``max_queued_bytes`` of backlog: the run's push becomes the coalescer's; below a quarter of
+        it again (after ``min_overload_s``): back to the deque. Lock held (writer's).
+
+        The backlog is what was logged and is held in memory for delivery: queued ops, and, while the agent
+        answers, the frames waiting for it (sent or not). An agent that stores slower than the loop logs
+        makes frames pile up as surely as a slow I/O thread makes ops pile up. While the agent does not
+        answer (an outage: no ACK for retry_after_s) frames are not counted: they spill to disk beyond
+        max_unacked_bytes, row for row, as before."""
+        nbytes = int(queued * self._op_bytes)
+        bound = self.settings.max_queued_bytes
+        c = self.counters
+        if nbytes > c.queued_peak_bytes:
+            c.queued_peak_bytes = nbytes
+        # look again soon (2 ms, not flush_interval_s) while calls come fast, in overload and for a second
+        # after it: between two looks the loop can queue a poll interval's worth of calls (bound + slack)
+        now = time.monotonic()
+        self._busy = queued > _BUSY_CALLS or self.coalescer.active or now < self._busy_until
+        if self.welcome is not None and time.monotonic() - self._last_ack_at < self.settings.retry_after_s:
+            nbytes += self._held_bytes
+        coalescer = self.coalescer
+        if not coalescer.active:
+            if nbytes > bound and not self._closing:
+                self._enter_overload(queued, nbytes)
+        elif nbytes < bound // 4 and now - self._overload_since >= self.min_overload_s:
+            self._leave_overload()
+
+    def _enter_overload(self, queued: int, nbytes: int) -> None:
+        owner = self._owner() if self._owner is not None else None
+        if owner is None or owner._push != self.ops.extend:  # finished, a fork's first push, or not bound
+            return
+        coalescer = self.coalescer
+        coalescer.learn_rules(self.assembler.raw_rules)
+        coalescer.start()
+        owner._push = coalescer.push  # ops pushed before this (even through a stale reference) come first
+        self._overload_since = time.monotonic()
+        self.counters.overloads += 1
+        if "overload" not in self._warned_causes:
+            self._warned_causes.add("overload")
+            log.warning(
+                "rankwise: run %s: log() is called faster than the I/O thread can deliver (%d calls, ~%d MB "
+                "queued, above max_queued_bytes = %d MB, RANKWISE_MAX_QUEUED_BYTES): consecutive rows are now "
+                "coalesced into spans (count, last, mean, min, max per key, like the agent's rate limiter; "
+                "the summary stays exact), counted in run.stats['coalesced_rows']",
+                self.hello_run.get("name"), queued, nbytes >> 20, self.settings.max_queued_bytes >> 20,
+            )  # fmt: skip
+
+    def _leave_overload(self) -> None:
+        """The coalescer's open span and pending row go to the deque first (under its lock: a push in
+        progress on the training thread finishes before, or finds it inactive and appends after)."""
+        coalescer = self.coalescer
+        coalescer.stop()
+        self._busy_until = time.monotonic() + 1.0  # the loop likely goes on as fast: watch the backlog closely
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None and owner._push == coalescer.push:
+            owner._push = self.ops.extend
 
     # ------------------------------------------------------------ beyond the memory bound
 
@@ -284,6 +407,7 @@ class Writer:
         # only the rows go: the batch's pending row, summary and control ops (finish!) are kept
         _, body = wire.unpack(frame)
         body["rows"] = None
+        body.pop("spans", None)
         body["ctl"] = (body.get("ctl") or []) + [["dropped", {"rows": rows, "cause": "spill_failed"}]]
         tomb = wire.pack(wire.BATCH, body)
         self._tail.append((seq, tomb, 0))
@@ -327,7 +451,8 @@ class Writer:
                 # a pending HELLO waits for the connection: look often at first (init is waiting), then at
                 # the normal pace (an agent that is gone for long must not cost the training process CPU)
                 eager = self._hello_pending and time.monotonic() - self._hello_sent_at < 0.1
-                events = dict(poller.poll(2 if eager else interval_ms))
+                # a large backlog: look again soon, so the bound on queued ops holds between turns
+                events = dict(poller.poll(2 if eager or self._busy else interval_ms))
                 if self._wake_r in events:
                     try:
                         while os.read(self._wake_r, 4096):

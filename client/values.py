@@ -1,11 +1,12 @@
 """Validation and flattening of what ``log()`` is given (the slow path).
 
 ``Run.log`` first tries a fast path: a ``dict`` whose keys were validated here
-before and whose values are exactly ``float``, ``int`` or ``bool``, or numpy
-scalars of a type already accepted under that key (``fast_converter``), or
-one-element torch tensors of a plain dtype under a key that held a tensor
-before (``tensor_value``), flat or nested one level deep. Anything else comes here, on the caller's thread, so that an unsupported value raises ``ValueError``
-at the call site, naming the key and the type.
+before and whose values are exactly ``float``, ``int`` or ``bool``, or of a type
+accepted here before (under any key): numpy scalars and 0-d arrays
+(``fast_converter``), one-element torch tensors (``tensor_value``), flat or
+nested one level deep. Anything else comes here, on the caller's thread, so that
+an unsupported value raises ``ValueError`` at the call site, naming the key and
+the type.
 
 Accepted values: Python numbers and bools (NaN and ±Inf kept), numpy scalars
 and 0-d arrays, torch tensors with one element (the value they hold when
@@ -280,18 +281,15 @@ DEFER_CPU_TENSORS = False  # tests set it to send CPU tensors the CUDA way (copy
 
 
 def tensor_value(value: Any) -> Any:
-    """A torch tensor of one element, for the fast path. The value logged is the tensor's value when ``log()``
-    is called (a later in-place change is not logged). On CUDA: an async device copy (``detach().clone()``,
-    queued on the caller's stream: no sync, ~1 µs) of a dense tensor of a plain dtype (``_TORCH_DTYPES``:
-    float16/bfloat16/float32/float64, int8..int64, uint8, bool), which makes the row a :class:`TensorRow`;
-    the I/O thread converts it (``resolve_tensors``). Elsewhere (CPU): ``.item()`` now (nothing to wait
-    for, ~0.15 µs), kept when it is what the slow path would store without a check (a float, a bool, an int
-    in int64). Anything else (more elements, complex, uint64 beyond int64, other dtypes on CUDA) raises
-    ``NotFast``: the slow path converts, makes a list or histogram, or raises ``ValueError``."""
+    """A torch tensor of one element, for the fast path (``Run._scalar_row`` and ``_typed_row`` inline the
+    CPU case). The value logged is the tensor's value when ``log()`` is called (a later in-place change is
+    not logged). On CUDA: ``tensor_copy``, an async device copy the I/O thread converts. Elsewhere (CPU):
+    ``.item()`` now (nothing to wait for, ~0.15 µs), kept when it is what the slow path would store without
+    a check (a float, a bool, an int in int64). Anything else (more elements, complex, uint64 beyond int64,
+    other dtypes on CUDA) raises ``NotFast``: the slow path converts, makes a list or histogram, or raises
+    ``ValueError``."""
     if value.is_cuda or DEFER_CPU_TENSORS:
-        if value.dtype not in _TORCH_DTYPES or value.numel() != 1 or value.layout is not _STRIDED:
-            raise NotFast
-        return value.detach().clone()
+        return tensor_copy(value)
     try:  # (free unless raised) other devices convert here, as the slow path would
         r = value.item()  # raises for more than one element (or a meta tensor): the slow path decides
     except Exception:  # noqa: BLE001
@@ -303,18 +301,43 @@ def tensor_value(value: Any) -> Any:
     raise NotFast
 
 
+def tensor_copy(value: Any) -> Any:
+    """A one-element tensor on a device: an async copy (``detach().clone()``, queued on the caller's stream:
+    no sync, ~1 µs) of a dense tensor of a plain dtype (``_TORCH_DTYPES``: float16/bfloat16/float32/float64,
+    int8..int64, uint8, bool), which makes the row a :class:`TensorRow`: the I/O thread converts it
+    (``resolve_tensors``). Anything else raises ``NotFast`` (the slow path decides). The fast path's
+    converter of ``torch.Tensor`` for every device while ``DEFER_CPU_TENSORS`` is set (tests)."""
+    if value.dtype not in _TORCH_DTYPES or value.numel() != 1 or value.layout is not _STRIDED:
+        raise NotFast
+    return value.detach().clone()
+
+
+class _CudaUnknown:
+    _initialized = True  # (the fast path then checks each tensor's device)
+
+
+# ``torch.cuda`` once a tensor was validated (``_torch_converter``): its ``_initialized`` is False while this
+# process has no CUDA state, and then no CUDA tensor exists (torch runs ``torch.cuda._lazy_init``, in Python,
+# before it makes the first one): the fast path reads a tensor's value without checking its device (~40 ns a
+# tensor). Should C++ code make a CUDA tensor without that, its value would still be right (``.item()``
+# waits for it), only not sync-free
+CUDA_STATE: Any = _CudaUnknown
+
+
 def _torch_converter() -> Any:
-    global _TORCH_DTYPES, _STRIDED
+    global _TORCH_DTYPES, _STRIDED, CUDA_STATE
     if _TORCH_DTYPES is None:
         import torch
 
         _STRIDED = torch.strided
+        if type(getattr(torch.cuda, "_initialized", None)) is bool:  # (a private name: else checked per tensor)
+            CUDA_STATE = torch.cuda
 
         _TORCH_DTYPES = frozenset(
             {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool, torch.uint8}
             | {torch.int8, torch.int16, torch.int32, torch.int64}
         )
-    return tensor_value
+    return tensor_copy if DEFER_CPU_TENSORS else tensor_value
 
 
 class TensorRow(dict):
@@ -357,11 +380,12 @@ def fast_converter(cls: type) -> Any:
     exactly type ``cls`` into what ``normalize_value`` would make of it, when that needs no check of the
     value (floats of at most 64 bits, signed ints of at most 64 and unsigned of at most 32 bits: always
     in int64; ``np.bool_``; a 0-d ``np.ndarray`` of those dtypes, whose converter raises ``NotFast`` for any
-    other array); else None (longdouble, uint64, datetime64/timedelta64 stay on the slow path)."""
+    other array); for exactly ``torch.Tensor``, ``tensor_value`` (``tensor_copy`` while ``DEFER_CPU_TENSORS``
+    is set); else None (longdouble, uint64, datetime64/timedelta64 stay on the slow path)."""
     global _CONVERTERS
     if cls.__module__ != "numpy":
         if cls.__module__ == "torch" and cls.__name__ == "Tensor":  # exactly torch.Tensor (not Parameter)
-            return _torch_converter()  # (``Run`` keeps it apart: ``Run._tensors``)
+            return _torch_converter()  # (``Run._typed_row`` tells it apart: it may make a TensorRow)
         return None
     if _CONVERTERS is None:
         import numpy as np

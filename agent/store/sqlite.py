@@ -150,8 +150,10 @@ class SQLiteStore(Store):
     rows (and the ACKs that follow them) into an unlinked or damaged file. The agent then calls
     :meth:`reset`. A store found damaged when the agent starts is moved aside the same way."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, wal_max_bytes: int = 64 << 20):
         self.path = Path(path)
+        self.wal_max_bytes = int(wal_max_bytes)
+        self._wal = self.path.with_name(self.path.name + "-wal")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.commits = 0
         self.resets = 0
@@ -171,6 +173,8 @@ class SQLiteStore(Store):
         self.con = connect(self.path, readonly=False)
         try:
             self.con.executescript(SCHEMA)
+            # a WAL that a checkpoint emptied is cut back to this size when it restarts (it never shrinks otherwise)
+            self.con.execute(f"PRAGMA journal_size_limit={self.wal_max_bytes}")
             row = self.con.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
             if row is None:
                 self.con.execute("INSERT INTO meta(k, v) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -380,6 +384,18 @@ class SQLiteStore(Store):
         from agent.store.sqlite_reader import SQLiteReader
 
         return SQLiteReader(self.path)
+
+    def wal_bytes(self) -> int:
+        """The write-ahead log's size on disk now (0: none)."""
+        try:
+            return os.stat(self._wal).st_size
+        except OSError:
+            return 0
+
+    def wal_full(self) -> bool:
+        """The WAL passed ``wal_max_bytes``: checkpoint now, even with commits waiting (a sustained burst never
+        leaves the loop idle, and the WAL would grow by every byte written)."""
+        return self.wal_bytes() > self.wal_max_bytes
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file. PASSIVE: never waits for readers."""

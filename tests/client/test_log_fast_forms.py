@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from client.errors import InvalidArgumentError, InvalidValueError
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
-KEYS = ["loss", "acc", "a/b", "n", "train.loss"]  # "train.loss" collides with {"train": {"loss": ...}}
-SUBKEYS = ["loss", "acc", "x.y"]
+# "train.loss" collides with {"train": {"loss": ...}}; {"train.x": {"y": ...}} with {"train": {"x.y": ...}}
+KEYS = ["loss", "acc", "a/b", "n", "train.loss", "train.x"]
+SUBKEYS = ["loss", "acc", "x.y", "y"]
 
 
 def _ops(run: Any) -> list[tuple]:
@@ -70,6 +71,7 @@ _values = st.one_of(
     st.integers(INT64[0], INT64[1]).map(lambda i: np.array(i, dtype=np.int64)),
     st.booleans().map(np.array),
     st.lists(st.floats(allow_nan=False), min_size=2, max_size=3).map(np.array),  # a list: the slow path
+    st.sampled_from(["text", None]),  # the slow path only (the key is known after it all the same)
     *_torch_values,
 )
 _dicts = st.dictionaries(
@@ -286,3 +288,89 @@ def test_zero_d_arrays_store_their_value_when_logged(run):
         {"_step": 2, "_late": False, "x": [1.0, 2.0]},
     ]
     assert [type(r["ok"]) for r in rows[:2]] == [bool, bool] and type(rows[1]["n"]) is int
+
+
+def test_late_steps_after_the_first_take_the_fast_path(run, caplog):
+    """The first log(d, step=s<cur) goes the slow way (it warns, once); later late steps of known keys take the
+    fast path, with commit=None/True/False alike (ignored, as on the slow path): each is counted in
+    run._late / stats and stored as a late row of its step, with numpy values converted; a late step with
+    a commit that is not a bool goes the slow way again."""
+    run.log({"loss": 0.5, "f": np.float32(0.25)}, step=5)
+    run.log({"loss": 0.75}, step=6)  # commits row 5
+    with caplog.at_level("WARNING", logger="rankwise"):
+        run.log({"loss": 1.0}, step=1)  # the first late step: slow, warns
+        counter = SlowCounter(run)
+        run.log({"loss": 2.0, "f": np.float32(0.5)}, step=2)
+        run.log({"loss": 3.0}, step=0, commit=False)
+        run.log({"f": np.float32(1.5)}, step=4, commit=True)
+        assert counter.calls == 0
+        run.log({"loss": 4.0}, step=3, commit=1)  # not a bool: the slow path (which takes it as True)
+        assert counter.calls == 1
+    assert sum("below the current step" in r.getMessage() for r in caplog.records) == 1
+    assert run._step == 6 and run._late == 5 and run.stats["late_updates"] == 5
+    assert final_rows(run) == [
+        {"_step": 5, "_late": False, "loss": 0.5, "f": 0.25},
+        {"_step": 1, "_late": True, "loss": 1.0},
+        {"_step": 2, "_late": True, "loss": 2.0, "f": 0.5},
+        {"_step": 0, "_late": True, "loss": 3.0},
+        {"_step": 4, "_late": True, "f": 1.5},
+        {"_step": 3, "_late": True, "loss": 4.0},
+        {"_step": 6, "_late": False, "loss": 0.75},
+    ]
+
+
+def test_numpy_types_are_learned_by_type_not_per_key(run):
+    """A numpy scalar type accepted once (under any key) takes the fast path under every known key, also a key
+    first logged with a float or a string, and stores the float64/int/bool the slow path makes of it."""
+    run.log({"a": 0.5, "b": "text", "c": 1})
+    run.log({"x": np.float32(0.1), "i": np.int64(-7), "t": np.bool_(True)})
+    counter = SlowCounter(run)
+    run.log({"a": np.float32(0.1), "b": np.int64(1 << 40), "c": np.bool_(False)})
+    run.log({"b": 2.5, "x": 1})  # "b" held a str: the key was validated all the same
+    assert counter.calls == 0
+    rows = final_rows(run)
+    assert rows == [
+        {"_step": 0, "_late": False, "a": 0.5, "b": "text", "c": 1},
+        {"_step": 1, "_late": False, "x": float(np.float32(0.1)), "i": -7, "t": True},
+        {"_step": 2, "_late": False, "a": float(np.float32(0.1)), "b": 1 << 40, "c": False},
+        {"_step": 3, "_late": False, "b": 2.5, "x": 1},
+    ]
+    assert [type(rows[2][k]) for k in ("a", "b", "c")] == [float, int, bool]
+
+
+@pytest.mark.parametrize("first", ["dotted", "nested"])
+def test_nested_collisions_raise_whichever_form_was_learned_first(run, first):
+    """{"a": {"b": 1}, "a.b": 2} and {"a": {"b.c": 1}, "a.b": {"c": 2}} raise ValueError at the call however
+    the names were learned (the dotted key first or the nested one), while each form alone keeps taking the
+    fast path and stores its values under the flattened names."""
+    forms = [{"a.b": 1.0, "a.b.c": 2.0}, {"a": {"b": 1.0, "b.c": 2.0}}, {"a.b": {"c": 3.0}}]
+    for data in forms if first == "dotted" else forms[::-1]:
+        run.log(data)
+    counter = SlowCounter(run)
+    for data in forms:
+        run.log(data)
+    assert counter.calls == 0
+    for bad in ({"a": {"b": 1.0}, "a.b": 2.0}, {"a.b": 2.0, "a": {"b": 1.0}}, {"a": {"b.c": 1.0}, "a.b": {"c": 2.0}},
+                {"a.b": {"c": 2.0}, "a.b.c": 1.0}):  # fmt: skip
+        with pytest.raises(InvalidValueError, match="given twice"):
+            run.log(bad, commit=False)
+    rows = final_rows(run)
+    assert len(rows) == 6 and rows[3:] == [
+        {"_step": 3, "_late": False, "a.b": 1.0, "a.b.c": 2.0},
+        {"_step": 4, "_late": False, "a.b": 1.0, "a.b.c": 2.0},
+        {"_step": 5, "_late": False, "a.b.c": 3.0},
+    ]
+
+
+def test_a_numpy_row_wider_than_the_limit_still_raises_when_its_keys_are_known(run):
+    """Keys learned over two calls (5001 numpy values each): one call with all of them, wider than
+    MAX_KEYS_PER_ROW (10,000), is not taken by the fast path; the slow path raises ValueError naming the limit."""
+    from client.values import MAX_KEYS_PER_ROW
+
+    half = MAX_KEYS_PER_ROW // 2 + 1
+    run.log({f"a{i}": np.float32(i) for i in range(half)})
+    run.log({f"b{i}": np.float32(i) for i in range(half)})
+    wide = {f"{p}{i}": np.float32(i) for p in "ab" for i in range(half)}
+    with pytest.raises(InvalidValueError, match=f"more than {MAX_KEYS_PER_ROW} keys"):
+        run.log(wide)
+    assert run._step == 2

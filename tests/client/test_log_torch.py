@@ -49,11 +49,21 @@ def _expected(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(params=[False, True], ids=["convert-at-call", "convert-on-io-thread"])
+class _CudaInitialized:
+    _initialized = True
+
+
+@pytest.fixture(params=["convert-at-call", "convert-at-call-device-checked", "convert-on-io-thread"])
 def run(request, monkeypatch):
-    monkeypatch.setattr(values, "DEFER_CPU_TENSORS", request.param)
+    """An offline run; CPU tensors converted at the call (where this process has no CUDA state: no device
+    check; or as in a process with CUDA state: each tensor's device checked), or deferred to the I/O thread."""
+    values._torch_converter()  # (sets values.CUDA_STATE to torch.cuda once)
+    assert values.CUDA_STATE is torch.cuda
+    if request.param == "convert-at-call-device-checked":
+        monkeypatch.setattr(values, "CUDA_STATE", _CudaInitialized)
+    monkeypatch.setattr(values, "DEFER_CPU_TENSORS", request.param == "convert-on-io-thread")
     r = offline_run()
-    r.deferred = request.param
+    r.deferred = request.param == "convert-on-io-thread"
     yield r
     close(r)
 

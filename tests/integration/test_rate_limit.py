@@ -35,7 +35,9 @@ def test_tight_loop_coalesces_and_every_call_is_accounted_for(rankwise_env):
     first step, count, last, min, max and mean are exact; the key that opted out (define_metric
     rate_limit=False) has every value. The agent's RSS stays under 200 MB throughout, and sent ==
     acknowledged (the loop never waited for the agent)."""
-    rank = start_script(rankwise_env, SCRIPT, {"RANKWISE_ROWS_PER_S": "500"})
+    # the agent's rate limiter is under test: the client must not coalesce first (its op queue over
+    # max_queued_bytes: client/coalesce.py, tested in tests/client/test_overload_coalescing.py)
+    rank = start_script(rankwise_env, SCRIPT, {"RANKWISE_ROWS_PER_S": "500", "RANKWISE_MAX_QUEUED_BYTES": "4G"})
     peak = [0]
     stop = threading.Event()
 
