@@ -25,10 +25,19 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-# Installs wandb / MLflow / tensorboardX into .venv so `make bench` runs them side by side.
-bench-compare: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[compare]'
-	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+# The same benchmarks with wandb / MLflow / tensorboardX side by side. They go into a venv of their own,
+# so .venv stays as CI has it (no wandb: the tests check what `import wandb` finds).
+CMP_VENV  := .venv-compare
+CMP_STAMP := $(CMP_VENV)/.installed
+
+$(CMP_STAMP): pyproject.toml setup.py rankwise/rankwise-as-wandb.pth
+	$(PYTHON) -m venv $(CMP_VENV)
+	$(CMP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CMP_VENV)/bin/python -m pip install --quiet -e '.[test,compare]'
+	touch $(CMP_STAMP)
+
+bench-compare: $(CMP_STAMP)
+	$(CMP_VENV)/bin/python -m benchmarks --compare $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(CMP_VENV) build *.egg-info .pytest_cache

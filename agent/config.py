@@ -37,8 +37,9 @@ class AgentConfig:
     # it keeps its batches (memory, then its spill file). With the byte budget above this bounds what waits in
     # the agent: about connections × (recv_hwm + 1) × frame size (a scalar batch of 8192 rows: 0.5–2.5 MB)
     recv_hwm: int = 1
-    # the store's write-ahead log: checkpointed even under load once it passes this size, and cut back to it
-    # after a checkpoint (journal_size_limit), so a long burst does not grow it to gigabytes
+    # the store's write-ahead log: checkpointed even under load once it passes this size (or a third of the
+    # free space of its filesystem), so a long burst does not grow it to gigabytes; an emptied WAL is cut back
+    # to 4 MiB (agent/store/sqlite.py WAL_KEEP_BYTES)
     wal_max_bytes: int = 64 << 20
     rows_per_s: float = 1000.0  # per-run stored-row budget (burst 2 s); over it rows coalesce; 0 = no limit
     media_bytes_per_s: float = 64 << 20  # per-run media budget; beyond it media are skipped and counted
@@ -151,7 +152,7 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     if env.get("RANKWISE_MEDIA_BYTES_PER_S"):
         values["media_bytes_per_s"] = float(env["RANKWISE_MEDIA_BYTES_PER_S"])
     if env.get("RANKWISE_WINDOW_MAX_BYTES"):
-        values["window_max_bytes"] = int(env["RANKWISE_WINDOW_MAX_BYTES"])
+        values["window_max_bytes"] = parse_bytes("RANKWISE_WINDOW_MAX_BYTES", env["RANKWISE_WINDOW_MAX_BYTES"])
     if env.get("RANKWISE_AGENT_LOG_LEVEL"):
         values["log_level"] = env["RANKWISE_AGENT_LOG_LEVEL"].upper()
     for attr, var in _ENV_TEXT.items():

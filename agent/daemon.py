@@ -53,6 +53,7 @@ from client import paths
 from client.errors import Error
 
 log = logging.getLogger("rankwise.agent")
+CHECKPOINT_QUIET_S = 0.1  # no frame read for this long before a periodic (not a size-bound) WAL checkpoint
 
 
 class Agent:
@@ -147,6 +148,7 @@ class Agent:
         max_drain = self.cfg.max_drain
         next_checkpoint = time.monotonic() + 1.0
         next_wal_check = 0.0
+        last_frame = 0.0  # monotonic time of the last frame read: the periodic checkpoint waits for a quiet spell
         while not self.stopping:
             # sliced work (a wide batch, a seal of many keys) goes on at once, a slice per turn
             timeout_ms = 0 if ingest.commit_due() or ingest.busy() else 50
@@ -154,6 +156,7 @@ class Agent:
             # nothing is read while the open points are past their budget: frames wait in ZeroMQ (recv_hwm per
             # connection), then in their clients, until the ticks have sealed the oldest steps
             if sock in events and not ingest.window_full():
+                last_frame = time.monotonic()
                 for _ in range(max_drain):
                     try:
                         peer, frame = sock.recv_multipart(zmq.NOBLOCK, copy=True)[:2]
@@ -190,12 +193,16 @@ class Agent:
                     self._send(reply)
             now = time.monotonic()
             wal_full = False
-            if now >= next_wal_check:  # a stat() every 50 ms at most
-                next_wal_check = now + 0.05
+            if now >= next_wal_check:  # a stat() and a statvfs() every 10 ms at most (a few µs)
+                next_wal_check = now + 0.01
                 wal_full = getattr(ingest.store, "wal_full", bool)()
-            if wal_full or (now >= next_checkpoint and not ingest.commit_due()):
-                # after the ACKs went out, when nothing waits: the WAL's fsync delays no one; a WAL past its size
-                # bound is checkpointed even under load (agent/store/sqlite.py)
+            # a quiet spell, or a second late (a steady stream of frames is never quiet for long)
+            quiet = now - last_frame >= CHECKPOINT_QUIET_S or now >= next_checkpoint + 1.0
+            if wal_full or (now >= next_checkpoint and quiet and not ingest.commit_due()):
+                # after the ACKs went out, when nothing waits and no frame came for a moment: the WAL's fsync
+                # delays no one (between two batches of a burst it would hold up the next commit, and the
+                # finish() waiting for it, by the checkpoint's 30+ ms); a WAL past its size bound is
+                # checkpointed even under load (agent/store/sqlite.py)
                 next_checkpoint = now + 1.0
                 checkpoint = getattr(ingest.store, "checkpoint", None)
                 if checkpoint is not None:

@@ -92,6 +92,7 @@ class Ingest(RunUpdates):
         self._queued: dict[str, int] = {}
         self.pending_bytes_max = 0  # high-water mark of pending.nbytes (``rankwise status``; tests check the budget)
         self._unsent_acks: dict[str, tuple[bytes, int]] = {}  # committed, held back a few ticks (_release_acks)
+        self._drain_stop = False  # a budget commit happened in this drain (drain_full ends it)
 
     def __repr__(self) -> str:
         running = sum(r.running for r in self.runs.values())
@@ -336,6 +337,7 @@ class Ingest(RunUpdates):
         acks: list[Reply] = []
         if over:  # commit what is applied first
             self.counters.add("budget_commits")
+            self._drain_stop = True  # and end this drain after the batch: the loop's WAL check and ticks come next
             acks = self.commit(force=True)
             if self.pending.nbytes or self.writers.get(b.writer) is not ws:
                 # the commit failed (the store is in trouble, or lost and every writer told to start over):
@@ -448,6 +450,12 @@ class Ingest(RunUpdates):
         """Enough points (or batch bytes) wait for the store: commit before draining more frames (bounded commit
         memory). Not while the store refuses commits: then the drain goes on, and batches over the byte budget
         are held (not applied, not acknowledged), so frames do not pile up in the socket either."""
+        if self._drain_stop:
+            # a commit made room for a batch inside this drain: end it here, or a client resending a backlog
+            # keeps one drain going over many commits, and the WAL grows unchecked (agent/daemon.py checks it
+            # between drains; a WAL past the disk's room cannot be checkpointed nor committed to again)
+            self._drain_stop = False
+            return True
         if self.health.trouble is not None:
             return False
         return (

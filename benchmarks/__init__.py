@@ -37,7 +37,8 @@ TARGETS = {
     "agent_points_per_s_8_ranks": 1_000_000,
     "agent_peak_rss_mb": 150.0,  # issue 11: the agent's peak RSS, every agent_throughput configuration
     "finish_ms": 50.0,
-    "finish_20k_ms": 50.0,  # issue 11: finish() after a burst of 20k rows (benchmark finish_time)
+    "finish_20k_ms": 50.0,
+    "client_overhead_mb": 64.0,  # issue 11: client RSS over its after-init baseline, 1M calls in a tight loop  # issue 11: finish() after a burst of 20k rows (benchmark finish_time)
     "import_ms": 150.0,
     "init_p99_s_200_ranks": 1.0,  # 200 ranks call init() at once, transport loaded, agent running
     # issue 11: every form of log() (benchmark log_forms), net of the timer

@@ -97,6 +97,10 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if sc.get("burst") == 20_000:
             add("finish() ≤ 50 ms after a 20k-row burst (median)", sc["finish_s"]["median"] * 1000,
                 TARGETS["finish_20k_ms"], "ms")
+    mem = results.get("memory", {})
+    if mem.get("overhead_peak_mb") is not None:
+        add("client RSS ≤ 64 MB over its baseline, 1M calls (peak)", mem["overhead_peak_mb"],
+            TARGETS["client_overhead_mb"], "MB")
     st = results.get("startup", {})
     if "import" in st:
         add("import rankwise ≤ 150 ms (median)", st["import"]["in_process_s"]["median"] * 1000,

@@ -141,6 +141,9 @@ class _SQLiteTxn(Txn):
         return np.concatenate(out_s), np.concatenate(out_r), np.concatenate(out_v)
 
 
+WAL_KEEP_BYTES = 4 << 20  # a WAL emptied by a checkpoint is cut back to this size (journal_size_limit)
+
+
 class SQLiteStore(Store):
     """Write side; one per agent. Not thread-safe: the agent's loop is its only user.
 
@@ -173,8 +176,9 @@ class SQLiteStore(Store):
         self.con = connect(self.path, readonly=False)
         try:
             self.con.executescript(SCHEMA)
-            # a WAL that a checkpoint emptied is cut back to this size when it restarts (it never shrinks otherwise)
-            self.con.execute(f"PRAGMA journal_size_limit={self.wal_max_bytes}")
+            # a WAL that a checkpoint emptied is cut back to this size when it restarts (it never shrinks
+            # otherwise): its space returns to the filesystem, which a nearly full disk needs
+            self.con.execute(f"PRAGMA journal_size_limit={min(self.wal_max_bytes, WAL_KEEP_BYTES)}")
             row = self.con.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
             if row is None:
                 self.con.execute("INSERT INTO meta(k, v) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -393,9 +397,21 @@ class SQLiteStore(Store):
             return 0
 
     def wal_full(self) -> bool:
-        """The WAL passed ``wal_max_bytes``: checkpoint now, even with commits waiting (a sustained burst never
-        leaves the loop idle, and the WAL would grow by every byte written)."""
-        return self.wal_bytes() > self.wal_max_bytes
+        """Checkpoint now, even with commits waiting (a sustained burst never leaves the loop idle, and the WAL
+        would grow by every byte written): the WAL passed ``wal_max_bytes``, or a third of the free space of
+        its filesystem. A checkpoint copies the WAL into the database file, which needs up to that much room:
+        on a nearly full disk a WAL allowed to grow to ``wal_max_bytes`` could leave no room to checkpoint it,
+        and then none to commit again (a store stuck in "disk full" after space returned)."""
+        size = self.wal_bytes()
+        if size > self.wal_max_bytes:
+            return True
+        if size <= WAL_KEEP_BYTES:
+            return False
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return size > fs.f_bavail * fs.f_frsize // 3
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file. PASSIVE: never waits for readers."""

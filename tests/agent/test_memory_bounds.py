@@ -237,3 +237,60 @@ def test_a_real_agent_under_a_burst_of_several_ranks_keeps_its_pending_bytes_wit
             assert np.array_equal(cols["gn"][1], np.arange(30000, dtype=np.float64))
     finally:
         api.close()
+
+
+def test_a_budget_commit_ends_the_drain_so_the_loop_can_checkpoint_between_commits(tmp_path):
+    """A client resending a backlog fills the socket with batches that each need a budget commit: the drain
+    stops after the first batch that made the agent commit (drain_full), so the loop's WAL check runs between
+    commits instead of once after the whole backlog (which, after a disk-full episode, grew the WAL past what
+    the disk could still hold: a store stuck in "disk full"). Batches that fit go on draining; nothing is lost."""
+    budget = 64 << 10
+    ingest = make(tmp_path, pending_max_bytes=budget)
+    ingest.handle(b"w0", hello("w0", "drain", 0, 1))
+    frames = [batch("w0", seq, np.arange((seq - 1) * 400, seq * 400), ["loss", "acc"]) for seq in range(1, 41)]
+    stops = []
+    acked: dict[str, int] = {}
+    for i, frame in enumerate(frames):
+        commits = ingest.counters.values.get("budget_commits", 0)
+        acked.update(acks_of(ingest.handle(b"w0", frame)))
+        made_room = ingest.counters.values.get("budget_commits", 0) > commits
+        full = ingest.drain_full()
+        assert full == made_room, (i, full, made_room)
+        if full:
+            stops.append(i)
+    assert len(stops) >= 5  # several budget commits in this backlog: each ended its drain
+    acked.update(acks_of(ingest.commit(force=True)))
+    assert acked == {"w0": 40}
+    assert np.array_equal(stored_steps(tmp_path / "store.sqlite", "drain")["rank-0"]["loss"], np.arange(40 * 400))
+
+
+def test_the_wal_is_due_for_a_checkpoint_past_a_third_of_the_free_disk_space(tmp_path, monkeypatch):
+    """wal_full() asks for a checkpoint once the WAL passes wal_max_bytes or a third of its filesystem's free
+    space (a checkpoint copies the WAL into the database file, which needs that room); a WAL within 4 MiB
+    (what an emptied one is cut back to) never is for want of space. Free space is the filesystem's own
+    answer (statvfs), here replaced to set it."""
+    import agent.store.sqlite as sqlite_mod
+
+    store = SQLiteStore(tmp_path / "store.sqlite", wal_max_bytes=64 << 20)
+    try:
+        sizes = {"wal": 6 << 20, "free": 100 << 20}
+        monkeypatch.setattr(store, "wal_bytes", lambda: sizes["wal"])
+
+        class Fs:
+            f_frsize = 4096
+
+            @property
+            def f_bavail(self):
+                return sizes["free"] // 4096
+
+        monkeypatch.setattr(sqlite_mod.os, "statvfs", lambda path: Fs())
+        assert not store.wal_full()  # 6 MiB of 100 MiB free
+        sizes["free"] = 17 << 20
+        assert store.wal_full()  # 6 MiB > 17/3 MiB
+        sizes["wal"] = 4 << 20
+        sizes["free"] = 1 << 20
+        assert not store.wal_full()  # within the size an emptied WAL keeps
+        sizes["wal"], sizes["free"] = (64 << 20) + 1, 1 << 40
+        assert store.wal_full()  # past wal_max_bytes, whatever the room
+    finally:
+        store.close()
