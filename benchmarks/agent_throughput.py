@@ -33,7 +33,7 @@ TITLE = "3. Agent throughput: points/s stored, N rank processes logging flat out
 def params(quick: bool) -> dict[str, Any]:
     if quick:
         return {"duration_s": 0.4, "configs": [(2, 4)]}
-    return {"duration_s": 2.0, "configs": [(1, 4), (4, 4), (8, 4), (16, 4), (8, 32)]}
+    return {"duration_s": 2.0, "configs": [(1, 4), (4, 4), (8, 4), (16, 4), (8, 32), (8, 128)]}
 
 
 def run(ctx: Any) -> dict:

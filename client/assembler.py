@@ -238,7 +238,7 @@ class Assembler:
         dicts = self._dicts[:limit]
         cells = sum(map(len, dicts))
         wide = cells > MAX_BATCH_COLUMNS and cells > _WIDE_ROW * len(dicts)
-        if not wide and cells * _CELL_BYTES <= MAX_BATCH_MEDIA_BYTES:
+        if not wide and cells * _CELL_BYTES <= MAX_BATCH_CELL_BYTES:
             return limit
         total = columns = 0
         prev: dict = {}
@@ -247,7 +247,7 @@ class Assembler:
             if wide and (len(d) != len(prev) or d.keys() != prev.keys()):
                 columns += len(d)  # a new key set: a block of its own in the frame
             prev = d
-            if i and (total * _CELL_BYTES > MAX_BATCH_MEDIA_BYTES or columns > MAX_BATCH_COLUMNS):
+            if i and (total * _CELL_BYTES > MAX_BATCH_CELL_BYTES or columns > MAX_BATCH_COLUMNS):
                 return i
         return limit
 
@@ -678,6 +678,10 @@ class Assembler:
 
 _NUMBER_TYPES = (int, float, bool)
 _CELL_BYTES = 16  # a generous wire size of one numeric value of a row (8 bytes, plus keys of blocks by set)
+# values of one batch, in _CELL_BYTES: 8192 rows of up to 32 numbers fit, wider rows make batches of fewer
+# rows. The agent lets ZeroMQ queue a frame or two per connection (its recv_hwm), so the frame size of
+# scalar batches is what bounds that memory: 8 ranks of 128-key rows sent 8 MB frames (agent peak 154 MB)
+MAX_BATCH_CELL_BYTES = 4 << 20
 MAX_SPAN_CELLS = 1 << 18  # key records of spans per batch (~56 bytes each on the wire)
 MAX_BATCH_COLUMNS = MAX_KEYS_PER_ROW  # columns of one batch's rows (one row of the widest kind still fits)
 _WIDE_ROW = 64  # keys per row on average above which the columns of a batch are counted
