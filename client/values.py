@@ -269,10 +269,33 @@ class NotFast(Exception):
 
 
 def _zero_d(value: Any) -> Any:
-    """A 0-d numpy array of a dtype ``fast_converter`` takes as a scalar: its value now (``.item()`` copies)."""
-    if value.ndim == 0 and _CONVERTERS is not None and value.dtype.type in _CONVERTERS:
-        return value.item()
-    raise NotFast
+    """A 0-d numpy array of a dtype ``fast_converter`` takes as a scalar: its value now (``.item()`` copies;
+    uint64 and longdouble through their checking converters)."""
+    conv = _CONVERTERS.get(value.dtype.type) if value.ndim == 0 and _CONVERTERS is not None else None
+    if conv is None or conv is _zero_d:
+        raise NotFast
+    if conv is _uint64 or conv is _longdouble:
+        return conv(value[()])
+    return value.item()
+
+
+_I64_MAX = (1 << 63) - 1
+
+
+def _uint64(value: Any) -> int:
+    """``np.uint64``: the int the slow path stores when it is within int64; beyond it the slow path raises."""
+    i = int(value)
+    if i > _I64_MAX:
+        raise NotFast
+    return i
+
+
+def _longdouble(value: Any) -> float:
+    """``np.longdouble``: its float64 when that is exact (or NaN); otherwise the slow path raises."""
+    f = float(value)
+    if f != value and value == value:
+        raise NotFast
+    return f
 
 
 _TORCH_DTYPES: frozenset | None = None  # one-element tensors of these dtypes take the fast path
@@ -380,8 +403,10 @@ def fast_converter(cls: type) -> Any:
     exactly type ``cls`` into what ``normalize_value`` would make of it, when that needs no check of the
     value (floats of at most 64 bits, signed ints of at most 64 and unsigned of at most 32 bits: always
     in int64; ``np.bool_``; a 0-d ``np.ndarray`` of those dtypes, whose converter raises ``NotFast`` for any
-    other array); for exactly ``torch.Tensor``, ``tensor_value`` (``tensor_copy`` while ``DEFER_CPU_TENSORS``
-    is set); else None (longdouble, uint64, datetime64/timedelta64 stay on the slow path)."""
+    other array), or with a cheap check that raises ``NotFast`` where the slow path would raise (``uint64``
+    beyond int64, a ``longdouble`` without an exact float64); for exactly ``torch.Tensor``, ``tensor_value``
+    (``tensor_copy`` while ``DEFER_CPU_TENSORS`` is set); else None (datetime64/timedelta64, complex stay on
+    the slow path, which raises)."""
     global _CONVERTERS
     if cls.__module__ != "numpy":
         if cls.__module__ == "torch" and cls.__name__ == "Tensor":  # exactly torch.Tensor (not Parameter)
@@ -401,6 +426,10 @@ def fast_converter(cls: type) -> Any:
                 conv[t] = int
             elif issubclass(t, np.unsignedinteger) and size < 8:
                 conv[t] = int
+            elif issubclass(t, np.unsignedinteger):  # uint64: checked against int64
+                conv[t] = _uint64
+            elif issubclass(t, np.floating):  # longdouble: checked for an exact float64
+                conv[t] = _longdouble
         _CONVERTERS = conv
     return _CONVERTERS.get(cls)
 

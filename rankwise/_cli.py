@@ -187,6 +187,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"({c.get('late_rows', 0)} late rows); {kept}"
     )
     say(f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points")
+    if reply.get("rss_bytes"):  # (agents before issue 11 do not report it)
+        say(f"memory: {_bytes(reply['rss_bytes'])} resident, peak {_bytes(reply.get('peak_rss_bytes', 0))}; "
+            f"uncommitted batches peaked at {_bytes(reply.get('pending_bytes_max', 0))}")
     _print_store_state(reply)
     malformed = reply.get("malformed", {})
     drops = reply.get("drops", {})

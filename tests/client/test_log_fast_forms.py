@@ -66,6 +66,9 @@ _values = st.one_of(
     st.integers(INT64[0], INT64[1]).map(np.int64),
     st.integers(-(1 << 31), (1 << 31) - 1).map(np.int32),
     st.integers(0, 255).map(np.uint8),
+    st.integers(0, (1 << 64) - 1).map(np.uint64),  # beyond int64: raises on both paths
+    st.floats(allow_nan=False).map(np.longdouble),  # exact in float64
+    st.integers(1, 9).map(lambda i: np.longdouble(1) / np.longdouble(3 * i)),  # no exact float64: raises on both
     st.booleans().map(np.bool_),
     st.floats(width=32).map(lambda f: np.array(f, dtype=np.float32)),  # 0-d arrays
     st.integers(INT64[0], INT64[1]).map(lambda i: np.array(i, dtype=np.int64)),

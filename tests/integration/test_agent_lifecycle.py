@@ -5,6 +5,7 @@ idle; run in the foreground and stopped by ``rankwise agent stop``; reporting li
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import psutil
 
 import rankwise
+from rankwise._cli import _bytes
 from rwprobe import (
     agent_log, agent_processes, cli, pid_gone, rankwise_cmd, read_line, start_script, status, status_json, wait_for,
 )  # fmt: skip
@@ -131,7 +133,8 @@ run.finish()
 
 def test_status_shows_a_live_run(rankwise_env):
     """While a rank is connected and has 1234 rows acknowledged, ``rankwise status`` (text and
-    ``--json``) reports one running run with those rows and the counters of what was received;
+    ``--json``) reports one running run with those rows, the counters of what was received and the agent's
+    memory (resident, peak, the high-water mark of uncommitted batches: the same numbers in both);
     after the rank finishes the same agent reports it finished."""
     rank = start_script(rankwise_env, LIVE_RANK, torchrun_env(0, 1, "g-live"), stdin=subprocess.PIPE)
     try:
@@ -141,6 +144,13 @@ def test_status_shows_a_live_run(rankwise_env):
         assert "runs: 1 running" in text.stdout
         assert "1234 rows" in text.stdout
         assert "malformed frames: 0" in text.stdout
+        js = status_json(rankwise_env)
+        memory = re.fullmatch(r"memory: ([\d.]+) MiB resident, peak ([\d.]+) MiB; uncommitted batches peaked at (.+)",
+                              next(line for line in text.stdout.splitlines() if line.startswith("memory: ")))
+        assert memory is not None
+        assert float(memory[2]) >= float(memory[1]) > 10  # an agent process: tens of MiB (RSS moves between calls)
+        assert js["peak_rss_bytes"] >= js["rss_bytes"] > 10 << 20
+        assert 0 < js["pending_bytes_max"] < 1 << 20 and memory[3] == _bytes(js["pending_bytes_max"])  # idle rank
         live = next(line for line in text.stdout.splitlines() if "rank-0" in line)
         assert live.split()[:6] == ["life", "g-live", "rank-0", str(rank.pid), "1234", "1234"]
 
