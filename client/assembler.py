@@ -329,22 +329,7 @@ class Assembler:
             self.rows_total += len(kinds)
             while self._deferred and self._deferred[0][0] <= self.rows_total:
                 self._define(self._deferred.pop(0)[1])
-        pending = None
-        if last and self.pending is not None:
-            p = self.pending
-            pending = [p[0], p[1] + (time.time() - time.perf_counter()), self._wire_map(p[2])]
-        summary = None
-        end = self.rows_total  # rows assembled through this batch (rows_total already counts it)
-        early = [op for pos, op in self._defines if last or pos < end]
-        self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
-        rest: list = []
-        if last:
-            self.pending_dirty = False
-            summary = self.summary_dirty or None
-            self.summary_dirty = {}
-            rest = self.control
-            self.control = []
-            self._deleted.clear()
+        pending, summary, early, rest = self._tail(last, time.time() - time.perf_counter())
         rows = [n, step_b, t_b, rt_b, late_b, blocks] if n else None
         try:
             return self._encode(rows, pending, summary, early, rest)
@@ -396,22 +381,7 @@ class Assembler:
         represented = sum(sp.rows for sp in spans)
         self.spans_total += len(spans)
         self.span_rows_total += represented
-        pending = None
-        if last and self.pending is not None:
-            p = self.pending
-            pending = [p[0], p[1] + offset, self._wire_map(p[2])]
-        end = self.rows_total
-        early = [op for pos, op in self._defines if last or pos < end]
-        self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
-        summary = None
-        rest: list = []
-        if last:
-            self.pending_dirty = False
-            summary = self.summary_dirty or None
-            self.summary_dirty = {}
-            rest = self.control
-            self.control = []
-            self._deleted.clear()
+        pending, summary, early, rest = self._tail(last, offset)
         seq = self.next_seq
         control = (early + rest + self._told) or None
         body = {"w": self.writer, "s": seq, "rows": None, "pend": pending, "sum": summary, "ctl": control,
@@ -452,6 +422,28 @@ class Assembler:
                     acc[0] += e[TOTAL]
                     acc[1] += e[COUNT]
                     self._set_summary(key, "mean", acc[0] / acc[1])
+
+    def _tail(self, last: bool, offset: float) -> tuple[Any, Any, list, list]:
+        """What a batch carries besides its rows or spans: the pending row (with the last batch of what was
+        assembled; its time moved to the wall clock by ``offset``), the defines due by now (``early``), and with
+        the last batch the summary changes and the control ops (``rest``)."""
+        pending = None
+        if last and self.pending is not None:
+            p = self.pending
+            pending = [p[0], p[1] + offset, self._wire_map(p[2])]
+        end = self.rows_total  # rows assembled through this batch (rows_total already counts it)
+        early = [op for pos, op in self._defines if last or pos < end]
+        self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
+        summary = None
+        rest: list = []
+        if last:
+            self.pending_dirty = False
+            summary = self.summary_dirty or None
+            self.summary_dirty = {}
+            rest = self.control
+            self.control = []
+            self._deleted.clear()
+        return pending, summary, early, rest
 
     def _encode(self, rows: list | None, pending: list | None, summary: dict | None, early: list, rest: list):
         seq = self.next_seq

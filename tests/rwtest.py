@@ -192,3 +192,16 @@ def rows_of(batches: list) -> list[dict[str, Any]]:
             for i, v in zip(idx, vals):
                 rows[base + i][col.key] = v
     return rows
+
+
+class SlowCounter:
+    """Wraps a run's ``_log_slow`` to count the ``log()`` calls that did not take the fast path."""
+
+    def __init__(self, run: Any):
+        self.calls = 0
+        self._slow = run._log_slow
+        run._log_slow = self
+
+    def __call__(self, data: Any, step: Any, commit: Any) -> None:
+        self.calls += 1
+        self._slow(data, step, commit)

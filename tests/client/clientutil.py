@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from rwtest import drain_batches, offline_run, rows_of
+from rwtest import SlowCounter, drain_batches, offline_run, rows_of
 
 
 def finish_offline(run: Any, exit_code: int = 0) -> None:
@@ -37,17 +37,4 @@ def final_rows(run: Any) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["close", "drain_batches", "final_rows", "finish_offline", "offline_run", "rows_after", "rows_of"]
-
-
-class SlowCounter:
-    """Wraps a run's ``_log_slow`` to count the calls that did not take the fast path."""
-
-    def __init__(self, run: Any):
-        self.calls = 0
-        self._slow = run._log_slow
-        run._log_slow = self
-
-    def __call__(self, data: Any, step: Any, commit: Any) -> None:
-        self.calls += 1
-        self._slow(data, step, commit)
+__all__ = ["SlowCounter", "close", "drain_batches", "final_rows", "finish_offline", "offline_run", "rows_after", "rows_of"]

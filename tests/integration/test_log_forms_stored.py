@@ -18,23 +18,11 @@ import pytest
 
 import rankwise
 from client import values
+from rwtest import SlowCounter
 
 N = 300  # calls per form (the first takes the slow path, the other N - 1 the fast one)
 INT64 = (-(1 << 63), (1 << 63) - 1)
 FLOATS = [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 5e-324, 1.7976931348623157e308, 0.1, -2.5]
-
-
-class SlowCalls:
-    """Counts the calls of ``run.log`` that did not take the fast path (``Run._log_slow``)."""
-
-    def __init__(self, run: Any):
-        self.calls = 0
-        self._slow = run._log_slow
-        run._log_slow = self
-
-    def __call__(self, data: Any, step: Any, commit: Any) -> None:
-        self.calls += 1
-        self._slow(data, step, commit)
 
 
 def _stored(group: str) -> list[dict[str, Any]]:
@@ -59,7 +47,7 @@ def _logged(group: str, calls: Callable[[Any], list[dict]], slow_after_first: in
     compare. ``slow_after_first``: calls after the first that take the slow path (a key set's first call);
     a range where the documented rules allow more (a late step, a value checked on every call)."""
     run = rankwise.init(project="forms", group=group, rank=0, world_size=1)
-    counter = SlowCalls(run)
+    counter = SlowCounter(run)
     expected = calls(run)
     allowed = range(slow_after_first, slow_after_first + 1) if isinstance(slow_after_first, int) else slow_after_first
     assert counter.calls - 1 in allowed, f"{counter.calls} calls did not take the fast path"
