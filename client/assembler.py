@@ -52,7 +52,16 @@ from client.ops import (  # noqa: F401  (re-exported)
 )
 from client.columns import encode_column, same_keys, to_wire  # noqa: F401  (to_wire re-exported)
 from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
-from client.values import MAX_KEYS_PER_ROW, MediaRow, TensorRow, nbytes_hint, resolve_tensors, strip_bytes
+from client.values import (
+    MAX_KEYS_PER_ROW,
+    MediaRow,
+    NumpyRow,
+    TensorRow,
+    nbytes_hint,
+    resolve_numpy,
+    resolve_tensors,
+    strip_bytes,
+)
 
 # bytes of strings, lists, tables and media per batch (their estimate): frames stay well under
 # wire.MAX_FRAME_BYTES; a single row above it travels alone
@@ -119,6 +128,10 @@ class Assembler:
         if TensorRow in types:  # device tensors logged by the fast path: their values, before any merge
             for note in resolve_tensors(dicts):
                 self._drop(BAD_VALUE, 1, note)
+        if NumpyRow in types:  # numpy scalars the fast path kept as they are: their Python numbers
+            for d in dicts:
+                if type(d) is NumpyRow:
+                    resolve_numpy(d)
         if MediaRow in types:
             self._media_bytes += sum(d.nbytes for d in dicts if type(d) is MediaRow)
         if self.pending is None and kinds.count(COMMIT) == len(kinds):

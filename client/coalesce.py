@@ -41,7 +41,7 @@ import numpy as np
 
 from client.columns import same_keys
 from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, SPAN, apply_ops, merge_capped
-from client.values import MAX_KEYS_PER_ROW
+from client.values import MAX_KEYS_PER_ROW, NumpyRow, resolve_numpy
 
 _NUMBER = frozenset({float, int, bool})
 
@@ -196,6 +196,8 @@ class Coalescer:
                 self._extend(op)
                 return
             kind, a, b, c = op
+            if type(c) is NumpyRow:  # numpy scalars kept by the fast path: their Python numbers, before a fold
+                resolve_numpy(c)
             if kind == COMMIT and self.pend is None and not self._handover:  # log(d): the usual call
                 self._commit(COMMIT, a, b, c)
             elif kind == CONTROL:
@@ -242,7 +244,7 @@ class Coalescer:
         self.dropped_keys += merge_capped(into, new, MAX_KEYS_PER_ROW)
 
     def _commit(self, kind: int, step: int, t: float, d: dict) -> None:
-        if type(d) is dict and _NUMBER.issuperset(map(type, d.values())) and d:
+        if (type(d) is dict or type(d) is NumpyRow) and _NUMBER.issuperset(map(type, d.values())) and d:
             steps = self._steps
             steps.append(step)
             self._ts.append(t)

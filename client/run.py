@@ -22,7 +22,9 @@ call-site checks of ``client.values``): top-level keys (``_known``), one level
 of nested dicts by a cached key plan (``_nested``), and values that are Python
 numbers or of a type the slow path accepted before (``_convs``; by type, as the
 conversion does not depend on the key): numpy scalars and 0-d arrays, converted
-to the Python number at the call (``values.fast_converter``), and one-element
+to the Python number at the call (``values.fast_converter``; a flat dict of numpy
+scalars, which are immutable, is copied into a ``values.NumpyRow`` and converted
+on the I/O thread), and one-element
 torch tensors, stored with their value at the call: ``.item()`` on the CPU (no
 device check while the process has no CUDA state), an async device copy
 converted on the I/O thread on CUDA, so ``log()`` never waits for the GPU
@@ -55,6 +57,7 @@ from client.summary import Config, Summary, to_config
 from client.values import (
     FAST_TYPES,
     MAX_KEYS_PER_ROW,
+    NumpyRow,
     TensorRow,
     fast_converter,
     flatten,
@@ -108,6 +111,9 @@ class Run(WandbRunMixin):
         # (``values.fast_converter``). By type alone: the conversion depends on the type, not on the key
         self._convs: dict[type, Any] = {}
         self._scalars: dict[type, Any] = {}  # _convs without tensor_copy (DEFER_CPU_TENSORS, a test mode)
+        # numpy scalar types of _convs whose .item() is what the slow path stores: kept in a NumpyRow as they
+        # are (immutable), converted on the I/O thread (values.NumpyRow)
+        self._immutable: set[type] = set()
         self._fulls: set[str] = set()  # every name in _nested's plans
         # True once a nested name can be made two ways (a dotted top key, or a dotted key in a plan): the fast
         # path then counts the leaves to find a collision the slow path refuses (``{"a": {"b": 1}, "a.b": 2}``)
@@ -328,10 +334,20 @@ class Run(WandbRunMixin):
     def _scalar_row(self, data: dict) -> dict | None:
         """A flat ``data`` of known keys with numpy scalars, 0-d arrays or CPU torch tensors of types the slow
         path accepted before (``_scalars``): a copy with those converted to the Python number the slow path
-        stores (one pass, cheaper than ``_typed_row``'s); else None. A tensor's value is read now (``.item()``:
+        stores (one pass, cheaper than ``_typed_row``'s), or, when it holds numpy scalars and Python numbers
+        only, a :class:`~client.values.NumpyRow` copy the I/O thread converts; else None. A tensor's value is read now (``.item()``:
         ``values.tensor_value`` inlined), without a device check while the process has no CUDA state
         (``values.CUDA_STATE``); a tensor on a device is left to ``_typed_row`` (an async copy)."""
         known = self._known
+        immutable = self._immutable
+        if immutable:  # Python numbers and numpy scalars only: a copy, converted on the I/O thread (NumpyRow)
+            for k, v in data.items():
+                t = type(v)
+                if (t in immutable or t in _FAST) and k in known:
+                    continue
+                break
+            else:
+                return NumpyRow(data) if len(data) <= MAX_KEYS_PER_ROW else None
         scalars = self._scalars
         tv = tensor_value
         cuda = None  # whether this process has CUDA state (read at the first tensor)
@@ -485,6 +501,8 @@ class Run(WandbRunMixin):
             self._convs[t] = conv
             if conv is not tensor_copy:  # (tensor_value: CPU tensors in _scalar_row, device ones in _typed_row)
                 self._scalars[t] = conv
+            if conv is float or conv is int or conv is bool:  # a numpy scalar type (not a 0-d array, a tensor)
+                self._immutable.add(t)
 
     def _log_slow(self, data: Any, step: Any, commit: Any) -> None:
         if self._finished:

@@ -370,6 +370,23 @@ class TensorRow(dict):
     __slots__ = ()
 
 
+class NumpyRow(dict):
+    """A fast-path row of Python numbers and numpy scalars of types whose ``.item()`` is exactly what the slow
+    path stores (those ``fast_converter`` converts with ``float``/``int``/``bool``: floats of at most 64 bits,
+    ints within int64, ``np.bool_``). Numpy scalars are immutable, so the row keeps them as they are and the
+    I/O thread converts them (``resolve_numpy``; the coalescer under overload): the training thread pays a
+    copy of the dict, not a conversion per value."""
+
+    __slots__ = ()
+
+
+def resolve_numpy(row: dict) -> None:
+    """Replace in place the numpy scalars of a :class:`NumpyRow` by their Python numbers (``.item()``)."""
+    for k, v in row.items():
+        if type(v) not in FAST_TYPES:
+            row[k] = v.item()
+
+
 def resolve_tensors(rows: list) -> list[str]:
     """On the I/O thread: replace each tensor in the :class:`TensorRow` items of ``rows`` by its Python
     number (``.item()``: bool stays bool, ints stay ints). One ``torch.cuda.synchronize`` per device first:

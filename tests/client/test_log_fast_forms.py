@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.errors import InvalidArgumentError, InvalidValueError
+from client.values import NumpyRow, resolve_numpy
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 # "train.loss" collides with {"train": {"loss": ...}}; {"train.x": {"y": ...}} with {"train": {"x.y": ...}}
@@ -24,11 +25,15 @@ SUBKEYS = ["loss", "acc", "x.y", "y"]
 
 
 def _ops(run: Any) -> list[tuple]:
-    """The ops appended so far, with the timestamp left out and each value as (type name, repr)."""
+    """The ops appended so far, with the timestamp left out and each value as (type name, repr); the numpy
+    scalars of a NumpyRow (kept by the fast path for the I/O thread) as the I/O thread converts them."""
     items = list(run._writer.ops)
     out = []
     for i in range(0, len(items), 4):
         kind, step, _t, data = items[i : i + 4]
+        if type(data) is NumpyRow:
+            data = dict(data)
+            resolve_numpy(data)
         out.append((kind, step, [(k, type(v).__name__, repr(v)) for k, v in data.items()]))
     return out
 
@@ -377,3 +382,27 @@ def test_a_numpy_row_wider_than_the_limit_still_raises_when_its_keys_are_known(r
     with pytest.raises(InvalidValueError, match=f"more than {MAX_KEYS_PER_ROW} keys"):
         run.log(wide)
     assert run._step == 2
+
+
+def test_numpy_scalars_are_kept_for_the_io_thread_and_stored_as_python_numbers(run):
+    """Once their keys and types are known, a dict of numpy scalars (and Python numbers) is copied into a
+    NumpyRow as it is (no conversion on the training thread); the rows the I/O thread assembles hold the
+    Python numbers the slow path stores (float32 -> the same float, int64 -> int, bool_ -> bool). A 0-d array
+    (mutable) is still read at the call."""
+    first = {"f": np.float32(0.1), "i": np.int64(-3), "b": np.bool_(True), "x": 1.5, "z": np.array(2.0)}
+    run.log(dict(first))
+    second = {"f": np.float32(0.2), "i": np.int64(1 << 62), "b": np.bool_(False), "x": 2.5}
+    run.log(dict(second))
+    arr = np.array(7.0)
+    run.log({"f": np.float32(0.3), "z": arr})
+    arr[()] = -1.0  # after the call: not logged
+    items = list(run._writer.ops)
+    assert type(items[7]) is NumpyRow and type(items[7]["f"]) is np.float32  # the second call, kept as is
+    assert type(items[11]) is dict and items[11]["z"] == 7.0  # the 0-d array: converted at the call
+    rows = final_rows(run)
+    row = {"_late": False}  # (the decoder's bookkeeping of each row)
+    assert _typed_rows(rows) == _typed_rows([
+        {**row, "_step": 0, "f": float(np.float32(0.1)), "i": -3, "b": True, "x": 1.5, "z": 2.0},
+        {**row, "_step": 1, "f": float(np.float32(0.2)), "i": 1 << 62, "b": False, "x": 2.5},
+        {**row, "_step": 2, "f": float(np.float32(0.3)), "z": 7.0},
+    ])  # fmt: skip

@@ -85,6 +85,30 @@ def test_coalescer_folds_rows_into_spans_by_the_step_rules():
     assert (c.rows, c.spans, c.raw_rows) == (8, 3, 1)
 
 
+def test_numpy_rows_of_the_fast_path_fold_with_their_python_values():
+    """A NumpyRow (numpy scalars the fast path keeps for the I/O thread) reaching the coalescer is converted
+    to Python numbers before it folds: it counts in the span like a row of floats (the client's memory bound
+    holds for numpy loops too), and the summary fields hold Python numbers (an int stays an int)."""
+    from client.values import NumpyRow
+
+    out: list = []
+    c = Coalescer(out.extend, time.perf_counter)
+    c.rows_per_span = 3
+    c.span_s = 1e9
+    c.start()
+    c.push((COMMIT, 0, 0.0, {"a": 0.0}))  # the handover: commits whatever the assembler held, passed through
+    del out[:]
+    for s in range(1, 4):
+        c.push((COMMIT, s, s * 0.1, NumpyRow({"a": np.float32(s / 4), "n": np.int64(s), "ok": np.bool_(s % 2)})))
+    ops = [tuple(out[i : i + 4]) for i in range(0, len(out), 4)]
+    assert [op[0] for op in ops] == [SPAN] and (c.rows, c.spans, c.raw_rows) == (3, 1, 0)
+    span = ops[0][3]
+    assert (span.first, span.step, span.rows) == (1, 3, 3)
+    assert span.keys["a"][LAST] == 0.75 and span.keys["a"][MEAN] == 0.5
+    n = span.keys["n"]
+    assert (n[MIN_V], n[MAX_V], n[TOTAL]) == (1, 3, 6.0) and type(n[MIN_V]) is int and type(n[MAX_V]) is int
+
+
 def test_fold_matches_numpy_on_rows_with_different_keys():
     """``fold`` over rows whose key sets differ: per key its own first/last step, count and aggregates."""
     steps = list(range(10, 20))
