@@ -114,6 +114,7 @@ class Run(WandbRunMixin):
         # numpy scalar types of _convs whose .item() is what the slow path stores: kept in a NumpyRow as they
         # are (immutable), converted on the I/O thread (values.NumpyRow)
         self._immutable: set[type] = set()
+        self._tensor: type | None = None  # torch.Tensor once the slow path took one and CPU tensors are read at the call
         self._fulls: set[str] = set()  # every name in _nested's plans
         # True once a nested name can be made two ways (a dotted top key, or a dotted key in a plan): the fast
         # path then counts the leaves to find a collision the slow path refuses (``{"a": {"b": 1}, "a.b": 2}``)
@@ -293,7 +294,7 @@ class Run(WandbRunMixin):
                     # numpy scalars, 0-d arrays, CPU tensors: _scalar_row; nested dicts, device tensors and
                     # anything _scalar_row does not take: _typed_row; None from both: the slow path.
                     # (This branch, not the loop, pays for them: the loop is that of the Python forms.)
-                    row = None if _type(v) is _dict else self._scalar_row(data)
+                    row = None if _type(v) is _dict else self._scalar_row(data, _type(v))
                     if row is None:
                         row = self._typed_row(data)
                     break
@@ -331,7 +332,7 @@ class Run(WandbRunMixin):
                     return
         self._log_slow(data, step, commit)
 
-    def _scalar_row(self, data: dict) -> dict | None:
+    def _scalar_row(self, data: dict, first: type) -> dict | None:
         """A flat ``data`` of known keys with numpy scalars, 0-d arrays or CPU torch tensors of types the slow
         path accepted before (``_scalars``): a copy with those converted to the Python number the slow path
         stores (one pass, cheaper than ``_typed_row``'s), or, when it holds numpy scalars and Python numbers
@@ -339,6 +340,28 @@ class Run(WandbRunMixin):
         ``values.tensor_value`` inlined), without a device check while the process has no CUDA state
         (``values.CUDA_STATE``); a tensor on a device is left to ``_typed_row`` (an async copy)."""
         known = self._known
+        if first is self._tensor:  # CPU tensors read at the call (``tensor_value`` inlined), Python numbers
+            cuda = _values.CUDA_STATE._initialized is not False
+            row = data.copy()
+            try:  # (free unless raised)
+                for k, v in data.items():
+                    t = type(v)
+                    if t is first:
+                        if k not in known or (cuda and not v.is_cpu):  # a device tensor: _typed_row copies it
+                            return None
+                        v = v.item()  # raises for more than one element
+                        t = type(v)
+                        if t is float or t is bool or (t is int and _I64_MIN <= v <= _I64_MAX):
+                            row[k] = v
+                            continue
+                        return None  # complex, uint64 beyond int64: the slow path raises
+                    if t in _FAST and k in known:
+                        continue
+                    break  # numpy values too: the general loop below
+                else:
+                    return row if len(row) <= MAX_KEYS_PER_ROW else None
+            except Exception:  # noqa: BLE001 - .item() of more elements, a meta tensor, ...
+                return None
         immutable = self._immutable
         if immutable:  # Python numbers and numpy scalars only: a copy, converted on the I/O thread (NumpyRow)
             for k, v in data.items():
@@ -503,6 +526,8 @@ class Run(WandbRunMixin):
                 self._scalars[t] = conv
             if conv is float or conv is int or conv is bool:  # a numpy scalar type (not a 0-d array, a tensor)
                 self._immutable.add(t)
+            elif conv is tensor_value:
+                self._tensor = t
 
     def _log_slow(self, data: Any, step: Any, commit: Any) -> None:
         if self._finished:
@@ -623,6 +648,8 @@ class Run(WandbRunMixin):
         self._nested = {}
         self._convs = {}
         self._scalars = {}
+        self._immutable = set()
+        self._tensor = None
         self._fulls = set()
         self._push = _finished_app
         _LIVE_RUNS.discard(self)
