@@ -63,6 +63,7 @@ import zmq
 from client import spawn, wire
 from client.assembler import Assembler
 from client.coalesce import Coalescer
+from client.ops import CONTROL
 from client.spill import SpillFifo
 from client.settings import Settings
 
@@ -272,18 +273,22 @@ class Writer:
         # each op is four items pushed by one deque.extend, atomic under the GIL, so the length a
         # thread sees is a multiple of four (the mask only guards against a future change of that)
         n = len(ops) & ~3
+        items = None
         if n:
             pop = ops.popleft
             items = [pop() for _ in range(n)]
             self._estimate(items)
+        # before feeding: switching the push is what bounds the backlog, and feeding a large one takes long
+        # while the loop goes on pushing (on a loaded machine, 26x the bound when the switch came after the
+        # feed); the coalescer starts with every define_metric(rate_limit=...) pushed before the switch,
+        # those among these items included
+        self._check_overload(n >> 2, items)
+        if items:
             try:
                 self.assembler.feed_flat(items)
             except Exception as exc:  # noqa: BLE001 - nothing a caller logged may stop the I/O thread
                 self.counters.io_errors += 1
                 self.assembler.abandon(exc)
-        # after feeding (cheap: the ops' columns), before batching (the costly part): the coalescer starts
-        # with every define_metric(rate_limit=False) pushed before the switch
-        self._check_overload(n >> 2)
         coalescer = self.coalescer
         if coalescer.active:
             coalescer.learn_rules(self.assembler.raw_rules)
@@ -323,7 +328,7 @@ class Writer:
             est = _OP_BASE_BYTES + sys.getsizeof(data) + _VALUE_BYTES * len(data)
             self._op_bytes += (est - self._op_bytes) * 0.25
 
-    def _check_overload(self, queued: int) -> None:
+    def _check_overload(self, queued: int, items: list | None = None) -> None:
         """Past ``max_queued_bytes`` of backlog: the run's push becomes the coalescer's; below a quarter of
         it again (after ``min_overload_s``): back to the deque. Lock held (writer's).
 
@@ -346,16 +351,16 @@ class Writer:
         coalescer = self.coalescer
         if not coalescer.active:
             if nbytes > bound and not self._closing:
-                self._enter_overload(queued, nbytes)
+                self._enter_overload(queued, nbytes, items)
         elif nbytes < bound // 4 and now - self._overload_since >= self.min_overload_s:
             self._leave_overload()
 
-    def _enter_overload(self, queued: int, nbytes: int) -> None:
+    def _enter_overload(self, queued: int, nbytes: int, items: list | None = None) -> None:
         owner = self._owner() if self._owner is not None else None
         if owner is None or owner._push != self.ops.extend:  # finished, a fork's first push, or not bound
             return
         coalescer = self.coalescer
-        coalescer.learn_rules(self.assembler.raw_rules)
+        coalescer.learn_rules(self.assembler.raw_rules + _rate_rules(items))
         coalescer.start()
         owner._push = coalescer.push  # ops pushed before this (even through a stale reference) come first
         self._overload_since = time.monotonic()
@@ -685,3 +690,18 @@ class Writer:
             poller.register(sock, zmq.POLLIN)
         self._send_hello(sock)
         return sock
+
+
+def _rate_rules(items: list | None) -> list[tuple[str, bool]]:
+    """The define_metric(name, rate_limit=...) ops among drained ``items`` (four per op), as the assembler
+    records them (``Assembler.raw_rules``): (name or glob, kept row for row)."""
+    if not items:
+        return []
+    kinds = items[0::4]
+    if CONTROL not in kinds:  # (one C-level scan: the usual case)
+        return []
+    return [
+        (arg["name"], arg["rate_limit"] is False)
+        for kind, name, arg in zip(kinds, items[1::4], items[2::4])
+        if kind == CONTROL and name == "define" and isinstance(arg, dict) and "rate_limit" in arg
+    ]
