@@ -28,11 +28,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Any, BinaryIO, Iterator
 
-from agent.fsync import fsync_path
+from agent.fsync import atomic_file
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
@@ -111,23 +110,10 @@ class MediaStore:
         if final.is_file() and final.stat().st_size == len(data):
             return sha  # same name ⇒ same content (a torn file never gets the final name)
         final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, like every file of the store
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{ext}", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)  # other local users must not read logged media (issue 9)
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        if self.fsync:
-            fsync_path(final.parent)
+        # (a temporary file is 0600: other local users must not read logged media, issue 9)
+        with atomic_file(final.parent, f".{ext}", sync=self.fsync) as out:
+            out.file.write(data)
+            out.final = final
         return sha
 
     def get(self, sha: str, ext: str) -> bytes:

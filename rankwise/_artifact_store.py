@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from agent.fsync import fsync_path
+from agent.fsync import atomic_file
 from agent.media import relative_path
 
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
@@ -56,20 +55,9 @@ def _quote(s: str) -> str:
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_path(path.parent)
+    with atomic_file(path.parent, ".json", "w") as out:
+        json.dump(value, out.file, indent=1, sort_keys=True)
+        out.final = path
 
 
 def manifest_digest(entries: dict[str, dict]) -> str:
@@ -101,30 +89,16 @@ class ArtifactStore:
         media.mkdir(mode=0o700, exist_ok=True)
         h = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{ext}", dir=media)
-        try:
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
-                    h.update(chunk)
-                    fout.write(chunk)
-                    size += len(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
+        with atomic_file(media, f".{ext}") as out, open(src, "rb") as fin:
+            while chunk := fin.read(_CHUNK):
+                h.update(chunk)
+                out.file.write(chunk)
+                size += len(chunk)
             digest = h.hexdigest()
             final = self.content_path(digest, ext)
-            if final.is_file() and final.stat().st_size == size:
-                os.unlink(tmp)
-            else:
+            if not (final.is_file() and final.stat().st_size == size):  # else: stored already, the copy goes
                 final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, final)
-                fsync_path(final.parent)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+                out.final = final
         return {"digest": digest, "size": size, "format": ext}
 
     def has(self, entry: dict) -> bool:

@@ -12,7 +12,7 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, settings
 
-from rwtest import LAUNCHER_VARS, RankwiseEnv, reap_spawned, stop_agent
+from rwtest import LAUNCHER_VARS, RankwiseEnv, finish_live_runs, reap_spawned, stop_agent
 
 # Property tests share a 2-core CI machine with real agents and browsers: how fast hypothesis generates
 # data says nothing about the code under test, so neither deadlines nor the too_slow check apply.
@@ -37,15 +37,9 @@ def rankwise_env(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RANKWISE_ROWS_PER_S", "0")
     env = RankwiseEnv(data, runtime)
     yield env
-    from client import run as run_mod
     from client import state
 
-    for run in list(run_mod._LIVE_RUNS):
-        run.settings = run.settings.replace(finish_timeout_s=2.0)
-        try:
-            run.finish()
-        except Exception:
-            pass
+    finish_live_runs()
     state.reset()
     reap_spawned()
     stop_agent(env)

@@ -205,3 +205,16 @@ class SlowCounter:
     def __call__(self, data: Any, step: Any, commit: Any) -> None:
         self.calls += 1
         self._slow(data, step, commit)
+
+
+def finish_live_runs(timeout_s: float = 2.0) -> None:
+    """finish() every run this process still has open, each waiting at most ``timeout_s`` (test teardown:
+    before its agent is stopped, so nothing waits for an agent that is gone)."""
+    from client import run as run_mod
+
+    for run in list(run_mod._LIVE_RUNS):
+        run.settings = run.settings.replace(finish_timeout_s=timeout_s)
+        try:
+            run.finish()
+        except Exception:  # noqa: BLE001 - teardown goes on whatever a run does
+            pass

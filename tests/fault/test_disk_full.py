@@ -17,7 +17,7 @@ import pytest
 
 import rankwise
 from rwprobe import cli, status
-from rwtest import agent_pid, stop_agent
+from rwtest import agent_pid, finish_live_runs, stop_agent
 
 BUDGET = 1 << 20  # RANKWISE_AGENT_PENDING_BYTES
 BATCH_ROWS = 64  # RANKWISE_BATCH_MAX_ROWS: one batch of NOTE-sized rows stays below ONE_BATCH
@@ -41,14 +41,7 @@ def small_disk(rankwise_env, monkeypatch):
     try:
         yield mnt
     finally:
-        from client import run as run_mod
-
-        for run in list(run_mod._LIVE_RUNS):
-            run.settings = run.settings.replace(finish_timeout_s=2.0)
-            try:
-                run.finish()
-            except Exception:
-                pass
+        finish_live_runs()
         stop_agent(rankwise_env)
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
