@@ -1,4 +1,6 @@
-"""Errors of the agent process. Frame-level trouble is counted, not raised out of the loop."""
+"""Errors of the agent process: the agent's one errors module. Frame-level trouble is counted, not raised out of
+the loop. Foreign errors of the store (sqlite3's) become these at the store's boundary
+(:func:`agent.store.sqlite_errors.map_exceptions`), the original chained as ``__cause__``."""
 
 from __future__ import annotations
 
@@ -18,13 +20,23 @@ class StoreInUse(AgentError):
 
 
 class StoreError(AgentError):
-    """The store cannot be opened or written (foreign sqlite3 errors are translated to this)."""
+    """The store cannot be opened, read or written (foreign sqlite3 errors are translated to this or a subclass):
+    locked, read-only, an I/O error. Such a store is *unavailable*: the agent keeps its work and retries."""
 
 
 class SchemaError(StoreError):
     """The store was written by an incompatible version of rankwise."""
 
 
+class StoreFull(StoreError):
+    """The store's disk (or quota) is full: writes fail until space returns (agent/storehealth.py)."""
+
+
 class StoreLost(StoreError):
     """The store file was deleted, replaced or damaged under the running agent: what it acknowledged is
     in the file moved aside (or gone with the deleted one); the agent starts a fresh store."""
+
+
+class MediaError(AgentError, ValueError):
+    """A media value or name that cannot be stored: bad hash, bad extension, bytes not bytes (agent/media.py).
+    Still a ValueError for the callers that catch one."""

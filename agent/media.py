@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Callable, Any, BinaryIO, Iterator
 
+from agent.errors import MediaError
 from agent.fsync import atomic_file
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -59,10 +60,6 @@ MIME_TYPES = {
     "babylon": "application/json",
     "f32": "application/octet-stream",
 }
-
-
-class MediaError(ValueError):
-    """A media value or name that cannot be stored: bad hash, bad extension, bytes not bytes."""
 
 
 def mime_type(ext: str) -> str:

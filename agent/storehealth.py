@@ -23,6 +23,7 @@ from typing import Any
 
 from agent.errors import StoreError
 from agent.store.base import DISK_FULL, LOST, store_problem
+from agent.store.sqlite_errors import is_sqlite_error
 
 log = logging.getLogger("rankwise.agent")
 
@@ -30,8 +31,9 @@ MAX_LOSSES_SHOWN = 8  # store losses listed in `rankwise status` (the agent log 
 
 
 def is_store_error(exc: BaseException) -> bool:
-    """An error of the store itself (not of a frame): StoreError or one of sqlite3's."""
-    return isinstance(exc, StoreError) or type(exc).__module__ == "sqlite3"
+    """An error of the store itself (not of a frame): StoreError, or one of sqlite3's that reached the agent
+    unmapped (the SQLite store maps its own at its boundary: agent/store/sqlite_errors.py)."""
+    return isinstance(exc, StoreError) or is_sqlite_error(exc)
 
 
 class StoreHealth:

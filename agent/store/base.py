@@ -15,11 +15,14 @@ rows it sealed become durable together.
 from __future__ import annotations
 
 import abc
+import errno
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from agent.errors import StoreFull, StoreLost
 
 GROUP_FIELDS = ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
 RUN_STATES = ("running", "finished", "failed", "crashed")
@@ -36,26 +39,17 @@ LOST = "store lost"
 def store_problem(exc: BaseException) -> tuple[str, str]:
     """What a failed store operation says about the store: (kind, message), kind being :data:`DISK_FULL`,
     :data:`LOST` (deleted, replaced, corrupt, not a database) or ``store unavailable`` (anything else: locked,
-    read-only, I/O error). The message is the innermost error's own words."""
-    import errno
-    import sqlite3
-
-    from agent.errors import StoreLost
-
+    read-only, I/O error). Read from the StoreError classes a store raises (the SQLite store maps sqlite3's
+    exceptions to them: agent/store/sqlite_errors.py) and from a full disk's OSError anywhere in the chain. The
+    message is the own words of the error that decided (sqlite3's or the OS's, not the store's wrapper)."""
     seen: BaseException | None = exc
-    lost = False
     while seen is not None:
-        lost = lost or isinstance(seen, StoreLost)
-        if isinstance(seen, sqlite3.Error):
-            code = (getattr(seen, "sqlite_errorcode", 0) or 0) & 0xFF
-            if code == 13:  # SQLITE_FULL
-                return DISK_FULL, str(seen)
-            if code in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
-                return LOST, str(seen)
+        if isinstance(seen, (StoreFull, StoreLost)):
+            return (DISK_FULL if isinstance(seen, StoreFull) else LOST), str(seen.__cause__ or seen)
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return DISK_FULL, str(seen)
         seen = seen.__cause__ or seen.__context__
-    return (LOST if lost else "store unavailable"), str(exc)
+    return "store unavailable", str(exc)
 
 
 @dataclass(slots=True)

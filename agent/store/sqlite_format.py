@@ -23,6 +23,7 @@ from grouping import numeric_entries
 from agent.errors import StoreError
 from agent.ratelimit import SPAN_FIELDS, pack_spans, unpack_spans
 from agent.store.base import GROUP_FIELDS, RunRecord, last_wins
+from agent.store.sqlite_errors import map_exceptions
 
 SCHEMA_VERSION = 1
 
@@ -170,7 +171,7 @@ def run_record(row: tuple) -> RunRecord:
 
 
 def connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    try:
+    with map_exceptions(f"cannot open store {path}"):
         if readonly:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
         else:
@@ -182,8 +183,6 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
             con.execute("PRAGMA wal_autocheckpoint=0")
         con.execute("PRAGMA busy_timeout=30000")
         return con
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open store {path}: {exc}") from exc
 
 
 class KeyIds:

@@ -6,16 +6,17 @@ because the UI server may share a reader between its threads.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from agent.errors import StoreError
 from agent.ratelimit import unpack_spans
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, last_wins, select_steps
+from agent.store.sqlite_errors import map_exceptions
 from agent.store.sqlite_format import (
     RUN_COLUMNS, SPAN_BYTES, KeyIds, connect, decode_group_chunks, decode_values, numeric_chunk,
     ordered_or_last_wins, run_record, unpack,
@@ -36,12 +37,15 @@ class SQLiteReader(Reader):
     def __repr__(self) -> str:
         return f"<SQLiteReader {self.path}>"
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The connection, to this thread alone; sqlite3's errors leave as StoreError (agent/store/sqlite_errors.py)."""
+        with self._lock, map_exceptions(f"reading {self.path} failed"):
+            yield
+
     def _all(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            try:
-                return self.con.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"reading {self.path} failed: {exc}") from exc
+        with self._locked():
+            return self.con.execute(sql, args).fetchall()
 
     def projects(self) -> list[str]:
         return [r[0] for r in self._all("SELECT DISTINCT project FROM groups ORDER BY project")]
@@ -67,7 +71,7 @@ class SQLiteReader(Reader):
 
     def run_keys(self, run_id: int) -> list[str]:
         rows = self._all("SELECT DISTINCT key_id FROM history WHERE run_id=?", (run_id,))
-        with self._lock:
+        with self._locked():
             names = [self.keys.name(r[0]) for r in rows]
         return sorted(n for n in names if n not in ROW_KEYS)
 
@@ -75,7 +79,7 @@ class SQLiteReader(Reader):
         if keys is None:
             rows = self._all("SELECT key_id, enc, steps, vals FROM history WHERE run_id=? ORDER BY id", (run_id,))
         else:
-            with self._lock:
+            with self._locked():
                 ids = [k for k in (self.keys.id(name, create=False) for name in keys) if k is not None]
             if not ids:
                 return {}
@@ -89,7 +93,7 @@ class SQLiteReader(Reader):
             entry = chunks.setdefault(kid, ([], []))
             entry[0].append(np.frombuffer(sblob, "<i8"))
             entry[1].append(decode_values(enc, vblob))
-        with self._lock:
+        with self._locked():
             named = {self.keys.name(kid): sv for kid, sv in chunks.items()}
         return {k: last_wins(s, v, first=k in META_KEYS) for k, (s, v) in named.items()}
 
@@ -112,7 +116,7 @@ class SQLiteReader(Reader):
         sql = "SELECT key_id, enc, steps, vals FROM history WHERE run_id=? AND step_max >= ? AND step_min <= ?"
         args: tuple = (run_id, int(lo), int(hi))
         if keys is not None:
-            with self._lock:
+            with self._locked():
                 ids = [k for k in (self.keys.id(name, create=False) for name in keys) if k is not None]
             if not ids:
                 return {}
@@ -123,7 +127,7 @@ class SQLiteReader(Reader):
             entry = chunks.setdefault(kid, ([], []))
             entry[0].append(np.frombuffer(sblob, "<i8"))
             entry[1].append(decode_values(enc, vblob))
-        with self._lock:
+        with self._locked():
             named = {self.keys.name(kid): sv for kid, sv in chunks.items()}
         out = {}
         for k, (s, v) in named.items():
@@ -140,7 +144,7 @@ class SQLiteReader(Reader):
         rows = self._all("SELECT id, key_id, steps, vals FROM history WHERE run_id=? AND enc='span'", (run_id,))
         rows.sort(key=lambda r: r[0])
         parts: dict[str, list[dict]] = {}
-        with self._lock:
+        with self._locked():
             for _, kid, sblob, vblob in rows:
                 name = self.keys.name(kid)
                 if keys is None or name in keys:
@@ -150,11 +154,11 @@ class SQLiteReader(Reader):
 
     def group_keys(self, group_id: int) -> list[str]:
         rows = self._all("SELECT DISTINCT key_id FROM group_rows WHERE group_id=?", (group_id,))
-        with self._lock:
+        with self._locked():
             return sorted(self.keys.name(r[0]) for r in rows)
 
     def group_history(self, group_id: int, key: str) -> dict[str, np.ndarray]:
-        with self._lock:
+        with self._locked():
             kid = self.keys.id(key, create=False)
         if kid is None:
             return {f: np.empty(0) for f in GROUP_FIELDS}
@@ -169,7 +173,7 @@ class SQLiteReader(Reader):
     def use_mmap(self, nbytes: int) -> None:
         """Read the file through a memory map of up to ``nbytes`` (a long-lived reader such as the web UI:
         history blobs span overflow pages, and a read per page is several times slower than a map)."""
-        with self._lock:
+        with self._locked():
             self.con.execute(f"PRAGMA mmap_size={int(nbytes)}")
 
     def group_key_stats(self, group_id: int) -> dict[str, tuple[int, int, int]]:
@@ -178,11 +182,11 @@ class SQLiteReader(Reader):
             "FROM group_rows WHERE group_id=? GROUP BY key_id",
             (group_id,),
         )
-        with self._lock:
+        with self._locked():
             return {self.keys.name(kid): (int(n), int(lo), int(hi)) for kid, n, lo, hi in rows}
 
     def group_history_since(self, group_id: int, key: str, after: int = 0) -> tuple[int, dict[str, np.ndarray]]:
-        with self._lock:
+        with self._locked():
             kid = self.keys.id(key, create=False)
         # no ORDER BY: sorting in SQLite would copy every blob through a temporary b-tree; a few hundred
         # (id, blob) tuples sort in Python for free
@@ -195,7 +199,7 @@ class SQLiteReader(Reader):
     def group_rank_history(
         self, group_id: int, key: str, after: int = 0
     ) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-        with self._lock:
+        with self._locked():
             kid = self.keys.id(key, create=False)
         if kid is None:
             return after, {}
@@ -220,7 +224,7 @@ class SQLiteReader(Reader):
     # (media views: the steps blob is read without the values; values only of the chunks holding wanted steps)
 
     def _key_id(self, key: str) -> int | None:
-        with self._lock:
+        with self._locked():
             return self.keys.id(key, create=False)
 
     def group_value_steps(self, group_id: int, key: str) -> dict[int, np.ndarray]:
@@ -309,7 +313,7 @@ class SQLiteReader(Reader):
                 steps, values = np.frombuffer(sblob, "<i8"), unpack(vblob, [])
                 at = np.flatnonzero(steps == hi)
                 sample = values[int(at[-1])] if len(at) and len(values) == len(steps) else None
-            with self._lock:
+            with self._locked():
                 name = self.keys.name(kid)
             out[name] = {"runs": int(runs), "first": int(lo), "last": int(hi), "sample": sample}
         return out
