@@ -1,7 +1,7 @@
-"""``python -m agent``: the node agent (what ``rankwise agent`` runs)."""
+"""``python -m agent``: the node agent (what ``rankwise agent`` runs); the command line is agent/main.py."""
 
 import sys
 
-from agent.daemon import main
+from agent.main import main
 
 sys.exit(main())

@@ -85,7 +85,8 @@ def seq_field(body: dict, key: str, minimum: int = 0) -> int:
     return value
 
 
-def agent_id(body: dict) -> str:
+def read_agent_id(body: dict) -> str:
+    """The sending node agent's id (``a`` of an ``nhello``), checked: letters, digits and ._@:- only."""
     value = need(body, "a", str)
     if not _AGENT_ID.match(value):
         raise ProtocolError("bad agent id (up to a few dozen letters, digits and ._@:- only)")

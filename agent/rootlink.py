@@ -137,7 +137,7 @@ class RootLink:
         kind, body = lw.unpack(frame)
         ingest = self.ingest
         if kind == lw.NHELLO:
-            agent = lw.agent_id(body)
+            agent = lw.read_agent_id(body)
             link = ingest.links.get(agent)
             if link is None:
                 seq = ingest.store.writer_seq(LINK_PREFIX + agent)

@@ -284,7 +284,7 @@ def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
             return 1
         say(f"agent {reply.get('pid')} stopped")
         return 0
-    from agent.daemon import main as agent_main
+    from agent.main import main as agent_main
 
     return agent_main(rest)
 

@@ -22,6 +22,12 @@ class _MemoryTxn(Txn):
         self.writers: dict[str, tuple[int, int]] = {}
         self.drops: dict[str, int] = {}
 
+    def __repr__(self) -> str:
+        return (
+            f"<_MemoryTxn history={len(self.history)} group_rows={len(self.group_rows)} runs={len(self.runs)} "
+            f"groups={len(self.groups)} writers={len(self.writers)}>"
+        )
+
     def add_history(self, run_id, key, steps, values, late) -> None:
         if len(steps):
             if isinstance(values, dict):  # coalesced spans: kept beside, read as their last value

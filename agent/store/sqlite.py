@@ -23,7 +23,9 @@ from agent.fsync import fsync_path
 from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_wins
 from agent.store.sqlite_errors import map_exceptions
 from agent.store.sqlite_file import StoreFile
-from agent.store.sqlite_format import RUN_COLUMNS, SCHEMA, SCHEMA_VERSION, KeyIds, connect, numeric_chunk, pack, run_record
+from agent.store.sqlite_format import (
+    RUN_COLUMNS, SCHEMA, SCHEMA_VERSION, KeyIds, connect, numeric_chunk, pack, run_record,
+)  # fmt: skip
 from agent.store.sqlite_txn import SQLiteTxn
 
 if TYPE_CHECKING:
