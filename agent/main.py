@@ -27,10 +27,19 @@ log = logging.getLogger("rankwise.agent")
 
 # option (argparse's name) -> the resolve() flag it sets; None (not given) keeps the environment's or the default
 _FLAGS = {
-    "dir": "data_dir", "runtime_dir": "runtime_dir", "idle_timeout": "idle_timeout_s", "seal_timeout": "seal_timeout_s",
-    "log_level": "log_level", "listen": "listen", "upstream": "upstream", "curve_secret": "curve_secret",
-    "allow": "curve_allow", "root_key": "root_key", "insecure": "insecure", "node": "node_name",
-}  # fmt: skip
+    "dir": "data_dir",
+    "runtime_dir": "runtime_dir",
+    "idle_timeout": "idle_timeout_s",
+    "seal_timeout": "seal_timeout_s",
+    "log_level": "log_level",
+    "listen": "listen",
+    "upstream": "upstream",
+    "curve_secret": "curve_secret",
+    "allow": "curve_allow",
+    "root_key": "root_key",
+    "insecure": "insecure",
+    "node": "node_name",
+}
 
 
 def _setup_logging(cfg: AgentConfig, foreground: bool) -> None:

@@ -4,7 +4,10 @@
 process crashes; a power failure can lose the last commits (documented in the
 README). Readers (Api, CLI, UI) open their own connections
 (:class:`agent.store.sqlite_reader.SQLiteReader`) and never block the agent.
-The file format is in :mod:`agent.store.sqlite_format`.
+The file format is in :mod:`agent.store.sqlite_format`, one commit's statements in
+:mod:`agent.store.sqlite_txn`, the check that the file is still the store's (and moving
+a lost one aside) in :mod:`agent.store.sqlite_file`; sqlite3's exceptions leave as
+agent/errors.py's StoreError classes (:mod:`agent.store.sqlite_errors`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_
 from agent.store.sqlite_errors import map_exceptions
 from agent.store.sqlite_file import StoreFile
 from agent.store.sqlite_format import (
-    RUN_COLUMNS, SCHEMA, SCHEMA_VERSION, KeyIds, connect, numeric_chunk, pack, run_record,
-)  # fmt: skip
+    RUN_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    KeyIds,
+    connect,
+    numeric_chunk,
+    pack,
+    run_record,
+)
 from agent.store.sqlite_txn import SQLiteTxn
 
 if TYPE_CHECKING:
