@@ -16,8 +16,7 @@ own words. This module defines no exception class: agent/errors.py is the agent'
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
-from typing import Iterator
+from types import TracebackType
 
 from agent.errors import StoreError, StoreFull, StoreLost
 
@@ -36,19 +35,31 @@ def is_sqlite_error(exc: BaseException) -> bool:
     return type(exc).__module__ == "sqlite3"
 
 
-@contextmanager
-def map_exceptions(what: str, os_errors: bool = False) -> Iterator[None]:
-    """Raise an sqlite3 exception of the block as the StoreError class it stands for, ``what`` and its words as
-    the message (``"write to PATH failed: database or disk is full"``), the original as ``__cause__``.
+class map_exceptions:  # noqa: N801 -- used as a function, like contextlib.suppress
+    """``with map_exceptions(what):`` raises an sqlite3 exception of the block as the StoreError class it stands
+    for, ``what`` and its words as the message (``"write to PATH failed: database or disk is full"``), the
+    original as ``__cause__``.
 
     ``os_errors``: an OSError too (a file of the store beside the connection: its fsync, its identity), as a
     StoreError; a full disk's ENOSPC stays visible in the cause (store_problem reads it there). Without it an
-    OSError passes through untouched: inside a transaction it is no verdict on the store."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise error_class(exc)(f"{what}: {exc}") from exc
-    except OSError as exc:
-        if not os_errors:
-            raise
-        raise StoreError(f"{what}: {exc}") from exc
+    OSError passes through untouched: inside a transaction it is no verdict on the store. A class, not a
+    generator: it wraps every commit and every read, and costs a fraction of a generator's microseconds."""
+
+    __slots__ = ("what", "os_errors")
+
+    def __init__(self, what: str, os_errors: bool = False):
+        self.what = what
+        self.os_errors = os_errors
+
+    def __repr__(self) -> str:
+        return f"<map_exceptions {self.what!r}{' os_errors' if self.os_errors else ''}>"
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if isinstance(exc, sqlite3.Error):
+            raise error_class(exc)(f"{self.what}: {exc}") from exc
+        if self.os_errors and isinstance(exc, OSError):
+            raise StoreError(f"{self.what}: {exc}") from exc
+        return False
