@@ -87,7 +87,7 @@ def test_applied_batches_never_pass_the_pending_byte_budget(tmp_path):
     for w, frame in frames:
         for writer, seq in acks_of(ingest.handle(w.encode(), frame)).items():
             acked[writer] = max(acked.get(writer, 0), seq)
-        assert ingest.pending.nbytes <= budget
+        assert ingest.next_commit.nbytes <= budget
     status = ingest.status()
     assert budget - batch_cost(one) < status["pending_bytes_max"] <= budget
     assert status["pending_budget_bytes"] == budget
