@@ -91,6 +91,31 @@ class Applying:
         return f"<Applying late={self.n_late} coalesced={self.starts is not None}>"
 
 
+MAX_STEP = 1 << 62  # steps (and the next step, step + 1) stay far inside SQLite's int64
+
+
+# what one value of a list column (strings, mixed types: encoding "mp") costs once decoded, beyond its wire
+# bytes: a list slot and a Python object. Numeric columns decode to arrays over their wire bytes (no extra).
+LIST_VALUE_BYTES = 56
+
+
+def batch_cost(b: wire.Batch) -> int:
+    """The bytes a batch counts against the pending budget: its frame, plus its decoded Python objects."""
+    extra = 0
+    for col in b.columns:
+        if not isinstance(col.values, np.ndarray):
+            extra += LIST_VALUE_BYTES * len(col.values)
+    return b.nbytes + extra
+
+
+def check_batch(b: wire.Batch) -> None:
+    """What the wire decoder cannot know: steps must leave room in the store's int64 (step + 1)."""
+    if b.n and int(b.step.max()) >= MAX_STEP:
+        raise ProtocolError(f"step {int(b.step.max())} at or above {MAX_STEP}")
+    if b.pending is not None and b.pending[0] >= MAX_STEP:
+        raise ProtocolError(f"pending step {b.pending[0]} at or above {MAX_STEP}")
+
+
 def check_width(b: wire.Batch) -> None:
     """Refuse a batch with a row wider than ``MAX_KEYS_PER_ROW`` (ProtocolError: counted as malformed)."""
     width = row_width(b)
@@ -101,8 +126,14 @@ def check_width(b: wire.Batch) -> None:
 class Applier:
     """Batch → run state, into the next commit; counts what it did and what it could not read."""
 
-    def __init__(self, cfg: AgentConfig, media: MediaSink | None, counters: Counters, next_commit: NextCommit,
-                 malformed: Callable[[str], None]):  # fmt: skip
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        media: MediaSink | None,
+        counters: Counters,
+        next_commit: NextCommit,
+        malformed: Callable[[str], None],
+    ):
         self.cfg = cfg
         self.media = media  # None: media values are stored inline (in-memory tests, a node agent)
         self.counters = counters

@@ -33,7 +33,7 @@ ranks, and what it seals becomes partials sent upstream instead of rows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -281,6 +281,25 @@ class NodeGroupState(GroupState):
         g.updated = now
         pending.groups[g.id] = g
         return len(parts)
+
+
+def seal_groups(
+    groups: Iterable[GroupState], now: float, cfg: "AgentConfig", nc: "NextCommit", budget: int | None
+) -> None:
+    """Seal what may be sealed in every group, group rows of at most ``budget`` keys in all (None: at shutdown,
+    everything of the groups whose every rank is done; running groups stay open for the next agent)."""
+    groups = list(groups)
+    if budget is None:
+        for group in groups:
+            if not any(r.running for r in group.ranks.values()):
+                group.seal(now, cfg, nc, everything=True)
+        return
+    # the window budget is the agent's, not each group's: the groups holding points share it
+    holding = sum(1 for g in groups if g.window.nbytes)
+    share = cfg.window_max_bytes // max(1, holding)
+    for group in groups:
+        group.share = share
+        budget -= group.seal(now, cfg, nc, budget=max(1, budget))
 
 
 def recompute_rows(txn: "Txn", nc: "NextCommit", groups: dict[int, GroupState], counters: "Counters") -> None:

@@ -3,7 +3,7 @@
 The same validation, de-duplication and group windows as a single agent, but its commits go to the
 write-ahead spool and on to the root (agent/sinks/spool.py); its groups seal into partials over its
 own ranks (agent/groups.py ``NodeGroupState``); HELLOs of runs it does not know wait for the root's
-view of them (agent/lookups.py). Its store is a small catalog (``node.sqlite``: runs, groups,
+view of them (agent/hellos.py). Its store is a small catalog (``node.sqlite``: runs, groups,
 writers, no history) that a restarted node agent knows its runs and writers' seqs by.
 """
 
@@ -17,7 +17,8 @@ from agent.spool import Spool
 from agent.store.base import Store
 
 
-def node_ingest(catalog: Store, cfg: AgentConfig, spool: Spool, node: str | None = None,
-                pids: PidWatch | None = None) -> Ingest:  # fmt: skip
+def node_ingest(
+    catalog: Store, cfg: AgentConfig, spool: Spool, node: str | None = None, pids: PidWatch | None = None
+) -> Ingest:
     """A node agent's core; the daemon sets its ``upstream`` (agent/roles.py)."""
     return Ingest(catalog, cfg, node=node, pids=pids, media=None, sink=SpoolSink(spool))

@@ -77,8 +77,8 @@ def start(cfg: AgentConfig, ctx: Any) -> Started:
     """The agent's ingest and its links, as its configuration says (module docstring)."""
     if cfg.upstream:
         ingest, links = start_node(cfg, ctx)
-        return Started(ingest, links, {"role": "node", "upstream": cfg.upstream, "store": None},
-                       f"forwarding to {cfg.upstream}")  # fmt: skip
+        info = {"role": "node", "upstream": cfg.upstream, "store": None}
+        return Started(ingest, links, info, f"forwarding to {cfg.upstream}")
     ingest, links = start_store(cfg, ctx)
     where = f"store {cfg.store_path}"
     if not links:

@@ -25,19 +25,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from agent import record
 from agent.config import AgentConfig
 from agent.errors import StoreError
-from agent.ingest import Ingest, Reply, check_batch
-from agent.media import MediaSink
+from agent.apply import check_batch
+from agent.ingest import Ingest, Reply
 from agent.nextcommit import LINK_PREFIX, BatchOp, HelloOp, NextCommit
 from agent.rootgroups import RootGroupState
-from agent.runs import PidWatch, RunState, WriterState
+from agent.runs import RunState, WriterState
 from agent.sinks.base import Part
 from agent.sinks.store import StoreSink
-from agent.status import Counters
 from agent.store.base import Store
 from client import wire
 from client.errors import ProtocolError
@@ -68,6 +66,22 @@ class Link:
                 "last_heard_s": max(0.0, time.monotonic() - self.heard) if self.heard else None}  # fmt: skip
 
 
+class _OfIngest:
+    """An attribute of the root's ingest, read and written through the root."""
+
+    def __init__(self, name: str = ""):
+        self.name = name
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = self.name or name
+
+    def __get__(self, root: Any, owner: type | None = None) -> Any:
+        return self if root is None else getattr(root.ingest, self.name)
+
+    def __set__(self, root: Any, value: Any) -> None:
+        setattr(root.ingest, self.name, value)
+
+
 class _Hooks(Part):
     """How a root plugs into its ingest: it hears of commits and adds to the status."""
 
@@ -87,11 +101,11 @@ class _Hooks(Part):
 class Root:
     """A root: its ingest (``self.ingest``, the daemon's loop drives it) and what it knows of node agents."""
 
-    def __init__(self, store: Store, cfg: AgentConfig, node: str | None = None, pids: PidWatch | None = None,
-                 media: MediaSink | None = None, sink: StoreSink | None = None):  # fmt: skip
+    def __init__(self, store: Store, cfg: AgentConfig, sink: StoreSink | None = None, **options: Any):
+        """``options``: the ingest's (node, pids, media, clock: agent/ingest.py)."""
         # node links' acknowledged seqs live in the store: a lost store is held and said, never reset
         sink = StoreSink(resets_on_loss=False, group_class=RootGroupState) if sink is None else sink
-        self.ingest = Ingest(store, cfg, node=node, pids=pids, media=media, sink=sink)
+        self.ingest = Ingest(store, cfg, sink=sink, **options)
         self.ingest.parts.append(_Hooks(self))
         self.links: dict[str, Link] = {}
         # node agents owed an acknowledgement (with the groups to name as complete) once the store is synced
@@ -106,38 +120,13 @@ class Root:
         return f"<Root links={len(self.links)} acks_owed={len(self.acks_owed)} ingest={self.ingest!r}>"
 
     # what agent/rootlink.py and the multi-node simulator (tests/multinode/mnsim.py) use of the ingest
-    @property
-    def store(self) -> Store:
-        return self.ingest.store
-
-    @property
-    def cfg(self) -> AgentConfig:
-        return self.ingest.cfg
-
-    @property
-    def counters(self) -> Counters:
-        return self.ingest.counters
-
-    @property
-    def groups(self) -> dict[int, Any]:
-        return self.ingest.groups
-
-    @property
-    def instance(self) -> str:
-        return self.ingest.instance
-
-    @property
-    def pending(self) -> NextCommit:
-        """The ingest's next commit (the name agent/rootlink.py knows it by)."""
-        return self.ingest.next_commit
-
-    @property
-    def last_message(self) -> float:
-        return self.ingest.last_message
-
-    @last_message.setter
-    def last_message(self, value: float) -> None:
-        self.ingest.last_message = value
+    store = _OfIngest()
+    cfg = _OfIngest()
+    counters = _OfIngest()
+    groups = _OfIngest()
+    instance = _OfIngest()
+    last_message = _OfIngest()
+    pending = _OfIngest("next_commit")  # the name agent/rootlink.py knows the next commit by
 
     def _count_malformed(self, cause: str) -> None:
         self.ingest._count_malformed(cause)
@@ -165,12 +154,12 @@ class Root:
             grecord = self._reader.group(project, name)
             if grecord is None:
                 return None
-            return self.ingest.group_state(grecord, time.time())  # type: ignore[return-value]
+            return self.ingest.registry.group_state(grecord, time.time())  # type: ignore[return-value]
         return self.ingest.groups[gid]  # type: ignore[return-value]
 
     def lookup(self, project: str, group: str, name: str, writer: str) -> tuple[dict | None, int]:
         """A node's question before it answers a HELLO: the run's resume point and the writer's seq."""
-        run = self.ingest.find(project, group, name)
+        run = self.ingest.registry.find(project, group, name)
         r = run.record if run is not None else self.store.find_run(project, group, name)
         wseq = self.store.writer_seq(writer) if not writer.startswith(LINK_PREFIX) else 0
         if r is None:
@@ -209,7 +198,7 @@ class Root:
             except Exception as exc:
                 ing.bad_frame(f"record op internal error: {type(exc).__name__}", len(payload), exc, trace=True)
         for info in rec.runs:
-            run = ing.find(info["project"], info["group"], info["name"])
+            run = ing.registry.find(info["project"], info["group"], info["name"])
             if run is not None:
                 link.touched.add(run.group.record.id)
         groups = [self._group_named(p, n) for p, n, _ in rec.groups]
@@ -241,14 +230,14 @@ class Root:
         """The root's run for a record's run entry: found, or registered (a HELLO this root never saw)."""
         ing = self.ingest
         project, group_name, name = info["project"], info["group"], info["name"]
-        run = ing.find(project, group_name, name)
+        run = ing.registry.find(project, group_name, name)
         created = False
         if run is None:
             fields = dict(hello.run if hello is not None else info)
             fields.update(run_key=str(fields.get("run_id", "")), pid=hello.pid if hello is not None else info["pid"])
             grecord, rec, created = self.store.register(project, group_name, fields["world_size"], fields, now)
-            group = ing.group_state(grecord, now)
-            run = ing.add_run(RunState(rec, group, now))
+            group = ing.registry.group_state(grecord, now)
+            run = ing.registry.add_run(RunState(rec, group, now))
         if run.via != link.agent:
             run.via = link.agent
             run.record.meta["via"] = link.agent
@@ -258,7 +247,7 @@ class Root:
     def _remote_hello(self, link: Link, info: dict, body: dict, resumed: bool, now: float) -> None:
         ing = self.ingest
         h = wire.decode_hello(body)
-        ing.check_hello(h)
+        ing.registry.check_hello(h)
         fork_of = body.get("fork_of")
         parent = ing.writers.get(fork_of) if isinstance(fork_of, str) else None
         if parent is not None:
@@ -266,7 +255,7 @@ class Root:
         else:
             run, created = self._resolve(link, info, now, h)
             if resumed and not created:
-                ing.resume(run, h, now)
+                ing.registry.resume(run, h, now)
         ws = ing.writers.get(h.writer)
         if ws is None:
             ws = WriterState(h.writer, run, self.store.writer_seq(h.writer), b"", h.pid, parent is not None)

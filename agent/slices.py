@@ -64,10 +64,13 @@ class WideBatches:
         return True
 
     def work(
-        self, applier: Applier, now: float, budget: int | None,
+        self,
+        applier: Applier,
+        now: float,
+        budget: int | None,
         accepted: Callable[["WriterState", "wire.Batch"], None],
         rejected: Callable[["WriterState", "wire.Batch", Exception], list[Reply]],
-    ) -> list[Reply]:  # fmt: skip
+    ) -> list[Reply]:
         """Apply queued batches for about ``budget`` columns (None: all of them, at shutdown)."""
         done = 0
         replies: list[Reply] = []

@@ -21,7 +21,6 @@ disk) and resend; counted as ``deferred_spool_full``.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

@@ -1,6 +1,7 @@
-"""HELLOs of runs an agent does not know, held until its upstream (a root) says what it knows of them.
+"""How an agent answers a HELLO: at once, or once its upstream (a root) has said what it knows of the run.
 
-A node agent's HELLO for a run it has never seen (an elastic restart on another node, a new node
+:meth:`Hellos.answer` registers the writer (and its run: agent/registry.py), tells the sink and
+answers WELCOME (with the ACK of what the writer already had stored) or REFUSE. A node agent's HELLO for a run it has never seen (an elastic restart on another node, a new node
 agent) waits for the root's view of the run (its resume point), at most ``lookup_timeout_s``; it is
 asked as soon as the link to the root is up (the node agent may have just been started by that very
 rank). Without an answer in time the HELLO is answered from what the node knows. An agent without an
@@ -17,19 +18,22 @@ from client.errors import ProtocolError
 
 if TYPE_CHECKING:
     from agent.ingest import Ingest
+    from agent.runs import WriterState
+
+Reply = tuple[bytes, bytes]
 
 _ADOPTED = (("state", str), ("step", int), ("runtime", float), ("rows", int), ("incarnations", int), ("pid", int),
             ("node", str), ("summary", dict), ("config", dict))  # fmt: skip
 
 
-class Lookups:
+class Hellos:
     def __init__(self, ingest: Ingest):
         self.ingest = ingest
         # writer -> (peer, HELLO, body, deadline, asked): HELLOs of runs this node does not know, awaiting the root
         self.parked: dict[str, tuple[bytes, wire.Hello, dict, float, bool]] = {}
 
     def __repr__(self) -> str:
-        return f"<Lookups parked={len(self.parked)}>"
+        return f"<Hellos parked={len(self.parked)}>"
 
     def holds(self, peer: bytes, h: wire.Hello, body: dict) -> bool:
         """Park ``h`` until the root answers (True), or let the agent answer it now (False)."""
@@ -46,6 +50,44 @@ class Lookups:
         self._ask(h.writer)
         return True
 
+    def answer(self, peer: bytes, h: wire.Hello, body: dict, now: float) -> list[Reply]:
+        ingest = self.ingest
+        new = h.writer not in ingest.writers
+        got = ingest.registry.writer_for(peer, h, body, now)
+        if isinstance(got, str):
+            ingest.counters.add("refused")
+            return [(peer, wire.pack(wire.REFUSE, {"w": h.writer, "error": got}))]
+        ws, resumed = got
+        if new:
+            if ingest.sink.rebases_reconnects and h.reconnect and ws.stored == 0 and not ws.fork:
+                ingest.registry.rebase.add(ws.id)
+            ingest.sink.hello(ws.run, h, body, resumed)
+        return self._welcome(peer, ws, resumed, body, now)
+
+    def _welcome(self, peer: bytes, ws: WriterState, resumed: bool, body: dict, now: float) -> list[Reply]:
+        run = ws.run
+        run.last_seen = now
+        r = run.record
+        welcome = {
+            "w": ws.id,
+            "run_id": r.id,
+            "step": r.step,
+            "summary": r.summary,
+            "runtime": r.runtime,
+            "resumed": bool(resumed),
+            "next_seq": ws.applied + 1,
+            "agent": self.ingest.instance,
+        }
+        if isinstance(body.get("h"), int):
+            welcome["h"] = body["h"]  # which HELLO this answers: the writer acts on the latest one only
+        warn = self.ingest.health.warning(ws.id in self.ingest.registry.lost_writers)
+        if warn:
+            welcome["warn"] = warn  # the client logs it once (client/transport.py)
+        replies = [(peer, wire.pack(wire.WELCOME, welcome))]
+        if ws.stored:
+            replies.append((peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored})))
+        return replies
+
     def _ask(self, writer: str) -> None:
         peer, h, body, deadline, asked = self.parked[writer]
         upstream = self.ingest.upstream  # agent.upstream.Upstream at a node agent (set by agent/roles.py)
@@ -60,7 +102,7 @@ class Lookups:
             return False
         info = h.run
         key = (info["project"], info["group"], info["name"])
-        return ingest.find(*key) is None and ingest.store.find_run(*key) is None
+        return ingest.registry.find(*key) is None and ingest.store.find_run(*key) is None
 
     def tick(self, now: float) -> None:
         """Ask what could not be asked yet (the link is up now); answer HELLOs whose wait is over."""
@@ -83,7 +125,7 @@ class Lookups:
             if run is not None:
                 self._adopt(h, run, writer_seq, now)
                 ingest.counters.add("lookups_found")
-            ingest.outbox.extend(ingest.hello_now(peer, h, body, now))
+            ingest.outbox.extend(self.answer(peer, h, body, now))
         except ProtocolError as exc:
             ingest.bad_frame("lookup answer: " + str(exc)[:60], 0, exc)
         except Exception as exc:  # a HELLO must never take the loop down
@@ -93,7 +135,7 @@ class Lookups:
         """Register the run in the catalog as the root knows it (state, step, summary, runtime, ...)."""
         info = h.run
         store = self.ingest.store
-        if self.ingest.find(info["project"], info["group"], info["name"]) is not None:
+        if self.ingest.registry.find(info["project"], info["group"], info["name"]) is not None:
             return
         if store.find_run(info["project"], info["group"], info["name"]) is not None:
             return
