@@ -10,7 +10,7 @@ what a batch becomes there and how a commit is written:
 * agent/sinks/memory.py: the store sink over an in-memory store that also keeps every commit in
   plain Python structures (tests read them).
 
-The loop (agent/daemon.py) calls the same methods whatever the sink: ``apply`` through the
+The loop (agent/loop.py) calls the same methods whatever the sink: ``apply`` through the
 dispatcher, ``write`` at each commit, then the maintenance hooks ``pump``, ``wal_full`` and
 ``checkpoint``, and ``close`` at shutdown. A part (a root's record applier, later a system-metrics
 sampler) hears of commits and ticks and adds to the status, without the loop knowing it is there.
