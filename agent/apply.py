@@ -4,8 +4,10 @@
 history chunks and group points in :class:`agent.nextcommit.NextCommit`, the
 run record (step, rows, summary, config, state) and counters. No sockets and no
 sequence numbers here: those stay in agent/ingest.py. The store sink applies
-batches whole with it (agent/sinks/store.py); a node agent's spool sink uses
-its control ops and row counts only (agent/sinks/spool.py).
+batches with it (agent/sinks/store.py); a node agent's spool sink uses its
+control ops and row counts only (agent/sinks/spool.py). What the wire decoder
+cannot check of a batch (``check_batch``, ``check_width``) and what it counts
+against the agent's byte budget (``batch_cost``) are here too.
 
 Order inside a batch matters and is fixed: metric definitions first (they decide
 whether a key opts out of rate limiting), then rows, then the pending row and
@@ -13,8 +15,8 @@ the summary (whose media references find the files the rows wrote), then the
 other control ops (``finish`` last of all in practice, as the client sends it).
 
 Wide batches are applied in slices: a batch of more than ``SLICE_KEYS`` columns is
-queued (agent/slices.py) and applied ``SLICE_KEYS`` of its
-columns per loop turn — the head (definitions, row budget, row times) with the
+queued (agent/slices.py) and applied ``SLICE_KEYS`` of its columns per loop
+turn — the head (definitions, row budget, row times) with the
 first slice, the tail (step, pending row, summary, control) with the last, so
 sealing never passes rows whose columns are still queued. Later batches of the
 same writer queue behind it; the batch is acknowledged after its last slice is
