@@ -28,15 +28,16 @@ log = logging.getLogger("rankwise.agent")
 
 class Link(Protocol):
     """A socket of the agent's besides its clients' (a root's node link, a node agent's upstream), as the
-    loop drives it (agent/daemon.py)."""
+    loop drives it (agent/loop.py): its sockets are polled with the clients' one, ``handle`` gets what each
+    poll returned, ``flush`` runs after each commit (``force``: at shutdown), ``close`` at the end."""
 
-    def sockets(self) -> list: ...  # noqa: E704 (polled with the clients' socket)
+    def sockets(self) -> list: ...
 
-    def handle(self, events: dict) -> None: ...  # noqa: E704 (after each poll, with what it returned)
+    def handle(self, events: dict) -> None: ...
 
-    def flush(self, force: bool = False) -> None: ...  # noqa: E704 (after each commit; force: at shutdown)
+    def flush(self, force: bool = False) -> None: ...
 
-    def close(self) -> None: ...  # noqa: E704
+    def close(self) -> None: ...
 
 
 class Started(NamedTuple):
@@ -75,20 +76,11 @@ class UpstreamLink:
 
 def start(cfg: AgentConfig, ctx: Any) -> Started:
     """The agent's ingest and its links, as its configuration says (module docstring)."""
-    if cfg.upstream:
-        ingest, links = start_node(cfg, ctx)
-        info = {"role": "node", "upstream": cfg.upstream, "store": None}
-        return Started(ingest, links, info, f"forwarding to {cfg.upstream}")
-    ingest, links = start_store(cfg, ctx)
-    where = f"store {cfg.store_path}"
-    if not links:
-        return Started(ingest, links, {}, where)
-    endpoint = links[0].endpoint  # type: ignore[attr-defined]
-    return Started(ingest, links, {"role": "root", "listen": endpoint}, f"{where}, node agents on {endpoint}")
+    return start_node(cfg, ctx) if cfg.upstream else start_store(cfg, ctx)
 
 
-def start_store(cfg: AgentConfig, ctx: Any) -> tuple[Any, list[Link]]:
-    """A single agent or, with ``listen``, a root: (ingest, [its node link]) or (ingest, [])."""
+def start_store(cfg: AgentConfig, ctx: Any) -> Started:
+    """A single agent or, with ``listen``, a root (its node link: the one link)."""
     from agent.ingest import Ingest
     from agent.media import MediaSink, MediaStore
     from agent.store.sqlite import SQLiteStore
@@ -102,7 +94,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> tuple[Any, list[Link]]:
     if not cfg.listen:
         ingest = Ingest(store, cfg, node=cfg.node_name or None, media=media)
         ingest.recover()
-        return ingest, []
+        return Started(ingest, [], {}, f"store {cfg.store_path}")
     from agent.root import Root
     from agent.rootlink import RootLink
 
@@ -114,7 +106,8 @@ def start_store(cfg: AgentConfig, ctx: Any) -> tuple[Any, list[Link]]:
         store.close()
         raise
     root.link_status = link.status
-    return root.ingest, [link]
+    where = f"store {cfg.store_path}, node agents on {link.endpoint}"
+    return Started(root.ingest, [link], {"role": "root", "listen": link.endpoint}, where)
 
 
 def check_listen(cfg: AgentConfig) -> None:
@@ -138,8 +131,8 @@ def check_listen(cfg: AgentConfig) -> None:
     log.warning("root listening on %s without Curve keys (--insecure): anyone reaching the port can write", cfg.listen)
 
 
-def start_node(cfg: AgentConfig, ctx: Any) -> tuple[Any, list[Link]]:
-    """A forwarding node agent: (ingest, [its upstream])."""
+def start_node(cfg: AgentConfig, ctx: Any) -> Started:
+    """A forwarding node agent (its upstream: the one link)."""
     from agent import keys
     from agent.node import node_ingest
     from agent.spool import Spool
@@ -165,7 +158,8 @@ def start_node(cfg: AgentConfig, ctx: Any) -> tuple[Any, list[Link]]:
     ingest.upstream = up
     if spool.pending:
         log.info("spool holds %d record(s) not yet acknowledged by the root; sending them first", spool.pending)
-    return ingest, [UpstreamLink(up, cfg.shutdown_flush_s)]
+    info = {"role": "node", "upstream": cfg.upstream, "store": None}
+    return Started(ingest, [UpstreamLink(up, cfg.shutdown_flush_s)], info, f"forwarding to {cfg.upstream}")
 
 
 def agent_id(spool: Any, node: str) -> str:
