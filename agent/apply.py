@@ -1,11 +1,13 @@
 """What a client batch does to its run: rows, coalesced spans, media, metric definitions, control ops.
 
-:class:`RunUpdates` is the half of :class:`agent.ingest.Ingest` that turns one
-validated, de-duplicated batch into state: per-run history chunks and group
-points in :class:`agent.pending.PendingWrites`, the run record (step, rows,
-summary, config, state) and counters. No sockets and no sequence numbers here:
-those stay in ingest. A node agent and a root override ``_apply`` / ``_paced``
-(agent/node.py, agent/root.py) and reuse the rest.
+:class:`Applier` turns one validated, de-duplicated batch into state: per-run
+history chunks and group points in :class:`agent.nextcommit.NextCommit`, the
+run record (step, rows, summary, config, state) and counters. No sockets and no
+sequence numbers here: those stay in agent/ingest.py. The store sink applies
+batches with it (agent/sinks/store.py); a node agent's spool sink uses its
+control ops and row counts only (agent/sinks/spool.py). What the wire decoder
+cannot check of a batch (``check_batch``, ``check_width``) and what it counts
+against the agent's byte budget (``batch_cost``) are here too.
 
 Order inside a batch matters and is fixed: metric definitions first (they decide
 whether a key opts out of rate limiting), then rows, then the pending row and
@@ -13,8 +15,8 @@ the summary (whose media references find the files the rows wrote), then the
 other control ops (``finish`` last of all in practice, as the client sends it).
 
 Wide batches are applied in slices: a batch of more than ``SLICE_KEYS`` columns is
-queued (``backlog``) and :meth:`RunUpdates.work` applies ``SLICE_KEYS`` of its
-columns per loop turn — the head (definitions, row budget, row times) with the
+queued (agent/slices.py) and applied ``SLICE_KEYS`` of its columns per loop
+turn — the head (definitions, row budget, row times) with the
 first slice, the tail (step, pending row, summary, control) with the last, so
 sealing never passes rows whose columns are still queued. Later batches of the
 same writer queue behind it; the batch is acknowledged after its last slice is
@@ -26,13 +28,12 @@ the client resends the batch (identical values; readers keep the last write).
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from agent.ratelimit import coalesce_column, span_starts
-from agent.runs import RunState, WriterState
+from agent.runs import RunState
 from client import wire
 from client.errors import ProtocolError
 from client.values import MAX_KEYS_PER_ROW
@@ -40,7 +41,7 @@ from client.values import MAX_KEYS_PER_ROW
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.media import MediaSink
-    from agent.pending import PendingWrites
+    from agent.nextcommit import NextCommit
     from agent.status import Counters
 
 
@@ -92,51 +93,80 @@ class Applying:
         return f"<Applying late={self.n_late} coalesced={self.starts is not None}>"
 
 
-class _Work:
-    """A queued batch and how many of its columns are applied."""
+MAX_STEP = 1 << 62  # steps (and the next step, step + 1) stay far inside SQLite's int64
 
-    __slots__ = ("ws", "b", "state", "done")
 
-    def __init__(self, ws: WriterState, b: wire.Batch):
-        self.ws, self.b = ws, b
-        self.state: Applying | None = None
-        self.done = 0
+# what one value of a list column (strings, mixed types: encoding "mp") costs once decoded, beyond its wire
+# bytes: a list slot and a Python object. Numeric columns decode to arrays over their wire bytes (no extra).
+LIST_VALUE_BYTES = 56
+
+
+def batch_cost(b: wire.Batch) -> int:
+    """The bytes a batch counts against the pending budget: its frame, plus its decoded Python objects."""
+    extra = 0
+    for col in b.columns:
+        if not isinstance(col.values, np.ndarray):
+            extra += LIST_VALUE_BYTES * len(col.values)
+    return b.nbytes + extra
+
+
+def check_batch(b: wire.Batch) -> None:
+    """What the wire decoder cannot know: steps must leave room in the store's int64 (step + 1)."""
+    if b.n and int(b.step.max()) >= MAX_STEP:
+        raise ProtocolError(f"step {int(b.step.max())} at or above {MAX_STEP}")
+    if b.pending is not None and b.pending[0] >= MAX_STEP:
+        raise ProtocolError(f"pending step {b.pending[0]} at or above {MAX_STEP}")
+
+
+def check_width(b: wire.Batch) -> None:
+    """Refuse a batch with a row wider than ``MAX_KEYS_PER_ROW`` (ProtocolError: counted as malformed)."""
+    width = row_width(b)
+    if width > MAX_KEYS_PER_ROW:
+        raise ProtocolError(f"a row of {width} keys, above the agent's limit of {MAX_KEYS_PER_ROW} keys per row")
+
+
+class Applier:
+    """Batch → run state, into the next commit; counts what it did and what it could not read."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        media: MediaSink | None,
+        counters: Counters,
+        next_commit: NextCommit,
+        malformed: Callable[[str], None],
+    ):
+        self.cfg = cfg
+        self.media = media  # None: media values are stored inline (in-memory tests, a node agent)
+        self.counters = counters
+        self.next_commit = next_commit  # cleared in place after each commit: this reference stays valid
+        self.malformed = malformed  # counts a malformed part of a batch by cause (agent/ingest.py)
 
     def __repr__(self) -> str:
-        return f"<_Work {self.ws.id[:8]} seq={self.b.seq} {self.done}/{len(self.b.columns)} columns>"
+        return f"<Applier media={self.media is not None} next={self.next_commit!r}>"
 
+    def paced(self, run: RunState, b: wire.Batch, now: float) -> float:
+        """The time the row and media budgets of a batch count by. A batch forwarded by a node agent (at a
+        root) counts at the time its rows were committed: a node's backlog, replayed at once after an outage
+        of the root, was logged at its own pace and must not look like a burst."""
+        if run.via is None or not b.n:
+            return now
+        return min(now, float(b.t.max()))
 
-class RunUpdates:
-    """Batch → run state. Mixed into Ingest, which provides the attributes below."""
+    def apply(self, run: RunState, b: wire.Batch, now: float) -> None:
+        """A whole batch at once."""
+        state = self.head(run, b, now)
+        self.columns(run, b, b.columns, state, now)
+        self.tail(run, b, state, now)
 
-    cfg: AgentConfig
-    media: MediaSink | None
-    pending: PendingWrites
-    counters: Counters
-    backlog: deque  # of _Work: wide batches being applied in slices, and batches of their writers behind them
-    _queued: dict[str, int]  # writer id -> its batches in the backlog
-
-    def _count_malformed(self, cause: str) -> None:  # provided by Ingest
-        raise NotImplementedError
-
-    def _paced(self, run: RunState, b: wire.Batch, now: float) -> float:
-        """The time the row and media budgets of a batch count by (a root paces forwarded batches by their
-        own commit times: a backlog replayed after an outage must not look like a burst)."""
-        return now
-
-    def _apply(self, run: RunState, b: wire.Batch, now: float) -> None:
-        state = self._apply_head(run, b, now)
-        self._apply_columns(run, b, b.columns, state, now)
-        self._apply_tail(run, b, state, now)
-
-    def _apply_head(self, run: RunState, b: wire.Batch, now: float) -> "Applying":
+    def head(self, run: RunState, b: wire.Batch, now: float) -> "Applying":
         """What a batch does once, before its columns: metric definitions, the row budget, the rows' times."""
         run.last_seen = now
-        state = Applying(self._paced(run, b, now))
+        state = Applying(self.paced(run, b, now))
         for op, arg in b.control:
             # metric definitions first: they decide how this batch's rows are kept (rate_limit=False)
             if op == "define":
-                self._control(run, op, arg, now)
+                self.control(run, op, arg, now)
         if b.n:
             late = b.late
             normal = None if late is None else ~late
@@ -148,7 +178,7 @@ class RunUpdates:
                 self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
         return state
 
-    def _apply_columns(self, run: RunState, b: wire.Batch, columns: list, state: "Applying", now: float) -> None:
+    def columns(self, run: RunState, b: wire.Batch, columns: list, state: "Applying", now: float) -> None:
         """Some of a batch's columns (all, or one slice of a wide batch): history and group points."""
         if not b.n:
             return
@@ -157,7 +187,7 @@ class RunUpdates:
             return
         r = run.record
         group = run.group
-        pending = self.pending
+        nc = self.next_commit
         late = b.late
         for col in columns:
             steps = b.step if col.rows is None else b.step[col.rows]
@@ -165,17 +195,17 @@ class RunUpdates:
             if not col.numeric and self.media is not None:
                 values = self.media.column(r.id, values, state.paced)
             col_late = None if late is None else (late if col.rows is None else late[col.rows])
-            self._add_column(run, col.key, steps, values, col_late)
+            self.add_column(run, col.key, steps, values, col_late)
             # a list column's numbers too: group rows must not depend on batching (agent/groups.py)
-            group.add_column(r.rank, col.key, steps, col.values, now, pending)
+            group.add_column(r.rank, col.key, steps, col.values, now, nc)
 
-    def _apply_tail(self, run: RunState, b: wire.Batch, state: "Applying", now: float) -> None:
+    def tail(self, run: RunState, b: wire.Batch, state: "Applying", now: float) -> None:
         """What a batch does once, after its columns: the step moves (sealing may pass these rows only
         now), the pending row, the summary, control ops."""
         r = run.record
         paced = state.paced
         if b.n:
-            self._count_rows(run, b, state.n_late)
+            self.count_rows(run, b, state.n_late)
         if b.spans is not None:  # rows the client coalesced under overload: stored as spans (agent/clientspans.py)
             from agent.clientspans import apply_client_spans
 
@@ -187,80 +217,15 @@ class RunUpdates:
             r.summary.update(self._media_map(r.id, b.summary, paced))
         for op, arg in b.control:
             if op != "define":
-                self._control(run, op, arg, now)
+                self.control(run, op, arg, now)
         if r.state == "crashed" and r.pending:
             # its process was seen gone before this batch was applied (a wide batch takes several loop
             # turns): nobody will commit this row later, so commit it now, as the crash did
-            self._commit_pending_row(run, now)
+            self.commit_pending_row(run, now)
         r.updated = now
-        self.pending.runs[r.id] = r
+        self.next_commit.runs[r.id] = r
 
-    # ------------------------------------------------------------ wide batches, in slices
-
-    def _sliced(self, ws: WriterState, peer: bytes, b: wire.Batch) -> bool:
-        """Queue ``b`` to be applied in slices over several loop turns (True), or let the caller apply it
-        now (False). A batch is sliced when it has more than ``SLICE_KEYS`` columns; a batch of a writer
-        that has queued work waits behind it (a writer's batches apply in order). Refuses a batch with a
-        row wider than ``MAX_KEYS_PER_ROW`` (ProtocolError: counted as malformed by the caller)."""
-        width = row_width(b)
-        if width > MAX_KEYS_PER_ROW:
-            raise ProtocolError(f"a row of {width} keys, above the agent's limit of {MAX_KEYS_PER_ROW} keys per row")
-        # a subclass that replaces _apply (a forwarding node agent) applies whole batches
-        if type(self)._apply is not RunUpdates._apply:
-            return False
-        if len(b.columns) <= SLICE_KEYS and not self._queued.get(ws.id):
-            return False
-        self.backlog.append(_Work(ws, b))
-        self._queued[ws.id] = self._queued.get(ws.id, 0) + 1
-        self.counters.add("sliced_batches")
-        return True
-
-    def work(self, now: float, budget: int | None = SLICE_KEYS) -> list[tuple[bytes, bytes]]:
-        """Apply queued batches for about ``budget`` columns (None: all of them, at shutdown); a batch
-        whose last slice is applied is accepted (its ACK goes out with the next commit). A batch that
-        breaks something while applied is rejected like a malformed one (returns the NACKs to send)."""
-        done = 0
-        replies: list[tuple[bytes, bytes]] = []
-        while self.backlog and (budget is None or done < budget):
-            w = self.backlog[0]
-            run = w.ws.run
-            try:
-                if w.state is None:
-                    w.state = self._apply_head(run, w.b, now)
-                left = len(w.b.columns) - w.done
-                take = left if budget is None else min(budget - done, left)
-                self._apply_columns(run, w.b, w.b.columns[w.done : w.done + take], w.state, now)
-                w.done += take
-                done += take
-                if w.done < len(w.b.columns):
-                    break
-                self._apply_tail(run, w.b, w.state, now)
-            except Exception as exc:  # as Ingest.handle does for a batch applied at once: count, go on
-                self._dequeue(w)
-                applied = w.ws.applied  # its later batches may wait in the backlog already
-                cause = f"internal error: {type(exc).__name__}"
-                replies += self._reject(w.ws.peer, w.ws, w.b.seq, w.b.n, cause, exc, w.b.nbytes)
-                w.ws.applied = max(applied, w.ws.applied)
-                continue
-            self._dequeue(w)
-            self._accepted(w.ws, w.b)
-        return replies
-
-    def _dequeue(self, w: _Work) -> None:
-        self.backlog.popleft()
-        left = self._queued.pop(w.ws.id, 1) - 1
-        if left:
-            self._queued[w.ws.id] = left
-
-    def _reject(
-        self, peer: bytes, ws: WriterState, seq: int, rows: int, cause: str, exc: Exception, nbytes: int
-    ) -> list:
-        raise NotImplementedError  # provided by Ingest
-
-    def _accepted(self, ws: WriterState, b: wire.Batch) -> None:  # provided by Ingest
-        raise NotImplementedError
-
-    def _count_rows(self, run: RunState, b: wire.Batch, n_late: int) -> None:
+    def count_rows(self, run: RunState, b: wire.Batch, n_late: int) -> None:
         """A batch's rows on its run record and in the counters: the step moves past the rows on time."""
         r = run.record
         committed = b.step if b.late is None else b.step[~b.late]
@@ -288,14 +253,14 @@ class RunUpdates:
         starts = on_time[pos]  # batch row where each span begins
         last = on_time[np.r_[pos[1:], len(on_time)] - 1]
         steps = b.step[last]
-        pending = self.pending
-        pending.add_history(rid, "_timestamp", steps, b.t[last], False)
-        pending.add_history(rid, "_runtime", steps, b.runtime[last], False)
-        pending.add_history(rid, "_first_step", steps, b.step[starts], False)
-        pending.add_history(rid, "_rows", steps, np.diff(np.r_[pos, len(on_time)]).astype(np.int64), False)
+        nc = self.next_commit
+        nc.add_history(rid, "_timestamp", steps, b.t[last], False)
+        nc.add_history(rid, "_runtime", steps, b.runtime[last], False)
+        nc.add_history(rid, "_first_step", steps, b.step[starts], False)
+        nc.add_history(rid, "_rows", steps, np.diff(np.r_[pos, len(on_time)]).astype(np.int64), False)
         if late is not None and late.any():
-            pending.add_history(rid, "_timestamp", b.step[late], b.t[late], True)
-            pending.add_history(rid, "_runtime", b.step[late], b.runtime[late], True)
+            nc.add_history(rid, "_timestamp", b.step[late], b.t[late], True)
+            nc.add_history(rid, "_runtime", b.step[late], b.runtime[late], True)
         self.counters.add("coalesced_rows", len(on_time) - len(pos))
         tally = r.meta.setdefault("coalesced", {"rows": 0, "spans": 0})
         tally["rows"] += len(on_time)
@@ -307,7 +272,7 @@ class RunUpdates:
         r = run.record
         rid = r.id
         late = b.late
-        pending = self.pending
+        nc = self.next_commit
         coalesced = 0
         for col in columns:
             rows = np.arange(b.n) if col.rows is None else col.rows.astype(np.int64)
@@ -316,17 +281,17 @@ class RunUpdates:
                 values = self.media.column(rid, values, state.paced)
             col_steps = b.step[rows]
             col_late = None if late is None else late[rows]
-            run.group.add_column(r.rank, col.key, col_steps, col.values, now, pending)
+            run.group.add_column(r.rank, col.key, col_steps, col.values, now, nc)
             if not col.numeric or run.keeps_raw(col.key):
-                self._add_column(run, col.key, col_steps, values, col_late)
+                self.add_column(run, col.key, col_steps, values, col_late)
                 continue
             if col_late is not None and col_late.any():
-                pending.add_history(rid, col.key, col_steps[col_late], values[col_late], True)
+                nc.add_history(rid, col.key, col_steps[col_late], values[col_late], True)
                 keep = ~col_late
                 rows, col_steps, values = rows[keep], col_steps[keep], values[keep]
             if len(rows):
                 spans_of_key = coalesce_column(rows, col_steps, values, state.starts)
-                pending.add_history(rid, col.key, spans_of_key["step"], spans_of_key, False)
+                nc.add_history(rid, col.key, spans_of_key["step"], spans_of_key, False)
                 coalesced += len(rows)
         self.counters.add("coalesced_points", coalesced)
 
@@ -337,16 +302,16 @@ class RunUpdates:
 
     def _add_rows(self, run: RunState, steps: np.ndarray, columns: dict, late: Any, normal: Any) -> None:
         for key, values in columns.items():
-            self._add_column(run, key, steps, values, late)
+            self.add_column(run, key, steps, values, late)
 
-    def _add_column(self, run: RunState, key: str, steps: np.ndarray, values: Any, late: Any) -> None:
+    def add_column(self, run: RunState, key: str, steps: np.ndarray, values: Any, late: Any) -> None:
         rid = run.record.id
         if isinstance(values, np.ndarray) and values.dtype.kind == "b":
             # as Python bools: a commit that joins them with other numbers of the key keeps them bools (the
             # store writes an all-bool chunk as "b1" again); group rows got the numeric array (0/1)
             values = values.astype(object)
         if late is None or not late.any():
-            self.pending.add_history(rid, key, steps, values, False)
+            self.next_commit.add_history(rid, key, steps, values, False)
             return
         keep = ~late
         if isinstance(values, np.ndarray):
@@ -355,10 +320,10 @@ class RunUpdates:
             on_time = [v for v, k in zip(values, keep) if k]
             late_values = [v for v, k in zip(values, keep) if not k]
         if keep.any():
-            self.pending.add_history(rid, key, steps[keep], on_time, False)
-        self.pending.add_history(rid, key, steps[late], late_values, True)
+            self.next_commit.add_history(rid, key, steps[keep], on_time, False)
+        self.next_commit.add_history(rid, key, steps[late], late_values, True)
 
-    def _control(self, run: RunState, op: str, arg: Any, now: float) -> None:
+    def control(self, run: RunState, op: str, arg: Any, now: float) -> None:
         r = run.record
         if op == "config" and isinstance(arg, dict):
             r.config.update(arg)
@@ -374,7 +339,7 @@ class RunUpdates:
         elif op == "finish" and isinstance(arg, dict):
             code = arg.get("exit_code", 0)
             if not isinstance(code, int) or isinstance(code, bool) or not -(1 << 31) <= code < (1 << 31):
-                self._count_malformed("finish exit_code not a 32-bit integer")
+                self.malformed("finish exit_code not a 32-bit integer")
                 code = 1
             r.exit_code = code
             r.state = "finished" if code == 0 else "failed"
@@ -383,7 +348,7 @@ class RunUpdates:
             self.counters.add("finished_runs")
         elif op == "meta" and isinstance(arg, dict):
             if AGENT_META.intersection(arg):
-                self._count_malformed("meta op sets a key the agent keeps")
+                self.malformed("meta op sets a key the agent keeps")
             r.meta.update(client_meta(arg))
         elif op == "dropped" and isinstance(arg, dict):
             # rows a writer could not keep (its spill file refused them): counted by cause, per run too
@@ -391,14 +356,14 @@ class RunUpdates:
             if isinstance(rows, int) and 0 <= rows < (1 << 40):
                 drops = r.meta.setdefault("drops", {})
                 drops[cause] = drops.get(cause, 0) + rows
-                self.pending.drops[cause] = self.pending.drops.get(cause, 0) + rows
+                self.next_commit.drops[cause] = self.next_commit.drops.get(cause, 0) + rows
                 self.counters.drop(cause, rows)
         else:
-            self._count_malformed("unknown control op")
+            self.malformed("unknown control op")
 
     # ------------------------------------------------------------ a vanished run
 
-    def _commit_pending_row(self, run: RunState, now: float) -> None:
+    def commit_pending_row(self, run: RunState, now: float) -> None:
         """A run that vanished leaves its uncommitted row: commit it, nothing is dropped."""
         r = run.record
         if not r.pending:
@@ -406,15 +371,15 @@ class RunUpdates:
         step, t, data = r.pending
         r.pending = None
         steps = np.array([step], np.int64)
-        self._add_column(run, "_timestamp", steps, np.array([t]), None)
-        self._add_column(run, "_runtime", steps, np.array([max(0.0, t - r.created)]), None)
+        self.add_column(run, "_timestamp", steps, np.array([t]), None)
+        self.add_column(run, "_runtime", steps, np.array([max(0.0, t - r.created)]), None)
         for key, value in data.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 big = isinstance(value, int) and not -(1 << 63) <= value < (1 << 63)
                 arr = np.array([value], dtype=np.float64 if isinstance(value, float) or big else np.int64)
-                self._add_column(run, key, steps, arr, None)
-                run.group.add(r.rank, key, steps, arr, now, self.pending)
+                self.add_column(run, key, steps, arr, None)
+                run.group.add(r.rank, key, steps, arr, now, self.next_commit)
             else:
-                self._add_column(run, key, steps, [value], None)
+                self.add_column(run, key, steps, [value], None)
         r.step = max(r.step, step + 1)
         r.rows += 1

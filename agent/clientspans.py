@@ -1,7 +1,7 @@
 """Spans a client coalesced under overload (client/coalesce.py), stored like the agent's own spans.
 
 A client whose ``log()`` outran its I/O thread sends, instead of rows, a block of spans
-(``wire.SpanBlock``). Each span is stored exactly as :meth:`agent.apply.RunUpdates._coalesced_rows`
+(``wire.SpanBlock``). Each span is stored exactly as :meth:`agent.apply.Applier._coalesced_rows`
 stores one of its own: a row record at the span's last step (``_timestamp``, ``_runtime`` of its last
 row, ``_first_step``, ``_rows``: the rows it stands for) and per key a coalesced chunk (``enc ==
 "span"``: first step, count, last, mean, min, max) at the key's last step in the span; so
@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 
 
 def apply_client_spans(updates: Any, run: "RunState", sb: "SpanBlock", now: float) -> None:
-    """Store one batch's span block (``updates``: the agent's RunUpdates, for its pending writes and counters)."""
+    """Store one batch's span block (``updates``: the agent's Applier, for its next commit and counters)."""
     r = run.record
     rid = r.id
-    pending = updates.pending
+    pending = updates.next_commit
     pending.add_history(rid, "_timestamp", sb.step, sb.t, False)
     pending.add_history(rid, "_runtime", sb.step, sb.runtime, False)
     pending.add_history(rid, "_first_step", sb.step, sb.first, False)
@@ -40,7 +40,7 @@ def apply_client_spans(updates: Any, run: "RunState", sb: "SpanBlock", now: floa
         # the same fields as agent/ratelimit.py coalesce_column (a chunk may join the agent's own spans)
         pending.add_history(rid, col.key, f["step"], {"step": f["step"], **{k: f[k] for k in SPAN_FIELDS}}, False)
     for key, steps, values in sb.raw:  # keys that opted out of rate limiting: every value, row for row
-        updates._add_column(run, key, steps, values, None)
+        updates.add_column(run, key, steps, values, None)
     count_client_spans(updates, run, sb, now)
     tally = r.meta.setdefault("coalesced", {"rows": 0, "spans": 0})
     tally["rows"] += int(sb.rows.sum())
@@ -51,7 +51,7 @@ def count_client_spans(updates: Any, run: "RunState", sb: "SpanBlock", now: floa
     """What a span block does besides the history (a node agent that forwards batches does only this):
     group points, the run's step, rows and runtime, the counters."""
     r = run.record
-    pending = updates.pending
+    pending = updates.next_commit
     points = 0
     for col in sb.columns:
         f = col.fields

@@ -43,11 +43,11 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.locks import AgentLock, StoreLock
+from agent.loop import Loop
 from agent.memory import Allocator
 from client import paths
 
 log = logging.getLogger("rankwise.agent")
-CHECKPOINT_QUIET_S = 0.1  # no frame read for this long before a periodic (not a size-bound) WAL checkpoint
 
 
 class Agent:
@@ -60,9 +60,8 @@ class Agent:
         self.store_lock = StoreLock(cfg.data_dir, cfg.runtime_dir)
         self.stopping = False
         self.endpoint: str | None = None
-        self.ingest: Any = None
-        self.link: Any = None  # a root: agent.rootlink.RootLink
-        self.upstream: Any = None  # a node agent: agent.upstream.Upstream
+        self.ingest: Any = None  # agent.ingest.Ingest (its sink says what the role stores: agent/roles.py)
+        self.links: list[Any] = []  # a root's node link, a node agent's upstream (agent/roles.py Link)
         self._sock: Any = None
         self._ctx: Any = None
         self.allocator = Allocator()
@@ -81,14 +80,10 @@ class Agent:
         self.lock.acquire()
         self.store_lock.acquire()  # one writer per data directory, whatever the runtime directory
         self._ctx = zmq.Context()
-        if self.cfg.upstream:
-            from agent.roles import start_node
+        from agent.roles import start
 
-            self.ingest, self.upstream = start_node(self.cfg, self._ctx)
-        else:
-            from agent.roles import start_store
-
-            self.ingest, self.link = start_store(self.cfg, self._ctx)
+        started = start(self.cfg, self._ctx)
+        self.ingest, self.links = started.ingest, started.links
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         # the protocol's limit (+64 KiB, so a frame just over it reaches Ingest and is counted as oversize): a
@@ -113,102 +108,20 @@ class Agent:
         self._sock = sock
         self.endpoint = endpoint
         info = {"pid": os.getpid(), "endpoint": endpoint, "started": time.time(), "store": str(self.cfg.store_path)}
-        if self.link is not None:
-            info.update(role="root", listen=self.link.endpoint)
-        elif self.upstream is not None:
-            info.update(role="node", upstream=self.cfg.upstream, store=None)
+        info.update(started.info)
         tmp = self.cfg.runtime_dir / (paths.AGENT_INFO + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.cfg.runtime_dir / paths.AGENT_INFO)
-        where = f"forwarding to {self.cfg.upstream}" if self.upstream is not None else f"store {self.cfg.store_path}"
-        if self.link is not None:
-            where += f", node agents on {self.link.endpoint}"
-        log.info("agent %d serving %s, %s", os.getpid(), endpoint, where)
+        log.info("agent %d serving %s, %s", os.getpid(), endpoint, started.where)
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
 
     def serve(self) -> None:
-        import zmq
-
-        sock = self._sock
-        ingest = self.ingest
-        link, upstream = self.link, self.upstream
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        for extra in (link.sockets() if link is not None else []) + ([upstream.sock] if upstream is not None else []):
-            poller.register(extra, zmq.POLLIN)
-        drain_full = ingest.drain_full
-        max_drain = self.cfg.max_drain
-        next_checkpoint = time.monotonic() + 1.0
-        next_wal_check = 0.0
-        last_frame = 0.0  # monotonic time of the last frame read: the periodic checkpoint waits for a quiet spell
-        while not self.stopping:
-            # sliced work (a wide batch, a seal of many keys) goes on at once, a slice per turn
-            timeout_ms = 0 if ingest.commit_due() or ingest.busy() else 50
-            events = dict(poller.poll(timeout_ms))
-            # nothing is read while the open points are past their budget: frames wait in ZeroMQ (recv_hwm per
-            # connection), then in their clients, until the ticks have sealed the oldest steps
-            if sock in events and not ingest.window_full():
-                last_frame = time.monotonic()
-                for _ in range(max_drain):
-                    try:
-                        peer, frame = sock.recv_multipart(zmq.NOBLOCK, copy=True)[:2]
-                    except zmq.Again:
-                        break
-                    except ValueError:  # a frame without identity: cannot happen on ROUTER, count it anyway
-                        ingest.counters.bad_frame("no identity")
-                        continue
-                    for reply in ingest.handle(peer, frame):
-                        self._send(reply)
-                    if drain_full():
-                        break
-            if link is not None:
-                link.handle(events)
-            if upstream is not None and upstream.sock in events:
-                upstream.handle()
-            for reply in ingest.work(time.time()):  # one slice of queued wide batches (agent/apply.py)
-                self._send(reply)
-            try:
-                ingest.tick()
-            except Exception:  # sealing or liveness broke on some state: keep serving, say so
-                ingest.counters.add("tick_errors")
-                if ingest.counters.values["tick_errors"] <= 5:
-                    log.exception("agent tick failed; serving on")
-            for reply in ingest.commit():
-                self._send(reply)
-            if link is not None:
-                link.flush()
-            if upstream is not None:
-                ingest.spool.maybe_fsync()  # records go upstream once fsynced (agent/spool.py)
-                upstream.pump()
-                outbox, ingest.outbox = ingest.outbox, []
-                for reply in outbox:
-                    self._send(reply)
-            now = time.monotonic()
-            wal_full = False
-            if now >= next_wal_check:  # a stat() and a statvfs() every 10 ms at most (a few µs)
-                next_wal_check = now + 0.01
-                wal_full = getattr(ingest.store, "wal_full", bool)()
-            # a quiet spell, or a second late (a steady stream of frames is never quiet for long)
-            quiet = now - last_frame >= CHECKPOINT_QUIET_S or now >= next_checkpoint + 1.0
-            if wal_full or (now >= next_checkpoint and quiet and not ingest.commit_due()):
-                # after the ACKs went out, when nothing waits and no frame came for a moment: the WAL's fsync
-                # delays no one (between two batches of a burst it would hold up the next commit, and the
-                # finish() waiting for it, by the checkpoint's 30+ ms); a WAL past its size bound is
-                # checkpointed even under load (agent/store/sqlite.py)
-                next_checkpoint = now + 1.0
-                checkpoint = getattr(ingest.store, "checkpoint", None)
-                if checkpoint is not None:
-                    checkpoint()
-                    ingest.counters.add("checkpoints_wal_full" if wal_full else "checkpoints")
-            if self.allocator.trim(now):  # freed heap back to the system after a burst (agent/memory.py)
-                ingest.counters.add("malloc_trims")
-            if ingest.stop_requested:
-                self.stopping = True
-            elif ingest.idle():
-                log.info("idle for %.0f s with no running run: exiting", self.cfg.idle_timeout_s)
-                self.stopping = True
+        """Run the loop (agent/loop.py) until stopped: a signal, ``rankwise agent stop`` or idleness."""
+        loop = Loop(self._sock, self.ingest, self.links, self.cfg, self.allocator, self._send)
+        loop.run(lambda: self.stopping)
+        self.stopping = True
 
     def _send(self, reply: tuple[bytes, bytes]) -> None:
         import zmq
@@ -228,15 +141,10 @@ class Agent:
             ingest.seal_finished(now)
             for reply in ingest.commit(now, force=True):
                 self._send(reply)
-            if self.link is not None:
-                self.link.flush(force=True)
-            if self.upstream is not None:
-                from agent.roles import flush_upstream
-
-                flush_upstream(self.upstream, self.cfg.shutdown_flush_s)
-        for part in (self.link, self.upstream):
-            if part is not None:
-                part.close()
+            for link in self.links:
+                link.flush(force=True)
+        for link in self.links:
+            link.close()
         for name in (paths.AGENT_INFO, paths.AGENT_SOCKET) if self.lock.fd is not None else ():
             try:  # only the lock holder owns these (a start that failed before the lock must not touch them)
                 (self.cfg.runtime_dir / name).unlink()
@@ -248,9 +156,7 @@ class Agent:
             self._ctx.term()
         if ingest is not None:
             ingest.store.close()
-            spool = getattr(ingest, "spool", None)
-            if spool is not None:
-                spool.close()
+            ingest.sink.close()
         self.store_lock.release()
         self.lock.release()
         log.info("agent %d stopped", os.getpid())

@@ -23,7 +23,8 @@ points.
 
 Points that arrive for a step already sealed are not lost: the per-rank rows go
 to the store as usual, and the group row of that step is recomputed from the
-stored per-rank values in the same transaction (a new revision, counted as late).
+stored per-rank values in the same transaction (a new revision, counted as late):
+:func:`recompute_rows`, called by the store sink's commit (agent/sinks/store.py).
 
 A node agent that forwards to a root seals the same way but only over its own
 ranks, and what it seals becomes partials sent upstream instead of rows
@@ -32,18 +33,20 @@ ranks, and what it seals becomes partials sent upstream instead of rows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from agent.runs import launcher_gone
 from agent.store.base import GroupRecord
-from grouping import GroupWindow, finalize, numeric_entries
+from grouping import GroupWindow, finalize, numeric_entries, reduce_points
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
-    from agent.pending import PendingWrites
+    from agent.nextcommit import NextCommit
     from agent.runs import RunState
+    from agent.status import Counters
+    from agent.store.base import Txn
 
 
 # held points reduced per seal call (a slice of keys); the rest goes on at the next tick
@@ -97,7 +100,7 @@ class GroupState:
             f"sealed_through={g.sealed_through} window={self.window.nbytes}B{' job_over' if self._over else ''}>"
         )
 
-    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "PendingWrites") -> None:
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "NextCommit") -> None:
         """Numeric points of one key from one rank: open steps into the window, sealed ones to recompute."""
         values = values.astype(np.float64, copy=False)
         sealed = self.record.sealed_through
@@ -113,7 +116,7 @@ class GroupState:
             self.window.add(key, rank, steps, values, now)
 
     def add_column(
-        self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: "PendingWrites"
+        self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: "NextCommit"
     ) -> None:
         """Any column of a batch: a numeric array whole, a list of values (encoding "mp") by its numbers.
 
@@ -126,6 +129,15 @@ class GroupState:
         where, numbers = numeric_entries(values)
         if len(where):
             self.add(rank, key, steps[where], numbers, now, pending)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of open points held (the agent-wide window budget counts these)."""
+        return self.window.nbytes
+
+    def reopen(self, key: str, rank: int, steps: np.ndarray, values: np.ndarray, now: float) -> None:
+        """Stored points above the seal, after a restart: back into the open window."""
+        self.window.add(key, rank, steps, values, now)
 
     def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
         """Watermarks of the ranks sealing waits for; -1 stands for ranks that have not said hello yet.
@@ -184,7 +196,7 @@ class GroupState:
         return bound
 
     def seal(
-        self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False,
+        self, now: float, cfg: "AgentConfig", pending: "NextCommit", everything: bool = False,
         budget: int | None = None,
     ) -> int:  # fmt: skip
         """Seal what may be sealed, group rows of at most ``budget`` keys (None: no limit); returns the
@@ -252,7 +264,7 @@ class NodeGroupState(GroupState):
         return not self.complete and super().awaits_joiners(now, cfg)
 
     def seal(
-        self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False,
+        self, now: float, cfg: "AgentConfig", pending: "NextCommit", everything: bool = False,
         budget: int | None = None,
     ) -> int:  # fmt: skip
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
@@ -269,3 +281,35 @@ class NodeGroupState(GroupState):
         g.updated = now
         pending.groups[g.id] = g
         return len(parts)
+
+
+def seal_groups(
+    groups: Iterable[GroupState], now: float, cfg: "AgentConfig", nc: "NextCommit", budget: int | None
+) -> None:
+    """Seal what may be sealed in every group, group rows of at most ``budget`` keys in all (None: at shutdown,
+    everything of the groups whose every rank is done; running groups stay open for the next agent)."""
+    groups = list(groups)
+    if budget is None:
+        for group in groups:
+            if not any(r.running for r in group.ranks.values()):
+                group.seal(now, cfg, nc, everything=True)
+        return
+    # the window budget is the agent's, not each group's: the groups holding points share it
+    holding = sum(1 for g in groups if g.window.nbytes)
+    share = cfg.window_max_bytes // max(1, holding)
+    for group in groups:
+        group.share = share
+        budget -= group.seal(now, cfg, nc, budget=max(1, budget))
+
+
+def recompute_rows(txn: "Txn", nc: "NextCommit", groups: dict[int, GroupState], counters: "Counters") -> None:
+    """The group rows of steps sealed from points that were not all there: late points (a new revision) and,
+    at a root, steps whose partials could not be trusted (agent/rootgroups.py). Reduced from the per-rank
+    values the store holds, this commit's own included: hence within the commit's transaction ``txn``."""
+    for revision, todo in ((True, nc.recompute), (False, nc.fresh)):
+        for (gid, key), parts in todo.items():
+            steps = np.unique(np.concatenate(parts))
+            s, ranks, values = txn.rank_values(gid, key, steps)
+            rows = finalize(reduce_points(s, ranks, values), groups[gid].record.world_size)
+            txn.add_group_rows(gid, key, rows, revision)
+            counters.add("group_revisions" if revision else "group_rows_recomputed", len(steps))

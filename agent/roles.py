@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from agent.config import AgentConfig
 from client.errors import InvalidArgumentError
@@ -26,8 +26,61 @@ from client.errors import InvalidArgumentError
 log = logging.getLogger("rankwise.agent")
 
 
-def start_store(cfg: AgentConfig, ctx: Any) -> tuple[Any, Any]:
-    """A single agent or, with ``listen``, a root: (ingest, root link or None)."""
+class Link(Protocol):
+    """A socket of the agent's besides its clients' (a root's node link, a node agent's upstream), as the
+    loop drives it (agent/loop.py): its sockets are polled with the clients' one, ``handle`` gets what each
+    poll returned, ``flush`` runs after each commit (``force``: at shutdown), ``close`` at the end."""
+
+    def sockets(self) -> list: ...
+
+    def handle(self, events: dict) -> None: ...
+
+    def flush(self, force: bool = False) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Started(NamedTuple):
+    ingest: Any  # agent.ingest.Ingest
+    links: list[Link]
+    info: dict  # what agent.json says of the role, besides pid and endpoint
+    where: str  # the start-up log line's words for it
+
+
+class UpstreamLink:
+    """A node agent's upstream (agent/upstream.py) as the loop drives it."""
+
+    def __init__(self, upstream: Any, flush_s: float):
+        self.upstream = upstream
+        self.flush_s = flush_s  # at shutdown: how long the root may take to take what the spool holds
+
+    def __repr__(self) -> str:
+        return f"<UpstreamLink {self.upstream!r}>"
+
+    def sockets(self) -> list:
+        return [self.upstream.sock]
+
+    def handle(self, events: dict) -> None:
+        if self.upstream.sock in events:
+            self.upstream.handle()
+
+    def flush(self, force: bool = False) -> None:
+        if force:
+            flush_upstream(self.upstream, self.flush_s)
+        else:
+            self.upstream.pump()
+
+    def close(self) -> None:
+        self.upstream.close()
+
+
+def start(cfg: AgentConfig, ctx: Any) -> Started:
+    """The agent's ingest and its links, as its configuration says (module docstring)."""
+    return start_node(cfg, ctx) if cfg.upstream else start_store(cfg, ctx)
+
+
+def start_store(cfg: AgentConfig, ctx: Any) -> Started:
+    """A single agent or, with ``listen``, a root (its node link: the one link)."""
     from agent.ingest import Ingest
     from agent.media import MediaSink, MediaStore
     from agent.store.sqlite import SQLiteStore
@@ -41,19 +94,20 @@ def start_store(cfg: AgentConfig, ctx: Any) -> tuple[Any, Any]:
     if not cfg.listen:
         ingest = Ingest(store, cfg, node=cfg.node_name or None, media=media)
         ingest.recover()
-        return ingest, None
-    from agent.root import RootIngest
+        return Started(ingest, [], {}, f"store {cfg.store_path}")
+    from agent.root import Root
     from agent.rootlink import RootLink
 
-    ingest = RootIngest(store, cfg, node=cfg.node_name or None, media=media)
-    ingest.recover()
+    root = Root(store, cfg, node=cfg.node_name or None, media=media)
+    root.recover()
     try:
-        link = RootLink(ctx, ingest, cfg)
+        link = RootLink(ctx, root, cfg)
     except Exception:
         store.close()
         raise
-    ingest.link_status = link.status
-    return ingest, link
+    root.link_status = link.status
+    where = f"store {cfg.store_path}, node agents on {link.endpoint}"
+    return Started(root.ingest, [link], {"role": "root", "listen": link.endpoint}, where)
 
 
 def check_listen(cfg: AgentConfig) -> None:
@@ -77,10 +131,10 @@ def check_listen(cfg: AgentConfig) -> None:
     log.warning("root listening on %s without Curve keys (--insecure): anyone reaching the port can write", cfg.listen)
 
 
-def start_node(cfg: AgentConfig, ctx: Any) -> tuple[Any, Any]:
-    """A forwarding node agent: (ingest, upstream)."""
+def start_node(cfg: AgentConfig, ctx: Any) -> Started:
+    """A forwarding node agent (its upstream: the one link)."""
     from agent import keys
-    from agent.node import NodeIngest
+    from agent.node import node_ingest
     from agent.spool import Spool
     from agent.store.sqlite import SQLiteStore
     from agent.upstream import Upstream
@@ -94,17 +148,18 @@ def start_node(cfg: AgentConfig, ctx: Any) -> tuple[Any, Any]:
     for what in spool.counters.quarantined:
         log.error("spool segment quarantined (its records are lost, the root counts them): %s", what)
     catalog = SQLiteStore(cfg.data_dir / "node.sqlite")
-    ingest = NodeIngest(catalog, cfg, spool, node=cfg.node_name or None)
+    ingest = node_ingest(catalog, cfg, spool, node=cfg.node_name or None)
     ingest.recover()
     up = Upstream(ctx, str(cfg.upstream), spool, agent_id(spool, ingest.node), ingest.instance, ingest.node,
                   curve=curve, retry_after_s=cfg.upstream_retry_s)  # fmt: skip
     up.on_found = ingest.found
     up.on_done = ingest.root_done
-    up.watermarks = ingest.watermarks
+    up.watermarks = ingest.sink.watermarks  # type: ignore[attr-defined]
     ingest.upstream = up
     if spool.pending:
         log.info("spool holds %d record(s) not yet acknowledged by the root; sending them first", spool.pending)
-    return ingest, up
+    info = {"role": "node", "upstream": cfg.upstream, "store": None}
+    return Started(ingest, [UpstreamLink(up, cfg.shutdown_flush_s)], info, f"forwarding to {cfg.upstream}")
 
 
 def agent_id(spool: Any, node: str) -> str:

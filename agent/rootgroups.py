@@ -46,7 +46,7 @@ from grouping import Partial, PartialWindow, finalize
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
-    from agent.pending import PendingWrites
+    from agent.nextcommit import NextCommit
 
 LOCAL = ""  # the source name of points from this root's own processes
 
@@ -72,7 +72,7 @@ class RootGroupState(GroupState):
 
     # ------------------------------------------------------------ arrivals
 
-    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "PendingWrites") -> None:
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "NextCommit") -> None:
         run = self.ranks.get(rank)
         if run is None or run.via is None:
             super().add(rank, key, steps, values, now, pending)
@@ -93,7 +93,7 @@ class RootGroupState(GroupState):
             self.seen[key] = np.unique(steps) if old is None else np.union1d(old, steps)
 
     def add_partial(self, source: str, key: str, ranks: np.ndarray, part: Partial, now: float,
-                    pending: "PendingWrites") -> None:  # fmt: skip
+                    pending: "NextCommit") -> None:  # fmt: skip
         g = self.record
         self.source_heard[source] = now
         if len(part) and int(part.step[0]) <= g.sealed_through:
@@ -107,7 +107,7 @@ class RootGroupState(GroupState):
         self.source_w[source] = w
         self.source_heard[source] = now
 
-    def mark_late(self, key: str, steps: np.ndarray, pending: "PendingWrites") -> None:
+    def mark_late(self, key: str, steps: np.ndarray, pending: "NextCommit") -> None:
         """A node received points of ``key`` at ``steps`` after sealing them: recompute those rows."""
         g = self.record
         late = steps <= g.sealed_through
@@ -127,6 +127,10 @@ class RootGroupState(GroupState):
     def recover_dirty(self, key: str, steps: np.ndarray) -> None:
         """After a restart of the root: stored points above the seal are recomputed, not merged."""
         self.partials.mark_dirty(key, steps[steps > self.record.sealed_through])
+
+    def reopen(self, key: str, rank: int, steps: np.ndarray, values: np.ndarray, now: float) -> None:
+        # the partials this root had merged but not sealed died with it: these steps are recomputed
+        self.recover_dirty(key, steps)
 
     # ------------------------------------------------------------ sealing
 
@@ -149,7 +153,7 @@ class RootGroupState(GroupState):
         return marks
 
     def seal(
-        self, now: float, cfg: "AgentConfig", pending: "PendingWrites", everything: bool = False,
+        self, now: float, cfg: "AgentConfig", pending: "NextCommit", everything: bool = False,
         budget: int | None = None,
     ) -> int:  # fmt: skip
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)

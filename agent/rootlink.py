@@ -32,15 +32,15 @@ from agent import linkwire as lw
 from agent import localkeys
 from agent.config import AgentConfig
 from agent.malformed import malformed_cause
-from agent.pending import LINK_PREFIX
-from agent.root import Link, RootIngest
+from agent.nextcommit import LINK_PREFIX
+from agent.root import Link, Root
 from client.errors import Error, ProtocolError
 
 log = logging.getLogger("rankwise.agent")
 
 
 class RootLink:
-    def __init__(self, ctx: Any, ingest: RootIngest, cfg: AgentConfig):
+    def __init__(self, ctx: Any, ingest: Root, cfg: AgentConfig):
         import zmq
 
         from agent import keys
@@ -217,7 +217,7 @@ class RootLink:
                   directory / name, exc_info=not isinstance(exc, ProtocolError))  # fmt: skip
 
     def flush(self, force: bool = False) -> None:
-        """Acknowledge what the commits stored, once it is on disk (RootIngest.durable_link_acks)."""
+        """Acknowledge what the commits stored, once it is on disk (Root.durable_link_acks)."""
         for peer, frame in self.ingest.durable_link_acks(force):
             self.send(peer, frame)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from agent.config import AgentConfig
 from agent.groups import GroupState
-from agent.pending import PendingWrites
+from agent.nextcommit import NextCommit
 from agent.runs import RunState, parent_of, process_started
 from agent.store.base import GroupRecord, RunRecord
 
@@ -57,7 +57,7 @@ def test_rows_wait_while_the_launcher_lives_and_seal_once_it_exits(tmp_path):
         launcher.wait()
     assert g.awaits_joiners(T0 + 1.2, cfg), "checked again before the liveness interval"
     assert not g.awaits_joiners(T0 + 1.6, cfg)
-    pending = PendingWrites()
+    pending = NextCommit()
     assert g.seal(T0 + 1.6, cfg, pending) == 1
     ((gid, key, rows, revision),) = pending.group_rows
     assert (gid, key, revision) == (1, "loss", False) and g.record.sealed_through == 9

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.pending import PendingWrites
+from agent.nextcommit import NextCommit
 from agent.store import MemoryStore, SQLiteStore
 
 RUN = {"run_key": "k", "local_rank": 0, "node": "n", "pid": 1, "name": "rank-0", "rank": 0}
@@ -30,11 +30,11 @@ def test_a_late_overwrite_wins_over_on_time_rows_folded_into_the_same_commit(sto
     and batch B = on-time rows 20, 21 (n=5, 6) then a late update of row 20 (n=-5), as the agent's apply
     adds them. Read back: row 0 holds -1, row 20 holds -5 (the late values), row 21 holds 6."""
     _, run, _ = store.register("p", "g", 1, dict(RUN), 0.0)
-    first = PendingWrites()
+    first = NextCommit()
     first.add_history(run.id, "n", _steps(0), np.array([7.0]), False)
     with store.transaction() as txn:
         first.write(txn)
-    second = PendingWrites()
+    second = NextCommit()
     second.add_history(run.id, "n", _steps(0), np.array([-1.0]), True)  # batch A: late only
     second.add_history(run.id, "n", _steps(20, 21), np.array([5.0, 6.0]), False)  # batch B: on time …
     second.add_history(run.id, "n", _steps(20), np.array([-5.0]), True)  # … and its late update

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import AgentConfig
-from agent.ingest import Ingest, batch_cost
+from agent.apply import batch_cost
+from agent.ingest import Ingest
 from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader
 from client import wire
@@ -87,7 +88,7 @@ def test_applied_batches_never_pass_the_pending_byte_budget(tmp_path):
     for w, frame in frames:
         for writer, seq in acks_of(ingest.handle(w.encode(), frame)).items():
             acked[writer] = max(acked.get(writer, 0), seq)
-        assert ingest.pending.nbytes <= budget
+        assert ingest.next_commit.nbytes <= budget
     status = ingest.status()
     assert budget - batch_cost(one) < status["pending_bytes_max"] <= budget
     assert status["pending_budget_bytes"] == budget

@@ -15,6 +15,7 @@ import numpy as np
 
 from agent.config import AgentConfig
 from agent.ingest import Ingest
+from agent.sinks.store import StoreSink
 from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader
 from client import wire
@@ -266,12 +267,9 @@ def test_an_agent_that_cannot_start_over_holds_and_says_so_when_its_store_is_los
     store is deleted acknowledges nothing more, keeps what it has, reports "store lost: ..." in status and
     holds new batches beyond its budget; nothing is moved or recreated."""
 
-    class Holding(Ingest):
-        resets_store_on_loss = False
-
     config = AgentConfig(data_dir=tmp_path, runtime_dir=tmp_path / "rt", rows_per_s=0.0, pending_max_bytes=1)
     store = SQLiteStore(tmp_path / "store.sqlite")
-    ingest = Holding(store, config, node="n1")
+    ingest = Ingest(store, config, node="n1", sink=StoreSink(resets_on_loss=False))
     ingest.handle(b"a", hello("wa", "run-a"))
     ingest.handle(b"a", batch("wa", 1, [0], {"v": [0.0]}))
     assert acked(ingest.commit(), "wa") == 1

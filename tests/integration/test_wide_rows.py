@@ -186,12 +186,12 @@ def test_a_seal_cut_into_calls_never_writes_a_group_row_from_part_of_its_points(
     are late (queued for recompute from stored values); one for k4 at step 1 joins the window and is
     in k4's row; the third call completes the seal and moves sealed_through to 1."""
     from agent.groups import GroupState
-    from agent.pending import PendingWrites
+    from agent.nextcommit import NextCommit
     from agent.store.base import GroupRecord
 
     g = GroupState(GroupRecord(1, "p", "g", 2, 0.0, 0.0), 0.0)
     cfg = AgentConfig(data_dir=Path("/nonexistent"), runtime_dir=Path("/nonexistent"))
-    pending = PendingWrites()
+    pending = NextCommit()
     for k in range(5):
         g.add(0, f"k{k}", np.array([0]), np.array([float(k)]), 0.0, pending)
     assert g.seal(0.0, cfg, pending, everything=False, budget=2) == 0  # rank 1 not heard of yet: nothing
@@ -200,7 +200,7 @@ def test_a_seal_cut_into_calls_never_writes_a_group_row_from_part_of_its_points(
         g.add(0, f"k{k}", np.array([1]), np.array([float(k)]), 0.0, pending)
     g.record.world_size = 1  # now rank 0 alone: step 1 may seal
     g.ranks[0] = type("R", (), {"running": True, "last_seen": 0.0, "watermark": 1})()
-    pending = PendingWrites()
+    pending = NextCommit()
     assert g.seal(0.0, cfg, pending, budget=2) == 2 and g.sealing == 1 and g.record.sealed_through == 0
     g.add(1, "k0", np.array([0]), np.array([10.0]), 0.0, pending)  # k0 at step 0: already sealed long ago (late)
     g.add(1, "k0", np.array([1]), np.array([10.0]), 0.0, pending)  # k0 at step 1: sealed in this pass (late)

@@ -1,7 +1,7 @@
 """Node agents and a root in one process, for deterministic tests of hierarchical aggregation.
 
-Each :class:`SimNode` is a real :class:`agent.node.NodeIngest` with a real spool and SQLite
-catalog in a temporary directory; the root is a real :class:`agent.root.RootIngest` over a
+Each :class:`SimNode` is a real node agent's ingest (:func:`agent.node.node_ingest`) with a real spool and SQLite
+catalog in a temporary directory; the root is a real :class:`agent.root.Root` over a
 SQLite store. Client frames are built with the client's wire encoder, records are carried
 from each node's spool to the root by :meth:`Sim.carry` (what agent/upstream.py and
 agent/rootlink.py do over TCP), acknowledgements go back by hand. Time is passed in, pids
@@ -17,8 +17,8 @@ import numpy as np
 
 from agent import linkwire
 from agent.config import AgentConfig
-from agent.node import NodeIngest
-from agent.root import Link, RootIngest
+from agent.node import node_ingest
+from agent.root import Link, Root
 from agent.runs import PidWatch
 from agent.spool import Spool
 from agent.store.sqlite import SQLiteStore
@@ -59,7 +59,7 @@ class SimNode:
         cfg = self.sim.cfg.replace(data_dir=self.dir, node_name=self.name)
         self.spool = Spool(self.dir / "spool")
         self.catalog = SQLiteStore(self.dir / "node.sqlite")
-        self.ingest = NodeIngest(self.catalog, cfg, self.spool, node=self.name, pids=PidWatch(lambda pid: None if pid in self.dead_pids else 1.0))
+        self.ingest = node_ingest(self.catalog, cfg, self.spool, node=self.name, pids=PidWatch(lambda pid: None if pid in self.dead_pids else 1.0))
         self.ingest.recover(self.sim.now)
         self.replies: list = []
 
@@ -106,7 +106,7 @@ class Sim:
 
     def start_root(self) -> None:
         self.store = SQLiteStore(self.tmp / "root.sqlite")
-        self.root = RootIngest(self.store, self.cfg.replace(upstream=None, listen="tcp://127.0.0.1:1"), node="rootnode",
+        self.root = Root(self.store, self.cfg.replace(upstream=None, listen="tcp://127.0.0.1:1"), node="rootnode",
                                pids=PidWatch(lambda pid: 1.0))  # fmt: skip
         self.root.recover(self.now)
 

@@ -1,14 +1,15 @@
-"""What the next store commit writes, accumulated between commits.
+"""What the next commit writes, accumulated between commits (:class:`NextCommit`).
 
-The agent's loop drains many messages, folds them into this, then writes it in
-one transaction and only then acknowledges the batches it contains. History is
-kept per (run, key, late) as a list of arrays and concatenated at commit, so a
-commit writes one chunk per run and key however many batches fed it.
+The agent's loop drains many messages, folds them into this, then hands it to
+its sink (agent/sinks/base.py: one store transaction, or one spool record) and
+only then acknowledges the batches it contains. History is kept per (run, key,
+late) as a list of arrays and concatenated at commit, so a commit writes one
+chunk per run and key however many batches fed it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,7 +18,36 @@ from agent.store.base import GroupRecord, RunRecord, Txn
 LINK_PREFIX = "agent:"  # writer-table name of a node agent's record sequence at a root
 
 
-class PendingWrites:
+# What a node agent sends upstream besides partials and marks: one op per HELLO, client batch and crash, in
+# the order it saw them. The spool record (agent/record.py) holds each as ``[kind, run index, *fields]``.
+class HelloOp(NamedTuple):
+    """A HELLO that registered a writer (``resumed``: its run was resumed)."""
+
+    run_id: int
+    body: dict
+    resumed: bool
+    kind = "h"
+
+
+class BatchOp(NamedTuple):
+    """A client batch, raw as the client sent it (the root applies it whole)."""
+
+    run_id: int
+    frame: bytes
+    kind = "b"
+
+
+class CrashOp(NamedTuple):
+    """A run whose process was seen gone, and why."""
+
+    run_id: int
+    why: str
+    kind = "c"
+
+
+class NextCommit:
+    """History chunks, group rows, records and acknowledgements of the next commit."""
+
     def __init__(self) -> None:
         self.clear()
 
@@ -38,7 +68,7 @@ class PendingWrites:
         # at a root: node agent -> last record seq applied (stored in the same transaction)
         self.links: dict[str, int] = {}
         # at a node agent: what goes upstream in the next spool record (agent/node.py)
-        self.ops: list[tuple] = []  # ("h", run id, hello body, resumed) | ("b", run id, frame) | ("c", run id, why)
+        self.ops: list[HelloOp | BatchOp | CrashOp] = []
         self.partials: list[tuple] = []  # (group id, key, ranks, Partial)
         self.op_bytes = 0
 
@@ -50,7 +80,7 @@ class PendingWrites:
 
     def __repr__(self) -> str:
         return (
-            f"<PendingWrites chunks={len(self.history)} points={self.points} bytes={self.nbytes} "
+            f"<NextCommit chunks={len(self.history)} points={self.points} bytes={self.nbytes} "
             f"group_rows={len(self.group_rows)} "
             f"runs={len(self.runs)} acks={len(self.acks)}>"
         )
@@ -65,7 +95,7 @@ class PendingWrites:
         self.points += len(steps)
 
     def write(self, txn: Txn) -> None:
-        """Everything but recomputation of late group rows (the caller does that within the same txn)."""
+        """Everything but recomputation of late group rows (agent/groups.py ``recompute_rows``, same txn)."""
         # on-time chunks before late ones: a late update of step s always follows the row s it changes, and
         # later chunks win per step. Slots keep the order they were first filled in, so without the sort a
         # commit that drained a batch holding only a late update (its row s committed before) and then one
@@ -83,16 +113,20 @@ class PendingWrites:
             txn.add_history(run_id, key, s, v, late)
         for group_id, key, rows, revision in self.group_rows:
             txn.add_group_rows(group_id, key, rows, revision)
+        self.write_registry(txn)
+        for agent, seq in self.links.items():  # a root: node agent records applied, with their contents
+            txn.put_writer(LINK_PREFIX + agent, 0, seq)
+        for cause, n in self.drops.items():
+            txn.count_drop(cause, n)
+
+    def write_registry(self, txn: Txn) -> None:
+        """Runs, groups and writers' seqs: all a node agent's catalog keeps (agent/sinks/spool.py)."""
         for run in self.runs.values():
             txn.put_run(run)
         for group in self.groups.values():
             txn.put_group(group)
         for writer, (run_id, seq) in self.writers.items():
             txn.put_writer(writer, run_id, seq)
-        for agent, seq in self.links.items():  # a root: node agent records applied, with their contents
-            txn.put_writer(LINK_PREFIX + agent, 0, seq)
-        for cause, n in self.drops.items():
-            txn.count_drop(cause, n)
 
 
 def _late_last(item: tuple) -> bool:

@@ -1,0 +1,1 @@
+"""Where applied batches go: the sink protocol (base.py) and its implementations (store, spool, memory)."""
