@@ -31,12 +31,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from client import wire
-from client.batchrows import MAX_BATCH_MEDIA_BYTES, cells_limit, drop_unencodable, encode_blocks, kind_limit, media_limit
-from client.batchrows import wire_map
+from client import batchrows
+from client.batchrows import MAX_BATCH_MEDIA_BYTES, drop_unencodable, encode_blocks, wire_map
 from client.columns import to_wire
 from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
-from client.ops import COMMIT, COMMIT_PENDING, LATE, SPAN, apply_ops, merge_capped, parse_summary_kinds
-from client.ops import OP_DATA, OP_KIND, OP_SIZE, OP_STEP, OP_T
+from client.ops import COMMIT, COMMIT_PENDING, LATE, OP_DATA, OP_KIND, OP_SIZE, OP_STEP, OP_T, SPAN
+from client.ops import apply_ops, merge_capped, parse_summary_kinds
 from client.summarizer import Summarizer
 from client.values import MAX_KEYS_PER_ROW, MediaRow, NumpyRow, TensorRow, resolve_numpy, resolve_tensors
 
@@ -234,13 +234,13 @@ class Assembler:
         if self._deferred:
             limit = min(limit, self._deferred[0][0] - self.rows_total)
         if self._spans:  # a batch holds rows or spans, never both: the summary sees them in order
-            limit = kind_limit(self._kinds, self._dicts, limit)
+            limit = batchrows.kind_limit(self._kinds, self._dicts, limit)
             if self._kinds[0] == SPAN:
                 return self._take_spans(limit)
         if self._media_bytes > MAX_BATCH_MEDIA_BYTES:
-            limit = media_limit(self._dicts, limit)
+            limit = batchrows.media_limit(self._dicts, limit)
         if limit > 1 and len(self._kinds) > 1:
-            limit = cells_limit(self._dicts, limit)
+            limit = batchrows.cells_limit(self._dicts, limit)
         kinds, steps, ts, dicts = self._kinds[:limit], self._steps[:limit], self._ts[:limit], self._dicts[:limit]
         for column in (self._kinds, self._steps, self._ts, self._dicts):
             del column[:limit]

@@ -80,7 +80,7 @@ class Backlog:
         """Past max_unacked_bytes: batches wait in a local file, in order. When the disk refuses them,
         they wait in memory behind it (``_tail``) as long as memory allows; beyond that a batch is
         dropped, the one way data is lost: it becomes a tombstone with the same seq and without its
-        rows (its summary, pending row and control ops stay), so the agent counts the rows (cause
+        rows (its summary, open row and control ops stay), so the agent counts the rows (cause
         ``spill_failed``) and the sequence has no gap."""
         if not self._tail:
             if self._spill is None:
@@ -94,7 +94,7 @@ class Backlog:
             return
         self.counters.dropped_rows += rows
         self.drops["spill_failed"] = self.drops.get("spill_failed", 0) + rows
-        # only the rows go: the batch's pending row, summary and control ops (finish!) are kept
+        # only the rows go: the batch's open row ("pend"), summary and control ops (finish!) are kept
         _, body = wire.unpack(frame)
         body["rows"] = None
         body.pop("spans", None)

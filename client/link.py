@@ -78,7 +78,7 @@ class AgentLink:
         self.on_late_welcome: Callable[[dict], None] | None = None
         self.hello_sent_at = 0.0
         self._hello_n = 0  # number of the latest HELLO; its WELCOME is the one that counts
-        self.hello_pending = False  # the latest HELLO could not be queued yet (no live connection)
+        self.hello_unsent = False  # the latest HELLO could not be queued yet (no live connection)
         self._hello_answered = False
         self._hello_marks: dict[int, int] = {}  # HELLO number -> highest seq sent before it
         self._gap_resent: tuple[int, float] = (0, 0.0)  # (from seq, when) of the last resend for a gap
@@ -88,7 +88,7 @@ class AgentLink:
     def __repr__(self) -> str:
         if self.refusal is not None:
             state = "refused"
-        elif self.hello_pending or not self._hello_answered:
+        elif self.hello_unsent or not self._hello_answered:
             state = f"hello#{self._hello_n}"
         else:
             state = "welcomed"
@@ -117,7 +117,7 @@ class AgentLink:
     def send_hello(self, sock: zmq.Socket) -> None:
         """Start a new HELLO (older ones become stale); it goes out now or once the connection is up."""
         self._hello_n += 1
-        self.hello_pending = True
+        self.hello_unsent = True
         self._hello_answered = False
         self.hello_sent_at = time.monotonic()
         self.counters.hellos += 1
@@ -137,7 +137,7 @@ class AgentLink:
             sock.send(wire.pack(wire.HELLO, body), zmq.NOBLOCK)
         except zmq.Again:
             return False
-        self.hello_pending = False
+        self.hello_unsent = False
         self._hello_marks = {self._hello_n: self.backlog.max_sent}
         self.hello_sent_at = time.monotonic()
         return True

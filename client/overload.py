@@ -116,7 +116,7 @@ class OverloadSwitch:
             )  # fmt: skip
 
     def leave(self) -> None:
-        """The coalescer's open span and pending row go to the deque first (under its lock: a push in
+        """The coalescer's open span and open row go to the deque first (under its lock: a push in
         progress on the training thread finishes before, or finds it inactive and appends after)."""
         coalescer = self.coalescer
         coalescer.stop()

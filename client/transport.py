@@ -267,7 +267,7 @@ class Writer:
             while True:
                 # a pending HELLO waits for the connection: look often at first (init is waiting), then at
                 # the normal pace (an agent that is gone for long must not cost the training process CPU)
-                eager = link.hello_pending and time.monotonic() - link.hello_sent_at < 0.1
+                eager = link.hello_unsent and time.monotonic() - link.hello_sent_at < 0.1
                 # a large backlog: look again soon, so the bound on queued ops holds between turns
                 events = dict(poller.poll(2 if eager or self.overload.busy else interval_ms))
                 if self._wake_r in events:
@@ -280,7 +280,7 @@ class Writer:
                     if sock in events:
                         link.receive(sock)
                     self.sync()
-                    if link.hello_pending:
+                    if link.hello_unsent:
                         link.try_hello(sock)
                     if self.backlog.spilled:
                         with self.lock:
