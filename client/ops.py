@@ -2,7 +2,7 @@
 summary kinds.
 
 Pure Python and a leaf: it imports nothing of this repository (client/run.py, the assembler and the coalescer
-import it). The rules (``apply_ops``) are shared by the two places that fold ops into rows: the I/O thread's
+import it), and ``import rankwise`` imports it (through client/run.py), so it stays light. The rules (``apply_ops``) are shared by the two places that fold ops into rows: the I/O thread's
 assembler (client/assembler.py) and, when ``log()`` outruns the I/O thread, the coalescer on the training
 thread (client/coalesce.py)."""
 
