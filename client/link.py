@@ -99,6 +99,10 @@ class AgentLink:
         """Batches may go: welcomed, and no HELLO outstanding."""
         return self.welcome is not None and self._hello_answered
 
+    def answering(self) -> bool:
+        """Welcomed, and the agent answered within ``retry_after_s`` (not in an outage)."""
+        return self.welcome is not None and self.respawn.answering(time.monotonic())
+
     def connect(self, ctx: zmq.Context) -> zmq.Socket:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)

@@ -220,9 +220,8 @@ class Writer:
         # while the loop goes on pushing (on a loaded machine, 26x the bound when the switch came after the
         # feed); the coalescer starts with every define_metric(rate_limit=...) pushed before the switch,
         # those among these items included
-        link = self.link
-        answering = link.welcome is not None and link.respawn.answering(time.monotonic())
-        self.overload.check(n // OP_SIZE, items, self.backlog.held_bytes if answering else 0, self._closing)
+        in_flight = self.backlog.held_bytes if self.link.answering() else 0
+        self.overload.check(n // OP_SIZE, items, in_flight, self._closing)
         if items:
             try:
                 self.assembler.feed_flat(items)
