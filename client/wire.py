@@ -12,10 +12,13 @@ Reliability does not come from ZeroMQ: every batch has a per-writer sequence
 number, the receiver acknowledges "stored through seq N" only once the batch is
 durable, and senders replay unacknowledged batches after a reconnect; receivers
 drop duplicates (docs/architecture.md, the wire protocol; the client's side is
-client/transport.py).
+client/link.py).
 
-Decoders validate everything and raise :class:`ProtocolError`; the agent counts
-and drops such frames, it never crashes on them.
+Here: the envelope (``pack``/``unpack``), the message kinds, the batch codec and
+the small messages. A batch's span block has its codec in client/spanwire.py, the
+column encodings both share are in client/columnwire.py; this module re-exports
+their names. Decoders validate everything and raise :class:`ProtocolError`; the
+agent counts and drops such frames, it never crashes on them.
 """
 
 from __future__ import annotations
