@@ -4,68 +4,43 @@
 already resolved by the wandb rules, ``t`` is ``perf_counter()``. Here, off the
 training loop's thread, ops become committed rows:
 
-* ``COMMIT`` at the pending row's step merges into it and commits it;
-  at another step it first commits the pending row as it is;
+* ``COMMIT`` at the open row's step merges into it and commits it;
+  at another step it first commits the open row as it is;
 * ``MERGE`` (``commit=False``, or an explicit higher ``step``) merges into the
-  pending row, committing a pending row of a lower step first;
+  open row, committing an open row of a lower step first;
 * ``LATE`` (a step below the current one) is a late update of that row: kept,
   flagged, never dropped;
 * ``CONTROL`` carries summary edits, config updates, metric definitions, finish.
 
-A batch is columnar: row steps and times as arrays, then per set of keys one
-array per key (``client.wire``). The summary follows from the columns (last,
-first, min, max, mean per ``define_metric``), so its cost is per key per batch,
-not per row. It does not depend on where batches were cut:
+A batch is columnar (client/batchrows.py cuts the rows and builds their blocks;
+``client.wire`` encodes the batch); the summary follows from its columns
+(client/summarizer.py, the summary rules). A ``define_metric`` ends the current
+batch, so rows logged before it are summarised by the rules in force then.
 
-* "last" is the value at the key's highest step (a late update of an older
-  step does not replace it; a key logged only late still gets one);
-* min/max are the logged values themselves (first of equal ones; NaN skipped),
-  mean is over every number (NaN makes it NaN); None/str in a column are
-  skipped by min/max/mean;
-* a ``define_metric`` ends the current batch, so rows logged before it are
-  summarised by the rules in force then; when it changes a key's kinds, that
-  key's aggregates restart from the values logged after it.
+The row not committed yet (wandb's pending row: ``commit=False``, or an explicit
+``step`` not yet passed) is ``open_row``; it travels with the last batch of what
+was assembled (the wire calls it "pend") until a later op commits it.
 """
 
 from __future__ import annotations
 
 import collections
-import fnmatch
 import time
-from operator import itemgetter
 from typing import Any, Iterable
 
-import msgpack
 import numpy as np
 
 from client import wire
-from client.ops import (  # noqa: F401  (re-exported)
-    COMMIT,
-    COMMIT_PENDING,
-    CONTROL,
-    LATE,
-    MERGE,
-    SPAN,
-    apply_ops,
-    merge_capped,
-    parse_summary_kinds,
-)
-from client.columns import encode_column, same_keys, to_wire  # noqa: F401  (to_wire re-exported)
+from client import batchrows
+from client.batchrows import MAX_BATCH_MEDIA_BYTES, drop_unencodable, encode_blocks, wire_map
+from client.columns import to_wire
 from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
-from client.values import (
-    MAX_KEYS_PER_ROW,
-    MediaRow,
-    NumpyRow,
-    TensorRow,
-    nbytes_hint,
-    resolve_numpy,
-    resolve_tensors,
-    strip_bytes,
-)
+from client.ops import COMMIT, COMMIT_PENDING, LATE, OP_DATA, OP_KIND, OP_SIZE, OP_STEP, OP_T, SPAN
+from client.ops import apply_ops, merge_capped, parse_summary_kinds
+from client.summarizer import Summarizer
+from client.values import MAX_KEYS_PER_ROW, MediaRow, NumpyRow, TensorRow, resolve_numpy, resolve_tensors
 
-# bytes of strings, lists, tables and media per batch (their estimate): frames stay well under
-# wire.MAX_FRAME_BYTES; a single row above it travels alone
-MAX_BATCH_MEDIA_BYTES = 24 << 20
+
 class Assembler:
     """The row/batch state of one writer. Not thread-safe: the caller holds the writer's lock."""
 
@@ -80,22 +55,14 @@ class Assembler:
         self._steps: list[int] = []
         self._ts: list[float] = []
         self._dicts: list[dict] = []
-        self.pending: list | None = None  # [step, t, dict]
-        self.pending_dirty = False
+        self.open_row: list | None = None  # [step, t, dict]: the row not committed yet (module docstring)
+        self.open_row_dirty = False  # it changed since the last batch
+        # control ops for the next batch; one list for good (the summarizer appends summary_del ops to it)
         self.control: list[list] = []
+        self.summarizer = Summarizer(self.control)
         self._defines: list[tuple[int, list]] = []  # (rows assembled before it, op)
-        self.summary: dict[str, Any] = {}
-        self.summary_dirty: dict[str, Any] = {}
-        self.manual: set[str] = set()
-        self._rules: list[tuple[str, tuple[str, ...]]] = []
-        self._rule_cache: dict[str, tuple[str, ...]] = {}
         # define_metric ops that arrived after rows not yet summarised: (rows_total at which they apply, spec)
         self._deferred: list[tuple[int, dict]] = []
-        self._applied: dict[str, tuple[str, ...]] = {}  # key -> the summary kinds its aggregates were built with
-        self._last_step: dict[str, int] = {}  # key -> step of the value its "last" summary holds
-        self._mean: dict[str, list[float]] = {}
-        self._first: set[str] = set()
-        self._deleted: set[str] = set()  # keys with a "summary_del" in self.control
         self.finished = False
         self._media_bytes = 0  # media bytes among rows not yet batched (cut batches by bytes, not only rows)
         self.rows_total = 0
@@ -112,18 +79,23 @@ class Assembler:
     def __repr__(self) -> str:
         return (
             f"<Assembler writer={self.writer[:8]} next_seq={self.next_seq} rows={len(self._kinds)} "
-            f"pending={'yes' if self.pending else 'no'} summary_keys={len(self.summary)}>"
+            f"open_row={'yes' if self.open_row else 'no'} summary_keys={len(self.summary)}>"
         )
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """``run.summary`` as assembled so far (the summarizer's dict itself: callers update it in place)."""
+        return self.summarizer.summary
 
     # ------------------------------------------------------------ ops → rows
 
     def feed_flat(self, items: list) -> None:
         """Ops as the deque holds them: four items each (kind, step, t, data), concatenated.
 
-        When every op commits and no row is pending (a training loop calling ``log(d)``), the rows
+        When every op commits and no row is open (a training loop calling ``log(d)``), the rows
         are the op columns themselves: four slices, no Python work per op."""
-        kinds = items[0::4]
-        dicts = items[3::4]
+        kinds = items[OP_KIND::OP_SIZE]
+        dicts = items[OP_DATA::OP_SIZE]
         types = set(map(type, dicts))
         if TensorRow in types:  # device tensors logged by the fast path: their values, before any merge
             for note in resolve_tensors(dicts):
@@ -134,10 +106,10 @@ class Assembler:
                     resolve_numpy(d)
         if MediaRow in types:
             self._media_bytes += sum(d.nbytes for d in dicts if type(d) is MediaRow)
-        if self.pending is None and kinds.count(COMMIT) == len(kinds):
+        if self.open_row is None and kinds.count(COMMIT) == len(kinds):
             self._kinds += kinds
-            self._steps += items[1::4]
-            self._ts += items[2::4]
+            self._steps += items[OP_STEP::OP_SIZE]
+            self._ts += items[OP_T::OP_SIZE]
             self._dicts += dicts
             return
         it = iter(items)
@@ -152,40 +124,42 @@ class Assembler:
     def feed(self, ops: Iterable[tuple]) -> None:
         """Ops one by one, applying the step/commit rules (module docstring; ``client.ops.apply_ops``).
         (Media bytes of the rows are counted by the caller, ``feed_flat``.)"""
-        before = self.pending
-        self.pending = pend = apply_ops(before, ops, self._row, self._merge, self._other)
+        before = self.open_row
+        self.open_row = pend = apply_ops(before, ops, self._row, self._merge, self._other)
         if before is not None or pend is not None:
-            self.pending_dirty = True
+            self.open_row_dirty = True
 
-    def _other(self, pend: list | None, kind: int, a: Any, b: Any, c: Any) -> list | None:
-        """LATE, SPAN and CONTROL ops (``apply_ops`` folds COMMIT and MERGE itself)."""
+    def _other(self, pend: list | None, kind: int, step: Any, t: Any, data: Any) -> list | None:
+        """LATE, SPAN and CONTROL ops (``apply_ops`` folds COMMIT and MERGE itself). For CONTROL, ``step`` and
+        ``t`` are the op's name and argument (client/ops.py, the shape of an op)."""
         if kind == LATE:
-            self._row(LATE, a, b, c)
+            self._row(LATE, step, t, data)
             self.late_total += 1
             return pend
-        if kind == SPAN:  # rows the coalescer folded (client/coalesce.py); it owned the pending row
+        if kind == SPAN:  # rows the coalescer folded (client/coalesce.py); it owned the open row
             if pend is not None:
                 self._row(COMMIT, pend[0], pend[1], pend[2])
                 pend = None
-                self.pending_dirty = True
-            self._row(SPAN, a, b, c)
+                self.open_row_dirty = True
+            self._row(SPAN, step, t, data)
             self._spans += 1
             return pend
-        if (a == "finish" or a == COMMIT_PENDING) and pend is not None:
+        name, arg = step, t
+        if (name == "finish" or name == COMMIT_PENDING) and pend is not None:
             self._row(COMMIT, pend[0], pend[1], pend[2])
             pend = None
-            self.pending_dirty = True
-        if a == COMMIT_PENDING:
+            self.open_row_dirty = True
+        if name == COMMIT_PENDING:
             return pend
-        self.pending = pend  # a control op may look at it (none does today); keep the state consistent
+        self.open_row = pend  # a control op may look at it (none does today); keep the state consistent
         try:
-            self._apply_control(a, b)
+            self._apply_control(name, arg)
         except Exception as exc:  # noqa: BLE001 - e.g. a summary value whose encoder fails: drop the op
-            self._drop(BAD_VALUE, 1, f"{a} op: {type(exc).__name__}: {exc}"[:200])
+            self._drop(BAD_VALUE, 1, f"{name} op: {type(exc).__name__}: {exc}"[:200])
         return pend
 
     def _merge(self, row: dict, new: dict) -> None:
-        """Merge a call into the pending row. ``flatten`` held each call to ``MAX_KEYS_PER_ROW`` keys; a row
+        """Merge a call into the open row. ``flatten`` held each call to ``MAX_KEYS_PER_ROW`` keys; a row
         merged from several calls (``commit=False``, ``step=``) that would grow beyond it keeps its first
         keys, and the new keys beyond the limit are dropped and counted (the agent refuses a wider row
         whole). Checked here, not at the call, so that ``log(d, step=i)`` pays nothing for it."""
@@ -194,23 +168,12 @@ class Assembler:
             self._drop(ROW_TOO_WIDE, extra, f"a row merged from several calls would hold more than "
                        f"{MAX_KEYS_PER_ROW} keys; log the rest at other steps")
 
-    def _define(self, spec: dict) -> None:
-        self._rules.append((spec["name"], tuple(spec["summary"])))
-        self._rule_cache.clear()
-
     def _apply_control(self, name: str, arg: Any) -> None:
         if name == "summary_set":
             key, value = arg
-            self.manual.add(key)
-            self._undelete(key)
-            value = to_wire(value)
-            self.summary[key] = value
-            self.summary_dirty[key] = value
+            self.summarizer.set_manual(key, value)
         elif name == "summary_del":
-            self.manual.add(arg)
-            self.summary.pop(arg, None)
-            self.summary_dirty.pop(arg, None)
-            self._delete(arg)
+            self.summarizer.del_manual(arg)
         elif name == "define":
             spec = dict(arg, summary=list(parse_summary_kinds(arg.get("summary"))))
             if "rate_limit" in spec:
@@ -220,7 +183,7 @@ class Assembler:
                 # logged, however the I/O thread happens to cut batches: end a batch at this point
                 self._deferred.append((self.rows_total + len(self._kinds), spec))
             else:
-                self._define(spec)
+                self.summarizer.define(spec)
             # with the batch holding the rows logged before it, not the last of a burst: the agent
             # applies definitions before a batch's rows (define_metric(key, rate_limit=False))
             self._defines.append((self.rows_total + len(self._kinds), ["define", spec]))
@@ -232,41 +195,9 @@ class Assembler:
 
     # ------------------------------------------------------------ rows → batch
 
-    def _media_limit(self, limit: int) -> int:
-        """Rows that fit in one batch by their media bytes (at least one row)."""
-        total = 0
-        for i, row in enumerate(self._dicts[:limit]):
-            for v in row.values():
-                if type(v) not in _NUMBER_TYPES:
-                    total += nbytes_hint(v)
-            if total > MAX_BATCH_MEDIA_BYTES and i:
-                return i
-        return limit
-
-    def _cells_limit(self, limit: int) -> int:
-        """Rows that fit in one batch by their number of values (wide rows: 8192 rows of 10k numbers would
-        make a frame of 700 MB) and, for wide rows, by their columns (keys per key set: the agent decodes a
-        frame in one piece, ~3 µs per column, so a frame of 30k columns would keep it from answering anyone
-        for 100 ms or more); at least one row."""
-        dicts = self._dicts[:limit]
-        cells = sum(map(len, dicts))
-        wide = cells > MAX_BATCH_COLUMNS and cells > _WIDE_ROW * len(dicts)
-        if not wide and cells * _CELL_BYTES <= MAX_BATCH_CELL_BYTES:
-            return limit
-        total = columns = 0
-        prev: dict = {}
-        for i, d in enumerate(dicts):
-            total += len(d)
-            if wide and (len(d) != len(prev) or d.keys() != prev.keys()):
-                columns += len(d)  # a new key set: a block of its own in the frame
-            prev = d
-            if i and (total * _CELL_BYTES > MAX_BATCH_CELL_BYTES or columns > MAX_BATCH_COLUMNS):
-                return i
-        return limit
-
     def has_work(self) -> bool:
         return bool(
-            self._kinds or self.control or self._defines or self.summary_dirty or self.pending_dirty or self._ready
+            self._kinds or self.control or self._defines or self.summarizer.dirty or self.open_row_dirty or self._ready
             or self._told
         )  # fmt: skip
 
@@ -278,19 +209,18 @@ class Assembler:
 
     def abandon(self, exc: BaseException) -> None:
         """Last resort after ``take_batch`` raised: drop what is not batched yet (rows counted by cause
-        ``ENCODE_ERROR``, the pending row too) so that the next batch cannot fail the same way; the
+        ``ENCODE_ERROR``, the open row too) so that the next batch cannot fail the same way; the
         finish op is kept."""
-        rows = len(self._kinds) + (1 if self.pending is not None else 0)
+        rows = len(self._kinds) + (1 if self.open_row is not None else 0)
         for column in (self._kinds, self._steps, self._ts, self._dicts):
             column.clear()
-        self.pending = None
-        self.pending_dirty = True
+        self.open_row = None
+        self.open_row_dirty = True
         self._media_bytes = 0
         self._spans = 0
-        self.summary_dirty = {}
+        self.summarizer.forget_dirty()
         self._defines = []
-        self._deleted.clear()
-        self.control = [op for op in self.control if op[0] == "finish"]
+        self.control[:] = [op for op in self.control if op[0] == "finish"]
         self._told = []  # (frames in _ready have their seqs: they go, or the sequence would have a gap)
         self._drop(ENCODE_ERROR, rows, f"{type(exc).__name__}: {exc}"[:200])
 
@@ -304,13 +234,13 @@ class Assembler:
         if self._deferred:
             limit = min(limit, self._deferred[0][0] - self.rows_total)
         if self._spans:  # a batch holds rows or spans, never both: the summary sees them in order
-            limit = self._kind_limit(limit)
+            limit = batchrows.kind_limit(self._kinds, self._dicts, limit)
             if self._kinds[0] == SPAN:
                 return self._take_spans(limit)
         if self._media_bytes > MAX_BATCH_MEDIA_BYTES:
-            limit = self._media_limit(limit)
+            limit = batchrows.media_limit(self._dicts, limit)
         if limit > 1 and len(self._kinds) > 1:
-            limit = self._cells_limit(limit)
+            limit = batchrows.cells_limit(self._dicts, limit)
         kinds, steps, ts, dicts = self._kinds[:limit], self._steps[:limit], self._ts[:limit], self._dicts[:limit]
         for column in (self._kinds, self._steps, self._ts, self._dicts):
             del column[:limit]
@@ -341,7 +271,7 @@ class Assembler:
                 blocks = []
             self.rows_total += len(kinds)
             while self._deferred and self._deferred[0][0] <= self.rows_total:
-                self._define(self._deferred.pop(0)[1])
+                self.summarizer.define(self._deferred.pop(0)[1])
         pending, summary, early, rest = self._tail(last, time.time() - time.perf_counter())
         rows = [n, step_b, t_b, rt_b, late_b, blocks] if n else None
         try:
@@ -355,24 +285,6 @@ class Assembler:
             raise
 
     # ------------------------------------------------------------ spans (client/coalesce.py)
-
-    def _kind_limit(self, limit: int) -> int:
-        """Rows up to the first change between spans and rows (at least one); spans also by their values."""
-        kinds = self._kinds
-        end = min(limit, len(kinds))
-        if kinds[0] != SPAN:
-            try:
-                return max(1, kinds.index(SPAN, 0, end))
-            except ValueError:
-                return end
-        cells = 0
-        for i in range(end):
-            if kinds[i] != SPAN:
-                return max(1, i)
-            cells += len(self._dicts[i].keys)
-            if cells > MAX_SPAN_CELLS and i:
-                return i
-        return end
 
     def _take_spans(self, limit: int) -> tuple[int, bytes, int] | None:
         """A batch of spans: their block (``wire.encode_spans``) and their part of the summary. Its rows
@@ -389,8 +301,8 @@ class Assembler:
         block = wire.encode_spans(spans, t, runtime)
         self.rows_total += len(spans)
         while self._deferred and self._deferred[0][0] <= self.rows_total:
-            self._define(self._deferred.pop(0)[1])
-        self._summarize_spans(spans)
+            self.summarizer.define(self._deferred.pop(0)[1])
+        self.summarizer.spans(spans)
         represented = sum(sp.rows for sp in spans)
         self.spans_total += len(spans)
         self.span_rows_total += represented
@@ -404,58 +316,24 @@ class Assembler:
         self.next_seq += 1
         return seq, frame, represented
 
-    def _summarize_spans(self, spans: list) -> None:
-        """The summary over every value a span stands for: exact, as if its rows had come one by one."""
-        from client.coalesce import FIRST_V, LAST_V, MAX_V, MIN_V, STEP, TOTAL, COUNT
-
-        for sp in spans:
-            for key, e in sp.keys.items():
-                if key in self.manual:
-                    continue
-                kinds = self.rule(key)
-                if self._applied.setdefault(key, kinds) != kinds:
-                    self._applied[key] = kinds
-                    self._reset(key, kinds)
-                if not kinds:
-                    continue
-                if "last" in kinds and e[STEP] >= self._last_step.get(key, -1):
-                    self._last_step[key] = e[STEP]
-                    self._set_summary(key, "last", e[LAST_V])
-                if "first" in kinds and key not in self._first:
-                    self._first.add(key)
-                    self._set_summary(key, "first", e[FIRST_V])
-                if "min" in kinds and e[MIN_V] is not None:
-                    old = self._current(key, "min")
-                    self._set_summary(key, "min", e[MIN_V] if old is None else min(old, e[MIN_V]))
-                if "max" in kinds and e[MAX_V] is not None:
-                    old = self._current(key, "max")
-                    self._set_summary(key, "max", e[MAX_V] if old is None else max(old, e[MAX_V]))
-                if "mean" in kinds:
-                    acc = self._mean.setdefault(key, [0.0, 0])
-                    acc[0] += e[TOTAL]
-                    acc[1] += e[COUNT]
-                    self._set_summary(key, "mean", acc[0] / acc[1])
-
     def _tail(self, last: bool, offset: float) -> tuple[Any, Any, list, list]:
-        """What a batch carries besides its rows or spans: the pending row (with the last batch of what was
+        """What a batch carries besides its rows or spans: the open row (with the last batch of what was
         assembled; its time moved to the wall clock by ``offset``), the defines due by now (``early``), and with
         the last batch the summary changes and the control ops (``rest``)."""
         pending = None
-        if last and self.pending is not None:
-            p = self.pending
-            pending = [p[0], p[1] + offset, self._wire_map(p[2])]
+        if last and self.open_row is not None:
+            p = self.open_row
+            pending = [p[0], p[1] + offset, wire_map(p[2], self._drop)]
         end = self.rows_total  # rows assembled through this batch (rows_total already counts it)
         early = [op for pos, op in self._defines if last or pos < end]
         self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
         summary = None
         rest: list = []
         if last:
-            self.pending_dirty = False
-            summary = self.summary_dirty or None
-            self.summary_dirty = {}
-            rest = self.control
-            self.control = []
-            self._deleted.clear()
+            self.open_row_dirty = False
+            summary = self.summarizer.take_dirty()
+            rest = self.control[:]
+            self.control.clear()
         return pending, summary, early, rest
 
     def _encode(self, rows: list | None, pending: list | None, summary: dict | None, early: list, rest: list):
@@ -483,19 +361,6 @@ class Assembler:
 
     # ------------------------------------------------------------ values the I/O thread cannot encode
 
-    def _wire_map(self, values: dict) -> dict:
-        """``to_wire`` of a dict's values; a value that fails is dropped (counted) instead of the batch."""
-        out = {}
-        for k, v in values.items():
-            try:
-                w = to_wire(v)
-                msgpack.packb(w, use_bin_type=True)
-            except Exception as exc:  # noqa: BLE001 - a value must never stop the I/O thread
-                self._drop(BAD_VALUE, 1, f"key {k!r}: {type(exc).__name__}: {exc}"[:200])
-                continue
-            out[k] = w
-        return out
-
     def _safe_blocks(self, dicts: list, steps: np.ndarray, late: np.ndarray | None) -> list | None:
         """``_blocks``; when a value cannot be encoded (an int beyond int64 by the fast path, a media object
         whose encoder fails), that value is dropped from its row and counted, and the rest goes."""
@@ -503,190 +368,20 @@ class Assembler:
             return self._blocks(dicts, steps, late)
         except Exception:  # noqa: BLE001 - find the culprits value by value
             pass
-        for d in dicts:
-            for k, v in list(d.items()):
-                if type(v) is float or type(v) is bool:
-                    continue
-                try:
-                    msgpack.packb(to_wire(v), use_bin_type=True)
-                except Exception as exc:  # noqa: BLE001
-                    del d[k]
-                    self._drop(BAD_VALUE, 1, f"key {k!r}: {type(exc).__name__}: {exc}"[:200])
+        drop_unencodable(dicts, self._drop)
         try:
             return self._blocks(dicts, steps, late)
         except Exception:  # noqa: BLE001
             return None
 
-    def _blocks(self, dicts: tuple, steps: np.ndarray, late: np.ndarray | None) -> list:
-        n = len(dicts)
-        groups: dict[Any, tuple[tuple, Any]] = {}
-        same = same_keys(dicts)
-        if same is not None:  # the common case: one block, columns built without a Python loop per row
-            groups[None] = (same[0], range(n))
-        else:
-            prev = None
-            cur: list[int] = []
-            for i, d in enumerate(dicts):
-                keys = d.keys()
-                if keys != prev:
-                    fk = frozenset(keys)
-                    entry = groups.get(fk)
-                    if entry is None:
-                        entry = groups[fk] = (tuple(keys), [])
-                    cur = entry[1]
-                    prev = keys
-                cur.append(i)
-        blocks = []
-        todo: list = []
-        # key -> (step, row position, value) of its value at the highest step (latest row on ties)
-        newest: dict[str, tuple[int, int, Any]] = {}
-        for keys, idx in groups.values():
-            if not keys:
-                continue
-            if same is not None:
-                cols = same[1]
-                idx_b = None
-            else:
-                get = itemgetter(*keys)
-                if len(idx) == n:
-                    vals = list(map(get, dicts))
-                    idx_b = None
-                else:
-                    vals = [get(dicts[i]) for i in idx]
-                    idx_b = np.asarray(idx, dtype="<i4").tobytes()
-                cols = [vals] if len(keys) == 1 else list(zip(*vals))
-            encoded = []
-            for key, col in zip(keys, cols):
-                enc, arr = encode_column(col)
-                encoded.append(enc)
-                todo.append((key, col, arr, idx))
-            blocks.append([list(keys), idx_b, encoded])
+    def _blocks(self, dicts: list, steps: np.ndarray, late: np.ndarray | None) -> list:
+        blocks, columns = encode_blocks(dicts)
         # every column encoded before any is summarised: a value that fails to encode leaves no trace in
         # the summary, and the caller may drop it and build the blocks again
-        for key, col, arr, idx in todo:
-            self._summarize(key, col, arr, idx, steps, late, newest)
-        for key, (step, _, value) in newest.items():
-            # a late update of an older step changes "last" only if the key has nothing newer
-            if step >= self._last_step.get(key, -1):
-                self._last_step[key] = step
-                self._set_summary(key, "last", strip_bytes(to_wire(value)))
+        summarizer = self.summarizer
+        # key -> (step, row position, value) of its value at the highest step (latest row on ties)
+        newest: dict[str, tuple[int, int, Any]] = {}
+        for key, col, arr, idx in columns:
+            summarizer.column(key, col, arr, idx, steps, late, newest)
+        summarizer.settle_last(newest)
         return blocks
-
-    # ------------------------------------------------------------ summary
-
-    def rule(self, key: str) -> tuple[str, ...]:
-        kinds = self._rule_cache.get(key)
-        if kinds is None:
-            kinds = ("last",)
-            for pattern, k in self._rules:  # later definitions win
-                if pattern == key or fnmatch.fnmatchcase(key, pattern):
-                    kinds = k
-            self._rule_cache[key] = kinds
-        return kinds
-
-    def _set_summary(self, key: str, kind: str, value: Any) -> None:
-        kinds = self.rule(key)
-        if len(kinds) == 1:
-            self.summary[key] = value
-        else:
-            current = self.summary.get(key)
-            current = dict(current) if isinstance(current, dict) else {}
-            current[kind] = value
-            self.summary[key] = current
-        self.summary_dirty[key] = self.summary[key]
-        if self._deleted:
-            self._undelete(key)
-
-    def _reset(self, key: str, kinds: tuple[str, ...]) -> None:
-        """A define_metric changed the key's kinds: aggregates restart from the values logged after it."""
-        self.summary.pop(key, None)
-        self.summary_dirty.pop(key, None)
-        self._mean.pop(key, None)
-        self._first.discard(key)
-        self._last_step.pop(key, None)
-        if not kinds:  # summary="none": nothing replaces the old value, so the agent must drop it
-            self._delete(key)
-
-    def _delete(self, key: str) -> None:
-        if key not in self._deleted:
-            self._deleted.add(key)
-            self.control.append(["summary_del", key])
-
-    def _undelete(self, key: str) -> None:
-        """The agent applies a batch's summary before its control ops: a value set after a delete
-        in the same batch must not be deleted by it."""
-        if key in self._deleted:
-            self._deleted.discard(key)
-            self.control.remove(["summary_del", key])
-
-    def _summarize(self, key, col, arr, idx, steps, late, newest) -> None:
-        if key in self.manual:
-            return
-        kinds = self.rule(key)
-        if self._applied.setdefault(key, kinds) != kinds:
-            self._applied[key] = kinds
-            self._reset(key, kinds)
-        if not kinds:
-            return
-        if "last" in kinds:
-            if late is None:  # committed rows only: steps never decrease, the last row is the newest
-                pos = len(col) - 1
-                step = int(steps[idx[pos]])
-            else:
-                s = steps[np.asarray(idx)]
-                pos = len(s) - 1 - int(np.argmax(s[::-1]))
-                step = int(s[pos])
-            old = newest.get(key)
-            if old is None or (old[0], old[1]) <= (step, idx[pos]):
-                newest[key] = (step, idx[pos], col[pos])
-        if "first" in kinds and key not in self._first:
-            self._first.add(key)
-            self._set_summary(key, "first", strip_bytes(to_wire(col[0])))
-        if not ("min" in kinds or "max" in kinds or "mean" in kinds):
-            return
-        src: Any = col
-        if arr is None:  # a column mixing numbers with None, strings, lists: summarise its numbers
-            src = [v for v in col if type(v) in _NUMBER_TYPES]
-            if not src:
-                return
-            values = np.asarray([float(v) for v in src])
-        elif arr.dtype.kind in "fiub":
-            values = arr.astype(np.float64, copy=False)
-        else:
-            return
-        if ("min" in kinds or "max" in kinds) and not np.isnan(values).all():
-            # the logged value itself (an int stays an int in a float column), first one on ties:
-            # the same result however the rows were cut into batches
-            if "min" in kinds:
-                low = to_wire(src[int(np.nanargmin(values))])
-                old = self._current(key, "min")
-                self._set_summary(key, "min", low if old is None else min(old, low))
-            if "max" in kinds:
-                high = to_wire(src[int(np.nanargmax(values))])
-                old = self._current(key, "max")
-                self._set_summary(key, "max", high if old is None else max(old, high))
-        if "mean" in kinds:
-            acc = self._mean.setdefault(key, [0.0, 0])
-            acc[0] += float(values.sum())
-            acc[1] += len(values)
-            self._set_summary(key, "mean", acc[0] / acc[1])
-
-    def _current(self, key: str, kind: str) -> Any:
-        """The key's current aggregate of ``kind``, or None when there is no usable number."""
-        value = self.summary.get(key)
-        if len(self.rule(key)) != 1:
-            value = value.get(kind) if isinstance(value, dict) else None
-        if type(value) not in _NUMBER_TYPES or value != value:  # e.g. a restored string, or NaN
-            return None
-        return value
-
-
-_NUMBER_TYPES = (int, float, bool)
-_CELL_BYTES = 16  # a generous wire size of one numeric value of a row (8 bytes, plus keys of blocks by set)
-# values of one batch, in _CELL_BYTES: 8192 rows of up to 32 numbers fit, wider rows make batches of fewer
-# rows. The agent lets ZeroMQ queue a frame or two per connection (its recv_hwm), so the frame size of
-# scalar batches is what bounds that memory: 8 ranks of 128-key rows sent 8 MB frames (agent peak 154 MB)
-MAX_BATCH_CELL_BYTES = 4 << 20
-MAX_SPAN_CELLS = 1 << 18  # key records of spans per batch (~56 bytes each on the wire)
-MAX_BATCH_COLUMNS = MAX_KEYS_PER_ROW  # columns of one batch's rows (one row of the widest kind still fits)
-_WIDE_ROW = 64  # keys per row on average above which the columns of a batch are counted

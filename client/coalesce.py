@@ -4,7 +4,8 @@
 turns ops into batches. A tight loop calls ``log()`` faster (~0.4 µs) than the I/O thread can
 assemble (it only gets GIL slices), so the deque would grow without bound. When the writer sees
 the queued ops pass ``max_queued_bytes`` it switches the run's push (``Run._push``) to
-:meth:`Coalescer.push`; when the backlog is drained below a low mark it switches it back.
+:meth:`Coalescer.push`; when the backlog is drained below a low mark it switches it back
+(client/overload.py decides when).
 
 The coalescer applies the same step/commit rules as the assembler (``client.ops.apply_ops``) and
 folds consecutive committed rows of numbers into a :class:`Span` with the agent rate limiter's
@@ -40,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from client.columns import same_keys
-from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, SPAN, apply_ops, merge_capped
+from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, OP_ARG, OP_NAME, SPAN, apply_ops, merge_capped
 from client.values import MAX_KEYS_PER_ROW, NumpyRow, resolve_numpy
 
 _NUMBER = frozenset({float, int, bool})
@@ -129,9 +130,9 @@ class Coalescer:
         self.active = False
         self._extend = extend  # the writer's ops.extend
         self._now = now
-        self._handover = True  # the assembler may hold a pending row: see _take_over
-        self._outside: int | None = None  # step of the pending row passed through to the assembler
-        self.pend: list | None = None  # [step, t, dict]: the pending row, while the coalescer owns it
+        self._handover = True  # the assembler may hold an open row: see _take_over
+        self._outside: int | None = None  # step of the open row passed through to the assembler
+        self.open_row: list | None = None  # [step, t, dict]: the row not committed yet, while the coalescer owns it
         self._steps: list[int] = []
         self._ts: list[float] = []
         self._dicts: list[dict] = []
@@ -154,18 +155,18 @@ class Coalescer:
         with self.lock:
             self._handover = True
             self._outside = None
-            self.pend = None
+            self.open_row = None
             self.active = True
 
     def stop(self) -> None:
-        """Give the step rules back to the assembler: the open span and the pending row go to the deque
+        """Give the step rules back to the assembler: the open span and the open row go to the deque
         first, so every op pushed after this (directly or through a stale reference to ``push``) follows."""
         with self.lock:
             self._close()
-            if self.pend is not None:
-                p = self.pend
-                self.pend = None
-                self._extend((MERGE, p[0], p[1], p[2]))  # the assembler holds it pending, as it was here
+            if self.open_row is not None:
+                p = self.open_row
+                self.open_row = None
+                self._extend((MERGE, p[0], p[1], p[2]))  # the assembler holds it open, as it was here
             self.active = False
 
     def learn_rules(self, rules: list[tuple[str, bool]]) -> None:
@@ -195,32 +196,32 @@ class Coalescer:
             if not self.active:
                 self._extend(op)
                 return
-            kind, a, b, c = op
-            if type(c) is NumpyRow:  # numpy scalars kept by the fast path: their Python numbers, before a fold
-                resolve_numpy(c)
-            if kind == COMMIT and self.pend is None and not self._handover:  # log(d): the usual call
-                self._commit(COMMIT, a, b, c)
+            kind, step, t, data = op  # (client/ops.py: the shape of an op)
+            if type(data) is NumpyRow:  # numpy scalars kept by the fast path: their Python numbers, before a fold
+                resolve_numpy(data)
+            if kind == COMMIT and self.open_row is None and not self._handover:  # log(d): the usual call
+                self._commit(COMMIT, step, t, data)
             elif kind == CONTROL:
                 self._control(op)
-            elif self._handover and not self._take_over(kind, a, op):
+            elif self._handover and not self._take_over(kind, step, op):
                 return
             elif kind == LATE:
                 self._close()  # a late update after what came before it (the summary's "last" on ties)
                 self._extend(op)
             else:
-                self.pend = apply_ops(self.pend, (op,), self._commit, self._merge, _never)
+                self.open_row = apply_ops(self.open_row, (op,), self._commit, self._merge, _never)
 
     def _take_over(self, kind: int, step: int, op: tuple) -> bool:
-        """The first ops after ``start``: the assembler may hold a pending row we have not seen. Pass ops
+        """The first ops after ``start``: the assembler may hold an open row we have not seen. Pass ops
         through while they may merge into it; then take over (True: the caller applies ``op``)."""
         if kind == COMMIT or kind == LATE:
             self._handover = False
-            if kind == COMMIT:  # commits whatever the assembler holds pending: it holds none after it
+            if kind == COMMIT:  # commits whatever row the assembler holds open: it holds none after it
                 self._extend(op)
                 return False
             return True
         if self._outside is None or step == self._outside:
-            self._outside = step  # the assembler holds a pending row at this step now
+            self._outside = step  # the assembler holds an open row at this step now
             self._extend(op)
             return False
         self._extend((CONTROL, COMMIT_PENDING, None, None))  # a new step: the assembler commits its row
@@ -229,11 +230,11 @@ class Coalescer:
 
     def _control(self, op: tuple) -> None:
         self._close()
-        name, arg = op[1], op[2]
+        name, arg = op[OP_NAME], op[OP_ARG]
         if name == "finish" and not self._handover:
-            if self.pend is not None:
-                p = self.pend
-                self.pend = None
+            if self.open_row is not None:
+                p = self.open_row
+                self.open_row = None
                 self._extend((COMMIT, p[0], p[1], p[2]))
         elif name == "define" and isinstance(arg, dict) and "rate_limit" in arg:
             self._raw_rules.append((arg["name"], arg["rate_limit"] is False))

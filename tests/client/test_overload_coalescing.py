@@ -150,9 +150,9 @@ def test_mode_switches_racing_log_lose_and_reorder_nothing():
         while not stop.is_set():
             with w.lock:
                 if w.coalescer.active:
-                    w._leave_overload()
+                    w.overload.leave()
                 else:
-                    w._enter_overload(0, 0)
+                    w.overload.enter(0, 0)
                     switches[0] += 1
             w.sync()  # the I/O thread's turn: drains ops into batches
 
@@ -180,7 +180,7 @@ def test_mode_switches_racing_log_lose_and_reorder_nothing():
         sys.setswitchinterval(interval)
     with w.lock:
         if w.coalescer.active:
-            w._leave_overload()
+            w.overload.leave()
     finish_offline(run)
     batches = _decoded(run)
     close(run)
@@ -284,9 +284,9 @@ def test_tight_loop_stays_bounded_and_the_store_accounts_for_every_call(rankwise
     # before the first overload the I/O thread looked every flush_interval_s (20 ms): the loop may queue
     # that long's calls beyond the bound once; afterwards the backlog stays near the bound. Without the
     # bound the loop queues ~100 MB.
-    queued_peak = (peak >> 2) * w._op_bytes
+    queued_peak = (peak >> 2) * w.overload.op_bytes
     assert queued_peak <= 16 * BOUND, (queued_peak, peak_all)
-    assert (peak_all >> 2) * w._op_bytes <= 48 * BOUND and w.counters.queued_peak_bytes <= 48 * BOUND
+    assert (peak_all >> 2) * w.overload.op_bytes <= 48 * BOUND and w.counters.queued_peak_bytes <= 48 * BOUND
     assert run.flush(timeout_s=60)
     _wait(lambda: not w.coalescer.active, "overload mode to end")  # the I/O thread leaves it when idle
     assert run._push == w.ops.extend
