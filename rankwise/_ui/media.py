@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from agent.media import MediaError, mime_type, relative_path
-from rankwise._api import Group, NotFound, media_type
 from rankwise._ui.data import UIData
-from rankwise._ui.params import ApiError, Params, clean, step_range
+from rankwise._ui.params import Params, clean, step_range
+from rankwise._views import Group, media_type
+from rankwise.errors import ApiError, NotFound
 
 DEFAULT_HIST_WIDTH = 200
 MAX_HIST_WIDTH = 2000

@@ -9,13 +9,7 @@ from typing import Any
 
 import numpy as np
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
+from rankwise.errors import ApiError
 
 # ---------------------------------------------------------------- JSON helpers
 

@@ -21,7 +21,7 @@ def get_module(name: str, required: Any = None, lazy: bool = True) -> Any:
         return importlib.import_module(name)
     except ImportError:
         if required:
-            from client.errors import UsageError
+            from rankwise.errors import UsageError
 
             raise UsageError(required if isinstance(required, str) else f"module {name} is required") from None
         return None
