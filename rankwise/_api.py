@@ -38,7 +38,10 @@ class Api:
                  timeout: float | None = None, api_key: str | None = None):  # fmt: skip
         """``path``: the store (file or directory; the default store when None). ``overrides`` (wandb's:
         ``{"project": ..., "entity": ...}``) sets the project ``runs()`` reads without a path; ``timeout`` and
-        ``api_key`` are accepted for wandb's signature and unused (the store is a local file)."""
+        ``api_key`` are accepted for wandb's signature and unused (the store is a local file).
+
+        Raises NotFound when there is no store at ``path``; a store that is there but cannot be read (damaged,
+        no permission) raises the reader's ``StoreError``, also a ``rankwise.Error``, with its cause."""
         from agent.store.sqlite_reader import SQLiteReader
 
         if isinstance(path, dict) and overrides is None:  # wandb.Api({"project": ...})

@@ -187,7 +187,7 @@ def media_file(root: Path, parts: list[str]) -> tuple[Path, str, str]:
     try:
         rel = relative_path(sha, ext)
     except MediaError as exc:
-        raise ApiError(404, f"no media file {'/'.join(parts)}: {exc}") from None
+        raise ApiError(404, f"no media file {'/'.join(parts)}: {exc}") from exc
     if sha[:2] != parts[0]:
         raise ApiError(404, f"no media file {'/'.join(parts)}: its directory must be {sha[:2]}")
     path = root / rel
