@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.errors import (
+from client.run import Run
+from client.state import define_metric, finish, init, log
+from rankwise.errors import (
     ConfigError,
     Error,
     InvalidArgumentError,
@@ -27,8 +29,6 @@ from client.errors import (
     UnsupportedError,
     UsageError,
 )
-from client.run import Run
-from client.state import define_metric, finish, init, log
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,8 @@ _WANDB_FUNCTIONS = frozenset({
     "controller", "plot_table", "Molecule", "Graph", "Classes", "AlertLevel", "termlog", "termwarn",
     "termerror", "termsetup", "Settings",
 })  # fmt: skip
-_WANDB_SUBMODULES = frozenset({"util", "errors", "apis", "sdk", "wandb_run"})
+# (wandb.errors is rankwise.errors: one set of exception classes)
+_WANDB_SUBMODULES = frozenset({"util", "apis", "sdk", "wandb_run"})
 
 __all__ = [
     "AlertLevel",
@@ -96,6 +97,23 @@ __all__ = [
     "watch",
 ]
 
+# Run and ConfigError keep the module they are defined in: wandb's surface reaches them as
+# wandb.wandb_run.Run and wandb.sdk.lib.config_util.ConfigError, and tests/compat pins what they report there
+_OWN_MODULE = frozenset({"Run", "ConfigError"})
+
+
+def _public(value: Any) -> Any:
+    """``value`` (a class exported here) renamed into this module: it prints as ``rankwise.UsageError``, not
+    ``client.errors.UsageError``. Pickle finds it by that name too (``rankwise.X`` resolves, lazily or not)."""
+    if isinstance(value, type) and value.__name__ in __all__ and value.__name__ not in _OWN_MODULE:
+        value.__module__ = __name__
+    return value
+
+
+for _cls in (Error, UsageError, InvalidValueError, InvalidArgumentError, RunConflictError, UnsupportedError):
+    _public(_cls)
+del _cls
+
 
 def __getattr__(name: str) -> Any:
     # wandb exposes the current run as module attributes; they change over time, so resolve on access
@@ -116,15 +134,15 @@ def __getattr__(name: str) -> Any:
     if name == "Api":
         from rankwise._api import Api
 
-        return Api
+        return _public(Api)
     if name == "Artifact":
         from rankwise._artifacts import Artifact
 
-        return Artifact
+        return _public(Artifact)
     if name in _MEDIA:
         import client.media
 
-        value = getattr(client.media, name)
+        value = _public(getattr(client.media, name))
         globals()[name] = value  # later accesses skip __getattr__
         return value
     if name in _SUBMODULES:
@@ -134,7 +152,7 @@ def __getattr__(name: str) -> Any:
     if name in _WANDB_FUNCTIONS:
         from rankwise.wandb_compat import _functions
 
-        value = getattr(_functions, name)
+        value = _public(getattr(_functions, name))
         globals()[name] = value
         return value
     if name in _WANDB_SUBMODULES:

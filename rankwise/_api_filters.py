@@ -15,7 +15,7 @@ import datetime as _dt
 import re
 from typing import Any
 
-from client.errors import InvalidArgumentError
+from rankwise.errors import InvalidArgumentError
 
 
 def iso(t: float | None) -> str | None:

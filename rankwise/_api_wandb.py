@@ -20,14 +20,17 @@ What differs from wandb, and why:
 from __future__ import annotations
 
 import getpass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from agent.store.base import ROW_KEYS
-from client.errors import Error, InvalidArgumentError
-from rankwise._api import Api, Group, NotFound, RunView
 from rankwise._api_filters import iso, matches, ordered
+from rankwise._views import Group, RunView
+from rankwise.errors import Error, InvalidArgumentError, NotFound
+
+if TYPE_CHECKING:
+    from rankwise._api import Api
 
 
 def _default_entity() -> str:
@@ -123,7 +126,7 @@ class Run(RunView):
 
     @property
     def url(self) -> str:
-        from rankwise._ui.server import group_url
+        from rankwise._ui.address import group_url
 
         return group_url(self.project, self.group)
 

@@ -28,12 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from client import paths
-from client.errors import Error, InvalidArgumentError, UsageError
 from rankwise._artifact_store import ArtifactStore, manifest_digest
-
-
-class ArtifactNotFound(Error, LookupError):
-    """No artifact (or version, alias, file) of that name in the store."""
+from rankwise.errors import ArtifactNotFound, Error, InvalidArgumentError, UsageError
 
 
 def _entry_name(name: str) -> str:

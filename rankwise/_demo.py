@@ -84,8 +84,8 @@ def _worker(rank: int, world: int, project: str, group: str, steps: int, slow_ra
 
 def main(args: argparse.Namespace) -> int:
     from rankwise._api import Api
-    from rankwise._cli import group_table
-    from rankwise._table import table
+    from rankwise._table import group_table, table
+    from rankwise._ui.address import group_url
 
     world, steps = args.ranks, args.steps
     if world < 1 or steps < 1:
@@ -126,8 +126,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"data:   {api.path}")
     print(f"look:   rankwise show {group} --project {args.project}")
     print(f"python: rankwise.Api().group({args.project!r}, {group!r}).history('loss')")
-    from rankwise._ui.server import group_url
-
     # the UI's token is made when `rankwise ui` starts: its printed address (with ?token=) logs the browser in,
     # after which the group's address works as it is
     print(f"ui:     rankwise ui, open the address it prints (it carries the token), then {group_url(args.project, group)}")

@@ -1,11 +1,12 @@
-"""Plain-text tables and number formatting for the command line."""
+"""What the command line prints: text escaped for the terminal (:func:`safe`, :func:`say`), numbers,
+times and sizes formatted, aligned tables, sparklines, and the per-key table of a group that ``rankwise
+show``, ``rankwise tail`` and ``rankwise demo`` print (:func:`group_table`)."""
 
 from __future__ import annotations
 
 import math
 import time
 from typing import Any, Sequence
-
 
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
@@ -26,6 +27,12 @@ def safe(text: str, keep: str = "") -> str:
             n = ord(ch)
             out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
     return "".join(out)
+
+
+def say(*parts: Any, file: Any = None) -> None:
+    """print() for everything the CLI writes: names and keys come from the store (any logged string), so
+    non-printable characters are escaped (only line breaks pass), never sent raw to the terminal."""
+    print(safe(" ".join(str(p) for p in parts), keep="\n"), file=file)
 
 
 def fmt(value: Any) -> str:
@@ -71,6 +78,15 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def byte_size(n: float) -> str:
+    """``n`` bytes in B, KiB, MiB or GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool] | None = None) -> str:
     """Align columns; numeric-looking columns are right-aligned unless ``right`` says otherwise."""
     cells = [[safe(h) for h in headers]] + [[safe(c) if isinstance(c, str) else fmt(c) for c in row] for row in rows]
@@ -114,3 +130,20 @@ def sparkline(values: Sequence[float], width: int = 24) -> str:
     lo, hi = min(vals), max(vals)
     span = hi - lo or 1.0
     return "".join(_SPARK[min(7, int((v - lo) / span * 7.999))] for v in vals)
+
+
+def group_table(g: Any, keys: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
+    """The per-key table of ``rankwise show``: the last group row of every key, and a trend of the mean."""
+    headers = ["key", "step", "ranks", "mean", "min", "min rank", "max", "max rank", "std", "trend (mean)"]
+    rows = []
+    for key in keys or g.keys():
+        h = g.history(key)
+        if len(h["step"]) == 0:
+            continue
+        i = len(h["step"]) - 1
+        rows.append(
+            [key, int(h["step"][i]), f"{int(h['count'][i])}/{int(h['expected'][i])}", float(h["mean"][i]),
+             float(h["min"][i]), int(h["min_rank"][i]), float(h["max"][i]), int(h["max_rank"][i]), float(h["std"][i]),
+             sparkline(h["mean"].tolist())]
+        )  # fmt: skip
+    return headers, rows

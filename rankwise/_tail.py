@@ -10,18 +10,15 @@ import sys
 import time
 from typing import Any, TextIO
 
-from client.errors import InvalidArgumentError
-from rankwise._table import ago
+from rankwise._settle import Settling
+from rankwise._table import ago, group_table, safe, table
+from rankwise.errors import InvalidArgumentError
 
 CLEAR = "\x1b[H\x1b[2J"
-SETTLE_S = 5.0  # after the last rank finished, how long to wait for the agent to seal the last steps
 
 
 def render(g: Any, keys: list[str] | None = None) -> str:
     """Header (ranks, states, progress of the slowest and fastest rank) and the per-key table of ``rankwise show``."""
-    from rankwise._cli import group_table
-    from rankwise._table import safe, table
-
     runs = g.runs
     states: dict[str, int] = {}
     for r in runs:
@@ -45,11 +42,6 @@ def render(g: Any, keys: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def caught_up(sealed_through: int, runs: Any) -> bool:
-    """Every committed step of the group has its group row (``step`` is the next step a run commits)."""
-    return sealed_through >= max((r.step for r in runs), default=0) - 1
-
-
 def changed_since(last: str | None, text: str) -> bool:
     """More than the "updated Ns ago" of the first line changed."""
     return text.split("\n", 1)[1:] != (last or "").split("\n", 1)[1:]
@@ -65,7 +57,7 @@ def tail(api: Any, project: str | None, name: str | None, keys: list[str] | None
     project, name = g.project, g.name  # pin the group: "the newest" must not change under a live view
     tty = out.isatty()
     last: str | None = None
-    done_at: float | None = None
+    settling = Settling()
     while True:
         text = render(g, keys)
         if last is None or changed_since(last, text) or tty:
@@ -74,13 +66,9 @@ def tail(api: Any, project: str | None, name: str | None, keys: list[str] | None
             last = text
         if once:
             return 0
-        if g.state != "running":
-            # the agent seals the last steps on its next tick after the last rank finished: wait for those
-            # rows (a group whose keys stop early never catches up, hence the bound)
-            done_at = done_at or time.monotonic()
-            if caught_up(g.sealed_through, g.runs) or time.monotonic() - done_at > SETTLE_S:
-                return 0
-        else:
-            done_at = None
+        if g.state == "running":
+            settling.running()
+        elif settling.stopped(g.sealed_through, g.runs):
+            return 0
         time.sleep(interval)
         g = api.group(project, name)

@@ -1,8 +1,8 @@
 """Charts with wandb's ``wandb.plot`` signatures, computed with numpy (no scikit-learn).
 
-Each function validates and copies its inputs on the caller's thread (``ValueError`` naming
-the argument) and returns a :class:`~client.media.chart.Chart`; the numbers are computed on
-the writer's I/O thread (or when ``chart.data`` is read). Wire::
+Each function validates and copies its inputs on the caller's thread (``rankwise.InvalidArgumentError``,
+a ``ValueError``, naming the argument) and returns a :class:`~client.media.chart.Chart`; the numbers are
+computed on the writer's I/O thread (or when ``chart.data`` is read). Wire::
 
     {"_type": "chart", "kind": kind, "title": str, "data": {...}}
 
@@ -52,6 +52,7 @@ import numpy as np
 
 from client.media.chart import Chart
 from client.media.table import Table
+from rankwise.errors import InvalidArgumentError
 
 MAX_CURVE_POINTS = 1000
 
@@ -76,7 +77,7 @@ def _arr(x: Any, arg: str, dtype: Any = None) -> np.ndarray:
     try:
         return np.array([] if x is None else x, dtype=dtype, copy=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{arg} cannot be read as an array: {exc}") from None
+        raise InvalidArgumentError(f"{arg} cannot be read as an array: {exc}") from None
 
 
 def _is_integral(arr: np.ndarray) -> bool:
@@ -93,30 +94,30 @@ class _Classes:
     def __init__(self, y_true: Any, y_probas: Any, labels: Any, classes_to_plot: Any) -> None:
         y = _arr(y_true, "y_true")
         if y.ndim != 1 or y.size == 0:
-            raise ValueError(f"y_true must be a non-empty 1-D sequence of class values, got shape {y.shape}")
+            raise InvalidArgumentError(f"y_true must be a non-empty 1-D sequence of class values, got shape {y.shape}")
         p = _arr(y_probas, "y_probas", np.float64)
         if p.ndim not in (1, 2) or p.shape[0] != y.shape[0]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"y_probas must be N or N×K scores for the N={y.shape[0]} samples of y_true, got shape {p.shape}"
             )
         if not np.isfinite(p).all():
-            raise ValueError("y_probas must be finite (no NaN or inf)")
+            raise InvalidArgumentError("y_probas must be finite (no NaN or inf)")
         self.binary = p.ndim == 1
         if self.binary:
             p = np.stack([1.0 - p, p], axis=1)
         k = p.shape[1]
         if k < 1:
-            raise ValueError("y_probas needs at least one column")
+            raise InvalidArgumentError("y_probas needs at least one column")
         names: list[str]
         if labels is not None:
             labels = [str(v) for v in labels]
             if len(labels) != k:
-                raise ValueError(f"labels has {len(labels)} names but y_probas has {k} class columns")
+                raise InvalidArgumentError(f"labels has {len(labels)} names but y_probas has {k} class columns")
             names = labels
         if _is_integral(y):
             idx = y.astype(np.int64)
             if idx.min() < 0 or idx.max() >= k:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"y_true holds class {int(idx.min() if idx.min() < 0 else idx.max())}, "
                     f"outside 0..{k - 1} (the columns of y_probas)"
                 )
@@ -127,14 +128,14 @@ class _Classes:
             if labels is None:
                 names = sorted(set(values.tolist()))
                 if len(names) != k:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"y_true has {len(names)} distinct classes but y_probas has {k} columns; "
                         "pass labels= to map them"
                     )
             lookup = {n: i for i, n in enumerate(names)}
             missing = sorted(set(values.tolist()) - set(lookup))
             if missing:
-                raise ValueError(f"y_true holds {missing[:3]} which are not in labels {names}")
+                raise InvalidArgumentError(f"y_true holds {missing[:3]} which are not in labels {names}")
             idx = np.array([lookup[v] for v in values.tolist()], dtype=np.int64)
         self.idx, self.scores, self.names = idx, p, names
         if classes_to_plot is None:
@@ -147,16 +148,18 @@ class _Classes:
                 elif str(c) in names:
                     i = names.index(str(c))
                 else:
-                    raise ValueError(f"classes_to_plot: {c!r} is neither a class index below {k} nor one of {names}")
+                    raise InvalidArgumentError(
+                        f"classes_to_plot: {c!r} is neither a class index below {k} nor one of {names}"
+                    )
                 if i not in self.plot:
                     self.plot.append(i)
 
 
 def _table_column(table: Any, name: Any, arg: str) -> list:
     if not isinstance(table, Table):
-        raise ValueError(f"table must be a rankwise.Table, got {type(table).__name__}")
+        raise InvalidArgumentError(f"table must be a rankwise.Table, got {type(table).__name__}")
     if name not in table.columns:
-        raise ValueError(f"{arg}={name!r} is not a column of the table; columns are {table.columns}")
+        raise InvalidArgumentError(f"{arg}={name!r} is not a column of the table; columns are {table.columns}")
     i = table.columns.index(name)
     return [r[i] for r in table.data]
 
@@ -314,21 +317,27 @@ def confusion_matrix(
     without, they are the sorted distinct values of ``y_true`` and ``preds`` together, named
     ``str(value)``."""
     if (probs is None) == (preds is None):
-        raise ValueError("confusion_matrix needs exactly one of probs= (N×K scores) or preds= (N predicted classes)")
+        raise InvalidArgumentError(
+            "confusion_matrix needs exactly one of probs= (N×K scores) or preds= (N predicted classes)"
+        )
     y = _arr(y_true, "y_true")
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"y_true must be a non-empty 1-D sequence of classes, got shape {y.shape}")
+        raise InvalidArgumentError(f"y_true must be a non-empty 1-D sequence of classes, got shape {y.shape}")
     if probs is not None:
         p = _arr(probs, "probs", np.float64)
         if p.ndim != 2 or p.shape[0] != y.size:
-            raise ValueError(f"probs must be N×K scores for the N={y.size} samples of y_true, got shape {p.shape}")
+            raise InvalidArgumentError(
+                f"probs must be N×K scores for the N={y.size} samples of y_true, got shape {p.shape}"
+            )
         if class_names is not None and p.shape[1] != len(class_names):
-            raise ValueError(f"probs has {p.shape[1]} columns but class_names has {len(class_names)} names")
+            raise InvalidArgumentError(f"probs has {p.shape[1]} columns but class_names has {len(class_names)} names")
         pred = np.argmax(p, axis=1)
     else:
         pred = _arr(preds, "preds")
         if pred.shape != y.shape:
-            raise ValueError(f"preds has shape {pred.shape}; it needs one prediction per y_true value ({y.size})")
+            raise InvalidArgumentError(
+                f"preds has shape {pred.shape}; it needs one prediction per y_true value ({y.size})"
+            )
     if class_names is not None:
         names = [str(n) for n in class_names]
         k = len(names)
@@ -337,13 +346,13 @@ def confusion_matrix(
             if _is_integral(a):
                 i = a.astype(np.int64)
                 if i.size and (i.min() < 0 or i.max() >= k):
-                    raise ValueError(f"{arg} holds a class outside 0..{k - 1} (class_names has {k} names)")
+                    raise InvalidArgumentError(f"{arg} holds a class outside 0..{k - 1} (class_names has {k} names)")
                 return i
             lookup = {n: j for j, n in enumerate(names)}
             vals = a.astype(str).tolist()
             bad = sorted(set(vals) - set(lookup))
             if bad:
-                raise ValueError(f"{arg} holds {bad[:3]} which are not in class_names")
+                raise InvalidArgumentError(f"{arg} holds {bad[:3]} which are not in class_names")
             return np.array([lookup[v] for v in vals], dtype=np.int64)
 
         yi, pi = index(y, "y_true"), index(pred, "probs" if probs is not None else "preds")
@@ -397,19 +406,19 @@ def line_series(
     """Several lines: ``ys`` is a list of series; ``xs`` one shared x sequence or one per series."""
     series = [np.asarray(s, dtype=np.float64).ravel().tolist() for s in ys]
     if not series:
-        raise ValueError("ys must hold at least one series")
+        raise InvalidArgumentError("ys must hold at least one series")
     xs_list = list(xs)
     if xs_list and isinstance(xs_list[0], (list, tuple, np.ndarray)):
         xss = [np.asarray(s, dtype=np.float64).ravel().tolist() for s in xs_list]
         if len(xss) != len(series):
-            raise ValueError(f"xs has {len(xss)} series but ys has {len(series)}")
+            raise InvalidArgumentError(f"xs has {len(xss)} series but ys has {len(series)}")
     else:
         shared = np.asarray(xs_list, dtype=np.float64).ravel().tolist()
         xss = [shared] * len(series)
     for i, (a, b) in enumerate(zip(xss, series)):
         if len(a) != len(b):
-            raise ValueError(f"series {i}: {len(a)} x values for {len(b)} y values")
+            raise InvalidArgumentError(f"series {i}: {len(a)} x values for {len(b)} y values")
     names = [str(k) for k in keys] if keys is not None else [f"key_{i}" for i in range(len(series))]
     if len(names) != len(series):
-        raise ValueError(f"keys has {len(names)} names for {len(series)} series")
+        raise InvalidArgumentError(f"keys has {len(names)} names for {len(series)} series")
     return Chart("line_series", title=title, data={"xs": xss, "ys": series, "keys": names, "xname": xname})

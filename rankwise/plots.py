@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from client.media.chart import Chart
+from rankwise.errors import InvalidArgumentError
 from rankwise.plot import _Classes, _pr_data, _roc_data, confusion_matrix
 
 __all__ = ["ROC", "confusion_matrix", "heatmap", "precision_recall", "roc"]
@@ -67,9 +68,9 @@ def heatmap(x_labels: Sequence[Any], y_labels: Sequence[Any], matrix_values: Any
     try:
         m = np.array(matrix_values, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"matrix_values cannot be read as a matrix of numbers: {exc}") from None
+        raise InvalidArgumentError(f"matrix_values cannot be read as a matrix of numbers: {exc}") from None
     if m.shape != (len(yl), len(xl)):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"matrix_values has shape {m.shape}; expected (len(y_labels), len(x_labels)) = ({len(yl)}, {len(xl)})"
         )
     rows = [[v if np.isfinite(v) else None for v in r] for r in m.tolist()]

@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 from agent.errors import StoreError
 from agent.store.base import GroupRecord, RunRecord
-from rankwise._api import NotFound
 from rankwise._ui.charts import series, stragglers
+from rankwise._ui.data import UIData
 from rankwise._ui.media import histograms, media, with_urls
-from rankwise._ui.data import StoreMissing, UIData
-from rankwise._ui.params import ApiError, Params, clean
+from rankwise._ui.params import Params, clean
+from rankwise.errors import ApiError, NotFound, StoreMissing
 
 # ---------------------------------------------------------------- groups
 

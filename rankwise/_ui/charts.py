@@ -4,15 +4,14 @@ and ``stragglers`` (per-rank step time or a per-rank key by step bucket, with th
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
 import numpy as np
 
-from rankwise._api import NotFound
 from rankwise._ui import series as S
 from rankwise._ui.data import UIData
-from rankwise._ui.params import ApiError, Params, numbers, step_range
+from rankwise._ui.params import Params, numbers, step_range
+from rankwise.errors import ApiError, NotFound
 
 DEFAULT_WIDTH = 1000
 MAX_WIDTH = 20000

@@ -20,15 +20,13 @@ import numpy as np
 
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, last_wins, merge_since
 from agent.store.sqlite_reader import SQLiteReader
-from rankwise._api import Api, Group, NotFound
+from rankwise._api import Api, store_path
 from rankwise._ui import series as S
+from rankwise._views import Group
+from rankwise.errors import NotFound, StoreMissing
 
 MMAP_BYTES = 1 << 40  # map the whole store however large it grows (address space, not memory)
 MEMO_ENTRIES = 256  # media key lists and step lists kept (small: steps only, no values)
-
-
-class StoreMissing(NotFound):
-    """No store file yet (no run has logged to this directory)."""
 
 
 @dataclass
@@ -189,9 +187,7 @@ class UIData:
 
     @property
     def path(self) -> Path:
-        from rankwise._api import _store_path
-
-        return _store_path(self.store)
+        return store_path(self.store)
 
     def open(self) -> Api:
         """The Api over the store, opened on first use (StoreMissing until a run has created the file)."""

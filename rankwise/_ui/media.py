@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from agent.media import MediaError, mime_type, relative_path
-from rankwise._api import Group, NotFound, media_type
 from rankwise._ui.data import UIData
-from rankwise._ui.params import ApiError, Params, clean, step_range
+from rankwise._ui.params import Params, clean, step_range
+from rankwise._views import Group, media_type
+from rankwise.errors import ApiError, NotFound
 
 DEFAULT_HIST_WIDTH = 200
 MAX_HIST_WIDTH = 2000
@@ -186,7 +187,7 @@ def media_file(root: Path, parts: list[str]) -> tuple[Path, str, str]:
     try:
         rel = relative_path(sha, ext)
     except MediaError as exc:
-        raise ApiError(404, f"no media file {'/'.join(parts)}: {exc}") from None
+        raise ApiError(404, f"no media file {'/'.join(parts)}: {exc}") from exc
     if sha[:2] != parts[0]:
         raise ApiError(404, f"no media file {'/'.join(parts)}: its directory must be {sha[:2]}")
     path = root / rel

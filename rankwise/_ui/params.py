@@ -9,13 +9,7 @@ from typing import Any
 
 import numpy as np
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
+from rankwise.errors import ApiError
 
 # ---------------------------------------------------------------- JSON helpers
 
@@ -80,8 +74,8 @@ class Params:
             return None
         try:
             value = float(raw)
-        except ValueError:
-            raise ApiError(400, f"{name}={raw!r} is not a number") from None
+        except ValueError as exc:
+            raise ApiError(400, f"{name}={raw!r} is not a number") from exc
         if not math.isfinite(value):
             raise ApiError(400, f"{name}={raw!r} must be finite")
         return value
@@ -92,8 +86,8 @@ class Params:
             return default
         try:
             value = int(raw)
-        except ValueError:
-            raise ApiError(400, f"{name}={raw!r} is not an integer") from None
+        except ValueError as exc:
+            raise ApiError(400, f"{name}={raw!r} is not an integer") from exc
         if not lo <= value <= hi:
             raise ApiError(400, f"{name}={value} must be between {lo} and {hi}")
         return value

@@ -1,10 +1,12 @@
 """``rankwise ui``: a read-only web server over the store (standard library only).
 
 Pages (one small single-page app, ``static/``) and the JSON API (:mod:`api`) on
-one port. Live views use server-sent events: ``/api/.../events`` checks the
-group twice a second with one cheap query and sends ``update`` when the agent
-committed something for it. The store is only read (a WAL reader on a
-read-only connection), so the agent never waits for the UI.
+one port; what each request gets is decided by :mod:`handler`. Live views use
+server-sent events (:mod:`events`): ``/api/.../events`` checks the group twice a
+second with one cheap query and sends ``update`` when the agent committed
+something for it. The store is only read (a WAL reader on a read-only
+connection), so the agent never waits for the UI. This module is the server:
+its connection bounds, how it is made and how ``rankwise ui`` runs it.
 
 By default the server binds 127.0.0.1; bound to a loopback address it also
 refuses requests whose Host header is not ``localhost``, a literal loopback
@@ -22,68 +24,25 @@ connection is closed after ``IDLE_TIMEOUT_S``.
 
 from __future__ import annotations
 
-import json
-import mimetypes
 import sys
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import urlencode
 
-from agent.errors import StoreError
-from rankwise._api import NotFound
-from rankwise._tail import SETTLE_S, caught_up
-from rankwise._ui import api
-from rankwise._ui.auth import host_allowed, is_loopback, login_redirect, new_token, token_ok
-from rankwise._ui.data import StoreMissing, UIData
-from rankwise._ui.media import media_file
-from rankwise._ui.params import ApiError, Params
+from rankwise._ui.address import DEFAULT_PORT
+from rankwise._ui.address import group_url  # noqa: F401  (client/wandb_surface.py still imports it from here)
+from rankwise._ui.auth import is_loopback, new_token
+from rankwise._ui.data import UIData
+from rankwise._ui.handler import Handler
+from rankwise.errors import StoreMissing
 
-STATIC = Path(__file__).resolve().parent / "static"
-DEFAULT_PORT = 8765
-EVENT_POLL_S = 0.5
-EVENT_HEARTBEAT_S = 15.0
-_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".md": "text/markdown",
-          ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain"}  # fmt: skip
-_PAGES = ("", "p", "g")  # first path segment of an app page
 MAX_CONNECTIONS = 64  # served at once; a browser tab holds at most 6 (Chromium's per-host limit)
 IDLE_TIMEOUT_S = 60.0  # a connection silent this long while the server waits for its request is closed
 _BUSY_BODY = b"too many connections to rankwise ui\n"
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
          b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))  # fmt: skip
-
-
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """The one byte range of a ``Range: bytes=a-b`` header as (first, last), None to send everything (no
-    header, several ranges or another unit), "unsatisfiable" for a range past the end."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None
-    a, _, b = header[6:].strip().partition("-")
-    try:
-        if a == "":
-            n = int(b)
-            if n <= 0:
-                return "unsatisfiable"
-            return max(0, size - n), size - 1
-        first = int(a)
-        last = size - 1 if b == "" else min(int(b), size - 1)
-    except ValueError:
-        return None
-    if first >= size or last < first:
-        return "unsatisfiable"
-    return first, last
-
-
-def group_url(project: str, group: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-              token: str | None = None) -> str:  # fmt: skip
-    """The address of a group's page on a ``rankwise ui`` server at ``host:port`` (with the server's token,
-    when given: the address then works in a browser that has not opened the server yet)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    query = f"?{urlencode({'token': token})}" if token else ""
-    return f"http://{host}:{port}/g/{quote(project, safe='')}/{quote(group, safe='')}{query}"
 
 
 class UIServer(ThreadingHTTPServer):
@@ -165,235 +124,6 @@ class UIServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.data.close()
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: UIServer
-    protocol_version = "HTTP/1.1"  # keep-alive: the page fetches many series
-    disable_nagle_algorithm = True  # headers and body are two writes: without this, 40 ms delayed-ACK stalls
-    server_version = "rankwise-ui"
-
-    def setup(self) -> None:
-        # a socket timeout: a silent client (slowloris, an idle keep-alive) gives its slot back
-        self.timeout = self.server.idle_timeout_s
-        super().setup()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if not self.server.quiet:
-            super().log_message(format, *args)
-
-    # ------------------------------------------------------------ replies
-
-    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-cache") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-        self._send(status, body, "application/json")
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message, "status": status})
-
-    # ------------------------------------------------------------ dispatch
-
-    def do_GET(self) -> None:
-        try:
-            self._get()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as exc:  # a bug must not kill the server; say what broke
-            self.close_connection = True
-            try:
-                self._error(500, f"{type(exc).__name__}: {exc}")
-            except OSError:
-                pass
-            if not self.server.quiet:
-                raise
-
-    do_HEAD = do_GET
-
-    def _refuse_method(self) -> None:
-        self._error(405, f"method {self.command} not allowed: the UI and its API are read-only (GET)")
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
-
-    def _host_ok(self) -> bool:
-        return not self.server.loopback_only or host_allowed(self.headers.get("Host") or "", self.server.allow_hosts)
-
-    def _token_ok(self, query_token: str | None) -> bool:
-        return token_ok(self.server.token, self.server.cookie_name, self.headers, query_token)
-
-    def _login(self, url: Any) -> None:
-        """A page opened with the token: set the cookie, redirect to the address without the token (it stays
-        out of the history and the address bar)."""
-        self.send_response(303)
-        self.send_header("Location", login_redirect(url.path, url.query))
-        self.send_header("Set-Cookie", f"{self.server.cookie_name}={self.server.token}; Path=/; HttpOnly; SameSite=Lax")
-        self.send_header("Content-Length", "0")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-
-    def _get(self) -> None:
-        if not self._host_ok():
-            allowed = ", ".join(sorted(self.server.allow_hosts)) or "none"
-            self._error(403, "this server answers only requests addressed to localhost or a loopback address "
-                             f"(names passed with rankwise ui --allow-host: {allowed})")  # fmt: skip
-            return
-        url = urlsplit(self.path)
-        query_token = (parse_qs(url.query).get("token") or [None])[0]
-        if not self._token_ok(query_token):
-            self._error(403, "this server needs its token: open the address with ?token=... that rankwise ui "
-                             "printed (or send 'Authorization: token ...')")  # fmt: skip
-            return
-        if query_token and self.server.token and not url.path.startswith(("/api/", "/media/", "/static/")):
-            self._login(url)
-            return
-        raw = [s for s in url.path.split("/") if s]
-        segments = [unquote(s) for s in raw]
-        if segments[:1] == ["api"]:
-            query = parse_qs(url.query, keep_blank_values=True)
-            query.pop("token", None)  # authentication, not a parameter of the call
-            if len(segments) == 6 and segments[5] == "events" and segments[1:2] == ["projects"]:
-                self._events(segments[2], segments[4], query)
-                return
-            status, body = api.call(self.server.data, segments, query)
-            self._json(status, body)
-            return
-        if segments[:1] == ["static"]:
-            self._static(segments[1:])
-            return
-        if segments[:1] == ["media"]:
-            self._media(segments[1:])
-            return
-        if (segments[:1] or [""])[0] in _PAGES and len(segments) <= 3:
-            self._static(["index.html"])
-            return
-        self._error(404, f"no page {url.path}")
-
-    def _static(self, parts: list[str]) -> None:
-        path = STATIC.joinpath(*parts).resolve() if parts else STATIC
-        if STATIC not in path.parents or not path.is_file() or path.suffix not in _TYPES:
-            self._error(404, f"no static file {'/'.join(parts)}")
-            return
-        ctype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if ctype.startswith("text/"):
-            ctype += "; charset=utf-8"
-        cache = "max-age=86400" if "vendor" in parts[:1] else "no-cache"
-        self._send(200, path.read_bytes(), ctype, cache)
-
-    def _media(self, parts: list[str]) -> None:
-        """A content-addressed media file: its MIME type, cached for good (content never changes under its
-        name), byte ranges for audio and video seeking. Logged HTML is served under a sandbox policy, so even
-        opened directly it runs in an opaque origin and cannot read this server's API."""
-        try:
-            path, ctype, sha = media_file(self.server.data.path.parent, parts)
-        except ApiError as exc:
-            self._error(exc.status, exc.message)
-            return
-        etag = f'"{sha}"'
-        if self.headers.get("If-None-Match") == etag:
-            self.send_response(304)
-            self.send_header("ETag", etag)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        size = path.stat().st_size
-        first, last = 0, size - 1
-        status = 200
-        rng = _byte_range(self.headers.get("Range"), size)
-        if rng == "unsatisfiable":
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{size}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if rng is not None:
-            first, last = rng
-            status = 206
-        with open(path, "rb") as f:
-            f.seek(first)
-            body = f.read(last - first + 1)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "public, max-age=31536000, immutable")
-        self.send_header("ETag", etag)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        html = ctype.startswith("text/html")
-        self.send_header("Content-Security-Policy", "sandbox allow-scripts" if html else "sandbox")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    # ------------------------------------------------------------ live updates
-
-    def _events(self, project: str, name: str, query: dict[str, list[str]]) -> None:
-        """Server-sent events: ``update`` (the group summary) whenever the agent committed something for the
-        group, a comment line as heartbeat, and ``end`` once no rank is running any more."""
-        data = self.server.data
-        try:
-            Params(query, ())
-            g = data.group(project, name)
-        except ApiError as exc:
-            self._error(exc.status, exc.message)
-            return
-        except StoreMissing as exc:
-            self._error(503, str(exc))
-            return
-        except NotFound as exc:
-            self._error(404, str(exc))
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        self.wfile.write(b"retry: 2000\n\n")
-        self.wfile.flush()
-        last_sig: tuple | None = None
-        last_write = time.monotonic()
-        done_at: float | None = None
-        while not self.server.stopping.is_set():
-            try:
-                g = data.group(project, name)
-                runs = data.runs(g)
-            except StoreError:  # the store briefly unreadable (busy, being created): try again
-                self.server.stopping.wait(EVENT_POLL_S)
-                continue
-            sig = api.signature(g, runs)
-            if sig != last_sig:
-                summary = api.group_summary(data, g, runs)
-                payload = json.dumps(summary, separators=(",", ":"), allow_nan=False)
-                self.wfile.write(f"event: update\ndata: {payload}\n\n".encode())
-                self.wfile.flush()
-                last_sig, last_write = sig, time.monotonic()
-            if runs and all(r.state != "running" for r in runs):
-                # the agent seals the last steps on its tick after the last rank finished: end once those
-                # rows are there (or after a bound: keys that stop early never catch up)
-                done_at = done_at or time.monotonic()
-                if caught_up(g.sealed_through, runs) or time.monotonic() - done_at > SETTLE_S:
-                    self.wfile.write(b"event: end\ndata: {}\n\n")
-                    self.wfile.flush()
-                    return
-            else:
-                done_at = None
-            if time.monotonic() - last_write > EVENT_HEARTBEAT_S:
-                self.wfile.write(b": heartbeat\n\n")
-                self.wfile.flush()
-                last_write = time.monotonic()
-            self.server.stopping.wait(EVENT_POLL_S)
-
 
 def make_server(store: str | Path | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 quiet: bool = True, token: str | None = None, allow_hosts: tuple[str, ...] = (),

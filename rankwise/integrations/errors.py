@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.errors import Error
+from rankwise.errors import Error
 
 
 class FrameworkMissingError(Error, ImportError):

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from client import state
-from client.errors import UnsupportedError, UsageError
 from client.settings import Settings as _RunSettings
+from rankwise.errors import UnsupportedError, UsageError
 
 VERSION = "0.31.0"  # what `wandb.__version__` / the routed distribution metadata answer (frameworks check it)
 

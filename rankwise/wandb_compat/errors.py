@@ -1,16 +1,8 @@
-"""``wandb.errors``: wandb's exception names, all ``rankwise.Error`` subclasses."""
+"""``wandb.errors``: wandb's exception names, all ``rankwise.Error`` subclasses (defined in rankwise/errors.py:
+one set of classes whether a script says ``wandb.errors.CommError`` or ``rankwise.errors.CommError``)."""
 
 from __future__ import annotations
 
-from client.errors import ConfigError, Error, UnsupportedError, UsageError
-
-
-class CommError(Error):
-    """wandb's communication error; rankwise never raises it from a training process (transport trouble is counted)."""
-
-
-class AuthenticationError(Error):
-    """Never raised: rankwise needs no credentials."""
-
+from rankwise.errors import AuthenticationError, CommError, ConfigError, Error, UnsupportedError, UsageError
 
 __all__ = ["AuthenticationError", "CommError", "ConfigError", "Error", "UnsupportedError", "UsageError"]

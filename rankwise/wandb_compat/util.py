@@ -19,11 +19,11 @@ def generate_id(length: int = 8) -> str:
 def get_module(name: str, required: Any = None, lazy: bool = True) -> Any:
     try:
         return importlib.import_module(name)
-    except ImportError:
+    except ImportError as exc:
         if required:
-            from client.errors import UsageError
+            from rankwise.errors import UsageError
 
-            raise UsageError(required if isinstance(required, str) else f"module {name} is required") from None
+            raise UsageError(required if isinstance(required, str) else f"module {name} is required") from exc
         return None
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 
 import rankwise
-from rankwise._cli import _bytes
+from rankwise._table import byte_size as _bytes
 from rwprobe import (
     agent_log, agent_processes, cli, pid_gone, rankwise_cmd, read_line, start_script, status, status_json, wait_for,
 )  # fmt: skip

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from rankwise._ui.server import group_url
+from rankwise._ui.address import group_url
 from rwtest import start_ranks, wait_all
 from uihelp import auth, get, log_group, own_env, served, wait_group
 

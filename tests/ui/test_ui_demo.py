@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import rankwise
-from rankwise._ui.server import group_url
+from rankwise._ui.address import group_url
 from uihelp import artifact, browser, env_vars, own_env, page_url, served, watch_errors  # noqa: F401 - fixture
 
 SLOW_RANK = 5  # rankwise demo's default --slow-rank

@@ -58,7 +58,7 @@ def auth(server: Any) -> dict[str, str]:
 
 def page_url(server: Any, project: str | None = None, group: str | None = None) -> str:
     """The address a browser opens: the group's page (or the start page) with the server's token."""
-    from rankwise._ui.server import group_url
+    from rankwise._ui.address import group_url
 
     if project is None:
         return server.login_url

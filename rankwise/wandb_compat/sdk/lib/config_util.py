@@ -1,5 +1,5 @@
 """``wandb.sdk.lib.config_util.ConfigError`` (transformers catches it around config updates)."""
 
-from client.errors import ConfigError
+from rankwise.errors import ConfigError
 
 __all__ = ["ConfigError"]
