@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from lchelp import MUNGED, SLURMCTLD, SLURMD, SRUN, require
 
 NODE = "rwnode"

@@ -8,8 +8,8 @@ logged by path)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import hashlib
+import importlib.util
 import io
 import json
 import struct
@@ -26,7 +26,7 @@ from mediautil import decode_png
 import rankwise
 import rankwise as wandb
 from grouping.histogram import merge_histograms
-from rwtest import RankwiseEnv, run_ranks
+from support.processes import RankwiseEnv, run_ranks
 
 pytest.importorskip("PIL.Image")  # the documented PIL image and GIF video examples need Pillow
 
@@ -124,7 +124,7 @@ def logged(tmp_path_factory):
     import shutil
     import tempfile
 
-    from rwtest import stop_agent
+    from support.processes import stop_agent
 
     samples = tmp_path_factory.mktemp("samples")
     for name, data in SAMPLES.items():
