@@ -64,6 +64,13 @@ class Cluster:
                 if name != "root":
                     shutil.copy(self.keys / f"{name}.key", allow / f"{name}.key")
 
+    def __repr__(self) -> str:
+        root = "not started" if self.root_proc is None else f"pid {self.root_proc.pid}"
+        return (
+            f"Cluster({self.listen}, root {root}, nodes {sorted(self.nodes)}, {len(self.procs)} processes, "
+            f"curve={self.keys is not None})"
+        )
+
     # ------------------------------------------------------------ the root
 
     def root_cmd(self) -> list[str]:
