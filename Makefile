@@ -10,10 +10,12 @@ PYTEST_WORKERS ?= auto
 
 venv: $(STAMP)
 
+# test + media: the tests of plotly figures, mp4 video and pandas tables run too (nothing skips for want of
+# a package the project can install)
 $(STAMP): pyproject.toml setup.py rankwise/rankwise-as-wandb.pth
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,media]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml ([tool.ruff]): lint, then the formatter in check mode (fails, changing nothing)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -20,8 +20,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +61,12 @@ class Sandbox:
         self.data = tempfile.mkdtemp(prefix="rwb-", dir="/tmp")
         self.runtime = tempfile.mkdtemp(prefix="rwbr-", dir="/tmp")
         self.scratch = tempfile.mkdtemp(prefix="rwbs-", dir="/tmp")  # worker args/results, other tools' dirs
-        self._workers: list["Worker"] = []
+        self._workers: list[Worker] = []
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.label} data={self.data} runtime={self.runtime} agent={self.agent_pid()}>"
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -150,7 +151,7 @@ class Sandbox:
 
     # -------------------------------------------------------- workers
 
-    def worker(self, target: str, args: dict, env: dict | None = None, new_session: bool = False) -> "Worker":
+    def worker(self, target: str, args: dict, env: dict | None = None, new_session: bool = False) -> Worker:
         w = Worker(self, target, args, env or self.env(), new_session)
         self._workers.append(w)
         return w
@@ -258,7 +259,7 @@ class Busy:
 
     _SPIN = "import sys\nsys.stdout.write('spinning\\n')\nsys.stdout.flush()\nwhile True: pass"
 
-    def start(self, timeout_s: float = 30.0) -> "Busy":
+    def start(self, timeout_s: float = 30.0) -> Busy:
         """Start them and return once every one of them is spinning (said so on stdout)."""
         for _ in range(self.n):
             self.procs.append(subprocess.Popen([sys.executable, "-c", self._SPIN], stdin=subprocess.DEVNULL,
@@ -350,7 +351,7 @@ class ProcWatch:
             return {}
         return {k: getattr(c, k) for k in ("write_chars", "write_bytes", "read_chars") if hasattr(c, k)}
 
-    def start(self) -> "ProcWatch":
+    def start(self) -> ProcWatch:
         self._t0 = time.perf_counter()
         self._io0 = self._io()
         self._cpu0 = self._cpu()

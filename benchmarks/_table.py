@@ -7,7 +7,8 @@ formatted with their unit by the helpers below so that every benchmark prints
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 Row = tuple[str, str, str]
 

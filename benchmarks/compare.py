@@ -26,7 +26,8 @@ is killed and the tool is reported as timed out.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 NAME = "compare"
 TITLE = "8. Side by side with wandb / MLflow / tensorboardX (same loop, same dict)"
@@ -86,7 +87,8 @@ def _setup(tool: str, args: dict) -> tuple[Callable[[dict], Any], Callable[[], A
 def workload(args: dict, barrier: Any) -> dict:
     """Worker: setup, warm-up, latency phase, tight loop, timed finish — identical for every tool."""
     from array import array
-    from time import perf_counter, perf_counter_ns as pc
+    from time import perf_counter
+    from time import perf_counter_ns as pc
 
     import numpy as np
 
@@ -198,7 +200,7 @@ def run(ctx: Any) -> dict:
                 res["loss"] = _check_loss(box, "bench", "compare", keys, {0: res["rows_logged"]})
             out["tools"][tool] = res
     base = out["tools"].get("rankwise", {})
-    for tool, res in out["tools"].items():
+    for res in out["tools"].values():
         if "latency" in res and "latency" in base:
             res["ratios"] = {
                 "p50": res["latency"]["p50_ns"] / base["latency"]["p50_ns"],

@@ -31,7 +31,8 @@ back (its offline file has no reader here).
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 NAME = "log_forms"
 TITLE = "1b. log() per form (step=, commit=, nested, ints, numpy, torch), net of timer; quiet and contended"
@@ -92,7 +93,8 @@ def _maker(form: str) -> Callable[[int], Any]:
 def _timed(call: str, log: Callable, make: Callable, lat: Any, row: int, n: int, deadline: float) -> tuple[int, int]:
     """``n`` calls (stopped early at ``deadline``), each timed into ``lat``, from row ``row``;
     returns (calls made, next row). The branch on the form is outside the timed region."""
-    from time import perf_counter, perf_counter_ns as pc
+    from time import perf_counter
+    from time import perf_counter_ns as pc
 
     j, i = 0, row
     while j < n and perf_counter() < deadline:
@@ -406,7 +408,7 @@ def render(r: dict) -> list[str]:
         header += ["wandb p50", "wandb p99", "wandb calls/s"]
     header.append("goal")
     body = []
-    for form, e in forms.items():
+    for e in forms.values():
         q = e["quiet"]
         c = e.get("contended")
         row = [e["label"], f"{q['latency']['n']:,}" + (" (budget)" if q["budget_hit"] else ""),
@@ -440,7 +442,7 @@ def render(r: dict) -> list[str]:
         lines.append(f"  agent: {ag['cpu_percent']:.0f} % CPU, peak RSS {ag['peak_rss_mb']:.0f} MB over the benchmark")
     for form, why in r.get("skipped", {}).items():
         lines.append(f"  {FORMS[form][0]}: skipped — {why}")
-    for form, e in forms.items():
+    for e in forms.values():
         for variant in ("quiet", "contended"):
             st = e.get(variant, {}).get("stats", {})
             if st.get("coalesced_rows"):
@@ -454,7 +456,7 @@ def render(r: dict) -> list[str]:
         n = [w["latency"]["n"] for w in wb]
         lines.append(f"  wandb {wb[0]['version']}: offline mode, same worker loop and dicts, {min(n):,}–{max(n):,} calls "
                      f"timed per form (cap {r['params']['wandb']['calls']:,} or {r['params']['wandb']['budget_s']:g} s)")  # fmt: skip
-    for form, e in forms.items():
+    for e in forms.values():
         if "skipped" in e.get("wandb", {}):
             lines.append(f"  wandb, {e['label']}: {e['wandb']['skipped']}")
     return lines

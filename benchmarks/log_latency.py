@@ -61,7 +61,7 @@ class GcTimer:
     def __repr__(self) -> str:
         return f"<GcTimer pauses={ {g: len(p) for g, p in self.pauses.items()} }>"
 
-    def __enter__(self) -> "GcTimer":
+    def __enter__(self) -> GcTimer:
         self._gc.callbacks.append(self)
         return self
 
@@ -145,7 +145,7 @@ def measure(args: dict, barrier: Any) -> dict:
         t1 = pc()
         block_ns.append((t1 - t0) / 1000)
         t0 = pc()
-        for d in ds:  # the bare loop, for reference
+        for _d in ds:  # the bare loop, for reference
             pass
         t1 = pc()
         loop_ns.append((t1 - t0) / 1000)

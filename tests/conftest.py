@@ -1,7 +1,11 @@
 """Every test gets its own RANKWISE_DIR and RANKWISE_RUNTIME_DIR (short /tmp paths: ipc socket
 paths are limited to ~107 bytes), an environment without launcher variables, no row budget
 (RANKWISE_ROWS_PER_S=0: tests of delivery count every row), and at teardown
-any agent it started is stopped and its directories removed. Safe under pytest-xdist."""
+any agent it started is stopped and its directories removed. Safe under pytest-xdist.
+
+The fixtures shared by several folders live here too (``cluster``, ``curve_cluster``, ``browser``); the
+helpers behind them are in tests/support/, imported lazily so that collecting a test imports nothing
+it does not use."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, settings
 
-from rwtest import LAUNCHER_VARS, RankwiseEnv, finish_live_runs, reap_spawned, stop_agent
+from support.processes import LAUNCHER_VARS, RankwiseEnv, finish_live_runs, reap_spawned, stop_agent
 
 # Property tests share a 2-core CI machine with real agents and browsers: how fast hypothesis generates
 # data says nothing about the code under test, so neither deadlines nor the too_slow check apply.
@@ -45,3 +49,33 @@ def rankwise_env(monkeypatch: pytest.MonkeyPatch):
     stop_agent(env)
     shutil.rmtree(data, ignore_errors=True)
     shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(rankwise_env, tmp_path):
+    """A root agent and node directories on loopback (tests/support/mncluster.py), stopped at teardown."""
+    from support.mncluster import Cluster
+
+    c = Cluster(rankwise_env, tmp_path)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def curve_cluster(rankwise_env, tmp_path):
+    """The same with CURVE keys for every agent."""
+    from support.mncluster import Cluster
+
+    c = Cluster(rankwise_env, tmp_path, curve=True)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless system Chromium, shared by a module's tests (each test opens its own page); skipped where
+    missing unless RANKWISE_REQUIRE_BROWSER=1 (tests/support/uihelp.py)."""
+    from support.uihelp import launch_browser
+
+    with launch_browser() as b:
+        yield b

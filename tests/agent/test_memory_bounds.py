@@ -212,10 +212,9 @@ def test_a_real_agent_under_a_burst_of_several_ranks_keeps_its_pending_bytes_wit
     """Three ranks log 30k rows of four keys each as fast as they can into an agent whose pending budget is
     256 KiB: the agent's own high-water mark of applied-but-uncommitted bytes (``rankwise status``) stays
     within the budget or a single batch (a batch alone is always taken), and every row of every rank is stored."""
-    from rwprobe import status
-    from rwtest import run_ranks
-
     import rankwise
+    from support.probes import status
+    from support.processes import run_ranks
 
     budget = 256 << 10
     # the clients keep every row as logged (no coalescing in the client under its own queue bound)

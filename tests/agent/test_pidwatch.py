@@ -12,7 +12,7 @@ from agent.ingest import Ingest
 from agent.runs import PidWatch, process_started
 from agent.store import MemoryStore
 from client import wire
-from rwprobe import wait_for
+from support.probes import wait_for
 
 
 def _sleeper() -> subprocess.Popen:

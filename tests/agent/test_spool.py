@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from agent.spool import Spool
-from rwtest import REPO
+from support.processes import child_env
 
 
 def records(n: int, size: int = 100) -> list[bytes]:
@@ -131,8 +131,6 @@ def test_kill_9_loses_nothing_that_append_returned_for(tmp_path):
     had returned (reported on stdout before the kill) is present and intact."""
     code = textwrap.dedent(
         f"""
-        import sys
-        sys.path.insert(0, {str(REPO)!r})
         from agent.spool import Spool
         spool = Spool({str(tmp_path)!r}, segment_bytes=4096, fsync_interval_s=10)
         i = 0
@@ -144,7 +142,7 @@ def test_kill_9_loses_nothing_that_append_returned_for(tmp_path):
                 print(i, flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env())
     reported = 0
     for line in proc.stdout:
         reported = int(line)

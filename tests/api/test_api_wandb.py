@@ -205,7 +205,7 @@ def test_notebook_over_a_distributed_job(rankwise_env):
     """A 2-rank torchrun-style job (real processes, real agent): the notebook loop over
     api.runs(project, filters={"group": g}) sees one run per rank, each run's history the values its rank
     logged; Runs.histories() concatenates them with a run_id column."""
-    from rwtest import run_ranks
+    from support.processes import run_ranks
 
     run_ranks(rankwise_env, RANKS_SCRIPT, 2, "job-7")
     api = rankwise.Api()

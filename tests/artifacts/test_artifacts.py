@@ -10,9 +10,10 @@ import sys
 import textwrap
 
 import pytest
-from rwtest import offline_run, run_ranks, spawn
 
 import rankwise
+from support.offline import offline_run
+from support.processes import run_ranks, spawn
 
 
 def sha(path: str) -> str:

@@ -12,10 +12,8 @@ import sys
 
 import pytest
 
-from rwtest import REPO
-
-sys.path.insert(0, str(REPO))
-from benchmarks import BENCHMARKS  # noqa: E402
+from benchmarks import BENCHMARKS
+from support.processes import REPO
 
 TOOLS = ("wandb", "mlflow", "tensorboardX")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from clientutil import close, drain_batches, finish_offline, offline_run, rows_after, rows_of
 
 from client import settings as settings_mod
 from client import wire
+from support.offline import close, drain_batches, finish_offline, offline_run, rows_after, rows_of
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clientutil import close, drain_batches, offline_run
 
 import rankwise
 from client.summary import Config, to_config
+from support.offline import close, drain_batches, offline_run
 
 
 class Opaque:

@@ -10,11 +10,11 @@ import logging
 import time
 
 import pytest
-from clientutil import close, drain_batches, final_rows, finish_offline, offline_run, rows_after, rows_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rankwise
+from support.offline import close, drain_batches, final_rows, finish_offline, offline_run, rows_after, rows_of
 
 
 @pytest.fixture

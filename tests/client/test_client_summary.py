@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from clientutil import close, drain_batches, finish_offline, offline_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.errors import InvalidArgumentError, InvalidValueError
+from support.offline import close, drain_batches, finish_offline, offline_run
 
 VALUES = [3.0, 1.0, 4.0, 1.5, 9.0, 2.0]
 

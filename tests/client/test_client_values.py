@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from clientutil import close, drain_batches, offline_run, rows_after
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rankwise
 from client.errors import InvalidArgumentError, InvalidValueError
+from support.offline import close, drain_batches, offline_run, rows_after
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from clientutil import SlowCounter, close, final_rows, offline_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.errors import InvalidArgumentError, InvalidValueError
 from client.values import NumpyRow, resolve_numpy
+from support.offline import SlowCounter, close, final_rows, offline_run
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 # "train.loss" collides with {"train": {"loss": ...}}; {"train.x": {"y": ...}} with {"train": {"x.y": ...}}

@@ -5,10 +5,10 @@ queued, the run usable afterwards."""
 from __future__ import annotations
 
 import pytest
-from clientutil import close, offline_run, rows_after
 
 from client import values
 from client.errors import InvalidValueError
+from support.offline import close, offline_run, rows_after
 
 # the documented limits (README, Guarantees); the defaults let this file run against older code
 MAX_DEPTH = getattr(values, "MAX_DEPTH", 32)

@@ -14,9 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from clientutil import SlowCounter, close, final_rows, offline_run
-
-from client import values
+from client import values  # noqa: E402 - after importorskip
+from support.offline import SlowCounter, close, final_rows, offline_run  # noqa: E402 - after importorskip
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 

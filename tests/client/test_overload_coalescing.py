@@ -16,7 +16,7 @@ import rankwise
 from client import wire
 from client.coalesce import COUNT, FIRST_STEP, LAST, MAX, MAX_V, MEAN, MIN, MIN_V, STEP, TOTAL, Coalescer, fold
 from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, SPAN
-from clientutil import close, finish_offline, offline_run
+from support.offline import close, finish_offline, offline_run
 
 BOUND = 1 << 20  # max_queued_bytes in these tests: 1 MiB, so that a short loop passes it
 

@@ -20,8 +20,8 @@ import pytest
 
 import rankwise
 from client import paths
-from rwprobe import agent_log, kill9, pid_gone, raw_steps, read_line, start_script, wait_for
-from rwtest import RankwiseEnv, agent_pid, start_ranks, stop_agent, wait_all
+from support.probes import agent_log, kill9, pid_gone, raw_steps, read_line, start_script, wait_for
+from support.processes import RankwiseEnv, agent_pid, start_ranks, stop_agent, wait_all
 
 WORLD, STEPS, BEFORE = 4, 1500, 500
 

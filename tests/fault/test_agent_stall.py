@@ -11,8 +11,8 @@ import time
 import numpy as np
 
 import rankwise
-from rwprobe import raw_steps, read_line, start_script, status
-from rwtest import agent_pid
+from support.probes import raw_steps, read_line, start_script, status
+from support.processes import agent_pid
 
 SCRIPT = """
 import json, signal, rankwise

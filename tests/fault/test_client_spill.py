@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 import rankwise
-from rwprobe import raw_steps, read_line, start_script, status_json
-from rwtest import agent_pid
+from support.probes import raw_steps, read_line, start_script, status_json
+from support.processes import agent_pid
 
 SCRIPT = """
 import json, rankwise

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 import rankwise
-from rwprobe import cli, status
-from rwtest import agent_pid, finish_live_runs, stop_agent
+from support.probes import cli, status
+from support.processes import agent_pid, finish_live_runs, stop_agent
 
 BUDGET = 1 << 20  # RANKWISE_AGENT_PENDING_BYTES
 BATCH_ROWS = 64  # RANKWISE_BATCH_MAX_ROWS: one batch of NOTE-sized rows stays below ONE_BATCH

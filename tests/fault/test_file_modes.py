@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rwtest import run_ranks
+from support.processes import run_ranks
 
 SCRIPT = """
 import os

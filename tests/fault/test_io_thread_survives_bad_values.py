@@ -52,7 +52,7 @@ class _Broken(WireValue):
 )
 def test_values_the_encoder_cannot_take_are_refused_at_the_call(rankwise_env, value):
     """Each raises ValueError naming the key, before anything is queued; the run stays usable."""
-    from rwtest import offline_run
+    from support.offline import offline_run
 
     run = offline_run()
     try:
@@ -127,7 +127,7 @@ def test_op_the_assembler_cannot_apply_is_dropped_and_delivery_goes_on(rankwise_
 def test_batch_that_cannot_be_built_is_dropped_counted_and_the_writer_goes_on(rankwise_env):
     """Last resort: when building a batch raises for a reason nobody foresaw, the rows not yet batched are
     dropped and counted ("encode error"), and the next batch carries the rows logged after them."""
-    from rwtest import drain_batches, offline_run, rows_of
+    from support.offline import drain_batches, offline_run, rows_of
 
     run = offline_run()
     try:
@@ -165,7 +165,7 @@ class _Unpackable(WireValue):
 def test_value_msgpack_refuses_is_dropped_from_its_row_and_the_summary(rankwise_env):
     """A value whose wire form msgpack cannot pack: in its row it becomes None, in the summary it is left
     out, both counted as "bad value"; the other keys of the row and the later rows go in the same batch."""
-    from rwtest import drain_batches, offline_run, rows_of
+    from support.offline import drain_batches, offline_run, rows_of
 
     run = offline_run()
     try:

@@ -15,31 +15,13 @@ import zmq
 
 import rankwise
 from client import wire
-from rwprobe import raw_steps, read_line, start_script, status_json, wait_for
-from rwtest import agent_pid, torchrun_env
+from support.probes import raw_steps, read_line, start_script, status_json, wait_for
+from support.processes import agent_pid, torchrun_env
+from support.rankscripts import log_until_file
 
-RANK = """
-import os, time
-from pathlib import Path
-import rankwise
-run = rankwise.init(project="rogue")
-done = Path(os.environ["RW_DONE"])
-n = 0
-def burst(k):
-    global n
-    for _ in range(k):
-        run.log({"x": float(n)})
-        n += 1
-burst(1000)
-assert run.flush(30)
-print("started", flush=True)
-while not done.exists():           # keep logging while the rogue sends
-    burst(20)
-    time.sleep(0.001)
-burst(500)
-run.finish()
-print(n, run.stats["rows_sent"], run.stats["unacked_rows"], flush=True)
-"""
+RANK = log_until_file(
+    "rogue", '{"x": float(s)}', stop_var="RW_DONE", started_after=1000, chunk=20, pause_s=0.001, tail=500
+)
 
 
 def _pack(*msg) -> bytes:

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from mncluster import cluster, delivered, slow  # noqa: E402,F401  (fixture)
-from rwprobe import start_script  # noqa: E402
+from support.mncluster import delivered, slow
+from support.probes import start_script
 
 ROWS = 3
 

@@ -6,34 +6,18 @@ agent had open. Counting every row: sent == stored, no duplicates, rows equal nu
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
+import pytest
 
-import pytest  # noqa: E402
+from support.mncluster import check_exactly_once, slow, wait_exit
+from support.probes import kill9, pid_gone, wait_for
+from support.processes import agent_pid
+from support.rankscripts import log_until_file
 
-from mncluster import check_exactly_once, cluster, slow, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import kill9, pid_gone, wait_for  # noqa: E402
-from rwtest import agent_pid  # noqa: E402
-
-SCRIPT = """
-import os, time, rankwise
-from pathlib import Path
-rank = int(os.environ["RANK"])
-run = rankwise.init(project="mnkill")
-stop = Path(os.environ["RW_STOP"])
-s = 0
-while not stop.exists() or s < 200:
-    run.log({"x": rank * 100000.0 + s})
-    s += 1
-    if s % 2 == 0:
-        time.sleep(0.002)
-run.finish()
-st = run.stats
-print(s, st["rows_sent"], st["unacked_rows"], st["agent_restarts"])
-"""
+SCRIPT = log_until_file(
+    "mnkill", '{"x": rank * 100000.0 + s}', min_rows=200, chunk=2, pause_s=0.002, extra_stats=("agent_restarts",)
+)
 
 
 def _kill_node_agent_repeatedly(c, tmp_path, kills: int, seed: int) -> None:

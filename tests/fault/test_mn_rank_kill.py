@@ -4,15 +4,10 @@ while the other ranks still run."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
-
-import numpy as np  # noqa: E402
-
-from mncluster import check_exactly_once, cluster, root_group, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import kill9, raw_steps, read_line, wait_for  # noqa: E402
+from support.mncluster import check_exactly_once, root_group, wait_exit
+from support.probes import kill9, raw_steps, read_line, wait_for
 
 WORLD, VICTIM, STEPS, ACKED = 4, 3, 300, 60
 

@@ -6,40 +6,22 @@ job loses nothing."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
+import msgpack
+import zmq
+import zmq.auth
 
-import msgpack  # noqa: E402
-import zmq  # noqa: E402
-import zmq.auth  # noqa: E402
+import rankwise
+from agent import linkwire as lw
+from agent import record
+from client import wire
+from support.mncluster import check_exactly_once, wait_exit
+from support.probes import read_line, wait_for
+from support.rankscripts import log_until_file
 
-import rankwise  # noqa: E402
-from agent import linkwire as lw  # noqa: E402
-from agent import record  # noqa: E402
-from client import wire  # noqa: E402
-from mncluster import check_exactly_once, curve_cluster, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import read_line, wait_for  # noqa: E402
-
-SCRIPT = """
-import os, time, rankwise
-from pathlib import Path
-rank = int(os.environ["RANK"])
-run = rankwise.init(project="mnrogue")
-stop = Path(os.environ["RW_STOP"])
-s = 0
-while not stop.exists() or s < 300:
-    run.log({"x": rank * 1000.0 + s})
-    s += 1
-    if s == 100:
-        assert run.flush(30)
-        print("started", flush=True)
-    time.sleep(0.001)
-run.finish()
-print(s, run.stats["rows_sent"], run.stats["unacked_rows"], flush=True)
-"""
+SCRIPT = log_until_file("mnrogue", min_rows=300, started_after=100, pause_s=0.001)
 
 
 def _dealer(ctx, endpoint: str, keys: Path | None = None, name: str | None = None, keypair=None) -> zmq.Socket:

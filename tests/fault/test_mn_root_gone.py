@@ -4,14 +4,11 @@ node agent on that machine sends the spool once a root is there, and every row i
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
-
-from mncluster import check_exactly_once, cluster, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import agent_log, wait_for  # noqa: E402
-from rwtest import agent_pid  # noqa: E402
+from support.mncluster import check_exactly_once, wait_exit
+from support.probes import agent_log, wait_for
+from support.processes import agent_pid
 
 ROWS = 50
 

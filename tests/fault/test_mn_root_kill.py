@@ -6,33 +6,15 @@ stored, no duplicates, group rows equal numpy (the steps the dead root had open 
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
+import pytest
 
-import pytest  # noqa: E402
+from support.mncluster import check_exactly_once, slow, wait_exit
+from support.probes import kill9, pid_gone, wait_for
+from support.rankscripts import log_until_file
 
-from mncluster import check_exactly_once, cluster, slow, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import kill9, pid_gone, wait_for  # noqa: E402
-
-SCRIPT = """
-import os, time, rankwise
-from pathlib import Path
-rank = int(os.environ["RANK"])
-run = rankwise.init(project="mnroot")
-stop = Path(os.environ["RW_STOP"])
-s = 0
-while not stop.exists() or s < 200:
-    run.log({"x": rank * 100000.0 + s * 0.5})
-    s += 1
-    if s % 2 == 0:
-        time.sleep(0.002)
-run.finish()
-st = run.stats
-print(s, st["rows_sent"], st["unacked_rows"])
-"""
+SCRIPT = log_until_file("mnroot", '{"x": rank * 100000.0 + s * 0.5}', min_rows=200, chunk=2, pause_s=0.002)
 
 
 def _kill_root_repeatedly(c, tmp_path, kills: int, seed: int, world: int = 4) -> None:

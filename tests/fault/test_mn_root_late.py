@@ -5,13 +5,8 @@ follow, and every row is stored once."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
-
-from mncluster import check_exactly_once, cluster, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import cli, read_line, wait_for  # noqa: E402
+from support.mncluster import check_exactly_once, wait_exit
+from support.probes import cli, read_line, wait_for
 
 STEPS, QUOTA = 12000, 256 << 10
 

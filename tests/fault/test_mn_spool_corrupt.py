@@ -4,20 +4,17 @@ agent quarantines it, reports it, sends the rest; the root counts the records it
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import rankwise  # noqa: E402
-from agent import record  # noqa: E402
-from agent.spool import Spool  # noqa: E402
-from client import wire  # noqa: E402
-from mncluster import cluster, wait_exit  # noqa: E402,F401  (fixture)
-from rwprobe import raw_steps, wait_for  # noqa: E402
-from rwtest import stop_agent  # noqa: E402
+import rankwise
+from agent import record
+from agent.spool import Spool
+from client import wire
+from support.mncluster import wait_exit
+from support.probes import raw_steps, wait_for
+from support.processes import stop_agent
 
 SCRIPT = """
 import os, rankwise

@@ -7,35 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+from support.mncluster import Cluster, check_exactly_once, root_group, slow, wait_exit
+from support.probes import read_line, wait_for
+from support.rankscripts import log_until_file
 
-from mncluster import Cluster, check_exactly_once, root_group, slow, wait_exit  # noqa: E402
-from rwprobe import read_line, wait_for  # noqa: E402
-
-SCRIPT = """
-import os, time, rankwise
-from pathlib import Path
-rank = int(os.environ["RANK"])
-run = rankwise.init(project="mnst")
-stop = Path(os.environ["RW_STOP"])
-s = 0
-while not stop.exists() or s < 300:
-    run.log({"x": rank * 1000.0 + s})
-    s += 1
-    if s == 100:
-        assert run.flush(30)
-        print("started", flush=True)
-    time.sleep(0.002)
-run.finish()
-print(s, run.stats["rows_sent"], run.stats["unacked_rows"], flush=True)
-"""
+SCRIPT = log_until_file("mnst", min_rows=300, started_after=100, pause_s=0.002)
 
 
 @pytest.fixture(params=["seal-timeout", "byte-budget"])

@@ -124,7 +124,7 @@ def test_frames_never_exceed_the_limit_and_values_no_frame_can_carry_are_dropped
     """Assembler alone: rows whose values add up to more than a frame (pending rows merged by commit=False
     into one row of 3 × 30 MB) are never encoded as a frame over MAX_FRAME_BYTES: the largest values that
     do not fit become None and are counted as "oversized value"; later rows are intact."""
-    from rwtest import drain_batches, offline_run, rows_of
+    from support.offline import drain_batches, offline_run, rows_of
 
     run = offline_run(max_unacked_bytes=1 << 30)
     try:

@@ -10,15 +10,12 @@ import socket
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "multinode"))
-
-from mncluster import Cluster  # noqa: E402
-from rwprobe import wait_for  # noqa: E402
-from rwtest import agent_pid, spawn  # noqa: E402
+from support.mncluster import Cluster
+from support.probes import wait_for
+from support.processes import agent_pid, spawn
 
 MB = 1 << 20
 
@@ -85,7 +82,7 @@ def test_agent_drops_a_peer_announcing_a_frame_over_the_limit(rankwise_env):
             s.close()
     assert dropped == 4
     assert grown < 32 * MB, f"agent RSS grew by {grown / MB:.0f} MB"
-    from rwprobe import status
+    from support.probes import status
 
     assert status(rankwise_env)["pid"] == pid
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 import rankwise
-from rwprobe import kill9, raw_steps, read_line, wait_for
-from rwtest import start_ranks, wait_all
+from support.probes import kill9, raw_steps, read_line, wait_for
+from support.processes import start_ranks, wait_all
 
 WORLD, VICTIM, STEPS, ACKED = 4, 2, 600, 100
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from rwprobe import start_script, status
+from support.probes import start_script, status
 
 SCRIPT_B = """
 import time, rankwise

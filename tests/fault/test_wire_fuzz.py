@@ -17,34 +17,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import wire
-from rwprobe import agent_log, raw_steps, read_line, start_script, status_json, wait_for
-from rwtest import agent_pid, offline_run, torchrun_env
+from support.offline import offline_run
+from support.probes import agent_log, raw_steps, read_line, start_script, status_json, wait_for
+from support.processes import agent_pid, torchrun_env
+from support.rankscripts import log_until_file
 
 BUDGET_S = 20.0  # wall clock for the examples; hypothesis stops earlier at max_examples
 MAX_EXAMPLES = 1500
 
-RANK = """
-import os, time
-from pathlib import Path
-import rankwise
-run = rankwise.init(project="honest")
-done = Path(os.environ["RW_DONE"])
-n = 0
-def burst(k):
-    global n
-    for _ in range(k):
-        run.log({"x": float(n), "s": "tag", "v": {"a": n % 7}})
-        n += 1
-burst(200)
-assert run.flush(30)
-print("started", flush=True)
-while not done.exists():           # keep logging while the fuzzer sends
-    burst(10)
-    time.sleep(0.002)
-burst(100)
-run.finish()
-print(n, run.stats["rows_sent"], run.stats["unacked_rows"], flush=True)
-"""
+RANK = log_until_file(
+    "honest",
+    '{"x": float(s), "s": "tag", "v": {"a": s % 7}}',
+    stop_var="RW_DONE",
+    started_after=200,
+    chunk=10,
+    pause_s=0.002,
+    tail=100,
+)
 
 
 def _valid_batches() -> list[dict]:

@@ -18,10 +18,19 @@ import psutil
 
 import rankwise
 from rankwise._table import byte_size as _bytes
-from rwprobe import (
-    agent_log, agent_processes, cli, pid_gone, rankwise_cmd, read_line, start_script, status, status_json, wait_for,
-)  # fmt: skip
-from rwtest import agent_pid, torchrun_env
+from support.probes import (
+    agent_log,
+    agent_processes,
+    cli,
+    pid_gone,
+    rankwise_cmd,
+    read_line,
+    start_script,
+    status,
+    status_json,
+    wait_for,
+)
+from support.processes import agent_pid, torchrun_env
 
 HOLDER = """
 import os, sys, rankwise

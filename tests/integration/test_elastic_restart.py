@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import rankwise
-from rwprobe import pid_gone, raw_steps, read_line, start_script, wait_for
-from rwtest import torchrun_env
+from support.probes import pid_gone, raw_steps, read_line, start_script, wait_for
+from support.processes import torchrun_env
 
 FIRST = """
 import os, signal, sys, rankwise

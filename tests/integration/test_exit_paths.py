@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from rwprobe import raw_steps, read_line, start_script, wait_for
+from support.probes import raw_steps, read_line, start_script, wait_for
 
 BODY = """
 import sys, rankwise

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 import rankwise
-from rwprobe import raw_steps, start_script
+from support.probes import raw_steps, start_script
 
 FORK_SCRIPT = """
 import json, os, sys, rankwise

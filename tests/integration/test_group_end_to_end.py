@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import rankwise
-from rwtest import run_ranks
+from support.processes import run_ranks
 
 WORLD, STEPS = 8, 2000
 KEYS = ("a", "b", "c", "d")

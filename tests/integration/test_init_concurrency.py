@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import rankwise
-from rwprobe import status
-from rwtest import spawn
+from support.probes import status
+from support.processes import spawn
 
 RANKS = 100
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import rankwise
-from rwtest import start_ranks, wait_all
+from support.processes import start_ranks, wait_all
 
 WORLD, STEPS, LATE = 8, 300, 5
 

@@ -18,7 +18,7 @@ import pytest
 
 import rankwise
 from client import values
-from rwtest import SlowCounter
+from support.offline import SlowCounter
 
 N = 300  # calls per form (the first takes the slow path, the other N - 1 the fast one)
 INT64 = (-(1 << 63), (1 << 63) - 1)

@@ -11,8 +11,8 @@ import numpy as np
 import psutil
 
 import rankwise
-from rwprobe import read_line, start_script
-from rwtest import agent_pid
+from support.probes import read_line, start_script
+from support.processes import agent_pid
 
 SCRIPT = """
 import json, time, rankwise

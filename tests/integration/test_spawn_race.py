@@ -8,8 +8,8 @@ import json
 import numpy as np
 
 import rankwise
-from rwprobe import agent_log, agent_processes, raw_steps, wait_for
-from rwtest import start_ranks, wait_all
+from support.probes import agent_log, agent_processes, raw_steps, wait_for
+from support.processes import start_ranks, wait_all
 
 WORLD, STEPS = 8, 500
 

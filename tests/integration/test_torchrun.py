@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from rwprobe import raw_steps
+from support.probes import raw_steps
 
 torch = pytest.importorskip("torch", reason="torch is installed by the test extra on x86_64 / Python 3.11")
 

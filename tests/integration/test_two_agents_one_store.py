@@ -12,8 +12,8 @@ import sys
 import tempfile
 
 import rankwise
-from rwprobe import group_runs, read_line, start_script, wait_for
-from rwtest import RankwiseEnv, agent_pid, stop_agent, torchrun_env
+from support.probes import group_runs, read_line, start_script, wait_for
+from support.processes import RankwiseEnv, agent_pid, stop_agent, torchrun_env
 
 RANK = """
 import os

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from pathlib import Path
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -21,8 +21,8 @@ from agent.config import AgentConfig
 from agent.ingest import Ingest
 from agent.store import MemoryStore
 from client import spawn, wire
-from rwprobe import status
-from rwtest import offline_run
+from support.offline import offline_run
+from support.probes import status
 
 KEYS = 2000  # four slices
 

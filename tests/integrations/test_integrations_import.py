@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rwtest import REPO
+from support.processes import REPO
 
 CHECK_LAZY = """
 import sys

@@ -17,12 +17,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from lchelp import MUNGED, SLURMCTLD, SLURMD, SRUN, require
 
 NODE = "rwnode"

@@ -3,9 +3,8 @@ under RANKWISE_REQUIRE_LAUNCHERS=1 (CI, set by .ci/run) the same absence is a fa
 
 from __future__ import annotations
 
-import pytest
-
 import lchelp
+import pytest
 
 
 def test_missing_launcher_skips_with_the_install_command(monkeypatch):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lchelp import MPICH, OPENMPI, mpich_lib_dir, reports, require, require_mpi4py, root_env, x_values
 
 import rankwise
-from lchelp import MPICH, OPENMPI, mpich_lib_dir, reports, require, require_mpi4py, root_env, x_values
-from rwprobe import raw_steps
+from support.probes import raw_steps
 
 WORLD = 4
 

@@ -6,16 +6,16 @@ task; a requeued job (preemption) runs its step 0 again and every task resumes i
 from __future__ import annotations
 
 import subprocess
-import textwrap
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
+from lchelp import SRUN, reports, x_values
+from slurmcluster import SlurmCluster
 
 import rankwise
-from lchelp import SRUN, reports, x_values
-from rwprobe import raw_steps, wait_for
-from slurmcluster import SlurmCluster, slurm  # noqa: F401  (fixture)
+from support.probes import raw_steps, wait_for
 
 TASKS = 2
 

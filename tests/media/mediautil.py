@@ -9,7 +9,8 @@ import zlib
 from typing import Any
 
 import numpy as np
-from rwtest import drain_batches, offline_run, rows_of
+
+from support.offline import drain_batches, offline_run, rows_of
 
 __all__ = ["FakeTensor", "close", "decode_png", "drain_batches", "offline_run", "png_chunks", "rows_of", "sent_rows"]
 

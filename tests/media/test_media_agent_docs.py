@@ -8,16 +8,17 @@ logged by path)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import hashlib
+import importlib.util
 import io
 import json
 import struct
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from mediautil import decode_png
 import rankwise
 import rankwise as wandb
 from grouping.histogram import merge_histograms
-from rwtest import RankwiseEnv, run_ranks
+from support.processes import RankwiseEnv, run_ranks
 
 pytest.importorskip("PIL.Image")  # the documented PIL image and GIF video examples need Pillow
 
@@ -124,7 +125,7 @@ def logged(tmp_path_factory):
     import shutil
     import tempfile
 
-    from rwtest import stop_agent
+    from support.processes import stop_agent
 
     samples = tmp_path_factory.mktemp("samples")
     for name, data in SAMPLES.items():

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rwprobe import status_json
 
 import rankwise
 from grouping.histogram import merge_histograms
 from rankwise._api import NotFound
-from rwtest import RankwiseEnv, run_ranks
+from support.probes import status_json
+from support.processes import RankwiseEnv, run_ranks
 
 WORLD, STEPS = 8, 3
 EDGES = np.linspace(-4.0, 4.0, 17)  # fixed edges: the ranks' histograms merge exactly
@@ -52,7 +52,7 @@ def group(tmp_path_factory):
     import shutil
     import tempfile
 
-    from rwtest import stop_agent
+    from support.processes import stop_agent
 
     env = RankwiseEnv(tempfile.mkdtemp(prefix="rwdm", dir="/tmp"), tempfile.mkdtemp(prefix="rwrm", dir="/tmp"))
     try:

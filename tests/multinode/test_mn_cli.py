@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import rankwise
-from mncluster import Cluster, free_port, wait_exit
-from rwprobe import cli, wait_for
+from support.mncluster import Cluster, free_port, wait_exit
+from support.probes import cli, wait_for
 
 SCRIPT = """
 import rankwise

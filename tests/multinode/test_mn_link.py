@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 import zmq
+from test_mn_sim import Client
 
 from agent.rootlink import RootLink
 from agent.upstream import Upstream
-from mnsim import Sim
-from test_mn_sim import Client
+from support.mnsim import Sim
 
 AGENT = "node0-agent"
 

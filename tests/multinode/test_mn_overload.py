@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mncluster import cluster, delivered, wait_exit  # noqa: F401  (fixtures)
+from support.mncluster import delivered, wait_exit
 
 ROWS = 200_000
 

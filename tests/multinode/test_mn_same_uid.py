@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from mncluster import check_exactly_once, cluster, wait_exit  # noqa: F401 - fixture
-from rwprobe import wait_for
+from support.mncluster import check_exactly_once, wait_exit
+from support.probes import wait_for
 
 RANK = """
 import rankwise

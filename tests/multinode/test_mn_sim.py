@@ -1,4 +1,4 @@
-"""Hierarchical aggregation, in one process (tests/multinode/mnsim.py): node agents seal partials over
+"""Hierarchical aggregation, in one process (tests/support/mnsim.py): node agents seal partials over
 their own ranks, the root merges them; the root's group rows must equal numpy over every rank, for
 any number of nodes, and stay exact when a node agent or the root restarts, a rank joins late,
 updates a step after its node sealed it, or crashes."""
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from client import wire
-from mnsim import T0, Sim, assert_rows_equal, batch, hello, numpy_rows
+from support.mnsim import T0, Sim, assert_rows_equal, batch, hello, numpy_rows
 
 
 class Client:

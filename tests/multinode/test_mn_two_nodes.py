@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 import rankwise
-from mncluster import check_exactly_once, cluster, curve_cluster, root_group, wait_exit  # noqa: F401  (fixtures)
-from rwprobe import cli, wait_for
+from support.mncluster import check_exactly_once, root_group, wait_exit
+from support.probes import cli, wait_for
 
 STEPS = 400
 

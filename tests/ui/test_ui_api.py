@@ -16,8 +16,8 @@ import pytest
 
 import rankwise
 from rankwise._ui.address import group_url
-from rwtest import start_ranks, wait_all
-from uihelp import auth, get, log_group, own_env, served, wait_group
+from support.processes import start_ranks, wait_all
+from support.uihelp import auth, get, log_group, own_env, served, wait_group
 
 WORLD, STEPS, SPIKE_RANK, SPIKE_STEP, SLOW_RANK = 4, 400, 2, 123, 1
 SCRIPT = """

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from uihelp import BIG_SPIKE, BIG_SPIKE_STEP, artifact, browser, page_url, served, watch_errors, write_big_group  # noqa: F401
+from support.uihelp import BIG_SPIKE, BIG_SPIKE_STEP, artifact, page_url, served, watch_errors, write_big_group
 
 RANKS, STEPS = 8, 100_000
 OPEN_BUDGET_MS = 2000

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import rankwise
-from rwtest import start_ranks, wait_all
-from uihelp import artifact, browser, log_group, own_env, page_url, served, wait_group, watch_errors  # noqa: F401 - fixture
+from support.processes import start_ranks, wait_all
+from support.uihelp import artifact, log_group, own_env, page_url, served, wait_group, watch_errors
 
 WORLD, STEPS, SLOW_RANK = 4, 300, 3
 SCRIPT = """
@@ -264,7 +264,7 @@ def test_live_update_arrives_without_reload(page, rankwise_env, tmp_path):
 
 def test_missing_browser_skips_locally_but_fails_when_required(monkeypatch):
     """Without Chromium the browser tests skip, unless RANKWISE_REQUIRE_BROWSER=1 (CI), where they fail."""
-    import uihelp
+    from support import uihelp
 
     monkeypatch.setattr(uihelp, "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.delenv("RANKWISE_REQUIRE_BROWSER", raising=False)

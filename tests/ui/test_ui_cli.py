@@ -17,8 +17,8 @@ import pytest
 import rankwise
 from rankwise._cli import main
 from rankwise._table import fmt
-from rwtest import start_ranks, wait_all
-from uihelp import get, log_group, own_env, wait_group
+from support.processes import start_ranks, wait_all
+from support.uihelp import get, log_group, own_env, wait_group
 
 WORLD, STEPS = 3, 120
 SCRIPT = (

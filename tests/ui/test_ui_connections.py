@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import socket
 
-from uihelp import get, served, wait_for
+from support.probes import wait_for
+from support.uihelp import get, served
 
 
 def test_connections_beyond_the_limit_get_503_and_no_slot(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 import rankwise
 from rankwise._ui.address import group_url
-from uihelp import artifact, browser, env_vars, own_env, page_url, served, watch_errors  # noqa: F401 - fixture
+from support.uihelp import artifact, env_vars, own_env, page_url, served, watch_errors
 
 SLOW_RANK = 5  # rankwise demo's default --slow-rank
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from uihelp import get, served
+from support.uihelp import get, served
 
 REFUSED = (
     "127.evil.com",

@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 
 import rankwise
-from rwtest import run_ranks
-from uihelp import auth, env_vars, get, own_env, served
+from support.processes import run_ranks
+from support.uihelp import auth, env_vars, get, own_env, served
 
 WORLD, STEPS, BIG = 3, 6, 200
 # 20 kB/s with a 4 s burst: the 200×200 noise image (≈120 kB of PNG) can never fit, the small media always do

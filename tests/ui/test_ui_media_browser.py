@@ -10,8 +10,8 @@ import pytest
 from test_ui_media_api import BUDGET, SCRIPT, STEPS, WORLD
 
 import rankwise
-from rwtest import run_ranks
-from uihelp import artifact, browser, env_vars, own_env, page_url, served, watch_errors  # noqa: F401 - fixture
+from support.processes import run_ranks
+from support.uihelp import artifact, env_vars, own_env, page_url, served, watch_errors
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +247,8 @@ run.finish()
 def test_live_media_panel_follows_new_steps(browser, rankwise_env, tmp_path):
     """On a running group the image panel, left at the latest step, moves to new steps as they are stored
     (server-sent events, no reload) and ends on the last one, showing its file."""
-    from rwtest import start_ranks, wait_all
-    from uihelp import wait_group
+    from support.processes import start_ranks, wait_all
+    from support.uihelp import wait_group
 
     go = tmp_path / "go"
     procs = start_ranks(rankwise_env, LIVE, 1, "job-mlive", GO_FILE=str(go))

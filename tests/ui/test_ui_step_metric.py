@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 import rankwise
-from uihelp import get, log_group, own_env, served
+from support.uihelp import get, log_group, own_env, served
 
 WORLD, STEPS = 2, 30
 SCRIPT = """
@@ -91,7 +91,7 @@ CHART = """([key]) => { const c = window.rw.charts.get(key); if (!c || !c.u || !
 def test_browser_axis_selector_plots_against_the_step_metric(store):
     """In the page, the x selector lists train/global_step; choosing it redraws train/loss with the global
     steps as x values (and the group mean as y), and the zoom readout names the metric."""
-    from uihelp import BROWSER_ARGS, CHROMIUM, page_url, require_browser, watch_errors
+    from support.uihelp import BROWSER_ARGS, CHROMIUM, page_url, require_browser, watch_errors
 
     sync_playwright = require_browser()
     with served(store) as server, sync_playwright() as pw:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import rankwise
-from uihelp import get, log_group, own_env, served
+from support.uihelp import get, log_group, own_env, served
 
 WORLD, STEPS, SLOW_RANK = 4, 200, 2
 SCRIPT = """

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from uihelp import auth, served
+from support.uihelp import auth, served
 
 RANKS, STEPS = 32, 400
 T0 = 1.7e9

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import rankwise
-from uihelp import browser, get, served, watch_errors  # noqa: F401 - fixture
+from support.uihelp import served, watch_errors
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rwtest import drain_batches, offline_run, rows_of, run_ranks
+from support.offline import drain_batches, offline_run, rows_of  # noqa: E402 - after importorskip
+from support.processes import run_ranks  # noqa: E402 - after importorskip
 
 
 def expected_hist(t: torch.Tensor) -> dict:
@@ -119,8 +120,7 @@ def test_watch_second_model_gets_graph_prefix_and_bad_arguments_are_named():
 
 
 RANK_SCRIPT = """
-import json, os, sys
-sys.path.insert(0, {tests!r})
+import json, os
 import torch
 import rankwise
 from watch.test_watch import train, expected_hist, NAMES
@@ -128,20 +128,17 @@ rank = int(os.environ["RANK"])
 run = rankwise.init(project="w", group="wg")
 _, seen = train(run, steps=4, seed=10 + rank, log="gradients", log_freq=2)
 run.finish()
-print(json.dumps({{str(s): {{n: expected_hist(seen[s][1][n]) for n in NAMES}} for s in (1, 3)}}))
+print(json.dumps({str(s): {n: expected_hist(seen[s][1][n]) for n in NAMES} for s in (1, 3)}))
 """
 
 
 def test_two_ranks_group_histogram_merges_both(rankwise_env):
     """Two ranks (different data) watch the same model: each rank's stored gradients/<name> at steps 1 and 3
     equal its own histc histograms, and Group.histograms(key) is their merge over ranks [0, 1]."""
-    import os
-
     from grouping.histogram import merge_histograms
     from rankwise import Api
 
-    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    results = run_ranks(rankwise_env, RANK_SCRIPT.format(tests=tests), world=2, group="wg")
+    results = run_ranks(rankwise_env, RANK_SCRIPT, world=2, group="wg")
     want = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
     g = Api().group("w", "wg")
     for n in NAMES:

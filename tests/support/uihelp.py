@@ -1,6 +1,6 @@
 """Helpers of the UI tests: a UI server on a free port in a thread, JSON GETs, the browser fixture (system
-Chromium through Playwright; skipped where missing unless RANKWISE_REQUIRE_BROWSER=1, then a failure), and
-a big group written straight through the SQLite store classes."""
+Chromium through Playwright, the ``browser`` fixture of tests/conftest.py; skipped where missing unless
+RANKWISE_REQUIRE_BROWSER=1, then a failure), and a big group written straight through the SQLite store classes."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
-from rwtest import REPO, RankwiseEnv, run_ranks, stop_agent
+from support.probes import wait_for
+from support.processes import REPO, RankwiseEnv, run_ranks, stop_agent
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = [
@@ -74,17 +75,6 @@ def get(server: Any, path: str, headers: dict[str, str] | None = None, method: s
             return res.status, json.loads(res.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-def wait_for(cond: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_group(store: Path, project: str, name: str, cond: Any, what: str, timeout_s: float = 60.0) -> Any:
@@ -153,9 +143,9 @@ def require_browser() -> Any:
     return sync_playwright
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless system Chromium, shared by a module's tests (each test opens its own page)."""
+@contextlib.contextmanager
+def launch_browser() -> Iterator[Any]:
+    """Headless system Chromium (the ``browser`` fixture of tests/conftest.py), closed afterwards."""
     sync_playwright = require_browser()
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)

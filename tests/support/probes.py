@@ -1,12 +1,9 @@
 """Probes for integration and fault-injection tests: polling, agent processes, raw store counts.
 
 Everything here observes; nothing sleeps to make an assertion true. ``wait_for`` polls a
-condition against a generous deadline (machines running the suite are shared and slow), and
-``raw_points`` reads the store's history table directly, without the readers' "last write
-wins" folding, so a duplicated batch shows up as a duplicated step.
-
-The fault tests import this module too (``tests/fault/conftest.py`` puts this directory on
-``sys.path``).
+condition against a generous deadline (machines running the suite are shared and slow): the one
+polling helper of the tests. ``raw_steps`` reads the store's history table directly, without the
+readers' "last write wins" folding, so a duplicated batch shows up as a duplicated step.
 """
 
 from __future__ import annotations
@@ -19,13 +16,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import psutil
 
-from rwtest import RankwiseEnv, spawn
+from support.processes import RankwiseEnv, spawn
 
 T = TypeVar("T")
 

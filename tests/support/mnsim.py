@@ -47,7 +47,7 @@ def batch(writer: str, seq: int, steps, columns: dict[str, np.ndarray], late=Non
 
 
 class SimNode:
-    def __init__(self, sim: "Sim", name: str):
+    def __init__(self, sim: Sim, name: str):
         self.sim = sim
         self.name = name
         self.dir = sim.tmp / name

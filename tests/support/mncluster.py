@@ -6,8 +6,7 @@ directories of its own: its ranks get RANKWISE_DIR / RANKWISE_RUNTIME_DIR pointi
 RANKWISE_UPSTREAM pointing at the root and SLURMD_NODENAME set to the node's name, so the node
 agent they start (as any first ``init()`` does) forwards to the root and the runs carry the node's
 name. With ``curve=True`` keys are made with ``rankwise keygen`` and every agent uses them.
-
-Fault tests import this module too (they add tests/multinode to sys.path).
+Used by tests/multinode/ and the multi-node fault tests (tests/fault/test_mn_*.py).
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ import numpy as np
 import pytest
 
 import rankwise
-from rwprobe import agent_log, cli, raw_steps, status, wait_for
-from rwtest import RankwiseEnv, agent_pid, reap_spawned, stop_agent, torchrun_env
+from support.probes import agent_log, cli, raw_steps, status, wait_for
+from support.processes import RankwiseEnv, agent_pid, reap_spawned, stop_agent, torchrun_env
 
 LONG = os.environ.get("RANKWISE_LONG_TESTS") == "1"
 
@@ -64,6 +63,13 @@ class Cluster:
                 assert out.returncode == 0, out.stderr
                 if name != "root":
                     shutil.copy(self.keys / f"{name}.key", allow / f"{name}.key")
+
+    def __repr__(self) -> str:
+        root = "not started" if self.root_proc is None else f"pid {self.root_proc.pid}"
+        return (
+            f"Cluster({self.listen}, root {root}, nodes {sorted(self.nodes)}, {len(self.procs)} processes, "
+            f"curve={self.keys is not None})"
+        )
 
     # ------------------------------------------------------------ the root
 
@@ -152,20 +158,6 @@ class Cluster:
         parts = [f"--- root\n{agent_log(self.root)[-4000:]}"]
         parts += [f"--- {name}\n{agent_log(n)[-4000:]}" for name, n in self.nodes.items()]
         return "\n".join(parts)
-
-
-@pytest.fixture
-def cluster(rankwise_env, tmp_path):
-    c = Cluster(rankwise_env, tmp_path)
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def curve_cluster(rankwise_env, tmp_path):
-    c = Cluster(rankwise_env, tmp_path, curve=True)
-    yield c
-    c.stop()
 
 
 def root_group(cluster: Cluster, project: str, group: str) -> Any:

@@ -1,5 +1,6 @@
-"""Helpers shared by the tests: rank processes with launcher environments, agent control,
-and decoding a run's batches without any agent (for unit tests of log() semantics)."""
+"""Processes of the tests: rank processes with launcher environments, the environment children get (the
+repository and tests/ on PYTHONPATH, so scripts import the code under test and ``support``), agent control,
+and the teardown that kills what a test left running. Runs without an agent: support/offline.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / "tests"
 LAUNCHER_VARS = {
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "TORCHELASTIC_RUN_ID",
     "TORCHELASTIC_RESTART_COUNT", "MASTER_ADDR", "MASTER_PORT", "SLURMD_NODENAME",
@@ -39,10 +39,16 @@ class RankwiseEnv:
             return None
 
     def env(self, **extra: Any) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({k: str(v) for k, v in extra.items()})
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        return env
+        return child_env(**extra)
+
+
+def child_env(**extra: Any) -> dict[str, str]:
+    """This process's environment plus ``extra``, with the repository and tests/ first on PYTHONPATH: a child
+    imports the code under test (not an installed copy) and the helpers as ``support.X``, as pytest does."""
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in extra.items()})
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), env.get("PYTHONPATH", "")])
+    return env
 
 
 def agent_pid(env: RankwiseEnv) -> int | None:
@@ -145,66 +151,6 @@ def run_ranks(env: RankwiseEnv, script: str, world: int, group: str, timeout_s: 
     for rank, (code, stdout, stderr) in enumerate(results):
         assert code == 0, f"rank {rank} exited {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     return results
-
-
-# ---------------------------------------------------------------- without an agent
-
-
-def offline_run(**kwargs: Any):
-    """A Run whose writer is never started: its batches stay in the outbox for :func:`drain_batches`."""
-    from client import settings as settings_mod
-    from client.run import Run
-    from client.transport import Writer
-
-    kwargs.setdefault("project", "unit")
-    kwargs.setdefault("group", "g")
-    config = kwargs.pop("config", None)  # before resolve(), which rejects unknown settings
-    run = Run(settings_mod.resolve(**kwargs), config)
-    run._writer = Writer(run.settings, run._hello_run())
-    run._push = run._writer.ops.extend
-    return run
-
-
-def drain_batches(run) -> list:
-    """Every batch the run's writer has produced so far, decoded by the agent-side decoder."""
-    from client import wire
-
-    run._writer.sync()
-    batches = []
-    while run._writer._outbox:
-        _, frame, _ = run._writer._outbox.popleft()
-        kind, body = wire.unpack(frame)
-        assert kind == wire.BATCH
-        batches.append(wire.decode_batch(body, len(frame)))
-    return batches
-
-
-def rows_of(batches: list) -> list[dict[str, Any]]:
-    """Committed rows in commit order as dicts with _step, _late and the keys."""
-    rows = []
-    for b in batches:
-        base = len(rows)
-        for i in range(b.n):
-            rows.append({"_step": int(b.step[i]), "_late": bool(b.late[i]) if b.late is not None else False})
-        for col in b.columns:
-            idx = range(b.n) if col.rows is None else col.rows.tolist()
-            vals = col.values.tolist() if isinstance(col.values, np.ndarray) else col.values
-            for i, v in zip(idx, vals):
-                rows[base + i][col.key] = v
-    return rows
-
-
-class SlowCounter:
-    """Wraps a run's ``_log_slow`` to count the ``log()`` calls that did not take the fast path."""
-
-    def __init__(self, run: Any):
-        self.calls = 0
-        self._slow = run._log_slow
-        run._log_slow = self
-
-    def __call__(self, data: Any, step: Any, commit: Any) -> None:
-        self.calls += 1
-        self._slow(data, step, commit)
 
 
 def finish_live_runs(timeout_s: float = 2.0) -> None:
