@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: on the pytest path (pyproject.toml), imported as ``support.X``."""
