@@ -26,7 +26,7 @@ Group rows are checked against :func:`numpy_group_rows`, numpy over the raw valu
 from __future__ import annotations
 
 import time as _time
-from collections import deque
+from collections import Counter, deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -335,8 +335,9 @@ class AgentSim:
         return [(rows["step"].tolist(), rev) for g, k, rows, rev in self.store.group_rows if g == gid and k == key]
 
     @property
-    def counters(self) -> dict[str, int]:
-        return self.ingest.counters.values
+    def counters(self) -> Counter[str]:
+        """The agent's counters as ``rankwise status`` shows them (absent ones read 0)."""
+        return Counter(self.ingest.status()["counters"])
 
 
 def numpy_group_rows(points: dict[int, dict[int, float]], expected: int) -> dict[str, np.ndarray]:
