@@ -29,7 +29,7 @@ def test_rows_over_the_row_budget_become_spans_and_group_rows_stay_exact(monkeyp
     sim = AgentSim(monkeypatch, rows_per_s=10.0)
     r0 = sim.join(0, 1)
     r0.control("define", {"name": "y", "rate_limit": False})
-    for steps in (range(0, 15), range(15, 45)):
+    for steps in (range(15), range(15, 45)):
         r0.log(steps, x=wave(0, steps), y=wave(5, steps))
         r0.send()
     sim.turn()
@@ -63,7 +63,7 @@ def test_spans_a_client_coalesced_are_stored_as_spans_and_give_their_last_values
     ``x`` is stored as 2 span rows at steps 4 and 9 (first step 0 and 5, count 5, last/mean/min/max equal
     numpy over its values; ``_rows`` 5, 5) and its ``y`` at all 10 steps; its run counts 10 rows,
     ``coalesced`` {rows: 10, spans: 2}; ``client_spans`` 2, ``client_coalesced_rows`` 10. Its watermark is
-    step 9, so steps 0..9 are sealed at once. The agent never saw rank 1's raw ``x``: its group rows hold
+    step 9, so steps 0..9 are sealed in the first turn (both batches acknowledged). The agent never saw rank 1's raw ``x``: its group rows hold
     rank 1's last value of each span, at steps 4 and 9 (count 2) and rank 0 alone elsewhere (count 1);
     those of ``y`` hold both ranks at every step."""
     sim = AgentSim(monkeypatch)
@@ -74,7 +74,7 @@ def test_spans_a_client_coalesced_are_stored_as_spans_and_give_their_last_values
     x1, y1 = wave(1, steps), wave(3, steps)
     r1.spans(steps, 5, raw=("y",), x=x1, y=y1)
     r1.send()
-    sim.turn()
+    assert sim.settle() == 1 and (r0.acked, r1.acked) == (1, 1)
     spans = sim.spans(r1, "x")
     assert spans["step"].tolist() == [4, 9] and spans["first_step"].tolist() == [0, 5]
     assert spans["count"].tolist() == [5, 5]

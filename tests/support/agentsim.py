@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import time as _time
 from collections import Counter, deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,9 @@ class SimStore(MemoryStore):
         super().__init__()
         self.fail: BaseException | None = None
 
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]} fail={self.fail!r}>"
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         if self.fail is not None:
@@ -152,7 +156,7 @@ def build_agent(cfg: AgentConfig, clock: SimClock, pids: SimPids, patch: Any) ->
 class SimRank:
     """One rank's writer: ops into the client's assembler, frames into the sim's inbox, replies back."""
 
-    def __init__(self, sim: "AgentSim", rank: int, world: int, group: str, pid: int):
+    def __init__(self, sim: AgentSim, rank: int, world: int, group: str, pid: int):
         self.sim, self.rank, self.world, self.group, self.pid = sim, rank, world, group, pid
         self.writer = f"{group}-w{rank}"
         self.peer = self.writer.encode()
