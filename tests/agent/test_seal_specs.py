@@ -198,3 +198,56 @@ def test_a_rank_whose_pid_is_gone_is_crashed_at_the_next_liveness_check_and_seal
     assert_group_rows(sim.group_rows("x"), numpy_group_rows(points, expected=2))
     assert sim.group_rows("x")["count"].tolist() == [2] * 6 + [1] * 4
     assert np.isclose(sim.group_rows("x")["mean"][5], (-7.5 + wave(1, [5])[0]) / 2)
+
+
+def test_finished_and_failed_ranks_are_not_waited_for(monkeypatch):
+    """Done ranks: in a world of 3 at t=0, rank 1 logs steps 0..4 and finishes, rank 2 logs steps 0..2 and
+    fails (exit code 1), rank 0 logs steps 0..9 and runs on. Only rank 0 is waited for: steps 0..9 are
+    sealed in the first turn, in one chunk, with count 3 at steps 0..2, 2 at 3..4 and 1 at 5..9."""
+    sim = AgentSim(monkeypatch)
+    r0, r1, r2 = (sim.join(r, 3) for r in range(3))
+    points = {0: _log(r0, range(10)), 1: _log(r1, range(5)), 2: _log(r2, range(3))}
+    r1.finish()
+    r2.finish(exit_code=1)
+    r1.send()
+    r2.send()
+    sim.turn()
+    assert sim.group_chunks("x") == [(list(range(10)), False)]
+    assert sim.group_rows("x")["count"].tolist() == [3] * 3 + [2] * 2 + [1] * 5
+    assert_group_rows(sim.group_rows("x"), numpy_group_rows(points, expected=3))
+    assert [sim.run(r).state for r in (r0, r1, r2)] == ["running", "finished", "failed"]
+
+
+def test_a_wide_row_is_applied_and_sealed_in_slices_and_never_sealed_from_part_of_its_points(monkeypatch):
+    """Wide rows (agent/apply.py ``SLICE_KEYS`` 500, agent/groups.py): ranks 0 and 1 of 2 each log one row
+    of 600 keys at step 0; rank 1 finishes with it. A loop turn applies 500 columns of queued batches:
+    rank 0's row over turns 1..2 (ACK at turn 2), rank 1's over turns 2..3. At turn 3 (both rows applied,
+    rank 1 done) step 0 is sealed for keys 0..499 (500 keys per tick); at turn 4 for keys 500..599, and
+    only then does the group's ``sealed_through`` move from -1 to 0. Rank 1's ACK waits for that last
+    slice (its finish() promises its group rows are stored). Before turn 4 rank 0 updates step 0 of keys 0
+    and 599 late (500.5, -500.5): key 0 was sealed in this pass, so its row is recomputed (one revision,
+    ``group_revisions`` 1); key 599 was not, so its first row already holds the new value. Every group row
+    has count 2 and equals numpy over the values the ranks sent."""
+    sim = AgentSim(monkeypatch)
+    r0, r1 = sim.join(0, 2), sim.join(1, 2)
+    keys = [f"k{i:03d}" for i in range(600)]
+    values = {r: dict(zip(keys, wave(r, range(600)).tolist())) for r in (0, 1)}
+    for r in (r0, r1):
+        r.log(0, **values[r.rank])
+    r1.finish()
+    r0.send()
+    r1.send()
+    trace = []
+    for turn in range(1, 6):
+        if turn == 4:
+            r0.late(0, k000=500.5, k599=-500.5)
+            r0.send()
+        sim.turn()
+        trace.append((len(sim.store.group_rows), sim.group().sealed_through, r0.acked, r1.acked))
+    assert trace == [(0, -1, 0, 0), (0, -1, 1, 0), (500, -1, 1, 0), (601, 0, 2, 1), (601, 0, 2, 1)]
+    assert sim.counters["sliced_batches"] == 2 and sim.counters["group_revisions"] == 1
+    assert sim.group_chunks("k000") == [([0], False), ([0], True)] and sim.group_chunks("k599") == [([0], False)]
+    values[0].update(k000=500.5, k599=-500.5)
+    for key in ("k000", "k001", "k499", "k500", "k598", "k599"):
+        want = numpy_group_rows({r: {0: values[r][key]} for r in (0, 1)}, expected=2)
+        assert_group_rows(sim.group_rows(key), want)
