@@ -251,3 +251,29 @@ def test_a_wide_row_is_applied_and_sealed_in_slices_and_never_sealed_from_part_o
     for key in ("k000", "k001", "k499", "k500", "k598", "k599"):
         want = numpy_group_rows({r: {0: values[r][key]} for r in (0, 1)}, expected=2)
         assert_group_rows(sim.group_rows(key), want)
+
+
+def test_after_a_restart_the_unsealed_points_are_taken_back_and_sealed_as_before(monkeypatch):
+    """Restart (``Ingest.recover``): ranks 0 and 1 of 2 log steps 0..9 and 0..4 at t=0 (steps 0..4 sealed,
+    both batches acknowledged). Rank 0 sends steps 10..11, and the agent dies before reading them. The new
+    agent (t=1) takes back both running runs and rank 0's stored points of steps 5..9 (above the seal).
+    The ranks say HELLO again: rank 0 is told to go on from seq 2 and resends its unacknowledged batch.
+    Rank 1 then logs steps 5..11: steps 5..11 are sealed with count 2, exactly as without the restart (no
+    revision, no late row), and rank 0's history holds steps 0..11 once each."""
+    sim = AgentSim(monkeypatch)
+    r0, r1 = sim.join(0, 2), sim.join(1, 2)
+    points = {0: _log(r0, range(10)), 1: _log(r1, range(5))}
+    sim.turn()
+    assert (r0.acked, r1.acked) == (1, 1) and sim.group_chunks("x") == [(list(range(5)), False)]
+    points[0].update(_log(r0, [10, 11]))
+    sim.at(1.0)
+    sim.restart()
+    r0.resend()
+    r1.resend()
+    sim.turn()
+    assert r0.welcome["next_seq"] == 2 and r0.acked == 2
+    points[1].update(_log(r1, range(5, 12)))
+    sim.turn()
+    assert sim.group_chunks("x") == [(list(range(5)), False), (list(range(5, 12)), False)]
+    assert_group_rows(sim.group_rows("x"), numpy_group_rows(points, expected=2))
+    assert sim.group().late_rows == 0 and sim.history(r0, "x")[0].tolist() == list(range(12))

@@ -134,9 +134,12 @@ class SimStore(MemoryStore):
             yield txn
 
 
-def build_agent(cfg: AgentConfig, clock: SimClock, pids: SimPids, patch: Any) -> tuple[Ingest, SimStore]:
+def build_agent(
+    cfg: AgentConfig, clock: SimClock, pids: SimPids, patch: Any, store: SimStore | None = None
+) -> tuple[Ingest, SimStore]:
     """The agent core of a single node, as agent/roles.py ``start_store`` builds it (media stored inline),
-    over an in-memory store: ``(ingest, store)``. The ONE place where the harness constructs the agent.
+    over an in-memory store (a new one, or ``store`` when the agent restarts): ``(ingest, store)``. The ONE
+    place where the harness constructs the agent.
 
     Time: Ingest takes the wall time as ``now`` from its caller but reads ``time.monotonic()`` itself (the
     liveness interval, the commit backoff, idleness, the malformed-frame log); today's code has no other
@@ -149,7 +152,7 @@ def build_agent(cfg: AgentConfig, clock: SimClock, pids: SimPids, patch: Any) ->
     patch.setattr(agent.ingest, "time", clock)
     patch.setattr(agent.ingest, "parent_of", pids.parent_of)
     patch.setattr(agent.groups, "launcher_gone", pids.launcher_gone)
-    store = SimStore()
+    store = SimStore() if store is None else store
     return Ingest(store, cfg, node=NODE, pids=PidWatch(started=pids)), store
 
 
@@ -254,6 +257,7 @@ class AgentSim:
         self.cfg = AgentConfig(data_dir=Path("sim-data"), runtime_dir=Path("sim-run"), node_name=NODE, **settings)
         self.clock = SimClock()
         self.pids = SimPids()
+        self._patch = patch
         self.ingest, self.store = build_agent(self.cfg, self.clock, self.pids, patch)
         self.inbox: deque[tuple[bytes, bytes]] = deque()  # frames in the agent's socket, not read yet
         self.ranks: dict[tuple[str, int], SimRank] = {}
@@ -276,6 +280,14 @@ class AgentSim:
 
     def at(self, t: float) -> None:
         self.clock.at(t)
+
+    def restart(self) -> None:
+        """The agent is killed (SIGKILL) and a new one starts: its memory and the frames it had not read are
+        gone, the store stays; the new agent takes back the running runs and their unsealed points
+        (``recover``). The ranks learn of it by the replies they miss: a spec calls their ``resend``."""
+        self.inbox.clear()
+        self.ingest, self.store = build_agent(self.cfg, self.clock, self.pids, self._patch, self.store)
+        self.ingest.recover(self.clock.now)
 
     # ------------------------------------------------------------ the loop
 
