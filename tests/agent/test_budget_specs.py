@@ -6,12 +6,10 @@ have sealed the oldest steps, without waiting for any rank)."""
 
 from __future__ import annotations
 
-import errno
-
-from agent.errors import StoreError
 from agent.ingest import batch_cost
 from client import wire
-from support.agentsim import AgentSim, assert_group_rows, numpy_group_rows, points_of, wave
+from support.agentsim import AgentSim
+from support.grouprows import assert_group_rows, numpy_group_rows, points_of, wave
 
 ROWS = 10  # rows per batch in these specs
 
@@ -38,14 +36,12 @@ def test_a_batch_that_would_pass_the_pending_budget_is_applied_after_a_commit_of
     sim = AgentSim(monkeypatch, pending_max_bytes=2 * c + c // 2)
     r0 = sim.join(0, 1)
     assert _batches(r0, 6) == [c] * 6
-    acks = []
-    r0.receive = _spy(r0.receive, acks)
     sim.turn()
-    assert acks == [2, 3] and len(sim.inbox) == 3
+    assert r0.acks == [2, 3] and len(sim.inbox) == 3
     sim.turn()
-    assert acks == [2, 3, 5, 6] and not sim.inbox
+    assert r0.acks == [2, 3, 5, 6] and not sim.inbox
     assert (sim.counters["budget_commits"], sim.counters["commits"]) == (2, 4)
-    assert sim.ingest.status()["pending_bytes_max"] == 2 * c
+    assert sim.status()["pending_bytes_max"] == 2 * c
     assert sim.history(r0, "x")[0].tolist() == list(range(60))
 
 
@@ -61,17 +57,16 @@ def test_while_the_store_refuses_commits_batches_past_the_pending_budget_are_hel
     sim = AgentSim(monkeypatch, pending_max_bytes=2 * c + c // 2)
     r0 = sim.join(0, 1)
     sim.turn()  # registered before the disk fills
-    sim.store.fail = StoreError("cannot commit")
-    sim.store.fail.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    sim.disk_full()
     _batches(r0, 4)
     sim.turn()
     assert len(sim.inbox) == 1 and r0.acked == 0
     sim.at(1.0)
     sim.turn()
-    status = sim.ingest.status()
+    status = sim.status()
     assert (sim.counters["held_batches"], sim.counters["commit_failures"], status["store_state"]) == (2, 2, "disk full")
     assert status["pending_bytes"] == 2 * c and status["pending_bytes_max"] == 2 * c and r0.acked == 0
-    sim.store.fail = None
+    sim.disk_full(False)
     sim.at(2.0)
     sim.turn()
     assert r0.acked == 2 and sorted(r0.unacked) == [3, 4]
@@ -79,7 +74,7 @@ def test_while_the_store_refuses_commits_batches_past_the_pending_budget_are_hel
     sim.at(3.0)
     sim.turn()
     assert r0.welcome["next_seq"] == 3 and r0.acked == 4 and not r0.unacked
-    assert sim.ingest.status()["store_state"] == "ok"
+    assert sim.status()["store_state"] == "ok"
     steps, values = sim.history(r0, "x")
     assert steps.tolist() == list(range(40)) and values.tolist() == wave(0, range(40)).tolist()
 
@@ -100,7 +95,7 @@ def test_past_the_window_budget_the_oldest_steps_are_sealed_without_waiting(monk
         sim.turn()
         trace.append((sim.group().sealed_through, len(sim.inbox)))
     assert trace == [(9, 4), (19, 3), (29, 2), (39, 1), (49, 0), (49, 0)]
-    assert sim.max_window_bytes == 960 and sim.ingest.window_bytes() == 800
+    assert sim.max_window_bytes == 960 and sim.status()["window_bytes"] == 800
     points = {0: points_of(range(50), wave(0, range(50)))}
     assert_group_rows(sim.group_rows("x"), numpy_group_rows(points, expected=2))
 
@@ -115,12 +110,12 @@ def test_the_window_budget_is_shared_by_the_groups_holding_points(monkeypatch):
     a, _, b, _ = sim.join(0, 2, "a"), sim.join(1, 2, "a"), sim.join(0, 2, "b"), sim.join(1, 2, "b")
     _batches(a, 6)
     sim.turn()
-    assert sim.group_chunks("x", "a") == [] and sim.ingest.window_bytes() == 960
+    assert sim.group_chunks("x", "a") == [] and sim.status()["window_bytes"] == 960
     _batches(b, 1)
     sim.turn()
     assert [sim.group(g).sealed_through for g in "ab"] == [9, -1]
     assert sim.group_chunks("x", "a") == [(list(range(10)), False)] and sim.group_chunks("x", "b") == []
-    assert sim.ingest.window_bytes() == 960
+    assert sim.status()["window_bytes"] == 960
 
 
 def _costs_equal(sim: AgentSim) -> int:
@@ -128,13 +123,3 @@ def _costs_equal(sim: AgentSim) -> int:
     costs = _batches(sim.join(0, 1), 3)
     assert len(set(costs)) == 1, costs
     return costs[0]
-
-
-def _spy(receive, acks: list):
-    def spy(frame: bytes) -> None:
-        kind, body = wire.unpack(frame)
-        if kind == wire.ACK:
-            acks.append(body["s"])
-        receive(frame)
-
-    return spy

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from support.agentsim import AgentSim, assert_group_rows, numpy_group_rows, points_of, wave
+from support.agentsim import AgentSim
+from support.grouprows import assert_group_rows, numpy_group_rows, points_of, wave
 
 
 def _span_fields(values: np.ndarray, size: int) -> dict[str, list[float]]:

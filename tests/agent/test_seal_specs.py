@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from support.agentsim import AgentSim, assert_group_rows, numpy_group_rows, points_of, wave
+from support.agentsim import AgentSim
+from support.grouprows import assert_group_rows, numpy_group_rows, points_of, wave
 
 
 def _log(rank, steps) -> dict[int, float]:
@@ -243,7 +244,7 @@ def test_a_wide_row_is_applied_and_sealed_in_slices_and_never_sealed_from_part_o
             r0.late(0, k000=500.5, k599=-500.5)
             r0.send()
         sim.turn()
-        trace.append((len(sim.store.group_rows), sim.group().sealed_through, r0.acked, r1.acked))
+        trace.append((sim.group_chunk_count(), sim.group().sealed_through, r0.acked, r1.acked))
     assert trace == [(0, -1, 0, 0), (0, -1, 1, 0), (500, -1, 1, 0), (601, 0, 2, 1), (601, 0, 2, 1)]
     assert sim.counters["sliced_batches"] == 2 and sim.counters["group_revisions"] == 1
     assert sim.group_chunks("k000") == [([0], False), ([0], True)] and sim.group_chunks("k599") == [([0], False)]

@@ -20,11 +20,12 @@ and processes under the spec's control. Nothing here opens a socket, starts a pr
 * Readers return what the store holds: per-run history and spans, group rows (latest revision per
   step, and every chunk with its revision flag), run and group records; acknowledgements per rank.
 
-Group rows are checked against :func:`numpy_group_rows`, numpy over the raw values the ranks sent.
+Specs check group rows against numpy over the raw values the ranks sent (tests/support/grouprows.py).
 """
 
 from __future__ import annotations
 
+import errno
 import time as _time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -37,9 +38,10 @@ import numpy as np
 import agent.groups
 import agent.ingest
 from agent.config import AgentConfig
+from agent.errors import StoreError
 from agent.ingest import Ingest
 from agent.runs import PidWatch
-from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord
+from agent.store.base import GroupRecord, RunRecord
 from agent.store.memory import MemoryStore
 from client import wire
 from client.assembler import Assembler
@@ -147,8 +149,9 @@ def build_agent(
     ``time`` for ``clock``. Processes: pids are judged by ``pids`` through :class:`agent.runs.PidWatch`
     (the agent's own watch, with an injected source of start times); the launcher of a rank is read at
     HELLO by ``parent_of`` (agent/ingest.py) and judged by ``launcher_gone`` (agent/groups.py), both
-    patched to ``pids`` the same way. When Ingest becomes a loop with pluggable parts, this function alone
-    changes (which modules read the clock, which part holds the store)."""
+    patched to ``pids`` the same way. When Ingest becomes a loop with pluggable parts, this function (which
+    modules read the clock, which part holds the store) and :meth:`AgentSim.turn` (the loop's calls) change;
+    specs see the agent only through :class:`AgentSim`."""
     patch.setattr(agent.ingest, "time", clock)
     patch.setattr(agent.ingest, "parent_of", pids.parent_of)
     patch.setattr(agent.groups, "launcher_gone", pids.launcher_gone)
@@ -166,12 +169,13 @@ class SimRank:
         self.asm = Assembler(self.writer, start_wall=sim.clock.now)
         self.unacked: dict[int, bytes] = {}  # seq -> frame, until an ACK covers it (the client's outbox)
         self.acked = 0  # highest seq acknowledged
-        self.sent: list[int] = []  # seqs of the frames sent, in order
+        self.acks: list[int] = []  # the seq of every ACK received, in order
         self.welcome: dict | None = None
         self.nacks: list[dict] = []
 
     def __repr__(self) -> str:
-        return f"<SimRank {self.group}/{self.rank} sent={len(self.sent)} acked={self.acked} unacked={len(self.unacked)}>"
+        unacked = sorted(self.unacked)
+        return f"<SimRank {self.group}/{self.rank} next_seq={self.asm.next_seq} acked={self.acked} unacked={unacked}>"
 
     def hello(self, reconnect: bool = False) -> None:
         run = {"project": "sim", "group": self.group, "name": f"rank-{self.rank}", "rank": self.rank,
@@ -224,7 +228,6 @@ class SimRank:
             self.unacked[seq] = frame
             self.sim.inbox.append((self.peer, frame))
             seqs.append(seq)
-        self.sent += seqs
         return seqs
 
     def resend(self) -> None:
@@ -235,6 +238,7 @@ class SimRank:
     def receive(self, frame: bytes) -> None:
         kind, body = wire.unpack(frame)
         if kind == wire.ACK:
+            self.acks.append(body["s"])
             self.acked = max(self.acked, body["s"])
             for s in [s for s in self.unacked if s <= body["s"]]:
                 del self.unacked[s]
@@ -281,6 +285,12 @@ class AgentSim:
     def at(self, t: float) -> None:
         self.clock.at(t)
 
+    def disk_full(self, full: bool = True) -> None:
+        """From now on the store's commits fail as on a full disk (``full=False``: they succeed again)."""
+        error = StoreError("cannot commit")
+        error.__cause__ = OSError(errno.ENOSPC, "No space left on device")  # what classifies it (agent/store/base.py)
+        self.store.fail = error if full else None
+
     def restart(self) -> None:
         """The agent is killed (SIGKILL) and a new one starts: its memory and the frames it had not read are
         gone, the store stays; the new agent takes back the running runs and their unsealed points
@@ -301,7 +311,7 @@ class AgentSim:
                 self._route(ingest.handle(*self.inbox.popleft(), now))
                 if ingest.drain_full():
                     break
-        self.max_window_bytes = max(self.max_window_bytes, ingest.window_bytes())
+        self.max_window_bytes = max(self.max_window_bytes, ingest.window_bytes())  # what the reads let in
         self._route(ingest.work(now))
         ingest.tick(now)
         self._route(ingest.commit(now))
@@ -350,42 +360,16 @@ class AgentSim:
         gid = self.group(group).id
         return [(rows["step"].tolist(), rev) for g, k, rows, rev in self.store.group_rows if g == gid and k == key]
 
+    def group_chunk_count(self, group: str = "g") -> int:
+        """Group-row chunks written for the group: one per key and seal (or recomputation), every key."""
+        gid = self.group(group).id
+        return sum(g == gid for g, *_ in self.store.group_rows)
+
+    def status(self) -> dict[str, Any]:
+        """What ``rankwise status`` shows: counters, pending and window bytes, the store's state."""
+        return self.ingest.status()
+
     @property
     def counters(self) -> Counter[str]:
         """The agent's counters as ``rankwise status`` shows them (absent ones read 0)."""
-        return Counter(self.ingest.status()["counters"])
-
-
-def numpy_group_rows(points: dict[int, dict[int, float]], expected: int) -> dict[str, np.ndarray]:
-    """The group rows numpy gives over raw values ``{rank: {step: value}}``: per step, over the ranks with a
-    value there, count, mean, min, max, population std, and the lowest rank holding the min and the max."""
-    steps = sorted({s for per_rank in points.values() for s in per_rank})
-    out: dict[str, list] = {f: [] for f in GROUP_FIELDS}
-    for s in steps:
-        ranks = np.array(sorted(r for r, per_rank in points.items() if s in per_rank))
-        v = np.array([points[r][s] for r in ranks], np.float64)
-        for f, x in zip(GROUP_FIELDS, (s, len(v), expected, v.mean(), v.min(), v.max(), v.std(),
-                                       ranks[v.argmin()], ranks[v.argmax()])):  # fmt: skip
-            out[f].append(x)
-    return {f: np.array(x) for f, x in out.items()}
-
-
-def assert_group_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    """Stored group rows equal numpy's: steps, counts, expected, min, max and their ranks exactly, mean and
-    std to 1e-12."""
-    assert got["step"].tolist() == want["step"].tolist(), (got["step"], want["step"])
-    for f in ("count", "expected", "min", "max", "min_rank", "max_rank"):
-        assert np.array_equal(got[f], want[f], equal_nan=True), (f, got[f], want[f])
-    for f in ("mean", "std"):
-        np.testing.assert_allclose(got[f], want[f], rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=f)
-
-
-def wave(rank: int, steps: Any) -> np.ndarray:
-    """Reproducible values of a rank at ``steps``: distinct across ranks and steps (no ties to break)."""
-    steps = np.asarray(steps, np.float64)
-    return np.round(100.0 * np.sin(0.7 * steps + 1.3 * rank) + rank, 3)
-
-
-def points_of(steps: Any, values: Any) -> dict[int, float]:
-    """``{step: value}`` of parallel arrays (one rank's raw values, for :func:`numpy_group_rows`)."""
-    return dict(zip(np.asarray(steps).tolist(), np.asarray(values, np.float64).tolist()))
+        return Counter(self.status()["counters"])
