@@ -64,9 +64,9 @@ def test_spans_a_client_coalesced_are_stored_as_spans_and_give_their_last_values
     ``x`` is stored as 2 span rows at steps 4 and 9 (first step 0 and 5, count 5, last/mean/min/max equal
     numpy over its values; ``_rows`` 5, 5) and its ``y`` at all 10 steps; its run counts 10 rows,
     ``coalesced`` {rows: 10, spans: 2}; ``client_spans`` 2, ``client_coalesced_rows`` 10. Its watermark is
-    step 9, so steps 0..9 are sealed in the first turn (both batches acknowledged). The agent never saw rank 1's raw ``x``: its group rows hold
-    rank 1's last value of each span, at steps 4 and 9 (count 2) and rank 0 alone elsewhere (count 1);
-    those of ``y`` hold both ranks at every step."""
+    step 9, so steps 0..9 are sealed in the first turn (both batches acknowledged). The agent never saw
+    rank 1's raw ``x``: its group rows hold rank 1's last value of each span, at steps 4 and 9 (count 2),
+    and rank 0 alone elsewhere (count 1); those of ``y`` hold both ranks at every step."""
     sim = AgentSim(monkeypatch)
     r0, r1 = sim.join(0, 2), sim.join(1, 2)
     steps = range(10)
