@@ -250,7 +250,8 @@ class SimRank:
 
 class AgentSim:
     """The agent and its ranks in one process. ``patch`` is pytest's ``monkeypatch`` (see :func:`build_agent`);
-    ``settings`` override the agent's (timeouts long and the row budget off unless a spec sets them)."""
+    ``settings`` override the agent's (timeouts long and the row budget off unless a spec sets them). The
+    patches are the process's: of several sims in one test, the last one built owns the clock and pids."""
 
     def __init__(self, patch: Any, **settings: Any):
         settings.setdefault("seal_timeout_s", 1000.0)
