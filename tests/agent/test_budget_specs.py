@@ -6,7 +6,7 @@ have sealed the oldest steps, without waiting for any rank)."""
 
 from __future__ import annotations
 
-from agent.ingest import batch_cost
+from agent.apply import batch_cost
 from client import wire
 from support.agentsim import AgentSim
 from support.grouprows import assert_group_rows, numpy_group_rows, points_of, wave
@@ -119,7 +119,7 @@ def test_the_window_budget_is_shared_by_the_groups_holding_points(monkeypatch):
 
 
 def _costs_equal(sim: AgentSim) -> int:
-    """The cost of one batch of ``ROWS`` rows (agent/ingest.py ``batch_cost``), the same for every such batch,
+    """The cost of one batch of ``ROWS`` rows (agent/apply.py ``batch_cost``), the same for every such batch,
     measured on a sim of its own (built before the spec's: the last sim built owns the clock)."""
     costs = _batches(sim.join(0, 1), 3)
     assert len(set(costs)) == 1, costs

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 
 import agent.groups
-import agent.ingest
+import agent.registry
 from agent.config import AgentConfig
 from agent.errors import StoreError
 from agent.ingest import Ingest
 from agent.runs import PidWatch
+from agent.sinks.memory import MemorySink
 from agent.store.base import GroupRecord, RunRecord
 from agent.store.memory import MemoryStore
 from client import wire
@@ -55,8 +56,8 @@ FIRST_PID = 5_000_000  # above any pid_max (2**22): no real process can answer f
 
 
 class SimClock:
-    """Wall and monotonic time that move together, and only when the spec says so. It stands in for the
-    ``time`` module of agent/ingest.py, hence the method names."""
+    """Wall and monotonic time that move together, and only when the spec says so: ``time()`` is the ``now``
+    the harness passes to the agent, ``monotonic`` is the agent's injected clock (``Ingest(clock=)``)."""
 
     def __init__(self) -> None:
         self.now = T0
@@ -139,24 +140,21 @@ class SimStore(MemoryStore):
 def build_agent(
     cfg: AgentConfig, clock: SimClock, pids: SimPids, patch: Any, store: SimStore | None = None
 ) -> tuple[Ingest, SimStore]:
-    """The agent core of a single node, as agent/roles.py ``start_store`` builds it (media stored inline),
-    over an in-memory store (a new one, or ``store`` when the agent restarts): ``(ingest, store)``. The ONE
-    place where the harness constructs the agent.
+    """The agent core of a single node, as agent/roles.py builds it (media stored inline), with the in-memory
+    sink (agent/sinks/memory.py) over an in-memory store (a new one, or ``store`` when the agent restarts):
+    ``(ingest, store)``. The ONE place where the harness constructs the agent.
 
-    Time: Ingest takes the wall time as ``now`` from its caller but reads ``time.monotonic()`` itself (the
-    liveness interval, the commit backoff, idleness, the malformed-frame log); today's code has no other
-    way in, so ``patch`` (pytest's ``monkeypatch``: undone when the test ends) swaps agent/ingest.py's
-    ``time`` for ``clock``. Processes: pids are judged by ``pids`` through :class:`agent.runs.PidWatch`
-    (the agent's own watch, with an injected source of start times); the launcher of a rank is read at
-    HELLO by ``parent_of`` (agent/ingest.py) and judged by ``launcher_gone`` (agent/groups.py), both
-    patched to ``pids`` the same way. When Ingest becomes a loop with pluggable parts, this function (which
-    modules read the clock, which part holds the store) and :meth:`AgentSim.turn` (the loop's calls) change;
-    specs see the agent only through :class:`AgentSim`."""
-    patch.setattr(agent.ingest, "time", clock)
-    patch.setattr(agent.ingest, "parent_of", pids.parent_of)
+    Time: the wall time is passed as ``now`` to every call (the sim's clock); the monotonic parts (liveness
+    interval, commit backoff, idleness, lookups) read Ingest's injected ``clock``. Processes: pids are
+    judged by ``pids`` through :class:`agent.runs.PidWatch` (the agent's own watch, with an injected source of
+    start times); the launcher of a rank is read at HELLO by ``parent_of`` (agent/registry.py) and judged by
+    ``launcher_gone`` (agent/groups.py): both read /proc, so ``patch`` (pytest's ``monkeypatch``, undone when
+    the test ends) points them at ``pids``. Specs see the agent only through :class:`AgentSim`."""
+    patch.setattr(agent.registry, "parent_of", pids.parent_of)
     patch.setattr(agent.groups, "launcher_gone", pids.launcher_gone)
     store = SimStore() if store is None else store
-    return Ingest(store, cfg, node=NODE, pids=PidWatch(started=pids)), store
+    ingest = Ingest(store, cfg, node=NODE, pids=PidWatch(started=pids), sink=MemorySink(), clock=clock.monotonic)
+    return ingest, store
 
 
 class SimRank:
@@ -321,7 +319,7 @@ class AgentSim:
         """Turns until the inbox is read and nothing waits to be committed; returns how many it took."""
         for n in range(1, turns + 1):
             self.turn()
-            if not self.inbox and not self.ingest.pending and not self.ingest.busy():
+            if not self.inbox and not self.ingest.next_commit and not self.ingest.busy():
                 return n
         raise AssertionError(f"not settled after {turns} turns: {self!r}")
 
