@@ -1,15 +1,15 @@
 """The single-node agent in one process: its seal, budget and coalescing policy specified in milliseconds.
 
-The multi-node simulator (tests/multinode/mnsim.py) drives node agents and a root; this drives the
-agent a training job on one machine talks to: the real :class:`agent.ingest.Ingest` over an
-in-memory store, fed the frames a real client sends and run by the daemon's loop turn, with time
+The multi-node simulator (tests/support/mnsim.py) drives node agents and a root; this drives the
+agent a training job on one machine talks to: the real :class:`agent.ingest.Ingest` with the
+in-memory sink (agent/sinks/memory.py), fed the frames a real client sends and run turn by turn as the agent's loop runs it, with time
 and processes under the spec's control. Nothing here opens a socket, starts a process or sleeps.
 
 * :class:`SimRank` is a rank's writer: its rows go through the client's own
   :class:`client.assembler.Assembler` (batches, pending row, summary, control ops, spans the client
-  coalesced under overload: client/coalesce.py), its HELLO is the one client/transport.py sends.
+  coalesced under overload: client/coalesce.py), its HELLO is the one client/link.py sends.
   Frames wait in the sim's inbox, as in the agent's socket, until a loop turn reads them.
-* :meth:`AgentSim.turn` is one turn of the daemon's loop (agent/daemon.py ``serve``): read frames
+* :meth:`AgentSim.turn` is one turn of the agent's loop (agent/loop.py): read frames
   until ``drain_full`` (none while the open window is over its budget), apply a slice of wide
   batches, ``tick`` (liveness, sealing), ``commit``; every reply goes back to its rank.
 * Time is a :class:`SimClock` that moves only by :meth:`AgentSim.at`: the wall time ``now`` is passed
@@ -301,7 +301,7 @@ class AgentSim:
     # ------------------------------------------------------------ the loop
 
     def turn(self) -> None:
-        """One turn of the daemon's loop (agent/daemon.py ``serve``), at the clock's time."""
+        """One turn of the agent's loop (agent/loop.py ``Loop``), at the clock's time."""
         ingest, now = self.ingest, self.clock.now
         if not ingest.window_full():  # over the window budget the agent reads nothing: frames wait
             for _ in range(self.cfg.max_drain):
