@@ -114,8 +114,8 @@ def check_batch(b: wire.Batch) -> None:
     """What the wire decoder cannot know: steps must leave room in the store's int64 (step + 1)."""
     if b.n and int(b.step.max()) >= MAX_STEP:
         raise ProtocolError(f"step {int(b.step.max())} at or above {MAX_STEP}")
-    if b.pending is not None and b.pending[0] >= MAX_STEP:
-        raise ProtocolError(f"pending step {b.pending[0]} at or above {MAX_STEP}")
+    if b.open_row is not None and b.open_row[0] >= MAX_STEP:
+        raise ProtocolError(f"pending step {b.open_row[0]} at or above {MAX_STEP}")
 
 
 def check_width(b: wire.Batch) -> None:
@@ -210,15 +210,15 @@ class Applier:
             from agent.clientspans import apply_client_spans
 
             apply_client_spans(self, run, b.spans, now)
-        if b.pending is not None or r.pending is not None:
-            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], self._media_map(r.id, b.pending[2], paced)]
+        if b.open_row is not None or r.open_row is not None:
+            r.open_row = None if b.open_row is None else [b.open_row[0], b.open_row[1], self._media_map(r.id, b.open_row[2], paced)]
         if b.summary:
             # after the history: byte-less media references in the summary find their files
             r.summary.update(self._media_map(r.id, b.summary, paced))
         for op, arg in b.control:
             if op != "define":
                 self.control(run, op, arg, now)
-        if r.state == "crashed" and r.pending:
+        if r.state == "crashed" and r.open_row:
             # its process was seen gone before this batch was applied (a wide batch takes several loop
             # turns): nobody will commit this row later, so commit it now, as the crash did
             self.commit_pending_row(run, now)
@@ -344,7 +344,7 @@ class Applier:
             r.exit_code = code
             r.state = "finished" if code == 0 else "failed"
             r.finished = float(arg.get("t", now)) if isinstance(arg.get("t"), (int, float)) else now
-            r.pending = None
+            r.open_row = None
             self.counters.add("finished_runs")
         elif op == "meta" and isinstance(arg, dict):
             if AGENT_META.intersection(arg):
@@ -366,10 +366,10 @@ class Applier:
     def commit_pending_row(self, run: RunState, now: float) -> None:
         """A run that vanished leaves its uncommitted row: commit it, nothing is dropped."""
         r = run.record
-        if not r.pending:
+        if not r.open_row:
             return
-        step, t, data = r.pending
-        r.pending = None
+        step, t, data = r.open_row
+        r.open_row = None
         steps = np.array([step], np.int64)
         self.add_column(run, "_timestamp", steps, np.array([t]), None)
         self.add_column(run, "_runtime", steps, np.array([max(0.0, t - r.created)]), None)

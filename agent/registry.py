@@ -173,7 +173,7 @@ class Registry:
 
     def resume(self, run: RunState, h: wire.Hello, now: float) -> None:
         r = run.record
-        if r.state == "running" and r.pending:
+        if r.state == "running" and r.open_row:
             self.applier.commit_pending_row(run, now)
         r.state = "running"
         r.exit_code = None

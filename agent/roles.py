@@ -156,8 +156,8 @@ def start_node(cfg: AgentConfig, ctx: Any) -> Started:
     up.on_done = ingest.root_done
     up.watermarks = ingest.sink.watermarks  # type: ignore[attr-defined]
     ingest.upstream = up
-    if spool.pending:
-        log.info("spool holds %d record(s) not yet acknowledged by the root; sending them first", spool.pending)
+    if spool.unacked:
+        log.info("spool holds %d record(s) not yet acknowledged by the root; sending them first", spool.unacked)
     info = {"role": "node", "upstream": cfg.upstream, "store": None}
     return Started(ingest, [UpstreamLink(up, cfg.shutdown_flush_s)], info, f"forwarding to {cfg.upstream}")
 
@@ -187,7 +187,7 @@ def flush_upstream(upstream: Any, timeout_s: float) -> None:
 
     deadline = time.monotonic() + timeout_s
     upstream.spool.maybe_fsync(force=True)
-    while upstream.spool.pending and time.monotonic() < deadline:
+    while upstream.spool.unacked and time.monotonic() < deadline:
         upstream.pump()
         if upstream.sock.poll(20, zmq.POLLIN):
             upstream.handle()

@@ -187,14 +187,14 @@ class RootLink:
             # the node says records in between are gone (a quarantined spool segment, or a root that lost
             # acknowledged records): counted, never silent
             link.lost += lost
-            ingest.pending.drops["node_records_lost"] = ingest.pending.drops.get("node_records_lost", 0) + lost
+            ingest.next_commit.drops["node_records_lost"] = ingest.next_commit.drops.get("node_records_lost", 0) + lost
             ingest.counters.drop("node_records_lost", lost)
             log.error("node agent %s: records %d..%d are lost", link.agent, link.applied + 1, seq - 1)
         try:
             ingest.apply_record(link, seq, payload, now)
         except Exception as exc:  # malformed, or breaking something: kept aside, counted, acknowledged, never resent
             self._quarantine(link, seq, payload, exc)
-            ingest.pending.links[link.agent] = seq
+            ingest.next_commit.links[link.agent] = seq
         link.applied = seq
         ingest.apply_state(link)
         return []
@@ -202,7 +202,7 @@ class RootLink:
     def _quarantine(self, link: Link, seq: int, payload: bytes, exc: Exception) -> None:
         ingest = self.ingest
         ingest.counters.add("records_quarantined")
-        ingest.pending.drops["node_record_malformed"] = ingest.pending.drops.get("node_record_malformed", 0) + 1
+        ingest.next_commit.drops["node_record_malformed"] = ingest.next_commit.drops.get("node_record_malformed", 0) + 1
         ingest.counters.drop("node_record_malformed", 1)
         directory = self.cfg.data_dir / "quarantine"
         name = re.sub(r"[^A-Za-z0-9._-]", "_", link.agent) + f"-{seq}.rec"

@@ -99,7 +99,7 @@ class Upstream:
         self._disk_next = 0
         self._gap_at = (0, 0.0)
         self._appended_at: collections.deque[tuple[int, float]] = collections.deque()
-        if spool.pending:
+        if spool.unacked:
             self._appended_at.append((spool.acked_seq + 1, time.time()))  # left by an earlier agent: age unknown
         self.counters: collections.Counter[str] = collections.Counter()
         if self.same_user:
@@ -218,7 +218,7 @@ class Upstream:
             self._cached -= len(old)
         while self._appended_at and self._appended_at[0][0] <= seq:
             self._appended_at.popleft()
-        if self.spool.pending and not self._appended_at:
+        if self.spool.unacked and not self._appended_at:
             self._appended_at.append((seq + 1, time.time()))
 
     def _rewind(self, seq: int, prev: int) -> None:
@@ -350,7 +350,7 @@ class Upstream:
             "connected": self.ready,
             "root": self.root,
             "lag_s": self.lag_s(),
-            "unacked_records": self.spool.pending,
+            "unacked_records": self.spool.unacked,
             "spool_bytes": self.spool.nbytes,
             "spool_quota_bytes": self.spool.quota_bytes,
             "acked_seq": self.spool.acked_seq,

@@ -111,7 +111,7 @@ class Batch:
     runtime: np.ndarray  # float64[n]
     late: np.ndarray | None  # bool[n]; None = no late rows
     columns: list[Column]
-    pending: tuple[int, float, dict] | None
+    open_row: tuple[int, float, dict] | None  # the row not committed yet (commit=False): step, time, values
     summary: dict | None
     control: list[tuple[str, Any]]
     nbytes: int
@@ -127,13 +127,13 @@ def encode_batch(
     late: bytes | None,
     n: int,
     blocks: list,
-    pending: list | None,
+    open_row: list | None,
     summary: dict | None,
     control: list | None,
 ) -> bytes:
     """Encode a batch. ``blocks`` is a list of ``[keys, row_idx_bytes|None, [[enc, data], ...]]``."""
     rows = [n, step, t, runtime, late, blocks] if n else None
-    return pack(BATCH, {"w": writer, "s": seq, "rows": rows, "pend": pending, "sum": summary, "ctl": control})
+    return pack(BATCH, {"w": writer, "s": seq, "rows": rows, "pend": open_row, "sum": summary, "ctl": control})
 
 
 def decode_batch(body: Any, nbytes: int = 0) -> Batch:
@@ -199,18 +199,18 @@ def decode_batch(body: Any, nbytes: int = 0) -> Batch:
                 else:
                     raise ProtocolError(f"column {key!r}: unknown encoding {enc!r}")
                 columns.append(Column(key, idx, values))
-    pending = body.get("pend")
-    if pending is not None:
+    open_row = body.get("pend")
+    if open_row is not None:
         if not (
-            isinstance(pending, list)
-            and len(pending) == 3
-            and isinstance(pending[0], int)
-            and pending[0] >= 0
-            and isinstance(pending[1], float)
-            and isinstance(pending[2], dict)
+            isinstance(open_row, list)
+            and len(open_row) == 3
+            and isinstance(open_row[0], int)
+            and open_row[0] >= 0
+            and isinstance(open_row[1], float)
+            and isinstance(open_row[2], dict)
         ):
             raise ProtocolError("pending must be [step, t, {key: value}]")
-        pending = (pending[0], pending[1], pending[2])
+        open_row = (open_row[0], open_row[1], open_row[2])
     summary = body.get("sum")
     if summary is not None and not isinstance(summary, dict):
         raise ProtocolError("summary must be a map")
@@ -223,7 +223,7 @@ def decode_batch(body: Any, nbytes: int = 0) -> Batch:
     if spans is not None:
         spans = decode_spans(spans)
     return Batch(
-        writer, seq, n, step, t, rt, late, columns, pending, summary, [(c[0], c[1]) for c in control], nbytes,
+        writer, seq, n, step, t, rt, late, columns, open_row, summary, [(c[0], c[1]) for c in control], nbytes,
         spans,
     )
 

@@ -84,8 +84,8 @@ class SpoolSink(Sink):
             applier.count_rows(run, b, n_late)
         if b.spans is not None:  # rows the client coalesced under overload: group points, step, rows
             count_client_spans(applier, run, b.spans, now)
-        if b.pending is not None or r.pending is not None:
-            r.pending = None if b.pending is None else [b.pending[0], b.pending[1], _numbers(b.pending[2])]
+        if b.open_row is not None or r.open_row is not None:
+            r.open_row = None if b.open_row is None else [b.open_row[0], b.open_row[1], _numbers(b.open_row[2])]
         if b.summary:
             r.summary.update(_numbers(b.summary))  # the resume point a reconnecting rank gets back
         for op, arg in b.control:
@@ -232,13 +232,13 @@ class SpoolSink(Sink):
         """Nothing left for the root, or the root silent past the linger time: a root gone for good must not
         keep an agent on every compute node forever (the spool stays on disk and the next node agent on this
         machine sends it)."""
-        if self.spool.pending == 0:
+        if self.spool.unacked == 0:
             return True
         linger, up, clock = self.ingest.cfg.upstream_linger_s, self.ingest.upstream, self.ingest.clock
         if linger > 0 and up is not None and clock() - up.heard_at > linger:
             log.warning("the root %s has not answered for %.0f s: exiting with %d record(s) kept in %s for the "
                         "next node agent on this machine", up.endpoint, clock() - up.heard_at,
-                        self.spool.pending, self.spool.dir)  # fmt: skip
+                        self.spool.unacked, self.spool.dir)  # fmt: skip
             return True
         return False
 

@@ -75,7 +75,7 @@ class SQLiteTxn(Txn):
             "UPDATE runs SET pid=?, state=?, exit_code=?, updated=?, finished=?, step=?, runtime=?, rows=?, late=?, "
             "incarnations=?, summary=?, config=?, pending=?, meta=?, node=?, local_rank=? WHERE id=?",
             (r.pid, r.state, r.exit_code, r.updated, r.finished, r.step, r.runtime, r.rows, r.late, r.incarnations,
-             pack(r.summary), pack(r.config), None if r.pending is None else pack(r.pending), pack(r.meta),
+             pack(r.summary), pack(r.config), None if r.open_row is None else pack(r.open_row), pack(r.meta),
              r.node, r.local_rank, r.id),
         )  # fmt: skip
 

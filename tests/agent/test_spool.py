@@ -26,7 +26,7 @@ def test_append_replay_round_trip(tmp_path):
     seqs = [spool.append(r) for r in data]
     assert seqs == list(range(1, 51))
     assert list(spool.replay()) == list(zip(range(1, 51), data))
-    assert spool.pending == 50
+    assert spool.unacked == 50
 
 
 def test_ack_deletes_whole_segments_only(tmp_path):

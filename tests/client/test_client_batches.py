@@ -98,9 +98,9 @@ def test_big_batches_split_with_pending_summary_and_control_in_the_last_only():
     assert [b.seq for b in batches] == [1, 2, 3]
     assert np.concatenate([b.step for b in batches]).tolist() == list(range(250))
     for b in batches[:-1]:
-        assert b.pending is None and b.summary is None and b.control == []
+        assert b.open_row is None and b.summary is None and b.control == []
     last = batches[-1]
-    assert last.pending[0] == 250 and last.pending[2] == {"p": 1.0}
+    assert last.open_row[0] == 250 and last.open_row[2] == {"p": 1.0}
     assert last.summary == {"x": 249.0, "k": 249 % 3, "best": 7}
     assert last.control == [("config", {"lr": 0.5})]  # a hand-set summary travels in the summary map
     assert all(b.writer == run._writer.id for b in batches)
@@ -125,10 +125,10 @@ def test_batch_without_rows_carries_only_pending_and_control(run):
     """A pending row alone, or a finish alone, is a batch with n=0 and no row arrays."""
     run.log({"a": 1}, commit=False)
     (b,) = drain_batches(run)
-    assert b.n == 0 and b.columns == [] and b.pending[2] == {"a": 1}
+    assert b.n == 0 and b.columns == [] and b.open_row[2] == {"a": 1}
     finish_offline(run)
     (b,) = drain_batches(run)
-    assert b.n == 1 and b.pending is None and b.control[0][0] == "finish"
+    assert b.n == 1 and b.open_row is None and b.control[0][0] == "finish"
 
 
 def test_nothing_logged_means_no_batch(run):

@@ -43,7 +43,7 @@ def test_commit_false_merges_into_the_pending_row_committed_by_the_next_log(run)
     assert run.step == 0
     batches = drain_batches(run)
     assert sum(b.n for b in batches) == 0
-    assert batches[-1].pending[0] == 0 and batches[-1].pending[2] == {"loss": 0.25}
+    assert batches[-1].open_row[0] == 0 and batches[-1].open_row[2] == {"loss": 0.25}
     run.log({"acc": 0.75}, commit=False)
     run.log({"loss": 0.5}, commit=False)  # a later merge of the same key wins
     assert run.step == 0
@@ -71,7 +71,7 @@ def test_higher_step_commits_the_pending_row_and_becomes_pending(run):
     assert run.step == 5
     batches = drain_batches(run)
     assert rows_of(batches) == [{"_step": 0, "_late": False, "a": 1}, {"_step": 1, "_late": False, "b": 2}]
-    assert batches[-1].pending[0] == 5 and batches[-1].pending[2] == {"c": 3}
+    assert batches[-1].open_row[0] == 5 and batches[-1].open_row[2] == {"c": 3}
     run.log({"d": 4}, step=7)  # a later higher step commits row 5
     assert run.step == 7
     assert rows_after(run) == [{"_step": 5, "_late": False, "c": 3}]
@@ -93,7 +93,7 @@ def test_same_step_merges_until_commit(run):
     run.log({"b": 2}, step=0)
     assert run.step == 0
     batches = drain_batches(run)
-    assert sum(b.n for b in batches) == 0 and batches[-1].pending[2] == {"a": 1, "b": 2}
+    assert sum(b.n for b in batches) == 0 and batches[-1].open_row[2] == {"a": 1, "b": 2}
     run.log({"c": 3}, step=0, commit=True)
     assert run.step == 1
     assert rows_after(run) == [{"_step": 0, "_late": False, "a": 1, "b": 2, "c": 3}]
@@ -150,7 +150,7 @@ def test_finish_commits_the_pending_row(run):
     finish_offline(run, exit_code=0)
     batches = drain_batches(run)
     assert rows_of(batches) == [{"_step": 0, "_late": False, "a": 1}, {"_step": 6, "_late": False, "b": 2}]
-    assert batches[-1].pending is None
+    assert batches[-1].open_row is None
     assert [c[0] for c in batches[-1].control] == ["finish"]
     assert batches[-1].control[0][1]["exit_code"] == 0
 

@@ -187,7 +187,7 @@ def test_unsupported_values_raise_naming_key_and_type(run, value, type_name):
     assert type_name in str(info.value)
     assert run.step == 0
     batches = drain_batches(run)
-    assert all(b.n == 0 and b.pending is None for b in batches)
+    assert all(b.n == 0 and b.open_row is None for b in batches)
     assert "ok" not in run._known  # a failed call teaches the fast path nothing
 
 
