@@ -1,4 +1,8 @@
-"""What every media type shares: encode once on the I/O thread, never raise there, carry bytes.
+"""What every value that is not plain data shares (:class:`WireValue`), and what every media type adds:
+encode once on the I/O thread, never raise there, carry bytes.
+
+A leaf: ``client.values`` (which dispatches what ``log()`` is given) and every media module import it,
+it imports none of them.
 
 A media object is built on the training loop's thread, where its constructor validates the
 arguments (raising ``ValueError`` that names the argument) and takes a private copy of the
@@ -29,7 +33,7 @@ import re
 import threading
 from typing import Any, ClassVar
 
-from client.values import WireValue
+from client.errors import InvalidArgumentError, InvalidValueError
 
 log = logging.getLogger("rankwise")
 
@@ -42,6 +46,26 @@ _warned: set[str] = set()
 # Encoding normally happens on one I/O thread; a user reading e.g. ``Histogram.bins`` on another
 # thread must not see the source released half-way through an encode.
 _ENCODE_LOCK = threading.RLock()  # re-entrant: a Table encodes its media cells inside its own encode
+
+
+class WireValue:
+    """Base for values that are not plain data (media, tables). Subclasses implement ``_to_wire``.
+
+    ``_to_wire`` runs on the I/O thread, never on the training loop's thread, and
+    returns a msgpack-able dict with a ``_type`` key.
+    """
+
+    def _to_wire(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _snapshot(self) -> "WireValue":
+        """What ``log()`` keeps (on the caller's thread): self for immutable values; a mutable
+        value (``Table``) returns a copy so that later edits do not change what was logged."""
+        return self
+
+    def _nbytes_hint(self) -> int:
+        """A rough size of the wire form in bytes, known before encoding (for byte-bounded batches)."""
+        return 256
 
 
 def media_extra_error(what: str, package: str) -> ImportError:

@@ -1,7 +1,7 @@
 """matplotlib and plotly figures.
 
 matplotlib: ``log({"chart": plt})`` (the pyplot module: its current figure), a ``Figure``,
-or an ``Axes`` becomes an :class:`~client.media.image.Image` holding a PNG. The PNG is
+or an ``Axes`` becomes an :class:`~client.media.image.Image` holding a PNG (``client.media.convert``). The PNG is
 rendered **at call time, on the caller's thread**, with the Agg renderer
 (``Figure.savefig(format="png")``). Rendering later on the I/O thread is not possible
 correctly: matplotlib is not thread-safe (the I/O thread would draw while the training
@@ -56,13 +56,6 @@ def render_png(obj: Any, **savefig_kwargs: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **savefig_kwargs)
     return buf.getvalue()
-
-
-def matplotlib_image(obj: Any, caption: str | None = None) -> Any:
-    """``log()``'s conversion of a matplotlib object: an Image of its rendered PNG."""
-    from client.media.image import Image
-
-    return Image._from_encoded(render_png(obj), "png", caption)
 
 
 def _json_default(o: Any) -> Any:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from client.media import _sniff
+from client.media._sniff import image_format, image_size
 from client.media._arrays import array_copy, check_numeric, is_torch, to_uint8
 from client.media._base import (
     MAX_MEDIA_BYTES,
@@ -213,7 +213,7 @@ class Image(Media):
             return
         if isinstance(data, (str, os.PathLike)):
             raw = read_path(data, "data_or_path")
-            fmt = _sniff.image_format(raw)
+            fmt = image_format(raw)
             if mode is not None or fmt not in PASSTHROUGH_FORMATS:
                 if not have_module("PIL"):
                     what = f"Image of a {fmt or os.path.splitext(str(data))[1] or 'unknown'} file"
@@ -224,13 +224,13 @@ class Image(Media):
                 self.width, self.height = self._pil.size
             else:
                 self._file, self._file_format = raw, fmt
-                size = _sniff.image_size(raw)
+                size = image_size(raw)
                 if size:
                     self.width, self.height = size
             return
         if is_matplotlib(data):
             self._file, self._file_format = render_png(data), "png"
-            self.width, self.height = _sniff.image_size(self._file) or (None, None)
+            self.width, self.height = image_size(self._file) or (None, None)
             return
         if pil_class is not None and isinstance(data, pil_class):
             self._pil = data.copy()
@@ -261,7 +261,7 @@ class Image(Media):
         self.caption = check_caption(caption)
         self._pixels = self._pil = None
         self._file, self._file_format = data, fmt
-        self.width, self.height = _sniff.image_size(data) or (None, None)
+        self.width, self.height = image_size(data) or (None, None)
         self._mode = None
         self._file_type = "png"
         self._meta = {}
