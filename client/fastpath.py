@@ -23,8 +23,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from client import fastconv as _conv
-from client.fastconv import FAST_TYPES, INT64_MAX, INT64_MIN, NumpyRow, TensorRow, fast_converter, tensor_copy
-from client.fastconv import tensor_value
+from client.fastconv import (
+    FAST_TYPES,
+    INT64_MAX,
+    INT64_MIN,
+    NumpyRow,
+    TensorRow,
+    fast_converter,
+    tensor_copy,
+    tensor_value,
+)
 from client.values import MAX_KEYS_PER_ROW
 
 _FAST = FAST_TYPES
@@ -44,7 +52,8 @@ class FastRows:
         # numpy scalar types of _convs whose .item() is what the slow path stores: kept in a NumpyRow as they
         # are (immutable), converted on the I/O thread (fastconv.NumpyRow)
         self._immutable: set[type] = set()
-        self._tensor: type | None = None  # torch.Tensor once the slow path took one and CPU tensors are read at the call
+        # torch.Tensor once the slow path took one and CPU tensors are read at the call
+        self._tensor: type | None = None
         self._fulls: set[str] = set()  # every name in _nested's plans
         # True once a nested name can be made two ways (a dotted top key, or a dotted key in a plan): the fast
         # path then counts the leaves to find a collision the slow path refuses (``{"a": {"b": 1}, "a.b": 2}``)
@@ -54,9 +63,10 @@ class FastRows:
         """A flat ``data`` of known keys with numpy scalars, 0-d arrays or CPU torch tensors of types the slow
         path accepted before (``_scalars``): a copy with those converted to the Python number the slow path
         stores (one pass, cheaper than ``_typed_row``'s), or, when it holds numpy scalars and Python numbers
-        only, a :class:`~client.fastconv.NumpyRow` copy the I/O thread converts; else None. A tensor's value is read now (``.item()``:
-        ``fastconv.tensor_value`` inlined), without a device check while the process has no CUDA state
-        (``fastconv.CUDA_STATE``); a tensor on a device is left to ``_typed_row`` (an async copy)."""
+        only, a :class:`~client.fastconv.NumpyRow` copy the I/O thread converts; else None. A tensor's value
+        is read now (``.item()``: ``fastconv.tensor_value`` inlined), without a device check while the process
+        has no CUDA state (``fastconv.CUDA_STATE``); a tensor on a device is left to ``_typed_row`` (an async
+        copy)."""
         known = self._known
         if first is self._tensor:  # CPU tensors read at the call (``tensor_value`` inlined), Python numbers
             cuda = _conv.CUDA_STATE._initialized is not False

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rankwise")
 
 _FAST = FAST_TYPES
-_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _LIVE_RUNS = state.LIVE_RUNS  # (the registry is client.state's; tests/rwtest.py reads it here)
 
 
@@ -121,9 +120,6 @@ class Run(FastRows, WandbRunMixin):
             "config": self.config.as_dict(),
             "meta": self._meta if s.max_rows_per_s is None else dict(self._meta, rows_per_s=s.max_rows_per_s),
         }
-
-    def _start(self) -> None:
-        delivery.start(self)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -379,7 +375,7 @@ def _check_step(step: Any) -> int:
 
 def create(settings: Settings, config: Any = None, meta: dict | None = None) -> Run:
     run = Run(settings, to_config(config), meta)
-    run._start()
+    delivery.start(run)  # (connect, wait for the resume point: bounded by init_timeout_s)
     run._starting_step = run._step
     state.add_live(run)
     return run

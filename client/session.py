@@ -1,9 +1,9 @@
-"""The module-level ``init/log/finish/define_metric`` (``rankwise.init`` and friends).
+"""``rankwise.init()``: start (or resume) this process's run and make it the current one.
 
-wandb scripts call ``wandb.log(...)`` without holding the run; these functions forward to the
-current run, which ``init()`` makes (``client.run.create``) and registers with ``client.state``
-(the current run, the exit hooks). ``init()`` also maps wandb's arguments onto rankwise's settings
-(``client.settings.resolve``).
+``init()`` maps wandb's arguments (and ``settings=``, ``config_include_keys`` ...) onto rankwise's
+settings (``client.settings.resolve``), makes the run (``client.run.create``) and registers it with
+``client.state``, whose ``log/finish/define_metric`` forward to the current run, and installs the exit
+hooks there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from client import run as run_mod
 from client import settings as settings_mod
 from client import state
-from client.errors import InvalidArgumentError, UsageError
+from client.errors import InvalidArgumentError
 
 _WANDB_IGNORED = (
     "magic",
@@ -148,27 +148,3 @@ def _filter_config(config: Any, include: Any, exclude: Any) -> Any:
         return {k: v for k, v in data.items() if k in keep}
     drop = set(exclude)
     return {k: v for k, v in data.items() if k not in drop}
-
-
-def _require() -> "run_mod.Run":
-    run = state.current()
-    if run is None:
-        raise UsageError("rankwise.init() must be called before log(); it returns the run handle")
-    return run
-
-
-def log(data: Any, step: Any = None, commit: Any = None, sync: Any = None) -> None:
-    run = state.current()
-    if run is None:
-        raise UsageError("rankwise.init() must be called before log(); it returns the run handle")
-    run.log(data, step, commit)
-
-
-def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
-    run = state.current()
-    if run is not None:
-        run.finish(exit_code=exit_code)
-
-
-def define_metric(name: str, *args: Any, **kwargs: Any) -> dict:
-    return _require().define_metric(name, *args, **kwargs)

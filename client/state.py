@@ -1,8 +1,9 @@
 """Process-global state: the current run, the registry of live runs, and the exit and fork hooks.
 
-A leaf below the run handle: ``client.run`` (and ``client.session``, the module-level
-``init/log/finish`` that forward to the current run) import it, it imports neither; it
-knows a run only by what it calls on it (``finished``, ``finish``, ``settings``, ``_pid``,
+wandb scripts call ``wandb.log(...)`` without holding the run: ``log/finish/define_metric`` here
+forward to the current run, which ``init()`` (``client.session``) sets. A leaf below the run
+handle: ``client.run`` and ``client.session`` import it, it imports neither; it knows a run only
+by what it calls on it (``log``, ``finished``, ``finish``, ``settings``, ``_pid``,
 ``_after_fork_in_child``). ``reset()`` forgets the current run (for tests).
 
 Exit handling: at interpreter exit every unfinished run is finished with the
@@ -28,6 +29,8 @@ import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
+
+from client.errors import UsageError
 
 if TYPE_CHECKING:
     from client.run import Run
@@ -70,6 +73,30 @@ def reset() -> None:
     global _current
     with _lock:
         _current = None
+
+
+def _require() -> "Run":
+    run = _current
+    if run is None:
+        raise UsageError("rankwise.init() must be called before log(); it returns the run handle")
+    return run
+
+
+def log(data: Any, step: Any = None, commit: Any = None, sync: Any = None) -> None:
+    run = _current
+    if run is None:
+        raise UsageError("rankwise.init() must be called before log(); it returns the run handle")
+    run.log(data, step, commit)
+
+
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
+    run = _current
+    if run is not None:
+        run.finish(exit_code=exit_code)
+
+
+def define_metric(name: str, *args: Any, **kwargs: Any) -> dict:
+    return _require().define_metric(name, *args, **kwargs)
 
 
 # ---------------------------------------------------------------- exit hooks

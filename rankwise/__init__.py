@@ -28,25 +28,26 @@ from client.errors import (
     UsageError,
 )
 from client.run import Run
-from client.session import define_metric, finish, init, log
+from client.session import init
+from client.state import define_metric, finish, log
 from client.wandb_surface import lend as _lend
 
 
-def _artifacts() -> Any:
+def _load_artifacts() -> Any:
     from rankwise import _artifacts
 
     return _artifacts
 
 
-def _group_url() -> Any:
+def _load_group_url() -> Any:
     from rankwise._ui.server import group_url
 
     return group_url
 
 
 # run.log_artifact/use_artifact/save/restore and run.url are rankwise's: client/ never imports rankwise/
-_lend("artifacts", _artifacts)
-_lend("group_url", _group_url)
+_lend("artifacts", _load_artifacts)
+_lend("group_url", _load_group_url)
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,8 @@ the ``normalize`` callable it is given, so that this module never imports ``clie
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from client.errors import InvalidValueError
 from client.fastconv import INT64_MAX, INT64_MIN

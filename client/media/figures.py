@@ -24,6 +24,7 @@ import json
 import types
 from typing import Any
 
+from client.errors import InvalidArgumentError
 from client.media._base import Media
 
 
@@ -46,7 +47,7 @@ def _figure_of(obj: Any) -> Any:
     if fig is None and hasattr(obj, "get_figure"):
         fig = obj.get_figure()
     if fig is None or not hasattr(fig, "savefig"):
-        raise ValueError(f"cannot find the figure of the matplotlib object {type(obj).__name__}")
+        raise InvalidArgumentError(f"cannot find the figure of the matplotlib object {type(obj).__name__}")
     return fig
 
 
@@ -79,9 +80,11 @@ class Plotly(Media):
         elif is_plotly(val):
             self._fig = val.to_dict()
         elif is_matplotlib(val):
-            raise ValueError("Plotly(val=...) got a matplotlib figure: log it directly or as rankwise.Image(fig)")
+            raise InvalidArgumentError(
+                "Plotly(val=...) got a matplotlib figure: log it directly or as rankwise.Image(fig)"
+            )
         else:
-            raise ValueError(f"Plotly(val=...) needs a plotly figure or its dict, got {type(val).__name__}")
+            raise InvalidArgumentError(f"Plotly(val=...) needs a plotly figure or its dict, got {type(val).__name__}")
 
     def _encode(self) -> dict:
         fig = self._fig
