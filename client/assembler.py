@@ -38,7 +38,8 @@ from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, 
 from client.ops import COMMIT, COMMIT_PENDING, LATE, OP_DATA, OP_KIND, OP_SIZE, OP_STEP, OP_T, SPAN
 from client.ops import apply_ops, merge_capped, parse_summary_kinds
 from client.summarizer import Summarizer
-from client.values import MAX_KEYS_PER_ROW, MediaRow, NumpyRow, TensorRow, resolve_numpy, resolve_tensors
+from client.fastconv import NumpyRow, TensorRow, resolve_numpy, resolve_tensors
+from client.values import MAX_KEYS_PER_ROW, MediaRow
 
 
 class Assembler:

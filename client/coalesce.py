@@ -42,7 +42,8 @@ import numpy as np
 
 from client.columns import same_keys
 from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, OP_ARG, OP_NAME, SPAN, apply_ops, merge_capped
-from client.values import MAX_KEYS_PER_ROW, NumpyRow, resolve_numpy
+from client.fastconv import NumpyRow, resolve_numpy
+from client.values import MAX_KEYS_PER_ROW
 
 _NUMBER = frozenset({float, int, bool})
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from client import wire
-from client.values import WireValue
+from client.media._base import WireValue
 
 _I64 = np.iinfo(np.int64)
 _EXACT_INT = 1 << 53  # the largest magnitude below which every int is exact in float64

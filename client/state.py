@@ -1,7 +1,10 @@
-"""Process-global state: the current run and the module-level ``init/log/finish``.
+"""Process-global state: the current run, the registry of live runs, and the exit and fork hooks.
 
-wandb scripts call ``wandb.log(...)`` without holding the run; these functions
-forward to the current run. ``reset()`` forgets everything (for tests).
+wandb scripts call ``wandb.log(...)`` without holding the run: ``log/finish/define_metric`` here
+forward to the current run, which ``init()`` (``client.session``) sets. A leaf below the run
+handle: ``client.run`` and ``client.session`` import it, it imports neither; it knows a run only
+by what it calls on it (``log``, ``finished``, ``finish``, ``settings``, ``_pid``,
+``_after_fork_in_child``). ``reset()`` forgets the current run (for tests).
 
 Exit handling: at interpreter exit every unfinished run is finished with the
 process's exit code (``sys.exit(n)`` is observed, an uncaught exception counts
@@ -24,25 +27,42 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
-from client import run as run_mod
-from client import settings as settings_mod
-from client.errors import InvalidArgumentError, UsageError
+from client.errors import UsageError
+
+if TYPE_CHECKING:
+    from client.run import Run
 
 _lock = threading.Lock()
-_current: "run_mod.Run | None" = None
+_current: "Run | None" = None
 _hooks_installed = False
 _exit_code: int | None = None
 _exception = False
+# every run of this process not finished yet (``client.run.create`` adds, ``Run.finish`` forgets): what the
+# exit hooks finish and the fork hook hands a new writer
+LIVE_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()
 
 
-def current() -> "run_mod.Run | None":
+def current() -> "Run | None":
     return _current
 
 
-def forget(run: "run_mod.Run") -> None:
+def set_current(run: "Run") -> None:
     global _current
+    with _lock:
+        _current = run
+
+
+def add_live(run: "Run") -> None:
+    LIVE_RUNS.add(run)
+
+
+def forget(run: "Run") -> None:
+    """A finished run: no longer live, no longer current."""
+    global _current
+    LIVE_RUNS.discard(run)
     with _lock:
         if _current is run:
             _current = None
@@ -55,143 +75,7 @@ def reset() -> None:
         _current = None
 
 
-_WANDB_IGNORED = (
-    "magic",
-    "anonymous",
-    "allow_val_change",
-    "force",
-    "tensorboard",
-    "sync_tensorboard",
-    "monitor_gym",
-    "save_code",
-    "fork_from",
-    "resume_from",
-)
-
-
-def init(
-    project: str | None = None,
-    group: str | None = None,
-    name: str | None = None,
-    config: Any = None,
-    *,
-    rank: int | None = None,
-    world_size: int | None = None,
-    local_rank: int | None = None,
-    node: str | None = None,
-    resume: bool | str | None = None,
-    id: str | None = None,
-    dir: str | None = None,
-    mode: str | None = None,
-    reinit: bool | str | None = None,
-    job_type: str | None = None,
-    tags: Any = None,
-    notes: str | None = None,
-    settings: Any = None,
-    entity: str | None = None,
-    config_exclude_keys: Any = None,
-    config_include_keys: Any = None,
-    **wandb_only: Any,
-) -> "run_mod.Run":
-    """Start (or resume) this process's run and make it current. See README, Quick start."""
-    global _current
-    unknown = set(wandb_only) - set(_WANDB_IGNORED)
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}")
-    with _lock:
-        existing = _current
-    if existing is not None and not existing.finished:
-        if reinit in (None, False, "default", "return_previous"):
-            return existing
-        if reinit in (True, "finish_previous"):
-            existing.finish()
-        elif reinit != "create_new":
-            raise InvalidArgumentError(
-                f"init(reinit={reinit!r}) must be True, False, 'finish_previous', 'return_previous' or 'create_new'"
-            )
-    if resume is True or resume == "auto":
-        resume = "allow"
-    elif resume is False:
-        resume = None
-    overrides = _settings_dict(settings)
-    # dir= is wandb's: where the run's local files go (run.dir). The store stays in RANKWISE_DIR whatever a
-    # framework passes here (Lightning's WandbLogger passes save_dir="."); settings={"data_dir": ...} moves it.
-    explicit = dict(
-        project=project,
-        group=group,
-        name=name,
-        run_id=id,
-        entity=entity,
-        rank=rank,
-        world_size=world_size,
-        local_rank=local_rank,
-        node=node,
-        resume=resume,
-        mode=mode,
-        files_dir=dir,
-    )
-    overrides.update({k: v for k, v in explicit.items() if v is not None})  # arguments win over settings=
-    resolved = settings_mod.resolve(**overrides)
-    config = _filter_config(config, config_include_keys, config_exclude_keys)
-    env = os.environ
-    if tags is None and env.get("WANDB_TAGS"):
-        tags = [t.strip() for t in env["WANDB_TAGS"].split(",") if t.strip()]
-    notes = notes if notes is not None else (env.get("WANDB_NOTES") or None)
-    job_type = job_type if job_type is not None else (env.get("WANDB_JOB_TYPE") or None)
-    if isinstance(tags, str):
-        tags = [tags]
-    meta = {"job_type": job_type, "tags": list(tags) if tags else None, "notes": notes, "argv": sys.argv[:64],
-            "entity": resolved.entity}  # fmt: skip
-    meta = {k: v for k, v in meta.items() if v is not None}
-    meta["pid"] = os.getpid()
-    run = run_mod.create(resolved, config, meta)
-    with _lock:
-        _current = run
-    _install_hooks(sigterm=resolved.handle_sigterm)
-    return run
-
-
-def _settings_dict(settings: Any) -> dict:
-    """init(settings=): a dict of rankwise settings or a ``rankwise.Settings(**kw)`` / ``wandb.Settings``
-    object; keys rankwise does not know (wandb's start_method, _disable_stats, ...) are ignored."""
-    if settings is None:
-        return {}
-    if isinstance(settings, dict):
-        import dataclasses
-        import logging
-
-        fields = {f.name for f in dataclasses.fields(settings_mod.Settings)}
-        ignored = sorted(str(k) for k in settings if k not in fields)
-        if ignored:  # wandb scripts pass its own settings (start_method, ...): no meaning here, not an error
-            logging.getLogger("rankwise").warning(
-                "rankwise: init(settings=...) ignores %s: not rankwise settings (wandb-only settings have no "
-                "effect here; rankwise's are the fields of rankwise.Settings)", ", ".join(ignored))  # fmt: skip
-        return {k: v for k, v in settings.items() if k in fields}
-    known = getattr(settings, "rankwise_overrides", None)
-    if callable(known):
-        return known()
-    raise InvalidArgumentError(
-        f"init(settings={type(settings).__name__}) must be a dict or rankwise.Settings(...)"
-    )
-
-
-def _filter_config(config: Any, include: Any, exclude: Any) -> Any:
-    """wandb's config_include_keys / config_exclude_keys, applied to the config given to init()."""
-    if include is None and exclude is None:
-        return config
-    if include is not None and exclude is not None:
-        raise InvalidArgumentError("init(): pass config_include_keys or config_exclude_keys, not both")
-    from client.summary import to_config
-
-    data = to_config(config)
-    if include is not None:
-        keep = set(include)
-        return {k: v for k, v in data.items() if k in keep}
-    drop = set(exclude)
-    return {k: v for k, v in data.items() if k not in drop}
-
-
-def _require() -> "run_mod.Run":
+def _require() -> "Run":
     run = _current
     if run is None:
         raise UsageError("rankwise.init() must be called before log(); it returns the run handle")
@@ -219,7 +103,7 @@ def define_metric(name: str, *args: Any, **kwargs: Any) -> dict:
 
 
 def _finish_all(code: int, timeout_s: float | None = None) -> None:
-    for run in list(run_mod._LIVE_RUNS):
+    for run in list(LIVE_RUNS):
         if run.finished or run._pid != os.getpid():
             continue
         if timeout_s is not None:
@@ -235,7 +119,8 @@ def _at_exit() -> None:
     _finish_all(code)
 
 
-def _install_hooks(sigterm: bool = False) -> None:
+def install_hooks(sigterm: bool = False) -> None:
+    """At ``init()``: finish every live run at interpreter exit (and, opted in, on SIGTERM)."""
     global _hooks_installed
     if sigterm:
         _install_sigterm()
@@ -289,4 +174,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
 
 
+def _after_fork_child() -> None:
+    for run in list(LIVE_RUNS):
+        run._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_child)
 os.register_at_fork(after_in_child=_default_sigterm_in_child)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from client.errors import ConfigError, InvalidValueError
+from client.errors import ConfigError
 from client.values import MAX_VALUE_BYTES, check_key, check_size, normalize_value
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """wandb's ``Run`` names beyond logging: identity (entity, path, url, tags, notes), wandb-only switches, and
 the methods rankwise has no counterpart for, which raise :class:`client.errors.UnsupportedError`.
 
-``client.run.Run`` inherits :class:`WandbRunMixin`; ``watch``, ``log_artifact``, ``use_artifact``, ``save``
-and ``restore`` are the Run class's own (client.watch, rankwise._artifacts). Nothing here is on
+``client.run.Run`` inherits :class:`WandbRunMixin`; ``watch`` is client/watch.py's, ``log_artifact``,
+``use_artifact``, ``save``, ``restore`` and ``url`` are what rankwise/ lends (:func:`lend`). Nothing here is on
 the ``log()`` path. Tags, notes, job type, entity and a renamed display name travel in the run's meta
 (the HELLO's ``meta`` and, when changed later, a ``meta`` control op), where ``Api`` reads them.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from client.errors import InvalidArgumentError, UnsupportedError
+from client.errors import InvalidArgumentError, UnsupportedError, UsageError
 
 if TYPE_CHECKING:
     from client.run import Run
@@ -29,6 +30,26 @@ def run_files_dir(run: "Run") -> str:
     except OSError:  # a read-only place: report the path anyway, as wandb's run.dir is only a name here
         pass
     return str(path)
+
+
+# What rankwise/ lends the run handle: client/ never imports rankwise/ (docs/architecture.md), whose artifact
+# store and UI addresses these methods use. rankwise/__init__.py lends them on import (a Run is made by
+# rankwise.init(), so they are there): "artifacts" -> the module with log_artifact, use_artifact, save and
+# restore (rankwise/_artifacts.py, imported on first use), "group_url" -> group_url(project, group).
+_LENT: dict[str, Callable[[], Any]] = {}
+
+
+def lend(name: str, load: Callable[[], Any]) -> None:
+    """rankwise/ registers what ``name`` is: ``load()`` returns it (and imports it on first use)."""
+    _LENT[name] = load
+
+
+def _lent(name: str, use: str) -> Any:
+    """What rankwise/ lent as ``name``; ``use`` (e.g. "run.save()") names the caller in the error."""
+    load = _LENT.get(name)
+    if load is None:
+        raise UsageError(f"{use} needs the rankwise package: import rankwise before using it")
+    return load()
 
 
 class WandbRunMixin:
@@ -49,9 +70,13 @@ class WandbRunMixin:
     @property
     def url(self: "Run") -> str:
         """The group's page on a ``rankwise ui`` server at its default address."""
-        from rankwise._ui.server import group_url
+        return _lent("group_url", "run.url")(self.settings.project, self.settings.group)
 
-        return group_url(self.settings.project, self.settings.group)
+    @property
+    def dir(self: "Run") -> str:
+        """wandb's run.dir: the run's local files, ``<init(dir=) or WANDB_DIR or the data dir>/wandb/run-<id>/files``
+        (created on first access). Never the store: that stays in RANKWISE_DIR."""
+        return run_files_dir(self)
 
     def get_url(self: "Run") -> str:
         return self.url
@@ -133,6 +158,37 @@ class WandbRunMixin:
     def _set_meta(self: "Run", key: str, value: Any) -> None:
         self._meta[key] = value
         self._control("meta", {key: value})
+
+    # ------------------------------------------------------------ watch (client/watch.py), artifacts (lent)
+
+    def watch(self: "Run", models: Any, criterion: Any = None, log: Any = "gradients", log_freq: int = 1000,
+              idx: Any = None, log_graph: bool = False) -> Any:  # fmt: skip
+        """wandb's ``watch``: gradient/parameter histograms every ``log_freq`` calls (client/watch.py)."""
+        from client import watch
+
+        return watch.watch(self, models, criterion, log, log_freq, idx, log_graph)
+
+    def unwatch(self: "Run", models: Any = None) -> None:
+        from client import watch
+
+        watch.unwatch(self, models)
+
+    def log_artifact(self: "Run", artifact_or_path: Any, name: Any = None, type: Any = None, aliases: Any = None,
+                     **kwargs: Any) -> Any:  # fmt: skip
+        """Store an artifact (a new version unless its content equals the latest): rankwise/_artifacts.py."""
+        artifacts = _lent("artifacts", "run.log_artifact()")
+        return artifacts.log_artifact(self, artifact_or_path, name=name, type=type, aliases=aliases, **kwargs)
+
+    def use_artifact(self: "Run", artifact_or_name: Any, type: Any = None, aliases: Any = None, **kwargs: Any) -> Any:
+        artifacts = _lent("artifacts", "run.use_artifact()")
+        return artifacts.use_artifact(self, artifact_or_name, type=type, aliases=aliases, **kwargs)
+
+    def save(self: "Run", glob_str: Any = None, base_path: Any = None, policy: str = "live") -> Any:
+        return _lent("artifacts", "run.save()").save(self, glob_str, base_path=base_path, policy=policy)
+
+    def restore(self: "Run", name: str, run_path: Any = None, replace: bool = False, root: Any = None) -> Any:
+        artifacts = _lent("artifacts", "run.restore()")
+        return artifacts.restore(self, name, run_path=run_path, replace=replace, root=root)
 
     # ------------------------------------------------------------ wandb-only switches (accepted, no effect)
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from client.run import Run
-from client.state import define_metric, finish, init, log
+from client.session import init
+from client.state import define_metric, finish, log
+from client.wandb_surface import lend as _lend
 from rankwise.errors import (
     ConfigError,
     Error,
@@ -29,6 +31,23 @@ from rankwise.errors import (
     UnsupportedError,
     UsageError,
 )
+
+
+def _load_artifacts() -> Any:
+    from rankwise import _artifacts
+
+    return _artifacts
+
+
+def _load_group_url() -> Any:
+    from rankwise._ui.address import group_url
+
+    return group_url
+
+
+# run.log_artifact/use_artifact/save/restore and run.url are rankwise's: client/ never imports rankwise/
+_lend("artifacts", _load_artifacts)
+_lend("group_url", _load_group_url)
 
 __version__ = "0.1.0"
 

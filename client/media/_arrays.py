@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from client.errors import InvalidArgumentError
+
 NUMERIC_KINDS = "biuf"
 
 
@@ -39,12 +41,12 @@ def array_copy(x: Any, arg: str) -> np.ndarray:
     try:
         return np.array(x, copy=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{arg}: cannot be converted to a numpy array ({exc})") from None
+        raise InvalidArgumentError(f"{arg}: cannot be converted to a numpy array ({exc})") from None
 
 
 def check_numeric(arr: np.ndarray, arg: str) -> None:
     if arr.dtype.kind not in NUMERIC_KINDS:
-        raise ValueError(f"{arg} must hold numbers (bool, int, uint or float), got dtype {arr.dtype}")
+        raise InvalidArgumentError(f"{arg} must hold numbers (bool, int, uint or float), got dtype {arr.dtype}")
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""What every media type shares: encode once on the I/O thread, never raise there, carry bytes.
+"""What every value that is not plain data shares (:class:`WireValue`), and what every media type adds:
+encode once on the I/O thread, never raise there, carry bytes.
+
+A leaf: ``client.values`` (which dispatches what ``log()`` is given) and every media module import it,
+it imports none of them.
 
 A media object is built on the training loop's thread, where its constructor validates the
 arguments (raising ``ValueError`` that names the argument) and takes a private copy of the
@@ -29,7 +33,7 @@ import re
 import threading
 from typing import Any, ClassVar
 
-from client.values import WireValue
+from client.errors import InvalidArgumentError, InvalidValueError
 
 log = logging.getLogger("rankwise")
 
@@ -42,6 +46,26 @@ _warned: set[str] = set()
 # Encoding normally happens on one I/O thread; a user reading e.g. ``Histogram.bins`` on another
 # thread must not see the source released half-way through an encode.
 _ENCODE_LOCK = threading.RLock()  # re-entrant: a Table encodes its media cells inside its own encode
+
+
+class WireValue:
+    """Base for values that are not plain data (media, tables). Subclasses implement ``_to_wire``.
+
+    ``_to_wire`` runs on the I/O thread, never on the training loop's thread, and
+    returns a msgpack-able dict with a ``_type`` key.
+    """
+
+    def _to_wire(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _snapshot(self) -> "WireValue":
+        """What ``log()`` keeps (on the caller's thread): self for immutable values; a mutable
+        value (``Table``) returns a copy so that later edits do not change what was logged."""
+        return self
+
+    def _nbytes_hint(self) -> int:
+        """A rough size of the wire form in bytes, known before encoding (for byte-bounded batches)."""
+        return 256
 
 
 def media_extra_error(what: str, package: str) -> ImportError:
@@ -64,7 +88,7 @@ def check_caption(caption: Any) -> str | None:
         return caption
     if isinstance(caption, (int, float)) and not isinstance(caption, bool):
         return str(caption)
-    raise ValueError(f"caption must be a string or None, got {type(caption).__name__}")
+    raise InvalidArgumentError(f"caption must be a string or None, got {type(caption).__name__}")
 
 
 def read_path(path: Any, arg: str, max_bytes: int = MAX_MEDIA_BYTES) -> bytes:
@@ -74,11 +98,15 @@ def read_path(path: Any, arg: str, max_bytes: int = MAX_MEDIA_BYTES) -> bytes:
         fspath = os.fspath(path)
         size = os.path.getsize(fspath)
     except TypeError:
-        raise ValueError(f"{arg} must be a path, array or supported object, got {type(path).__name__}") from None
+        raise InvalidArgumentError(
+            f"{arg} must be a path, array or supported object, got {type(path).__name__}"
+        ) from None
     except OSError as exc:
-        raise ValueError(f"{arg}={path!r}: cannot read the file ({exc.strerror or exc})") from None
+        raise InvalidArgumentError(f"{arg}={path!r}: cannot read the file ({exc.strerror or exc})") from None
     if size > max_bytes:
-        raise ValueError(f"{arg}={path!r}: {size} bytes is more than the {max_bytes >> 20} MiB limit of one media item")
+        raise InvalidArgumentError(
+            f"{arg}={path!r}: {size} bytes is more than the {max_bytes >> 20} MiB limit of one media item"
+        )
     with open(fspath, "rb") as f:
         return f.read(max_bytes + 1)
 
@@ -94,9 +122,11 @@ def extension(path: Any) -> str:
 def payload(type_: str, fmt: str, data: bytes, caption: str | None = None, **meta: Any) -> dict:
     """The wire dict of a byte-carrying media item (metadata that is None is left out)."""
     if not _FORMAT_RE.match(fmt):
-        raise ValueError(f"media format {fmt!r} is not a short lower-case extension")
+        raise InvalidValueError(f"media format {fmt!r} is not a short lower-case extension")
     if len(data) > MAX_MEDIA_BYTES:
-        raise ValueError(f"encoded {type_} is {len(data)} bytes, more than the {MAX_MEDIA_BYTES >> 20} MiB limit")
+        raise InvalidValueError(
+            f"encoded {type_} is {len(data)} bytes, more than the {MAX_MEDIA_BYTES >> 20} MiB limit"
+        )
     out = {
         "_type": type_,
         "format": fmt,
@@ -154,7 +184,7 @@ def plain_data(value: Any, arg: str, depth: int = 0) -> Any:
     """A msgpack-able copy of nested metadata (boxes, class labels): dict keys become strings,
     numpy scalars and arrays become Python numbers and lists. Raises ValueError naming ``arg``."""
     if depth > 32:
-        raise ValueError(f"{arg} is nested too deeply")
+        raise InvalidArgumentError(f"{arg} is nested too deeply")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, dict):
@@ -169,6 +199,8 @@ def plain_data(value: Any, arg: str, depth: int = 0) -> Any:
 
         arr = array_copy(value, arg) if not isinstance(value, np.generic) else np.asarray(value)
         if arr.dtype.kind not in "biufU":
-            raise ValueError(f"{arg}: arrays of dtype {arr.dtype} are not supported")
+            raise InvalidArgumentError(f"{arg}: arrays of dtype {arr.dtype} are not supported")
         return arr.tolist()
-    raise ValueError(f"{arg}: values of type {type(value).__name__} are not supported (numbers, strings, lists, dicts)")
+    raise InvalidArgumentError(
+        f"{arg}: values of type {type(value).__name__} are not supported (numbers, strings, lists, dicts)"
+    )

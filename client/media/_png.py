@@ -24,6 +24,8 @@ import zlib
 
 import numpy as np
 
+from client.errors import InvalidValueError
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: channels → PNG colour type: gray, gray+alpha, RGB, RGBA (all 8 bits per sample)
@@ -68,14 +70,14 @@ def encode_png(pixels: np.ndarray, compress_level: int = 6) -> bytes:
     """Encode ``pixels`` (uint8, H×W gray, or H×W×C with C = 1 gray, 2 gray+alpha, 3 RGB,
     4 RGBA) as a PNG file. Deterministic: the same pixels always give the same bytes."""
     if pixels.dtype != np.uint8:
-        raise ValueError(f"encode_png needs uint8 pixels, got {pixels.dtype}")
+        raise InvalidValueError(f"encode_png needs uint8 pixels, got {pixels.dtype}")
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[2] not in COLOR_TYPES:
-        raise ValueError(f"encode_png needs H×W or H×W×{{1,2,3,4}} pixels, got shape {pixels.shape}")
+        raise InvalidValueError(f"encode_png needs H×W or H×W×{{1,2,3,4}} pixels, got shape {pixels.shape}")
     height, width, channels = pixels.shape
     if not (0 < width < 2**31 and 0 < height < 2**31):
-        raise ValueError(f"PNG width and height must be 1..2^31-1, got {width}×{height}")
+        raise InvalidValueError(f"PNG width and height must be 1..2^31-1, got {width}×{height}")
     raw = np.ascontiguousarray(pixels).reshape(height, width * channels)
     compressor = zlib.compressobj(compress_level)
     parts = []

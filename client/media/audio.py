@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from client.errors import InvalidArgumentError
 from client.media._arrays import array_copy, check_numeric
 from client.media._base import MAX_MEDIA_BYTES, Media, check_caption, extension, payload, read_path
 
@@ -41,17 +42,17 @@ def samples_from_array(data: Any, arg: str = "data_or_path") -> np.ndarray:
         if arr.shape[1] > MAX_CHANNELS and arr.shape[0] <= MAX_CHANNELS:
             arr = arr.T  # channels × frames
     else:
-        raise ValueError(f"{arg}: audio must be 1-D (mono) or 2-D (frames × channels), got shape {arr.shape}")
+        raise InvalidArgumentError(f"{arg}: audio must be 1-D (mono) or 2-D (frames × channels), got shape {arr.shape}")
     if arr.shape[1] > MAX_CHANNELS or arr.shape[1] == 0:
-        raise ValueError(f"{arg}: {arr.shape[1]} channels; audio may have 1 to {MAX_CHANNELS}")
+        raise InvalidArgumentError(f"{arg}: {arr.shape[1]} channels; audio may have 1 to {MAX_CHANNELS}")
     if arr.dtype.kind in "iu" and arr.dtype not in (np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.uint8)):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{arg}: integer audio must be int16, int32 or uint8 PCM (or float in [-1, 1]), got {arr.dtype}"
         )
     if arr.dtype.kind == "b":
-        raise ValueError(f"{arg}: boolean arrays are not audio")
+        raise InvalidArgumentError(f"{arg}: boolean arrays are not audio")
     if arr.nbytes > 4 * MAX_MEDIA_BYTES:
-        raise ValueError(f"{arg}: {arr.nbytes} bytes of samples is more than the limit of one media item")
+        raise InvalidArgumentError(f"{arg}: {arr.nbytes} bytes of samples is more than the limit of one media item")
     return np.ascontiguousarray(arr)
 
 
@@ -92,20 +93,20 @@ class Audio(Media):
         self._file: bytes | None = None
         if sample_rate is not None:
             if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-                raise ValueError(f"sample_rate must be an int (Hz), got {sample_rate!r}")
+                raise InvalidArgumentError(f"sample_rate must be an int (Hz), got {sample_rate!r}")
             if not 1 <= int(sample_rate) <= 768_000:
-                raise ValueError(f"sample_rate={sample_rate} must be from 1 to 768000 Hz")
+                raise InvalidArgumentError(f"sample_rate={sample_rate} must be from 1 to 768000 Hz")
             sample_rate = int(sample_rate)
         self.sample_rate = sample_rate
         if isinstance(data_or_path, (str, os.PathLike)):
             fmt = extension(data_or_path)
             if fmt not in FILE_FORMATS:
-                raise ValueError(f"data_or_path={data_or_path!r}: audio files must be one of {FILE_FORMATS}")
+                raise InvalidArgumentError(f"data_or_path={data_or_path!r}: audio files must be one of {FILE_FORMATS}")
             self._file = read_path(data_or_path, "data_or_path")
             self.format = fmt
             return
         if sample_rate is None:
-            raise ValueError("sample_rate is required when data_or_path is an array of samples")
+            raise InvalidArgumentError("sample_rate is required when data_or_path is an array of samples")
         self.format = "wav"
         self._samples = samples_from_array(data_or_path)
 

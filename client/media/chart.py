@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from client.errors import InvalidArgumentError
 from client.media._base import Media
 
 KINDS = ("pr_curve", "roc_curve", "confusion_matrix", "line", "scatter", "bar", "histogram", "line_series", "heatmap")
@@ -29,9 +30,9 @@ class Chart(Media):
         self, kind: str, data: dict | None = None, title: str = "", compute: Callable[[], dict] | None = None
     ) -> None:
         if kind not in KINDS:
-            raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+            raise InvalidArgumentError(f"kind={kind!r} must be one of {KINDS}")
         if (data is None) == (compute is None):
-            raise ValueError("Chart needs exactly one of data= or compute=")
+            raise InvalidArgumentError("Chart needs exactly one of data= or compute=")
         self.kind = kind
         self.title = "" if title is None else str(title)
         self.caption = None
@@ -43,7 +44,7 @@ class Chart(Media):
         """The chart's data (computed now if it was not yet)."""
         wire = self._to_wire()
         if "error" in wire:
-            raise ValueError(f"{self.kind} chart could not be computed: {wire['error']}")
+            raise InvalidArgumentError(f"{self.kind} chart could not be computed: {wire['error']}")
         return wire["data"]
 
     def _nbytes_hint(self) -> int:

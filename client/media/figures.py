@@ -1,7 +1,7 @@
 """matplotlib and plotly figures.
 
 matplotlib: ``log({"chart": plt})`` (the pyplot module: its current figure), a ``Figure``,
-or an ``Axes`` becomes an :class:`~client.media.image.Image` holding a PNG. The PNG is
+or an ``Axes`` becomes an :class:`~client.media.image.Image` holding a PNG (``client.media.convert``). The PNG is
 rendered **at call time, on the caller's thread**, with the Agg renderer
 (``Figure.savefig(format="png")``). Rendering later on the I/O thread is not possible
 correctly: matplotlib is not thread-safe (the I/O thread would draw while the training
@@ -24,6 +24,7 @@ import json
 import types
 from typing import Any
 
+from client.errors import InvalidArgumentError
 from client.media._base import Media
 
 
@@ -46,7 +47,7 @@ def _figure_of(obj: Any) -> Any:
     if fig is None and hasattr(obj, "get_figure"):
         fig = obj.get_figure()
     if fig is None or not hasattr(fig, "savefig"):
-        raise ValueError(f"cannot find the figure of the matplotlib object {type(obj).__name__}")
+        raise InvalidArgumentError(f"cannot find the figure of the matplotlib object {type(obj).__name__}")
     return fig
 
 
@@ -56,13 +57,6 @@ def render_png(obj: Any, **savefig_kwargs: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **savefig_kwargs)
     return buf.getvalue()
-
-
-def matplotlib_image(obj: Any, caption: str | None = None) -> Any:
-    """``log()``'s conversion of a matplotlib object: an Image of its rendered PNG."""
-    from client.media.image import Image
-
-    return Image._from_encoded(render_png(obj), "png", caption)
 
 
 def _json_default(o: Any) -> Any:
@@ -86,9 +80,11 @@ class Plotly(Media):
         elif is_plotly(val):
             self._fig = val.to_dict()
         elif is_matplotlib(val):
-            raise ValueError("Plotly(val=...) got a matplotlib figure: log it directly or as rankwise.Image(fig)")
+            raise InvalidArgumentError(
+                "Plotly(val=...) got a matplotlib figure: log it directly or as rankwise.Image(fig)"
+            )
         else:
-            raise ValueError(f"Plotly(val=...) needs a plotly figure or its dict, got {type(val).__name__}")
+            raise InvalidArgumentError(f"Plotly(val=...) needs a plotly figure or its dict, got {type(val).__name__}")
 
     def _encode(self) -> dict:
         fig = self._fig

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from client.errors import InvalidArgumentError
 from client.media._arrays import array_copy, check_numeric
 from client.media._base import Media
 
@@ -25,9 +26,9 @@ MAX_BINS = 512
 
 def _check_bins(num_bins: Any) -> int:
     if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)):
-        raise ValueError(f"num_bins must be an int from 1 to {MAX_BINS}, got {num_bins!r}")
+        raise InvalidArgumentError(f"num_bins must be an int from 1 to {MAX_BINS}, got {num_bins!r}")
     if not 1 <= int(num_bins) <= MAX_BINS:
-        raise ValueError(f"num_bins={num_bins} is out of range: it must be from 1 to {MAX_BINS}")
+        raise InvalidArgumentError(f"num_bins={num_bins} is out of range: it must be from 1 to {MAX_BINS}")
     return int(num_bins)
 
 
@@ -43,14 +44,14 @@ class Histogram(Media):
         self._given: tuple[list, list] | None = None
         if np_histogram is not None:
             if sequence is not None:
-                raise ValueError("Histogram: pass either sequence or np_histogram, not both")
+                raise InvalidArgumentError("Histogram: pass either sequence or np_histogram, not both")
             self._given = self._check_np_histogram(np_histogram)
         elif sequence is not None:
             data = array_copy(sequence, "sequence").ravel()
             check_numeric(data, "sequence")
             self._data = data
         else:
-            raise ValueError("Histogram needs sequence=... or np_histogram=(values, bin_edges)")
+            raise InvalidArgumentError("Histogram needs sequence=... or np_histogram=(values, bin_edges)")
 
     @classmethod
     def _from_owned(cls, data: np.ndarray, num_bins: int = 32) -> "Histogram":
@@ -66,22 +67,24 @@ class Histogram(Media):
         try:
             values, edges = h
         except (TypeError, ValueError):
-            raise ValueError("np_histogram must be a (values, bin_edges) pair as np.histogram returns") from None
+            raise InvalidArgumentError(
+                "np_histogram must be a (values, bin_edges) pair as np.histogram returns"
+            ) from None
         v = array_copy(values, "np_histogram values").ravel()
         e = array_copy(edges, "np_histogram bin_edges").ravel()
         check_numeric(v, "np_histogram values")
         check_numeric(e, "np_histogram bin_edges")
         if len(e) != len(v) + 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"np_histogram: {len(e)} bin edges for {len(v)} values; there must be one edge more than values"
             )
         if len(v) > MAX_BINS:
-            raise ValueError(f"np_histogram has {len(v)} bins; the maximum is {MAX_BINS} (num_bins limit)")
+            raise InvalidArgumentError(f"np_histogram has {len(v)} bins; the maximum is {MAX_BINS} (num_bins limit)")
         if len(v) == 0:
-            raise ValueError("np_histogram has no bins")
+            raise InvalidArgumentError("np_histogram has no bins")
         ef = e.astype(np.float64)
         if not np.isfinite(ef).all() or not (np.diff(ef) > 0).all():
-            raise ValueError("np_histogram bin_edges must be finite and strictly increasing")
+            raise InvalidArgumentError("np_histogram bin_edges must be finite and strictly increasing")
         return v.tolist(), ef.tolist()
 
     def _nbytes_hint(self) -> int:

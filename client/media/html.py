@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any
 
+from client.errors import InvalidArgumentError
 from client.media._base import MAX_MEDIA_BYTES, Media, payload, read_path
 
 INJECTED = (
@@ -55,23 +56,27 @@ class Html(Media):
             text = read_path(data, "data")
         elif isinstance(data, str):
             if not data_is_not_path and "<" not in data and data.lower().endswith((".html", ".htm")):
-                raise ValueError(f"data={data!r}: no such file (pass data_is_not_path=True to log the text itself)")
+                raise InvalidArgumentError(
+                    f"data={data!r}: no such file (pass data_is_not_path=True to log the text itself)"
+                )
             text = data
         else:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"data must be HTML text, a file object or a path to an .html file, got {type(data).__name__}"
             )
         if isinstance(text, (bytes, bytearray)):
             try:
                 text = bytes(text).decode("utf-8")
             except UnicodeDecodeError:
-                raise ValueError("data: HTML must be UTF-8 encoded") from None
+                raise InvalidArgumentError("data: HTML must be UTF-8 encoded") from None
         if not isinstance(text, str):
-            raise ValueError(f"data: read() returned {type(text).__name__}, expected str or bytes")
+            raise InvalidArgumentError(f"data: read() returned {type(text).__name__}, expected str or bytes")
         self.inject = bool(inject)
         self._text: str | None = text
         if len(text) > MAX_MEDIA_BYTES:
-            raise ValueError(f"data: {len(text)} characters of HTML is more than the {MAX_MEDIA_BYTES >> 20} MiB limit")
+            raise InvalidArgumentError(
+                f"data: {len(text)} characters of HTML is more than the {MAX_MEDIA_BYTES >> 20} MiB limit"
+            )
 
     @property
     def html(self) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from client.media import _sniff
+from client.errors import InvalidArgumentError
 from client.media._arrays import array_copy, check_numeric, is_torch, to_uint8
 from client.media._base import (
     MAX_MEDIA_BYTES,
@@ -51,6 +51,7 @@ from client.media._base import (
     read_path,
 )
 from client.media._png import encode_png
+from client.media._sniff import image_format, image_size
 from client.media.figures import is_matplotlib, render_png
 
 #: formats a browser shows directly; files in these formats are sent byte for byte
@@ -78,16 +79,18 @@ def pixels_from_array(data: Any, arg: str = "data_or_path") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
-        raise ValueError(f"{arg}: an image array must be H×W or H×W×C, got shape {arr.shape}")
+        raise InvalidArgumentError(f"{arg}: an image array must be H×W or H×W×C, got shape {arr.shape}")
     if arr.shape[2] not in _CHANNEL_MODES:
         hint = ""
         if arr.shape[0] in (1, 3, 4):
             hint = " (channels first? use arr.transpose(1, 2, 0))"
-        raise ValueError(f"{arg}: shape {arr.shape} has {arr.shape[2]} channels; expected 1, 2, 3 or 4{hint}")
+        raise InvalidArgumentError(f"{arg}: shape {arr.shape} has {arr.shape[2]} channels; expected 1, 2, 3 or 4{hint}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{arg}: an image needs at least one pixel, got shape {arr.shape}")
+        raise InvalidArgumentError(f"{arg}: an image needs at least one pixel, got shape {arr.shape}")
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise ValueError(f"{arg}: {arr.shape[1]}×{arr.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
+        raise InvalidArgumentError(
+            f"{arg}: {arr.shape[1]}×{arr.shape[0]} pixels is more than the limit of {MAX_PIXELS}"
+        )
     return arr
 
 
@@ -131,14 +134,14 @@ def encode_pixels(pixels: np.ndarray, file_type: str = "png") -> tuple[bytes, st
 def _mask_payload(name: str, mask: Any) -> dict:
     arg = f"masks[{name!r}]"
     if not isinstance(mask, dict):
-        raise ValueError(f"{arg} must be a dict with 'mask_data' (H×W class ids) and optional 'class_labels'")
+        raise InvalidArgumentError(f"{arg} must be a dict with 'mask_data' (H×W class ids) and optional 'class_labels'")
     if "mask_data" not in mask:
-        raise ValueError(f"{arg}: only 'mask_data' (an H×W array of class ids 0..255) is supported")
+        raise InvalidArgumentError(f"{arg}: only 'mask_data' (an H×W array of class ids 0..255) is supported")
     data = array_copy(mask["mask_data"], f"{arg}['mask_data']")
     if data.ndim != 2 or data.dtype.kind not in "biu":
-        raise ValueError(f"{arg}['mask_data'] must be a 2-D integer array, got {data.dtype} {data.shape}")
+        raise InvalidArgumentError(f"{arg}['mask_data'] must be a 2-D integer array, got {data.dtype} {data.shape}")
     if data.size and (data.min() < 0 or data.max() > 255):
-        raise ValueError(f"{arg}['mask_data'] class ids must be 0..255")
+        raise InvalidArgumentError(f"{arg}['mask_data'] class ids must be 0..255")
     labels = plain_data(mask.get("class_labels"), f"{arg}['class_labels']")
     return {"data": data.astype(np.uint8), "class_labels": labels}
 
@@ -171,18 +174,18 @@ class Image(Media):
         self._meta: dict[str, Any] = {}
         if grouping is not None:
             if isinstance(grouping, bool) or not isinstance(grouping, int):
-                raise ValueError(f"grouping must be an int, got {grouping!r}")
+                raise InvalidArgumentError(f"grouping must be an int, got {grouping!r}")
             self._meta["grouping"] = grouping
         if classes is not None:
             self._meta["classes"] = plain_data(getattr(classes, "_class_set", classes), "classes")
         if boxes is not None:
             if not isinstance(boxes, dict):
-                raise ValueError("boxes must be a dict: name → {'box_data': [...], 'class_labels': {...}}")
+                raise InvalidArgumentError("boxes must be a dict: name → {'box_data': [...], 'class_labels': {...}}")
             self._meta["boxes"] = plain_data(boxes, "boxes")
         self._masks = None
         if masks is not None:
             if not isinstance(masks, dict):
-                raise ValueError("masks must be a dict: name → {'mask_data': array, 'class_labels': {...}}")
+                raise InvalidArgumentError("masks must be a dict: name → {'mask_data': array, 'class_labels': {...}}")
             self._masks = {str(k): _mask_payload(str(k), v) for k, v in masks.items()}
         self._init_source(data_or_path, mode)
 
@@ -192,7 +195,7 @@ class Image(Media):
             return "png"
         ft = str(file_type).lower()
         if ft not in FILE_TYPES:
-            raise ValueError(f"file_type={file_type!r} must be one of {FILE_TYPES}")
+            raise InvalidArgumentError(f"file_type={file_type!r} must be one of {FILE_TYPES}")
         if ft != "png" and not have_module("PIL"):
             raise media_extra_error(f"Image(file_type={file_type!r})", "Pillow")
         return ft
@@ -213,7 +216,7 @@ class Image(Media):
             return
         if isinstance(data, (str, os.PathLike)):
             raw = read_path(data, "data_or_path")
-            fmt = _sniff.image_format(raw)
+            fmt = image_format(raw)
             if mode is not None or fmt not in PASSTHROUGH_FORMATS:
                 if not have_module("PIL"):
                     what = f"Image of a {fmt or os.path.splitext(str(data))[1] or 'unknown'} file"
@@ -224,13 +227,13 @@ class Image(Media):
                 self.width, self.height = self._pil.size
             else:
                 self._file, self._file_format = raw, fmt
-                size = _sniff.image_size(raw)
+                size = image_size(raw)
                 if size:
                     self.width, self.height = size
             return
         if is_matplotlib(data):
             self._file, self._file_format = render_png(data), "png"
-            self.width, self.height = _sniff.image_size(self._file) or (None, None)
+            self.width, self.height = image_size(self._file) or (None, None)
             return
         if pil_class is not None and isinstance(data, pil_class):
             self._pil = data.copy()
@@ -239,7 +242,7 @@ class Image(Media):
                 self._pil = self._pil.convert(mode)
             return
         if mode is not None and mode not in ARRAY_MODES:
-            raise ValueError(f"mode={mode!r}: arrays can be converted to {tuple(ARRAY_MODES)}")
+            raise InvalidArgumentError(f"mode={mode!r}: arrays can be converted to {tuple(ARRAY_MODES)}")
         self._pixels = pixels_from_array(data)
         self.height, self.width = self._pixels.shape[:2]
 
@@ -251,7 +254,7 @@ class Image(Media):
             img = PILImage.open(io.BytesIO(raw))
             img.load()
         except Exception as exc:
-            raise ValueError(f"{arg}: not an image PIL can read ({exc})") from None
+            raise InvalidArgumentError(f"{arg}: not an image PIL can read ({exc})") from None
         return img
 
     @classmethod
@@ -261,7 +264,7 @@ class Image(Media):
         self.caption = check_caption(caption)
         self._pixels = self._pil = None
         self._file, self._file_format = data, fmt
-        self.width, self.height = _sniff.image_size(data) or (None, None)
+        self.width, self.height = image_size(data) or (None, None)
         self._mode = None
         self._file_type = "png"
         self._meta = {}

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from client.errors import InvalidArgumentError
 from client.media._arrays import array_copy, check_numeric
 from client.media._base import MAX_MEDIA_BYTES, Media, check_caption, extension, payload, plain_data, read_path
 
@@ -73,9 +74,9 @@ def points_from_array(data: Any, arg: str) -> np.ndarray:
     arr = array_copy(data, arg)
     check_numeric(arr, arg)
     if arr.ndim != 2 or arr.shape[1] not in LAYOUTS:
-        raise ValueError(f"{arg}: a point cloud must be N×3, N×4 or N×6, got shape {arr.shape}")
+        raise InvalidArgumentError(f"{arg}: a point cloud must be N×3, N×4 or N×6, got shape {arr.shape}")
     if arr.shape[0] > MAX_POINTS:
-        raise ValueError(f"{arg}: {arr.shape[0]} points is more than the limit of {MAX_POINTS}")
+        raise InvalidArgumentError(f"{arg}: {arr.shape[0]} points is more than the limit of {MAX_POINTS}")
     return arr
 
 
@@ -93,7 +94,7 @@ class Object3D(Media):
         if file_type is not None:
             file_type = str(file_type).lower().lstrip(".")
             if file_type not in SUPPORTED_TYPES:
-                raise ValueError(f"file_type={file_type!r} must be one of {SUPPORTED_TYPES}")
+                raise InvalidArgumentError(f"file_type={file_type!r} must be one of {SUPPORTED_TYPES}")
         self._file: bytes | None = None
         self._points: np.ndarray | None = None
         self._scene: dict | None = None
@@ -111,7 +112,7 @@ class Object3D(Media):
                 content = data_or_path.read()
                 raw = content.encode("utf-8") if isinstance(content, str) else bytes(content)
                 if len(raw) > MAX_MEDIA_BYTES:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"data_or_path: {len(raw)} bytes is more than the {MAX_MEDIA_BYTES >> 20} MiB limit"
                     )
             self._init_file(raw, file_type or (_file_type_of(name) if isinstance(name, str) else None))
@@ -122,7 +123,7 @@ class Object3D(Media):
     def _init_file(self, raw: bytes, file_type: str | None) -> None:
         fmt = file_type or sniff_3d(raw)
         if fmt is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "data_or_path: cannot tell the 3-D format from the name or content; "
                 f"pass file_type= (one of {SUPPORTED_TYPES})"
             )
@@ -130,7 +131,7 @@ class Object3D(Media):
             try:
                 rows = json.loads(raw)
             except ValueError as exc:
-                raise ValueError(f"data_or_path: not a valid .pts.json file ({exc})") from None
+                raise InvalidArgumentError(f"data_or_path: not a valid .pts.json file ({exc})") from None
             self._points = points_from_array(rows, "data_or_path")
             self.format = "f32"
             return
@@ -140,7 +141,7 @@ class Object3D(Media):
     def _init_scene(self, scene: dict) -> None:
         kind = scene.get("type")
         if kind != "lidar/beta":
-            raise ValueError(f"data_or_path: scene dicts must have type 'lidar/beta', got {kind!r}")
+            raise InvalidArgumentError(f"data_or_path: scene dicts must have type 'lidar/beta', got {kind!r}")
         points = scene.get("points")
         self._points = (
             points_from_array(points, "data_or_path['points']") if points is not None else np.zeros((0, 3), np.float32)

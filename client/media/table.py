@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from client.errors import InvalidArgumentError
 from client.media._base import Media
 from client.values import nbytes_hint, normalize_value
 
@@ -55,25 +56,27 @@ class Table(Media):
         self.caption = None
         if rows is not None:
             if data is not None:
-                raise ValueError("Table: pass data= or rows= (its old name), not both")
+                raise InvalidArgumentError("Table: pass data= or rows= (its old name), not both")
             data = rows
         if dataframe is not None:
             if data is not None:
-                raise ValueError("Table: pass data= or dataframe=, not both")
+                raise InvalidArgumentError("Table: pass data= or dataframe=, not both")
             columns, data = self._from_dataframe(dataframe, columns)
         if data is not None and not isinstance(data, (list, tuple)):
             if hasattr(data, "tolist") and getattr(data, "ndim", 2) == 2:  # a 2-D numpy array
                 data = data.tolist()
             else:
-                raise ValueError(f"data must be a list of rows (lists) or a 2-D array, got {type(data).__name__}")
+                raise InvalidArgumentError(
+                    f"data must be a list of rows (lists) or a 2-D array, got {type(data).__name__}"
+                )
         if columns is None:
             width = len(data[0]) if data else 3
             columns = list(DEFAULT_COLUMNS) if width == 3 else [str(i) for i in range(width)]
         if isinstance(columns, str) or not isinstance(columns, (list, tuple)):
-            raise ValueError(f"columns must be a list of names, got {type(columns).__name__}")
+            raise InvalidArgumentError(f"columns must be a list of names, got {type(columns).__name__}")
         self.columns: list[str] = [str(c) for c in columns]
         if len(set(self.columns)) != len(self.columns):
-            raise ValueError(f"columns must be unique, got {self.columns}")
+            raise InvalidArgumentError(f"columns must be unique, got {self.columns}")
         self.data: list[list] = []
         for r in data or []:
             self.add_data(*r)
@@ -81,16 +84,18 @@ class Table(Media):
     @staticmethod
     def _from_dataframe(df: Any, columns: Any) -> tuple[list, list]:
         if not (hasattr(df, "columns") and hasattr(df, "itertuples")):
-            raise ValueError(f"dataframe must be a pandas DataFrame, got {type(df).__name__}")
+            raise InvalidArgumentError(f"dataframe must be a pandas DataFrame, got {type(df).__name__}")
         cols = [str(c) for c in df.columns] if columns is None else list(columns)
         return cols, [list(r) for r in df.itertuples(index=False, name=None)]
 
     def add_data(self, *data: Any) -> None:
         """Append one row: one value per column."""
         if len(data) != len(self.columns):
-            raise ValueError(f"add_data: the row has {len(data)} values but the table has {len(self.columns)} columns")
+            raise InvalidArgumentError(
+                f"add_data: the row has {len(data)} values but the table has {len(self.columns)} columns"
+            )
         if len(self.data) >= MAX_ROWS:
-            raise ValueError(f"data: a logged Table holds at most {MAX_ROWS} rows; log several tables")
+            raise InvalidArgumentError(f"data: a logged Table holds at most {MAX_ROWS} rows; log several tables")
         row = len(self.data)
         self.data.append([_cell(v, row, c) for v, c in zip(data, self.columns)])
 
@@ -98,10 +103,10 @@ class Table(Media):
         """Append a column: one value per existing row."""
         name = str(name)
         if name in self.columns:
-            raise ValueError(f"add_column: column {name!r} already exists")
+            raise InvalidArgumentError(f"add_column: column {name!r} already exists")
         values = list(data)
         if len(values) != len(self.data):
-            raise ValueError(f"add_column: {len(values)} values for a table of {len(self.data)} rows")
+            raise InvalidArgumentError(f"add_column: {len(values)} values for a table of {len(self.data)} rows")
         cells = [_cell(v, i, name) for i, v in enumerate(values)]
         self.columns.append(name)
         for row, v in zip(self.data, cells):
@@ -109,7 +114,7 @@ class Table(Media):
 
     def get_column(self, name: str, convert_to: str | None = None) -> list:
         if name not in self.columns:
-            raise ValueError(f"get_column: no column {name!r}; columns are {self.columns}")
+            raise InvalidArgumentError(f"get_column: no column {name!r}; columns are {self.columns}")
         i = self.columns.index(name)
         col = [r[i] for r in self.data]
         if convert_to == "numpy":

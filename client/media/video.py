@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from client.errors import InvalidArgumentError
 from client.media._arrays import array_copy, check_numeric, to_uint8
 from client.media._base import (
     MAX_MEDIA_BYTES,
@@ -62,19 +63,23 @@ def frames_from_array(data: Any, arg: str = "data_or_path") -> np.ndarray:
     check_numeric(arr, arg)
     if arr.ndim == 5:
         if arr.shape[2] not in (1, 3, 4):
-            raise ValueError(f"{arg}: a 5-D video must be B×T×C×H×W with C in 1, 3, 4; got shape {arr.shape}")
+            raise InvalidArgumentError(f"{arg}: a 5-D video must be B×T×C×H×W with C in 1, 3, 4; got shape {arr.shape}")
         arr = _tile(arr)
     elif arr.ndim == 4:
         if arr.shape[1] in (1, 3, 4):
             arr = arr.transpose(0, 2, 3, 1)  # T×C×H×W → T×H×W×C
         elif arr.shape[3] not in (1, 3, 4):
-            raise ValueError(f"{arg}: a video must be T×C×H×W (or T×H×W×C), C in 1, 3, 4; got shape {arr.shape}")
+            raise InvalidArgumentError(
+                f"{arg}: a video must be T×C×H×W (or T×H×W×C), C in 1, 3, 4; got shape {arr.shape}"
+            )
     else:
-        raise ValueError(f"{arg}: a video array must have 4 dimensions (T×C×H×W) or 5 (B×T×C×H×W), not {arr.ndim}")
+        raise InvalidArgumentError(
+            f"{arg}: a video array must have 4 dimensions (T×C×H×W) or 5 (B×T×C×H×W), not {arr.ndim}"
+        )
     if min(arr.shape[:3]) == 0:
-        raise ValueError(f"{arg}: a video needs at least one frame of one pixel, got shape {arr.shape}")
+        raise InvalidArgumentError(f"{arg}: a video needs at least one frame of one pixel, got shape {arr.shape}")
     if arr.size > MAX_VOXELS:
-        raise ValueError(f"{arg}: {arr.size} values is more than the limit of {MAX_VOXELS}")
+        raise InvalidArgumentError(f"{arg}: {arr.size} values is more than the limit of {MAX_VOXELS}")
     return np.ascontiguousarray(arr)
 
 
@@ -131,7 +136,7 @@ class Video(Media):
         if fps is None:
             fps = 4
         if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not 0 < fps <= 1000:
-            raise ValueError(f"fps must be a number in (0, 1000], got {fps!r}")
+            raise InvalidArgumentError(f"fps must be a number in (0, 1000], got {fps!r}")
         self.fps = float(fps) if not float(fps).is_integer() else int(fps)
         fmt = None if format is None else str(format).lower()
         self._frames: np.ndarray | None = None
@@ -140,26 +145,26 @@ class Video(Media):
             if hasattr(data_or_path, "read"):
                 raw = data_or_path.read()
                 if isinstance(raw, str):
-                    raise ValueError("data_or_path: open video files in binary mode ('rb')")
+                    raise InvalidArgumentError("data_or_path: open video files in binary mode ('rb')")
                 guess = extension(getattr(data_or_path, "name", "") or "")
                 fmt = fmt or (guess if guess in FILE_FORMATS else None)
                 if fmt is None:
-                    raise ValueError("Video of a file object needs format= (one of gif, mp4, webm, ogg)")
+                    raise InvalidArgumentError("Video of a file object needs format= (one of gif, mp4, webm, ogg)")
                 if len(raw) > MAX_MEDIA_BYTES:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"data_or_path: {len(raw)} bytes is more than the {MAX_MEDIA_BYTES >> 20} MiB limit"
                     )
             else:
                 raw = read_path(data_or_path, "data_or_path")
                 fmt = fmt or extension(data_or_path)
             if fmt not in FILE_FORMATS:
-                raise ValueError(f"format={fmt!r}: video files must be one of {FILE_FORMATS}")
+                raise InvalidArgumentError(f"format={fmt!r}: video files must be one of {FILE_FORMATS}")
             self._file = bytes(raw)
             self.format = fmt
             return
         fmt = fmt or "gif"
         if fmt not in ARRAY_FORMATS:
-            raise ValueError(f"format={fmt!r}: arrays can be encoded as {ARRAY_FORMATS}")
+            raise InvalidArgumentError(f"format={fmt!r}: arrays can be encoded as {ARRAY_FORMATS}")
         if fmt == "gif" and not have_module("PIL"):
             raise media_extra_error("Video(format='gif') from an array", "Pillow")
         if fmt == "mp4" and not have_module("imageio_ffmpeg"):

@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from rankwise._ui.address import DEFAULT_PORT
-from rankwise._ui.address import group_url  # noqa: F401  (client/wandb_surface.py still imports it from here)
 from rankwise._ui.auth import is_loopback, new_token
 from rankwise._ui.data import UIData
 from rankwise._ui.handler import Handler

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.errors import InvalidArgumentError, InvalidValueError
-from client.values import NumpyRow, resolve_numpy
+from client.fastconv import NumpyRow, resolve_numpy
 from support.offline import SlowCounter, close, final_rows, offline_run
 
 INT64 = (-(1 << 63), (1 << 63) - 1)

@@ -1,8 +1,8 @@
 """torch tensors of one element through ``Run.log``'s fast path (issue 11): the stored value is the tensor's
 value when ``log()`` was called, exactly (bool stays bool, ints stay ints), and the training thread never
 waits for a device. On CPU the fast path converts at the call (``.item()``, no device to wait for); on CUDA
-it keeps an async device copy that the I/O thread converts (``values.TensorRow``/``resolve_tensors``);
-``values.DEFER_CPU_TENSORS`` sends CPU tensors that way too, so the deferred path is tested without a GPU.
+it keeps an async device copy that the I/O thread converts (``fastconv.TensorRow``/``resolve_tensors``);
+``fastconv.DEFER_CPU_TENSORS`` sends CPU tensors that way too, so the deferred path is tested without a GPU.
 
 Runs are offline (no agent): batches are assembled in-process and decoded by the agent's decoder."""
 
@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from client import values  # noqa: E402 - after importorskip
+from client import fastconv  # noqa: E402 - after importorskip
 from support.offline import SlowCounter, close, final_rows, offline_run  # noqa: E402 - after importorskip
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -56,11 +56,11 @@ class _CudaInitialized:
 def run(request, monkeypatch):
     """An offline run; CPU tensors converted at the call (where this process has no CUDA state: no device
     check; or as in a process with CUDA state: each tensor's device checked), or deferred to the I/O thread."""
-    values._torch_converter()  # (sets values.CUDA_STATE to torch.cuda once)
-    assert values.CUDA_STATE is torch.cuda
+    fastconv._torch_converter()  # (sets fastconv.CUDA_STATE to torch.cuda once)
+    assert fastconv.CUDA_STATE is torch.cuda
     if request.param == "convert-at-call-device-checked":
-        monkeypatch.setattr(values, "CUDA_STATE", _CudaInitialized)
-    monkeypatch.setattr(values, "DEFER_CPU_TENSORS", request.param == "convert-on-io-thread")
+        monkeypatch.setattr(fastconv, "CUDA_STATE", _CudaInitialized)
+    monkeypatch.setattr(fastconv, "DEFER_CPU_TENSORS", request.param == "convert-on-io-thread")
     r = offline_run()
     r.deferred = request.param == "convert-on-io-thread"
     yield r
@@ -88,7 +88,7 @@ def test_each_dtype_stores_the_tensor_value_exactly_at_the_right_step(run):
     run.log(dict(tensors), step=5, commit=True)
     assert counter.calls == 0
     fast = _op_rows(run)[2:]
-    assert [type(r) is values.TensorRow for r in fast] == [run.deferred] * 4
+    assert [type(r) is fastconv.TensorRow for r in fast] == [run.deferred] * 4
     rows = final_rows(run)
     nested = {f"train.{k}": v for k, v in exp.items()}
     assert rows == [
@@ -170,9 +170,9 @@ def test_more_elements_or_other_dtypes_under_a_known_key_go_the_slow_path(run):
 def test_a_tensor_the_io_thread_cannot_read_is_dropped_and_counted():
     """resolve_tensors: a value whose .item() fails (a meta tensor) is removed from its row and reported;
     the row's other values are converted; rows that are not TensorRows are left alone."""
-    row = values.TensorRow(a=torch.tensor(1.5), bad=torch.empty((), device="meta"), c=2)
+    row = fastconv.TensorRow(a=torch.tensor(1.5), bad=torch.empty((), device="meta"), c=2)
     plain = {"t": "untouched"}
-    notes = values.resolve_tensors([row, plain, None])
+    notes = fastconv.resolve_tensors([row, plain, None])
     assert row == {"a": 1.5, "c": 2} and type(row["a"]) is float
     assert plain == {"t": "untouched"}
     assert len(notes) == 1 and notes[0].startswith("bad: ")
@@ -198,7 +198,7 @@ def test_cuda_tensors_are_logged_without_a_sync_and_store_their_value_at_log_tim
         loss.add_(10.0)  # in place, after log(): not what was logged
         assert busy, "log() returned only after the GPU was idle (it synchronised)"
         assert counter.calls == 0
-        assert type(_op_rows(r)[-1]) is values.TensorRow
+        assert type(_op_rows(r)[-1]) is fastconv.TensorRow
         rows = final_rows(r)
         assert rows == [
             {"_step": 0, "_late": False, "loss": 0.5, "b": True},

@@ -89,7 +89,7 @@ def test_numpy_rows_of_the_fast_path_fold_with_their_python_values():
     """A NumpyRow (numpy scalars the fast path keeps for the I/O thread) reaching the coalescer is converted
     to Python numbers before it folds: it counts in the span like a row of floats (the client's memory bound
     holds for numpy loops too), and the summary fields hold Python numbers (an int stays an int)."""
-    from client.values import NumpyRow
+    from client.fastconv import NumpyRow
 
     out: list = []
     c = Coalescer(out.extend, time.perf_counter)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from client.values import WireValue
+from client.media._base import WireValue
 
 LD = np.longdouble(1) / np.longdouble(3)  # no float64 holds it exactly
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from client import values
+from client import fastconv
 from support.offline import SlowCounter
 
 N = 300  # calls per form (the first takes the slow path, the other N - 1 the fast one)
@@ -242,12 +242,12 @@ def test_torch_0d_tensors_store_the_value_at_the_call(mode, monkeypatch):
     """0-d tensors of float16/bfloat16/float32/float64, int8..int64, uint8 and bool store ``t.item()`` as it was
     at the call (its Python type: bool, int, float); a tensor modified in place right after ``log()`` stores
     its value before the change. "cpu": read at the call; "cpu-deferred": CPU tensors sent the CUDA way
-    (``values.DEFER_CPU_TENSORS``: a copy at the call, converted on the I/O thread); "cuda": on a GPU when
+    (``fastconv.DEFER_CPU_TENSORS``: a copy at the call, converted on the I/O thread); "cuda": on a GPU when
     there is one."""
     torch = pytest.importorskip("torch")
     if mode == "cuda" and not torch.cuda.is_available():
         pytest.skip("torch.cuda.is_available() is False")
-    monkeypatch.setattr(values, "DEFER_CPU_TENSORS", mode == "cpu-deferred")
+    monkeypatch.setattr(fastconv, "DEFER_CPU_TENSORS", mode == "cpu-deferred")
     dev = "cuda" if mode == "cuda" else "cpu"
     dtypes = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32,
               torch.int64, torch.uint8, torch.bool]  # fmt: skip

@@ -156,9 +156,9 @@ def run_ranks(env: RankwiseEnv, script: str, world: int, group: str, timeout_s: 
 def finish_live_runs(timeout_s: float = 2.0) -> None:
     """finish() every run this process still has open, each waiting at most ``timeout_s`` (test teardown:
     before its agent is stopped, so nothing waits for an agent that is gone)."""
-    from client import run as run_mod
+    from client import state
 
-    for run in list(run_mod._LIVE_RUNS):
+    for run in list(state.LIVE_RUNS):
         run.settings = run.settings.replace(finish_timeout_s=timeout_s)
         try:
             run.finish()
