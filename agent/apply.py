@@ -28,7 +28,8 @@ the client resends the batch (identical values; readers keep the last write).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -159,7 +160,7 @@ class Applier:
         self.columns(run, b, b.columns, state, now)
         self.tail(run, b, state, now)
 
-    def head(self, run: RunState, b: wire.Batch, now: float) -> "Applying":
+    def head(self, run: RunState, b: wire.Batch, now: float) -> Applying:
         """What a batch does once, before its columns: metric definitions, the row budget, the rows' times."""
         run.last_seen = now
         state = Applying(self.paced(run, b, now))
@@ -178,7 +179,7 @@ class Applier:
                 self._add_rows(run, b.step, {"_timestamp": b.t, "_runtime": b.runtime}, late, normal)
         return state
 
-    def columns(self, run: RunState, b: wire.Batch, columns: list, state: "Applying", now: float) -> None:
+    def columns(self, run: RunState, b: wire.Batch, columns: list, state: Applying, now: float) -> None:
         """Some of a batch's columns (all, or one slice of a wide batch): history and group points."""
         if not b.n:
             return
@@ -199,7 +200,7 @@ class Applier:
             # a list column's numbers too: group rows must not depend on batching (agent/groups.py)
             group.add_column(r.rank, col.key, steps, col.values, now, nc)
 
-    def tail(self, run: RunState, b: wire.Batch, state: "Applying", now: float) -> None:
+    def tail(self, run: RunState, b: wire.Batch, state: Applying, now: float) -> None:
         """What a batch does once, after its columns: the step moves (sealing may pass these rows only
         now), the pending row, the summary, control ops."""
         r = run.record
@@ -267,7 +268,7 @@ class Applier:
         tally["spans"] += len(pos)
         return starts
 
-    def _coalesced_columns(self, run: RunState, b: wire.Batch, columns: list, state: "Applying", now: float) -> None:
+    def _coalesced_columns(self, run: RunState, b: wire.Batch, columns: list, state: Applying, now: float) -> None:
         """Columns of a batch over its row budget: numeric ones into the spans of ``state.starts``."""
         r = run.record
         rid = r.id

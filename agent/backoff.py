@@ -6,7 +6,7 @@ doubling up to 2 s; a success starts over. Time comes from the agent's clock (te
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 FIRST_S = 0.01
 MAX_S = 2.0

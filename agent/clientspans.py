@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from client.wire import SpanBlock
 
 
-def apply_client_spans(updates: Any, run: "RunState", sb: "SpanBlock", now: float) -> None:
+def apply_client_spans(updates: Any, run: RunState, sb: SpanBlock, now: float) -> None:
     """Store one batch's span block (``updates``: the agent's Applier, for its next commit and counters)."""
     r = run.record
     rid = r.id
@@ -47,7 +47,7 @@ def apply_client_spans(updates: Any, run: "RunState", sb: "SpanBlock", now: floa
     tally["spans"] += sb.m
 
 
-def count_client_spans(updates: Any, run: "RunState", sb: "SpanBlock", now: float) -> None:
+def count_client_spans(updates: Any, run: RunState, sb: SpanBlock, now: float) -> None:
     """What a span block does besides the history (a node agent that forwards batches does only this):
     group points, the run's step, rows and runtime, the counters."""
     r = run.record

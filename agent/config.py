@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from client import paths
 from client.errors import InvalidArgumentError
@@ -73,7 +74,7 @@ class AgentConfig:
     def log_path(self) -> Path:
         return self.data_dir / "agent.log"
 
-    def replace(self, **changes: Any) -> "AgentConfig":
+    def replace(self, **changes: Any) -> AgentConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -33,7 +33,8 @@ ranks, and what it seals becomes partials sent upstream instead of rows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class GroupState:
     def __init__(self, record: GroupRecord, now: float):
         self.record = record
         self.window = GroupWindow()
-        self.ranks: dict[int, "RunState"] = {}
+        self.ranks: dict[int, RunState] = {}
         self.seen_at = now
         # a seal of very many keys runs over several ticks (at most ``budget`` keys each): the step it
         # seals through, and the keys already sealed in it (their points at or below it are late now)
@@ -100,7 +101,7 @@ class GroupState:
             f"sealed_through={g.sealed_through} window={self.window.nbytes}B{' job_over' if self._over else ''}>"
         )
 
-    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "NextCommit") -> None:
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: NextCommit) -> None:
         """Numeric points of one key from one rank: open steps into the window, sealed ones to recompute."""
         values = values.astype(np.float64, copy=False)
         sealed = self.record.sealed_through
@@ -116,7 +117,7 @@ class GroupState:
             self.window.add(key, rank, steps, values, now)
 
     def add_column(
-        self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: "NextCommit"
+        self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: NextCommit
     ) -> None:
         """Any column of a batch: a numeric array whole, a list of values (encoding "mp") by its numbers.
 
@@ -139,7 +140,7 @@ class GroupState:
         """Stored points above the seal, after a restart: back into the open window."""
         self.window.add(key, rank, steps, values, now)
 
-    def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
+    def waited_watermarks(self, now: float, cfg: AgentConfig) -> list[int]:
         """Watermarks of the ranks sealing waits for; -1 stands for ranks that have not said hello yet.
 
         Visits the ranks that said hello, not ``range(world_size)``: a world size is only a claim of
@@ -151,14 +152,14 @@ class GroupState:
             marks.append(-1)
         return marks
 
-    def awaits_joiners(self, now: float, cfg: "AgentConfig") -> bool:
+    def awaits_joiners(self, now: float, cfg: AgentConfig) -> bool:
         """Ranks of the group have not said hello yet, the join grace is not over, and the job may still
         start them (:meth:`job_over`)."""
         if len(self.ranks) >= self.record.world_size or now - self.seen_at >= cfg.join_grace_s:
             return False
         return not self.job_over(now, cfg)
 
-    def job_over(self, now: float, cfg: "AgentConfig") -> bool:
+    def job_over(self, now: float, cfg: AgentConfig) -> bool:
         """No rank can join any more: every rank that said hello is done (finished, failed, crashed) and
         the launcher process of each (its parent: torchrun's agent, mpirun, slurmstepd) has exited.
 
@@ -181,7 +182,7 @@ class GroupState:
         self._over = all(launcher_gone(run.launcher) for run in self.ranks.values())  # type: ignore[arg-type]
         return self._over
 
-    def seal_bound(self, now: float, cfg: "AgentConfig", everything: bool) -> int | None:
+    def seal_bound(self, now: float, cfg: AgentConfig, everything: bool) -> int | None:
         """The step through which the window may seal now: the lowest watermark waited for, raised by the
         seal timeout and the byte budget (all of it when ``everything``); None with nothing held."""
         window = self.window
@@ -196,7 +197,7 @@ class GroupState:
         return bound
 
     def seal(
-        self, now: float, cfg: "AgentConfig", pending: "NextCommit", everything: bool = False,
+        self, now: float, cfg: AgentConfig, pending: NextCommit, everything: bool = False,
         budget: int | None = None,
     ) -> int:  # fmt: skip
         """Seal what may be sealed, group rows of at most ``budget`` keys (None: no limit); returns the
@@ -260,11 +261,11 @@ class NodeGroupState(GroupState):
         super().__init__(record, now)
         self.complete = False
 
-    def awaits_joiners(self, now: float, cfg: "AgentConfig") -> bool:
+    def awaits_joiners(self, now: float, cfg: AgentConfig) -> bool:
         return not self.complete and super().awaits_joiners(now, cfg)
 
     def seal(
-        self, now: float, cfg: "AgentConfig", pending: "NextCommit", everything: bool = False,
+        self, now: float, cfg: AgentConfig, pending: NextCommit, everything: bool = False,
         budget: int | None = None,
     ) -> int:  # fmt: skip
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
@@ -284,7 +285,7 @@ class NodeGroupState(GroupState):
 
 
 def seal_groups(
-    groups: Iterable[GroupState], now: float, cfg: "AgentConfig", nc: "NextCommit", budget: int | None
+    groups: Iterable[GroupState], now: float, cfg: AgentConfig, nc: NextCommit, budget: int | None
 ) -> None:
     """Seal what may be sealed in every group, group rows of at most ``budget`` keys in all (None: at shutdown,
     everything of the groups whose every rank is done; running groups stay open for the next agent)."""
@@ -302,7 +303,7 @@ def seal_groups(
         budget -= group.seal(now, cfg, nc, budget=max(1, budget))
 
 
-def recompute_rows(txn: "Txn", nc: "NextCommit", groups: dict[int, GroupState], counters: "Counters") -> None:
+def recompute_rows(txn: Txn, nc: NextCommit, groups: dict[int, GroupState], counters: Counters) -> None:
     """The group rows of steps sealed from points that were not all there: late points (a new revision) and,
     at a root, steps whose partials could not be trusted (agent/rootgroups.py). Reduced from the per-rank
     values the store holds, this commit's own included: hence within the commit's transaction ``txn``."""

@@ -25,7 +25,8 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agent.apply import SLICE_KEYS, Applier, batch_cost, check_batch, check_width
 from agent.commits import Commits

@@ -21,8 +21,8 @@ import json
 import os
 import socket
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from client import paths
 

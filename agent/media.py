@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from agent.errors import MediaError
 from agent.fsync import atomic_file

@@ -10,7 +10,8 @@ store empties it (:meth:`Registry.clear`): the writers say HELLO again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from agent.apply import client_meta
 from agent.nextcommit import LINK_PREFIX

@@ -25,11 +25,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from agent import record
+from agent.apply import check_batch
 from agent.config import AgentConfig
 from agent.errors import StoreError
-from agent.apply import check_batch
 from agent.ingest import Ingest, Reply
 from agent.nextcommit import LINK_PREFIX, BatchOp, HelloOp, NextCommit
 from agent.rootgroups import RootGroupState

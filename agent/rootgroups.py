@@ -72,7 +72,7 @@ class RootGroupState(GroupState):
 
     # ------------------------------------------------------------ arrivals
 
-    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: "NextCommit") -> None:
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: NextCommit) -> None:
         run = self.ranks.get(rank)
         if run is None or run.via is None:
             super().add(rank, key, steps, values, now, pending)
@@ -93,7 +93,7 @@ class RootGroupState(GroupState):
             self.seen[key] = np.unique(steps) if old is None else np.union1d(old, steps)
 
     def add_partial(self, source: str, key: str, ranks: np.ndarray, part: Partial, now: float,
-                    pending: "NextCommit") -> None:  # fmt: skip
+                    pending: NextCommit) -> None:  # fmt: skip
         g = self.record
         self.source_heard[source] = now
         if len(part) and int(part.step[0]) <= g.sealed_through:
@@ -107,7 +107,7 @@ class RootGroupState(GroupState):
         self.source_w[source] = w
         self.source_heard[source] = now
 
-    def mark_late(self, key: str, steps: np.ndarray, pending: "NextCommit") -> None:
+    def mark_late(self, key: str, steps: np.ndarray, pending: NextCommit) -> None:
         """A node received points of ``key`` at ``steps`` after sealing them: recompute those rows."""
         g = self.record
         late = steps <= g.sealed_through
@@ -134,7 +134,7 @@ class RootGroupState(GroupState):
 
     # ------------------------------------------------------------ sealing
 
-    def waited_watermarks(self, now: float, cfg: "AgentConfig") -> list[int]:
+    def waited_watermarks(self, now: float, cfg: AgentConfig) -> list[int]:
         marks = []
         sources = set()
         for run in self.ranks.values():
@@ -153,7 +153,7 @@ class RootGroupState(GroupState):
         return marks
 
     def seal(
-        self, now: float, cfg: "AgentConfig", pending: "NextCommit", everything: bool = False,
+        self, now: float, cfg: AgentConfig, pending: NextCommit, everything: bool = False,
         budget: int | None = None,
     ) -> int:  # fmt: skip
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)

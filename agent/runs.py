@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class WriterState:
     __slots__ = ("id", "run", "applied", "stored", "peer", "pid", "fork")
 
-    def __init__(self, writer_id: str, run: "RunState", stored: int, peer: bytes, pid: int, fork: bool):
+    def __init__(self, writer_id: str, run: RunState, stored: int, peer: bytes, pid: int, fork: bool):
         self.id = writer_id
         self.run = run
         self.applied = stored  # last seq folded into memory
@@ -41,7 +42,7 @@ class WriterState:
 class RunState:
     __slots__ = ("record", "group", "writers", "last_seen", "budget", "_raw_cache", "via", "info", "launcher")
 
-    def __init__(self, record: RunRecord, group: "GroupState", now: float):
+    def __init__(self, record: RunRecord, group: GroupState, now: float):
         self.record = record
         self.group = group
         self.writers: set[str] = set()

@@ -10,7 +10,8 @@ applied is rejected like a malformed one. The dispatcher (agent/ingest.py) provi
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agent.apply import SLICE_KEYS, Applier, Applying
 
@@ -26,7 +27,7 @@ class _Work:
 
     __slots__ = ("ws", "b", "state", "done")
 
-    def __init__(self, ws: "WriterState", b: "wire.Batch"):
+    def __init__(self, ws: WriterState, b: wire.Batch):
         self.ws, self.b = ws, b
         self.state: Applying | None = None
         self.done = 0
@@ -53,7 +54,7 @@ class WideBatches:
         self.queue.clear()
         self.queued.clear()
 
-    def take(self, ws: "WriterState", b: "wire.Batch") -> bool:
+    def take(self, ws: WriterState, b: wire.Batch) -> bool:
         """Queue ``b`` to be applied in slices over several loop turns (True), or let the caller apply it
         now (False). A batch is sliced when it has more than ``SLICE_KEYS`` columns; a batch of a writer
         that has queued work waits behind it."""
@@ -68,8 +69,8 @@ class WideBatches:
         applier: Applier,
         now: float,
         budget: int | None,
-        accepted: Callable[["WriterState", "wire.Batch"], None],
-        rejected: Callable[["WriterState", "wire.Batch", Exception], list[Reply]],
+        accepted: Callable[[WriterState, wire.Batch], None],
+        rejected: Callable[[WriterState, wire.Batch, Exception], list[Reply]],
     ) -> list[Reply]:
         """Apply queued batches for about ``budget`` columns (None: all of them, at shutdown)."""
         done = 0

@@ -33,9 +33,9 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from agent.fsync import fsync_path
 

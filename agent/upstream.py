@@ -33,7 +33,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from agent import linkwire as lw
 from agent import localkeys

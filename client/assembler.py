@@ -26,19 +26,31 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from client import wire
-from client import batchrows
+from client import batchrows, wire
 from client.batchrows import MAX_BATCH_MEDIA_BYTES, drop_unencodable, encode_blocks, wire_map
 from client.columns import to_wire
-from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
-from client.ops import COMMIT, COMMIT_PENDING, LATE, OP_DATA, OP_KIND, OP_SIZE, OP_STEP, OP_T, SPAN
-from client.ops import apply_ops, merge_capped, parse_summary_kinds
-from client.summarizer import Summarizer
 from client.fastconv import NumpyRow, TensorRow, resolve_numpy, resolve_tensors
+from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
+from client.ops import (
+    COMMIT,
+    COMMIT_PENDING,
+    LATE,
+    OP_DATA,
+    OP_KIND,
+    OP_SIZE,
+    OP_STEP,
+    OP_T,
+    SPAN,
+    apply_ops,
+    merge_capped,
+    parse_summary_kinds,
+)
+from client.summarizer import Summarizer
 from client.values import MAX_KEYS_PER_ROW, MediaRow
 
 

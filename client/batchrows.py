@@ -11,8 +11,9 @@ assembler owns the state and the counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import numpy as np

@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import fnmatch
 import threading
+from collections.abc import Callable
 from itertools import repeat
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from client.columns import same_keys
-from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, OP_ARG, OP_NAME, SPAN, apply_ops, merge_capped
 from client.fastconv import NumpyRow, resolve_numpy
+from client.ops import COMMIT, COMMIT_PENDING, CONTROL, LATE, MERGE, OP_ARG, OP_NAME, SPAN, apply_ops, merge_capped
 from client.values import MAX_KEYS_PER_ROW
 
 _NUMBER = frozenset({float, int, bool})
@@ -215,7 +216,7 @@ class Coalescer:
     def _take_over(self, kind: int, step: int, op: tuple) -> bool:
         """The first ops after ``start``: the assembler may hold an open row we have not seen. Pass ops
         through while they may merge into it; then take over (True: the caller applies ``op``)."""
-        if kind == COMMIT or kind == LATE:
+        if kind in (COMMIT, LATE):
             self._handover = False
             if kind == COMMIT:  # commits whatever row the assembler holds open: it holds none after it
                 self._extend(op)

@@ -29,7 +29,7 @@ def discard(op: tuple) -> None:
     """``Run._push`` of a run without a writer (mode "disabled", or refused by the agent)."""
 
 
-def start(run: "Run") -> None:
+def start(run: Run) -> None:
     """Connect to (or start) the node agent and wait for the resume point; bounded by init_timeout_s."""
     s = run.settings
     if s.mode == "disabled":
@@ -66,7 +66,7 @@ def start(run: "Run") -> None:
     writer.on_late_welcome = partial(late_welcome, run)
 
 
-def apply_welcome(run: "Run", welcome: dict) -> None:
+def apply_welcome(run: Run, welcome: dict) -> None:
     step = int(welcome.get("step", 0))
     if welcome.get("resumed"):
         run.resumed = True
@@ -78,7 +78,7 @@ def apply_welcome(run: "Run", welcome: dict) -> None:
             run._writer.assembler.summary.update(summary)
 
 
-def late_welcome(run: "Run", welcome: dict) -> None:
+def late_welcome(run: Run, welcome: dict) -> None:
     if welcome.get("resumed") and int(welcome.get("step", 0)) > run._step and not run.resumed:
         log.warning(
             "rankwise: run %s resumes at step %s but the agent answered late; rows logged meanwhile "
@@ -88,7 +88,7 @@ def late_welcome(run: "Run", welcome: dict) -> None:
         )
 
 
-def close(run: "Run", code: int) -> None:
+def close(run: Run, code: int) -> None:
     """``finish()``'s delivery: everything this process logged reaches the agent (bounded by
     finish_timeout_s); the owner of the run also sends the finish op, and warns of drops and a timeout."""
     writer = run._writer
@@ -119,7 +119,7 @@ def close(run: "Run", code: int) -> None:
             )
 
 
-def after_fork_in_child(run: "Run") -> None:
+def after_fork_in_child(run: Run) -> None:
     """In a forked child: leave the parent's writer alone, log through a new one started on first use."""
     parent = run._writer
     run._pid = os.getpid()
@@ -149,7 +149,7 @@ def after_fork_in_child(run: "Run") -> None:
     run._push = first_append
 
 
-def _register_child_flush(run: "Run") -> None:
+def _register_child_flush(run: Run) -> None:
     """A forked child may leave through os._exit (multiprocessing): flush at both kinds of exit."""
 
     def flush() -> None:

@@ -194,9 +194,7 @@ def fast_converter(cls: type) -> Any:
             size = np.dtype(t).itemsize
             if issubclass(t, np.floating) and size <= 8:
                 conv[t] = float
-            elif issubclass(t, np.signedinteger) and size <= 8:
-                conv[t] = int
-            elif issubclass(t, np.unsignedinteger) and size < 8:
+            elif issubclass(t, np.signedinteger) and size <= 8 or issubclass(t, np.unsignedinteger) and size < 8:
                 conv[t] = int
             elif issubclass(t, np.unsignedinteger):  # uint64: checked against int64
                 conv[t] = _uint64

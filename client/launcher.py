@@ -38,8 +38,8 @@ import dataclasses
 import os
 import re
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from client.errors import InvalidArgumentError
 

@@ -8,7 +8,8 @@ thread (client/coalesce.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # The shape of an op. ``log()`` builds one per call on the training thread, so an op is a plain 4-tuple, never
 # a named type: a NamedTuple costs ~0.2 µs more to build than a tuple literal, half the price of a whole

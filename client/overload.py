@@ -14,7 +14,8 @@ import logging
 import sys
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from client.assembler import Assembler
 from client.coalesce import Coalescer

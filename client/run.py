@@ -326,7 +326,7 @@ class Run(FastRows, WandbRunMixin):
         self._push = _finished_app
         state.forget(self)
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:

@@ -54,7 +54,7 @@ def init(
     config_exclude_keys: Any = None,
     config_include_keys: Any = None,
     **wandb_only: Any,
-) -> "run_mod.Run":
+) -> run_mod.Run:
     """Start (or resume) this process's run and make it current. See README, Quick start."""
     unknown = set(wandb_only) - set(_WANDB_IGNORED)
     if unknown:

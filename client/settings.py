@@ -20,9 +20,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from client import launcher, paths
 from client.errors import InvalidArgumentError
@@ -82,7 +83,7 @@ class Settings:
     max_rows_per_s: float | None = None
     agent_idle_timeout_s: float = 60.0
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 

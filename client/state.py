@@ -36,30 +36,30 @@ if TYPE_CHECKING:
     from client.run import Run
 
 _lock = threading.Lock()
-_current: "Run | None" = None
+_current: Run | None = None
 _hooks_installed = False
 _exit_code: int | None = None
 _exception = False
 # every run of this process not finished yet (``client.run.create`` adds, ``Run.finish`` forgets): what the
 # exit hooks finish and the fork hook hands a new writer
-LIVE_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()
+LIVE_RUNS: weakref.WeakSet[Run] = weakref.WeakSet()
 
 
-def current() -> "Run | None":
+def current() -> Run | None:
     return _current
 
 
-def set_current(run: "Run") -> None:
+def set_current(run: Run) -> None:
     global _current
     with _lock:
         _current = run
 
 
-def add_live(run: "Run") -> None:
+def add_live(run: Run) -> None:
     LIVE_RUNS.add(run)
 
 
-def forget(run: "Run") -> None:
+def forget(run: Run) -> None:
     """A finished run: no longer live, no longer current."""
     global _current
     LIVE_RUNS.discard(run)
@@ -75,7 +75,7 @@ def reset() -> None:
         _current = None
 
 
-def _require() -> "Run":
+def _require() -> Run:
     run = _current
     if run is None:
         raise UsageError("rankwise.init() must be called before log(); it returns the run handle")

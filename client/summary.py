@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Summary(MutableMapping):
     """Dict-like view of a run's summary."""
 
-    def __init__(self, run: "Run"):
+    def __init__(self, run: Run):
         self._run = run
 
     def _view(self) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class Summary(MutableMapping):
 class Config(MutableMapping):
     """``run.config``: the run's hyper-parameters. Sent at init and on every change."""
 
-    def __init__(self, run: "Run | None", initial: Mapping[str, Any] | None = None):
+    def __init__(self, run: Run | None, initial: Mapping[str, Any] | None = None):
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_data", dict(to_config(initial) if initial is not None else {}))
         check_config(self._data)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from client.run import Run
 
 
-def run_files_dir(run: "Run") -> str:
+def run_files_dir(run: Run) -> str:
     """``<init(dir=) or WANDB_DIR or the data dir>/wandb/run-<id>/files``, created on first use."""
     base = run.settings.files_dir if run.settings.files_dir is not None else run.settings.data_dir
     path = Path(os.path.abspath(base)) / "wandb" / f"run-{run.id}" / "files"
@@ -58,141 +58,141 @@ class WandbRunMixin:
     # ------------------------------------------------------------ identity
 
     @property
-    def entity(self: "Run") -> str:
+    def entity(self: Run) -> str:
         return self.settings.entity or ""
 
     @property
-    def path(self: "Run") -> str:
+    def path(self: Run) -> str:
         """wandb's ``entity/project/run_id`` (``project/run_id`` without an entity)."""
         parts = [self.settings.entity, self.settings.project, self.id]
         return "/".join(p for p in parts if p)
 
     @property
-    def url(self: "Run") -> str:
+    def url(self: Run) -> str:
         """The group's page on a ``rankwise ui`` server at its default address."""
         return _lent("group_url", "run.url")(self.settings.project, self.settings.group)
 
     @property
-    def dir(self: "Run") -> str:
+    def dir(self: Run) -> str:
         """wandb's run.dir: the run's local files, ``<init(dir=) or WANDB_DIR or the data dir>/wandb/run-<id>/files``
         (created on first access). Never the store: that stays in RANKWISE_DIR."""
         return run_files_dir(self)
 
-    def get_url(self: "Run") -> str:
+    def get_url(self: Run) -> str:
         return self.url
 
-    def get_project_url(self: "Run") -> str:
+    def get_project_url(self: Run) -> str:
         return self.url.split("/g/")[0] + "/"
 
-    def get_sweep_url(self: "Run") -> None:
+    def get_sweep_url(self: Run) -> None:
         return None
 
-    def project_name(self: "Run") -> str:
+    def project_name(self: Run) -> str:
         return self.settings.project
 
     @property
-    def tags(self: "Run") -> tuple[str, ...]:
+    def tags(self: Run) -> tuple[str, ...]:
         return tuple(self._meta.get("tags") or ())
 
     @tags.setter
-    def tags(self: "Run", value: Any) -> None:
+    def tags(self: Run, value: Any) -> None:
         if isinstance(value, str) or not all(isinstance(t, str) for t in value):
             raise InvalidArgumentError(f"run.tags = {value!r} must be a list of strings")
         self._set_meta("tags", list(value))
 
     @property
-    def notes(self: "Run") -> str | None:
+    def notes(self: Run) -> str | None:
         return self._meta.get("notes")
 
     @notes.setter
-    def notes(self: "Run", value: str | None) -> None:
+    def notes(self: Run, value: str | None) -> None:
         if value is not None and not isinstance(value, str):
             raise InvalidArgumentError(f"run.notes = {value!r} must be a string or None")
         self._set_meta("notes", value)
 
     @property
-    def job_type(self: "Run") -> str | None:
+    def job_type(self: Run) -> str | None:
         return self._meta.get("job_type")
 
     @property
-    def start_time(self: "Run") -> float:
+    def start_time(self: Run) -> float:
         """Wall-clock time of ``init()`` (seconds since the epoch)."""
         return self._started_wall
 
     @property
-    def starting_step(self: "Run") -> int:
+    def starting_step(self: Run) -> int:
         return self._starting_step
 
     @property
-    def offline(self: "Run") -> bool:
+    def offline(self: Run) -> bool:
         return self.settings.mode == "offline"
 
     @property
-    def disabled(self: "Run") -> bool:
+    def disabled(self: Run) -> bool:
         return self.settings.mode == "disabled"
 
     @property
-    def sweep_id(self: "Run") -> None:
+    def sweep_id(self: Run) -> None:
         return None  # rankwise has no sweeps
 
     @property
-    def id_(self: "Run") -> str:
+    def id_(self: Run) -> str:
         return self.id
 
     @property
-    def config_static(self: "Run") -> Any:
+    def config_static(self: Run) -> Any:
         return self.config
 
     @property
-    def project_url(self: "Run") -> str:
+    def project_url(self: Run) -> str:
         return self.get_project_url()
 
     @property
-    def sweep_url(self: "Run") -> None:
+    def sweep_url(self: Run) -> None:
         return None
 
-    def status(self: "Run") -> dict[str, Any]:
+    def status(self: Run) -> dict[str, Any]:
         """wandb's sync status; here: the state and the delivery counters (``run.stats``)."""
         return {"state": "finished" if self._finished else "running", **self.stats}
 
-    def _set_meta(self: "Run", key: str, value: Any) -> None:
+    def _set_meta(self: Run, key: str, value: Any) -> None:
         self._meta[key] = value
         self._control("meta", {key: value})
 
     # ------------------------------------------------------------ watch (client/watch.py), artifacts (lent)
 
-    def watch(self: "Run", models: Any, criterion: Any = None, log: Any = "gradients", log_freq: int = 1000,
+    def watch(self: Run, models: Any, criterion: Any = None, log: Any = "gradients", log_freq: int = 1000,
               idx: Any = None, log_graph: bool = False) -> Any:  # fmt: skip
         """wandb's ``watch``: gradient/parameter histograms every ``log_freq`` calls (client/watch.py)."""
         from client import watch
 
         return watch.watch(self, models, criterion, log, log_freq, idx, log_graph)
 
-    def unwatch(self: "Run", models: Any = None) -> None:
+    def unwatch(self: Run, models: Any = None) -> None:
         from client import watch
 
         watch.unwatch(self, models)
 
-    def log_artifact(self: "Run", artifact_or_path: Any, name: Any = None, type: Any = None, aliases: Any = None,
+    def log_artifact(self: Run, artifact_or_path: Any, name: Any = None, type: Any = None, aliases: Any = None,
                      **kwargs: Any) -> Any:  # fmt: skip
         """Store an artifact (a new version unless its content equals the latest): rankwise/_artifacts.py."""
         artifacts = _lent("artifacts", "run.log_artifact()")
         return artifacts.log_artifact(self, artifact_or_path, name=name, type=type, aliases=aliases, **kwargs)
 
-    def use_artifact(self: "Run", artifact_or_name: Any, type: Any = None, aliases: Any = None, **kwargs: Any) -> Any:
+    def use_artifact(self: Run, artifact_or_name: Any, type: Any = None, aliases: Any = None, **kwargs: Any) -> Any:
         artifacts = _lent("artifacts", "run.use_artifact()")
         return artifacts.use_artifact(self, artifact_or_name, type=type, aliases=aliases, **kwargs)
 
-    def save(self: "Run", glob_str: Any = None, base_path: Any = None, policy: str = "live") -> Any:
+    def save(self: Run, glob_str: Any = None, base_path: Any = None, policy: str = "live") -> Any:
         return _lent("artifacts", "run.save()").save(self, glob_str, base_path=base_path, policy=policy)
 
-    def restore(self: "Run", name: str, run_path: Any = None, replace: bool = False, root: Any = None) -> Any:
+    def restore(self: Run, name: str, run_path: Any = None, replace: bool = False, root: Any = None) -> Any:
         artifacts = _lent("artifacts", "run.restore()")
         return artifacts.restore(self, name, run_path=run_path, replace=replace, root=root)
 
     # ------------------------------------------------------------ wandb-only switches (accepted, no effect)
 
-    def _label(self: "Run", code: str | None = None, repo: str | None = None, code_version: str | None = None,
+    def _label(self: Run, code: str | None = None, repo: str | None = None, code_version: str | None = None,
                **kwargs: Any) -> None:  # fmt: skip
         """wandb's integration label (``_label(code="transformers_trainer")``): kept in the run's meta."""
         label = {k: v for k, v in dict(kwargs, code=code, repo=repo, code_version=code_version).items()
@@ -200,16 +200,16 @@ class WandbRunMixin:
         if label:
             self._set_meta("label", label)
 
-    def mark_preempting(self: "Run") -> None:
+    def mark_preempting(self: Run) -> None:
         """wandb marks the run as about to be preempted; rankwise resumes a restarted rank anyway."""
         self._set_meta("preempting", True)
 
-    def log_code(self: "Run", root: str | None = ".", name: str | None = None, include_fn: Any = None,
+    def log_code(self: Run, root: str | None = ".", name: str | None = None, include_fn: Any = None,
                  exclude_fn: Any = None) -> None:  # fmt: skip
         """Source code is not stored by rankwise: returns None (wandb returns None when nothing is saved)."""
         return None
 
-    def alert(self: "Run", title: str, text: str, level: Any = None, wait_duration: Any = None) -> None:
+    def alert(self: Run, title: str, text: str, level: Any = None, wait_duration: Any = None) -> None:
         """No notification service: the alert is logged on the ``rankwise`` logger and kept in the run's meta."""
         import logging
 
@@ -218,32 +218,32 @@ class WandbRunMixin:
         alerts.append({"title": str(title), "text": str(text), "level": str(level or "INFO"), "t": time.time()})
         self._set_meta("alerts", alerts)
 
-    def display(self: "Run", height: int = 420, hidden: bool = False) -> bool:
+    def display(self: Run, height: int = 420, hidden: bool = False) -> bool:
         return False
 
-    def to_html(self: "Run", height: int = 420, hidden: bool = False) -> str:
+    def to_html(self: Run, height: int = 420, hidden: bool = False) -> str:
         return f'<a href="{self.url}">{self.name}</a>'
 
     # ------------------------------------------------------------ no counterpart in rankwise
 
-    def link_artifact(self: "Run", *args: Any, **kwargs: Any) -> None:
+    def link_artifact(self: Run, *args: Any, **kwargs: Any) -> None:
         raise UnsupportedError("run.link_artifact(): rankwise has no artifact registry to link into")
 
-    def link_model(self: "Run", *args: Any, **kwargs: Any) -> None:
+    def link_model(self: Run, *args: Any, **kwargs: Any) -> None:
         raise UnsupportedError("run.link_model(): rankwise has no model registry to link into")
 
-    def log_model(self: "Run", path: Any, name: str | None = None, aliases: Any = None) -> Any:
+    def log_model(self: Run, path: Any, name: str | None = None, aliases: Any = None) -> Any:
         return self.log_artifact(path, name=name, type="model", aliases=aliases)
 
-    def use_model(self: "Run", name: str) -> Any:
+    def use_model(self: Run, name: str) -> Any:
         artifact = self.use_artifact(name)
         return artifact.download()
 
-    def upsert_artifact(self: "Run", *args: Any, **kwargs: Any) -> None:
+    def upsert_artifact(self: Run, *args: Any, **kwargs: Any) -> None:
         raise UnsupportedError("run.upsert_artifact(): distributed artifacts are not supported by rankwise")
 
-    def finish_artifact(self: "Run", *args: Any, **kwargs: Any) -> None:
+    def finish_artifact(self: Run, *args: Any, **kwargs: Any) -> None:
         raise UnsupportedError("run.finish_artifact(): distributed artifacts are not supported by rankwise")
 
-    def plot_table(self: "Run", *args: Any, **kwargs: Any) -> None:
+    def plot_table(self: Run, *args: Any, **kwargs: Any) -> None:
         raise UnsupportedError("run.plot_table(): custom Vega charts are not supported; use rankwise.plot.*")

@@ -61,7 +61,7 @@ class Api:
     def close(self) -> None:
         self._reader.close()
 
-    def __enter__(self) -> "Api":
+    def __enter__(self) -> Api:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -70,11 +70,11 @@ class Api:
     def projects(self) -> list[str]:
         return self._reader.projects()
 
-    def groups(self, project: str | None = None) -> list["Group"]:
+    def groups(self, project: str | None = None) -> list[Group]:
         """The project's groups (all projects' when None), newest first."""
         return [Group(self, g) for g in self._reader.groups(project)]
 
-    def group(self, project: str | None, name: str | None = None) -> "Group":
+    def group(self, project: str | None, name: str | None = None) -> Group:
         """One group. ``group(project, name)``; ``group(None, name)`` when the name is unique; with no
         name, the newest group of the project."""
         if name is None:

@@ -20,7 +20,8 @@ What differs from wandb, and why:
 from __future__ import annotations
 
 import getpass
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

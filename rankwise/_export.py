@@ -18,7 +18,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import numpy as np
 

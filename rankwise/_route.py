@@ -20,8 +20,9 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 VARIABLE = "RANKWISE_AS_WANDB"
 PTH_NAME = "rankwise-as-wandb.pth"

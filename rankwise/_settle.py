@@ -9,7 +9,8 @@ group row, or ``SETTLE_S`` at most (a group whose keys stop early never catches 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SETTLE_S = 5.0  # after the last rank finished, how long to wait for the agent to seal the last steps
 

@@ -17,7 +17,8 @@ Pure functions over numpy arrays and meta dicts; no I/O.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

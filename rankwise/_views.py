@@ -7,7 +7,8 @@ only the stored chunks that hold the steps asked for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class Group:
     late_rows = property(lambda self: self._record.late_rows)
 
     @property
-    def runs(self) -> list["RunView"]:
+    def runs(self) -> list[RunView]:
         return [RunView(self._api, self, r) for r in self._api._reader.runs(self._record.id)]
 
     @property
@@ -185,7 +186,7 @@ class Group:
             out.append((st, merged))
         return out
 
-    def run(self, rank: int | None = None, name: str | None = None) -> "RunView":
+    def run(self, rank: int | None = None, name: str | None = None) -> RunView:
         for r in self.runs:
             if (rank is not None and r.rank == rank) or (name is not None and r.name == name):
                 return r

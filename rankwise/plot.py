@@ -46,7 +46,8 @@ first and last points; the average precision and AUC are computed from the full 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -232,7 +233,7 @@ def _step_tops(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return fpr[last], tpr[last]
 
 
-def _onehot(c: "_Classes") -> np.ndarray:
+def _onehot(c: _Classes) -> np.ndarray:
     return c.idx[:, None] == np.arange(c.scores.shape[1])[None, :]
 
 

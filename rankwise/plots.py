@@ -21,7 +21,8 @@ Class and curve rules: see ``rankwise.plot``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -147,7 +147,7 @@ class Store(abc.ABC):
         """Runs left in state running (by an agent that stopped or crashed)."""
 
     @abc.abstractmethod
-    def reader(self) -> "Reader": ...
+    def reader(self) -> Reader: ...
 
     def sync(self) -> None:
         """Make every committed transaction survive a power failure (a root calls it before it

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from grouping import numeric_entries
 
 
 class _MemoryTxn(Txn):
-    def __init__(self, store: "MemoryStore"):
+    def __init__(self, store: MemoryStore):
         self.store = store
         self.history: list[tuple] = []
         self.group_rows: list[tuple] = []
@@ -157,7 +158,7 @@ class MemoryStore(Store, Reader):
             if r.state == "running"
         ]
 
-    def reader(self) -> "MemoryStore":
+    def reader(self) -> MemoryStore:
         return self
 
     # read side

@@ -18,12 +18,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from grouping import numeric_entries
-
 from agent.errors import StoreError
 from agent.ratelimit import SPAN_FIELDS, pack_spans, unpack_spans
 from agent.store.base import GROUP_FIELDS, RunRecord, last_wins
 from agent.store.sqlite_errors import map_exceptions
+from grouping import numeric_entries
 
 SCHEMA_VERSION = 1
 

@@ -7,9 +7,10 @@ because the UI server may share a reader between its threads.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,16 @@ from agent.ratelimit import unpack_spans
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, last_wins, select_steps
 from agent.store.sqlite_errors import map_exceptions
 from agent.store.sqlite_format import (
-    RUN_COLUMNS, SPAN_BYTES, KeyIds, connect, decode_group_chunks, decode_values, numeric_chunk,
-    ordered_or_last_wins, run_record, unpack,
+    RUN_COLUMNS,
+    SPAN_BYTES,
+    KeyIds,
+    connect,
+    decode_group_chunks,
+    decode_values,
+    numeric_chunk,
+    ordered_or_last_wins,
+    run_record,
+    unpack,
 )  # fmt: skip
 
 

@@ -58,7 +58,7 @@ class WireValue:
     def _to_wire(self) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _snapshot(self) -> "WireValue":
+    def _snapshot(self) -> WireValue:
         """What ``log()`` keeps (on the caller's thread): self for immutable values; a mutable
         value (``Table``) returns a copy so that later edits do not change what was logged."""
         return self

@@ -13,7 +13,7 @@ negatives is None).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from client.errors import InvalidArgumentError
 from client.media._base import Media

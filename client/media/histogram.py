@@ -54,7 +54,7 @@ class Histogram(Media):
             raise InvalidArgumentError("Histogram needs sequence=... or np_histogram=(values, bin_edges)")
 
     @classmethod
-    def _from_owned(cls, data: np.ndarray, num_bins: int = 32) -> "Histogram":
+    def _from_owned(cls, data: np.ndarray, num_bins: int = 32) -> Histogram:
         """From an array the caller already copied (``log()``'s automatic conversion): no second copy."""
         self = cls.__new__(cls)
         self.num_bins = num_bins

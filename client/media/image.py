@@ -258,7 +258,7 @@ class Image(Media):
         return img
 
     @classmethod
-    def _from_encoded(cls, data: bytes, fmt: str, caption: str | None = None) -> "Image":
+    def _from_encoded(cls, data: bytes, fmt: str, caption: str | None = None) -> Image:
         """An Image of already-encoded file bytes (a rendered figure)."""
         self = cls.__new__(cls)
         self.caption = check_caption(caption)

@@ -154,17 +154,17 @@ class Object3D(Media):
         self.format = "f32"
 
     @classmethod
-    def from_file(cls, data_or_path: Any, file_type: str | None = None) -> "Object3D":
+    def from_file(cls, data_or_path: Any, file_type: str | None = None) -> Object3D:
         return cls(data_or_path, file_type=file_type)
 
     @classmethod
-    def from_numpy(cls, data: Any) -> "Object3D":
+    def from_numpy(cls, data: Any) -> Object3D:
         return cls(data)
 
     @classmethod
     def from_point_cloud(
         cls, points: Any, boxes: Any = None, vectors: Any = None, point_cloud_type: str = "lidar/beta"
-    ) -> "Object3D":
+    ) -> Object3D:
         return cls({"type": point_cloud_type, "points": points, "boxes": boxes or [], "vectors": vectors or []})
 
     def _nbytes_hint(self) -> int:

@@ -123,7 +123,7 @@ class Table(Media):
             return np.array(col)  # type: ignore[return-value]
         return col
 
-    def _snapshot(self) -> "Table":
+    def _snapshot(self) -> Table:
         """The table as it is now (``log()`` calls this on the caller's thread): rows are copied,
         cells are immutable values or media objects, which are shared."""
         snap = Table.__new__(Table)

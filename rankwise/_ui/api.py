@@ -10,7 +10,8 @@ bad parameter).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agent.errors import StoreError
 from agent.store.base import GroupRecord, RunRecord

@@ -17,7 +17,8 @@ import hmac
 import ipaddress
 import secrets
 import socket
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 

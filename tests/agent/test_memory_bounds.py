@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config import AgentConfig
 from agent.apply import batch_cost
+from agent.config import AgentConfig
 from agent.ingest import Ingest
 from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader

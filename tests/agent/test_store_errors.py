@@ -27,9 +27,8 @@ def test_a_full_disk_leaves_a_commit_as_store_full_with_sqlites_words(tmp_path):
     _, run, _ = store.register("p", "g", 1, RUN, 1.0)
     pages = store.con.execute("PRAGMA page_count").fetchone()[0]
     store.con.execute(f"PRAGMA max_page_count = {pages}")
-    with pytest.raises(StoreFull) as caught:
-        with store.transaction() as txn:
-            txn.add_history(run.id, "loss", np.arange(20000), np.arange(20000.0), False)
+    with pytest.raises(StoreFull) as caught, store.transaction() as txn:
+        txn.add_history(run.id, "loss", np.arange(20000), np.arange(20000.0), False)
     exc = caught.value
     assert isinstance(exc.__cause__, sqlite3.OperationalError) and str(store.path) in str(exc)
     assert store_problem(exc) == (DISK_FULL, str(exc.__cause__)) and is_store_error(exc)
@@ -52,15 +51,12 @@ def test_a_file_that_is_not_a_database_reads_as_a_lost_store(tmp_path):
 def test_other_sqlite_errors_are_a_store_unavailable_and_os_errors_pass_unless_asked():
     """Any other sqlite3 error becomes a plain StoreError ("store unavailable", retried); an OSError passes
     through untouched unless the block is a file of the store (os_errors=True), where a full disk stays one."""
-    with pytest.raises(StoreError) as caught:
-        with map_exceptions("reading S failed"):
-            raise sqlite3.OperationalError("database is locked")
+    with pytest.raises(StoreError) as caught, map_exceptions("reading S failed"):
+        raise sqlite3.OperationalError("database is locked")
     assert type(caught.value) is StoreError and str(caught.value) == "reading S failed: database is locked"
     assert store_problem(caught.value) == ("store unavailable", "reading S failed: database is locked")
-    with pytest.raises(OSError):
-        with map_exceptions("write to S failed"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-    with pytest.raises(StoreError) as caught:
-        with map_exceptions("cannot sync S", os_errors=True):
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError), map_exceptions("write to S failed"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(StoreError) as caught, map_exceptions("cannot sync S", os_errors=True):
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert store_problem(caught.value)[0] == DISK_FULL

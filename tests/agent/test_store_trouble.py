@@ -144,7 +144,7 @@ def test_uncommitted_batches_stay_within_the_byte_budget_while_the_disk_is_full(
         frames[seq] = batch("wa", seq, steps, {"v": steps * 2.0})
     one = max(len(f) for f in frames.values())
     most = 0
-    for seq, frame in frames.items():
+    for frame in frames.values():
         assert ingest.handle(b"a", frame) == []
         ingest.commit(force=True)
         most = max(most, ingest.status()["pending_bytes"])

@@ -101,7 +101,7 @@ def test_artifact_with_files_and_dir_reads_back_byte_identical_in_another_proces
 
     # private like the rest of the data directory (issue 9): files 0600, directories 0700
     for top in ("artifacts", "media"):
-        for d, dirs, fns in os.walk(os.path.join(rankwise_env.data, top)):
+        for d, _dirs, fns in os.walk(os.path.join(rankwise_env.data, top)):
             assert os.stat(d).st_mode & 0o777 == 0o700, d
             for fn in fns:
                 assert os.stat(os.path.join(d, fn)).st_mode & 0o777 == 0o600, fn

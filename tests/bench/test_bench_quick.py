@@ -93,7 +93,7 @@ def test_quick_calls_per_second_and_throughput_lose_nothing(report):
         assert c["loss"]["sent_rows"] == c["calls"] + 1000 * c["ranks"]  # plus each rank's warm-up rows
         assert c["stored_points_per_s"] <= c["offered_points_per_s"]
         assert c["client_cpu_us_per_call"] > 0
-        assert c["agent"]["peak_rss_mb"] > 0 and 0 <= c["agent"]["cpu_percent"]
+        assert c["agent"]["peak_rss_mb"] > 0 and c["agent"]["cpu_percent"] >= 0
 
 
 def test_quick_e2e_finish_startup_memory(report):

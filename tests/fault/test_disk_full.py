@@ -108,7 +108,7 @@ def test_full_disk_holds_back_clients_and_stores_every_row_under_its_key_once_sp
     step = 100
     # a new key (acc) from the first row on, with 2 KiB of text per row (no commit of these fits in what the
     # WAL file already holds): 24 x 1024 rows, 48 MiB while the store takes nothing
-    for block in range(24):
+    for _block in range(24):
         for _ in range(1024):
             run.log({"loss": float(step), "acc": step * 0.5, "note": text(step)})
             step += 1

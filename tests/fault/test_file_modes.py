@@ -85,7 +85,7 @@ def test_spool_and_quarantine_files_are_0600_under_any_umask(tmp_path):
     old = os.umask(0o022)
     try:
         spool = Spool(tmp_path / "spool")
-        for i in range(3):
+        for _ in range(3):
             spool.append(b"x" * 100)
         spool.maybe_fsync(force=True)
         spool.ack(2)
@@ -117,7 +117,7 @@ def test_client_spill_files_and_new_data_dir_are_private(tmp_path):
     old = os.umask(0o022)
     try:
         fifo = SpillFifo(tmp_path / "data" / "spill", "w1", segment_bytes=64)
-        for i in range(3):
+        for _ in range(3):
             assert fifo.push(b"x" * 100)
     finally:
         os.umask(old)

@@ -100,16 +100,16 @@ class FakeTensor:
     def numel(self) -> int:
         return int(self.values.size)
 
-    def detach(self) -> "FakeTensor":
+    def detach(self) -> FakeTensor:
         return self
 
-    def cpu(self) -> "FakeTensor":
+    def cpu(self) -> FakeTensor:
         return FakeTensor(self.values.copy()) if self.device.type != "cpu" else self
 
     def numpy(self) -> np.ndarray:
         return self.values  # shares memory, like torch's .numpy()
 
-    def reshape(self, shape: Any) -> "FakeTensor":
+    def reshape(self, shape: Any) -> FakeTensor:
         return FakeTensor(self.values.reshape(shape))
 
     def item(self) -> Any:

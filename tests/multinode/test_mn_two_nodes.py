@@ -92,7 +92,7 @@ def test_media_bytes_reach_the_root_media_store(cluster):
     c = cluster
     c.start_root()
     procs = [c.start_rank("node-a" if r < 2 else "node-b", MEDIA, r, 4, "job-media") for r in range(4)]
-    for code, out, err in wait_exit(procs):
+    for code, _out, err in wait_exit(procs):
         assert code == 0, err
     g = check_exactly_once(c, "mnmedia", "job-media", {r: 3 for r in range(4)}, lambda r, s: s.astype(float))
     root_media = Path(c.root.data)
