@@ -212,7 +212,11 @@ class Applier:
 
             apply_client_spans(self, run, b.spans, now)
         if b.open_row is not None or r.open_row is not None:
-            r.open_row = None if b.open_row is None else [b.open_row[0], b.open_row[1], self._media_map(r.id, b.open_row[2], paced)]
+            r.open_row = (
+                None
+                if b.open_row is None
+                else [b.open_row[0], b.open_row[1], self._media_map(r.id, b.open_row[2], paced)]
+            )
         if b.summary:
             # after the history: byte-less media references in the summary find their files
             r.summary.update(self._media_map(r.id, b.summary, paced))

@@ -132,7 +132,9 @@ def _check_roles(values: dict[str, Any]) -> None:
         if endpoint and not str(endpoint).startswith("tcp://"):
             raise InvalidArgumentError(f"{flag} {endpoint!r}: expected tcp://HOST:PORT")
     if listen and bool(values.get("curve_secret")) != bool(values.get("curve_allow")):
-        raise InvalidArgumentError("a root with Curve needs both --curve-secret FILE and --allow DIR (node public keys)")
+        raise InvalidArgumentError(
+            "a root with Curve needs both --curve-secret FILE and --allow DIR (node public keys)"
+        )
     if upstream and bool(values.get("curve_secret")) != bool(values.get("root_key")):
         raise InvalidArgumentError("a node agent with Curve needs both --curve-secret FILE and --root-key FILE")
 
@@ -172,7 +174,9 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     if env.get("RANKWISE_WAL_MAX_BYTES"):
         values["wal_max_bytes"] = parse_bytes("RANKWISE_WAL_MAX_BYTES", env["RANKWISE_WAL_MAX_BYTES"])
     if env.get("RANKWISE_ROOT_MAX_CONNECTIONS"):
-        values["root_max_connections"] = int(_number("RANKWISE_ROOT_MAX_CONNECTIONS", env["RANKWISE_ROOT_MAX_CONNECTIONS"]))
+        values["root_max_connections"] = int(
+            _number("RANKWISE_ROOT_MAX_CONNECTIONS", env["RANKWISE_ROOT_MAX_CONNECTIONS"])
+        )
     if env.get("RANKWISE_SPOOL_BYTES"):
         values["spool_quota_bytes"] = parse_bytes("RANKWISE_SPOOL_BYTES", env["RANKWISE_SPOOL_BYTES"])
     if env.get("RANKWISE_SPOOL_SEGMENT_BYTES"):
@@ -184,8 +188,14 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     _check_roles(values)
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
-    for attr in ("idle_timeout_s", "seal_timeout_s", "join_grace_s", "silence_s", "liveness_interval_s",
-                 "upstream_linger_s"):  # fmt: skip
+    for attr in (
+        "idle_timeout_s",
+        "seal_timeout_s",
+        "join_grace_s",
+        "silence_s",
+        "liveness_interval_s",
+        "upstream_linger_s",
+    ):
         if attr in values and not values[attr] >= 0:
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be >= 0")
     return AgentConfig(**values)

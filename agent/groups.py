@@ -116,9 +116,7 @@ class GroupState:
         if len(steps):
             self.window.add(key, rank, steps, values, now)
 
-    def add_column(
-        self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: NextCommit
-    ) -> None:
+    def add_column(self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: NextCommit) -> None:
         """Any column of a batch: a numeric array whole, a list of values (encoding "mp") by its numbers.
 
         A client sends a key's column as a list as soon as one of its values in the batch is not a
@@ -145,9 +143,7 @@ class GroupState:
 
         Visits the ranks that said hello, not ``range(world_size)``: a world size is only a claim of
         the peers and must not set the cost of every tick."""
-        marks = [
-            run.watermark for run in self.ranks.values() if run.running and now - run.last_seen <= cfg.silence_s
-        ]
+        marks = [run.watermark for run in self.ranks.values() if run.running and now - run.last_seen <= cfg.silence_s]
         if self.awaits_joiners(now, cfg):
             marks.append(-1)
         return marks
@@ -197,9 +193,13 @@ class GroupState:
         return bound
 
     def seal(
-        self, now: float, cfg: AgentConfig, pending: NextCommit, everything: bool = False,
+        self,
+        now: float,
+        cfg: AgentConfig,
+        pending: NextCommit,
+        everything: bool = False,
         budget: int | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """Seal what may be sealed, group rows of at most ``budget`` keys (None: no limit); returns the
         number of keys for which group rows were produced. A seal that hits the budget goes on at the
         next call through the same step; the group's ``sealed_through`` moves when it is complete."""
@@ -265,9 +265,13 @@ class NodeGroupState(GroupState):
         return not self.complete and super().awaits_joiners(now, cfg)
 
     def seal(
-        self, now: float, cfg: AgentConfig, pending: NextCommit, everything: bool = False,
+        self,
+        now: float,
+        cfg: AgentConfig,
+        pending: NextCommit,
+        everything: bool = False,
         budget: int | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
         window = self.window
         g = self.record
@@ -284,9 +288,7 @@ class NodeGroupState(GroupState):
         return len(parts)
 
 
-def seal_groups(
-    groups: Iterable[GroupState], now: float, cfg: AgentConfig, nc: NextCommit, budget: int | None
-) -> None:
+def seal_groups(groups: Iterable[GroupState], now: float, cfg: AgentConfig, nc: NextCommit, budget: int | None) -> None:
     """Seal what may be sealed in every group, group rows of at most ``budget`` keys in all (None: at shutdown,
     everything of the groups whose every rank is done; running groups stay open for the next agent)."""
     groups = list(groups)

@@ -22,8 +22,17 @@ if TYPE_CHECKING:
 
 Reply = tuple[bytes, bytes]
 
-_ADOPTED = (("state", str), ("step", int), ("runtime", float), ("rows", int), ("incarnations", int), ("pid", int),
-            ("node", str), ("summary", dict), ("config", dict))  # fmt: skip
+_ADOPTED = (
+    ("state", str),
+    ("step", int),
+    ("runtime", float),
+    ("rows", int),
+    ("incarnations", int),
+    ("pid", int),
+    ("node", str),
+    ("summary", dict),
+    ("config", dict),
+)
 
 
 class Hellos:

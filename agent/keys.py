@@ -54,7 +54,9 @@ def load_secret(path: str | os.PathLike, what: str = "--curve-secret") -> tuple[
     try:
         public, secret = zmq.auth.load_certificate(os.path.expanduser(str(path)))
     except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"{what} {path}: cannot read a Curve key ({exc}); create one with rankwise keygen") from None
+        raise InvalidArgumentError(
+            f"{what} {path}: cannot read a Curve key ({exc}); create one with rankwise keygen"
+        ) from None
     if not secret:
         raise InvalidArgumentError(f"{what} {path} holds only a public key; pass the .key_secret file")
     return public, secret
@@ -186,8 +188,13 @@ class HandshakeMonitor:
     def __init__(self, sock: Any, max_connections: int = 0):
         import zmq
 
-        events = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                  | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)  # fmt: skip
+        events = (
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_ACCEPTED
+            | zmq.EVENT_DISCONNECTED
+        )
         self.sock = sock.get_monitor_socket(events)
         self.max_connections = max_connections
         self.failed: dict[str, int] = {}

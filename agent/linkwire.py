@@ -45,8 +45,16 @@ MAX_SEQ = 1 << 62
 _AGENT_ID = re.compile(r"^[A-Za-z0-9._@:-]{1,128}$")
 
 NHELLO, NWELCOME, REC, RACK, RNACK, LOOKUP, FOUND, STATE, REFUSE = (
-    "nhello", "nwelcome", "rec", "rack", "rnack", "lookup", "found", "state", "nrefuse",
-)  # fmt: skip
+    "nhello",
+    "nwelcome",
+    "rec",
+    "rack",
+    "rnack",
+    "lookup",
+    "found",
+    "state",
+    "nrefuse",
+)
 KINDS = frozenset({NHELLO, NWELCOME, REC, RACK, RNACK, LOOKUP, FOUND, STATE, REFUSE})
 
 

@@ -31,7 +31,7 @@ def loopback_endpoint(endpoint: str | None) -> tuple[str, int] | None:
     """(host, port) of a ``tcp://`` endpoint on a loopback address (or ``localhost``), else None."""
     if not endpoint or not endpoint.startswith("tcp://"):
         return None
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     host = host.strip("[]")
     try:
         if not (host == "localhost" or ipaddress.ip_address(host).is_loopback):
@@ -63,7 +63,11 @@ def _private(path: Path) -> bool:
     except OSError:
         return False
     uid = os.getuid()
-    return st.st_uid == dst.st_uid == uid and not stat.S_IMODE(st.st_mode) & 0o077 and not stat.S_IMODE(dst.st_mode) & 0o077
+    return (
+        st.st_uid == dst.st_uid == uid
+        and not stat.S_IMODE(st.st_mode) & 0o077
+        and not stat.S_IMODE(dst.st_mode) & 0o077
+    )
 
 
 def read(port: int, env: Mapping[str, str] = os.environ) -> tuple[bytes, bytes] | None:

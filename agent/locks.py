@@ -78,8 +78,12 @@ class StoreLock(FileLock):
         self.runtime_dir = runtime_dir
 
     def acquire(self) -> None:
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "runtime_dir": str(self.runtime_dir),
-                  "started": time.time()}  # fmt: skip
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "runtime_dir": str(self.runtime_dir),
+            "started": time.time(),
+        }
         if not self._take(json.dumps(holder).encode()):
             raise StoreInUse(describe_holder(self.path))
 

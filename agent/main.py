@@ -109,19 +109,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="data directory (default: RANKWISE_DIR or ~/.local/share/rankwise)")
     p.add_argument("--runtime-dir", help="socket/lock directory (default: RANKWISE_RUNTIME_DIR)")
     p.add_argument(
-        "--idle-timeout", type=float,
+        "--idle-timeout",
+        type=float,
         help="exit after this many seconds with nothing running (0 = never; default 60, a root: 0)",
-    )  # fmt: skip
+    )
     p.add_argument("--seal-timeout", type=float, help="seal a step at most this many seconds after it opened")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--listen", metavar="tcp://HOST:PORT", help="be the root: accept node agents here (RANKWISE_LISTEN)")
-    p.add_argument("--upstream", metavar="tcp://HOST:PORT",
-                   help="be a node agent: forward to the root there instead of storing (RANKWISE_UPSTREAM)")  # fmt: skip
+    p.add_argument(
+        "--upstream",
+        metavar="tcp://HOST:PORT",
+        help="be a node agent: forward to the root there instead of storing (RANKWISE_UPSTREAM)",
+    )
     p.add_argument("--curve-secret", metavar="FILE", help="this agent's NAME.key_secret (rankwise keygen)")
     p.add_argument("--allow", metavar="DIR", help="root: directory of the node public keys (*.key) it accepts")
     p.add_argument("--root-key", metavar="FILE", help="node agent: the root's public key file (ROOT.key)")
-    p.add_argument("--insecure", action="store_true", default=None,
-                   help="root: accept plain TCP (no Curve) on a non-loopback address")  # fmt: skip
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="root: accept plain TCP (no Curve) on a non-loopback address",
+    )
     p.add_argument("--node", help="this machine's name as its ranks report it (default: SLURMD_NODENAME or hostname)")
     p.add_argument("--spool-quota", help="node agent: spool byte quota, e.g. 4G (RANKWISE_SPOOL_BYTES)")
     p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)

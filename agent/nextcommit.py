@@ -74,9 +74,18 @@ class NextCommit:
 
     def __bool__(self) -> bool:
         return bool(
-            self.history or self.group_rows or self.runs or self.groups or self.writers or self.drops
-            or self.fresh or self.links or self.ops or self.partials or self.recompute
-        )  # fmt: skip
+            self.history
+            or self.group_rows
+            or self.runs
+            or self.groups
+            or self.writers
+            or self.drops
+            or self.fresh
+            or self.links
+            or self.ops
+            or self.partials
+            or self.recompute
+        )
 
     def __repr__(self) -> str:
         return (

@@ -38,8 +38,16 @@ from grouping import GroupingError, Partial
 
 VERSION = 1
 _INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank"})
-_RUN_TYPES = {"project": str, "group": str, "name": str, "rank": int, "world_size": int, "local_rank": int,
-              "node": str, "pid": int}  # fmt: skip
+_RUN_TYPES = {
+    "project": str,
+    "group": str,
+    "name": str,
+    "rank": int,
+    "world_size": int,
+    "local_rank": int,
+    "node": str,
+    "pid": int,
+}
 MAX_NAME = 1024
 
 
@@ -60,9 +68,17 @@ def _i8(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a, dtype="<i8").tobytes()
 
 
-def encode(instance: str, node: str, t: float, runs: list[dict], groups: list[tuple[str, str, int]],
-           ops: list[list], late: list[tuple[int, str, np.ndarray]],
-           parts: list[tuple[int, str, np.ndarray, Partial]], marks: list[tuple[int, int]]) -> bytes:  # fmt: skip
+def encode(
+    instance: str,
+    node: str,
+    t: float,
+    runs: list[dict],
+    groups: list[tuple[str, str, int]],
+    ops: list[list],
+    late: list[tuple[int, str, np.ndarray]],
+    parts: list[tuple[int, str, np.ndarray, Partial]],
+    marks: list[tuple[int, int]],
+) -> bytes:
     body = {
         "v": VERSION,
         "i": instance,
@@ -73,10 +89,17 @@ def encode(instance: str, node: str, t: float, runs: list[dict], groups: list[tu
         "ops": ops,
         "late": [[g, k, _i8(steps)] for g, k, steps in late],
         "parts": [
-            [g, k, _i8(ranks), {f: np.ascontiguousarray(getattr(p, f), dtype="<i8" if f in _INT_FIELDS else "<f8")
-                                .tobytes() for f in Partial.FIELDS}]
+            [
+                g,
+                k,
+                _i8(ranks),
+                {
+                    f: np.ascontiguousarray(getattr(p, f), dtype="<i8" if f in _INT_FIELDS else "<f8").tobytes()
+                    for f in Partial.FIELDS
+                },
+            ]
             for g, k, ranks, p in parts
-        ],  # fmt: skip
+        ],
         "marks": [list(m) for m in marks],
     }
     return msgpack.packb(body, use_bin_type=True)
@@ -139,8 +162,15 @@ def decode(payload: bytes) -> Record:
     _need(isinstance(groups, list), "groups")
     gtable = []
     for g in groups:
-        _need(isinstance(g, list) and len(g) == 3 and isinstance(g[0], str) and isinstance(g[1], str)
-              and _int(g[2]) and 1 <= g[2] <= (1 << 20), "group entry")  # fmt: skip
+        _need(
+            isinstance(g, list)
+            and len(g) == 3
+            and isinstance(g[0], str)
+            and isinstance(g[1], str)
+            and _int(g[2])
+            and 1 <= g[2] <= (1 << 20),
+            "group entry",
+        )
         gtable.append((g[0], g[1], g[2]))
     ops = []
     raw_ops = body.get("ops")
@@ -159,17 +189,33 @@ def decode(payload: bytes) -> Record:
             ops.append(("c", op[1], op[2][:200]))
     late = []
     for e in body.get("late") or []:
-        _need(isinstance(e, list) and len(e) == 3 and _int(e[0]) and 0 <= e[0] < len(gtable)
-              and isinstance(e[1], str) and e[1], "late entry")  # fmt: skip
+        _need(
+            isinstance(e, list)
+            and len(e) == 3
+            and _int(e[0])
+            and 0 <= e[0] < len(gtable)
+            and isinstance(e[1], str)
+            and e[1],
+            "late entry",
+        )
         late.append((e[0], e[1], _steps(e[2], "late steps")))
     parts = []
     for e in body.get("parts") or []:
-        _need(isinstance(e, list) and len(e) == 4 and _int(e[0]) and 0 <= e[0] < len(gtable)
-              and isinstance(e[1], str) and e[1], "partial entry")  # fmt: skip
+        _need(
+            isinstance(e, list)
+            and len(e) == 4
+            and _int(e[0])
+            and 0 <= e[0] < len(gtable)
+            and isinstance(e[1], str)
+            and e[1],
+            "partial entry",
+        )
         parts.append((e[0], e[1], _steps(e[2], "partial ranks"), _partial(e[3])))
     marks = []
     for e in body.get("marks") or []:
-        _need(isinstance(e, list) and len(e) == 2 and _int(e[0]) and 0 <= e[0] < len(gtable) and _int(e[1]),
-              "watermark entry")  # fmt: skip
+        _need(
+            isinstance(e, list) and len(e) == 2 and _int(e[0]) and 0 <= e[0] < len(gtable) and _int(e[1]),
+            "watermark entry",
+        )
         marks.append((e[0], e[1]))
     return Record(instance, node, t, runs, gtable, ops, late, parts, marks)

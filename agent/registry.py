@@ -55,7 +55,9 @@ class Registry:
 
     def __repr__(self) -> str:
         running = sum(r.running for r in self.runs.values())
-        return f"<Registry runs={len(self.runs)} running={running} groups={len(self.groups)} writers={len(self.writers)}>"
+        return (
+            f"<Registry runs={len(self.runs)} running={running} groups={len(self.groups)} writers={len(self.writers)}>"
+        )
 
     def clear(self) -> None:
         """The store was lost: forget everything that mirrored it (in place: the agent holds these dicts)."""
@@ -85,8 +87,9 @@ class Registry:
         key = (project, group, name)
         run = self.runs.get(self._run_index.get(key, -1))
         if run is None and len(self._run_index) != len(self.runs):  # runs were added: index them (once each)
-            self._run_index = {(r.group.record.project, r.group.record.name, r.record.name): rid
-                               for rid, r in self.runs.items()}  # fmt: skip
+            self._run_index = {
+                (r.group.record.project, r.group.record.name, r.record.name): rid for rid, r in self.runs.items()
+            }
             run = self.runs.get(self._run_index.get(key, -1))
         return run
 

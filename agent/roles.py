@@ -112,7 +112,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> Started:
 
 def check_listen(cfg: AgentConfig) -> None:
     """Plain TCP is for loopback only, unless the operator says ``--insecure``."""
-    host = str(cfg.listen)[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    host = str(cfg.listen)[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
     if cfg.curve_secret:
         return
     try:
@@ -143,15 +143,27 @@ def start_node(cfg: AgentConfig, ctx: Any) -> Started:
     if cfg.curve_secret:
         public, secret = keys.load_secret(cfg.curve_secret)
         curve = (public, secret, keys.load_public(cfg.root_key or ""))
-    spool = Spool(cfg.data_dir / "spool", segment_bytes=cfg.spool_segment_bytes, fsync_interval_s=cfg.spool_fsync_s,
-                  quota_bytes=cfg.spool_quota_bytes)  # fmt: skip
+    spool = Spool(
+        cfg.data_dir / "spool",
+        segment_bytes=cfg.spool_segment_bytes,
+        fsync_interval_s=cfg.spool_fsync_s,
+        quota_bytes=cfg.spool_quota_bytes,
+    )
     for what in spool.counters.quarantined:
         log.error("spool segment quarantined (its records are lost, the root counts them): %s", what)
     catalog = SQLiteStore(cfg.data_dir / "node.sqlite")
     ingest = node_ingest(catalog, cfg, spool, node=cfg.node_name or None)
     ingest.recover()
-    up = Upstream(ctx, str(cfg.upstream), spool, agent_id(spool, ingest.node), ingest.instance, ingest.node,
-                  curve=curve, retry_after_s=cfg.upstream_retry_s)  # fmt: skip
+    up = Upstream(
+        ctx,
+        str(cfg.upstream),
+        spool,
+        agent_id(spool, ingest.node),
+        ingest.instance,
+        ingest.node,
+        curve=curve,
+        retry_after_s=cfg.upstream_retry_s,
+    )
     up.on_found = ingest.found
     up.on_done = ingest.root_done
     up.watermarks = ingest.sink.watermarks  # type: ignore[attr-defined]

@@ -60,9 +60,17 @@ class Link:
     state: tuple[int, list] | None = None  # a ``state`` message waiting for its as_of record
 
     def summary(self) -> dict[str, Any]:
-        return {"agent": self.agent, "node": self.node, "instance": self.instance, "applied": self.applied,
-                "stored": self.stored, "synced": self.synced, "records": self.records, "lost_records": self.lost,
-                "last_heard_s": max(0.0, time.monotonic() - self.heard) if self.heard else None}  # fmt: skip
+        return {
+            "agent": self.agent,
+            "node": self.node,
+            "instance": self.instance,
+            "applied": self.applied,
+            "stored": self.stored,
+            "synced": self.synced,
+            "records": self.records,
+            "lost_records": self.lost,
+            "last_heard_s": max(0.0, time.monotonic() - self.heard) if self.heard else None,
+        }
 
 
 class _OfIngest:
@@ -341,8 +349,11 @@ class Root:
         owed, self.acks_owed = self.acks_owed, {}
         # built now, not at commit time: a node that said HELLO again meanwhile has a new peer identity, and a
         # welcome in between told it to wait for this acknowledgement of what was applied but not yet durable
-        return [(link.peer, record_ack(link.synced, done)) for agent, done in owed.items()
-                if (link := self.links.get(agent)) is not None and link.peer]  # fmt: skip
+        return [
+            (link.peer, record_ack(link.synced, done))
+            for agent, done in owed.items()
+            if (link := self.links.get(agent)) is not None and link.peer
+        ]
 
     def add_status(self, snap: dict[str, Any]) -> None:
         snap["role"] = "root"

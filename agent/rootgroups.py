@@ -92,8 +92,9 @@ class RootGroupState(GroupState):
             old = self.seen.get(key)
             self.seen[key] = np.unique(steps) if old is None else np.union1d(old, steps)
 
-    def add_partial(self, source: str, key: str, ranks: np.ndarray, part: Partial, now: float,
-                    pending: NextCommit) -> None:  # fmt: skip
+    def add_partial(
+        self, source: str, key: str, ranks: np.ndarray, part: Partial, now: float, pending: NextCommit
+    ) -> None:
         g = self.record
         self.source_heard[source] = now
         if len(part) and int(part.step[0]) <= g.sealed_through:
@@ -153,9 +154,13 @@ class RootGroupState(GroupState):
         return marks
 
     def seal(
-        self, now: float, cfg: AgentConfig, pending: NextCommit, everything: bool = False,
+        self,
+        now: float,
+        cfg: AgentConfig,
+        pending: NextCommit,
+        everything: bool = False,
         budget: int | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
         window, partials = self.window, self.partials
         if window.n_points == 0 and partials.empty:
@@ -167,8 +172,10 @@ class RootGroupState(GroupState):
         else:
             marks = self.waited_watermarks(now, cfg)
             bound = min(marks) if marks else top
-            for expired in (window.expired_through(now, cfg.seal_timeout_s),
-                            partials.expired_through(now, cfg.seal_timeout_s)):  # fmt: skip
+            for expired in (
+                window.expired_through(now, cfg.seal_timeout_s),
+                partials.expired_through(now, cfg.seal_timeout_s),
+            ):
                 if expired is not None:
                     bound = max(bound, expired)
             limit = cfg.window_max_bytes if self.share is None else self.share  # agent-wide budget, shared

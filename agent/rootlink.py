@@ -84,8 +84,10 @@ class RootLink:
             except (OSError, Error) as exc:
                 self.close()
                 sock.close(linger=0)
-                raise OSError(f"--listen {cfg.listen}: cannot write the same-user link key ({exc}); set "
-                              "RANKWISE_LINK_DIR to a private directory, or give keys (docs/multinode.md)") from None
+                raise OSError(
+                    f"--listen {cfg.listen}: cannot write the same-user link key ({exc}); set "
+                    "RANKWISE_LINK_DIR to a private directory, or give keys (docs/multinode.md)"
+                ) from None
             log.info("root on %s admits node agents of this user only (key in %s)", self.endpoint, self.key_file)
         self.malformed = 0
         self._by_peer: dict[bytes, str] = {}
@@ -95,7 +97,11 @@ class RootLink:
         return f"<RootLink {self.endpoint} links={len(self.ingest.links)} auth={auth} {self.monitor!r}>"
 
     def sockets(self) -> list[Any]:
-        return [s for s in (self.sock, self.zap.sock if self.zap else None, self.monitor.sock if self.monitor else None) if s]
+        return [
+            s
+            for s in (self.sock, self.zap.sock if self.zap else None, self.monitor.sock if self.monitor else None)
+            if s
+        ]
 
     # ------------------------------------------------------------ loop
 
@@ -213,8 +219,14 @@ class RootLink:
                 fh.write(payload)
         except OSError:
             pass
-        log.error("record %d of node agent %s cannot be applied (%s); kept in %s", seq, link.agent, exc,
-                  directory / name, exc_info=not isinstance(exc, ProtocolError))  # fmt: skip
+        log.error(
+            "record %d of node agent %s cannot be applied (%s); kept in %s",
+            seq,
+            link.agent,
+            exc,
+            directory / name,
+            exc_info=not isinstance(exc, ProtocolError),
+        )
 
     def flush(self, force: bool = False) -> None:
         """Acknowledge what the commits stored, once it is on disk (Root.durable_link_acks)."""
@@ -236,11 +248,17 @@ class RootLink:
             refused["not_allowed"] = self.zap.refused
         auth = "keys" if self.zap is not None else "same user" if self.same_user is not None else "none"
         conns = self.monitor.status() if self.monitor else {}
-        return {"endpoint": self.endpoint, "curve": auth != "none", "auth": auth, "refused": refused,
-                "allowed_handshakes": self.zap.allowed if self.zap else None, **conns,
-                "max_frame_bytes": lw.MAX_LINK_FRAME,
-                # what partial frames can pin at most: ZeroMQ does not say how much of a frame has arrived
-                "max_bytes_in_flight": conns.get("connections", 0) * lw.MAX_LINK_FRAME}  # fmt: skip
+        return {
+            "endpoint": self.endpoint,
+            "curve": auth != "none",
+            "auth": auth,
+            "refused": refused,
+            "allowed_handshakes": self.zap.allowed if self.zap else None,
+            **conns,
+            "max_frame_bytes": lw.MAX_LINK_FRAME,
+            # what partial frames can pin at most: ZeroMQ does not say how much of a frame has arrived
+            "max_bytes_in_flight": conns.get("connections", 0) * lw.MAX_LINK_FRAME,
+        }
 
     def close(self) -> None:
         if getattr(self, "key_file", None) is not None:

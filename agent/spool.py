@@ -110,7 +110,7 @@ class Spool:
         return sum(s.nbytes for s in self._segments)
 
     @property
-    def pending(self) -> int:
+    def unacked(self) -> int:
         """Records appended but not acknowledged."""
         return max(0, self.last_seq - self.acked_seq)
 

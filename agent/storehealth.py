@@ -61,8 +61,11 @@ class StoreHealth:
             log.error(
                 "store write failed: %s (%s). Holding %d uncommitted bytes (budget %d, RANKWISE_AGENT_PENDING_BYTES); "
                 "beyond the budget new batches are not acknowledged: clients keep them and resend. Retrying.",
-                kind, message, pending_bytes, self.budget,
-            )  # fmt: skip
+                kind,
+                message,
+                pending_bytes,
+                self.budget,
+            )
         return kind
 
     def recovered(self, points: int) -> None:
@@ -71,8 +74,11 @@ class StoreHealth:
         kind, _, since = self.trouble
         log.warning(
             "store writable again after %.1f s of %s (%d failed attempts); %d pending points stored",
-            time.time() - since, kind, self.failures, points,
-        )  # fmt: skip
+            time.time() - since,
+            kind,
+            self.failures,
+            points,
+        )
         self.trouble = None
         self.failures = 0
 
@@ -81,16 +87,19 @@ class StoreHealth:
         return self.trouble is not None and pending_bytes >= self.budget
 
     def lost(self, why: str, moved: str | None, writers: int, points: int) -> None:
-        self.losses.append({"at": time.time(), "why": why, "moved_to": moved, "writers": writers,
-                            "uncommitted_points": points})  # fmt: skip
+        self.losses.append(
+            {"at": time.time(), "why": why, "moved_to": moved, "writers": writers, "uncommitted_points": points}
+        )
         self.trouble = None
         self.failures = 0
         log.error(
             "STORE LOST: %s. %s. Started a fresh store; %d writer(s) told to say HELLO again and resend what was not "
             "acknowledged (%d uncommitted points dropped here, kept by their clients).",
-            why, f"What was left of it was moved to {moved}" if moved else "Nothing of it was left to move aside",
-            writers, points,
-        )  # fmt: skip
+            why,
+            f"What was left of it was moved to {moved}" if moved else "Nothing of it was left to move aside",
+            writers,
+            points,
+        )
 
     def state(self) -> str:
         """``ok``, ``disk full``, ``store unavailable: <reason>`` or (a root, a node agent's catalog) ``store lost:

@@ -45,9 +45,19 @@ log = logging.getLogger("rankwise.agent")
 
 
 class Upstream:
-    def __init__(self, ctx: Any, endpoint: str, spool: Spool, agent_id: str, instance: str, node: str,
-                 curve: tuple[bytes, bytes, bytes] | None = None, retry_after_s: float = 2.0,
-                 window_bytes: int = 64 << 20, cache_bytes: int = 64 << 20):  # fmt: skip
+    def __init__(
+        self,
+        ctx: Any,
+        endpoint: str,
+        spool: Spool,
+        agent_id: str,
+        instance: str,
+        node: str,
+        curve: tuple[bytes, bytes, bytes] | None = None,
+        retry_after_s: float = 2.0,
+        window_bytes: int = 64 << 20,
+        cache_bytes: int = 64 << 20,
+    ):
         import zmq
 
         self.endpoint = endpoint

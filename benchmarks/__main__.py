@@ -44,8 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help=f"comma-separated benchmarks to run (of: {', '.join(BENCHMARKS)})")
     p.add_argument("--out", help="JSON output path (default benchmarks/results/<timestamp>.json)")
     cmp = p.add_mutually_exclusive_group()
-    cmp.add_argument("--compare", dest="compare", action="store_true", default=None,
-                     help="run wandb / MLflow / tensorboardX side by side (default: on, off with --quick)")
+    cmp.add_argument(
+        "--compare",
+        dest="compare",
+        action="store_true",
+        default=None,
+        help="run wandb / MLflow / tensorboardX side by side (default: on, off with --quick)",
+    )
     cmp.add_argument("--no-compare", dest="compare", action="store_false", help="rankwise only")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = p.parse_args(argv)
@@ -83,8 +88,13 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     at = results.get("agent_throughput", {})
     for cfg in at.get("configs", []):
         if cfg.get("ranks") == 8 and cfg.get("keys") == 4:
-            add("≥ 1M points/s stored, 8 ranks", cfg["stored_points_per_s"], TARGETS["agent_points_per_s_8_ranks"],
-                "points/s", higher_is_better=True)
+            add(
+                "≥ 1M points/s stored, 8 ranks",
+                cfg["stored_points_per_s"],
+                TARGETS["agent_points_per_s_8_ranks"],
+                "points/s",
+                higher_is_better=True,
+            )
     if at.get("configs"):
         from benchmarks.agent_throughput import peak_rss_check
 
@@ -92,19 +102,35 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ft = results.get("finish_time", {})
     for sc in ft.get("scenarios", []):
         if sc.get("burst") == 1000:
-            add("finish() ≤ 50 ms after a 1k-row burst (median)", sc["finish_s"]["median"] * 1000,
-                TARGETS["finish_ms"], "ms")
+            add(
+                "finish() ≤ 50 ms after a 1k-row burst (median)",
+                sc["finish_s"]["median"] * 1000,
+                TARGETS["finish_ms"],
+                "ms",
+            )
         if sc.get("burst") == 20_000:
-            add("finish() ≤ 50 ms after a 20k-row burst (median)", sc["finish_s"]["median"] * 1000,
-                TARGETS["finish_20k_ms"], "ms")
+            add(
+                "finish() ≤ 50 ms after a 20k-row burst (median)",
+                sc["finish_s"]["median"] * 1000,
+                TARGETS["finish_20k_ms"],
+                "ms",
+            )
     mem = results.get("memory", {})
     if mem.get("overhead_peak_mb") is not None:
-        add("client RSS ≤ 64 MB over its baseline, 1M calls (peak)", mem["overhead_peak_mb"],
-            TARGETS["client_overhead_mb"], "MB")
+        add(
+            "client RSS ≤ 64 MB over its baseline, 1M calls (peak)",
+            mem["overhead_peak_mb"],
+            TARGETS["client_overhead_mb"],
+            "MB",
+        )
     st = results.get("startup", {})
     if "import" in st:
-        add("import rankwise ≤ 150 ms (median)", st["import"]["in_process_s"]["median"] * 1000,
-            TARGETS["import_ms"], "ms")
+        add(
+            "import rankwise ≤ 150 ms (median)",
+            st["import"]["in_process_s"]["median"] * 1000,
+            TARGETS["import_ms"],
+            "ms",
+        )
     for ph in results.get("init_concurrency", {}).get("phases", []):
         if ph["ranks"] == 200 and ph["preimported_transport"]:
             add("init() p99 < 1 s, 200 ranks at once", ph["init_s"]["p99"], TARGETS["init_p99_s_200_ranks"], "s")
@@ -114,8 +140,10 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def render(report: dict[str, Any], modules: dict[str, Any]) -> str:
     from benchmarks import _table
 
-    lines = [f"rankwise benchmarks · {report['started']} · {'quick' if report['quick'] else 'full'} run "
-             f"· {report['duration_s']:.0f} s"]
+    lines = [
+        f"rankwise benchmarks · {report['started']} · {'quick' if report['quick'] else 'full'} run "
+        f"· {report['duration_s']:.0f} s"
+    ]
     lines += _table.machine_lines(report["machine"])
     for name, res in report["benchmarks"].items():
         mod = modules[name]
@@ -134,8 +162,11 @@ def render(report: dict[str, Any], modules: dict[str, Any]) -> str:
         lines.append("")
         lines.append("Targets (verified on a quiet machine; this run's numbers)")
         rows = [
-            (c["target"], f"{c['value']:,.2f} {c['unit']}" if c["value"] < 1e4 else f"{c['value']:,.0f} {c['unit']}",
-             "met" if c["met"] else "MISSED")
+            (
+                c["target"],
+                f"{c['value']:,.2f} {c['unit']}" if c["value"] < 1e4 else f"{c['value']:,.0f} {c['unit']}",
+                "met" if c["met"] else "MISSED",
+            )
             for c in report["targets"]
         ]
         lines += _table.render_rows(rows)

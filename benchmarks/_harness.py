@@ -43,9 +43,7 @@ class BenchError(RuntimeError):
 
 def clean_env(**extra: Any) -> dict[str, str]:
     """The parent's environment without launcher / rankwise / compared tools' variables, plus ``extra``."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith(_SCRUB_PREFIXES)
-    }
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith(_SCRUB_PREFIXES)}
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -106,11 +104,27 @@ class Sandbox:
     def start_agent(self, timeout_s: float = 30.0) -> int:
         """Start the agent the way a client would (``python -m agent --detach``); returns its pid."""
         cmd = [
-            sys.executable, "-m", "agent", "--detach", "--dir", self.data, "--runtime-dir", self.runtime,
-            "--idle-timeout", "300",
-        ]  # fmt: skip
-        subprocess.run(cmd, env=self.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=timeout_s, check=False, cwd=str(REPO))  # fmt: skip
+            sys.executable,
+            "-m",
+            "agent",
+            "--detach",
+            "--dir",
+            self.data,
+            "--runtime-dir",
+            self.runtime,
+            "--idle-timeout",
+            "300",
+        ]
+        subprocess.run(
+            cmd,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout_s,
+            check=False,
+            cwd=str(REPO),
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             from client import spawn
@@ -262,8 +276,14 @@ class Busy:
     def start(self, timeout_s: float = 30.0) -> Busy:
         """Start them and return once every one of them is spinning (said so on stdout)."""
         for _ in range(self.n):
-            self.procs.append(subprocess.Popen([sys.executable, "-c", self._SPIN], stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", self._SPIN],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         deadline = time.monotonic() + timeout_s
         for p in self.procs:
             assert p.stdout is not None
@@ -407,9 +427,7 @@ def stored_counts(box: Sandbox, project: str, group: str, keys: Sequence[str]) -
         for run in api.group(project, group).runs:
             cols = run.history_arrays(list(keys))
             points = {k: int(len(cols[k][0])) if k in cols else 0 for k in keys}
-            exact = all(
-                k in cols and np.array_equal(np.asarray(cols[k][0]), np.arange(run.rows)) for k in keys
-            )
+            exact = all(k in cols and np.array_equal(np.asarray(cols[k][0]), np.arange(run.rows)) for k in keys)
             out[run.rank] = {"rows": int(run.rows), "points": points, "steps_exact": exact, "state": run.state}
         return out
     finally:
@@ -423,9 +441,7 @@ def check_loss(box: Sandbox, project: str, group: str, keys: Sequence[str], sent
     for rank, n in sent.items():
         got = stored.get(rank)
         lost += n * len(keys) if got is None else sum(max(0, n - got["points"][k]) for k in keys)
-    extra = sum(
-        max(0, got["points"][k] - sent.get(rank, 0)) for rank, got in stored.items() for k in keys
-    )
+    extra = sum(max(0, got["points"][k] - sent.get(rank, 0)) for rank, got in stored.items() for k in keys)
     exact = all(
         rank in stored and stored[rank]["rows"] == n and stored[rank]["steps_exact"] for rank, n in sent.items()
     )

@@ -79,7 +79,9 @@ def render_grid(header: list[str], body: list[list[str]], indent: str = "  ") ->
     lines = [indent + "  ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(header, widths)))]
     lines.append(indent + "  ".join("-" * w for w in widths))
     for r in body:
-        lines.append(indent + "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append(
+            indent + "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths)))
+        )
     return [line.rstrip() for line in lines]
 
 

@@ -84,30 +84,45 @@ def peak_rss_check(r: dict, targets: dict) -> tuple[str, float, float, str]:
 def render(r: dict) -> list[str]:
     from benchmarks._table import mb, ms, pct, rate, render_grid
 
-    header = ["ranks × keys", "offered", "stored", "stored rows/s", "drain after loop", "rank CPU/row", "agent CPU",
-              f"agent peak RSS (≤ {RSS_GOAL_MB:.0f} MB)", "max pending", "WAL at end",
-              "commits", "in commit", "written", "lost"]
+    header = [
+        "ranks × keys",
+        "offered",
+        "stored",
+        "stored rows/s",
+        "drain after loop",
+        "rank CPU/row",
+        "agent CPU",
+        f"agent peak RSS (≤ {RSS_GOAL_MB:.0f} MB)",
+        "max pending",
+        "WAL at end",
+        "commits",
+        "in commit",
+        "written",
+        "lost",
+    ]
     body = []
     for c in r["configs"]:
         loss = c["loss"]
         counters = c["agent"].get("counters", {})
         lost = "0" if loss["lost_points"] == 0 and loss["exact"] else f"{loss['lost_points']} (exact={loss['exact']})"
-        body.append([
-            f"{c['ranks']} × {c['keys']}",
-            rate(c["offered_points_per_s"], " pts/s"),
-            rate(c["stored_points_per_s"], " pts/s"),
-            rate(c["aggregate_sustained_per_s"], " rows/s"),
-            ms(c["done_s"] - c["loop_s"]),
-            f"{c['client_cpu_us_per_call']:.1f} µs",
-            pct(c["agent"]["cpu_percent"]),
-            mb(c["agent"]["peak_rss_mb"]) + ("" if c["agent"]["peak_rss_mb"] <= RSS_GOAL_MB else " (over)"),
-            mb(c["agent"]["pending_bytes_max"] / 2**20) if c["agent"].get("pending_bytes_max") is not None else "–",
-            mb(c["agent"].get("wal_mb")),
-            f"{counters.get('commits', 0):,}",
-            ms(counters.get("commit_us", 0) / 1e6),
-            mb(c["agent"].get("write_chars_mb")),
-            lost,
-        ])  # fmt: skip
+        body.append(
+            [
+                f"{c['ranks']} × {c['keys']}",
+                rate(c["offered_points_per_s"], " pts/s"),
+                rate(c["stored_points_per_s"], " pts/s"),
+                rate(c["aggregate_sustained_per_s"], " rows/s"),
+                ms(c["done_s"] - c["loop_s"]),
+                f"{c['client_cpu_us_per_call']:.1f} µs",
+                pct(c["agent"]["cpu_percent"]),
+                mb(c["agent"]["peak_rss_mb"]) + ("" if c["agent"]["peak_rss_mb"] <= RSS_GOAL_MB else " (over)"),
+                mb(c["agent"]["pending_bytes_max"] / 2**20) if c["agent"].get("pending_bytes_max") is not None else "–",
+                mb(c["agent"].get("wal_mb")),
+                f"{counters.get('commits', 0):,}",
+                ms(counters.get("commit_us", 0) / 1e6),
+                mb(c["agent"].get("write_chars_mb")),
+                lost,
+            ]
+        )
     total = sum(c["loss"]["stored_points"] for c in r["configs"])
     return render_grid(header, body) + [
         f"  {r['params']['duration_s']:.1f} s loop per configuration; {total:,} points stored and counted in all; "

@@ -149,23 +149,31 @@ def check_loss_coalesced(box: Any, project: str, group: str, keys: Any, sent: di
                 lost += max(0, n - got)
                 stored += got
                 exact = exact and r.rows == n and bool((covered[:n] == 1).all())
-        res.update(lost_points=lost, stored_points=stored, coalesced_points=coalesced, exact=exact,
-                   extra_points=max(0, stored - res["sent_points"]))  # fmt: skip
+        res.update(
+            lost_points=lost,
+            stored_points=stored,
+            coalesced_points=coalesced,
+            exact=exact,
+            extra_points=max(0, stored - res["sent_points"]),
+        )
         return res
     finally:
         api.close()
 
 
-def run_ranks(box: Any, ranks: int, duration_s: float, keys: int, group: str, timeout_s: float,
-              agent_pid: int | None = None) -> dict:
+def run_ranks(
+    box: Any, ranks: int, duration_s: float, keys: int, group: str, timeout_s: float, agent_pid: int | None = None
+) -> dict:
     """Start ``ranks`` tight workers together against ``box``'s agent; aggregate and check for loss."""
     from benchmarks._harness import ProcWatch, agent_counters, results, start_together
 
     workers = [
-        box.worker(f"{NAME}:tight", {"group": group, "rank": r, "world": ranks, "keys": keys,
-                                      "duration_s": duration_s, "barrier": True})
+        box.worker(
+            f"{NAME}:tight",
+            {"group": group, "rank": r, "world": ranks, "keys": keys, "duration_s": duration_s, "barrier": True},
+        )
         for r in range(ranks)
-    ]  # fmt: skip
+    ]
     watch = ProcWatch(agent_pid) if agent_pid else None
     for w in workers:
         w.wait_ready(timeout_s)
@@ -232,21 +240,46 @@ def rows(r: dict) -> list:
         n = c["ranks"]
         label = "1 rank" if n == 1 else f"{n} ranks, per rank (mean)"
         queued = c.get("queued_calls_at_loop_end", c["backlog_ops_at_loop_end"] // 4)
-        out.append((label + ": loop", rate(c["mean_rank_calls_per_s"], " calls/s"),
-                    f"{c['duration_s']:.1f} s loop; queue at loop end {queued:,} calls "
-                    f"(~{c.get('queued_mb_at_loop_end_max', 0):.1f} MB, peak ~{c.get('queued_peak_mb_max', 0):.1f} MB), "
-                    f"RSS {c.get('rss_mb_at_loop_end_max', 0):.0f} MB"))
+        out.append(
+            (
+                label + ": loop",
+                rate(c["mean_rank_calls_per_s"], " calls/s"),
+                f"{c['duration_s']:.1f} s loop; queue at loop end {queued:,} calls "
+                f"(~{c.get('queued_mb_at_loop_end_max', 0):.1f} MB, peak ~{c.get('queued_peak_mb_max', 0):.1f} MB), "
+                f"RSS {c.get('rss_mb_at_loop_end_max', 0):.0f} MB",
+            )
+        )
         if c.get("coalesced_rows"):
             who = "1 rank" if n == 1 else f"{n} ranks, all together"
-            out.append((who + ": coalesced", f"{c['coalesced_rows']:,} rows",
-                        f"into {c['coalesced_spans']:,} spans over {c['overloads']} overload(s): the loop outran "
-                        "the I/O thread (max_queued_bytes)"))
-        out.append((label + ": sustained", rate(c["mean_rank_sustained_per_s"], " calls/s"),
-                    f"incl. finish() {ms(c['finish_s_max'])} until all acknowledged"))
-        out.append((f"{n} rank{'s' if n > 1 else ''}: client CPU per call", f"{c['client_cpu_us_per_call']:.2f} µs",
-                    "rank process CPU (training + I/O thread) from start to finish() ÷ calls"))
+            out.append(
+                (
+                    who + ": coalesced",
+                    f"{c['coalesced_rows']:,} rows",
+                    f"into {c['coalesced_spans']:,} spans over {c['overloads']} overload(s): the loop outran "
+                    "the I/O thread (max_queued_bytes)",
+                )
+            )
+        out.append(
+            (
+                label + ": sustained",
+                rate(c["mean_rank_sustained_per_s"], " calls/s"),
+                f"incl. finish() {ms(c['finish_s_max'])} until all acknowledged",
+            )
+        )
+        out.append(
+            (
+                f"{n} rank{'s' if n > 1 else ''}: client CPU per call",
+                f"{c['client_cpu_us_per_call']:.2f} µs",
+                "rank process CPU (training + I/O thread) from start to finish() ÷ calls",
+            )
+        )
         if n > 1:
-            out.append((f"{n} ranks, all together: sustained", rate(c["aggregate_sustained_per_s"], " calls/s"),
-                        f"loop {rate(c['aggregate_calls_per_s'], ' calls/s')}"))
+            out.append(
+                (
+                    f"{n} ranks, all together: sustained",
+                    rate(c["aggregate_sustained_per_s"], " calls/s"),
+                    f"loop {rate(c['aggregate_calls_per_s'], ' calls/s')}",
+                )
+            )
         out.append((f"{n} rank{'s' if n > 1 else ''}: loss", str(c["loss"]["lost_points"]), loss_note(c["loss"])))
     return out

@@ -35,10 +35,18 @@ TOOLS = ("rankwise", "wandb", "mlflow", "tensorboardX")
 MODULE = {"rankwise": "rankwise", "wandb": "wandb", "mlflow": "mlflow", "tensorboardX": "tensorboardX"}
 
 # (latency call cap, latency budget s, tight-loop s): slow tools get fewer calls, never more time
-_FULL = {"rankwise": (200_000, 5.0, 2.0), "wandb": (20_000, 4.0, 2.0), "mlflow": (5_000, 4.0, 2.0),
-         "tensorboardX": (200_000, 4.0, 2.0)}  # fmt: skip
-_QUICK = {"rankwise": (20_000, 1.0, 0.4), "wandb": (2_000, 1.0, 0.5), "mlflow": (500, 1.0, 0.5),
-          "tensorboardX": (5_000, 1.0, 0.5)}  # fmt: skip
+_FULL = {
+    "rankwise": (200_000, 5.0, 2.0),
+    "wandb": (20_000, 4.0, 2.0),
+    "mlflow": (5_000, 4.0, 2.0),
+    "tensorboardX": (200_000, 4.0, 2.0),
+}
+_QUICK = {
+    "rankwise": (20_000, 1.0, 0.4),
+    "wandb": (2_000, 1.0, 0.5),
+    "mlflow": (500, 1.0, 0.5),
+    "tensorboardX": (5_000, 1.0, 0.5),
+}
 
 
 def params(quick: bool) -> dict[str, Any]:
@@ -149,9 +157,16 @@ def workload(args: dict, barrier: Any) -> dict:
 
 def _tool_env(box: Any, tool: str, scratch: str) -> dict[str, str]:
     if tool == "wandb":
-        return box.env(WANDB_MODE="offline", WANDB_DIR=scratch, WANDB_SILENT="true", WANDB_CONSOLE="off",
-                       WANDB_DISABLE_GIT="true", WANDB_CACHE_DIR=scratch, WANDB_CONFIG_DIR=scratch,
-                       WANDB_DATA_DIR=scratch)  # fmt: skip
+        return box.env(
+            WANDB_MODE="offline",
+            WANDB_DIR=scratch,
+            WANDB_SILENT="true",
+            WANDB_CONSOLE="off",
+            WANDB_DISABLE_GIT="true",
+            WANDB_CACHE_DIR=scratch,
+            WANDB_CONFIG_DIR=scratch,
+            WANDB_DATA_DIR=scratch,
+        )
     if tool == "mlflow":
         return box.env(MLFLOW_TRACKING_URI=f"file://{scratch}/mlruns", MLFLOW_ALLOW_FILE_STORE="true")
     return box.env()
@@ -186,8 +201,12 @@ def run(ctx: Any) -> dict:
                     continue
             scratch = os.path.join(box.scratch, tool)
             os.makedirs(scratch, exist_ok=True)
-            w = box.worker(f"{NAME}:workload", dict(p[tool], tool=tool, dir=scratch),
-                           env=_tool_env(box, tool, scratch), new_session=tool != "rankwise")  # fmt: skip
+            w = box.worker(
+                f"{NAME}:workload",
+                dict(p[tool], tool=tool, dir=scratch),
+                env=_tool_env(box, tool, scratch),
+                new_session=tool != "rankwise",
+            )
             try:
                 res = w.result(ctx.timeout(90))
             except BenchError as exc:
@@ -214,8 +233,20 @@ def run(ctx: Any) -> dict:
 def render(r: dict) -> list[str]:
     from benchmarks._table import loss_note, ms, rate, ratio, render_grid, us
 
-    header = ["tool", "version", "calls timed", "p50", "p50 vs rw", "p99", "p99 vs rw", "max", "loop calls/s",
-              "sustained", "sust. vs rw", "finish"]
+    header = [
+        "tool",
+        "version",
+        "calls timed",
+        "p50",
+        "p50 vs rw",
+        "p99",
+        "p99 vs rw",
+        "max",
+        "loop calls/s",
+        "sustained",
+        "sust. vs rw",
+        "finish",
+    ]
     body = []
     notes = []
     for tool in TOOLS:
@@ -226,18 +257,32 @@ def render(r: dict) -> list[str]:
             notes.append(f"  {tool}: skipped — {res['skipped']}")
             continue
         lat, rt = res["latency"], res.get("ratios", {})
-        body.append([
-            tool, res["version"], f"{lat['n']:,}" + (" (budget)" if res["latency_budget_hit"] else ""),
-            us(lat["p50_ns"]), ratio(rt.get("p50")), us(lat["p99_ns"]), ratio(rt.get("p99")), us(lat["max_ns"]),
-            rate(res["calls_per_s"]), rate(res["sustained_per_s"]), ratio(rt.get("sustained_per_s")),
-            ms(res["finish_s"]),
-        ])  # fmt: skip
+        body.append(
+            [
+                tool,
+                res["version"],
+                f"{lat['n']:,}" + (" (budget)" if res["latency_budget_hit"] else ""),
+                us(lat["p50_ns"]),
+                ratio(rt.get("p50")),
+                us(lat["p99_ns"]),
+                ratio(rt.get("p99")),
+                us(lat["max_ns"]),
+                rate(res["calls_per_s"]),
+                rate(res["sustained_per_s"]),
+                ratio(rt.get("sustained_per_s")),
+                ms(res["finish_s"]),
+            ]
+        )
     lines = render_grid(header, body) if body else []
     lines.append("  'vs rw' = times slower than rankwise: their latency ÷ rankwise's; rankwise's rate ÷ theirs")
     base = r["tools"].get("rankwise", {})
     if "loss" in base:
         st = base.get("stats", {})
-        co = (f"; {st['coalesced_rows']:,} rows coalesced by the client into {st['coalesced_spans']:,} spans (its queue"
-              " over its byte bound; counts, min, max, last kept)" if st.get("coalesced_rows") else "")  # fmt: skip
+        co = (
+            f"; {st['coalesced_rows']:,} rows coalesced by the client into {st['coalesced_spans']:,} spans (its queue"
+            " over its byte bound; counts, min, max, last kept)"
+            if st.get("coalesced_rows")
+            else ""
+        )
         lines.append(f"  rankwise in this loop: {loss_note(base['loss'])}{co}")
     return lines + notes

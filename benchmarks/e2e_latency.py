@@ -106,7 +106,11 @@ def rows(r: dict) -> list:
 
     lat = r["latency_s"]
     return [
-        ("samples", str(lat["n"]), f"one row every {r['params']['interval_ms'][0]:.0f}–{r['params']['interval_ms'][1]:.0f} ms"),
+        (
+            "samples",
+            str(lat["n"]),
+            f"one row every {r['params']['interval_ms'][0]:.0f}–{r['params']['interval_ms'][1]:.0f} ms",
+        ),
         ("p50", ms(r["p50_s"]), ""),
         ("p99", ms(r["p99_s"]), f"min {ms(lat['min'])}, max {ms(lat['max'])}"),
         ("poll resolution", ms(r["poll_s"]["median"] + 0.0005), "one Api read + 0.5 ms sleep; bounds the error"),

@@ -50,8 +50,17 @@ def finishes(args: dict, barrier: Any) -> dict:
             unacked = writer.unacked_rows() if hasattr(writer, "unacked_rows") else None  # sent, not yet stored
             t0 = perf_counter()
             run.finish()
-            out.append({"burst": burst, "rep": rep, "group": group, "finish_s": perf_counter() - t0,
-                        "rows_logged": 50 + burst, "queued_at_finish": queued, "unacked_at_finish": unacked})  # fmt: skip
+            out.append(
+                {
+                    "burst": burst,
+                    "rep": rep,
+                    "group": group,
+                    "finish_s": perf_counter() - t0,
+                    "rows_logged": 50 + burst,
+                    "queued_at_finish": queued,
+                    "unacked_at_finish": unacked,
+                }
+            )
     return {"runs": out}
 
 
@@ -74,12 +83,27 @@ def run(ctx: Any) -> dict:
         times = [r["finish_s"] for r in res["runs"] if r["burst"] == burst]
         # the backlog of the repetition with the median finish() time (upper median): what that time was spent on
         mid = sorted((r for r in res["runs"] if r["burst"] == burst), key=lambda r: r["finish_s"])[len(times) // 2]
-        scenarios.append({"burst": burst, "finish_s": summary(times), "queued_at_finish": mid.get("queued_at_finish"),
-                          "unacked_at_finish": mid.get("unacked_at_finish")})  # fmt: skip
+        scenarios.append(
+            {
+                "burst": burst,
+                "finish_s": summary(times),
+                "queued_at_finish": mid.get("queued_at_finish"),
+                "unacked_at_finish": mid.get("unacked_at_finish"),
+            }
+        )
     total = sum(r["rows_logged"] for r in res["runs"]) * len(KEYS)
-    return {"params": p, "scenarios": scenarios, "runs": res["runs"],
-            "loss": {"lost_points": lost, "exact": exact, "stored_points": total - lost, "sent_points": total,
-                     "extra_points": 0}}  # fmt: skip
+    return {
+        "params": p,
+        "scenarios": scenarios,
+        "runs": res["runs"],
+        "loss": {
+            "lost_points": lost,
+            "exact": exact,
+            "stored_points": total - lost,
+            "sent_points": total,
+            "extra_points": 0,
+        },
+    }
 
 
 def rows(r: dict) -> list:

@@ -46,8 +46,13 @@ def rank_init(args: dict, barrier: Any) -> dict:
     t1 = perf_counter()
     run.log({"x": float(args["rank"])})
     run.finish()
-    return {"init_s": t1 - t0, "released": released, "registered": t1, "sent": run.stats["rows_sent"],
-            "unacked": run.stats["unacked_rows"]}  # fmt: skip
+    return {
+        "init_s": t1 - t0,
+        "released": released,
+        "registered": t1,
+        "sent": run.stats["rows_sent"],
+        "unacked": run.stats["unacked_rows"],
+    }
 
 
 def _phase(ctx: Any, box: Any, n: int, group: str, preimport: bool) -> dict:
@@ -55,8 +60,10 @@ def _phase(ctx: Any, box: Any, n: int, group: str, preimport: bool) -> dict:
     from benchmarks._stats import summary
 
     hellos_before = agent_counters(box).get("counters", {}).get("hellos", 0)
-    workers = [box.worker(f"{NAME}:rank_init", {"group": group, "rank": r, "world": n, "preimport": preimport})
-               for r in range(n)]  # fmt: skip
+    workers = [
+        box.worker(f"{NAME}:rank_init", {"group": group, "rank": r, "world": n, "preimport": preimport})
+        for r in range(n)
+    ]
     release = start_together(workers, ready_timeout_s=ctx.timeout(600))
     res = results(workers, timeout_s=ctx.timeout(600))
     counters = agent_counters(box).get("counters", {})
@@ -95,10 +102,12 @@ def rows(r: dict) -> list:
     for ph in r["phases"]:
         what = "transport loaded" if ph["preimported_transport"] else "imports inside init()"
         s = ph["init_s"]
-        lines.append((
-            f"init(), {ph['ranks']} ranks at once, {what}",
-            f"{ms(s['median'])} / {ms(s['p99'])} / {ms(s['max'])}",
-            f"p50 / p99 / max; all registered {ms(ph['all_registered_after_s'])} after release; "
-            f"{ph['hellos']} HELLOs, rows {ph['stored_rows']}/{ph['sent_rows']} stored",
-        ))  # fmt: skip
+        lines.append(
+            (
+                f"init(), {ph['ranks']} ranks at once, {what}",
+                f"{ms(s['median'])} / {ms(s['p99'])} / {ms(s['max'])}",
+                f"p50 / p99 / max; all registered {ms(ph['all_registered_after_s'])} after release; "
+                f"{ph['hellos']} HELLOs, rows {ph['stored_rows']}/{ph['sent_rows']} stored",
+            )
+        )
     return lines

@@ -42,26 +42,46 @@ FORMS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "floats": ("flat Python floats", "plain", ("loss", "acc", "lr", "gnorm"), "python"),
     "step": ("log(d, step=i)", "step", ("loss", "acc", "lr", "gnorm"), "python"),
     "commit": ("log(d, commit=False) + log(d2)", "commit", ("loss", "acc", "lr", "gnorm"), "python"),
-    "nested": ("nested {'train': {..}, 'opt': {..}}", "plain", ("train.loss", "train.acc", "opt.lr", "opt.gnorm"),
-               "python"),
+    "nested": (
+        "nested {'train': {..}, 'opt': {..}}",
+        "plain",
+        ("train.loss", "train.acc", "opt.lr", "opt.gnorm"),
+        "python",
+    ),
     "ints_bools": ("ints and bools", "plain", ("epoch", "tokens", "done", "best"), "python"),
     "numpy": ("numpy float32 / int64 scalars", "plain", ("loss", "acc", "tokens", "epoch"), "numpy"),
     "module": ("rankwise.log(d, step=i)", "step", ("loss", "acc", "lr", "gnorm"), "python"),
     "torch_cpu": ("torch 0-d CPU tensors", "plain", ("loss", "acc", "gnorm", "tokens"), "torch_cpu"),
     "torch_cuda": ("torch 0-d CUDA tensors", "plain", ("loss", "acc", "gnorm", "tokens"), "torch_cuda"),
-}  # fmt: skip
+}
 BUSY = 4  # spinning processes in the contended variant (issue 11: 4 busy processes on the cores)
 QUICK_CONTENDED = ("floats", "step")
 
 
 def params(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"warmup": 500, "calls": 20_000, "overhead_calls": 10_000, "blocks": 10, "block_size": 1000,
-                "budget_s": 3.0, "contended_calls": 20_000, "contended_forms": list(QUICK_CONTENDED),
-                "wandb": {"calls": 2_000, "budget_s": 1.0, "blocks": 1, "block_size": 500}}  # fmt: skip
-    return {"warmup": 2000, "calls": 200_000, "overhead_calls": 100_000, "blocks": 100, "block_size": 1000,
-            "budget_s": 10.0, "contended_calls": 50_000, "contended_forms": None,  # None: every form
-            "wandb": {"calls": 20_000, "budget_s": 5.0, "blocks": 5, "block_size": 1000}}  # fmt: skip
+        return {
+            "warmup": 500,
+            "calls": 20_000,
+            "overhead_calls": 10_000,
+            "blocks": 10,
+            "block_size": 1000,
+            "budget_s": 3.0,
+            "contended_calls": 20_000,
+            "contended_forms": list(QUICK_CONTENDED),
+            "wandb": {"calls": 2_000, "budget_s": 1.0, "blocks": 1, "block_size": 500},
+        }
+    return {
+        "warmup": 2000,
+        "calls": 200_000,
+        "overhead_calls": 100_000,
+        "blocks": 100,
+        "block_size": 1000,
+        "budget_s": 10.0,
+        "contended_calls": 50_000,
+        "contended_forms": None,  # None: every form
+        "wandb": {"calls": 20_000, "budget_s": 5.0, "blocks": 5, "block_size": 1000},
+    }
 
 
 def _maker(form: str) -> Callable[[int], Any]:
@@ -71,8 +91,10 @@ def _maker(form: str) -> Callable[[int], Any]:
     if form == "commit":
         return lambda i: ({"loss": 1.0 / (i + 1), "acc": 0.5 + i * 1e-9}, {"lr": 3e-4, "gnorm": float(i % 97)})
     if form == "nested":
-        return lambda i: {"train": {"loss": 1.0 / (i + 1), "acc": 0.5 + i * 1e-9},
-                          "opt": {"lr": 3e-4, "gnorm": float(i % 97)}}  # fmt: skip
+        return lambda i: {
+            "train": {"loss": 1.0 / (i + 1), "acc": 0.5 + i * 1e-9},
+            "opt": {"lr": 3e-4, "gnorm": float(i % 97)},
+        }
     if form == "ints_bools":
         return lambda i: {"epoch": i // 1000, "tokens": i * 512, "done": i % 2 == 0, "best": i % 7 == 0}
     if form == "numpy":
@@ -85,8 +107,12 @@ def _maker(form: str) -> Callable[[int], Any]:
 
         dev = "cuda" if form == "torch_cuda" else "cpu"
         t = torch.tensor
-        return lambda i: {"loss": t(1.0 / (i + 1), device=dev), "acc": t(0.5, device=dev),
-                          "gnorm": t(float(i % 97), device=dev), "tokens": t(i * 512, device=dev)}  # fmt: skip
+        return lambda i: {
+            "loss": t(1.0 / (i + 1), device=dev),
+            "acc": t(0.5, device=dev),
+            "gnorm": t(float(i % 97), device=dev),
+            "tokens": t(i * 512, device=dev),
+        }
     raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
 
 
@@ -133,8 +159,9 @@ def _timed(call: str, log: Callable, make: Callable, lat: Any, row: int, n: int,
     return j, i
 
 
-def _blocks(call: str, log: Callable, make: Callable, row: int, blocks: int, size: int,
-            flush: Callable) -> tuple[int, int, int]:  # fmt: skip
+def _blocks(
+    call: str, log: Callable, make: Callable, row: int, blocks: int, size: int, flush: Callable
+) -> tuple[int, int, int]:
     """Blocks of ``size`` rows with one timer pair per block; returns (calls, ns in blocks, next row)."""
     from time import perf_counter_ns as pc
 
@@ -316,8 +343,14 @@ def run(ctx: Any) -> dict:
     forms, skipped = available_forms()
     contended = [f for f in forms if p["contended_forms"] is None or f in p["contended_forms"]]
     want_wandb = ctx.compare and importlib.util.find_spec("wandb") is not None
-    out: dict[str, Any] = {"params": p, "forms": {}, "skipped": skipped, "notes": [], "busy_processes": BUSY,
-                           "cores": os.cpu_count()}  # fmt: skip
+    out: dict[str, Any] = {
+        "params": p,
+        "forms": {},
+        "skipped": skipped,
+        "notes": [],
+        "busy_processes": BUSY,
+        "cores": os.cpu_count(),
+    }
     if not ctx.compare:
         out["wandb"] = "comparison off (--quick without --compare, or --no-compare)"
     elif not want_wandb:
@@ -373,13 +406,25 @@ def target_checks(r: dict, targets: dict) -> list[tuple[str, float, float, str]]
             checks.append((f"log() {what} ≤ {limit:g} µs, every Python/numpy form (worst: {w[1]})", w[0], limit, "µs"))
     w = worst(("torch_cpu",), "quiet", "net_p50_ns")
     if w:
-        checks.append((f"log() p50 ≤ {targets['forms_torch_p50_us']:g} µs, torch 0-d CPU tensors", w[0],
-                       targets["forms_torch_p50_us"], "µs"))  # fmt: skip
+        checks.append(
+            (
+                f"log() p50 ≤ {targets['forms_torch_p50_us']:g} µs, torch 0-d CPU tensors",
+                w[0],
+                targets["forms_torch_p50_us"],
+                "µs",
+            )
+        )
     w = worst(("python", "numpy", "torch_cpu", "torch_cuda"), "contended", "net_p99_ns")
     if w:
         lim = targets["forms_contended_p99_us"]
-        checks.append((f"log() p99 ≤ {lim:g} µs with {r.get('busy_processes', BUSY)} busy processes (worst: {w[1]})",
-                       w[0], lim, "µs"))  # fmt: skip
+        checks.append(
+            (
+                f"log() p99 ≤ {lim:g} µs with {r.get('busy_processes', BUSY)} busy processes (worst: {w[1]})",
+                w[0],
+                lim,
+                "µs",
+            )
+        )
     return checks
 
 
@@ -411,32 +456,53 @@ def render(r: dict) -> list[str]:
     for e in forms.values():
         q = e["quiet"]
         c = e.get("contended")
-        row = [e["label"], f"{q['latency']['n']:,}" + (" (budget)" if q["budget_hit"] else ""),
-               us(q["net_p50_ns"]), us(q["net_p99_ns"]), us(q["net_max_ns"]), rate(q["calls_per_s"]),
-               str(q["loss"]["lost_points"] + q["loss"]["extra_points"]) if q["loss"]["exact"] else "LOSS",
-               us(c["net_p99_ns"]) if c else "-", us(c["net_max_ns"]) if c else "-"]  # fmt: skip
+        row = [
+            e["label"],
+            f"{q['latency']['n']:,}" + (" (budget)" if q["budget_hit"] else ""),
+            us(q["net_p50_ns"]),
+            us(q["net_p99_ns"]),
+            us(q["net_max_ns"]),
+            rate(q["calls_per_s"]),
+            str(q["loss"]["lost_points"] + q["loss"]["extra_points"]) if q["loss"]["exact"] else "LOSS",
+            us(c["net_p99_ns"]) if c else "-",
+            us(c["net_max_ns"]) if c else "-",
+        ]
         if has_w:
             w = e.get("wandb", {})
             row += [us(w["net_p50_ns"]), us(w["net_p99_ns"]), rate(w["calls_per_s"])] if "latency" in w else ["-"] * 3
         row.append(_goal(e))
         body.append(row)
     lines = render_grid(header, body) if body else []
-    sent = sum(e["quiet"]["loss"]["sent_points"] + e.get("contended", {}).get("loss", {}).get("sent_points", 0)
-               for e in forms.values())  # fmt: skip
-    stored = sum(e["quiet"]["loss"]["stored_points"] + e.get("contended", {}).get("loss", {}).get("stored_points", 0)
-                 for e in forms.values())  # fmt: skip
+    sent = sum(
+        e["quiet"]["loss"]["sent_points"] + e.get("contended", {}).get("loss", {}).get("sent_points", 0)
+        for e in forms.values()
+    )
+    stored = sum(
+        e["quiet"]["loss"]["stored_points"] + e.get("contended", {}).get("loss", {}).get("stored_points", 0)
+        for e in forms.values()
+    )
     ov = [e["quiet"]["timer_overhead"]["p50_ns"] for e in forms.values()]
-    lines.append(f"  latencies net of the timer (its median, {us(min(ov))}–{us(max(ov))}, subtracted); calls/s: "
-                 f"{r['params']['blocks']} blocks of {r['params']['block_size']} rows, one timer pair per block")  # fmt: skip
-    shares = [e["contended"]["loop_cpu_s"] / e["contended"]["loop_s"] for e in forms.values()
-              if "contended" in e and e["contended"].get("loop_s")]  # fmt: skip
+    lines.append(
+        f"  latencies net of the timer (its median, {us(min(ov))}–{us(max(ov))}, subtracted); calls/s: "
+        f"{r['params']['blocks']} blocks of {r['params']['block_size']} rows, one timer pair per block"
+    )
+    shares = [
+        e["contended"]["loop_cpu_s"] / e["contended"]["loop_s"]
+        for e in forms.values()
+        if "contended" in e and e["contended"].get("loop_s")
+    ]
     if shares:
-        lines.append(f"  contended: the worker process got {min(shares):.0%}–{max(shares):.0%} of one core's time in its timed "
-                     "loop (its CPU time ÷ wall time, training + I/O thread)")  # fmt: skip
-    lines.append(f"  contended: {r['busy_processes']} spinning processes on {r['cores']} cores during the timed loop"
-                 f" ({r['params']['contended_calls']:,} calls); loss = points missing or extra in the store"
-                 f" (sent {sent:,} = stored {stored:,} points)" if sent == stored else
-                 f"  LOSS: sent {sent:,} stored {stored:,} points")  # fmt: skip
+        lines.append(
+            f"  contended: the worker process got {min(shares):.0%}–{max(shares):.0%} of one core's time in its timed "
+            "loop (its CPU time ÷ wall time, training + I/O thread)"
+        )
+    lines.append(
+        f"  contended: {r['busy_processes']} spinning processes on {r['cores']} cores during the timed loop"
+        f" ({r['params']['contended_calls']:,} calls); loss = points missing or extra in the store"
+        f" (sent {sent:,} = stored {stored:,} points)"
+        if sent == stored
+        else f"  LOSS: sent {sent:,} stored {stored:,} points"
+    )
     ag = r.get("agent")
     if ag:
         lines.append(f"  agent: {ag['cpu_percent']:.0f} % CPU, peak RSS {ag['peak_rss_mb']:.0f} MB over the benchmark")
@@ -446,16 +512,20 @@ def render(r: dict) -> list[str]:
         for variant in ("quiet", "contended"):
             st = e.get(variant, {}).get("stats", {})
             if st.get("coalesced_rows"):
-                lines.append(f"  {e['label']} ({variant}): {st['coalesced_rows']:,} rows coalesced by the client into "
-                             f"{st['coalesced_spans']:,} spans (its queue passed max_queued_bytes; counted as the "
-                             "rows they stand for)")  # fmt: skip
+                lines.append(
+                    f"  {e['label']} ({variant}): {st['coalesced_rows']:,} rows coalesced by the client into "
+                    f"{st['coalesced_spans']:,} spans (its queue passed max_queued_bytes; counted as the "
+                    "rows they stand for)"
+                )
     if "wandb" in r:
         lines.append(f"  wandb: skipped — {r['wandb']}")
     wb = [e["wandb"] for e in forms.values() if "latency" in e.get("wandb", {})]
     if wb:
         n = [w["latency"]["n"] for w in wb]
-        lines.append(f"  wandb {wb[0]['version']}: offline mode, same worker loop and dicts, {min(n):,}–{max(n):,} calls "
-                     f"timed per form (cap {r['params']['wandb']['calls']:,} or {r['params']['wandb']['budget_s']:g} s)")  # fmt: skip
+        lines.append(
+            f"  wandb {wb[0]['version']}: offline mode, same worker loop and dicts, {min(n):,}–{max(n):,} calls "
+            f"timed per form (cap {r['params']['wandb']['calls']:,} or {r['params']['wandb']['budget_s']:g} s)"
+        )
     for e in forms.values():
         if "skipped" in e.get("wandb", {}):
             lines.append(f"  wandb, {e['label']}: {e['wandb']['skipped']}")

@@ -222,24 +222,42 @@ def rows(r: dict) -> list:
     lat, ov, blk, gc = r["log"], r["timer_overhead"], r["blocks"], r["gc"]
     g2 = gc.get("gen2", {})
     return [
-        ("calls timed", f"{lat['n']:,}", f"fresh dict per call; {rate(r['calls_per_s_timed_loop'], ' calls/s')} in the timed loop"
-         + (f" (stopped by the {r['params']['budget_s']} s budget)" if r["budget_hit"] else "")),
+        (
+            "calls timed",
+            f"{lat['n']:,}",
+            f"fresh dict per call; {rate(r['calls_per_s_timed_loop'], ' calls/s')} in the timed loop"
+            + (f" (stopped by the {r['params']['budget_s']} s budget)" if r["budget_hit"] else ""),
+        ),
         ("p50", us(lat["p50_ns"]), f"net of timer: {us(r['net_p50_ns'])}"),
         ("p90", us(lat["p90_ns"]), ""),
         ("p99", us(lat["p99_ns"]), f"net of timer: {us(r['net_p99_ns'])}"),
         ("p99.9", us(lat["p999_ns"]), f"net of timer: {us(r['net_p999_ns'])}"),
         ("p99.99", us(lat["p9999_ns"]), ""),
-        ("max", us(lat["max_ns"]), f"{lat['over_100us']:,} calls > 100 µs ({lat['time_over_100us_ms']:.0f} ms in total), "
-         f"{lat['over_1ms']:,} > 1 ms"),
+        (
+            "max",
+            us(lat["max_ns"]),
+            f"{lat['over_100us']:,} calls > 100 µs ({lat['time_over_100us_ms']:.0f} ms in total), "
+            f"{lat['over_1ms']:,} > 1 ms",
+        ),
         ("mean", us(lat["mean_ns"]), ""),
-        ("timer overhead p50 / p99", f"{us(ov['p50_ns'])} / {us(ov['p99_ns'])}", "perf_counter_ns pair with nothing between"),
-        ("mean over 1000-call blocks", us(blk["per_call_median_ns"]),
-         f"median of {blk['n']} blocks (mean {us(blk['per_call_mean_ns'])}, worst {us(blk['per_call_max_ns'])}; "
-         f"bare loop {us(blk['bare_loop_per_iter_ns'])}/iter)"),
+        (
+            "timer overhead p50 / p99",
+            f"{us(ov['p50_ns'])} / {us(ov['p99_ns'])}",
+            "perf_counter_ns pair with nothing between",
+        ),
+        (
+            "mean over 1000-call blocks",
+            us(blk["per_call_median_ns"]),
+            f"median of {blk['n']} blocks (mean {us(blk['per_call_mean_ns'])}, worst {us(blk['per_call_max_ns'])}; "
+            f"bare loop {us(blk['bare_loop_per_iter_ns'])}/iter)",
+        ),
         ("rankwise.log (module) p50 / p99", f"{us(r['module_log']['p50_ns'])} / {us(r['module_log']['p99_ns'])}", ""),
-        ("GC pauses (gen2)", f"{g2.get('count', 0)} × max {g2.get('max_ms', 0):.1f} ms",
-         f"gen2 {g2.get('cpu_ms', 0):.0f} ms CPU; all generations {sum(v['total_ms'] for v in gc.values()):.0f} ms wall, "
-         f"{sum(v['cpu_ms'] for v in gc.values()):.0f} ms CPU, in a {r['loop_s']:.1f} s loop"),
+        (
+            "GC pauses (gen2)",
+            f"{g2.get('count', 0)} × max {g2.get('max_ms', 0):.1f} ms",
+            f"gen2 {g2.get('cpu_ms', 0):.0f} ms CPU; all generations {sum(v['total_ms'] for v in gc.values()):.0f} ms wall, "
+            f"{sum(v['cpu_ms'] for v in gc.values()):.0f} ms CPU, in a {r['loop_s']:.1f} s loop",
+        ),
         ("queue at loop end / drain", f"{r['backlog_ops_at_loop_end']:,} ops", f"flush() took {ms(r['drain_s'])}"),
         ("agent CPU", pct(r["agent"]["cpu_percent"]), f"peak RSS {r['agent']['peak_rss_mb']:.0f} MB"),
         ("loss", "0" if r["loss"]["lost_points"] == 0 else str(r["loss"]["lost_points"]), loss_note(r["loss"])),

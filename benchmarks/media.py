@@ -92,10 +92,13 @@ def run(ctx: Any) -> dict:
     with Sandbox("media") as box:
         env = box.env(RANKWISE_MEDIA_BYTES_PER_S=BUDGET_BYTES_PER_S)
         workers = [
-            box.worker(f"{NAME}:rank", {"group": "media", "rank": r, "world": p["ranks"], "steps": p["steps"],
-                                        "barrier": True}, env=env)
+            box.worker(
+                f"{NAME}:rank",
+                {"group": "media", "rank": r, "world": p["ranks"], "steps": p["steps"], "barrier": True},
+                env=env,
+            )
             for r in range(p["ranks"])
-        ]  # fmt: skip
+        ]
         for w in workers:
             w.wait_ready(ctx.timeout(120))
         start_together(workers, ctx.timeout(120))
@@ -142,13 +145,22 @@ def run(ctx: Any) -> dict:
 
 def rows(r: dict) -> list[tuple[str, str, str]]:
     return [
-        ("scalar log() p50, without / with media", f"{r['baseline_p50_us']:.2f} / {r['media_p50_us']:.2f} µs",
-         "mean over ranks; the image is logged apart, commit=False"),
+        (
+            "scalar log() p50, without / with media",
+            f"{r['baseline_p50_us']:.2f} / {r['media_p50_us']:.2f} µs",
+            "mean over ranks; the image is logged apart, commit=False",
+        ),
         ("scalar log() p99, without / with media", f"{r['baseline_p99_us']:.2f} / {r['media_p99_us']:.2f} µs", ""),
         ("log({'img': Image(64×64×3)}) p50", f"{r['image_call_p50_us']:.1f} µs", "a copy on the caller's thread"),
-        ("images stored / skipped (counted)", f"{r['images_stored']} / {r['images_skipped']} "
-         f"({r['skipped_counted']})", f"of {r['images']} logged; budget {BUDGET_BYTES_PER_S / 2**20:g} MiB/s per run"),
-        ("media bytes stored / bound", f"{r['stored_bytes'] / 2**20:.1f} / {r['budget_bound_bytes'] / 2**20:.1f} MiB",
-         f"{r['files']} files (content-addressed)"),
+        (
+            "images stored / skipped (counted)",
+            f"{r['images_stored']} / {r['images_skipped']} ({r['skipped_counted']})",
+            f"of {r['images']} logged; budget {BUDGET_BYTES_PER_S / 2**20:g} MiB/s per run",
+        ),
+        (
+            "media bytes stored / bound",
+            f"{r['stored_bytes'] / 2**20:.1f} / {r['budget_bound_bytes'] / 2**20:.1f} MiB",
+            f"{r['files']} files (content-addressed)",
+        ),
         ("rows sent / stored", f"{r['rows_sent']} / {r['rows_stored']}", ""),
-    ]  # fmt: skip
+    ]

@@ -110,17 +110,29 @@ def rows(r: dict) -> list:
         ("client: interpreter + harness", mb(r["bare_mb"]), ""),
         ("client: after import rankwise", mb(r["after_import_mb"]), ""),
         ("client: after init()", mb(r["after_init_mb"]), "transport loaded, I/O thread running"),
-        (f"client: right after {n:,} calls", mb(r["after_logs_mb"]),
-         f"{r.get('queued_calls_at_loop_end', r['backlog_ops_at_loop_end'] // 4):,} calls still queued for the I/O thread"),
+        (
+            f"client: right after {n:,} calls",
+            mb(r["after_logs_mb"]),
+            f"{r.get('queued_calls_at_loop_end', r['backlog_ops_at_loop_end'] // 4):,} calls still queued for the I/O thread",
+        ),
         ("client: after flush()", mb(r["after_flush_mb"]), f"after gc.collect(): {mb(r['after_gc_mb'])}"),
         ("client: peak (VmHWM)", mb(r["peak_mb"]), ""),
         ("client: overhead (peak − after init)", mb(r.get("overhead_peak_mb")), "goal ≤ 64 MB at any call rate"),
-        ("client: op queue, sampled peak", f"{r.get('queued_calls_peak_sampled', 0):,} calls",
-         f"~{r.get('queued_mb_peak_sampled', 0):.1f} MB (writer's peak estimate "
-         f"{r.get('queued_peak_bytes', 0) / 2**20:.1f} MB); bound max_queued_bytes = {mb(r.get('max_queued_mb'))}"),
-        ("client: coalesced under overload", f"{r.get('coalesced_rows', 0):,} rows",
-         f"into {r.get('coalesced_spans', 0):,} spans, {r.get('overloads', 0)} overload(s)"),
-        ("agent: idle / after the run", f"{mb(r['agent']['idle_rss_mb'])} / {mb(r['agent']['rss_mb'])}",
-         f"peak {mb(r['agent']['peak_rss_mb'])}"),
+        (
+            "client: op queue, sampled peak",
+            f"{r.get('queued_calls_peak_sampled', 0):,} calls",
+            f"~{r.get('queued_mb_peak_sampled', 0):.1f} MB (writer's peak estimate "
+            f"{r.get('queued_peak_bytes', 0) / 2**20:.1f} MB); bound max_queued_bytes = {mb(r.get('max_queued_mb'))}",
+        ),
+        (
+            "client: coalesced under overload",
+            f"{r.get('coalesced_rows', 0):,} rows",
+            f"into {r.get('coalesced_spans', 0):,} spans, {r.get('overloads', 0)} overload(s)",
+        ),
+        (
+            "agent: idle / after the run",
+            f"{mb(r['agent']['idle_rss_mb'])} / {mb(r['agent']['rss_mb'])}",
+            f"peak {mb(r['agent']['peak_rss_mb'])}",
+        ),
         ("loss", str(r["loss"]["lost_points"]), loss_note(r["loss"])),
     ]

@@ -55,8 +55,13 @@ def init_times(args: dict, barrier: Any) -> dict:
     run = rankwise.init(project="bench", group=args["group"] + "-b", rank=0, world_size=1)
     t4 = perf_counter()
     run.finish()
-    return {"import_s": t1 - t0, "first_init_s": t2 - t1, "finish_s": t3 - t2, "second_init_s": t4 - t3,
-            "spawns": run.stats.get("spawns", 0)}  # fmt: skip
+    return {
+        "import_s": t1 - t0,
+        "first_init_s": t2 - t1,
+        "finish_s": t3 - t2,
+        "second_init_s": t4 - t3,
+        "spawns": run.stats.get("spawns", 0),
+    }
 
 
 def run(ctx: Any) -> dict:
@@ -97,7 +102,9 @@ def run(ctx: Any) -> dict:
             "in_process_s": summary(in_proc),
             "process_wall_s": summary(wall_import),
             "bare_python_wall_s": summary(wall_bare),
-            "process_delta_s": float(sorted(wall_import)[len(wall_import) // 2] - sorted(wall_bare)[len(wall_bare) // 2]),
+            "process_delta_s": float(
+                sorted(wall_import)[len(wall_import) // 2] - sorted(wall_bare)[len(wall_bare) // 2]
+            ),
             "heavy_modules_loaded": sorted(heavy),
             "modules_loaded": int(max(nmods)),
         },
@@ -119,17 +126,34 @@ def rows(r: dict) -> list:
     im, w, c = r["import"], r["init_warm"], r["init_cold"]
     heavy = ", ".join(im["heavy_modules_loaded"]) or "none of " + "/".join(HEAVY[:4])
     return [
-        ("import rankwise (in process)", f"{ms(im['in_process_s']['min'])} / {ms(im['in_process_s']['median'])}",
-         f"min / median of {im['in_process_s']['n']} fresh processes; {im['modules_loaded']} modules, heavy: {heavy}"),
-        ("python -c 'import rankwise'", ms(im["process_wall_s"]["median"]),
-         f"median wall; bare interpreter {ms(im['bare_python_wall_s']['median'])} → +{ms(im['process_delta_s'])}"),
-        ("init(), agent running: first", f"{ms(w['first_init_s']['min'])} / {ms(w['first_init_s']['median'])}",
-         "min / median; includes loading the transport (zmq, numpy, msgpack)"),
-        ("init(), agent running: numpy loaded",
-         f"{ms(w['first_init_numpy_loaded_s']['min'])} / {ms(w['first_init_numpy_loaded_s']['median'])}",
-         "min / median; first init() when numpy is already imported (any PyTorch process)"),
-        ("init(), agent running: again", f"{ms(w['second_init_s']['min'])} / {ms(w['second_init_s']['median'])}",
-         "min / median; a new run in the same process"),
-        ("init(), cold: spawns the agent", f"{ms(c['first_init_s']['min'])} / {ms(c['first_init_s']['median'])}",
-         f"min / median of {c['first_init_s']['n']}; agent spawned: {c['agent_spawned']}"),
+        (
+            "import rankwise (in process)",
+            f"{ms(im['in_process_s']['min'])} / {ms(im['in_process_s']['median'])}",
+            f"min / median of {im['in_process_s']['n']} fresh processes; {im['modules_loaded']} modules, heavy: {heavy}",
+        ),
+        (
+            "python -c 'import rankwise'",
+            ms(im["process_wall_s"]["median"]),
+            f"median wall; bare interpreter {ms(im['bare_python_wall_s']['median'])} → +{ms(im['process_delta_s'])}",
+        ),
+        (
+            "init(), agent running: first",
+            f"{ms(w['first_init_s']['min'])} / {ms(w['first_init_s']['median'])}",
+            "min / median; includes loading the transport (zmq, numpy, msgpack)",
+        ),
+        (
+            "init(), agent running: numpy loaded",
+            f"{ms(w['first_init_numpy_loaded_s']['min'])} / {ms(w['first_init_numpy_loaded_s']['median'])}",
+            "min / median; first init() when numpy is already imported (any PyTorch process)",
+        ),
+        (
+            "init(), agent running: again",
+            f"{ms(w['second_init_s']['min'])} / {ms(w['second_init_s']['median'])}",
+            "min / median; a new run in the same process",
+        ),
+        (
+            "init(), cold: spawns the agent",
+            f"{ms(c['first_init_s']['min'])} / {ms(c['first_init_s']['median'])}",
+            f"min / median of {c['first_init_s']['n']}; agent spawned: {c['agent_spawned']}",
+        ),
     ]

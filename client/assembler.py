@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from client import batchrows, wire
-from client.batchrows import MAX_BATCH_MEDIA_BYTES, drop_unencodable, encode_blocks, wire_map
+from client.batchrows import MAX_BATCH_MEDIA_BYTES, safe_blocks, wire_map
 from client.columns import to_wire
 from client.fastconv import NumpyRow, TensorRow, resolve_numpy, resolve_tensors
 from client.framing import BAD_VALUE, ENCODE_ERROR, FRAME_BUDGET, ROW_TOO_WIDE, sanitize, split
@@ -178,8 +178,12 @@ class Assembler:
         whole). Checked here, not at the call, so that ``log(d, step=i)`` pays nothing for it."""
         extra = merge_capped(row, new, MAX_KEYS_PER_ROW)
         if extra:
-            self._drop(ROW_TOO_WIDE, extra, f"a row merged from several calls would hold more than "
-                       f"{MAX_KEYS_PER_ROW} keys; log the rest at other steps")
+            self._drop(
+                ROW_TOO_WIDE,
+                extra,
+                f"a row merged from several calls would hold more than "
+                f"{MAX_KEYS_PER_ROW} keys; log the rest at other steps",
+            )
 
     def _apply_control(self, name: str, arg: Any) -> None:
         if name == "summary_set":
@@ -210,9 +214,14 @@ class Assembler:
 
     def has_work(self) -> bool:
         return bool(
-            self._kinds or self.control or self._defines or self.summarizer.dirty or self.open_row_dirty or self._ready
+            self._kinds
+            or self.control
+            or self._defines
+            or self.summarizer.dirty
+            or self.open_row_dirty
+            or self._ready
             or self._told
-        )  # fmt: skip
+        )
 
     def _drop(self, cause: str, n: int, what: str) -> None:
         if cause not in self.drops:
@@ -276,7 +285,7 @@ class Assembler:
             if LATE in kinds:
                 late = np.asarray(kinds, dtype=np.int8) == LATE
                 late_b = late.tobytes()
-            blocks = self._safe_blocks(dicts, step_a, late)
+            blocks = safe_blocks(dicts, step_a, late, self.summarizer, self._drop)
             if blocks is None:  # not even value by value: the rows go, counted (their steps stay taken)
                 self._drop(ENCODE_ERROR, n, "rows that could not be encoded")
                 n = 0
@@ -285,14 +294,14 @@ class Assembler:
             self.rows_total += len(kinds)
             while self._deferred and self._deferred[0][0] <= self.rows_total:
                 self.summarizer.define(self._deferred.pop(0)[1])
-        pending, summary, early, rest = self._tail(last, time.time() - time.perf_counter())
+        open_row, summary, early, rest = self._tail(last, time.time() - time.perf_counter())
         rows = [n, step_b, t_b, rt_b, late_b, blocks] if n else None
         try:
-            return self._encode(rows, pending, summary, early, rest)
+            return self._encode(rows, open_row, summary, early, rest)
         except Exception:  # noqa: BLE001 - a value msgpack refuses (a media encoder's odd output): find it
             summary = sanitize(rows, summary, early, rest, self._drop)
         try:
-            return self._encode(rows, pending, summary, early, rest)
+            return self._encode(rows, open_row, summary, early, rest)
         except Exception:
             self._drop(ENCODE_ERROR, n, "rows that could not be encoded")
             raise
@@ -319,11 +328,18 @@ class Assembler:
         represented = sum(sp.rows for sp in spans)
         self.spans_total += len(spans)
         self.span_rows_total += represented
-        pending, summary, early, rest = self._tail(last, offset)
+        open_row, summary, early, rest = self._tail(last, offset)
         seq = self.next_seq
         control = (early + rest + self._told) or None
-        body = {"w": self.writer, "s": seq, "rows": None, "pend": pending, "sum": summary, "ctl": control,
-                "spans": block}  # fmt: skip
+        body = {
+            "w": self.writer,
+            "s": seq,
+            "rows": None,
+            "pend": open_row,
+            "sum": summary,
+            "ctl": control,
+            "spans": block,
+        }
         frame = wire.pack(wire.BATCH, body)
         self._told = []
         self.next_seq += 1
@@ -333,10 +349,10 @@ class Assembler:
         """What a batch carries besides its rows or spans: the open row (with the last batch of what was
         assembled; its time moved to the wall clock by ``offset``), the defines due by now (``early``), and with
         the last batch the summary changes and the control ops (``rest``)."""
-        pending = None
+        open_row = None
         if last and self.open_row is not None:
             p = self.open_row
-            pending = [p[0], p[1] + offset, wire_map(p[2], self._drop)]
+            open_row = [p[0], p[1] + offset, wire_map(p[2], self._drop)]
         end = self.rows_total  # rows assembled through this batch (rows_total already counts it)
         early = [op for pos, op in self._defines if last or pos < end]
         self._defines = [(pos, op) for pos, op in self._defines if not (last or pos < end)]
@@ -347,19 +363,19 @@ class Assembler:
             summary = self.summarizer.take_dirty()
             rest = self.control[:]
             self.control.clear()
-        return pending, summary, early, rest
+        return open_row, summary, early, rest
 
-    def _encode(self, rows: list | None, pending: list | None, summary: dict | None, early: list, rest: list):
+    def _encode(self, rows: list | None, open_row: list | None, summary: dict | None, early: list, rest: list):
         seq = self.next_seq
         if not self._ready:  # the usual case: one frame, packed once
             control = (early + rest + self._told) or None
-            body = {"w": self.writer, "s": seq, "rows": rows, "pend": pending, "sum": summary, "ctl": control}
+            body = {"w": self.writer, "s": seq, "rows": rows, "pend": open_row, "sum": summary, "ctl": control}
             frame = wire.pack(wire.BATCH, body)
             if len(frame) <= FRAME_BUDGET:
                 self._told = []
                 self.next_seq += 1
                 return seq, frame, rows[0] if rows else 0
-        frames = split(rows, pending, summary, early, rest, self._drop)
+        frames = split(rows, open_row, summary, early, rest, self._drop)
         if self._told:  # what was dropped on the way, for the agent's counters (with the last frame)
             body = frames[-1][0]
             body["ctl"] = (body["ctl"] or []) + self._told
@@ -371,30 +387,3 @@ class Assembler:
         self.next_seq += len(packed)
         self._ready.extend(packed)
         return self._ready.popleft()
-
-    # ------------------------------------------------------------ values the I/O thread cannot encode
-
-    def _safe_blocks(self, dicts: list, steps: np.ndarray, late: np.ndarray | None) -> list | None:
-        """``_blocks``; when a value cannot be encoded (an int beyond int64 by the fast path, a media object
-        whose encoder fails), that value is dropped from its row and counted, and the rest goes."""
-        try:
-            return self._blocks(dicts, steps, late)
-        except Exception:  # noqa: BLE001 - find the culprits value by value
-            pass
-        drop_unencodable(dicts, self._drop)
-        try:
-            return self._blocks(dicts, steps, late)
-        except Exception:  # noqa: BLE001
-            return None
-
-    def _blocks(self, dicts: list, steps: np.ndarray, late: np.ndarray | None) -> list:
-        blocks, columns = encode_blocks(dicts)
-        # every column encoded before any is summarised: a value that fails to encode leaves no trace in
-        # the summary, and the caller may drop it and build the blocks again
-        summarizer = self.summarizer
-        # key -> (step, row position, value) of its value at the highest step (latest row on ties)
-        newest: dict[str, tuple[int, int, Any]] = {}
-        for key, col, arr, idx in columns:
-            summarizer.column(key, col, arr, idx, steps, late, newest)
-        summarizer.settle_last(newest)
-        return blocks

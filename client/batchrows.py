@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -22,6 +22,9 @@ from client.columns import encode_column, same_keys, to_wire
 from client.framing import BAD_VALUE
 from client.ops import SPAN
 from client.values import MAX_KEYS_PER_ROW, nbytes_hint
+
+if TYPE_CHECKING:
+    from client.summarizer import Summarizer
 
 Drop = Callable[[str, int, str], None]  # (cause, how many, what)
 
@@ -166,3 +169,35 @@ def wire_map(values: dict, drop: Drop) -> dict:
             continue
         out[k] = w
     return out
+
+
+# ------------------------------------------------------------ blocks, summarised; values the I/O thread cannot encode
+
+
+def summarised_blocks(dicts: list, steps: np.ndarray, late: np.ndarray | None, summarizer: Summarizer) -> list:
+    """The key-set blocks of ``dicts`` (``encode_blocks``), every column fed to the run's summary."""
+    blocks, columns = encode_blocks(dicts)
+    # every column encoded before any is summarised: a value that fails to encode leaves no trace in
+    # the summary, and the caller may drop it and build the blocks again
+    # key -> (step, row position, value) of its value at the highest step (latest row on ties)
+    newest: dict[str, tuple[int, int, Any]] = {}
+    for key, col, arr, idx in columns:
+        summarizer.column(key, col, arr, idx, steps, late, newest)
+    summarizer.settle_last(newest)
+    return blocks
+
+
+def safe_blocks(
+    dicts: list, steps: np.ndarray, late: np.ndarray | None, summarizer: Summarizer, drop: Drop
+) -> list | None:
+    """``summarised_blocks``; when a value cannot be encoded (an int beyond int64 by the fast path, a media
+    object whose encoder fails), that value is dropped from its row and counted, and the rest goes."""
+    try:
+        return summarised_blocks(dicts, steps, late, summarizer)
+    except Exception:  # noqa: BLE001 - find the culprits value by value
+        pass
+    drop_unencodable(dicts, drop)
+    try:
+        return summarised_blocks(dicts, steps, late, summarizer)
+    except Exception:  # noqa: BLE001
+        return None

@@ -91,8 +91,20 @@ def fold(steps: list[int], ts: list[float], dicts: list[dict], keeps_raw: Callab
         total = float(values.sum())
         count = len(col)
         low, high = int(values.argmin()), int(values.argmax())  # first of equal ones; a NaN if there is one
-        entry = [key_steps[-1], key_steps[0], count, float(values[-1]), total / count,
-                 float(values[low]), float(values[high]), col[0], col[-1], col[low], col[high], total]  # fmt: skip
+        entry = [
+            key_steps[-1],
+            key_steps[0],
+            count,
+            float(values[-1]),
+            total / count,
+            float(values[low]),
+            float(values[high]),
+            col[0],
+            col[-1],
+            col[low],
+            col[high],
+            total,
+        ]
         if total != total:  # NaN among them: the stored min/max are NaN (as the agent's), the summary's skip it
             nan = np.isnan(values)
             entry[MIN] = entry[MAX] = float("nan")

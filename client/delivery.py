@@ -45,8 +45,7 @@ def start(run: Run) -> None:
     agent = spawn.ensure_agent(s, timeout_s=s.init_timeout_s)
     if agent is None:
         log.warning(
-            "rankwise: no agent is running for runtime dir %s; logging continues and is delivered once "
-            "an agent is up",
+            "rankwise: no agent is running for runtime dir %s; logging continues and is delivered once an agent is up",
             s.runtime_dir,
         )
         writer.on_late_welcome = partial(late_welcome, run)

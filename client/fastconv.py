@@ -202,5 +202,3 @@ def fast_converter(cls: type) -> Any:
                 conv[t] = _longdouble
         _CONVERTERS = conv
     return _CONVERTERS.get(cls)
-
-

@@ -133,9 +133,7 @@ def _detect(
         if step:
             slurm_group += "." + step
 
-    if _int(env, "RANK") is not None and (
-        "TORCHELASTIC_RUN_ID" in env or "LOCAL_RANK" in env or "WORLD_SIZE" in env
-    ):
+    if _int(env, "RANK") is not None and ("TORCHELASTIC_RUN_ID" in env or "LOCAL_RANK" in env or "WORLD_SIZE" in env):
         run_id = env.get("TORCHELASTIC_RUN_ID")
         if run_id and run_id != "none":
             group = run_id

@@ -81,7 +81,7 @@ def merge_capped(row: dict, new: dict, limit: int) -> int:
         fresh = [k for k in new if k not in row]
         room = limit - len(row)
         if len(fresh) > room:
-            extra = set(fresh[max(room, 0):])
+            extra = set(fresh[max(room, 0) :])
             row.update({k: v for k, v in new.items() if k not in extra})
             return len(extra)
     row.update(new)

@@ -113,8 +113,11 @@ class OverloadSwitch:
                 "queued, above max_queued_bytes = %d MB, RANKWISE_MAX_QUEUED_BYTES): consecutive rows are now "
                 "coalesced into spans (count, last, mean, min, max per key, like the agent's rate limiter; "
                 "the summary stays exact), counted in run.stats['coalesced_rows']",
-                self._run_name, queued, nbytes >> 20, self.settings.max_queued_bytes >> 20,
-            )  # fmt: skip
+                self._run_name,
+                queued,
+                nbytes >> 20,
+                self.settings.max_queued_bytes >> 20,
+            )
 
     def leave(self) -> None:
         """The coalescer's open span and open row go to the deque first (under its lock: a push in

@@ -75,8 +75,10 @@ def open_to_others(path: Path) -> str | None:
         return None
     if not mode & 0o077:
         return None
-    return (f"data directory {path} is open to other users (mode {mode:04o}): they can list it and read any "
-            f"file in it not created by the agent; run chmod 700 {path}")  # fmt: skip
+    return (
+        f"data directory {path} is open to other users (mode {mode:04o}): they can list it and read any "
+        f"file in it not created by the agent; run chmod 700 {path}"
+    )
 
 
 def ipc_endpoint(runtime: Path) -> str | None:

@@ -100,8 +100,13 @@ def init(
     job_type = job_type if job_type is not None else (env.get("WANDB_JOB_TYPE") or None)
     if isinstance(tags, str):
         tags = [tags]
-    meta = {"job_type": job_type, "tags": list(tags) if tags else None, "notes": notes, "argv": sys.argv[:64],
-            "entity": resolved.entity}  # fmt: skip
+    meta = {
+        "job_type": job_type,
+        "tags": list(tags) if tags else None,
+        "notes": notes,
+        "argv": sys.argv[:64],
+        "entity": resolved.entity,
+    }
     meta = {k: v for k, v in meta.items() if v is not None}
     meta["pid"] = os.getpid()
     run = run_mod.create(resolved, config, meta)
@@ -124,14 +129,14 @@ def _settings_dict(settings: Any) -> dict:
         if ignored:  # wandb scripts pass its own settings (start_method, ...): no meaning here, not an error
             logging.getLogger("rankwise").warning(
                 "rankwise: init(settings=...) ignores %s: not rankwise settings (wandb-only settings have no "
-                "effect here; rankwise's are the fields of rankwise.Settings)", ", ".join(ignored))  # fmt: skip
+                "effect here; rankwise's are the fields of rankwise.Settings)",
+                ", ".join(ignored),
+            )
         return {k: v for k, v in settings.items() if k in fields}
     known = getattr(settings, "rankwise_overrides", None)
     if callable(known):
         return known()
-    raise InvalidArgumentError(
-        f"init(settings={type(settings).__name__}) must be a dict or rankwise.Settings(...)"
-    )
+    raise InvalidArgumentError(f"init(settings={type(settings).__name__}) must be a dict or rankwise.Settings(...)")
 
 
 def _filter_config(config: Any, include: Any, exclude: Any) -> Any:

@@ -170,8 +170,11 @@ class Writer:
                 "rankwise: run %s: log() was called faster than the I/O thread could deliver %d time(s); "
                 "%d rows were coalesced into %d spans (count, last, mean, min, max per key; the summary is "
                 "exact). Raise max_queued_bytes (RANKWISE_MAX_QUEUED_BYTES) to queue more, or log less often",
-                self.hello_run.get("name"), c.overloads, c.coalesced_rows, c.coalesced_spans,
-            )  # fmt: skip
+                self.hello_run.get("name"),
+                c.overloads,
+                c.coalesced_rows,
+                c.coalesced_spans,
+            )
         return ok
 
     def unacked_rows(self) -> int:

@@ -34,8 +34,9 @@ def run_files_dir(run: Run) -> str:
 
 # What rankwise/ lends the run handle: client/ never imports rankwise/ (docs/architecture.md), whose artifact
 # store and UI addresses these methods use. rankwise/__init__.py lends them on import (a Run is made by
-# rankwise.init(), so they are there): "artifacts" -> the module with log_artifact, use_artifact, save and
-# restore (rankwise/_artifacts.py, imported on first use), "group_url" -> group_url(project, group).
+# rankwise.init(), so they are there): "artifacts" -> the module with log_artifact and use_artifact
+# (rankwise/_artifacts.py, imported on first use), "run_files" -> the one with save and restore
+# (rankwise/_run_files.py), "group_url" -> group_url(project, group).
 _LENT: dict[str, Callable[[], Any]] = {}
 
 
@@ -161,8 +162,15 @@ class WandbRunMixin:
 
     # ------------------------------------------------------------ watch (client/watch.py), artifacts (lent)
 
-    def watch(self: Run, models: Any, criterion: Any = None, log: Any = "gradients", log_freq: int = 1000,
-              idx: Any = None, log_graph: bool = False) -> Any:  # fmt: skip
+    def watch(
+        self: Run,
+        models: Any,
+        criterion: Any = None,
+        log: Any = "gradients",
+        log_freq: int = 1000,
+        idx: Any = None,
+        log_graph: bool = False,
+    ) -> Any:
         """wandb's ``watch``: gradient/parameter histograms every ``log_freq`` calls (client/watch.py)."""
         from client import watch
 
@@ -173,8 +181,9 @@ class WandbRunMixin:
 
         watch.unwatch(self, models)
 
-    def log_artifact(self: Run, artifact_or_path: Any, name: Any = None, type: Any = None, aliases: Any = None,
-                     **kwargs: Any) -> Any:  # fmt: skip
+    def log_artifact(
+        self: Run, artifact_or_path: Any, name: Any = None, type: Any = None, aliases: Any = None, **kwargs: Any
+    ) -> Any:
         """Store an artifact (a new version unless its content equals the latest): rankwise/_artifacts.py."""
         artifacts = _lent("artifacts", "run.log_artifact()")
         return artifacts.log_artifact(self, artifact_or_path, name=name, type=type, aliases=aliases, **kwargs)
@@ -184,19 +193,20 @@ class WandbRunMixin:
         return artifacts.use_artifact(self, artifact_or_name, type=type, aliases=aliases, **kwargs)
 
     def save(self: Run, glob_str: Any = None, base_path: Any = None, policy: str = "live") -> Any:
-        return _lent("artifacts", "run.save()").save(self, glob_str, base_path=base_path, policy=policy)
+        return _lent("run_files", "run.save()").save(self, glob_str, base_path=base_path, policy=policy)
 
     def restore(self: Run, name: str, run_path: Any = None, replace: bool = False, root: Any = None) -> Any:
-        artifacts = _lent("artifacts", "run.restore()")
-        return artifacts.restore(self, name, run_path=run_path, replace=replace, root=root)
+        return _lent("run_files", "run.restore()").restore(self, name, run_path=run_path, replace=replace, root=root)
 
     # ------------------------------------------------------------ wandb-only switches (accepted, no effect)
 
-    def _label(self: Run, code: str | None = None, repo: str | None = None, code_version: str | None = None,
-               **kwargs: Any) -> None:  # fmt: skip
+    def _label(
+        self: Run, code: str | None = None, repo: str | None = None, code_version: str | None = None, **kwargs: Any
+    ) -> None:
         """wandb's integration label (``_label(code="transformers_trainer")``): kept in the run's meta."""
-        label = {k: v for k, v in dict(kwargs, code=code, repo=repo, code_version=code_version).items()
-                 if isinstance(v, str)}  # fmt: skip
+        label = {
+            k: v for k, v in dict(kwargs, code=code, repo=repo, code_version=code_version).items() if isinstance(v, str)
+        }
         if label:
             self._set_meta("label", label)
 
@@ -204,8 +214,9 @@ class WandbRunMixin:
         """wandb marks the run as about to be preempted; rankwise resumes a restarted rank anyway."""
         self._set_meta("preempting", True)
 
-    def log_code(self: Run, root: str | None = ".", name: str | None = None, include_fn: Any = None,
-                 exclude_fn: Any = None) -> None:  # fmt: skip
+    def log_code(
+        self: Run, root: str | None = ".", name: str | None = None, include_fn: Any = None, exclude_fn: Any = None
+    ) -> None:
         """Source code is not stored by rankwise: returns None (wandb returns None when nothing is saved)."""
         return None
 

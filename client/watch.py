@@ -108,8 +108,10 @@ class Watch:
                     self.handles.append(p.register_hook(self._grad_hook(f"gradients/{prefix}{name}", _Every(log_freq))))
 
     def __repr__(self) -> str:
-        return (f"<rankwise.Watch {type(self.model).__name__} log={self.log_what} log_freq={self.log_freq} "
-                f"prefix={self.prefix!r} hooks={len(self.handles)} logged={self.logged}>")  # fmt: skip
+        return (
+            f"<rankwise.Watch {type(self.model).__name__} log={self.log_what} log_freq={self.log_freq} "
+            f"prefix={self.prefix!r} hooks={len(self.handles)} logged={self.logged}>"
+        )
 
     def _emit(self, key: str, tensor: Any) -> None:
         if self.run.finished:
@@ -206,4 +208,3 @@ def log_warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning("rankwise: %s", message)
-

@@ -154,8 +154,11 @@ def decode_batch(body: Any, nbytes: int = 0) -> Batch:
             raise ProtocolError("rows must be [n, step, t, runtime, late, blocks]")
         n, raw_step, raw_t, raw_rt, raw_late, blocks = rows
         if not isinstance(n, int) or not 0 < n <= MAX_BATCH_ROWS:
-            raise ProtocolError(f"row count out of range (1..{MAX_BATCH_ROWS})" if isinstance(n, int) else
-                                f"row count is a {type(n).__name__}, not an integer")
+            raise ProtocolError(
+                f"row count out of range (1..{MAX_BATCH_ROWS})"
+                if isinstance(n, int)
+                else f"row count is a {type(n).__name__}, not an integer"
+            )
         step = fixed_array(raw_step, np.dtype("<i8"), n, "step")
         if step.min() < 0:
             raise ProtocolError("negative step")
@@ -223,7 +226,18 @@ def decode_batch(body: Any, nbytes: int = 0) -> Batch:
     if spans is not None:
         spans = decode_spans(spans)
     return Batch(
-        writer, seq, n, step, t, rt, late, columns, open_row, summary, [(c[0], c[1]) for c in control], nbytes,
+        writer,
+        seq,
+        n,
+        step,
+        t,
+        rt,
+        late,
+        columns,
+        open_row,
+        summary,
+        [(c[0], c[1]) for c in control],
+        nbytes,
         spans,
     )
 

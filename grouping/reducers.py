@@ -36,7 +36,15 @@ __all__ = ["Partial", "reduce_points", "merge", "merge_all", "finalize", "FINAL_
 
 #: Keys of :func:`finalize`'s result, in order.
 FINAL_FIELDS: tuple[str, ...] = (
-    "step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank",
+    "step",
+    "count",
+    "expected",
+    "mean",
+    "min",
+    "max",
+    "std",
+    "min_rank",
+    "max_rank",
 )
 
 _INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank"})
@@ -60,16 +68,21 @@ class Partial:
     max_rank: np.ndarray  # int64: rank holding the max
 
     FIELDS: ClassVar[tuple[str, ...]] = (
-        "step", "count", "sum", "m2", "min", "max", "min_rank", "max_rank",
+        "step",
+        "count",
+        "sum",
+        "m2",
+        "min",
+        "max",
+        "min_rank",
+        "max_rank",
     )
 
     def __post_init__(self) -> None:
         n = self.step.shape[0]
         for name in Partial.FIELDS:
             if getattr(self, name).shape != (n,):
-                raise GroupingError(
-                    f"Partial.{name} has shape {getattr(self, name).shape}, expected ({n},)"
-                )
+                raise GroupingError(f"Partial.{name} has shape {getattr(self, name).shape}, expected ({n},)")
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -100,8 +113,7 @@ class Partial:
         if missing:
             raise GroupingError(f"partial is missing fields {missing}")
         arrays = [
-            as_int64(d[name], name) if name in _INT_FIELDS else as_float64(d[name], name)
-            for name in Partial.FIELDS
+            as_int64(d[name], name) if name in _INT_FIELDS else as_float64(d[name], name) for name in Partial.FIELDS
         ]
         p = cls(*arrays)
         if len(p) > 1 and not bool((p.step[1:] > p.step[:-1]).all()):
@@ -136,10 +148,7 @@ def reduce_points(step: np.ndarray, rank: np.ndarray, value: np.ndarray) -> Part
     value = as_float64(value, "value")
     n = step.shape[0]
     if rank.shape[0] != n or value.shape[0] != n:
-        raise GroupingError(
-            f"step, rank and value must have equal lengths, got {n}, {rank.shape[0]}, "
-            f"{value.shape[0]}"
-        )
+        raise GroupingError(f"step, rank and value must have equal lengths, got {n}, {rank.shape[0]}, {value.shape[0]}")
     if n == 0:
         return Partial.empty()
     order = last_wins_order(step, rank)
@@ -163,14 +172,10 @@ def _reduce_ordered(step: np.ndarray, rank: np.ndarray, value: np.ndarray) -> Pa
         del dev
         lo = _first_extreme(value, np.minimum.reduceat(value, starts), starts, counts)
         hi = _first_extreme(value, np.maximum.reduceat(value, starts), starts, counts)
-    return Partial(
-        step[starts], counts, sums, m2, value[lo], value[hi], rank[lo], rank[hi]
-    )
+    return Partial(step[starts], counts, sums, m2, value[lo], value[hi], rank[lo], rank[hi])
 
 
-def _first_extreme(
-    value: np.ndarray, extreme: np.ndarray, starts: np.ndarray, counts: np.ndarray
-) -> np.ndarray:
+def _first_extreme(value: np.ndarray, extreme: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Per segment, the first position holding the segment's extreme: numpy's argmin/argmax
     rule (the first NaN if there is one, else the first occurrence of the extreme)."""
     hit = value == np.repeat(extreme, counts)

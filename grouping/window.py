@@ -80,9 +80,7 @@ class GroupWindow:
         s = _owned(as_int64(steps, "steps"), steps)
         v = _owned(as_float64(values, "values"), values)
         if s.shape != v.shape:
-            raise GroupingError(
-                f"steps and values must have equal lengths, got {s.shape[0]} and {v.shape[0]}"
-            )
+            raise GroupingError(f"steps and values must have equal lengths, got {s.shape[0]} and {v.shape[0]}")
         if not s.shape[0]:
             return
         chunk = _Chunk(int(rank), s, v, float(now), int(s.min()), int(s.max()))

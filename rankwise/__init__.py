@@ -39,6 +39,12 @@ def _load_artifacts() -> Any:
     return _artifacts
 
 
+def _load_run_files() -> Any:
+    from rankwise import _run_files
+
+    return _run_files
+
+
 def _load_group_url() -> Any:
     from rankwise._ui.address import group_url
 
@@ -47,6 +53,7 @@ def _load_group_url() -> Any:
 
 # run.log_artifact/use_artifact/save/restore and run.url are rankwise's: client/ never imports rankwise/
 _lend("artifacts", _load_artifacts)
+_lend("run_files", _load_run_files)
 _lend("group_url", _load_group_url)
 
 __version__ = "0.1.0"
@@ -56,12 +63,38 @@ _MEDIA = frozenset({"Audio", "Chart", "Histogram", "Html", "Image", "Object3D", 
 _SUBMODULES = frozenset({"plot", "plots"})
 # wandb's names beyond init/log/finish (rankwise.wandb_compat): functions, Settings(**kw), and the submodules
 # scripts reach through the top-level module (wandb.util, wandb.errors, ...)
-_WANDB_FUNCTIONS = frozenset({
-    "login", "require", "setup", "teardown", "mark_preempting", "watch", "unwatch", "save", "restore", "alert",
-    "log_artifact", "use_artifact", "log_model", "use_model", "link_model", "sweep", "agent",
-    "controller", "plot_table", "Molecule", "Graph", "Classes", "AlertLevel", "termlog", "termwarn",
-    "termerror", "termsetup", "Settings",
-})  # fmt: skip
+_WANDB_FUNCTIONS = frozenset(
+    {
+        "login",
+        "require",
+        "setup",
+        "teardown",
+        "mark_preempting",
+        "watch",
+        "unwatch",
+        "save",
+        "restore",
+        "alert",
+        "log_artifact",
+        "use_artifact",
+        "log_model",
+        "use_model",
+        "link_model",
+        "sweep",
+        "agent",
+        "controller",
+        "plot_table",
+        "Molecule",
+        "Graph",
+        "Classes",
+        "AlertLevel",
+        "termlog",
+        "termwarn",
+        "termerror",
+        "termsetup",
+        "Settings",
+    }
+)
 # (wandb.errors is rankwise.errors: one set of exception classes)
 _WANDB_SUBMODULES = frozenset({"util", "apis", "sdk", "wandb_run"})
 

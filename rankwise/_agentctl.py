@@ -36,16 +36,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     say("runs: " + (", ".join(f"{v} {k}" for k, v in sorted(runs.items())) or "none"))
     kept = (
         f"spooled {c.get('records', 0)} records ({byte_size(c.get('record_bytes', 0))}) for the root"
-        if up else f"stored {c.get('stored_points', 0)} points in {c.get('commits', 0)} commits"
-    )  # fmt: skip
+        if up
+        else f"stored {c.get('stored_points', 0)} points in {c.get('commits', 0)} commits"
+    )
     say(
         f"received: {c.get('batches', 0)} batches, {c.get('rows', 0)} rows, {c.get('points', 0)} points "
         f"({c.get('late_rows', 0)} late rows); {kept}"
     )
-    say(f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points")
+    say(
+        f"open group windows: {reply.get('window_bytes', 0)} bytes; pending commit: {reply.get('pending_points', 0)} points"
+    )
     if reply.get("rss_bytes"):  # (agents before issue 11 do not report it)
-        say(f"memory: {byte_size(reply['rss_bytes'])} resident, peak {byte_size(reply.get('peak_rss_bytes', 0))}; "
-            f"uncommitted batches peaked at {byte_size(reply.get('pending_bytes_max', 0))}")
+        say(
+            f"memory: {byte_size(reply['rss_bytes'])} resident, peak {byte_size(reply.get('peak_rss_bytes', 0))}; "
+            f"uncommitted batches peaked at {byte_size(reply.get('pending_bytes_max', 0))}"
+        )
     _print_store_state(reply)
     malformed = reply.get("malformed", {})
     drops = reply.get("drops", {})
@@ -55,7 +60,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = reply.get("running", [])
     if running:
         say()
-        rows = [[r["project"], r["group"], r["name"], r["pid"], r["step"], r["rows"], f"{r['lag_s']:.1f}s"] for r in running]
+        rows = [
+            [r["project"], r["group"], r["name"], r["pid"], r["step"], r["rows"], f"{r['lag_s']:.1f}s"] for r in running
+        ]
         say(table(["project", "group", "run", "pid", "step", "rows", "last heard"], rows))
     return 0
 
@@ -67,12 +74,16 @@ def _print_store_state(reply: dict) -> None:
     state = reply.get("store_state", "ok")
     if state != "ok":
         held = reply.get("counters", {}).get("held_batches", 0)
-        say(f"STORE: {state} — {byte_size(reply.get('pending_bytes', 0))} uncommitted of a "
-            f"{byte_size(reply.get('pending_budget_bytes', 0))} budget; {held} client batches held back (clients keep them)")
+        say(
+            f"STORE: {state} — {byte_size(reply.get('pending_bytes', 0))} uncommitted of a "
+            f"{byte_size(reply.get('pending_budget_bytes', 0))} budget; {held} client batches held back (clients keep them)"
+        )
     for loss in reply.get("store_losses") or []:
         where = f"moved to {loss['moved_to']}" if loss.get("moved_to") else "nothing left to move aside"
-        say(f"STORE LOST at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(loss['at']))}: {loss['why']} "
-            f"({where}); a fresh store was started")
+        say(
+            f"STORE LOST at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(loss['at']))}: {loss['why']} "
+            f"({where}); a fresh store was started"
+        )
 
 
 def _print_links(reply: dict) -> None:
@@ -88,9 +99,10 @@ def _print_links(reply: dict) -> None:
         drops = dict(up.get("drops") or {})
         held = reply.get("counters", {}).get("deferred_spool_full", 0)
         say(
-            "upstream drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0")
+            "upstream drops by cause: "
+            + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0")
             + (f"; {held} client batches held back while the spool was full" if held else "")
-        )  # fmt: skip
+        )
         for q in up.get("quarantined") or []:
             say(f"  quarantined spool segment: {q}")
     links = reply.get("links")
@@ -98,18 +110,30 @@ def _print_links(reply: dict) -> None:
         listen = reply.get("listen") or {}
         refused = listen.get("refused") or {}
         auth = {"keys": "Curve", "same user": "Curve, same user only", "none": "no Curve"}.get(
-            listen.get("auth"), "Curve" if listen.get("curve") else "no Curve")  # fmt: skip
+            listen.get("auth"), "Curve" if listen.get("curve") else "no Curve"
+        )
         say(
             f"node agents on {listen.get('endpoint', '?')} ({auth}): "
             f"{len(links)}; refused connections: " + (", ".join(f"{v} {k}" for k, v in refused.items()) or "0")
         )
         if "connections" in listen:
-            say(f"connections: {listen['connections']} of at most {listen['max_connections'] or 'any'} "
+            say(
+                f"connections: {listen['connections']} of at most {listen['max_connections'] or 'any'} "
                 f"(peak {listen['peak_connections']}); partial frames can pin at most "
-                f"{byte_size(listen['max_bytes_in_flight'])} ({byte_size(listen['max_frame_bytes'])} per connection)")
+                f"{byte_size(listen['max_bytes_in_flight'])} ({byte_size(listen['max_frame_bytes'])} per connection)"
+            )
         if links:
-            rows = [[lk["agent"], lk["node"], lk["applied"], lk["stored"], lk["lost_records"],
-                     "-" if lk["last_heard_s"] is None else f"{lk['last_heard_s']:.1f}s"] for lk in links]  # fmt: skip
+            rows = [
+                [
+                    lk["agent"],
+                    lk["node"],
+                    lk["applied"],
+                    lk["stored"],
+                    lk["lost_records"],
+                    "-" if lk["last_heard_s"] is None else f"{lk['last_heard_s']:.1f}s",
+                ]
+                for lk in links
+            ]
             say(table(["node agent", "node", "records applied", "stored", "lost", "last heard"], rows))
 
 

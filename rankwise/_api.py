@@ -34,8 +34,13 @@ def store_path(path: str | os.PathLike | None) -> Path:
 class Api:
     """Read access to groups, runs, summaries, configs and full-resolution history."""
 
-    def __init__(self, path: str | os.PathLike | None = None, overrides: dict | None = None,
-                 timeout: float | None = None, api_key: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        overrides: dict | None = None,
+        timeout: float | None = None,
+        api_key: str | None = None,
+    ):
         """``path``: the store (file or directory; the default store when None). ``overrides`` (wandb's:
         ``{"project": ..., "entity": ...}``) sets the project ``runs()`` reads without a path; ``timeout`` and
         ``api_key`` are accepted for wandb's signature and unused (the store is a local file).
@@ -96,8 +101,15 @@ class Api:
         known = ", ".join(g.name for g in self._reader.groups(project)[:10]) or "none"
         raise NotFound(f"no group {name!r}{' in project ' + repr(project) if project else ''}; newest: {known}")
 
-    def runs(self, path: str | None = None, filters: dict | None = None, order: str = "+created_at",
-             per_page: int = 50, include_sweeps: bool = True, lazy: bool = True) -> Any:  # fmt: skip
+    def runs(
+        self,
+        path: str | None = None,
+        filters: dict | None = None,
+        order: str = "+created_at",
+        per_page: int = 50,
+        include_sweeps: bool = True,
+        lazy: bool = True,
+    ) -> Any:
         """wandb's ``Api.runs``: the runs of ``"project"`` or ``"entity/project"`` (every project when None
         and no ``overrides["project"]``) matching ``filters`` (MongoDB-style, as wandb's: ``{"group": "g"}``,
         ``{"state": "finished"}``, ``{"config.lr": {"$gt": 0.01}}``, ``{"$or": [...]}``), ordered by ``order``
@@ -175,8 +187,12 @@ class Api:
         from rankwise._artifacts import Artifact
 
         store = ArtifactStore(self.media_root)
-        return [Artifact._from_manifest(store, m) for p, n in store.names(project) if name in (None, n)
-                for m in store.versions(p, n)]  # fmt: skip
+        return [
+            Artifact._from_manifest(store, m)
+            for p, n in store.names(project)
+            if name in (None, n)
+            for m in store.versions(p, n)
+        ]
 
     def artifact(self, name: str, type: str | None = None) -> Any:
         """One artifact version: ``"project/name:alias"`` (``latest``, a user alias or ``v3``)."""

@@ -26,18 +26,40 @@ def iso(t: float | None) -> str | None:
 
 
 _MISSING = object()
-_TIME_FIELDS = {"created_at": "created_at", "createdAt": "created_at", "heartbeat_at": "heartbeat_at",
-                "heartbeatAt": "heartbeat_at", "updated_at": "heartbeat_at", "updatedAt": "heartbeat_at"}  # fmt: skip
+_TIME_FIELDS = {
+    "created_at": "created_at",
+    "createdAt": "created_at",
+    "heartbeat_at": "heartbeat_at",
+    "heartbeatAt": "heartbeat_at",
+    "updated_at": "heartbeat_at",
+    "updatedAt": "heartbeat_at",
+}
 _FIELDS = {
-    "group": lambda r: r.group, "state": lambda r: r.state, "name": lambda r: r.id, "id": lambda r: r.id,
-    "run_id": lambda r: r.id, "display_name": lambda r: r.name, "displayName": lambda r: r.name,
-    "tags": lambda r: r.tags, "notes": lambda r: r.notes, "job_type": lambda r: r.job_type,
-    "jobType": lambda r: r.job_type, "entity": lambda r: r.entity, "project": lambda r: r.project,
-    "username": lambda r: r.user, "user": lambda r: r.user, "sweep": lambda r: None, "rank": lambda r: r.rank,
-    "local_rank": lambda r: r.local_rank, "node": lambda r: r.node, "host": lambda r: r.node,
-    "exit_code": lambda r: r.exit_code, "lastHistoryStep": lambda r: r.lastHistoryStep,
-    "created_at": lambda r: r.created_at, "heartbeat_at": lambda r: r.heartbeat_at,
-}  # fmt: skip
+    "group": lambda r: r.group,
+    "state": lambda r: r.state,
+    "name": lambda r: r.id,
+    "id": lambda r: r.id,
+    "run_id": lambda r: r.id,
+    "display_name": lambda r: r.name,
+    "displayName": lambda r: r.name,
+    "tags": lambda r: r.tags,
+    "notes": lambda r: r.notes,
+    "job_type": lambda r: r.job_type,
+    "jobType": lambda r: r.job_type,
+    "entity": lambda r: r.entity,
+    "project": lambda r: r.project,
+    "username": lambda r: r.user,
+    "user": lambda r: r.user,
+    "sweep": lambda r: None,
+    "rank": lambda r: r.rank,
+    "local_rank": lambda r: r.local_rank,
+    "node": lambda r: r.node,
+    "host": lambda r: r.node,
+    "exit_code": lambda r: r.exit_code,
+    "lastHistoryStep": lambda r: r.lastHistoryStep,
+    "created_at": lambda r: r.created_at,
+    "heartbeat_at": lambda r: r.heartbeat_at,
+}
 
 
 def _dotted(d: Any, path: str) -> Any:
@@ -62,8 +84,10 @@ def _field(run: Any, name: str) -> Any:
             return _dotted(run._record.summary, name[len(prefix) :])
     get = _FIELDS.get(_TIME_FIELDS.get(name, name))
     if get is None:
-        raise InvalidArgumentError(f"runs(filters=/order=): unknown field {name!r}; known: config.<key>, "
-                                   f"summary_metrics.<key>, {', '.join(sorted(_FIELDS))}")  # fmt: skip
+        raise InvalidArgumentError(
+            f"runs(filters=/order=): unknown field {name!r}; known: config.<key>, "
+            f"summary_metrics.<key>, {', '.join(sorted(_FIELDS))}"
+        )
     return get(run)
 
 
@@ -129,8 +153,10 @@ def _cond(value: Any, cond: Any, time_field: bool) -> bool:
         elif op == "$not":
             ok = not _cond(value, operand, time_field)
         else:
-            raise InvalidArgumentError(f"runs(filters=...): unsupported operator {op!r}; supported: $eq, $ne, $gt, "
-                                       "$gte, $lt, $lte, $in, $nin, $exists, $regex, $not, $and, $or, $nor")  # fmt: skip
+            raise InvalidArgumentError(
+                f"runs(filters=...): unsupported operator {op!r}; supported: $eq, $ne, $gt, "
+                "$gte, $lt, $lte, $in, $nin, $exists, $regex, $not, $and, $or, $nor"
+            )
         if not ok:
             return False
     return True

@@ -134,8 +134,14 @@ class Run(RunView):
     @property
     def metadata(self) -> dict:
         r = self._record
-        return {"host": r.node, "rank": r.rank, "local_rank": r.local_rank, "pid": r.pid,
-                "startedAt": self.created_at, "exit_code": r.exit_code}  # fmt: skip
+        return {
+            "host": r.node,
+            "rank": r.rank,
+            "local_rank": r.local_rank,
+            "pid": r.pid,
+            "startedAt": self.created_at,
+            "exit_code": r.exit_code,
+        }
 
     @property
     def history_keys(self) -> dict:
@@ -172,8 +178,13 @@ class Run(RunView):
                     rows[s][key] = v
             yield from rows.values()
 
-    def scan_history(self, keys: list[str] | None = None, page_size: int = 1000, min_step: int | None = None,
-                     max_step: int | None = None) -> Iterator[dict]:  # type: ignore[override]  # fmt: skip
+    def scan_history(
+        self,
+        keys: list[str] | None = None,
+        page_size: int = 1000,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Iterator[dict]:  # type: ignore[override]
         """Every row of the run, in step order, as dicts (wandb's ``scan_history``). With ``keys`` only the rows
         that have all of them, holding only them. ``min_step`` inclusive, ``max_step`` exclusive; read
         ``page_size`` rows at a time."""
@@ -192,8 +203,14 @@ class Run(RunView):
 
     beta_scan_history = scan_history
 
-    def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",  # type: ignore[override]
-                pandas: bool = True, stream: str = "default") -> Any:  # fmt: skip
+    def history(
+        self,
+        samples: int = 500,
+        keys: list[str] | None = None,
+        x_axis: str = "_step",  # type: ignore[override]
+        pandas: bool = True,
+        stream: str = "default",
+    ) -> Any:
         """Sampled rows (wandb's ``history``): at most ``samples`` rows, chosen evenly (first and last kept).
         Without ``keys``: whole rows. With ``keys``: the rows that have every key and ``x_axis``, holding only
         those. ``x_axis`` may be a step metric (``define_metric(key, step_metric=x_axis)``; rows of such keys
@@ -221,8 +238,10 @@ class Run(RunView):
     # ------------------------------------------------------------ what a read-only local store cannot do
 
     def update(self) -> None:
-        raise Error("Run.update(): rankwise.Api reads the store and never writes it; change a run from its "
-                    "training process (run.summary[...] = ..., run.config.update(...))")  # fmt: skip
+        raise Error(
+            "Run.update(): rankwise.Api reads the store and never writes it; change a run from its "
+            "training process (run.summary[...] = ..., run.config.update(...))"
+        )
 
     def delete(self, delete_artifacts: bool = False) -> None:
         raise Error("Run.delete(): rankwise.Api is read-only; delete runs with the rankwise CLI")
@@ -276,8 +295,14 @@ class Runs(list):
     def length(self) -> int:
         return len(self)
 
-    def histories(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
-                  format: str = "default", stream: str = "default") -> Any:  # fmt: skip
+    def histories(
+        self,
+        samples: int = 500,
+        keys: list[str] | None = None,
+        x_axis: str = "_step",
+        format: str = "default",
+        stream: str = "default",
+    ) -> Any:
         """Every run's ``history()`` with a ``run_id`` column: a list of dicts (``format="default"``) or one
         DataFrame (``"pandas"``)."""
         if format not in ("default", "pandas"):
@@ -354,5 +379,7 @@ def find_run(api: Api, path: str) -> Run:
         known = ", ".join(f"{r.id} ({r.group}/{r.name})" for r in runs[:10]) or "none"
         raise NotFound(f"no run with id {run_id!r} in {where}; runs: {known}")
     groups = ", ".join(sorted({f"{r.project}/{r.group}" for r in hits}))
-    raise InvalidArgumentError(f"run id {run_id!r} names {len(hits)} runs in {where} (groups {groups}); pick one with "
-                               f"api.runs(project, filters={{'group': ..., 'name': {run_id!r}}})")  # fmt: skip
+    raise InvalidArgumentError(
+        f"run id {run_id!r} names {len(hits)} runs in {where} (groups {groups}); pick one with "
+        f"api.runs(project, filters={{'group': ..., 'name': {run_id!r}}})"
+    )

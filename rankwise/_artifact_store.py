@@ -148,8 +148,9 @@ class ArtifactStore:
         with self._locked(project, name) as d:
             versions = self._versions(d)
             alias_map = self._aliases(d)
-            same = next((m for m in (self._read(d, i) for i in reversed(versions))
-                         if m["digest"] == manifest["digest"]), None)  # fmt: skip
+            same = next(
+                (m for m in (self._read(d, i) for i in reversed(versions)) if m["digest"] == manifest["digest"]), None
+            )
             if same is not None:
                 stored, created = same, False
             else:

@@ -1,5 +1,5 @@
-"""wandb's artifacts, local and content-addressed: ``Artifact``, ``log_artifact``, ``use_artifact``,
-``save`` and ``restore``.
+"""wandb's artifacts, local and content-addressed: ``Artifact``, ``log_artifact``, ``use_artifact``
+(``save`` and ``restore``, stored as artifacts: rankwise/_run_files.py).
 
     art = rankwise.Artifact("model", type="model", metadata={"epochs": 3})
     art.add_file("ckpt.pt"); art.add_dir("tokenizer/", name="tok")
@@ -17,8 +17,6 @@ Storage and why the client writes it directly: ``rankwise/_artifact_store.py``.
 
 from __future__ import annotations
 
-import atexit
-import glob as globmod
 import os
 import shutil
 import tempfile
@@ -51,8 +49,15 @@ def _check_name(name: Any, what: str = "name") -> str:
 class Artifact:
     """A set of files (and references) logged as one versioned unit, wandb's ``wandb.Artifact``."""
 
-    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict | None = None,
-                 incremental: bool = False, use_as: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        type: str,
+        description: str | None = None,
+        metadata: dict | None = None,
+        incremental: bool = False,
+        use_as: str | None = None,
+    ) -> None:
         self._name = _check_name(name)
         if not isinstance(type, str) or not type:
             raise InvalidArgumentError(f"Artifact(type={type!r}) must be a non-empty string, e.g. 'model'")
@@ -114,8 +119,15 @@ class Artifact:
         if self._logged is not None:
             raise UsageError(f"artifact {self.name} is logged and cannot change; create a new Artifact")
 
-    def add_file(self, local_path: str | os.PathLike, name: str | None = None, is_tmp: bool = False,
-                 skip_cache: bool = False, policy: str = "mutable", overwrite: bool = False) -> dict:  # fmt: skip
+    def add_file(
+        self,
+        local_path: str | os.PathLike,
+        name: str | None = None,
+        is_tmp: bool = False,
+        skip_cache: bool = False,
+        policy: str = "mutable",
+        overwrite: bool = False,
+    ) -> dict:
         """Add one file (its content now) as ``name`` (default: its base name)."""
         self._check_mutable()
         if not os.path.isfile(local_path):
@@ -125,8 +137,14 @@ class Artifact:
         self._entries[entry_name] = entry
         return dict(entry, path=entry_name)
 
-    def add_dir(self, local_path: str | os.PathLike, name: str | None = None, skip_cache: bool = False,
-                policy: str = "mutable", merge: bool = False) -> None:  # fmt: skip
+    def add_dir(
+        self,
+        local_path: str | os.PathLike,
+        name: str | None = None,
+        skip_cache: bool = False,
+        policy: str = "mutable",
+        merge: bool = False,
+    ) -> None:
         """Add every file below ``local_path``, under ``name/`` (default: at the artifact's root)."""
         self._check_mutable()
         if not os.path.isdir(local_path):
@@ -150,12 +168,15 @@ class Artifact:
                 yield f
             self.add_file(path, name=entry_name)
 
-    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
-                      max_objects: int | None = None) -> dict:  # fmt: skip
+    def add_reference(
+        self, uri: str, name: str | None = None, checksum: bool = True, max_objects: int | None = None
+    ) -> dict:
         """Record ``uri`` as an entry; its content is neither fetched nor stored (download() skips it)."""
         self._check_mutable()
         if not isinstance(uri, str) or "://" not in uri:
-            raise InvalidArgumentError(f"add_reference(uri={uri!r}) must be a URI such as s3://bucket/key or file:///path")
+            raise InvalidArgumentError(
+                f"add_reference(uri={uri!r}) must be a URI such as s3://bucket/key or file:///path"
+            )
         entry_name = _entry_name(name if name is not None else uri.rstrip("/").rsplit("/", 1)[-1] or uri)
         self._entries[entry_name] = {"ref": uri}
         return {"path": entry_name, "ref": uri}
@@ -172,8 +193,14 @@ class Artifact:
 
     # ------------------------------------------------------------ reading back
 
-    def download(self, root: str | os.PathLike | None = None, allow_missing_references: bool = False,
-                 skip_cache: bool | None = None, path_prefix: str | None = None, **kwargs: Any) -> str:  # fmt: skip
+    def download(
+        self,
+        root: str | os.PathLike | None = None,
+        allow_missing_references: bool = False,
+        skip_cache: bool | None = None,
+        path_prefix: str | None = None,
+        **kwargs: Any,
+    ) -> str:
         """Write the artifact's files below ``root`` (default ``./artifacts/<name>:<version>``); return it.
         References are not fetched."""
         if root is None:
@@ -189,8 +216,10 @@ class Artifact:
         """Copy entry ``path``'s content to ``root/path`` (via a temporary name: no partial file is seen)."""
         e = self._entries[path]
         if not self._store.has(e):
-            raise ArtifactNotFound(f"artifact {self.name}: content of {path!r} ({e['digest'][:12]}...) is missing "
-                                   f"from {self._store.root / 'media'}")  # fmt: skip
+            raise ArtifactNotFound(
+                f"artifact {self.name}: content of {path!r} ({e['digest'][:12]}...) is missing "
+                f"from {self._store.root / 'media'}"
+            )
         dst = root / _entry_name(path)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.rw-tmp")
@@ -228,8 +257,14 @@ def _store_of(run: Any) -> ArtifactStore:
     return ArtifactStore(run.settings.data_dir if run is not None else paths.data_dir())
 
 
-def log_artifact(run: Any, artifact_or_path: Any, name: str | None = None, type: str | None = None,
-                 aliases: list[str] | str | None = None, **kwargs: Any) -> Artifact:  # fmt: skip
+def log_artifact(
+    run: Any,
+    artifact_or_path: Any,
+    name: str | None = None,
+    type: str | None = None,
+    aliases: list[str] | str | None = None,
+    **kwargs: Any,
+) -> Artifact:
     """Store ``artifact_or_path`` (an Artifact, a file or a directory) as the next version of its name."""
     if isinstance(artifact_or_path, Artifact):
         art = artifact_or_path
@@ -246,16 +281,23 @@ def log_artifact(run: Any, artifact_or_path: Any, name: str | None = None, type:
     for a in aliases:
         if not isinstance(a, str) or not a or any(c in a for c in "/:"):
             raise InvalidArgumentError(
-                f"log_artifact(aliases=...): alias {a!r} must be a non-empty string without '/' or ':'")
+                f"log_artifact(aliases=...): alias {a!r} must be a non-empty string without '/' or ':'"
+            )
     if run.settings.mode == "disabled":  # as wandb: nothing is stored, the artifact is handed back
         return art
     store = _store_of(run)
     for e in art._entries.values():  # content staged in another data directory (Artifact made before init(dir=...))
         if "ref" not in e and not store.has(e):
             store.put_file(art._store.content_path(e["digest"], e["format"]))
-    manifest = {"name": art._name, "type": art.type, "description": art.description, "metadata": art.metadata,
-                "entries": art._entries, "digest": art.digest,
-                "run": {"id": run.id, "name": run.name, "group": run.group, "rank": run.rank}}  # fmt: skip
+    manifest = {
+        "name": art._name,
+        "type": art.type,
+        "description": art.description,
+        "metadata": art.metadata,
+        "entries": art._entries,
+        "digest": art.digest,
+        "run": {"id": run.id, "name": run.name, "group": run.group, "rank": run.rank},
+    }
     art._logged = store.commit(run.project, art._name, manifest, aliases)
     art._store = store
     return art
@@ -279,13 +321,16 @@ def get_artifact(store: ArtifactStore, spec: str, default_project: str | None = 
     m = store.resolve(project, name, alias)
     if m is None:
         have = [v["version"] for v in store.versions(project, name)]
-        raise ArtifactNotFound(f"no artifact {name}:{alias} in project {project!r} under {store.root}"
-                               + (f" (versions: {', '.join(have)})" if have else ""))  # fmt: skip
+        raise ArtifactNotFound(
+            f"no artifact {name}:{alias} in project {project!r} under {store.root}"
+            + (f" (versions: {', '.join(have)})" if have else "")
+        )
     return Artifact._from_manifest(store, m)
 
 
-def use_artifact(run: Any, artifact_or_name: Any, type: str | None = None, aliases: Any = None,
-                 use_as: str | None = None) -> Artifact:  # fmt: skip
+def use_artifact(
+    run: Any, artifact_or_name: Any, type: str | None = None, aliases: Any = None, use_as: str | None = None
+) -> Artifact:
     """The stored artifact ``"name:alias"`` / ``"name:v1"`` / ``"project/name:alias"`` of this data directory."""
     if isinstance(artifact_or_name, Artifact):
         if artifact_or_name._logged is None:
@@ -293,89 +338,9 @@ def use_artifact(run: Any, artifact_or_name: Any, type: str | None = None, alias
         return artifact_or_name
     if not isinstance(artifact_or_name, str):
         raise InvalidArgumentError(
-            f"use_artifact() takes 'name:alias' or an Artifact, got {artifact_or_name.__class__.__name__}")
+            f"use_artifact() takes 'name:alias' or an Artifact, got {artifact_or_name.__class__.__name__}"
+        )
     art = get_artifact(_store_of(run), artifact_or_name, run.project)
     if type is not None and art.type != type:
         raise InvalidArgumentError(f"use_artifact({artifact_or_name!r}, type={type!r}): it is of type {art.type!r}")
     return art
-
-
-# ---------------------------------------------------------------- save / restore
-
-_LIVE: list[tuple[Any, str, str]] = []  # (run, glob, base) saved with policy live/end: saved again at exit
-
-
-def _files_name(run_id: str) -> str:
-    return f"run-{run_id}-files"
-
-
-def save(run: Any, glob_str: str | os.PathLike | None = None, base_path: str | os.PathLike | None = None,
-         policy: str = "live") -> list[str]:  # fmt: skip
-    """wandb.save: the files matching ``glob_str`` become the run's files (names relative to ``base_path``);
-    ``policy="live"``/``"end"`` files are saved again when the process exits (their final content)."""
-    if run is None:
-        raise UsageError("save() needs a run: call rankwise.init() first")
-    if glob_str is None or run.settings.mode == "disabled":
-        return []
-    if policy not in ("live", "end", "now"):
-        raise InvalidArgumentError(f"save(policy={policy!r}) must be 'live', 'end' or 'now'")
-    glob_str = os.fspath(glob_str)
-    if base_path is None:
-        base_path = os.path.dirname(glob_str) if os.path.isabs(glob_str) else "."
-    base = os.path.abspath(base_path)
-    pattern = glob_str if os.path.isabs(glob_str) else os.path.join(base, glob_str)
-    saved = _save_now(run, pattern, base)
-    if policy in ("live", "end") and not _LIVE:
-        atexit.register(_save_live)
-    if policy in ("live", "end"):
-        _LIVE.append((run, pattern, base))
-    return saved
-
-
-def _save_now(run: Any, pattern: str, base: str) -> list[str]:
-    files = sorted(p for p in globmod.glob(pattern, recursive=True) if os.path.isfile(p))
-    if not files:
-        return []
-    store = _store_of(run)
-    prev = store.resolve(run.project, _files_name(run.id))
-    art = Artifact(_files_name(run.id), "run_files")
-    art._store = store
-    art._entries = {k: dict(v) for k, v in (prev["entries"] if prev else {}).items()}
-    for f in files:
-        art.add_file(f, name=os.path.relpath(f, base))
-    log_artifact(run, art)
-    return files
-
-
-def _save_live() -> None:
-    for run, pattern, base in _LIVE:
-        try:
-            _save_now(run, pattern, base)
-        except Exception:  # at exit: a vanished file must not turn into a traceback
-            pass
-
-
-def restore(run: Any, name: str, run_path: str | None = None, replace: bool = False,
-            root: str | os.PathLike | None = None) -> Any:  # fmt: skip
-    """The run's saved file ``name``, written below ``root`` (default: the run's dir, else '.') and opened
-    for reading; an existing local file is kept unless ``replace``. ``run_path`` = ``[entity/]project/run_id``."""
-    if run_path is None:
-        if run is None:
-            raise UsageError("restore() without run_path needs a run: call rankwise.init() or pass run_path=")
-        project, run_id = run.project, run.id
-    else:
-        parts = str(run_path).split("/")
-        if len(parts) < 2:
-            raise InvalidArgumentError(f"restore(run_path={run_path!r}) must be 'project/run_id'")
-        project, run_id = parts[-2], parts[-1]
-    root_path = Path(root if root is not None else (run.dir if run is not None else "."))
-    target = root_path / _entry_name(name)
-    if target.is_file() and not replace:
-        return open(target)
-    art = get_artifact(_store_of(run), f"{project}/{_files_name(run_id)}:latest")
-    if name not in art._entries:
-        raise ArtifactNotFound(f"restore({name!r}): run {project}/{run_id} saved no such file; it saved "
-                               f"{sorted(art._entries)[:10]}")  # fmt: skip
-    art._copy_out(name, root_path)
-    return open(target)
-

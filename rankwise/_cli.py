@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the agent (default 2)")
     sp.add_argument("--json", action="store_true")
     sub.add_parser("agent", help="run the node agent in the foreground; 'rankwise agent stop' stops it", add_help=False)
-    sp = sub.add_parser("keygen", help="create a CurveZMQ key pair (NAME.key, NAME.key_secret) for root and node agents")
+    sp = sub.add_parser(
+        "keygen", help="create a CurveZMQ key pair (NAME.key, NAME.key_secret) for root and node agents"
+    )
     sp.add_argument("name", help="key name, e.g. root or the node's host name")
     sp.add_argument("--dir", default=".", help="where to write the two files (default: current directory)")
     sp = sub.add_parser("demo", help="simulated 8-rank data-parallel training job, then its group view")
@@ -100,11 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sp.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one and prints it)")
-    sp.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                    help="also answer requests whose Host header is NAME (repeatable; default: localhost and "
-                         "loopback addresses only)")  # fmt: skip
-    sp.add_argument("--no-token", action="store_true",
-                    help="no token in the address (single-user machine only: any local user can read the store)")
+    sp.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; default: localhost and "
+        "loopback addresses only)",
+    )
+    sp.add_argument(
+        "--no-token",
+        action="store_true",
+        help="no token in the address (single-user machine only: any local user can read the store)",
+    )
     sp = sub.add_parser("tail", help="latest group row of every key, refreshed until the group finishes")
     sp.add_argument("group", nargs="?", help="a group name (default: newest)")
     sp.add_argument("--keys", help="comma-separated keys (default: all)")

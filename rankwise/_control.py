@@ -10,7 +10,9 @@ from typing import Any
 from client import paths, spawn, wire
 
 
-def request(kind: str, body: Any = None, runtime_dir: str | os.PathLike | None = None, timeout_s: float = 2.0) -> dict | None:
+def request(
+    kind: str, body: Any = None, runtime_dir: str | os.PathLike | None = None, timeout_s: float = 2.0
+) -> dict | None:
     """Send one request to the agent and return its reply body; None when no agent answers in time."""
     import zmq
 

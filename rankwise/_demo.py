@@ -24,7 +24,9 @@ FEATURES = 32
 BATCH = 64
 
 
-def _worker(rank: int, world: int, project: str, group: str, steps: int, slow_rank: int, barrier: Any, grads: Any) -> None:
+def _worker(
+    rank: int, world: int, project: str, group: str, steps: int, slow_rank: int, barrier: Any, grads: Any
+) -> None:
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -78,7 +80,9 @@ def _worker(rank: int, world: int, project: str, group: str, steps: int, slow_ra
                 "compute_ms": compute_ms,
             }
         )
-    run.summary["final_weight_error"] = float(np.linalg.norm(w / (np.linalg.norm(w) + 1e-12) - truth / np.linalg.norm(truth)))
+    run.summary["final_weight_error"] = float(
+        np.linalg.norm(w / (np.linalg.norm(w) + 1e-12) - truth / np.linalg.norm(truth))
+    )
     run.finish()
 
 
@@ -128,5 +132,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"python: rankwise.Api().group({args.project!r}, {group!r}).history('loss')")
     # the UI's token is made when `rankwise ui` starts: its printed address (with ?token=) logs the browser in,
     # after which the group's address works as it is
-    print(f"ui:     rankwise ui, open the address it prints (it carries the token), then {group_url(args.project, group)}")
+    print(
+        f"ui:     rankwise ui, open the address it prints (it carries the token), then {group_url(args.project, group)}"
+    )
     return 1 if failed else 0

@@ -82,8 +82,15 @@ def write(rows: Iterator[dict[str, Any]], columns: list[str], fmt: str, out: Tex
     return n
 
 
-def export(api: Any, project: str | None, name: str | None, fmt: str, per_rank: bool = False,
-           out: str | None = None, keys: list[str] | None = None) -> int:  # fmt: skip
+def export(
+    api: Any,
+    project: str | None,
+    name: str | None,
+    fmt: str,
+    per_rank: bool = False,
+    out: str | None = None,
+    keys: list[str] | None = None,
+) -> int:
     if fmt not in FORMATS:
         print(f"rankwise export: --format {fmt!r} is not one of {', '.join(FORMATS)}", file=sys.stderr)
         return 2

@@ -31,10 +31,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return 0
         say(f"{g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state}")
         rows = [
-            [r.rank, r.name, r.node, r.state, r.exit_code, r.step, r.rows, _coalesced(r), duration(r.runtime),
-             ago(r.created)]
+            [
+                r.rank,
+                r.name,
+                r.node,
+                r.state,
+                r.exit_code,
+                r.step,
+                r.rows,
+                _coalesced(r),
+                duration(r.runtime),
+                ago(r.created),
+            ]
             for r in runs
-        ]  # fmt: skip
+        ]
         say(table(["rank", "name", "node", "state", "exit", "steps", "rows", "coalesced", "runtime", "started"], rows))
         return 0
     groups = api.groups(args.project)
@@ -52,9 +62,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
             states[r.state] = states.get(r.state, 0) + 1
         steps = max((r.step for r in runs), default=0)
         rows.append(
-            [g.project, g.name, f"{len(runs)}/{g.world_size}", " ".join(f"{v} {k}" for k, v in sorted(states.items())),
-             steps, len({r.node for r in runs}), ago(g.created), duration(max((r.runtime for r in runs), default=0))]
-        )  # fmt: skip
+            [
+                g.project,
+                g.name,
+                f"{len(runs)}/{g.world_size}",
+                " ".join(f"{v} {k}" for k, v in sorted(states.items())),
+                steps,
+                len({r.node for r in runs}),
+                ago(g.created),
+                duration(max((r.runtime for r in runs), default=0)),
+            ]
+        )
     say(table(["project", "group", "ranks", "states", "steps", "nodes", "started", "duration"], rows))
     return 0
 
@@ -108,8 +126,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     spans = [(r.name, *r.coalesced_rows) for r in runs if r.coalesced_rows[0]]
     if spans:
         say()
-        say("coalesced over the row budget (values kept as last/mean/min/max/count per span): "
-              + ", ".join(f"{name} {n} rows → {k} spans" for name, n, k in spans))
+        say(
+            "coalesced over the row budget (values kept as last/mean/min/max/count per span): "
+            + ", ".join(f"{name} {n} rows → {k} spans" for name, n, k in spans)
+        )
     say()
     say(f"data: {api.path}")
     return 0
@@ -123,14 +143,45 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
     store = ArtifactStore(store_path(args.store).parent)
     rows = [m for p, n in store.names(args.project) for m in store.versions(p, n)]
     if args.json:
-        say(json.dumps([{k: m.get(k) for k in ("project", "name", "version", "aliases", "type", "digest", "created",
-                                                "description", "metadata", "entries")} for m in rows],
-                       indent=1, default=str))  # fmt: skip
+        say(
+            json.dumps(
+                [
+                    {
+                        k: m.get(k)
+                        for k in (
+                            "project",
+                            "name",
+                            "version",
+                            "aliases",
+                            "type",
+                            "digest",
+                            "created",
+                            "description",
+                            "metadata",
+                            "entries",
+                        )
+                    }
+                    for m in rows
+                ],
+                indent=1,
+                default=str,
+            )
+        )
         return 0
     if not rows:
         say(f"no artifacts{' in project ' + repr(args.project) if args.project else ''} in {store.root}")
         return 1
-    body = [[m.get("project"), f"{m['name']}:{m['version']}", ",".join(m["aliases"]), m["type"], len(m["entries"]),
-             sum(e.get("size", 0) for e in m["entries"].values()), ago(m["created"])] for m in rows]  # fmt: skip
+    body = [
+        [
+            m.get("project"),
+            f"{m['name']}:{m['version']}",
+            ",".join(m["aliases"]),
+            m["type"],
+            len(m["entries"]),
+            sum(e.get("size", 0) for e in m["entries"].values()),
+            ago(m["created"]),
+        ]
+        for m in rows
+    ]
     say(table(["project", "artifact", "aliases", "type", "files", "bytes", "created"], body))
     return 0

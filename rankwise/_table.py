@@ -93,9 +93,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence
     cells = [[safe(h) for h in headers]] + [[safe(c) if isinstance(c, str) else fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     if right is None:
-        right = [
-            all(_numeric(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(headers))
-        ]
+        right = [all(_numeric(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
         parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)]
@@ -143,8 +141,17 @@ def group_table(g: Any, keys: list[str] | None = None) -> tuple[list[str], list[
             continue
         i = len(h["step"]) - 1
         rows.append(
-            [key, int(h["step"][i]), f"{int(h['count'][i])}/{int(h['expected'][i])}", float(h["mean"][i]),
-             float(h["min"][i]), int(h["min_rank"][i]), float(h["max"][i]), int(h["max_rank"][i]), float(h["std"][i]),
-             sparkline(h["mean"].tolist())]
-        )  # fmt: skip
+            [
+                key,
+                int(h["step"][i]),
+                f"{int(h['count'][i])}/{int(h['expected'][i])}",
+                float(h["mean"][i]),
+                float(h["min"][i]),
+                int(h["min_rank"][i]),
+                float(h["max"][i]),
+                int(h["max_rank"][i]),
+                float(h["std"][i]),
+                sparkline(h["mean"].tolist()),
+            ]
+        )
     return headers, rows

@@ -47,8 +47,15 @@ def changed_since(last: str | None, text: str) -> bool:
     return text.split("\n", 1)[1:] != (last or "").split("\n", 1)[1:]
 
 
-def tail(api: Any, project: str | None, name: str | None, keys: list[str] | None = None, once: bool = False,
-         interval: float = 1.0, out: TextIO | None = None) -> int:  # fmt: skip
+def tail(
+    api: Any,
+    project: str | None,
+    name: str | None,
+    keys: list[str] | None = None,
+    once: bool = False,
+    interval: float = 1.0,
+    out: TextIO | None = None,
+) -> int:
     """Print until the group is no longer running (or once); Ctrl-C ends it early."""
     if not interval > 0:
         raise InvalidArgumentError(f"--interval {interval} must be a positive number of seconds")

@@ -138,8 +138,9 @@ class Group:
                 out[rank] = steps if rank not in out else np.union1d(out[rank], steps)
         return dict(sorted(out.items()))
 
-    def media(self, key: str, step: int | None = None, start: int | None = None, end: int | None = None,
-              steps: Any = None) -> dict[int, list[tuple[int, Any]]]:  # fmt: skip
+    def media(
+        self, key: str, step: int | None = None, start: int | None = None, end: int | None = None, steps: Any = None
+    ) -> dict[int, list[tuple[int, Any]]]:
         """Per rank, the values of ``key`` as ``[(step, value)]`` by step: media references, histograms,
         tables, charts as stored (docs/media.md). Images and other media are not merged across ranks:
         every rank's own value is kept. ``step`` (one step), ``steps`` (several) and ``start``/``end``
@@ -154,8 +155,9 @@ class Group:
                 out.setdefault(rank, []).extend(zip(st.tolist(), vals))
         return {r: sorted(v, key=lambda sv: sv[0]) for r, v in sorted(out.items())}
 
-    def histograms(self, key: str, rank: int | None = None, start: int | None = None, end: int | None = None,
-                   steps: Any = None) -> list[tuple[int, dict]]:  # fmt: skip
+    def histograms(
+        self, key: str, rank: int | None = None, start: int | None = None, end: int | None = None, steps: Any = None
+    ) -> list[tuple[int, dict]]:
         """The group's histogram of ``key`` at each step: ``[(step, {"_type": "histogram", "bins", "values",
         "ranks"})]``, the ranks' histograms of that step merged by
         :func:`grouping.histogram.merge_histograms` (bins summed where every rank used the same edges,

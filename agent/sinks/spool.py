@@ -175,8 +175,11 @@ class SpoolSink(Sink):
         ops = [[op.kind, run_ref(op.run_id), *op[1:]] for op in nc.ops]
         late = [(group_ref(gid), key, np.unique(np.concatenate(parts))) for (gid, key), parts in nc.recompute.items()]
         parts = [(group_ref(gid), key, ranks, p) for gid, key, ranks, p in nc.partials]
-        marks = [(group_ref(gid), g.sealed_through) for gid, g in nc.groups.items()
-                 if g.sealed_through != self.sent_w.get(gid)]  # fmt: skip
+        marks = [
+            (group_ref(gid), g.sealed_through)
+            for gid, g in nc.groups.items()
+            if g.sealed_through != self.sent_w.get(gid)
+        ]
         if not (ops or late or parts or marks):
             return None
         return record.encode(ingest.instance, ingest.node, now, runs, groups, ops, late, parts, marks)
@@ -236,9 +239,14 @@ class SpoolSink(Sink):
             return True
         linger, up, clock = self.ingest.cfg.upstream_linger_s, self.ingest.upstream, self.ingest.clock
         if linger > 0 and up is not None and clock() - up.heard_at > linger:
-            log.warning("the root %s has not answered for %.0f s: exiting with %d record(s) kept in %s for the "
-                        "next node agent on this machine", up.endpoint, clock() - up.heard_at,
-                        self.spool.unacked, self.spool.dir)  # fmt: skip
+            log.warning(
+                "the root %s has not answered for %.0f s: exiting with %d record(s) kept in %s for the "
+                "next node agent on this machine",
+                up.endpoint,
+                clock() - up.heard_at,
+                self.spool.unacked,
+                self.spool.dir,
+            )
             return True
         return False
 
@@ -263,8 +271,16 @@ def _info(run: RunState) -> dict:
     r = run.record
     if run.info is None:
         g = run.group.record
-        run.info = {"project": g.project, "group": g.name, "name": r.name, "rank": r.rank,
-                    "world_size": g.world_size, "local_rank": r.local_rank, "node": r.node, "run_id": r.run_key}  # fmt: skip
+        run.info = {
+            "project": g.project,
+            "group": g.name,
+            "name": r.name,
+            "rank": r.rank,
+            "world_size": g.world_size,
+            "local_rank": r.local_rank,
+            "node": r.node,
+            "run_id": r.run_key,
+        }
     run.info["pid"] = r.pid
     return run.info
 
@@ -273,6 +289,8 @@ def _numbers(values: dict) -> dict:
     """A summary or pending row without media (the node keeps it only for resume points and its windows;
     the root stores the real thing)."""
     return {
-        k: v for k, v in values.items()
-        if not isinstance(v, (dict, bytes)) and not (isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v))
-    }  # fmt: skip
+        k: v
+        for k, v in values.items()
+        if not isinstance(v, (dict, bytes))
+        and not (isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v))
+    }

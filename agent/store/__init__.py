@@ -5,4 +5,14 @@ from agent.store.memory import MemoryStore
 from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader
 
-__all__ = ["GROUP_FIELDS", "GroupRecord", "MemoryStore", "Reader", "RunRecord", "SQLiteReader", "SQLiteStore", "Store", "Txn"]
+__all__ = [
+    "GROUP_FIELDS",
+    "GroupRecord",
+    "MemoryStore",
+    "Reader",
+    "RunRecord",
+    "SQLiteReader",
+    "SQLiteStore",
+    "Store",
+    "Txn",
+]

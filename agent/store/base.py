@@ -86,7 +86,7 @@ class RunRecord:
     incarnations: int = 1
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
-    pending: list | None = None  # [step, t, {key: value}]: the uncommitted row, committed on crash
+    open_row: list | None = None  # [step, t, {key: value}]: the uncommitted row (commit=False), committed on crash
     meta: dict = field(default_factory=dict)
 
 
@@ -238,9 +238,13 @@ class Reader(abc.ABC):
         return out
 
     def group_values(
-        self, group_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
+        self,
+        group_id: int,
+        key: str,
+        steps: np.ndarray | None = None,
+        start: int | None = None,
         end: int | None = None,
-    ) -> dict[int, tuple[np.ndarray, list]]:  # fmt: skip
+    ) -> dict[int, tuple[np.ndarray, list]]:
         """Run id → (steps, values as a list) of ``key``, later chunks winning per step, limited to the
         steps in ``steps`` (when given) and to ``start`` ≤ step ≤ ``end``."""
         out: dict[int, tuple[np.ndarray, list]] = {}
@@ -251,9 +255,13 @@ class Reader(abc.ABC):
         return out
 
     def run_values(
-        self, run_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
+        self,
+        run_id: int,
+        key: str,
+        steps: np.ndarray | None = None,
+        start: int | None = None,
         end: int | None = None,
-    ) -> tuple[np.ndarray, list]:  # fmt: skip
+    ) -> tuple[np.ndarray, list]:
         """(steps, values as a list) of one run's ``key``, with the limits of :meth:`group_values`."""
         sv = self.run_history(run_id, [key]).get(key)
         if sv is None:

@@ -104,10 +104,20 @@ class MemoryStore(Store, Reader):
         if r is not None:
             return copy.deepcopy(g), copy.deepcopy(r), False
         r = RunRecord(
-            len(self.run_records) + 1, g.id, run["name"], run["run_key"], run["rank"], run["local_rank"],
-            run["node"], run["pid"], "running", now, now, config=dict(run.get("config") or {}),
+            len(self.run_records) + 1,
+            g.id,
+            run["name"],
+            run["run_key"],
+            run["rank"],
+            run["local_rank"],
+            run["node"],
+            run["pid"],
+            "running",
+            now,
+            now,
+            config=dict(run.get("config") or {}),
             meta=dict(run.get("meta") or {}),
-        )  # fmt: skip
+        )
         self.run_records[r.id] = r
         return copy.deepcopy(g), copy.deepcopy(r), True
 

@@ -155,12 +155,36 @@ class SQLiteStore(Store):
             rid = self.con.execute(
                 "INSERT INTO runs(group_id, name, run_key, rank, local_rank, node, pid, state, created, updated, "
                 "config, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (g.id, run["name"], run["run_key"], run["rank"], run["local_rank"], run["node"], run["pid"],
-                 "running", now, now, pack(run.get("config") or {}), pack(run.get("meta") or {})),
-            ).lastrowid  # fmt: skip
-            r = RunRecord(rid, g.id, run["name"], run["run_key"], run["rank"], run["local_rank"], run["node"],
-                          run["pid"], "running", now, now, config=dict(run.get("config") or {}),
-                          meta=dict(run.get("meta") or {}))  # fmt: skip
+                (
+                    g.id,
+                    run["name"],
+                    run["run_key"],
+                    run["rank"],
+                    run["local_rank"],
+                    run["node"],
+                    run["pid"],
+                    "running",
+                    now,
+                    now,
+                    pack(run.get("config") or {}),
+                    pack(run.get("meta") or {}),
+                ),
+            ).lastrowid
+            r = RunRecord(
+                rid,
+                g.id,
+                run["name"],
+                run["run_key"],
+                run["rank"],
+                run["local_rank"],
+                run["node"],
+                run["pid"],
+                "running",
+                now,
+                now,
+                config=dict(run.get("config") or {}),
+                meta=dict(run.get("meta") or {}),
+            )
             return g, r, True
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -309,4 +333,3 @@ class SQLiteStore(Store):
             pass
         self.con.close()
         self.file.release()
-

@@ -162,11 +162,33 @@ def numeric_chunk(enc: str, sblob: bytes, vblob: bytes) -> tuple[np.ndarray, np.
 
 
 def run_record(row: tuple) -> RunRecord:
-    (rid, gid, name, key, rank, lrank, node, pid, state, created, updated, code, fin, step, rt, rows, late, inc) = row[:18]
+    (rid, gid, name, key, rank, lrank, node, pid, state, created, updated, code, fin, step, rt, rows, late, inc) = row[
+        :18
+    ]
     return RunRecord(
-        rid, gid, name, key, rank, lrank, node, pid, state, created, updated, code, fin, step, rt, rows, late, inc,
-        unpack(row[18], {}), unpack(row[19], {}), unpack(row[20], None), unpack(row[21], {}),
-    )  # fmt: skip
+        rid,
+        gid,
+        name,
+        key,
+        rank,
+        lrank,
+        node,
+        pid,
+        state,
+        created,
+        updated,
+        code,
+        fin,
+        step,
+        rt,
+        rows,
+        late,
+        inc,
+        unpack(row[18], {}),
+        unpack(row[19], {}),
+        unpack(row[20], None),
+        unpack(row[21], {}),
+    )
 
 
 def connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -217,8 +239,9 @@ class KeyIds:
         blob = json.dumps(todo, ensure_ascii=False)
         try:
             self.con.execute("INSERT OR IGNORE INTO keys(name) SELECT value FROM json_each(?)", (blob,))
-            found = self.con.execute("SELECT id, name FROM keys WHERE name IN (SELECT value FROM json_each(?))",
-                                     (blob,)).fetchall()  # fmt: skip
+            found = self.con.execute(
+                "SELECT id, name FROM keys WHERE name IN (SELECT value FROM json_each(?))", (blob,)
+            ).fetchall()
         except sqlite3.OperationalError as exc:
             if "json_each" not in str(exc):
                 raise

@@ -29,7 +29,7 @@ from agent.store.sqlite_format import (
     ordered_or_last_wins,
     run_record,
     unpack,
-)  # fmt: skip
+)
 
 
 class SQLiteReader(Reader):
@@ -76,7 +76,10 @@ class SQLiteReader(Reader):
         return GroupRecord(*rows[0]) if rows else None
 
     def runs(self, group_id: int) -> list[RunRecord]:
-        return [run_record(r) for r in self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE group_id=? ORDER BY rank, id", (group_id,))]
+        return [
+            run_record(r)
+            for r in self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE group_id=? ORDER BY rank, id", (group_id,))
+        ]
 
     def run_keys(self, run_id: int) -> list[str]:
         rows = self._all("SELECT DISTINCT key_id FROM history WHERE run_id=?", (run_id,))
@@ -113,13 +116,16 @@ class SQLiteReader(Reader):
             rows = self._all("SELECT steps FROM history WHERE run_id=?", (run_id,))
         else:
             kid = self._key_id(key)
-            rows = [] if kid is None else self._all("SELECT steps FROM history WHERE run_id=? AND key_id=?", (run_id, kid))
+            rows = (
+                [] if kid is None else self._all("SELECT steps FROM history WHERE run_id=? AND key_id=?", (run_id, kid))
+            )
         if not rows:
             return np.empty(0, np.int64)
         return np.unique(np.concatenate([np.frombuffer(r[0], "<i8") for r in rows]))
 
-    def run_history_between(self, run_id: int, keys: list[str] | None, lo: int,
-                            hi: int) -> dict[str, tuple[np.ndarray, Any]]:  # fmt: skip
+    def run_history_between(
+        self, run_id: int, keys: list[str] | None, lo: int, hi: int
+    ) -> dict[str, tuple[np.ndarray, Any]]:
         """:meth:`run_history` of the steps in [lo, hi] only: reads just the chunks that overlap them (a
         page of ``scan_history``), later chunks winning per step as there."""
         sql = "SELECT key_id, enc, steps, vals FROM history WHERE run_id=? AND step_max >= ? AND step_min <= ?"
@@ -199,9 +205,13 @@ class SQLiteReader(Reader):
             kid = self.keys.id(key, create=False)
         # no ORDER BY: sorting in SQLite would copy every blob through a temporary b-tree; a few hundred
         # (id, blob) tuples sort in Python for free
-        rows = [] if kid is None else self._all(
-            "SELECT id, data FROM group_rows WHERE group_id=? AND key_id=? AND id>?", (group_id, kid, after)
-        )  # fmt: skip
+        rows = (
+            []
+            if kid is None
+            else self._all(
+                "SELECT id, data FROM group_rows WHERE group_id=? AND key_id=? AND id>?", (group_id, kid, after)
+            )
+        )
         rows.sort(key=lambda r: r[0])
         return (rows[-1][0] if rows else after), decode_group_chunks([r[1] for r in rows])
 
@@ -249,8 +259,9 @@ class SQLiteReader(Reader):
             parts.setdefault(run_id, []).append(np.frombuffer(sblob, "<i8"))
         return {rid: np.unique(np.concatenate(p)) for rid, p in parts.items()}
 
-    def _values(self, where: str, args: tuple, key: str, steps: np.ndarray | None, start: int | None,
-                end: int | None) -> dict[int, tuple[np.ndarray, list]]:  # fmt: skip
+    def _values(
+        self, where: str, args: tuple, key: str, steps: np.ndarray | None, start: int | None, end: int | None
+    ) -> dict[int, tuple[np.ndarray, list]]:
         kid = self._key_id(key)
         if kid is None:
             return {}
@@ -292,12 +303,14 @@ class SQLiteReader(Reader):
                 out[run_id] = (st, vals)
         return out
 
-    def group_values(self, group_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
-                     end: int | None = None) -> dict[int, tuple[np.ndarray, list]]:  # fmt: skip
+    def group_values(
+        self, group_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None, end: int | None = None
+    ) -> dict[int, tuple[np.ndarray, list]]:
         return self._values("JOIN runs r ON r.id = h.run_id WHERE r.group_id=?", (group_id,), key, steps, start, end)
 
-    def run_values(self, run_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None,
-                   end: int | None = None) -> tuple[np.ndarray, list]:  # fmt: skip
+    def run_values(
+        self, run_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None, end: int | None = None
+    ) -> tuple[np.ndarray, list]:
         out = self._values("WHERE h.run_id=?", (run_id,), key, steps, start, end)
         return out.get(run_id, (np.empty(0, np.int64), []))
 
@@ -329,4 +342,3 @@ class SQLiteReader(Reader):
 
     def close(self) -> None:
         self.con.close()
-

@@ -43,9 +43,7 @@ class SQLiteTxn(Txn):
         if len(steps) == 0:
             return
         data = pack({f: np.ascontiguousarray(rows[f]).tobytes() for f in GROUP_FIELDS})
-        self.group_rows.append(
-            (group_id, key, int(steps.min()), int(steps.max()), len(steps), int(revision), data)
-        )
+        self.group_rows.append((group_id, key, int(steps.min()), int(steps.max()), len(steps), int(revision), data))
 
     def flush(self) -> None:
         """Write the chunks gathered so far. Their keys get ids here, every new key of the commit in one
@@ -74,10 +72,26 @@ class SQLiteTxn(Txn):
         self.con.execute(
             "UPDATE runs SET pid=?, state=?, exit_code=?, updated=?, finished=?, step=?, runtime=?, rows=?, late=?, "
             "incarnations=?, summary=?, config=?, pending=?, meta=?, node=?, local_rank=? WHERE id=?",
-            (r.pid, r.state, r.exit_code, r.updated, r.finished, r.step, r.runtime, r.rows, r.late, r.incarnations,
-             pack(r.summary), pack(r.config), None if r.open_row is None else pack(r.open_row), pack(r.meta),
-             r.node, r.local_rank, r.id),
-        )  # fmt: skip
+            (
+                r.pid,
+                r.state,
+                r.exit_code,
+                r.updated,
+                r.finished,
+                r.step,
+                r.runtime,
+                r.rows,
+                r.late,
+                r.incarnations,
+                pack(r.summary),
+                pack(r.config),
+                None if r.open_row is None else pack(r.open_row),
+                pack(r.meta),
+                r.node,
+                r.local_rank,
+                r.id,
+            ),
+        )
 
     def put_group(self, g: GroupRecord) -> None:
         self.con.execute(

@@ -9,8 +9,9 @@ from urllib.parse import quote, urlencode
 DEFAULT_PORT = 8765
 
 
-def group_url(project: str, group: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-              token: str | None = None) -> str:  # fmt: skip
+def group_url(
+    project: str, group: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None
+) -> str:
     """The address of a group's page on a ``rankwise ui`` server at ``host:port`` (with the server's token,
     when given: the address then works in a browser that has not opened the server yet)."""
     if ":" in host and not host.startswith("["):

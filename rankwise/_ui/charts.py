@@ -30,7 +30,7 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     if not key:
         raise ApiError(400, "parameter 'key' is required")
     axis = p.str("x", "step")
-    metric = axis[len("metric:"):] if axis and axis.startswith("metric:") else None
+    metric = axis[len("metric:") :] if axis and axis.startswith("metric:") else None
     if axis not in ("step", "time") and not metric:
         raise ApiError(400, f"x={axis!r} is not one of step, time, metric:<key> (a step metric, e.g. metric:epoch)")
     width = p.int("width", DEFAULT_WIDTH, 0, MAX_WIDTH)
@@ -98,8 +98,9 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     return out
 
 
-def _on_metric(data: UIData, g: Any, runs: list, key: str, metric: str, rows: dict,
-               per_run: dict) -> tuple[np.ndarray, dict, dict]:  # fmt: skip
+def _on_metric(
+    data: UIData, g: Any, runs: list, key: str, metric: str, rows: dict, per_run: dict
+) -> tuple[np.ndarray, dict, dict]:
     """The group's rows and each rank's values of ``key`` against the step metric ``metric`` (docs/ui.md):
     a group row's x is the metric's group mean at the same step (every rank logs the same global step; a
     rank that does not log it does not count in the mean), a rank's x its own value of the metric; rows
@@ -123,8 +124,9 @@ def _on_metric(data: UIData, g: Any, runs: list, key: str, metric: str, rows: di
     return x, cols, rank_x
 
 
-def _reindex(cols: dict[str, np.ndarray], m_steps: np.ndarray, m_values: np.ndarray,
-             sync: bool) -> tuple[np.ndarray, dict]:  # fmt: skip
+def _reindex(
+    cols: dict[str, np.ndarray], m_steps: np.ndarray, m_values: np.ndarray, sync: bool
+) -> tuple[np.ndarray, dict]:
     """Columns indexed by step re-indexed by a step metric's value (``_step_metric.x_of``), sorted by it."""
     from rankwise._step_metric import x_of
 
@@ -311,10 +313,15 @@ def stragglers(data: UIData, p: Params, project: str, name: str) -> dict[str, An
     typical = _median(np.array(means))
     ordered = sorted((r for r in ranks if r["mean"] is not None), key=lambda r: -r["mean"])
     slowest = [
-        {"rank": r["rank"], "name": r["name"], "node": r["node"], "mean": r["mean"],
-         "ratio": (r["mean"] / typical) if typical else None}
+        {
+            "rank": r["rank"],
+            "name": r["name"],
+            "node": r["node"],
+            "mean": r["mean"],
+            "ratio": (r["mean"] / typical) if typical else None,
+        }
         for r in ordered[:3]
-    ]  # fmt: skip
+    ]
     return {
         "metric": "step_time" if key == "_timestamp" else key,
         "auto": auto,

@@ -163,13 +163,21 @@ class SeriesCache:
 
     def step_times(self, gid: int) -> tuple[np.ndarray, np.ndarray]:
         """When each step was complete on every rank: (steps, the latest rank's commit time)."""
-        return self.derived("step_times", gid, self.rank_rows(gid, "_timestamp"),
-                            lambda runs: S.per_step_max([s for s, _ in runs.values()], [v for _, v in runs.values()]))  # fmt: skip
+        return self.derived(
+            "step_times",
+            gid,
+            self.rank_rows(gid, "_timestamp"),
+            lambda runs: S.per_step_max([s for s, _ in runs.values()], [v for _, v in runs.values()]),
+        )
 
     def step_durations(self, gid: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Per run id: (step, seconds per step) from its commit times."""
-        return self.derived("durations", gid, self.rank_rows(gid, "_timestamp"),
-                            lambda runs: {rid: S.step_durations(s, v) for rid, (s, v) in runs.items()})  # fmt: skip
+        return self.derived(
+            "durations",
+            gid,
+            self.rank_rows(gid, "_timestamp"),
+            lambda runs: {rid: S.step_durations(s, v) for rid, (s, v) in runs.items()},
+        )
 
 
 class UIData:

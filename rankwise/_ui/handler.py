@@ -23,8 +23,15 @@ if TYPE_CHECKING:
     from rankwise._ui.server import UIServer
 
 STATIC = Path(__file__).resolve().parent / "static"
-_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".md": "text/markdown",
-          ".png": "image/png", ".svg": "image/svg+xml", ".txt": "text/plain"}  # fmt: skip
+_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".md": "text/markdown",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain",
+}
 _PAGES = ("", "p", "g")  # first path segment of an app page
 
 
@@ -127,14 +134,20 @@ class Handler(BaseHTTPRequestHandler):
     def _get(self) -> None:
         if not self._host_ok():
             allowed = ", ".join(sorted(self.server.allow_hosts)) or "none"
-            self.reply_error(403, "this server answers only requests addressed to localhost or a loopback address "
-                             f"(names passed with rankwise ui --allow-host: {allowed})")  # fmt: skip
+            self.reply_error(
+                403,
+                "this server answers only requests addressed to localhost or a loopback address "
+                f"(names passed with rankwise ui --allow-host: {allowed})",
+            )
             return
         url = urlsplit(self.path)
         query_token = (parse_qs(url.query).get("token") or [None])[0]
         if not self._token_ok(query_token):
-            self.reply_error(403, "this server needs its token: open the address with ?token=... that rankwise ui "
-                             "printed (or send 'Authorization: token ...')")  # fmt: skip
+            self.reply_error(
+                403,
+                "this server needs its token: open the address with ?token=... that rankwise ui "
+                "printed (or send 'Authorization: token ...')",
+            )
             return
         if query_token and self.server.token and not url.path.startswith(("/api/", "/media/", "/static/")):
             self._login(url)

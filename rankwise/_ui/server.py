@@ -40,8 +40,10 @@ from rankwise.errors import StoreMissing
 MAX_CONNECTIONS = 64  # served at once; a browser tab holds at most 6 (Chromium's per-host limit)
 IDLE_TIMEOUT_S = 60.0  # a connection silent this long while the server waits for its request is closed
 _BUSY_BODY = b"too many connections to rankwise ui\n"
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))  # fmt: skip
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class UIServer(ThreadingHTTPServer):
@@ -52,9 +54,16 @@ class UIServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], data: UIData, quiet: bool = True, token: str | None = None,
-                 allow_hosts: tuple[str, ...] = (), max_connections: int = MAX_CONNECTIONS,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S):  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        data: UIData,
+        quiet: bool = True,
+        token: str | None = None,
+        allow_hosts: tuple[str, ...] = (),
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ):
         self.data = data
         self.idle_timeout_s = idle_timeout_s
         self.quiet = quiet
@@ -124,9 +133,17 @@ class UIServer(ThreadingHTTPServer):
         super().server_close()
         self.data.close()
 
-def make_server(store: str | Path | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                quiet: bool = True, token: str | None = None, allow_hosts: tuple[str, ...] = (),
-                max_connections: int = MAX_CONNECTIONS, idle_timeout_s: float = IDLE_TIMEOUT_S) -> UIServer:  # fmt: skip
+
+def make_server(
+    store: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    quiet: bool = True,
+    token: str | None = None,
+    allow_hosts: tuple[str, ...] = (),
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+) -> UIServer:
     """A bound server (port 0 picks a free one); call ``serve_forever()`` on it, ``shutdown()`` from another
     thread. ``token``: the token requests must carry (``new_token()``; None: none, as for a library caller
     that serves only itself); ``rankwise ui`` always generates one unless ``--no-token``."""
@@ -135,17 +152,31 @@ def make_server(store: str | Path | None = None, host: str = "127.0.0.1", port: 
         data.open()  # now, so the first page does not wait for the connection and the imports
     except StoreMissing:
         pass  # opened on the first request after a run has created it
-    return UIServer((host, port), data, quiet=quiet, token=token, allow_hosts=allow_hosts,
-                    max_connections=max_connections, idle_timeout_s=idle_timeout_s)  # fmt: skip
+    return UIServer(
+        (host, port),
+        data,
+        quiet=quiet,
+        token=token,
+        allow_hosts=allow_hosts,
+        max_connections=max_connections,
+        idle_timeout_s=idle_timeout_s,
+    )
 
 
-def serve(store: str | Path | None, host: str, port: int, out: Any = None, token: bool = True,
-          allow_hosts: tuple[str, ...] = ()) -> int:  # fmt: skip
+def serve(
+    store: str | Path | None,
+    host: str,
+    port: int,
+    out: Any = None,
+    token: bool = True,
+    allow_hosts: tuple[str, ...] = (),
+) -> int:
     """``rankwise ui``: serve until Ctrl-C."""
     out = out or sys.stdout
     try:
-        server = make_server(store, host, port, quiet=True, token=new_token() if token else None,
-                             allow_hosts=allow_hosts)  # fmt: skip
+        server = make_server(
+            store, host, port, quiet=True, token=new_token() if token else None, allow_hosts=allow_hosts
+        )
     except OSError as exc:
         hint = "; pass --port 0 to pick a free one" if port else ""
         print(f"rankwise ui: cannot listen on {host}:{port}: {exc.strerror or exc}{hint}", file=sys.stderr)
@@ -153,12 +184,18 @@ def serve(store: str | Path | None, host: str, port: int, out: Any = None, token
     data = server.data
     print(f"rankwise ui: serving {data.path} at {server.login_url}  (read-only; Ctrl-C to stop)", file=out, flush=True)
     if not token:
-        print("rankwise ui: warning: --no-token: every user of this machine can read the store through this port",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            "rankwise ui: warning: --no-token: every user of this machine can read the store through this port",
+            file=sys.stderr,
+            flush=True,
+        )
     if not server.loopback_only:
-        print(f"rankwise ui: warning: {host} is reachable from other machines"
-              + ("; the token is sent in clear over HTTP" if token else "; there is no authentication"),
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"rankwise ui: warning: {host} is reachable from other machines"
+            + ("; the token is sent in clear over HTTP" if token else "; there is no authentication"),
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -79,9 +79,14 @@ class RankwiseLogger(_pl_loggers.Logger):
     or ``"lightning"``; any other keyword is passed on)."""
 
     def __init__(
-        self, project: str | None = None, group: str | None = None, name: str | None = None,
-        config: dict | None = None, prefix: str = "", **init_kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        project: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        config: dict | None = None,
+        prefix: str = "",
+        **init_kwargs: Any,
+    ) -> None:
         super().__init__()
         self._project = project or os.environ.get("WANDB_PROJECT") or "lightning"
         self._group = group or _lightning_group()

@@ -63,9 +63,14 @@ class RankwiseCallback(_transformers.TrainerCallback):
     begun (None before)."""
 
     def __init__(
-        self, project: str | None = None, group: str | None = None, name: str | None = None,
-        config: dict | None = None, finish_on_train_end: bool = False, **init_kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        project: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        config: dict | None = None,
+        finish_on_train_end: bool = False,
+        **init_kwargs: Any,
+    ) -> None:
         self.project = project
         self.group = group
         self.name = name

@@ -32,8 +32,16 @@ def _run(what: str) -> Any:
 # ---------------------------------------------------------------- session: nothing to set up
 
 
-def login(anonymous: Any = None, key: Any = None, relogin: Any = None, host: Any = None, force: Any = None,
-          timeout: Any = None, verify: bool = False, referrer: Any = None) -> bool:  # fmt: skip
+def login(
+    anonymous: Any = None,
+    key: Any = None,
+    relogin: Any = None,
+    host: Any = None,
+    force: Any = None,
+    timeout: Any = None,
+    verify: bool = False,
+    referrer: Any = None,
+) -> bool:
     """No account: the agent is local. Always True (an API key passed here is ignored, never stored)."""
     return True
 
@@ -62,10 +70,15 @@ def mark_preempting() -> None:
 # ---------------------------------------------------------------- forwarded to the current run
 
 
-def watch(models: Any, criterion: Any = None, log: Any = "gradients", log_freq: int = 1000, idx: Any = None,
-          log_graph: bool = False) -> Any:  # fmt: skip
-    return _run("watch()").watch(models, criterion=criterion, log=log, log_freq=log_freq, idx=idx,
-                                 log_graph=log_graph)  # fmt: skip
+def watch(
+    models: Any,
+    criterion: Any = None,
+    log: Any = "gradients",
+    log_freq: int = 1000,
+    idx: Any = None,
+    log_graph: bool = False,
+) -> Any:
+    return _run("watch()").watch(models, criterion=criterion, log=log, log_freq=log_freq, idx=idx, log_graph=log_graph)
 
 
 def unwatch(models: Any = None) -> None:
@@ -82,22 +95,22 @@ def restore(name: str, run_path: str | None = None, replace: bool = False, root:
         return run.restore(name, run_path=run_path, replace=replace, root=root)
     if run_path is None:
         raise UsageError("rankwise.restore(name) needs rankwise.init() first, or run_path='project/run_id'")
-    from rankwise import _artifacts
+    from rankwise import _run_files
 
-    return _artifacts.restore(None, name, run_path=run_path, replace=replace, root=root)
+    return _run_files.restore(None, name, run_path=run_path, replace=replace, root=root)
 
 
 def alert(title: str, text: str, level: Any = None, wait_duration: Any = None) -> None:
     return _run("alert()").alert(title, text, level=level, wait_duration=wait_duration)
 
 
-def log_artifact(artifact_or_path: Any, name: str | None = None, type: str | None = None, aliases: Any = None,
-                 tags: Any = None) -> Any:  # fmt: skip
+def log_artifact(
+    artifact_or_path: Any, name: str | None = None, type: str | None = None, aliases: Any = None, tags: Any = None
+) -> Any:
     return _run("log_artifact()").log_artifact(artifact_or_path, name=name, type=type, aliases=aliases)
 
 
-def use_artifact(artifact_or_name: Any, type: str | None = None, aliases: Any = None,
-                 use_as: str | None = None) -> Any:  # fmt: skip
+def use_artifact(artifact_or_name: Any, type: str | None = None, aliases: Any = None, use_as: str | None = None) -> Any:
     return _run("use_artifact()").use_artifact(artifact_or_name, type=type, aliases=aliases)
 
 
@@ -111,8 +124,6 @@ def use_model(name: str) -> Any:
 
 def link_model(*args: Any, **kwargs: Any) -> None:
     raise UnsupportedError("rankwise.link_model(): rankwise has no model registry to link into")
-
-
 
 
 # ---------------------------------------------------------------- no counterpart
@@ -186,9 +197,16 @@ def termsetup(settings: Any = None, logger: Any = None) -> None:
 
 # wandb.Settings field → rankwise run setting
 _SETTING_NAMES = {
-    "project": "project", "run_group": "group", "run_name": "name", "run_id": "run_id", "entity": "entity",
-    "mode": "mode", "resume": "resume", "root_dir": "files_dir", "init_timeout": "init_timeout_s",
-}  # fmt: skip
+    "project": "project",
+    "run_group": "group",
+    "run_name": "name",
+    "run_id": "run_id",
+    "entity": "entity",
+    "mode": "mode",
+    "resume": "resume",
+    "root_dir": "files_dir",
+    "init_timeout": "init_timeout_s",
+}
 _RUN_FIELDS = frozenset(_RunSettings.__dataclass_fields__)
 
 
@@ -265,9 +283,35 @@ class _PreInit:
 PREINIT = {"config": _PreInit("config"), "summary": _PreInit("summary")}
 
 # every name this module gives the facade (rankwise/__init__.py resolves them lazily)
-NAMES = frozenset({
-    "login", "require", "setup", "teardown", "mark_preempting", "watch", "unwatch", "save", "restore", "alert",
-    "log_artifact", "use_artifact", "log_model", "use_model", "link_model", "sweep", "agent",
-    "controller", "plot_table", "Molecule", "Graph", "Classes", "AlertLevel", "termlog", "termwarn",
-    "termerror", "termsetup", "Settings",
-})  # fmt: skip
+NAMES = frozenset(
+    {
+        "login",
+        "require",
+        "setup",
+        "teardown",
+        "mark_preempting",
+        "watch",
+        "unwatch",
+        "save",
+        "restore",
+        "alert",
+        "log_artifact",
+        "use_artifact",
+        "log_model",
+        "use_model",
+        "link_model",
+        "sweep",
+        "agent",
+        "controller",
+        "plot_table",
+        "Molecule",
+        "Graph",
+        "Classes",
+        "AlertLevel",
+        "termlog",
+        "termwarn",
+        "termerror",
+        "termsetup",
+        "Settings",
+    }
+)

@@ -14,8 +14,12 @@ from support.grouprows import assert_group_rows, numpy_group_rows, points_of, wa
 def _span_fields(values: np.ndarray, size: int) -> dict[str, list[float]]:
     """last, mean, min, max of consecutive slices of ``size`` values, by numpy."""
     parts = values.reshape(-1, size)
-    return {"last": parts[:, -1].tolist(), "mean": parts.mean(axis=1).tolist(), "min": parts.min(axis=1).tolist(),
-            "max": parts.max(axis=1).tolist()}  # fmt: skip
+    return {
+        "last": parts[:, -1].tolist(),
+        "mean": parts.mean(axis=1).tolist(),
+        "min": parts.min(axis=1).tolist(),
+        "max": parts.max(axis=1).tolist(),
+    }
 
 
 def test_rows_over_the_row_budget_become_spans_and_group_rows_stay_exact(monkeypatch):

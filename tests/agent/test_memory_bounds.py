@@ -29,9 +29,19 @@ T0 = 1_000_000.0
 
 
 def hello(writer: str, group: str, rank: int, world: int) -> bytes:
-    run = {"project": "p", "group": group, "name": f"rank-{rank}", "rank": rank, "world_size": world,
-           "local_rank": rank, "node": "n1", "launcher": "none", "resume": "allow", "started": 1.0,
-           "run_id": f"{group}-{rank}"}  # fmt: skip
+    run = {
+        "project": "p",
+        "group": group,
+        "name": f"rank-{rank}",
+        "rank": rank,
+        "world_size": world,
+        "local_rank": rank,
+        "node": "n1",
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+        "run_id": f"{group}-{rank}",
+    }
     return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid(), "run": run, "re": False, "h": 1})
 
 
@@ -39,8 +49,9 @@ def batch(writer: str, seq: int, steps: np.ndarray, keys: list[str]) -> bytes:
     steps = np.asarray(steps, np.int64)
     t = (T0 + steps).astype(np.float64)
     blocks = [[[k], None, [["f8", (steps * (i + 1.0)).tobytes()]]] for i, k in enumerate(keys)]
-    return wire.encode_batch(writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps),
-                             blocks, None, None, None)  # fmt: skip
+    return wire.encode_batch(
+        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps), blocks, None, None, None
+    )
 
 
 def make(tmp_path: Path, **cfg) -> Ingest:
@@ -218,8 +229,14 @@ def test_a_real_agent_under_a_burst_of_several_ranks_keeps_its_pending_bytes_wit
 
     budget = 256 << 10
     # the clients keep every row as logged (no coalescing in the client under its own queue bound)
-    run_ranks(rankwise_env, textwrap.dedent(RANK), 3, "g-mem", RANKWISE_AGENT_PENDING_BYTES=str(budget),
-              RANKWISE_MAX_QUEUED_BYTES="4G")  # fmt: skip
+    run_ranks(
+        rankwise_env,
+        textwrap.dedent(RANK),
+        3,
+        "g-mem",
+        RANKWISE_AGENT_PENDING_BYTES=str(budget),
+        RANKWISE_MAX_QUEUED_BYTES="4G",
+    )
     st = status(rankwise_env)
     assert st is not None and st["pending_budget_bytes"] == budget
     # the client cuts batches of at most 8192 rows: 8192 × (4 keys + step, time, runtime) × 8 bytes + framing

@@ -28,8 +28,19 @@ class Clock:
 
 
 def hello(writer: str, name: str, rank: int, world: int) -> bytes:
-    run = {"project": "p", "group": "g", "name": name, "rank": rank, "world_size": world, "local_rank": rank,
-           "node": "n1", "launcher": "none", "resume": "allow", "started": 1.0, "run_id": name}  # fmt: skip
+    run = {
+        "project": "p",
+        "group": "g",
+        "name": name,
+        "rank": rank,
+        "world_size": world,
+        "local_rank": rank,
+        "node": "n1",
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+        "run_id": name,
+    }
     return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid() + rank, "run": run, "h": 1})
 
 
@@ -37,8 +48,9 @@ def batch(writer: str, seq: int, steps, values) -> bytes:
     steps = np.asarray(steps, np.int64)
     t = (T0 + steps).astype(np.float64)
     blocks = [[["loss"], None, [["f8", np.asarray(values, np.float64).tobytes()]]]]
-    return wire.encode_batch(writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps),
-                             blocks, None, None, None)  # fmt: skip
+    return wire.encode_batch(
+        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps), blocks, None, None, None
+    )
 
 
 def make(tmp_path, **cfg) -> tuple[Ingest, MemorySink, Clock]:

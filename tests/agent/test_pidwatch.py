@@ -76,8 +76,19 @@ def test_the_agent_crashes_a_run_whose_pid_went_to_another_process(tmp_path):
     started[4242] = 100.0
     cfg = AgentConfig(data_dir=tmp_path / "d", runtime_dir=tmp_path / "r", liveness_interval_s=0.0)
     ingest = Ingest(MemoryStore(), cfg, node="n1", pids=pids)
-    run = {"project": "p", "group": "g", "name": "rank-0", "rank": 0, "world_size": 1, "local_rank": 0,
-           "node": "n1", "launcher": "none", "resume": "allow", "started": time.time(), "run_id": "g-0"}  # fmt: skip
+    run = {
+        "project": "p",
+        "group": "g",
+        "name": "rank-0",
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "node": "n1",
+        "launcher": "none",
+        "resume": "allow",
+        "started": time.time(),
+        "run_id": "g-0",
+    }
     replies = ingest.handle(b"peer", wire.pack(wire.HELLO, {"w": "w0", "pid": 4242, "run": run, "h": 1}))
     assert wire.unpack(replies[0][1])[0] == wire.WELCOME
     (state,) = ingest.runs.values()

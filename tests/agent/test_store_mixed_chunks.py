@@ -40,8 +40,14 @@ def test_rank_values_and_unsealed_points_count_the_numbers_of_mixed_chunks(store
         steps, ranks, values = txn.rank_values(gid, "m", np.arange(4, dtype=np.int64))
         order = np.lexsort((ranks, steps))
         assert list(zip(steps[order].tolist(), ranks[order].tolist(), values[order].tolist())) == [
-            (0, 0, 1.5), (0, 1, 10.0), (1, 1, 20.0), (2, 0, 3.0), (2, 1, 30.0), (3, 0, 1.0), (3, 1, 40.0),
-        ]  # fmt: skip
+            (0, 0, 1.5),
+            (0, 1, 10.0),
+            (1, 1, 20.0),
+            (2, 0, 3.0),
+            (2, 1, 30.0),
+            (3, 0, 1.0),
+            (3, 1, 40.0),
+        ]
         assert len(txn.rank_values(gid, "s", np.arange(2, dtype=np.int64))[0]) == 0
     reopened = {(key, rank): (s.tolist(), v.tolist()) for key, rank, s, v in store.unsealed_points(gid, -1)}
     assert reopened[("m", 0)] == ([0, 2, 3], [1.5, 3.0, 1.0])

@@ -24,8 +24,19 @@ T0 = 1_000_000.0
 
 
 def hello(writer: str, name: str, reconnect: bool = False, h: int = 1) -> bytes:
-    run = {"project": "p", "group": "g", "name": name, "rank": 0, "world_size": 1, "local_rank": 0,
-           "node": "n1", "launcher": "none", "resume": "allow", "started": 1.0, "run_id": name}  # fmt: skip
+    run = {
+        "project": "p",
+        "group": "g",
+        "name": name,
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "node": "n1",
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+        "run_id": name,
+    }
     return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid(), "run": run, "re": reconnect, "h": h})
 
 
@@ -33,8 +44,9 @@ def batch(writer: str, seq: int, steps, columns: dict[str, np.ndarray]) -> bytes
     steps = np.asarray(steps, np.int64)
     t = (T0 + steps).astype(np.float64)
     blocks = [[[k], None, [["f8", np.asarray(v, np.float64).tobytes()]]] for k, v in columns.items()]
-    return wire.encode_batch(writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps),
-                             blocks, None, None, None)  # fmt: skip
+    return wire.encode_batch(
+        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps), blocks, None, None, None
+    )
 
 
 def replies_of(replies) -> list[tuple[bytes, str, dict]]:
@@ -69,8 +81,9 @@ def history(path: Path, name: str) -> dict[str, tuple[list[int], list[float]]]:
     try:
         (run,) = [r for g in reader.groups() for r in reader.runs(g.id) if r.name == name]
         hist = reader.run_history(run.id)
-        return {k: (np.asarray(s).tolist(), np.asarray(v).tolist())
-                for k, (s, v) in hist.items() if not k.startswith("_")}  # fmt: skip
+        return {
+            k: (np.asarray(s).tolist(), np.asarray(v).tolist()) for k, (s, v) in hist.items() if not k.startswith("_")
+        }
     finally:
         reader.close()
 
@@ -85,8 +98,9 @@ def test_new_key_logged_while_commits_fail_is_stored_under_its_own_id(tmp_path, 
     assert acked(ingest.commit(), "wa") == 1
     fill(store, True)
     with caplog.at_level(logging.INFO, logger="rankwise.agent"):
-        ingest.handle(b"a", batch("wa", 2, np.arange(2, 400), {"acc": np.arange(2, 400) * 0.5,
-                                                                  "loss": np.arange(2, 400) * 1.0}))
+        ingest.handle(
+            b"a", batch("wa", 2, np.arange(2, 400), {"acc": np.arange(2, 400) * 0.5, "loss": np.arange(2, 400) * 1.0})
+        )
         assert ingest.commit(force=True) == []
         assert ingest.commit(force=True) == []
     forgot = "acc" not in store.keys.ids  # the id it had inside the rolled-back transaction is forgotten
@@ -114,8 +128,20 @@ def test_registration_while_the_disk_is_full_is_not_a_malformed_frame(tmp_path):
     ingest.handle(b"a", hello("wa", "run-a"))
     fill(store, True)
     big = "x" * 20000  # a config that needs new pages
-    run = {"project": "p", "group": "g2", "name": "run-z", "rank": 0, "world_size": 1, "local_rank": 0,
-           "node": "n1", "launcher": "none", "resume": "allow", "started": 1.0, "run_id": "z", "config": {"c": big}}
+    run = {
+        "project": "p",
+        "group": "g2",
+        "name": "run-z",
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "node": "n1",
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+        "run_id": "z",
+        "config": {"c": big},
+    }
     frame = wire.pack(wire.HELLO, {"w": "wz", "pid": os.getpid(), "run": run, "re": False, "h": 1})
     assert ingest.handle(b"z", frame) == []
     assert ingest.counters.malformed == {} and ingest.counters.values["store_errors"] == 1

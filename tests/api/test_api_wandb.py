@@ -15,8 +15,14 @@ from rankwise._api import NotFound
 from rankwise._api_wandb import Run, Runs
 
 
-def _log(project: str, group: str, values: dict[str, list], config: dict | None = None, exit_code: int = 0,
-         summary: dict | None = None) -> str:  # fmt: skip
+def _log(
+    project: str,
+    group: str,
+    values: dict[str, list],
+    config: dict | None = None,
+    exit_code: int = 0,
+    summary: dict | None = None,
+) -> str:
     """One run (rank 0 of 1) logging ``values[key][i]`` at step i (None: not logged at that step); its id."""
     run = rankwise.init(project=project, group=group, rank=0, world_size=1, config=config or {})
     n = max(len(v) for v in values.values())
@@ -123,8 +129,13 @@ def test_filters_and_order(rankwise_env):
     ascending with '+' or none, descending with '-', runs without the field last."""
     ids = {}
     for i, lr in enumerate([0.1, 0.01, 0.001]):
-        ids[lr] = _log("f", f"job-{i}", {"loss": [lr * 10]}, config={"lr": lr, "opt": {"name": "adam" if i else "sgd"}},
-                       exit_code=1 if i == 2 else 0)  # fmt: skip
+        ids[lr] = _log(
+            "f",
+            f"job-{i}",
+            {"loss": [lr * 10]},
+            config={"lr": lr, "opt": {"name": "adam" if i else "sgd"}},
+            exit_code=1 if i == 2 else 0,
+        )
     api = rankwise.Api()
     sel = lambda **kw: [r.id for r in api.runs("f", **kw)]  # noqa: E731
     assert sel() == [ids[0.1], ids[0.01], ids[0.001]]  # +created_at: oldest first
@@ -226,8 +237,9 @@ def test_notebook_over_a_distributed_job(rankwise_env):
 def test_entity_tags_notes_job_type(rankwise_env):
     """A run logged as project="team/proj" with tags, notes and job_type reads back with wandb's entity, path,
     tags, notes and job_type; "team/proj" finds it, another entity does not; tag filters match as wandb's."""
-    run = rankwise.init(project="team/proj", tags=["base", "v2"], notes="first try", job_type="train",
-                        rank=0, world_size=1)  # fmt: skip
+    run = rankwise.init(
+        project="team/proj", tags=["base", "v2"], notes="first try", job_type="train", rank=0, world_size=1
+    )
     run.log({"x": 1.0})
     run.finish()
     other = rankwise.init(project="proj", group="g2", rank=0, world_size=1)  # no entity: matches any

@@ -23,8 +23,14 @@ def sha(path: str) -> str:
 
 def python(env, code: str, cwd: str) -> str:
     """Run ``code`` in a new interpreter with the test's rankwise environment; its stdout."""
-    p = spawn([sys.executable, "-c", textwrap.dedent(code)], env.env(), cwd=cwd, stdout=subprocess.PIPE,
-              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    p = spawn(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env.env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, f"exit {p.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     return out
@@ -79,8 +85,12 @@ def test_artifact_with_files_and_dir_reads_back_byte_identical_in_another_proces
     wdir.mkdir(), rdir.mkdir()
     logged = json.loads(python(rankwise_env, WRITER, str(wdir)).strip().splitlines()[-1])
     assert logged["name"] == "model:v0" and logged["aliases"] == ["best", "latest"]
-    want = {"ckpt.bin": None, "inputs/a.txt": "data/a.txt", "inputs/sub/b.npy": "data/sub/b.npy",
-            "inputs/empty": "data/empty"}  # fmt: skip
+    want = {
+        "ckpt.bin": None,
+        "inputs/a.txt": "data/a.txt",
+        "inputs/sub/b.npy": "data/sub/b.npy",
+        "inputs/empty": "data/empty",
+    }
     got = json.loads(python(rankwise_env, READER, str(rdir)).strip().splitlines()[-1])
     assert got["root"] == os.path.join("artifacts", "model:v0")
     assert got["name"] == "model:v0" and got["type"] == "model"
@@ -113,13 +123,23 @@ def test_artifact_with_files_and_dir_reads_back_byte_identical_in_another_proces
     with pytest.raises(rankwise.Error, match="no artifact model:v7"):
         api.artifact("arts/model:v7")
 
-    cli = subprocess.run([sys.executable, "-m", "rankwise._cli", "artifacts", "arts", "--json"], env=rankwise_env.env(),
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    cli = subprocess.run(
+        [sys.executable, "-m", "rankwise._cli", "artifacts", "arts", "--json"],
+        env=rankwise_env.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     (row,) = json.loads(cli.stdout)
     assert (row["project"], row["name"], row["version"], row["aliases"]) == ("arts", "model", "v0", ["best", "latest"])
-    text = subprocess.run([sys.executable, "-m", "rankwise._cli", "artifacts"], env=rankwise_env.env(),
-                          capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    text = subprocess.run(
+        [sys.executable, "-m", "rankwise._cli", "artifacts"],
+        env=rankwise_env.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "model:v0" in text and "best,latest" in text
 
 
@@ -222,7 +242,7 @@ run.finish()
 
 RESTORER = """
 import sys
-from rankwise._artifacts import restore
+from rankwise._run_files import restore
 f = restore(None, "ckpt/model.txt", run_path="s/" + sys.argv[1], root="restored")
 g = restore(None, "final.txt", run_path="s/" + sys.argv[1], root="restored")
 print(f.name, f.read(), g.read())
@@ -238,13 +258,19 @@ def test_save_restore_round_trip(rankwise_env, tmp_path):
     lines = python(rankwise_env, SAVER, str(wdir)).strip().splitlines()
     assert lines[0] == str([str(wdir / "ckpt" / "model.txt")])
     run_id = lines[-1]
-    p = spawn([sys.executable, "-c", RESTORER, run_id], rankwise_env.env(), cwd=str(rdir), stdout=subprocess.PIPE,
-              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    p = spawn(
+        [sys.executable, "-c", RESTORER, run_id],
+        rankwise_env.env(),
+        cwd=str(rdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert out.split() == ["restored/ckpt/model.txt", "epoch", "1", "final"]
     assert (rdir / "restored" / "ckpt" / "model.txt").read_text() == "epoch 1"
-    from rankwise._artifacts import restore
+    from rankwise._run_files import restore
 
     with pytest.raises(rankwise.Error, match="saved no such file"):
         restore(None, "ckpt/other.log", run_path=f"s/{run_id}", root=str(tmp_path / "x"))

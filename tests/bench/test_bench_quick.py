@@ -26,7 +26,9 @@ def _no_loss(loss: dict) -> None:
 
 
 def _ordered(d: dict) -> None:
-    assert 0 < d["min_ns"] <= d["p50_ns"] <= d["p90_ns"] <= d["p99_ns"] <= d["p999_ns"] <= d["p9999_ns"] <= d["max_ns"], d
+    assert (
+        0 < d["min_ns"] <= d["p50_ns"] <= d["p90_ns"] <= d["p99_ns"] <= d["p999_ns"] <= d["p9999_ns"] <= d["max_ns"]
+    ), d
 
 
 @pytest.fixture(scope="module")

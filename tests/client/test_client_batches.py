@@ -63,10 +63,31 @@ def test_columns_keep_their_types(run):
     rows = rows_of([batch])
     got = [{k: (type(v).__name__, v) for k, v in r.items() if not k.startswith("_")} for r in rows]
     assert got == [
-        {"i": ("int", -1), "f": ("float", 0.0), "b": ("bool", True), "s": ("str", "s0"), "o": ("NoneType", None), "m": ("float", 0.5)},
-        {"i": ("int", 0), "f": ("float", 0.25), "b": ("bool", False), "s": ("str", "s1"), "o": ("list", [1, None]), "m": ("float", 1.0)},
-        {"i": ("int", 1), "f": ("float", 0.5), "b": ("bool", True), "s": ("str", "s2"), "o": ("list", [2, None]), "m": ("float", 2.0)},
-    ]  # fmt: skip
+        {
+            "i": ("int", -1),
+            "f": ("float", 0.0),
+            "b": ("bool", True),
+            "s": ("str", "s0"),
+            "o": ("NoneType", None),
+            "m": ("float", 0.5),
+        },
+        {
+            "i": ("int", 0),
+            "f": ("float", 0.25),
+            "b": ("bool", False),
+            "s": ("str", "s1"),
+            "o": ("list", [1, None]),
+            "m": ("float", 1.0),
+        },
+        {
+            "i": ("int", 1),
+            "f": ("float", 0.5),
+            "b": ("bool", True),
+            "s": ("str", "s2"),
+            "o": ("list", [2, None]),
+            "m": ("float", 2.0),
+        },
+    ]
 
 
 def test_late_flags_travel_only_when_there_are_late_rows(run):

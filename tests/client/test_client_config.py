@@ -52,16 +52,36 @@ def test_init_with_a_dict_keeps_plain_values_and_stringifies_the_rest():
     """Numbers, strings, bools, None, lists and nested dicts are kept (tuples as lists, numpy scalars
     as Python numbers); anything else (Path, arrays, objects) becomes its string form."""
     cfg = {
-        "lr": 0.1, "steps": 10, "amp": True, "note": None, "name": "x",
-        "sizes": (1, 2), "nested": {"a": {"b": np.int64(3)}}, 5: "int key",
-        "path": Path("/data"), "arr": np.array([1, 2]), "obj": Opaque(), "np": np.float32(0.5), "set": {1},
-    }  # fmt: skip
+        "lr": 0.1,
+        "steps": 10,
+        "amp": True,
+        "note": None,
+        "name": "x",
+        "sizes": (1, 2),
+        "nested": {"a": {"b": np.int64(3)}},
+        5: "int key",
+        "path": Path("/data"),
+        "arr": np.array([1, 2]),
+        "obj": Opaque(),
+        "np": np.float32(0.5),
+        "set": {1},
+    }
     run = disabled(cfg)
     assert run.config.as_dict() == {
-        "lr": 0.1, "steps": 10, "amp": True, "note": None, "name": "x",
-        "sizes": [1, 2], "nested": {"a": {"b": 3}}, "5": "int key",
-        "path": "/data", "arr": "[1 2]", "obj": "<opaque>", "np": 0.5, "set": "{1}",
-    }  # fmt: skip
+        "lr": 0.1,
+        "steps": 10,
+        "amp": True,
+        "note": None,
+        "name": "x",
+        "sizes": [1, 2],
+        "nested": {"a": {"b": 3}},
+        "5": "int key",
+        "path": "/data",
+        "arr": "[1 2]",
+        "obj": "<opaque>",
+        "np": 0.5,
+        "set": "{1}",
+    }
     assert type(run.config["nested"]["a"]["b"]) is int
     assert run._hello_run()["config"] == run.config.as_dict()  # what the agent receives at HELLO
 
@@ -128,8 +148,15 @@ def test_updates_are_forwarded_as_control_ops_in_order():
         ("config", {"wd": 0.0}),
         ("config_del", ["epochs"]),
     ]
-    assert cfg.as_dict() == {"lr": 0.1, "path": "/p", "batch": 16, "seed": 1, "name": "adam",
-                             "betas": [0.9, 0.99], "wd": 0.0}  # fmt: skip
+    assert cfg.as_dict() == {
+        "lr": 0.1,
+        "path": "/p",
+        "batch": 16,
+        "seed": 1,
+        "name": "adam",
+        "betas": [0.9, 0.99],
+        "wd": 0.0,
+    }
 
 
 def test_config_is_a_copy_of_what_the_caller_passed():

@@ -51,8 +51,15 @@ def test_torchrun_wins_over_slurm_when_both_are_present():
 
 def test_slurm_srun_task():
     """srun: SLURM_PROCID / SLURM_STEP_NUM_TASKS (else SLURM_NTASKS) / SLURM_LOCALID; group job.step."""
-    env = {"SLURM_JOB_ID": "123", "SLURM_STEP_ID": "0", "SLURM_PROCID": "5", "SLURM_NTASKS": "16",
-           "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1", "SLURMD_NODENAME": "gpu03"}  # fmt: skip
+    env = {
+        "SLURM_JOB_ID": "123",
+        "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "16",
+        "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURMD_NODENAME": "gpu03",
+    }
     assert launch(env) == Launch("slurm", 5, 8, 1, "slurm-123.0", "gpu03")
     del env["SLURM_STEP_NUM_TASKS"]
     assert launch(env).world_size == 16
@@ -102,8 +109,13 @@ def test_no_launcher_means_a_single_process_and_no_group():
         lambda r: torchrun(r, 4, TORCHELASTIC_RUN_ID="job-1"),
         lambda r: torchrun(r, 4, TORCHELASTIC_RUN_ID="none", SLURM_JOB_ID="55", SLURM_STEP_ID="1"),
         lambda r: torchrun(r, 4, TORCHELASTIC_RUN_ID="none"),
-        lambda r: {"SLURM_JOB_ID": "8", "SLURM_STEP_ID": "0", "SLURM_PROCID": str(r), "SLURM_NTASKS": "4",
-                   "SLURM_LOCALID": str(r % 2)},
+        lambda r: {
+            "SLURM_JOB_ID": "8",
+            "SLURM_STEP_ID": "0",
+            "SLURM_PROCID": str(r),
+            "SLURM_NTASKS": "4",
+            "SLURM_LOCALID": str(r % 2),
+        },
         lambda r: {"OMPI_COMM_WORLD_RANK": str(r), "OMPI_COMM_WORLD_SIZE": "4", "PMIX_NAMESPACE": "ns"},
         lambda r: {"OMPI_COMM_WORLD_RANK": str(r), "OMPI_COMM_WORLD_SIZE": "4"},
         lambda r: {"PMI_RANK": str(r), "PMI_SIZE": "4", "MPI_LOCALRANKID": str(r % 2)},

@@ -34,10 +34,19 @@ KNOBS = [
     ("data_dir", "RANKWISE_DIR", "/tmp/rw-env-data", Path("/tmp/rw-env-data"), "/tmp/rw-kw-data"),
     ("runtime_dir", "RANKWISE_RUNTIME_DIR", "/tmp/rw-env-run", Path("/tmp/rw-env-run"), "/tmp/rw-kw-run"),
 ]
-DEFAULTS = {f: getattr(Settings, f) for f in (
-    "flush_interval_s", "finish_timeout_s", "init_timeout_s", "retry_after_s", "agent_idle_timeout_s",
-    "max_unacked_bytes", "batch_max_rows", "spawn_agent",
-)}  # fmt: skip
+DEFAULTS = {
+    f: getattr(Settings, f)
+    for f in (
+        "flush_interval_s",
+        "finish_timeout_s",
+        "init_timeout_s",
+        "retry_after_s",
+        "agent_idle_timeout_s",
+        "max_unacked_bytes",
+        "batch_max_rows",
+        "spawn_agent",
+    )
+}
 
 
 @pytest.mark.parametrize("attr, var, raw, parsed, kw", KNOBS, ids=[k[0] for k in KNOBS])

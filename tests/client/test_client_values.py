@@ -146,9 +146,7 @@ def test_ints_beyond_int64_are_refused_at_the_call(run):
         with pytest.raises(InvalidValueError, match="'big'.*outside int64"):
             run.log({"big": value})
     run.log({"edge": 2**63 - 1, "low": -(2**63)})
-    assert typed(rows_after(run)[0]) == typed(
-        {"_step": 0, "_late": False, "edge": 2**63 - 1, "low": -(2**63)}
-    )
+    assert typed(rows_after(run)[0]) == typed({"_step": 0, "_late": False, "edge": 2**63 - 1, "low": -(2**63)})
 
 
 def test_int_beyond_int64_by_the_fast_path_is_dropped_and_counted(run):

@@ -54,13 +54,17 @@ try:  # in the test extra where a CPU build exists (x86_64, Python 3.11); elsewh
 except ImportError:  # pragma: no cover
     torch = None
 
-_torch_values = [] if torch is None else [
-    st.floats(width=32).map(lambda f: torch.tensor(f, dtype=torch.float32)),  # torch: converted at the call
-    st.floats(width=16).map(lambda f: torch.tensor(f, dtype=torch.bfloat16)),
-    st.integers(INT64[0], INT64[1]).map(lambda i: torch.tensor(i, dtype=torch.int64)),
-    st.booleans().map(torch.tensor),
-    st.lists(st.floats(width=32), min_size=2, max_size=3).map(torch.tensor),  # a list: the slow path
-]  # fmt: skip
+_torch_values = (
+    []
+    if torch is None
+    else [
+        st.floats(width=32).map(lambda f: torch.tensor(f, dtype=torch.float32)),  # torch: converted at the call
+        st.floats(width=16).map(lambda f: torch.tensor(f, dtype=torch.bfloat16)),
+        st.integers(INT64[0], INT64[1]).map(lambda i: torch.tensor(i, dtype=torch.int64)),
+        st.booleans().map(torch.tensor),
+        st.lists(st.floats(width=32), min_size=2, max_size=3).map(torch.tensor),  # a list: the slow path
+    ]
+)
 _values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(INT64[0], INT64[1]),
@@ -136,10 +140,18 @@ def test_each_fast_form_skips_the_slow_path_once_keys_are_known(run):
     """After one slow call per (key, type), log(d, step=cur/next/jump), commit=False/True and numpy scalars
     (float16/32/64, int8..int64, uint8..uint32, bool_) never call _log_slow; a late step does."""
     np_values = {
-        "f16": np.float16(0.5), "f32": np.float32(0.1), "f64": np.float64(2.5), "i8": np.int8(-3),
-        "i16": np.int16(300), "i32": np.int32(-70000), "i64": np.int64(INT64[1]), "u8": np.uint8(255),
-        "u16": np.uint16(65535), "u32": np.uint32(4294967295), "b": np.bool_(True),
-    }  # fmt: skip
+        "f16": np.float16(0.5),
+        "f32": np.float32(0.1),
+        "f64": np.float64(2.5),
+        "i8": np.int8(-3),
+        "i16": np.int16(300),
+        "i32": np.int32(-70000),
+        "i64": np.int64(INT64[1]),
+        "u8": np.uint8(255),
+        "u16": np.uint16(65535),
+        "u32": np.uint32(4294967295),
+        "b": np.bool_(True),
+    }
     run.log({"loss": 0.5, "n": 1, "ok": False}, commit=False)
     run.log(np_values)  # commits row 0
     counter = SlowCounter(run)
@@ -157,8 +169,19 @@ def test_each_fast_form_skips_the_slow_path_once_keys_are_known(run):
     assert counter.calls == 1
     assert run._step == 9 and run._late == 1
     rows = final_rows(run)
-    converted = {"f16": 0.5, "f32": float(np.float32(0.1)), "f64": 2.5, "i8": -3, "i16": 300, "i32": -70000,
-                 "i64": INT64[1], "u8": 255, "u16": 65535, "u32": 4294967295, "b": True}  # fmt: skip
+    converted = {
+        "f16": 0.5,
+        "f32": float(np.float32(0.1)),
+        "f64": 2.5,
+        "i8": -3,
+        "i16": 300,
+        "i32": -70000,
+        "i64": INT64[1],
+        "u8": 255,
+        "u16": 65535,
+        "u32": 4294967295,
+        "b": True,
+    }
     assert rows == [
         dict(converted, _step=0, _late=False, loss=0.5, n=1, ok=False),
         {"_step": 1, "_late": False, "loss": 0.25, "n": 2},
@@ -358,8 +381,12 @@ def test_nested_collisions_raise_whichever_form_was_learned_first(run, first):
     for data in forms:
         run.log(data)
     assert counter.calls == 0
-    for bad in ({"a": {"b": 1.0}, "a.b": 2.0}, {"a.b": 2.0, "a": {"b": 1.0}}, {"a": {"b.c": 1.0}, "a.b": {"c": 2.0}},
-                {"a.b": {"c": 2.0}, "a.b.c": 1.0}):  # fmt: skip
+    for bad in (
+        {"a": {"b": 1.0}, "a.b": 2.0},
+        {"a.b": 2.0, "a": {"b": 1.0}},
+        {"a": {"b.c": 1.0}, "a.b": {"c": 2.0}},
+        {"a.b": {"c": 2.0}, "a.b.c": 1.0},
+    ):
         with pytest.raises(InvalidValueError, match="given twice"):
             run.log(bad, commit=False)
     rows = final_rows(run)
@@ -401,8 +428,10 @@ def test_numpy_scalars_are_kept_for_the_io_thread_and_stored_as_python_numbers(r
     assert type(items[11]) is dict and items[11]["z"] == 7.0  # the 0-d array: converted at the call
     rows = final_rows(run)
     row = {"_late": False}  # (the decoder's bookkeeping of each row)
-    assert _typed_rows(rows) == _typed_rows([
-        {**row, "_step": 0, "f": float(np.float32(0.1)), "i": -3, "b": True, "x": 1.5, "z": 2.0},
-        {**row, "_step": 1, "f": float(np.float32(0.2)), "i": 1 << 62, "b": False, "x": 2.5},
-        {**row, "_step": 2, "f": float(np.float32(0.3)), "z": 7.0},
-    ])  # fmt: skip
+    assert _typed_rows(rows) == _typed_rows(
+        [
+            {**row, "_step": 0, "f": float(np.float32(0.1)), "i": -3, "b": True, "x": 1.5, "z": 2.0},
+            {**row, "_step": 1, "f": float(np.float32(0.2)), "i": 1 << 62, "b": False, "x": 2.5},
+            {**row, "_step": 2, "f": float(np.float32(0.3)), "z": 7.0},
+        ]
+    )

@@ -66,6 +66,7 @@ def test_colliding_keys_are_refused_naming_the_key(run, data):
 def test_nesting_beyond_the_documented_depth_is_refused(run):
     """MAX_DEPTH levels of nested dicts are accepted; one more raises ValueError (never RecursionError),
     and so do 2,000 levels and a dict that contains itself."""
+
     def nest(levels: int) -> dict:
         d: dict = {"leaf": 1}
         for _ in range(levels - 1):

@@ -146,10 +146,27 @@ def same(a: Any, b: Any) -> bool:
 # ---------------------------------------------------------------- strategies
 
 _NUMPY_DTYPES = [
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-    np.float16, np.float32, np.float64, np.longdouble, np.complex64, np.complex128, np.clongdouble,
-    np.dtype("m8[s]"), np.dtype("M8[ns]"), np.dtype("U3"), np.dtype("S3"),
-]  # fmt: skip
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.longdouble,
+    np.complex64,
+    np.complex128,
+    np.clongdouble,
+    np.dtype("m8[s]"),
+    np.dtype("M8[ns]"),
+    np.dtype("U3"),
+    np.dtype("S3"),
+]
 _TORCH_DTYPES = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool", "complex64"]
 
 

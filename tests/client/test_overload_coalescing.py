@@ -350,8 +350,9 @@ def test_rows_that_cannot_fold_go_row_for_row_and_opted_out_keys_keep_every_valu
 
 
 def _block() -> list:
-    a = fold([0, 1, 2], [0.0, 0.1, 0.2], [{"x": 1.0, "k": 1}, {"x": 2.0, "k": 2}, {"x": 3.0, "k": 3}],
-             lambda key: key == "k")  # fmt: skip
+    a = fold(
+        [0, 1, 2], [0.0, 0.1, 0.2], [{"x": 1.0, "k": 1}, {"x": 2.0, "k": 2}, {"x": 3.0, "k": 3}], lambda key: key == "k"
+    )
     b = fold([5, 6], [0.5, 0.6], [{"x": 4.0}, {"x": 5.0, "k": 7}], lambda key: key == "k")
     return wire.encode_spans([a, b], np.array([10.0, 11.0]), np.array([1.0, 2.0]))
 

@@ -63,8 +63,14 @@ def test_trainer_report_to_wandb_is_stored_value_by_value(rankwise_env, tmp_path
     script.write_text(textwrap.dedent(SCRIPT))
     out_dir = tmp_path / "out" / "bert-tiny"
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, str(script), str(out_dir)], cwd=tmp_path, capture_output=True, text=True,
-                          env=rankwise_env.env(RANKWISE_AS_WANDB="1", REPORT=str(report)), timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=rankwise_env.env(RANKWISE_AS_WANDB="1", REPORT=str(report)),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = json.loads(report.read_text())
     assert info["module"].endswith("rankwise/wandb_compat/__init__.py")
@@ -97,6 +103,13 @@ def test_trainer_report_to_wandb_is_stored_value_by_value(rankwise_env, tmp_path
 def _tiny_model():
     from transformers import BertConfig, BertForSequenceClassification
 
-    cfg = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                     max_position_embeddings=16, num_labels=2)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
     return BertForSequenceClassification(cfg)

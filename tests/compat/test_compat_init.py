@@ -58,8 +58,9 @@ print(json.dumps({"id": run.id, "group": run.group, "name": run.name, "start": s
 def _run_script(rankwise_env, tmp_path, mode: str, **env) -> subprocess.CompletedProcess:
     script = tmp_path / "resume.py"
     script.write_text(textwrap.dedent(RESUME_SCRIPT))
-    return subprocess.run([sys.executable, str(script), mode], env=rankwise_env.env(**env), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(script), mode], env=rankwise_env.env(**env), capture_output=True, text=True, timeout=120
+    )
 
 
 def test_id_and_resume_continue_the_same_run_in_a_new_process(rankwise_env, tmp_path):
@@ -71,7 +72,13 @@ def test_id_and_resume_continue_the_same_run_in_a_new_process(rankwise_env, tmp_
     second = _run_script(rankwise_env, tmp_path, "allow", TORCHELASTIC_RUN_ID="launch-2")
     assert second.returncode == 0, second.stderr
     a, b = json.loads(first.stdout), json.loads(second.stdout)
-    assert (a["id"], a["group"], a["name"], a["start"], a["resumed"]) == ("job-7", "job-7", "outputs/bert-base", 0, False)
+    assert (a["id"], a["group"], a["name"], a["start"], a["resumed"]) == (
+        "job-7",
+        "job-7",
+        "outputs/bert-base",
+        0,
+        False,
+    )
     assert (b["id"], b["group"], b["start"], b["resumed"]) == ("job-7", "job-7", 3, True)
     g = rankwise.Api().group("pre", "job-7")
     assert [(r.name, r.id, r.rows) for r in g.runs] == [("outputs/bert-base", "job-7", 6)]
@@ -113,13 +120,23 @@ def test_wandb_environment_variables(rankwise_env, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "dryrun")
     run = rankwise.init()
     assert (run.name, run.id, run.group, run.tags, run.notes, run.job_type, run.settings.mode) == (
-        "named/by-env", "env-id", "env-id", ("a", "b"), "from env", "train", "offline")
+        "named/by-env",
+        "env-id",
+        "env-id",
+        ("a", "b"),
+        "from env",
+        "train",
+        "offline",
+    )
     run.log({"k": 1})
     run.finish()
     stored = rankwise.Api().group("envp", "env-id").run(rank=0)
     assert (stored.id, stored.name) == ("env-id", "named/by-env")
-    assert {k: stored.meta[k] for k in ("tags", "notes", "job_type")} == {"tags": ["a", "b"], "notes": "from env",
-                                                                          "job_type": "train"}  # fmt: skip
+    assert {k: stored.meta[k] for k in ("tags", "notes", "job_type")} == {
+        "tags": ["a", "b"],
+        "notes": "from env",
+        "job_type": "train",
+    }
 
 
 def test_wandb_disabled_variable(rankwise_env, monkeypatch):
@@ -183,14 +200,23 @@ def test_wandb_resume_and_run_id_variables_resolve():
     group unless a group is given (group= or WANDB_RUN_GROUP); mode aliases map to rankwise's modes."""
     from client.settings import resolve
 
-    base = {"RANKWISE_PROJECT": "p", "TORCHELASTIC_RUN_ID": "launch-9", "RANK": "1", "WORLD_SIZE": "2",
-            "LOCAL_RANK": "1"}  # fmt: skip
+    base = {
+        "RANKWISE_PROJECT": "p",
+        "TORCHELASTIC_RUN_ID": "launch-9",
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+    }
     s = resolve(env=dict(base, WANDB_RUN_ID="r1", WANDB_RESUME="must"))
     assert (s.run_id, s.resume, s.group, s.rank) == ("r1", "must", "r1", 1)
     s = resolve(env=dict(base, WANDB_RUN_ID="r1", WANDB_RESUME="auto", WANDB_RUN_GROUP="sweep/3"))
     assert (s.run_id, s.resume, s.group) == ("r1", "allow", "sweep/3")
     assert [resolve(env=base, mode=m).mode for m in ("dryrun", "run", "shared", "offline")] == [
-        "offline", "online", "online", "offline"]
+        "offline",
+        "online",
+        "online",
+        "offline",
+    ]
     from client.run import _run_id
 
     assert _run_id(resolve(env=dict(base, WANDB_RUN_ID="r1"))) == "r1-rank1"
@@ -203,8 +229,13 @@ def test_settings_dict_with_wandb_only_keys_is_accepted_and_rankwise_keys_apply(
     import logging
 
     with caplog.at_level(logging.WARNING, logger="rankwise"):
-        run = rankwise.init(project="sd", group="g", rank=0, world_size=1,
-                            settings={"start_method": "thread", "_disable_stats": True, "finish_timeout_s": 7})  # fmt: skip
+        run = rankwise.init(
+            project="sd",
+            group="g",
+            rank=0,
+            world_size=1,
+            settings={"start_method": "thread", "_disable_stats": True, "finish_timeout_s": 7},
+        )
     assert run.settings.finish_timeout_s == 7
     notes = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
     assert len(notes) == 1 and "_disable_stats, start_method" in notes[0]

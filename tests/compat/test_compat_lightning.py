@@ -79,8 +79,9 @@ def test_wandb_logger_is_stored_value_by_value(rankwise_env, tmp_path, variant):
     work.mkdir()
     report = tmp_path / "report.json"
     env = rankwise_env.env(RANKWISE_AS_WANDB="1", REPORT=str(report), SAVE_DIR=str(save_dir))
-    proc = subprocess.run([sys.executable, str(script), variant], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), variant], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = json.loads(report.read_text())
     calls = info["calls"]

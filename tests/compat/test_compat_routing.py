@@ -36,8 +36,9 @@ print(json.dumps({
 
 
 def _probe(rankwise_env, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", PROBE], env=rankwise_env.env(**env), capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], env=rankwise_env.env(**env), capture_output=True, text=True, timeout=120
+    )
 
 
 def _pth_installed() -> bool:
@@ -55,10 +56,17 @@ def test_import_wandb_is_routed_with_the_variable(rankwise_env):
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info == {
-        "file": str(REPO / "rankwise" / "wandb_compat" / "__init__.py"), "version": "0.31.0", "dist": "0.31.0",
-        "run": None, "same": True, "config_error": "client.errors", "run_class": "client.run.Run",
-        "lightning_ok": True, "has_config": True, "error_base": ["ConfigError", "InvalidValueError", "Error", "ValueError"],
-    }  # fmt: skip
+        "file": str(REPO / "rankwise" / "wandb_compat" / "__init__.py"),
+        "version": "0.31.0",
+        "dist": "0.31.0",
+        "run": None,
+        "same": True,
+        "config_error": "client.errors",
+        "run_class": "client.run.Run",
+        "lightning_ok": True,
+        "has_config": True,
+        "error_base": ["ConfigError", "InvalidValueError", "Error", "ValueError"],
+    }
     assert out.stderr.count("import wandb` loads rankwise") == 1
 
 
@@ -68,8 +76,13 @@ def test_without_the_variable_nothing_changes(rankwise_env):
     real = importlib.util.find_spec("wandb")
     for value in (None, "0"):
         env = {} if value is None else {"RANKWISE_AS_WANDB": value}
-        out = subprocess.run([sys.executable, "-c", "import wandb; print(wandb.__file__)"],
-                             env=rankwise_env.env(**env), capture_output=True, text=True, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", "import wandb; print(wandb.__file__)"],
+            env=rankwise_env.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "rankwise" not in out.stderr
         if real is None:
             assert out.returncode != 0 and "No module named 'wandb'" in out.stderr
@@ -79,8 +92,9 @@ def test_without_the_variable_nothing_changes(rankwise_env):
 
 def _project_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "src"
-    ignore = shutil.ignore_patterns(".venv", ".git", "tests", "benchmarks", "test-artifacts", "build", "*.egg-info",
-                                    "__pycache__", "node_modules")  # fmt: skip
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "tests", "benchmarks", "test-artifacts", "build", "*.egg-info", "__pycache__", "node_modules"
+    )
     shutil.copytree(REPO, dst, ignore=ignore)
     return dst
 
@@ -102,8 +116,9 @@ def test_both_wheels_ship_the_pth(tmp_path, hook):
     src = _project_copy(tmp_path)
     out_dir = tmp_path / "dist"
     out_dir.mkdir()
-    built = subprocess.run([sys.executable, "-c", BUILD, hook, str(out_dir)], cwd=src, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    built = subprocess.run(
+        [sys.executable, "-c", BUILD, hook, str(out_dir)], cwd=src, capture_output=True, text=True, timeout=300
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = out_dir / built.stdout.strip().splitlines()[-1]
     with zipfile.ZipFile(wheel) as zf:

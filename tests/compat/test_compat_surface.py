@@ -11,26 +11,115 @@ import rankwise
 
 # wandb 0.31, top level (wandb/__init__.py __all__ and the documented functions/classes)
 TOP_LEVEL = [
-    "__version__", "init", "finish", "setup", "login", "teardown", "save", "restore", "sweep", "controller",
-    "agent", "config", "log", "summary", "Api", "Graph", "Image", "Plotly", "Video", "Audio", "Table", "Html",
-    "Object3D", "Molecule", "Histogram", "Artifact", "Settings", "watch", "unwatch", "plot", "plot_table",
-    "Run", "termlog", "termwarn", "termerror", "require", "define_metric", "log_artifact", "use_artifact",
-    "log_model", "use_model", "link_model", "mark_preempting", "alert", "AlertLevel", "Error", "errors",
-    "util", "run", "Classes", "apis", "sdk",
-]  # fmt: skip
+    "__version__",
+    "init",
+    "finish",
+    "setup",
+    "login",
+    "teardown",
+    "save",
+    "restore",
+    "sweep",
+    "controller",
+    "agent",
+    "config",
+    "log",
+    "summary",
+    "Api",
+    "Graph",
+    "Image",
+    "Plotly",
+    "Video",
+    "Audio",
+    "Table",
+    "Html",
+    "Object3D",
+    "Molecule",
+    "Histogram",
+    "Artifact",
+    "Settings",
+    "watch",
+    "unwatch",
+    "plot",
+    "plot_table",
+    "Run",
+    "termlog",
+    "termwarn",
+    "termerror",
+    "require",
+    "define_metric",
+    "log_artifact",
+    "use_artifact",
+    "log_model",
+    "use_model",
+    "link_model",
+    "mark_preempting",
+    "alert",
+    "AlertLevel",
+    "Error",
+    "errors",
+    "util",
+    "run",
+    "Classes",
+    "apis",
+    "sdk",
+]
 
 RUN_PROPERTIES = [
-    "config", "config_static", "dir", "disabled", "entity", "group", "id", "job_type", "name", "notes",
-    "offline", "path", "project", "project_url", "resumed", "settings", "start_time", "starting_step", "step",
-    "sweep_id", "sweep_url", "tags", "url", "summary",
-]  # fmt: skip
+    "config",
+    "config_static",
+    "dir",
+    "disabled",
+    "entity",
+    "group",
+    "id",
+    "job_type",
+    "name",
+    "notes",
+    "offline",
+    "path",
+    "project",
+    "project_url",
+    "resumed",
+    "settings",
+    "start_time",
+    "starting_step",
+    "step",
+    "sweep_id",
+    "sweep_url",
+    "tags",
+    "url",
+    "summary",
+]
 
 RUN_METHODS = [
-    "alert", "define_metric", "display", "finish", "finish_artifact", "get_project_url", "get_sweep_url",
-    "get_url", "link_artifact", "link_model", "log", "log_artifact", "log_code", "log_model", "mark_preempting",
-    "project_name", "restore", "save", "status", "to_html", "unwatch", "upsert_artifact", "use_artifact",
-    "use_model", "watch", "_label",
-]  # fmt: skip
+    "alert",
+    "define_metric",
+    "display",
+    "finish",
+    "finish_artifact",
+    "get_project_url",
+    "get_sweep_url",
+    "get_url",
+    "link_artifact",
+    "link_model",
+    "log",
+    "log_artifact",
+    "log_code",
+    "log_model",
+    "mark_preempting",
+    "project_name",
+    "restore",
+    "save",
+    "status",
+    "to_html",
+    "unwatch",
+    "upsert_artifact",
+    "use_artifact",
+    "use_model",
+    "watch",
+    "_label",
+]
 
 
 def _works_or_refuses(call) -> str:
@@ -58,17 +147,30 @@ def test_top_level_functions_work_or_refuse(rankwise_env, tmp_path, monkeypatch)
     assert rankwise.login(key="ignored") is True
     assert rankwise.require("service") is None and rankwise.setup() is None
     rankwise.termlog("hello"), rankwise.termwarn("careful", repeat=False), rankwise.termerror("bad")
-    for unsupported in (lambda: rankwise.sweep({"method": "grid"}), lambda: rankwise.agent("sid"),
-                        lambda: rankwise.controller("sid"), lambda: rankwise.plot_table("v", None, {}),
-                        lambda: rankwise.Molecule("x.pdb"), lambda: rankwise.Graph(), lambda: rankwise.Classes([]),
-                        lambda: rankwise.link_model("p", "reg")):  # fmt: skip
+    for unsupported in (
+        lambda: rankwise.sweep({"method": "grid"}),
+        lambda: rankwise.agent("sid"),
+        lambda: rankwise.controller("sid"),
+        lambda: rankwise.plot_table("v", None, {}),
+        lambda: rankwise.Molecule("x.pdb"),
+        lambda: rankwise.Graph(),
+        lambda: rankwise.Classes([]),
+        lambda: rankwise.link_model("p", "reg"),
+    ):
         assert _works_or_refuses(unsupported) == "refused"
     # before init(): the run-bound functions refuse with UsageError
-    for needs_run in (lambda: rankwise.watch(torch.nn.Linear(2, 1)), lambda: rankwise.unwatch(),
-                      lambda: rankwise.save("*.txt"), lambda: rankwise.alert("t", "x"),
-                      lambda: rankwise.log_artifact(str(tmp_path / "f.txt")), lambda: rankwise.use_artifact("a:latest"),
-                      lambda: rankwise.log({"a": 1}), lambda: rankwise.define_metric("a"),
-                      lambda: rankwise.config["a"], lambda: rankwise.summary["a"]):  # fmt: skip
+    for needs_run in (
+        lambda: rankwise.watch(torch.nn.Linear(2, 1)),
+        lambda: rankwise.unwatch(),
+        lambda: rankwise.save("*.txt"),
+        lambda: rankwise.alert("t", "x"),
+        lambda: rankwise.log_artifact(str(tmp_path / "f.txt")),
+        lambda: rankwise.use_artifact("a:latest"),
+        lambda: rankwise.log({"a": 1}),
+        lambda: rankwise.define_metric("a"),
+        lambda: rankwise.config["a"],
+        lambda: rankwise.summary["a"],
+    ):
         with pytest.raises(rankwise.UsageError, match="init"):
             needs_run()
     rankwise.mark_preempting()  # no run: nothing to mark, as wandb
@@ -84,8 +186,16 @@ def test_top_level_functions_work_or_refuse(rankwise_env, tmp_path, monkeypatch)
         "use_missing": _works_or_refuses(lambda: rankwise.use_artifact("no-such:latest")),
         "teardown": _works_or_refuses(rankwise.teardown),
     }
-    assert results == {"watch": "ok", "unwatch": "ok", "save": "ok", "alert": "ok", "artifact": "ok",
-                       "mark_preempting": "ok", "use_missing": "refused", "teardown": "ok"}  # fmt: skip
+    assert results == {
+        "watch": "ok",
+        "unwatch": "ok",
+        "save": "ok",
+        "alert": "ok",
+        "artifact": "ok",
+        "mark_preempting": "ok",
+        "use_missing": "refused",
+        "teardown": "ok",
+    }
     assert run.finished and rankwise.run is None
 
 
@@ -108,9 +218,19 @@ def test_run_properties_and_methods(rankwise_env, tmp_path, monkeypatch):
     run = rankwise.init(project="team/surf", group="g", tags=["t1"], notes="n", job_type="train")
     values = {p: getattr(run, p) for p in RUN_PROPERTIES}
     assert (values["entity"], values["project"], values["tags"], values["notes"], values["job_type"]) == (
-        "team", "surf", ("t1",), "n", "train")
+        "team",
+        "surf",
+        ("t1",),
+        "n",
+        "train",
+    )
     assert values["path"] == f"team/surf/{run.id}" and values["url"].endswith("/g/surf/g")
-    assert (values["sweep_id"], values["sweep_url"], values["offline"], values["disabled"]) == (None, None, False, False)
+    assert (values["sweep_id"], values["sweep_url"], values["offline"], values["disabled"]) == (
+        None,
+        None,
+        False,
+        False,
+    )
     run.tags = ["a", "b"]
     run.notes = "changed"
     run.name = "shown/name"
@@ -118,25 +238,40 @@ def test_run_properties_and_methods(rankwise_env, tmp_path, monkeypatch):
     (tmp_path / "m.txt").write_text("m")
     model = torch.nn.Linear(2, 1)
     calls = {
-        "alert": lambda: run.alert("t", "x"), "define_metric": lambda: run.define_metric("loss", summary="min"),
-        "display": run.display, "finish_artifact": lambda: run.finish_artifact(str(tmp_path / "m.txt")),
-        "get_project_url": run.get_project_url, "get_sweep_url": run.get_sweep_url, "get_url": run.get_url,
-        "link_artifact": lambda: run.link_artifact(None, "reg/x"), "link_model": lambda: run.link_model("p", "reg"),
-        "log": lambda: run.log({"loss": 1.0}), "log_artifact": lambda: run.log_artifact(str(tmp_path / "m.txt"),
-                                                                                       name="m", type="model"),
-        "log_code": run.log_code, "log_model": lambda: run.log_model(str(tmp_path / "m.txt"), name="mm"),
-        "mark_preempting": run.mark_preempting, "project_name": run.project_name,
-        "restore": lambda: run.restore("nonexistent.txt"), "save": lambda: run.save(str(tmp_path / "m.txt"),
-                                                                                    base_path=str(tmp_path)),
-        "status": run.status, "to_html": run.to_html, "watch": lambda: run.watch(model),
-        "unwatch": lambda: run.unwatch(model), "upsert_artifact": lambda: run.upsert_artifact(str(tmp_path)),
-        "use_artifact": lambda: run.use_artifact("m:latest"), "use_model": lambda: run.use_model("mm:latest"),
-        "_label": lambda: run._label(code="transformers_trainer"), "finish": run.finish,
-    }  # fmt: skip
+        "alert": lambda: run.alert("t", "x"),
+        "define_metric": lambda: run.define_metric("loss", summary="min"),
+        "display": run.display,
+        "finish_artifact": lambda: run.finish_artifact(str(tmp_path / "m.txt")),
+        "get_project_url": run.get_project_url,
+        "get_sweep_url": run.get_sweep_url,
+        "get_url": run.get_url,
+        "link_artifact": lambda: run.link_artifact(None, "reg/x"),
+        "link_model": lambda: run.link_model("p", "reg"),
+        "log": lambda: run.log({"loss": 1.0}),
+        "log_artifact": lambda: run.log_artifact(str(tmp_path / "m.txt"), name="m", type="model"),
+        "log_code": run.log_code,
+        "log_model": lambda: run.log_model(str(tmp_path / "m.txt"), name="mm"),
+        "mark_preempting": run.mark_preempting,
+        "project_name": run.project_name,
+        "restore": lambda: run.restore("nonexistent.txt"),
+        "save": lambda: run.save(str(tmp_path / "m.txt"), base_path=str(tmp_path)),
+        "status": run.status,
+        "to_html": run.to_html,
+        "watch": lambda: run.watch(model),
+        "unwatch": lambda: run.unwatch(model),
+        "upsert_artifact": lambda: run.upsert_artifact(str(tmp_path)),
+        "use_artifact": lambda: run.use_artifact("m:latest"),
+        "use_model": lambda: run.use_model("mm:latest"),
+        "_label": lambda: run._label(code="transformers_trainer"),
+        "finish": run.finish,
+    }
     assert sorted(calls) == sorted(RUN_METHODS)
     outcome = {name: _works_or_refuses(call) for name, call in calls.items()}
     refused = sorted(n for n, o in outcome.items() if o == "refused")
     assert refused == ["finish_artifact", "link_artifact", "link_model", "restore", "upsert_artifact"]
     stored = rankwise.Api().group("surf", "g").run(rank=0)
-    assert (stored.meta["tags"], stored.meta["notes"], stored.meta["label"]) == (["a", "b"], "changed",
-                                                                                 {"code": "transformers_trainer"})
+    assert (stored.meta["tags"], stored.meta["notes"], stored.meta["label"]) == (
+        ["a", "b"],
+        "changed",
+        {"code": "transformers_trainer"},
+    )

@@ -64,4 +64,5 @@ def test_rank0_only_wandb_script_under_torchrun(rankwise_env, tmp_path):
     assert (run.name, run.rank, run.state, run.rows, run.config) == ("gpt2-124M", 0, "finished", STEPS, {"lr": 6e-4})
     rows = run.history()
     assert [(r["iter"], r["train/loss"], r["lr"]) for r in rows] == [
-        (it, 4.0 - 0.125 * it, 6e-4 * (it + 1) / STEPS) for it in range(STEPS)]
+        (it, 4.0 - 0.125 * it, 6e-4 * (it + 1) / STEPS) for it in range(STEPS)
+    ]

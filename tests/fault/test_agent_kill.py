@@ -54,9 +54,15 @@ print(json.dumps({k: st[k] for k in keys}))
 
 def _start(env, tmp_path, group: str, **extra):
     return start_ranks(
-        env, SCRIPT % {"before": BEFORE, "steps": STEPS}, WORLD, group,
-        RW_DIR=tmp_path, RANKWISE_RETRY_AFTER=0.2, RANKWISE_FINISH_TIMEOUT=60, **extra,
-    )  # fmt: skip
+        env,
+        SCRIPT % {"before": BEFORE, "steps": STEPS},
+        WORLD,
+        group,
+        RW_DIR=tmp_path,
+        RANKWISE_RETRY_AFTER=0.2,
+        RANKWISE_FINISH_TIMEOUT=60,
+        **extra,
+    )
 
 
 def _check_exactly_once(env, group: str) -> None:

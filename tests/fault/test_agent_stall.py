@@ -87,8 +87,9 @@ def test_log_never_blocks_while_the_agent_is_stopped(rankwise_env):
     own = np.setdiff1d(stored, ends)
     covered = np.zeros(calls, dtype=np.int64)
     covered[own] += 1
-    for lo, hi, n, last, lowest, highest in zip(sp.get("first_step", []), ends, sp.get("count", []),
-                                                sp.get("last", []), sp.get("min", []), sp.get("max", [])):
+    for lo, hi, n, last, lowest, highest in zip(
+        sp.get("first_step", []), ends, sp.get("count", []), sp.get("last", []), sp.get("min", []), sp.get("max", [])
+    ):
         assert (n, last, lowest, highest) == (hi - lo + 1, hi, lo, hi)
         covered[lo : hi + 1] += 1
     assert np.array_equal(covered, np.ones(calls, dtype=np.int64))

@@ -31,8 +31,9 @@ def small_disk(rankwise_env, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (the in-process variant runs everywhere)")
     mnt = Path(tempfile.mkdtemp(prefix="rwfull", dir="/tmp"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         mnt.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -83,8 +84,9 @@ def wait_status(env, until, what: str, timeout_s: float = 60.0, seen: list | Non
         time.sleep(0.05)
 
 
-def test_full_disk_holds_back_clients_and_stores_every_row_under_its_key_once_space_returns(small_disk, rankwise_env,
-                                                                                              monkeypatch):
+def test_full_disk_holds_back_clients_and_stores_every_row_under_its_key_once_space_returns(
+    small_disk, rankwise_env, monkeypatch
+):
     """With RANKWISE_DIR on a full filesystem a run logs a new key (and 48 MiB of text): `rankwise status`
     says "disk full", the uncommitted bytes it reports never exceed the budget + one batch, batches beyond
     it are held (not acknowledged) and the agent's RSS grows by less than half of what was logged meanwhile

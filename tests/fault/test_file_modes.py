@@ -55,8 +55,13 @@ def test_agent_files_are_private_in_an_open_data_dir(rankwise_env):
     data = Path(rankwise_env.data)
     os.chmod(data, 0o755)
     run_ranks(rankwise_env, SCRIPT, 1, "job-modes")
-    status = subprocess.run([sys.executable, "-m", "rankwise._cli", "status"], capture_output=True, text=True,
-                            timeout=60, env=rankwise_env.env())  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "rankwise._cli", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=rankwise_env.env(),
+    )
     assert status.returncode == 0, status.stderr
     assert f"warning: data directory {data} is open to other users (mode 0755)" in status.stderr
     assert f"chmod 700 {data}" in status.stderr
@@ -67,8 +72,16 @@ def test_agent_files_are_private_in_an_open_data_dir(rankwise_env):
     assert len(media) == 20, found
     for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "agent.log", "runtime/agent.json"):
         assert found.get(name) == 0o600, (name, found.get(name))
-    loose = {k: oct(v) for k, v in found.items() if v != (0o700 if (data / k).is_dir() or
-             (Path(rankwise_env.runtime) / k.removeprefix("runtime/")).is_dir() else 0o600)}  # fmt: skip
+    loose = {
+        k: oct(v)
+        for k, v in found.items()
+        if v
+        != (
+            0o700
+            if (data / k).is_dir() or (Path(rankwise_env.runtime) / k.removeprefix("runtime/")).is_dir()
+            else 0o600
+        )
+    }
     assert loose == {}, loose
     if os.getuid() != 0:
         pytest.skip("the other-user check needs root to become uid 65534")

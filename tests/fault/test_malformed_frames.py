@@ -42,9 +42,17 @@ def _rows(n: int, t: bytes | None = None, blocks: list | None = None, step: byte
 
 def _run_fields(**over) -> dict:
     fields = {
-        "project": "rogue", "group": "g-evil", "name": "evil", "rank": 0, "world_size": 1, "local_rank": 0,
-        "node": socket.gethostname(), "launcher": "none", "resume": "allow", "started": 1.0,
-    }  # fmt: skip
+        "project": "rogue",
+        "group": "g-evil",
+        "name": "evil",
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "node": socket.gethostname(),
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+    }
     fields.update(over)
     return fields
 
@@ -65,15 +73,19 @@ def garbage() -> list[tuple[bytes, str]]:
         (_pack(1, "ack", {"w": "x", "s": 1}), "unexpected message kind … from a client"),
         # a batch whose arrays disagree with its row count
         (_pack(1, "batch", {"w": "x", "s": 1, "rows": _rows(10, t=_f8(9))}), "t: expected … values of <f8"),
-        (_pack(1, "batch", {"w": "x", "s": 1, "rows": _rows(10, blocks=[[["k"], None, [["f8", _f8(9)]]]])}),
-         "column …: expected … values of <f8"),
-        (_pack(1, "batch", {"w": "x", "s": 1, "rows": _rows(4, blocks=[[["k"], _i4(0, 9), [["f8", _f8(2)]]]])}),
-         "block row index out of range"),
+        (
+            _pack(1, "batch", {"w": "x", "s": 1, "rows": _rows(10, blocks=[[["k"], None, [["f8", _f8(9)]]]])}),
+            "column …: expected … values of <f8",
+        ),
+        (
+            _pack(1, "batch", {"w": "x", "s": 1, "rows": _rows(4, blocks=[[["k"], _i4(0, 9), [["f8", _f8(2)]]]])}),
+            "block row index out of range",
+        ),
         # well-formed, but values that would break the store or the sealing loop
         (hello("big-pid", 2**64 - 1), "pid … out of range"),
         (hello("big-world", 1, world_size=10**9, group="g-evil-world"), "world_size … above …"),
         (b"\x00" * (wire.MAX_FRAME_BYTES + 1), "frame of … bytes exceeds …"),
-    ]  # fmt: skip
+    ]
 
 
 def test_rogue_frames_are_counted_and_the_real_run_is_complete(rankwise_env, tmp_path):
@@ -127,8 +139,10 @@ def test_rogue_frames_are_counted_and_the_real_run_is_complete(rankwise_env, tmp
     expected["step … at or above …"] = 1
     assert sum(expected.values()) == 19 and len(expected) == 17
 
-    st = wait_for(lambda: (s := status_json(rankwise_env)) and sum(s["malformed"].values()) >= 19 and s,
-                  what="every rogue frame to be counted")
+    st = wait_for(
+        lambda: (s := status_json(rankwise_env)) and sum(s["malformed"].values()) >= 19 and s,
+        what="every rogue frame to be counted",
+    )
     assert st["pid"] == pid
     assert st["malformed"] == expected
     counters = st["counters"]
@@ -150,7 +164,6 @@ def test_rogue_frames_are_counted_and_the_real_run_is_complete(rankwise_env, tmp
 def _reply(sock: zmq.Socket, timeout_s: float = 30.0) -> tuple[str, dict]:
     assert sock.poll(int(timeout_s * 1000)), "the agent did not answer"
     return wire.unpack(sock.recv())
-
 
 
 def test_a_flood_of_one_cause_never_silences_a_new_one(tmp_path, caplog, monkeypatch):

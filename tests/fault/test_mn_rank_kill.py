@@ -65,8 +65,11 @@ def test_killed_rank_behind_a_node_agent(cluster, tmp_path):
     (tmp_path / "killed").touch()
     for p in others:
         assert read_line(p, what="mid") == "mid"
-    wait_for(lambda: (g := root_group(c, "mnrk", "job-rk")) and len(h := g.history("x")["step"]) and h[-1] >= 199,
-             timeout_s=60, what="root rows through step 199 without the killed rank")  # fmt: skip
+    wait_for(
+        lambda: (g := root_group(c, "mnrk", "job-rk")) and len(h := g.history("x")["step"]) and h[-1] >= 199,
+        timeout_s=60,
+        what="root rows through step 199 without the killed rank",
+    )
     assert all(p.poll() is None for p in others)
     assert root_group(c, "mnrk", "job-rk").run(rank=VICTIM).state == "crashed"
     (tmp_path / "go").touch()
@@ -77,7 +80,10 @@ def test_killed_rank_behind_a_node_agent(cluster, tmp_path):
     assert n >= ACKED
     g = check_exactly_once(c, "mnrk", "job-rk", {0: STEPS, 1: STEPS, 2: STEPS, VICTIM: n}, lambda r, s: r * 1000.0 + s)
     assert [(r.rank, r.state, r.node) for r in g.runs] == [
-        (0, "finished", "node-a"), (1, "finished", "node-a"), (2, "finished", "node-b"), (3, "crashed", "node-b")
+        (0, "finished", "node-a"),
+        (1, "finished", "node-a"),
+        (2, "finished", "node-b"),
+        (3, "crashed", "node-b"),
     ]
     assert np.array_equal(g.history("x")["count"], np.where(np.arange(STEPS) < n, 4, 3))
     assert c.status("node-b")["counters"]["crashed_runs"] == 1

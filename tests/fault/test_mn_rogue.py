@@ -48,7 +48,10 @@ def _garbage() -> list[tuple[bytes, str]]:
         (msgpack.packb({"a": 1}), "link: link frame is not [version, kind, body]"),
         (lw.pack("zzz", {}), "link: unknown link message kind …"),
         (hello, "link: unknown link message kind …"),  # a client's frame on the node port
-        (lw.pack(lw.NHELLO, {"a": "bad id!", "i": "x", "h": 1}), "link: bad agent id (up to a few dozen letters, digits and ._@:- only)"),
+        (
+            lw.pack(lw.NHELLO, {"a": "bad id!", "i": "x", "h": 1}),
+            "link: bad agent id (up to a few dozen letters, digits and ._@:- only)",
+        ),
         (lw.pack(lw.NHELLO, {"a": 7}), "link: link field … missing or of type int"),
     ]
 
@@ -84,15 +87,25 @@ def test_rogue_link_frames_and_peers_without_a_valid_key(curve_cluster, tmp_path
         assert _reply(rogue) == (lw.RACK, {"s": 1})
         rogue.send(lw.pack(lw.REC, {"s": 5, "p": 3, "d": b"x"}))
         assert _reply(rogue) == (lw.RNACK, {"expect": 2})
-        run = {"project": "rogue", "group": "g", "name": "r", "rank": 0, "world_size": 1, "local_rank": 0,
-               "node": "evil", "pid": 1}  # fmt: skip
+        run = {
+            "project": "rogue",
+            "group": "g",
+            "name": "r",
+            "rank": 0,
+            "world_size": 1,
+            "local_rank": 0,
+            "node": "evil",
+            "pid": 1,
+        }
         bad_op = record.encode("i1", "evil", 1.0, [run], [], [["b", 0, b"\xc1garbage"]], [], [], [])
         rogue.send(lw.pack(lw.REC, {"s": 2, "p": 1, "d": bad_op}))
         assert _reply(rogue) == (lw.RACK, {"s": 2})
         rogue.send(lw.pack(lw.LOOKUP, {"q": "w"}))
         for sock in (plain, stranger):
-            for frame in (lw.pack(lw.NHELLO, {"a": "intruder", "i": "i2", "n": "evil", "h": 1}),
-                          lw.pack(lw.REC, {"s": 1, "p": 0, "d": bad_op})):  # fmt: skip
+            for frame in (
+                lw.pack(lw.NHELLO, {"a": "intruder", "i": "i2", "n": "evil", "h": 1}),
+                lw.pack(lw.REC, {"s": 1, "p": 0, "d": bad_op}),
+            ):
                 try:  # a refused peer may have no connection to queue on: never block
                     sock.send(frame, zmq.NOBLOCK)
                 except zmq.Again:
@@ -104,10 +117,16 @@ def test_rogue_link_frames_and_peers_without_a_valid_key(curve_cluster, tmp_path
         for _, cause in frames + [(None, "link: link field … missing or of type NoneType")]:
             expected[cause] = expected.get(cause, 0) + 1
         expected["record op: undecodable frame: FormatError"] = 1
-        st = wait_for(lambda: (s := c.status()) and sum(s["malformed"].values()) >= 8 and
-                      s["listen"]["refused"].get("not_allowed", 0) >= 1 and
-                      sum(v for k, v in s["listen"]["refused"].items() if k != "not_allowed") >= 1 and s,
-                      what="every bad frame and refused peer to be counted")  # fmt: skip
+        st = wait_for(
+            lambda: (
+                (s := c.status())
+                and sum(s["malformed"].values()) >= 8
+                and s["listen"]["refused"].get("not_allowed", 0) >= 1
+                and sum(v for k, v in s["listen"]["refused"].items() if k != "not_allowed") >= 1
+                and s
+            ),
+            what="every bad frame and refused peer to be counted",
+        )
         assert st["malformed"] == expected
         assert st["counters"]["records_quarantined"] == 1
         assert st["drops"] == {"node_record_malformed": 1}

@@ -28,8 +28,19 @@ def test_node_agent_gives_up_on_a_silent_root_and_keeps_its_spool(cluster):
     idle after 0.5 s, keeps trying for the 2 s linger, then exits saying where the records are; the
     spool keeps them. A root starts, a new node agent on the same machine sends them: 50 rows, once."""
     c = cluster
-    (code, out, err), = wait_exit([c.start_rank("node-a", SCRIPT % {"rows": ROWS}, 0, 1, "job-gone",
-                                                RANKWISE_UPSTREAM_LINGER=2, RANKWISE_AGENT_IDLE_TIMEOUT=0.5)])  # fmt: skip
+    ((code, out, err),) = wait_exit(
+        [
+            c.start_rank(
+                "node-a",
+                SCRIPT % {"rows": ROWS},
+                0,
+                1,
+                "job-gone",
+                RANKWISE_UPSTREAM_LINGER=2,
+                RANKWISE_AGENT_IDLE_TIMEOUT=0.5,
+            )
+        ]
+    )
     assert code == 0, err
     assert out.split() == [str(ROWS), "0"]
     node = c.node("node-a")

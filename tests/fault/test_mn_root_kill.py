@@ -21,8 +21,10 @@ def _kill_root_repeatedly(c, tmp_path, kills: int, seed: int, world: int = 4) ->
     rng = random.Random(seed)
     root = c.start_root()
     stop = tmp_path / "stop"
-    procs = [c.start_rank("node-a" if r < world // 2 else "node-b", SCRIPT, r, world, "job-rk", RW_STOP=stop)
-             for r in range(world)]  # fmt: skip
+    procs = [
+        c.start_rank("node-a" if r < world // 2 else "node-b", SCRIPT, r, world, "job-rk", RW_STOP=stop)
+        for r in range(world)
+    ]
     wait_for(lambda: (s := c.status()) and len(s["links"]) == 2, what="both node agents at the root")
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.2))  # a random point of the stream, not an assertion
@@ -41,8 +43,10 @@ def _kill_root_repeatedly(c, tmp_path, kills: int, seed: int, world: int = 4) ->
         counts[rank] = n
     check_exactly_once(c, "mnroot", "job-rk", counts, lambda r, s: r * 100000.0 + s * 0.5)
     for name in ("node-a", "node-b"):
-        up = wait_for(lambda: (s := c.status(name)) and s["upstream"]["unacked_records"] == 0 and s["upstream"],
-                      what=f"{name}'s spool to drain")  # fmt: skip
+        up = wait_for(
+            lambda: (s := c.status(name)) and s["upstream"]["unacked_records"] == 0 and s["upstream"],
+            what=f"{name}'s spool to drain",
+        )
         assert up["counters"]["welcomes"] >= 2 and up["drops"] == {}  # welcomed again by a new root
     st = c.status()
     assert st["drops"] == {} and st["malformed"] == {}

@@ -37,16 +37,27 @@ def test_root_started_late_with_a_full_spool(cluster, tmp_path):
     c = cluster
     go = tmp_path / "go"
     procs = [
-        c.start_rank("node-a" if r < 2 else "node-b", SCRIPT % {"steps": STEPS}, r, 4, "job-late", RW_GO=go,
-                     RANKWISE_SPOOL_BYTES=QUOTA, RANKWISE_SPOOL_SEGMENT_BYTES=32 << 10, RANKWISE_FINISH_TIMEOUT=90,
-                     RANKWISE_RETRY_AFTER=0.5)
+        c.start_rank(
+            "node-a" if r < 2 else "node-b",
+            SCRIPT % {"steps": STEPS},
+            r,
+            4,
+            "job-late",
+            RW_GO=go,
+            RANKWISE_SPOOL_BYTES=QUOTA,
+            RANKWISE_SPOOL_SEGMENT_BYTES=32 << 10,
+            RANKWISE_FINISH_TIMEOUT=90,
+            RANKWISE_RETRY_AFTER=0.5,
+        )
         for r in range(4)
-    ]  # fmt: skip
+    ]
     for p in procs:
         assert read_line(p, timeout_s=60, what="all rows logged") == "logged"
     for name in ("node-a", "node-b"):
-        st = wait_for(lambda: (s := c.status(name)) and s["counters"].get("deferred_spool_full", 0) > 0 and s,
-                      what=f"{name} to hold batches back")  # fmt: skip
+        st = wait_for(
+            lambda: (s := c.status(name)) and s["counters"].get("deferred_spool_full", 0) > 0 and s,
+            what=f"{name} to hold batches back",
+        )
         up = st["upstream"]
         assert up["connected"] is False and up["lag_s"] > 0 and up["unacked_records"] > 0
         assert 0 < up["spool_bytes"] <= QUOTA and up["quota_full"] > 0
@@ -59,6 +70,8 @@ def test_root_started_late_with_a_full_spool(cluster, tmp_path):
         assert out.split()[-2:] == [str(STEPS), "0"]
     check_exactly_once(c, "mnlate", "job-late", {r: STEPS for r in range(4)}, lambda r, s: r * 1e6 + s)
     for name in ("node-a", "node-b"):
-        up = wait_for(lambda: (s := c.status(name)) and s["upstream"]["unacked_records"] == 0 and s["upstream"],
-                      what=f"{name}'s spool to drain")  # fmt: skip
+        up = wait_for(
+            lambda: (s := c.status(name)) and s["upstream"]["unacked_records"] == 0 and s["upstream"],
+            what=f"{name}'s spool to drain",
+        )
         assert up["connected"] and up["spool_bytes"] == 0 and up["drops"] == {}

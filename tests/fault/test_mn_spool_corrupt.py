@@ -69,8 +69,10 @@ def test_corrupt_spool_segment_is_quarantined_and_counted(cluster):
 
     c.start_root()
     c.start_node_agent("node-a", **env)
-    st = wait_for(lambda: (s := c.status("node-a")) and s["upstream"]["unacked_records"] == 0 and s,
-                  what="the node's spool to drain")  # fmt: skip
+    st = wait_for(
+        lambda: (s := c.status("node-a")) and s["upstream"]["unacked_records"] == 0 and s,
+        what="the node's spool to drain",
+    )
     up = st["upstream"]
     assert up["drops"] == {"spool_quarantined_segments": 1}
     assert len(up["quarantined"]) == 1 and up["quarantined"][0].startswith(bad_path.with_suffix(".corrupt").name)
@@ -80,7 +82,14 @@ def test_corrupt_spool_segment_is_quarantined_and_counted(cluster):
     assert [lk["lost_records"] for lk in root["links"]] == [bad_last - bad_first + 1]
     want = _rows_by_run(survivors)
     api = rankwise.Api(str(c.root.store))
-    g = wait_for(lambda: (g := api.group("mncorrupt", "job-c")) and all(
-        r.rows == len(want.get(r.name, [])) for r in g.runs) and len(g.runs) == 2 and g, what="the surviving rows")
+    g = wait_for(
+        lambda: (
+            (g := api.group("mncorrupt", "job-c"))
+            and all(r.rows == len(want.get(r.name, [])) for r in g.runs)
+            and len(g.runs) == 2
+            and g
+        ),
+        what="the surviving rows",
+    )
     for run in g.runs:
         assert np.array_equal(raw_steps(c.root, "mncorrupt", "job-c", run.name, "x"), np.sort(want[run.name]))

@@ -35,15 +35,20 @@ def straggler_cluster(request, rankwise_env, tmp_path):
 def _straggle(c, tmp_path, stall_s: float) -> None:
     c.start_root()
     stop = tmp_path / "stop"
-    procs = [c.start_rank("node-a" if r < 2 else "node-b", SCRIPT, r, 4, "job-st", RW_STOP=stop, **c.rank_env)
-             for r in range(4)]  # fmt: skip
+    procs = [
+        c.start_rank("node-a" if r < 2 else "node-b", SCRIPT, r, 4, "job-st", RW_STOP=stop, **c.rank_env)
+        for r in range(4)
+    ]
     for p in procs:
         assert read_line(p, what="started") == "started"
     os.kill(procs[1].pid, signal.SIGSTOP)
     try:
         # rows are sealed without the stopped rank while it is stopped: 3 of 4 ranks
-        wait_for(lambda: (g := root_group(c, "mnst", "job-st")) and 3 in g.history("x")["count"], timeout_s=60,
-                 what="rows sealed without the straggler")  # fmt: skip
+        wait_for(
+            lambda: (g := root_group(c, "mnst", "job-st")) and 3 in g.history("x")["count"],
+            timeout_s=60,
+            what="rows sealed without the straggler",
+        )
         window = c.status("node-a")["window_bytes"]
         time.sleep(stall_s)  # the length of the stall, not an assertion
     finally:

@@ -55,7 +55,10 @@ def test_burst_of_ten_megabyte_strings_is_stored_with_every_later_row(rankwise_e
     assert rankwise.Api().group("big", "strings").run(rank=0).state == "finished"
     stats = run.stats
     assert (stats["rows_sent"], stats["unacked_rows"], stats.get("drops"), stats.get("rejected_batches")) == (
-        108, 0, {}, 0
+        108,
+        0,
+        {},
+        0,
     )
     assert stats["batches_sent"] >= 4  # 80 MB cannot travel in fewer frames of at most 24 MiB of values
 
@@ -73,7 +76,7 @@ def test_table_above_the_value_limit_is_refused_at_the_call(rankwise_env):
     _finish_in_time(run)
     assert run.stats["rows_sent"] == 2 and run.stats["unacked_rows"] == 0 and run.stats["drops"] == {}
     assert _history("table", "x") == [(0, 0.0), (1, 1.0)]
-    (step, value), = _history("table", "samples")
+    ((step, value),) = _history("table", "samples")
     assert step == 1 and value["data"] == [["ok"]]
 
 

@@ -62,8 +62,12 @@ def test_agent_drops_a_peer_announcing_a_frame_over_the_limit(rankwise_env):
     """Four connections on the agent's ipc socket each announce a 100 MB frame (over the 64 MiB limit) and
     try to send 90 MB of it: the agent drops each at the frame header, its RSS grows by less than 32 MB
     (before: the whole 360 MB stayed pinned), and it still answers ``rankwise status``."""
-    proc = spawn([sys.executable, "-m", "agent", "--idle-timeout", "0"], rankwise_env.env(),
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = spawn(
+        [sys.executable, "-m", "agent", "--idle-timeout", "0"],
+        rankwise_env.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     pid = wait_for(lambda: agent_pid(rankwise_env) == proc.pid and proc.pid, what="the agent")
     endpoint = rankwise_env.agent_info()["endpoint"]
     assert endpoint.startswith("ipc://")
@@ -73,7 +77,7 @@ def test_agent_drops_a_peer_announcing_a_frame_over_the_limit(rankwise_env):
         for _ in range(4):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(60)
-            s.connect(endpoint[len("ipc://"):])
+            s.connect(endpoint[len("ipc://") :])
             conns.append(s)
             dropped += not send_partial(s, 100_000_000, 90 * MB)
         grown = rss(pid) - before
@@ -93,10 +97,18 @@ def test_root_shuts_connections_beyond_its_limit(rankwise_env, tmp_path):
     as refused ``connection_limit``; ``rankwise status`` shows 3 connections and the bound on bytes in
     flight; the root's RSS grows by less than 3 × 48 MB + 40 MB (before: 10 × 40 MB)."""
     cluster = Cluster(rankwise_env, tmp_path, RANKWISE_ROOT_MAX_CONNECTIONS=3)
-    cluster.root_cmd = lambda: [sys.executable, "-m", "agent", "--listen", cluster.listen, "--idle-timeout", "0",
-                                "--insecure"]  # fmt: skip
+    cluster.root_cmd = lambda: [
+        sys.executable,
+        "-m",
+        "agent",
+        "--listen",
+        cluster.listen,
+        "--idle-timeout",
+        "0",
+        "--insecure",
+    ]
     root = cluster.start_root()
-    host, port = cluster.listen[len("tcp://"):].rsplit(":", 1)
+    host, port = cluster.listen[len("tcp://") :].rsplit(":", 1)
     before = rss(root.pid)
     conns = []
     try:
@@ -109,8 +121,10 @@ def test_root_shuts_connections_beyond_its_limit(rankwise_env, tmp_path):
             if i == 2:  # the first three are in: wait for the root to count them, so which ones are shut is known
                 wait_for(lambda: cluster.status()["listen"]["connections"] == 3, what="3 connections at the root")
             send_partial(s, 48 * MB, 40 * MB)
-        listen = wait_for(lambda: (lambda ls: ls["refused"].get("connection_limit") == 7 and ls)(cluster.status()["listen"]),
-                          what="7 connections refused")  # fmt: skip
+        listen = wait_for(
+            lambda: (lambda ls: ls["refused"].get("connection_limit") == 7 and ls)(cluster.status()["listen"]),
+            what="7 connections refused",
+        )
         reset = sum(closed_by_peer(s) for s in conns[3:])
         grown = rss(root.pid) - before
     finally:

@@ -64,8 +64,11 @@ def test_killed_rank_crashes_and_the_group_seals_without_it(rankwise_env, tmp_pa
         for p in others:
             assert read_line(p, what="mid") == "mid"
         # sealed past the victim's last step while the other ranks are alive and waiting
-        wait_for(lambda: _sealed_through(rankwise.Api().group("kill", "job-kill"), 399), timeout_s=60,
-                 what="group rows through step 399 without the killed rank")
+        wait_for(
+            lambda: _sealed_through(rankwise.Api().group("kill", "job-kill"), 399),
+            timeout_s=60,
+            what="group rows through step 399 without the killed rank",
+        )
         assert all(p.poll() is None for p in others)
         (tmp_path / "go").touch()
         for code, out, err in wait_all(others, timeout_s=120):

@@ -13,9 +13,17 @@ from client import wire
 
 def _hello(writer: str) -> bytes:
     run = {
-        "project": "p", "group": "g", "name": "rank-0", "rank": 0, "world_size": 1, "local_rank": 0,
-        "node": "n1", "launcher": "none", "resume": "allow", "started": 1.0,
-    }  # fmt: skip
+        "project": "p",
+        "group": "g",
+        "name": "rank-0",
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "node": "n1",
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+    }
     return wire.pack(wire.HELLO, {"w": writer, "pid": 1, "run": run, "h": 1})
 
 

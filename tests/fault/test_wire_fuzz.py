@@ -52,22 +52,48 @@ TEMPLATES = _valid_batches()
 BASE_FRAMES = [wire.pack(wire.BATCH, b) for b in TEMPLATES] + [wire.pack(wire.PING, {})]
 
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
     | st.binary(max_size=64),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
     max_leaves=20,
-)  # fmt: skip
+)
 
 
 # control ops a writer sends, and the fields of their arguments and of run meta (agent/apply.py _control)
 CONTROL_OPS = ["config", "config_del", "summary_del", "define", "finish", "meta", "dropped", "zz"]
-CONTROL_ARGS = ["metrics", "drops", "coalesced", "via", "rows_per_s", "name", "rate_limit", "summary", "exit_code",
-                "t", "rows", "cause"]  # fmt: skip
+CONTROL_ARGS = [
+    "metrics",
+    "drops",
+    "coalesced",
+    "via",
+    "rows_per_s",
+    "name",
+    "rate_limit",
+    "summary",
+    "exit_code",
+    "t",
+    "rows",
+    "cause",
+]
 
 
 def _hello(writer: str, group: str) -> bytes:
-    fields = {"project": "fz", "group": group, "name": "r", "rank": 0, "world_size": 1, "local_rank": 0,
-              "node": socket.gethostname(), "launcher": "none", "resume": "allow", "started": 1.0}  # fmt: skip
+    fields = {
+        "project": "fz",
+        "group": group,
+        "name": "r",
+        "rank": 0,
+        "world_size": 1,
+        "local_rank": 0,
+        "node": socket.gethostname(),
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+    }
     return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid(), "run": fields})
 
 
@@ -103,14 +129,16 @@ def mutated_batch(draw) -> dict:
 
 frames = st.one_of(
     st.binary(max_size=512).map(lambda b: ("raw", b)),
-    st.tuples(st.sampled_from(BASE_FRAMES), st.integers(0, 10_000))
-    .map(lambda t: ("raw", t[0][: t[1] % max(1, len(t[0]))])),  # a valid frame cut short
+    st.tuples(st.sampled_from(BASE_FRAMES), st.integers(0, 10_000)).map(
+        lambda t: ("raw", t[0][: t[1] % max(1, len(t[0]))])
+    ),  # a valid frame cut short
     # every kind but STOP, which any peer of the (0600, same-user) socket may send: it stops the agent by design
-    st.tuples(st.integers(0, 3), st.sampled_from(sorted(wire.KINDS - {wire.STOP}) + ["zzz"]), msgpack_values)
-    .map(lambda t: ("raw", msgpack.packb(list(t), use_bin_type=True))),
+    st.tuples(st.integers(0, 3), st.sampled_from(sorted(wire.KINDS - {wire.STOP}) + ["zzz"]), msgpack_values).map(
+        lambda t: ("raw", msgpack.packb(list(t), use_bin_type=True))
+    ),
     msgpack_values.map(lambda v: ("raw", msgpack.packb(v, use_bin_type=True))),
     st.lists(mutated_batch(), min_size=1, max_size=3).map(lambda bs: ("batches", bs)),
-)  # fmt: skip
+)
 
 
 def _ping(sock: zmq.Socket, timeout_s: float = 15.0) -> bool:
@@ -144,8 +172,12 @@ def test_fuzzed_frames_never_stop_the_agent_nor_cost_an_honest_rank_a_row(rankwi
         pinger.connect(endpoint)
         deadline = time.monotonic() + BUDGET_S
 
-        @settings(max_examples=MAX_EXAMPLES, database=None, deadline=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            database=None,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(frame=frames)
         def throw(frame: tuple[str, object]) -> None:
             if time.monotonic() > deadline:

@@ -50,8 +50,9 @@ def numpy_rows(pts: list[tuple[int, int, float]]) -> dict[str, np.ndarray]:
     last: dict[tuple[int, int], float] = {}
     for s, r, v in pts:
         last[(s, r)] = v
-    rows: dict[str, list] = {k: [] for k in ("step", "count", "expected", "mean", "min",
-                                              "max", "std", "min_rank", "max_rank")}
+    rows: dict[str, list] = {
+        k: [] for k in ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
+    }
     for s in sorted({s for s, _ in last}):
         ranks = sorted(r for t, r in last if t == s)
         vals = np.array([last[(s, r)] for r in ranks])
@@ -65,8 +66,9 @@ def numpy_rows(pts: list[tuple[int, int, float]]) -> dict[str, np.ndarray]:
             rows["std"].append(np.std(vals))
             rows["min_rank"].append(ranks[int(np.argmin(vals))])
             rows["max_rank"].append(ranks[int(np.argmax(vals))])
-    return {k: np.array(v, dtype=np.float64 if k in ("mean", "min", "max", "std") else np.int64)
-            for k, v in rows.items()}
+    return {
+        k: np.array(v, dtype=np.float64 if k in ("mean", "min", "max", "std") else np.int64) for k, v in rows.items()
+    }
 
 
 def split_by_rank(pts, owner: list[int], n_parts: int) -> list[Partial]:
@@ -90,13 +92,12 @@ def assert_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray], rtol: f
         np.testing.assert_array_equal(got[k], want[k], err_msg=k, strict=True)
     for k in ("mean", "std"):
         assert got[k].dtype == want[k].dtype == np.float64
-        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=0, equal_nan=True,
-                                   err_msg=k)
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=0, equal_nan=True, err_msg=k)
 
 
 partitions = st.integers(1, 6).flatmap(
-    lambda k: st.tuples(st.just(k), st.lists(st.integers(0, k - 1), min_size=N_RANKS,
-                                             max_size=N_RANKS)))
+    lambda k: st.tuples(st.just(k), st.lists(st.integers(0, k - 1), min_size=N_RANKS, max_size=N_RANKS))
+)
 
 
 @SETTINGS
@@ -114,8 +115,7 @@ def test_any_split_and_merge_tree_equals_numpy(pts, split, data) -> None:
 
 
 @LIGHT
-@given(pts=points(st.one_of(st.sampled_from(SPECIAL), FINITE_VALUES)), split=partitions,
-       data=st.data())
+@given(pts=points(st.one_of(st.sampled_from(SPECIAL), FINITE_VALUES)), split=partitions, data=st.data())
 def test_general_floats_match_numpy_to_rounding(pts, split, data) -> None:
     """With arbitrary finite floats (cancellation possible) the exact fields stay exact and
     mean / variance agree with numpy within a floating-point error bound scaled by the data
@@ -128,14 +128,13 @@ def test_general_floats_match_numpy_to_rounding(pts, split, data) -> None:
     finite = [abs(v) for _, _, v in pts if math.isfinite(v)]
     scale = max(finite, default=1.0)
     eps = np.finfo(np.float64).eps
-    np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-12,
-                               atol=4 * N_RANKS * eps * scale, equal_nan=True)
-    np.testing.assert_allclose(got["std"] ** 2, want["std"] ** 2, rtol=1e-12,
-                               atol=16 * N_RANKS * eps * scale**2, equal_nan=True)
+    np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-12, atol=4 * N_RANKS * eps * scale, equal_nan=True)
+    np.testing.assert_allclose(
+        got["std"] ** 2, want["std"] ** 2, rtol=1e-12, atol=16 * N_RANKS * eps * scale**2, equal_nan=True
+    )
 
 
-three_disjoint = st.tuples(points(GRID_VALUES), st.lists(st.integers(0, 2), min_size=N_RANKS,
-                                                          max_size=N_RANKS))
+three_disjoint = st.tuples(points(GRID_VALUES), st.lists(st.integers(0, 2), min_size=N_RANKS, max_size=N_RANKS))
 
 
 @LIGHT
@@ -156,5 +155,4 @@ def test_merge_is_commutative_and_associative(case) -> None:
     for name in ("step", "count", "min", "max", "min_rank", "max_rank"):
         np.testing.assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
     for name in ("sum", "m2"):
-        np.testing.assert_allclose(getattr(left, name), getattr(right, name), rtol=1e-12,
-                                   equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(getattr(left, name), getattr(right, name), rtol=1e-12, equal_nan=True, err_msg=name)

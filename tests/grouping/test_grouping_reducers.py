@@ -42,8 +42,15 @@ def test_four_ranks_hand_computed() -> None:
     assert tuple(out) == FINAL_FIELDS
     row = _row(p, 4)
     assert row == {
-        "step": 0, "count": 4, "expected": 4, "mean": 2.5, "min": 1.0, "max": 4.0,
-        "std": 1.118033988749895, "min_rank": 0, "max_rank": 3,
+        "step": 0,
+        "count": 4,
+        "expected": 4,
+        "mean": 2.5,
+        "min": 1.0,
+        "max": 4.0,
+        "std": 1.118033988749895,
+        "min_rank": 0,
+        "max_rank": 3,
     }
     assert out["count"].dtype == np.int64 and out["min_rank"].dtype == np.int64
     assert out["mean"].dtype == np.float64
@@ -121,9 +128,12 @@ def test_infinities_and_overflow_follow_numpy(values: list[float]) -> None:
     ranks = list(range(len(values)))
     with np.errstate(all="ignore"):
         ref = {
-            "mean": float(np.mean(values)), "std": float(np.std(values)),
-            "min": float(np.min(values)), "max": float(np.max(values)),
-            "min_rank": int(np.argmin(values)), "max_rank": int(np.argmax(values)),
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "min": float(np.min(values)),
+            "max": float(np.max(values)),
+            "min_rank": int(np.argmin(values)),
+            "max_rank": int(np.argmax(values)),
         }
     whole = _one_step(ranks, values)
     split = merge_all(_one_step([r], [v]) for r, v in zip(ranks, values))
@@ -137,8 +147,15 @@ def test_single_rank_has_zero_std() -> None:
     """One finite value: count 1, std exactly 0, min = max = mean = the value, both ranks it."""
     row = _row(_one_step([5], [3.25]), expected=8)
     assert row == {
-        "step": 0, "count": 1, "expected": 8, "mean": 3.25, "min": 3.25, "max": 3.25,
-        "std": 0.0, "min_rank": 5, "max_rank": 5,
+        "step": 0,
+        "count": 1,
+        "expected": 8,
+        "mean": 3.25,
+        "min": 3.25,
+        "max": 3.25,
+        "std": 0.0,
+        "min_rank": 5,
+        "max_rank": 5,
     }
 
 
@@ -229,10 +246,7 @@ def test_merge_of_partially_overlapping_steps() -> None:
 def test_merge_all_matches_pairwise_merges() -> None:
     """merge_all over many partials equals a left fold of merge (exact fields exactly)."""
     rng = np.random.default_rng(3)
-    parts = [
-        reduce_points(rng.integers(0, 20, 30), np.full(30, r), rng.normal(size=30))
-        for r in range(9)
-    ]
+    parts = [reduce_points(rng.integers(0, 20, 30), np.full(30, r), rng.normal(size=30)) for r in range(9)]
     folded = parts[0]
     for p in parts[1:]:
         folded = merge(folded, p)

@@ -146,8 +146,7 @@ chunks = st.lists(
     st.tuples(
         st.sampled_from(["a", "b"]),
         st.integers(0, 5),
-        st.lists(st.tuples(st.integers(0, 30), st.integers(-4, 4).map(float)), min_size=1,
-                 max_size=12),
+        st.lists(st.tuples(st.integers(0, 30), st.integers(-4, 4).map(float)), min_size=1, max_size=12),
     ),
     max_size=12,
 )

@@ -154,8 +154,10 @@ def test_status_shows_a_live_run(rankwise_env):
         assert "1234 rows" in text.stdout
         assert "malformed frames: 0" in text.stdout
         js = status_json(rankwise_env)
-        memory = re.fullmatch(r"memory: ([\d.]+) MiB resident, peak ([\d.]+) MiB; uncommitted batches peaked at (.+)",
-                              next(line for line in text.stdout.splitlines() if line.startswith("memory: ")))
+        memory = re.fullmatch(
+            r"memory: ([\d.]+) MiB resident, peak ([\d.]+) MiB; uncommitted batches peaked at (.+)",
+            next(line for line in text.stdout.splitlines() if line.startswith("memory: ")),
+        )
         assert memory is not None
         assert float(memory[2]) >= float(memory[1]) > 10  # an agent process: tens of MiB (RSS moves between calls)
         assert js["peak_rss_bytes"] >= js["rss_bytes"] > 10 << 20
@@ -172,7 +174,11 @@ def test_status_shows_a_live_run(rankwise_env):
         assert js["malformed"] == {}
         (entry,) = js["running"]
         assert (entry["name"], entry["rank"], entry["step"], entry["rows"], entry["pid"]) == (
-            "rank-0", 0, 1234, 1234, rank.pid
+            "rank-0",
+            0,
+            1234,
+            1234,
+            rank.pid,
         )
         rank.stdin.write("\n")
         rank.stdin.flush()

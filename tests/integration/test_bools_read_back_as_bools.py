@@ -28,8 +28,13 @@ def test_bools_next_to_numbers_of_the_same_key_read_back_as_bools(rankwise_env):
     rows = api.group("bools", "g").run(rank=0).history()
     flag = [(r["_step"], r["flag"], type(r["flag"]).__name__) for r in rows]
     assert flag == [
-        (0, True, "bool"), (1, 1.5, "float"), (2, False, "bool"), (3, 2, "int"), (4, True, "bool"), (5, 0.25, "float"),
-    ]  # fmt: skip
+        (0, True, "bool"),
+        (1, 1.5, "float"),
+        (2, False, "bool"),
+        (3, 2, "int"),
+        (4, True, "bool"),
+        (5, 0.25, "float"),
+    ]
     b = [(r["_step"], r["b"], type(r["b"]).__name__) for r in rows if "b" in r]
     assert b == [(0, True, "bool"), (1, False, "bool"), (2, True, "bool")]
     g = api.group("bools", "g").history("flag")

@@ -86,5 +86,3 @@ def _check_run(env, group: str, state: str, code: int) -> None:
     cols = run.history_arrays(["x", "tail"])
     assert np.array_equal(cols["x"][1], np.arange(300) * 0.5)
     assert list(cols["tail"][1]) == [7]
-
-

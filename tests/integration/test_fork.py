@@ -103,8 +103,9 @@ def test_multiprocessing_fork_workers_rows_are_stored(rankwise_env, tmp_path):
     the parent + 123 from the workers, every step once, and the run finishes normally."""
     script = tmp_path / "mp_script.py"
     script.write_text(MP_SCRIPT)
-    proc = start_script(rankwise_env, f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
-                        {"RANKWISE_GROUP": "g-mp"})
+    proc = start_script(
+        rankwise_env, f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", {"RANKWISE_GROUP": "g-mp"}
+    )
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     result = json.loads(out.splitlines()[-1])
@@ -158,8 +159,11 @@ def test_forked_children_exiting_do_not_finish_the_parents_run(rankwise_env, tmp
     still logs, the agent reports the run running, and it ends finished with 101 rows."""
     script = tmp_path / "child_exit.py"
     script.write_text(CHILD_EXIT_SCRIPT)
-    proc = start_script(rankwise_env, f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
-                        {"RANKWISE_GROUP": "g-exit"})
+    proc = start_script(
+        rankwise_env,
+        f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
+        {"RANKWISE_GROUP": "g-exit"},
+    )
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[-1]) == {"runs": {"running": 1}}

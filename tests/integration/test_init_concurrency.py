@@ -43,8 +43,14 @@ def test_a_hundred_concurrent_inits_are_all_registered(rankwise_env):
     hellos_before = status(rankwise_env)["counters"]["hellos"]
     code = RANK % {"ranks": RANKS}
     procs = [
-        spawn([sys.executable, "-c", code, str(r)], rankwise_env.env(), stdin=subprocess.PIPE,
-              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        spawn(
+            [sys.executable, "-c", code, str(r)],
+            rankwise_env.env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in range(RANKS)
     ]
     try:

@@ -116,10 +116,22 @@ def test_nested_dicts_store_under_dotted_keys():
         out = []
         for i in range(N):
             f32 = np.float32(1.0 / (i + 3))
-            run.log({"train": {"loss": FLOATS[i % len(FLOATS)], "acc": f32},
-                     "opt": {"lr": 3e-4, "step": i * 7, "warm": i < 10}})  # fmt: skip
-            out.append({"_step": i, "train.loss": FLOATS[i % len(FLOATS)], "train.acc": float(f32),
-                        "opt.lr": 3e-4, "opt.step": i * 7, "opt.warm": i < 10})  # fmt: skip
+            run.log(
+                {
+                    "train": {"loss": FLOATS[i % len(FLOATS)], "acc": f32},
+                    "opt": {"lr": 3e-4, "step": i * 7, "warm": i < 10},
+                }
+            )
+            out.append(
+                {
+                    "_step": i,
+                    "train.loss": FLOATS[i % len(FLOATS)],
+                    "train.acc": float(f32),
+                    "opt.lr": 3e-4,
+                    "opt.step": i * 7,
+                    "opt.warm": i < 10,
+                }
+            )
         return out
 
     _logged("nested", calls)
@@ -146,8 +158,14 @@ def test_ints_and_bools_keep_their_types_and_int64_bounds():
     def calls(run: Any) -> list[dict]:
         out = []
         for i in range(N):
-            d = {"epoch": i // 10, "tokens": i * 512, "big": INT64[1] - i, "small": INT64[0] + i,
-                 "done": i % 2 == 0, "mixed": (i, i % 2 == 0, i + 0.5)[i % 3]}  # fmt: skip
+            d = {
+                "epoch": i // 10,
+                "tokens": i * 512,
+                "big": INT64[1] - i,
+                "small": INT64[0] + i,
+                "done": i % 2 == 0,
+                "mixed": (i, i % 2 == 0, i + 0.5)[i % 3],
+            }
             run.log(d)
             out.append({"_step": i, **d})
         return out
@@ -187,8 +205,14 @@ def _numpy_value(t: type, i: int) -> Any:
         info = np.iinfo(t)
         return t((info.min, min(info.max, INT64[1]), 0, i % 100)[i % 4])
     info = np.finfo(t)
-    edge = (float(info.max) if info.bits <= 64 else 2.0**1000, -0.0, float("nan"), float("-inf"), 1.0 / (i + 1),
-            float(info.smallest_subnormal) if info.bits <= 64 else 2.0**-1074)  # fmt: skip
+    edge = (
+        float(info.max) if info.bits <= 64 else 2.0**1000,
+        -0.0,
+        float("nan"),
+        float("-inf"),
+        1.0 / (i + 1),
+        float(info.smallest_subnormal) if info.bits <= 64 else 2.0**-1074,
+    )
     return t(edge[i % len(edge)])
 
 
@@ -249,8 +273,18 @@ def test_torch_0d_tensors_store_the_value_at_the_call(mode, monkeypatch):
         pytest.skip("torch.cuda.is_available() is False")
     monkeypatch.setattr(fastconv, "DEFER_CPU_TENSORS", mode == "cpu-deferred")
     dev = "cuda" if mode == "cuda" else "cpu"
-    dtypes = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32,
-              torch.int64, torch.uint8, torch.bool]  # fmt: skip
+    dtypes = [
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.uint8,
+        torch.bool,
+    ]
 
     def value(dt: Any, i: int) -> Any:
         if dt == torch.bool:

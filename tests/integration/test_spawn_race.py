@@ -70,4 +70,3 @@ def test_eight_simultaneous_inits_start_exactly_one_agent(rankwise_env, tmp_path
         assert np.array_equal(raw_steps(rankwise_env, "race", "race-1", run.name, "x"), np.arange(STEPS))
         steps, values = run.history_arrays(["x"])["x"]
         assert np.array_equal(values, run.rank * 100000 + np.arange(STEPS))
-

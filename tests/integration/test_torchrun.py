@@ -62,8 +62,9 @@ def _torchrun(env, tmp_path, args: list[str], extra: dict) -> subprocess.Complet
     script.write_text(textwrap.dedent(SCRIPT))
     (tmp_path / "reports").mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", *args, str(script)]
-    return subprocess.run(cmd, env=env.env(REPORTS=str(tmp_path / "reports"), **extra), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        cmd, env=env.env(REPORTS=str(tmp_path / "reports"), **extra), capture_output=True, text=True, timeout=300
+    )
 
 
 def _reports(tmp_path) -> list[dict]:

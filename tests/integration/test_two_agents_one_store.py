@@ -82,8 +82,10 @@ def test_second_agent_on_the_same_store_exits_naming_the_first(rankwise_env, tmp
         out, err = rank.communicate(timeout=60)
         assert rank.returncode == 0, err
         assert out.split() == ["80", "0"]
-        wait_for(lambda: group_runs(rankwise_env, "two", "g-two") == [("rank-0", 0, "finished")],
-                 what="the run to be finished")  # fmt: skip
+        wait_for(
+            lambda: group_runs(rankwise_env, "two", "g-two") == [("rank-0", 0, "finished")],
+            what="the run to be finished",
+        )
         run = rankwise.Api().group("two", "g-two").run(rank=0)
         assert (run.state, run.rows) == ("finished", 80)
 

@@ -146,8 +146,18 @@ def test_a_row_wider_than_the_limit_is_rejected_and_counted(rankwise_env):
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(info["endpoint"])
     try:
-        fields = {"project": "wide", "group": "raw", "name": "raw", "rank": 0, "world_size": 1, "local_rank": 0,
-                  "node": socket.gethostname(), "launcher": "none", "resume": "allow", "started": 1.0}  # fmt: skip
+        fields = {
+            "project": "wide",
+            "group": "raw",
+            "name": "raw",
+            "rank": 0,
+            "world_size": 1,
+            "local_rank": 0,
+            "node": socket.gethostname(),
+            "launcher": "none",
+            "resume": "allow",
+            "started": 1.0,
+        }
         sock.send(wire.pack(wire.HELLO, {"w": "raw-w", "pid": os.getpid(), "run": fields}))
         assert _reply(sock)[0] == "welcome"
         n = MAX_KEYS_PER_ROW + 1
@@ -209,5 +219,10 @@ def test_a_seal_cut_into_calls_never_writes_a_group_row_from_part_of_its_points(
     assert g.seal(0.0, cfg, pending, budget=2) == 2 and g.sealing == 1
     assert g.seal(0.0, cfg, pending, budget=2) == 1 and g.sealing is None and g.record.sealed_through == 1
     rows = {key: (r["step"].tolist(), r["count"].tolist(), r["mean"].tolist()) for _, key, r, _ in pending.group_rows}
-    assert rows == {"k0": ([1], [1], [0.0]), "k1": ([1], [1], [1.0]), "k2": ([1], [1], [2.0]),
-                    "k3": ([1], [1], [3.0]), "k4": ([1], [2], [7.0])}  # fmt: skip
+    assert rows == {
+        "k0": ([1], [1], [0.0]),
+        "k1": ([1], [1], [1.0]),
+        "k2": ([1], [1], [2.0]),
+        "k3": ([1], [1], [3.0]),
+        "k4": ([1], [2], [7.0]),
+    }

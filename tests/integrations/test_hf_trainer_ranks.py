@@ -120,6 +120,8 @@ def test_hf_trainer_logs_every_rank(rankwise_env, tmp_path):
     assert np.array_equal(h["step"], steps)
     assert np.array_equal(h["count"], np.full(STEPS, 2)) and np.array_equal(h["expected"], np.full(STEPS, 2))
     assert np.array_equal(h["min"], rank_loss.min(axis=0)) and np.array_equal(h["max"], rank_loss.max(axis=0))
-    assert np.array_equal(h["min_rank"], rank_loss.argmin(axis=0)) and np.array_equal(h["max_rank"], rank_loss.argmax(axis=0))
+    assert np.array_equal(h["min_rank"], rank_loss.argmin(axis=0)) and np.array_equal(
+        h["max_rank"], rank_loss.argmax(axis=0)
+    )
     np.testing.assert_allclose(h["mean"], rank_loss.mean(axis=0), rtol=1e-15)
     np.testing.assert_allclose(h["std"], rank_loss.std(axis=0), rtol=1e-12, atol=1e-15)

@@ -30,8 +30,14 @@ else:
 
 
 def _py(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -62,5 +68,8 @@ def test_rewrite_logs_names_keys_as_wandb_does():
     from rankwise.integrations.transformers import rewrite_logs
 
     assert rewrite_logs({"loss": 1.5, "eval_loss": 2.0, "test_acc": 0.5, "learning_rate": 1e-3}) == {
-        "train/loss": 1.5, "eval/loss": 2.0, "test/acc": 0.5, "train/learning_rate": 1e-3,
-    }  # fmt: skip
+        "train/loss": 1.5,
+        "eval/loss": 2.0,
+        "test/acc": 0.5,
+        "train/learning_rate": 1e-3,
+    }

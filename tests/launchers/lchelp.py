@@ -87,4 +87,3 @@ def x_value(rank: int, step: int) -> float:
 def x_values(world: int, steps: int) -> np.ndarray:
     """ranks x steps."""
     return np.array([[x_value(r, s) for s in range(steps)] for r in range(world)])
-

@@ -53,8 +53,9 @@ class SlurmCluster:
 
     def cmd(self, *args: str, timeout_s: float = 30) -> str:
         """Run a SLURM client command (sinfo, scontrol, sbatch, ...) against this cluster; its stdout."""
-        out = subprocess.run(list(args), env=self.env(dict(os.environ)), capture_output=True, text=True,
-                             timeout=timeout_s)  # fmt: skip
+        out = subprocess.run(
+            list(args), env=self.env(dict(os.environ)), capture_output=True, text=True, timeout=timeout_s
+        )
         if out.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {out.returncode}: {out.stderr.strip()}\n{self.logs()}")
         return out.stdout
@@ -148,14 +149,25 @@ def start_cluster(root: Path) -> SlurmCluster:
 
     def start(name: str, args: list[str]) -> None:
         log = open(root / "log" / f"{name}.out", "wb")
-        cluster.procs[name] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True)  # fmt: skip
+        cluster.procs[name] = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     sock = root / "munge" / "munge.sock"
-    start("munged", [MUNGED, "--foreground", "--force", f"--key-file={key}", f"--socket={sock}",
-                     f"--pid-file={root}/munge/munged.pid", f"--log-file={root}/log/munged.log",
-                     f"--seed-file={root}/munge/seed"])  # fmt: skip
+    start(
+        "munged",
+        [
+            MUNGED,
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={sock}",
+            f"--pid-file={root}/munge/munged.pid",
+            f"--log-file={root}/log/munged.log",
+            f"--seed-file={root}/munge/seed",
+        ],
+    )
     _wait(cluster, sock.exists, "munged's socket")
     start("slurmctld", [SLURMCTLD, "-D", "-i", "-f", str(conf)])
     start("slurmd", [SLURMD, "-D", "-N", NODE, "-f", str(conf)])

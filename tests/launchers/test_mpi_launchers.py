@@ -121,7 +121,9 @@ def test_mpi_job_is_one_group_with_a_run_per_rank(kind, rankwise_env, tmp_path):
     assert [g.name for g in api.groups("mpi")] == [group]
     g = api.group("mpi", group)
     assert g.world_size == WORLD
-    assert [(r.rank, r.local_rank, r.state, r.rows) for r in g.runs] == [(k, k, "finished", steps) for k in range(WORLD)]
+    assert [(r.rank, r.local_rank, r.state, r.rows) for r in g.runs] == [
+        (k, k, "finished", steps) for k in range(WORLD)
+    ]
     xs = x_values(WORLD, steps)
     totals = np.array([sum(k * 100 + s for k in range(WORLD)) for s in range(steps)])
     for run in g.runs:

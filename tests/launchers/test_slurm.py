@@ -75,8 +75,9 @@ def test_srun_step_is_one_group_with_a_run_per_task(slurm: SlurmCluster, rankwis
     steps = 30
     program = _program(tmp_path)
     env = slurm.env(rankwise_env.env(REPORTS=str(tmp_path / "reports"), STEPS=steps))
-    out = subprocess.run([SRUN, "-N1", f"-n{TASKS}", sys.executable, str(program)], env=env, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [SRUN, "-N1", f"-n{TASKS}", sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:] + slurm.logs()
     reps = reports(tmp_path / "reports")
     group = _check_step(reps, reps[0]["job"], "0")
@@ -86,7 +87,9 @@ def test_srun_step_is_one_group_with_a_run_per_task(slurm: SlurmCluster, rankwis
     assert [g.name for g in api.groups("slurm")] == [group]
     g = api.group("slurm", group)
     assert g.world_size == TASKS
-    assert [(r.rank, r.state, r.rows, r.node) for r in g.runs] == [(k, "finished", steps, "rwnode") for k in range(TASKS)]
+    assert [(r.rank, r.state, r.rows, r.node) for r in g.runs] == [
+        (k, "finished", steps, "rwnode") for k in range(TASKS)
+    ]
     xs = x_values(TASKS, steps)
     for run in g.runs:
         cols = run.history_arrays(["x", "s"])
@@ -119,8 +122,13 @@ def test_requeued_job_resumes_its_step_and_each_step_is_a_group(slurm: SlurmClus
     script = tmp_path / "job.sh"
     script.write_text(BATCH.format(tasks=TASKS, python=sys.executable, program=program))
     env = slurm.env(rankwise_env.env(REPORTS=str(tmp_path / "reports")))
-    submit = subprocess.run(["sbatch", "--parsable", "--requeue", f"-n{TASKS}", "-o", str(tmp_path / "job-%j.out"),
-                             str(script)], env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", f"-n{TASKS}", "-o", str(tmp_path / "job-%j.out"), str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert submit.returncode == 0, submit.stderr + slurm.logs()
     job = submit.stdout.strip().split(";")[0]
     try:
@@ -128,11 +136,17 @@ def test_requeued_job_resumes_its_step_and_each_step_is_a_group(slurm: SlurmClus
         wait_for(lambda: len(list(held.glob("0-0-*.json"))) == TASKS, timeout_s=60, what="step 0 to store 20 rows")
         slurm.cmd("scontrol", "requeue", job)
         # a requeued job waits ~120 s (its credentials' lifetime) before it may start again: start it now
-        wait_for(lambda: slurm.job_field(job, "Restarts") == "1" and slurm.job_field(job, "JobState") == "PENDING",
-                 timeout_s=60, what="the job to be requeued")  # fmt: skip
+        wait_for(
+            lambda: slurm.job_field(job, "Restarts") == "1" and slurm.job_field(job, "JobState") == "PENDING",
+            timeout_s=60,
+            what="the job to be requeued",
+        )
         slurm.cmd("scontrol", "update", f"JobId={job}", "StartTime=now")
-        wait_for(lambda: slurm.job_field(job, "JobState") not in ("PENDING", "RUNNING", "COMPLETING"), timeout_s=90,
-                 what="the requeued job to end")  # fmt: skip
+        wait_for(
+            lambda: slurm.job_field(job, "JobState") not in ("PENDING", "RUNNING", "COMPLETING"),
+            timeout_s=90,
+            what="the requeued job to end",
+        )
         state = slurm.job_field(job, "JobState")
         log = (tmp_path / f"job-{job}.out").read_text() if (tmp_path / f"job-{job}.out").exists() else ""
         assert state == "COMPLETED", f"{state}\n{log}\n{slurm.logs()}"
@@ -153,9 +167,7 @@ def test_requeued_job_resumes_its_step_and_each_step_is_a_group(slurm: SlurmClus
     api = rankwise.Api()
     assert sorted(g.name for g in api.groups("slurm")) == sorted([group0, group1])
     g = api.group("slurm", group0)
-    assert [(r.rank, r.state, r.incarnations, r.step) for r in g.runs] == [
-        (k, "finished", 2, 40) for k in range(TASKS)
-    ]
+    assert [(r.rank, r.state, r.incarnations, r.step) for r in g.runs] == [(k, "finished", 2, 40) for k in range(TASKS)]
     xs = x_values(TASKS, 40)
     for run in g.runs:
         assert np.array_equal(raw_steps(rankwise_env, "slurm", group0, run.name, "x"), np.arange(40))

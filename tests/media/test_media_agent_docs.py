@@ -31,7 +31,7 @@ from support.processes import RankwiseEnv, run_ranks
 
 pytest.importorskip("PIL.Image")  # the documented PIL image and GIF video examples need Pillow
 
-SCRIPT = r'''
+SCRIPT = r"""
 import os
 import numpy as np
 import rankwise as wandb
@@ -96,7 +96,7 @@ wandb.Object3D(open("sample.gltf")),
 wandb.Object3D(open("sample.glb"))]})
 
 wandb.finish()
-'''
+"""
 
 
 def glb_bytes() -> bytes:
@@ -133,8 +133,16 @@ def logged(tmp_path_factory):
     (samples / "clip.gif").write_bytes(wandb.Video(frames(), fps=4, format="gif")._to_wire()["bytes"])
     env = RankwiseEnv(tempfile.mkdtemp(prefix="rwdd", dir="/tmp"), tempfile.mkdtemp(prefix="rwdr", dir="/tmp"))
     try:
-        run_ranks(env, SCRIPT, 1, "docs-e2e", SAMPLES=str(samples), RANKWISE_DIR=env.data,
-                  RANKWISE_RUNTIME_DIR=env.runtime, RANKWISE_AGENT_IDLE_TIMEOUT="60")  # fmt: skip
+        run_ranks(
+            env,
+            SCRIPT,
+            1,
+            "docs-e2e",
+            SAMPLES=str(samples),
+            RANKWISE_DIR=env.data,
+            RANKWISE_RUNTIME_DIR=env.runtime,
+            RANKWISE_AGENT_IDLE_TIMEOUT="60",
+        )
         yield env, samples
     finally:
         stop_agent(env)
@@ -260,8 +268,9 @@ def test_matplotlib_chart_is_a_png_image(run, api):
 def test_pr_curve_stored_as_chart(run):
     """plots.precision_recall is stored inline as the chart the client computed (AP of 'pos' is 11/12)."""
     ((_, chart),) = run.media("pr")
-    want = wandb.plots.precision_recall([0, 1, 1, 0, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.6, 0.4], [0.1, 0.9]],
-                                        ["neg", "pos"])._to_wire()  # fmt: skip
+    want = wandb.plots.precision_recall(
+        [0, 1, 1, 0, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.6, 0.4], [0.1, 0.9]], ["neg", "pos"]
+    )._to_wire()
     assert chart == want
     pos = chart["data"]["classes"][1]
     assert pos["average_precision"] == pytest.approx(11 / 12, rel=1e-15)
@@ -282,10 +291,20 @@ def test_every_example_through_the_ui_api(logged, api):
     group histograms of the Api."""
     g = api.group("docs", "docs-e2e")
     run = g.run(rank=0)
-    types = {"examples": "image", "generated_samples": "object3d", "gradients": "histogram", "pr": "chart",
-             "video": "video"}  # fmt: skip
-    mime = {"png": "image/png", "gif": "image/gif", "obj": "model/obj", "gltf": "model/gltf+json",
-            "glb": "model/gltf-binary"}  # fmt: skip
+    types = {
+        "examples": "image",
+        "generated_samples": "object3d",
+        "gradients": "histogram",
+        "pr": "chart",
+        "video": "video",
+    }
+    mime = {
+        "png": "image/png",
+        "gif": "image/gif",
+        "obj": "model/obj",
+        "gltf": "model/gltf+json",
+        "glb": "model/gltf-binary",
+    }
     base = "api/projects/docs/groups/docs-e2e"
     with served(logged[0].store) as server:
         status, detail = get(server, base)

@@ -56,8 +56,15 @@ def group(tmp_path_factory):
 
     env = RankwiseEnv(tempfile.mkdtemp(prefix="rwdm", dir="/tmp"), tempfile.mkdtemp(prefix="rwrm", dir="/tmp"))
     try:
-        run_ranks(env, SCRIPT, WORLD, "job-media", RANKWISE_DIR=env.data, RANKWISE_RUNTIME_DIR=env.runtime,
-                  RANKWISE_AGENT_IDLE_TIMEOUT="60")  # fmt: skip
+        run_ranks(
+            env,
+            SCRIPT,
+            WORLD,
+            "job-media",
+            RANKWISE_DIR=env.data,
+            RANKWISE_RUNTIME_DIR=env.runtime,
+            RANKWISE_AGENT_IDLE_TIMEOUT="60",
+        )
         api = rankwise.Api(env.store)
         yield api.group("media", "job-media")
         api.close()
@@ -95,7 +102,7 @@ def test_group_media_keeps_every_rank_and_selects_steps(group):
     at1 = group.media("own", step=1)
     assert sorted(at1) == list(range(WORLD))
     for r in range(WORLD):
-        (step, ref), = at1[r]
+        ((step, ref),) = at1[r]
         assert step == 1 and ref == group.run(rank=r).media("own")[1][1]
         with group._api.open_media(ref) as f:
             assert f.read() == group._api.media_path(ref).read_bytes()
@@ -249,8 +256,14 @@ def test_memory_store_reads_media_like_sqlite(tmp_path):
     def fill(store):
         runs = []
         for rank in range(2):
-            info = {"name": f"rank-{rank}", "run_key": f"k{rank}", "rank": rank, "local_rank": rank, "node": "n",
-                    "pid": 1}  # fmt: skip
+            info = {
+                "name": f"rank-{rank}",
+                "run_key": f"k{rank}",
+                "rank": rank,
+                "local_rank": rank,
+                "node": "n",
+                "pid": 1,
+            }
             _, r, _ = store.register("p", "g", 2, info, 1.0)
             runs.append(r)
         for c in range(4):
@@ -284,8 +297,15 @@ def test_memory_store_reads_media_like_sqlite(tmp_path):
     assert out[0] == out[1]
     steps, vals, rng, keys = out[0]
     assert steps == {0: list(range(20)), 1: list(range(20))}
-    assert vals[1] == ([3, 7, 12], [{"_type": "image", "format": "png", "caption": "1:3"}, {"_type": "image", "caption": "late"},
-                                    {"_type": "image", "format": "png", "caption": "1:12"}])  # fmt: skip
+    assert vals[1] == (
+        [3, 7, 12],
+        [
+            {"_type": "image", "format": "png", "caption": "1:3"},
+            {"_type": "image", "caption": "late"},
+            {"_type": "image", "format": "png", "caption": "1:12"},
+        ],
+    )
     assert rng[0] == [6, 7, 8] and rng[1][1] == {"_type": "image", "caption": "late"}
-    assert keys == {"img": {"runs": 2, "first": 0, "last": 19,
-                            "sample": {"_type": "image", "format": "png", "caption": "1:19"}}}  # fmt: skip
+    assert keys == {
+        "img": {"runs": 2, "first": 0, "last": 19, "sample": {"_type": "image", "format": "png", "caption": "1:19"}}
+    }

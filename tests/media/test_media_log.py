@@ -40,8 +40,13 @@ def test_media_arrive_in_object_columns_as_their_wire_dicts(run):
     assert row["loss"] == 0.5
     img = row["img"]
     assert {k: img[k] for k in ("_type", "format", "width", "height", "caption", "size")} == {
-        "_type": "image", "format": "png", "width": 4, "height": 3, "caption": "c", "size": len(img["bytes"]),
-    }  # fmt: skip
+        "_type": "image",
+        "format": "png",
+        "width": 4,
+        "height": 3,
+        "caption": "c",
+        "size": len(img["bytes"]),
+    }
     assert img["sha256"] == hashlib.sha256(img["bytes"]).hexdigest()
     np.testing.assert_array_equal(decode_png(img["bytes"])[:, :, 0], px)
     assert [e["_type"] for e in row["examples"]] == ["image", "image"]
@@ -66,8 +71,17 @@ def test_arrays_become_lists_or_32_bin_histograms(run):
     """As in wandb: arrays of 2..32 elements are logged as (nested) lists, larger numeric arrays
     as a 32-bin histogram of a copy taken at the call; torch tensors alike."""
     big = np.arange(100, dtype=np.float64)
-    run.log({"small": np.array([1, 2, 3]), "matrix": np.eye(2), "big": big, "t_small": FakeTensor([0.5, 1.5]),
-             "t_big": FakeTensor(np.arange(40)), "strs": np.array(["a", "b"]), "empty": np.array([])})  # fmt: skip
+    run.log(
+        {
+            "small": np.array([1, 2, 3]),
+            "matrix": np.eye(2),
+            "big": big,
+            "t_small": FakeTensor([0.5, 1.5]),
+            "t_big": FakeTensor(np.arange(40)),
+            "strs": np.array(["a", "b"]),
+            "empty": np.array([]),
+        }
+    )
     big[:] = -1  # after the call: not what was logged
     (row,) = sent_rows(run)
     assert row["small"] == [1, 2, 3] and row["matrix"] == [[1.0, 0.0], [0.0, 1.0]] and row["t_small"] == [0.5, 1.5]
@@ -160,9 +174,11 @@ def test_charts_and_point_clouds_through_a_run(run):
     run.log({"line": plot.line(t, "x", "y", title="t"), "pc": Object3D(np.zeros((2, 3)))})
     (row,) = sent_rows(run)
     assert row["line"] == {
-        "_type": "chart", "kind": "line", "title": "t",
+        "_type": "chart",
+        "kind": "line",
+        "title": "t",
         "data": {"x": [1, 2], "y": [2.0, 4.0], "stroke": None, "x_label": "x", "y_label": "y"},
-    }  # fmt: skip
+    }
     assert row["pc"]["shape"] == [2, 3] and row["pc"]["bytes"] == b"\0" * 24
 
 

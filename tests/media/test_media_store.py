@@ -109,9 +109,15 @@ def test_externalize_values_sent_by_eight_ranks(tmp_path):
     assert files_under(tmp_path) == expected_files
     first = refs[0]
     assert first["img"] == {
-        "_type": "image", "format": "png", "sha256": png_same["sha256"], "size": png_same["size"],
-        "caption": "same", "width": 4, "height": 4, "path": relative_path(png_same["sha256"], "png"),
-    }  # fmt: skip
+        "_type": "image",
+        "format": "png",
+        "sha256": png_same["sha256"],
+        "size": png_same["size"],
+        "caption": "same",
+        "width": 4,
+        "height": 4,
+        "path": relative_path(png_same["sha256"], "png"),
+    }
     assert [r["path"] for r in first["list"]] == [
         relative_path(png_same["sha256"], "png"),
         relative_path(png_t["sha256"], "png"),

@@ -77,10 +77,7 @@ def test_video(run, kind, tmp_path):
         numpy_array_or_video_path = str(tmp_path / "clip.gif")
     else:
         numpy_array_or_video_path = frames
-    # fmt: off
-    wandb.log({"video": wandb.Video(numpy_array_or_video_path, fps=4,
-    format="gif")})
-    # fmt: on
+    wandb.log({"video": wandb.Video(numpy_array_or_video_path, fps=4, format="gif")})
     (row,) = sent_rows(run)
     v = row["video"]
     assert (v["_type"], v["format"]) == ("video", "gif")
@@ -114,7 +111,7 @@ def test_pr_curve(run):
     y_test = [0, 1, 1, 0, 1]
     y_probas = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.6, 0.4], [0.1, 0.9]]
     labels = ["neg", "pos"]
-    wandb.log({'pr': wandb.plots.precision_recall(y_test, y_probas, labels)})  # fmt: skip
+    wandb.log({"pr": wandb.plots.precision_recall(y_test, y_probas, labels)})
     (row,) = sent_rows(run)
     chart = row["pr"]
     assert (chart["_type"], chart["kind"]) == ("chart", "pr_curve")
@@ -142,12 +139,15 @@ def test_3d_object(run, tmp_path, monkeypatch):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     monkeypatch.chdir(tmp_path)
-    # fmt: off
-    wandb.log({"generated_samples":
-    [wandb.Object3D(open("sample.obj")),
-    wandb.Object3D(open("sample.gltf")),
-    wandb.Object3D(open("sample.glb"))]})
-    # fmt: on
+    wandb.log(
+        {
+            "generated_samples": [
+                wandb.Object3D(open("sample.obj")),
+                wandb.Object3D(open("sample.gltf")),
+                wandb.Object3D(open("sample.glb")),
+            ]
+        }
+    )
     (row,) = sent_rows(run)
     got = row["generated_samples"]
     assert [(o["_type"], o["format"]) for o in got] == [("object3d", "obj"), ("object3d", "gltf"), ("object3d", "glb")]

@@ -38,8 +38,9 @@ def test_keygen_writes_a_private_secret_and_refuses_to_overwrite(rankwise_env, t
 
 
 def _agent(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", *args], env=env.env(), capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], env=env.env(), capture_output=True, text=True, timeout=60
+    )
 
 
 def test_role_flags_are_checked(rankwise_env, tmp_path):
@@ -70,11 +71,13 @@ def test_node_agent_with_a_key_the_root_does_not_allow(rankwise_env, tmp_path):
     try:
         (c.keys / "allow" / "node-c.key").unlink()
         c.start_root()
-        (code, out, err), = wait_exit([c.start_rank("node-c", SCRIPT, 0, 1, "job-nokey")])
+        ((code, out, err),) = wait_exit([c.start_rank("node-c", SCRIPT, 0, 1, "job-nokey")])
         assert code == 0, err
         assert out.split() == ["50", "0"]
-        st = wait_for(lambda: (s := c.status()) and s["listen"]["refused"].get("not_allowed", 0) >= 1 and s,
-                      what="the root to refuse node-c")  # fmt: skip
+        st = wait_for(
+            lambda: (s := c.status()) and s["listen"]["refused"].get("not_allowed", 0) >= 1 and s,
+            what="the root to refuse node-c",
+        )
         assert st["links"] == [] and st["counters"].get("rows", 0) == 0
         up = c.status("node-c")["upstream"]
         assert up["connected"] is False and up["unacked_records"] > 0

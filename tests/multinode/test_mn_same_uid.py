@@ -72,8 +72,13 @@ def test_keyless_loopback_root_admits_only_its_own_user(cluster, tmp_path, monke
 
     for drop in ((True,) if os.getuid() == 0 else ()) + (False,):
         before = _refused(cluster)
-        rogue = subprocess.Popen([sys.executable, "-c", ROGUE, str(key_files[0]), cluster.listen, "1" if drop else "0"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        rogue = subprocess.Popen(
+            [sys.executable, "-c", ROGUE, str(key_files[0]), cluster.listen, "1" if drop else "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             first = json.loads(rogue.stdout.readline() or "{}")
             assert first == {"key": "denied" if drop else "read"}, rogue.stderr.read()

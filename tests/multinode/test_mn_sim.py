@@ -15,7 +15,9 @@ from support.mnsim import T0, Sim, assert_rows_equal, batch, hello, numpy_rows
 class Client:
     """A rank's writer as the node sees it: seq numbers, unacknowledged frames, replay after a restart."""
 
-    def __init__(self, node, rank: int, world: int, group: str = "g", pid: int | None = None, writer: str | None = None):
+    def __init__(
+        self, node, rank: int, world: int, group: str = "g", pid: int | None = None, writer: str | None = None
+    ):
         self.node, self.rank, self.world, self.group = node, rank, world, group
         self.writer = writer or f"w{rank}"
         self.pid = pid if pid is not None else 1000 + rank
@@ -25,8 +27,11 @@ class Client:
         self.say_hello()
 
     def say_hello(self, reconnect: bool = False) -> None:
-        self.absorb(self.node.send(hello(self.writer, self.rank, self.world, self.group, self.node.name, self.pid,
-                                         reconnect=reconnect)))  # fmt: skip
+        self.absorb(
+            self.node.send(
+                hello(self.writer, self.rank, self.world, self.group, self.node.name, self.pid, reconnect=reconnect)
+            )
+        )
 
     def log(self, steps, values, late=None, ctl=None) -> None:
         self.seq += 1
@@ -210,8 +215,15 @@ def test_root_restart_recomputes_what_it_had_open(tmp_path):
     reader, g = sim.group("g")
     for run in reader.runs(g.id):
         assert run.rows == 100
-        steps = np.concatenate([np.frombuffer(r[0], "<i8") for r in sim.store.con.execute(
-            "SELECT h.steps FROM history h JOIN keys k ON k.id=h.key_id WHERE h.run_id=? AND k.name='x'", (run.id,))])
+        steps = np.concatenate(
+            [
+                np.frombuffer(r[0], "<i8")
+                for r in sim.store.con.execute(
+                    "SELECT h.steps FROM history h JOIN keys k ON k.id=h.key_id WHERE h.run_id=? AND k.name='x'",
+                    (run.id,),
+                )
+            ]
+        )
         assert np.array_equal(np.sort(steps), np.arange(100)), run.name  # each step stored once
 
 

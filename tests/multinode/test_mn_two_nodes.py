@@ -54,8 +54,10 @@ def test_two_node_agents_and_a_root_equal_numpy(curve_cluster):
     np.testing.assert_allclose(k["mean"], table.mean(axis=0), rtol=1e-12)
 
     for name in ("node-a", "node-b"):
-        st = wait_for(lambda: (s := c.status(name)) and s["upstream"]["unacked_records"] == 0 and s,
-                      what=f"{name} to have everything acknowledged")  # fmt: skip
+        st = wait_for(
+            lambda: (s := c.status(name)) and s["upstream"]["unacked_records"] == 0 and s,
+            what=f"{name} to have everything acknowledged",
+        )
         up = st["upstream"]
         assert st["role"] == "node" and st["node"] == name
         assert up["connected"] and up["spool_bytes"] == 0 and up["lag_s"] == 0.0 and up["drops"] == {}
@@ -133,11 +135,13 @@ def test_rank_restarted_behind_another_node_agent_resumes(cluster):
     node-b."""
     c = cluster
     c.start_root()
-    (code, _, err), = wait_exit([c.start_rank("node-a", FIRST, 0, 1, "job-el")])
+    ((code, _, err),) = wait_exit([c.start_rank("node-a", FIRST, 0, 1, "job-el")])
     assert code == 1, err
-    wait_for(lambda: (g := root_group(c, "mnel", "job-el")) and g.runs[0].state == "failed" and g.runs[0].rows == 100,
-             what="the failed run at the root")  # fmt: skip
-    (code, out, err), = wait_exit([c.start_rank("node-b", SECOND, 0, 1, "job-el", TORCHELASTIC_RESTART_COUNT=1)])
+    wait_for(
+        lambda: (g := root_group(c, "mnel", "job-el")) and g.runs[0].state == "failed" and g.runs[0].rows == 100,
+        what="the failed run at the root",
+    )
+    ((code, out, err),) = wait_exit([c.start_rank("node-b", SECOND, 0, 1, "job-el", TORCHELASTIC_RESTART_COUNT=1)])
     assert code == 0, err
     assert out.split() == ["True", "100"]
     g = check_exactly_once(c, "mnel", "job-el", {0: 150}, lambda r, s: s.astype(float))

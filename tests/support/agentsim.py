@@ -176,9 +176,19 @@ class SimRank:
         return f"<SimRank {self.group}/{self.rank} next_seq={self.asm.next_seq} acked={self.acked} unacked={unacked}>"
 
     def hello(self, reconnect: bool = False) -> None:
-        run = {"project": "sim", "group": self.group, "name": f"rank-{self.rank}", "rank": self.rank,
-               "world_size": self.world, "local_rank": self.rank, "node": NODE, "launcher": "none",
-               "resume": "allow", "started": self.sim.clock.now, "run_id": self.writer}  # fmt: skip
+        run = {
+            "project": "sim",
+            "group": self.group,
+            "name": f"rank-{self.rank}",
+            "rank": self.rank,
+            "world_size": self.world,
+            "local_rank": self.rank,
+            "node": NODE,
+            "launcher": "none",
+            "resume": "allow",
+            "started": self.sim.clock.now,
+            "run_id": self.writer,
+        }
         body = {"w": self.writer, "pid": self.pid, "run": run, "re": reconnect, "h": 1}
         self.sim.inbox.append((self.peer, wire.pack(wire.HELLO, body)))
 

@@ -18,8 +18,10 @@ def numpy_group_rows(points: dict[int, dict[int, float]], expected: int) -> dict
     for s in steps:
         ranks = np.array(sorted(r for r, per_rank in points.items() if s in per_rank))
         v = np.array([points[r][s] for r in ranks], np.float64)
-        for f, x in zip(GROUP_FIELDS, (s, len(v), expected, v.mean(), v.min(), v.max(), v.std(),
-                                       ranks[v.argmin()], ranks[v.argmax()])):  # fmt: skip
+        for f, x in zip(
+            GROUP_FIELDS,
+            (s, len(v), expected, v.mean(), v.min(), v.max(), v.std(), ranks[v.argmin()], ranks[v.argmax()]),
+        ):
             out[f].append(x)
     return {f: np.array(x) for f, x in out.items()}
 

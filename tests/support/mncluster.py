@@ -81,8 +81,9 @@ class Cluster:
 
     def start_root(self) -> subprocess.Popen:
         log = open(self.tmp / "root.out", "ab")
-        proc = subprocess.Popen(self.root_cmd(), env=self.root.env(**self.root_env), stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            self.root_cmd(), env=self.root.env(**self.root_env), stdout=log, stderr=log, start_new_session=True
+        )
         log.close()
         self.root_proc = proc
         wait_for(lambda: agent_pid(self.root) == proc.pid or proc.poll() is not None, what="the root to serve")
@@ -116,8 +117,13 @@ class Cluster:
     def start_node_agent(self, name: str, **extra: Any) -> subprocess.Popen:
         """A node agent started by hand in the foreground (ranks would otherwise start it themselves)."""
         n = self.node(name)
-        proc = subprocess.Popen([sys.executable, "-m", "agent"], env=self.root.env(**self.node_env(name, **extra)),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent"],
+            env=self.root.env(**self.node_env(name, **extra)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         wait_for(lambda: agent_pid(n) == proc.pid or proc.poll() is not None, what=f"node agent {name}")
         assert proc.poll() is None
@@ -125,9 +131,14 @@ class Cluster:
 
     def start_rank(self, node: str, script: str, rank: int, world: int, group: str, **extra: Any) -> subprocess.Popen:
         env = dict(torchrun_env(rank, world, group, LOCAL_RANK=rank % 4, **extra), **self.node_env(node))
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=self.root.env(**env),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            env=self.root.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -200,8 +211,10 @@ def delivered(cluster: Cluster, project: str, group: str, counts: dict[int, int]
 
         # the root's files outlive the test's own directories (pytest keeps the last runs' tmp_path)
         shutil.copytree(cluster.root.data, cluster.tmp / "root-data-at-failure", dirs_exist_ok=True)
-        raise AssertionError(f"not everything at the root: runs {runs}, group rows {sealed}, status {cluster.status()}, "
-                             f"upstreams {ups}\n{cluster.logs()}") from None
+        raise AssertionError(
+            f"not everything at the root: runs {runs}, group rows {sealed}, status {cluster.status()}, "
+            f"upstreams {ups}\n{cluster.logs()}"
+        ) from None
 
 
 def check_exactly_once(cluster: Cluster, project: str, group: str, counts: dict[int, int], value, key: str = "x"):

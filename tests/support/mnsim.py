@@ -27,11 +27,30 @@ from client import wire
 T0 = 1_000_000.0
 
 
-def hello(writer: str, rank: int, world: int, group: str, node: str, pid: int, project: str = "sim",
-          reconnect: bool = False, name: str | None = None) -> bytes:  # fmt: skip
-    run = {"project": project, "group": group, "name": name or f"rank-{rank}", "rank": rank, "world_size": world,
-           "local_rank": rank, "node": node, "launcher": "none", "resume": "allow", "started": 1.0,
-           "run_id": f"{group}-{rank}"}  # fmt: skip
+def hello(
+    writer: str,
+    rank: int,
+    world: int,
+    group: str,
+    node: str,
+    pid: int,
+    project: str = "sim",
+    reconnect: bool = False,
+    name: str | None = None,
+) -> bytes:
+    run = {
+        "project": project,
+        "group": group,
+        "name": name or f"rank-{rank}",
+        "rank": rank,
+        "world_size": world,
+        "local_rank": rank,
+        "node": node,
+        "launcher": "none",
+        "resume": "allow",
+        "started": 1.0,
+        "run_id": f"{group}-{rank}",
+    }
     return wire.pack(wire.HELLO, {"w": writer, "pid": pid, "run": run, "re": reconnect, "h": 1})
 
 
@@ -42,8 +61,9 @@ def batch(writer: str, seq: int, steps, columns: dict[str, np.ndarray], late=Non
     t = (T0 + steps).astype(np.float64) if t is None else np.asarray(t, np.float64)
     blocks = [[[k], None, [["f8", np.asarray(v, np.float64).tobytes()]]] for k, v in columns.items()]
     late_b = None if late is None else np.asarray(late, bool).tobytes()
-    return wire.encode_batch(writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), late_b, n,
-                             blocks, None, None, ctl)  # fmt: skip
+    return wire.encode_batch(
+        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), late_b, n, blocks, None, None, ctl
+    )
 
 
 class SimNode:
@@ -59,7 +79,13 @@ class SimNode:
         cfg = self.sim.cfg.replace(data_dir=self.dir, node_name=self.name)
         self.spool = Spool(self.dir / "spool")
         self.catalog = SQLiteStore(self.dir / "node.sqlite")
-        self.ingest = node_ingest(self.catalog, cfg, self.spool, node=self.name, pids=PidWatch(lambda pid: None if pid in self.dead_pids else 1.0))
+        self.ingest = node_ingest(
+            self.catalog,
+            cfg,
+            self.spool,
+            node=self.name,
+            pids=PidWatch(lambda pid: None if pid in self.dead_pids else 1.0),
+        )
         self.ingest.recover(self.sim.now)
         self.replies: list = []
 
@@ -98,16 +124,21 @@ class Sim:
         cfg.setdefault("silence_s", 1000.0)
         cfg.setdefault("liveness_interval_s", 0.0)
         cfg.setdefault("rows_per_s", 0.0)
-        self.cfg = AgentConfig(data_dir=self.tmp / "root", runtime_dir=self.tmp / "rt", upstream="tcp://127.0.0.1:1",
-                               **cfg)  # fmt: skip
+        self.cfg = AgentConfig(
+            data_dir=self.tmp / "root", runtime_dir=self.tmp / "rt", upstream="tcp://127.0.0.1:1", **cfg
+        )
         self.now = T0
         self.start_root()
         self.nodes = [SimNode(self, f"node{i}") for i in range(nodes)]
 
     def start_root(self) -> None:
         self.store = SQLiteStore(self.tmp / "root.sqlite")
-        self.root = Root(self.store, self.cfg.replace(upstream=None, listen="tcp://127.0.0.1:1"), node="rootnode",
-                               pids=PidWatch(lambda pid: 1.0))  # fmt: skip
+        self.root = Root(
+            self.store,
+            self.cfg.replace(upstream=None, listen="tcp://127.0.0.1:1"),
+            node="rootnode",
+            pids=PidWatch(lambda pid: 1.0),
+        )
         self.root.recover(self.now)
 
     def kill_root(self) -> None:

@@ -93,4 +93,3 @@ def final_rows(run: Any) -> list[dict[str, Any]]:
     rows = rows_after(run)
     close(run)
     return rows
-

@@ -86,9 +86,7 @@ def rankwise_cmd() -> list[str]:
 
 
 def cli(env: RankwiseEnv, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        rankwise_cmd() + list(args), env=env.env(), capture_output=True, text=True, timeout=timeout_s
-    )
+    return subprocess.run(rankwise_cmd() + list(args), env=env.env(), capture_output=True, text=True, timeout=timeout_s)
 
 
 def status_json(env: RankwiseEnv) -> dict:

@@ -24,9 +24,15 @@ from support.processes import REPO, RankwiseEnv, run_ranks, stop_agent
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -68,8 +74,9 @@ def page_url(server: Any, project: str | None = None, group: str | None = None) 
 
 def get(server: Any, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, Any]:
     """(status, decoded JSON body) of one request to ``server``, with its token."""
-    req = urllib.request.Request(server.url + path.lstrip("/"), headers={**auth(server), **(headers or {})},
-                                 method=method)  # fmt: skip
+    req = urllib.request.Request(
+        server.url + path.lstrip("/"), headers={**auth(server), **(headers or {})}, method=method
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as res:
             return res.status, json.loads(res.read())
@@ -192,8 +199,9 @@ def big_values(rank: int, steps: int) -> dict[str, np.ndarray]:
 BIG_SPIKE_STEP, BIG_SPIKE = 77_777, 50.0
 
 
-def write_big_group(store_path: Path, project: str, group: str, ranks: int = 8, steps: int = 100_000,
-                    chunk: int = 1000) -> None:  # fmt: skip
+def write_big_group(
+    store_path: Path, project: str, group: str, ranks: int = 8, steps: int = 100_000, chunk: int = 1000
+) -> None:
     """Write a finished group as the agent would: one transaction per ``chunk`` steps holding every rank's
     history chunk of every key (and _timestamp/_runtime) and the group rows of those steps reduced by the
     agent's own reducers. Far faster than 800,000 log() calls through the agent, same layout on disk."""
@@ -204,8 +212,15 @@ def write_big_group(store_path: Path, project: str, group: str, ranks: int = 8, 
     t0 = 1.7e9
     runs = []
     for rank in range(ranks):
-        info = {"name": f"rank-{rank}", "run_key": f"big-{rank}", "rank": rank, "local_rank": rank,
-                "node": "node-0", "pid": 100000 + rank, "config": {"lr": 3e-4, "seed": rank}}  # fmt: skip
+        info = {
+            "name": f"rank-{rank}",
+            "run_key": f"big-{rank}",
+            "rank": rank,
+            "local_rank": rank,
+            "node": "node-0",
+            "pid": 100000 + rank,
+            "config": {"lr": 3e-4, "seed": rank},
+        }
         g, r, _ = store.register(project, group, ranks, info, t0)
         runs.append(r)
     values = [big_values(rank, steps) for rank in range(ranks)]
@@ -221,9 +236,10 @@ def write_big_group(store_path: Path, project: str, group: str, ranks: int = 8, 
                     txn.add_history(r.id, key, s, values[rank][key][s], False)
             for key in BIG_KEYS:
                 points = reduce_points(
-                    np.tile(s, ranks), np.repeat(np.arange(ranks, dtype=np.int64), len(s)),
+                    np.tile(s, ranks),
+                    np.repeat(np.arange(ranks, dtype=np.int64), len(s)),
                     np.concatenate([values[rank][key][s] for rank in range(ranks)]),
-                )  # fmt: skip
+                )
                 txn.add_group_rows(g.id, key, finalize(points, ranks), False)
     with store.transaction() as txn:
         for rank, r in enumerate(runs):

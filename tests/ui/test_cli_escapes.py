@@ -29,8 +29,7 @@ def store(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("esc") / "store.sqlite"
     st = SQLiteStore(path)
-    info = {"name": RUN, "run_key": "esc-0", "rank": 0, "local_rank": 0, "node": "node\x1b[31m", "pid": 1,
-            "config": {}}  # fmt: skip
+    info = {"name": RUN, "run_key": "esc-0", "rank": 0, "local_rank": 0, "node": "node\x1b[31m", "pid": 1, "config": {}}
     g, r, _ = st.register("esc", GROUP, 1, info, 1.7e9)
     steps = np.arange(3, dtype=np.int64)
     vals = np.array([1.0, 2.0, 3.0])
@@ -50,8 +49,12 @@ def store(tmp_path_factory):
 
 
 def cli(store, *args: str) -> tuple[str, str]:
-    res = subprocess.run([sys.executable, "-m", "rankwise._cli", *args, "--store", str(store)],
-                         capture_output=True, timeout=60, env=dict(os.environ))  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "rankwise._cli", *args, "--store", str(store)],
+        capture_output=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
     assert res.returncode == 0, res.stderr
     return res.stdout.decode(), res.stderr.decode()
 

@@ -360,8 +360,13 @@ def test_event_stream_follows_a_running_group_to_its_end(rankwise_env, tmp_path)
     go = tmp_path / "go"
     procs = start_ranks(rankwise_env, LIVE, 2, "job-live", GO_FILE=str(go))
     try:
-        api = wait_group(rankwise_env.store, "live", "job-live", lambda g: len(g.runs) == 2 and
-                         min(r.step for r in g.runs) == 30, "30 steps of both ranks")  # fmt: skip
+        api = wait_group(
+            rankwise_env.store,
+            "live",
+            "job-live",
+            lambda g: len(g.runs) == 2 and min(r.step for r in g.runs) == 30,
+            "30 steps of both ranks",
+        )
         with served(rankwise_env.data) as server:
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
             sock.sendall(

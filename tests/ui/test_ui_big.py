@@ -82,8 +82,9 @@ def test_eight_ranks_by_100k_steps_open_fast_and_stay_responsive(browser, big_st
         # per-rank lines for every chart on screen: 8 more series each
         t0 = page.evaluate("() => performance.now()")
         page.check("#ranks")
-        page.wait_for_function(f"() => [...window.rw.charts.values()].every(c => c.u.series.length - 1 === 3 + {RANKS})",
-                               timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            f"() => [...window.rw.charts.values()].every(c => c.u.series.length - 1 === 3 + {RANKS})", timeout=60_000
+        )
         timings["per_rank_lines_ms"] = page.evaluate("() => performance.now()") - t0
         page.screenshot(path=artifact("ui-big-ranks.png"), full_page=True)
         page.uncheck("#ranks")
@@ -103,8 +104,11 @@ def test_eight_ranks_by_100k_steps_open_fast_and_stay_responsive(browser, big_st
         timings["drag_zoom_ms"] = page.evaluate("() => performance.now()") - t0
         t0 = page.evaluate("() => performance.now()")
         page.evaluate(f"() => window.rw.page.setRange([{BIG_SPIKE_STEP - 75}, {BIG_SPIKE_STEP + 75}])")
-        page.wait_for_function("() => window.rw.charts.get('loss').data.resolution === 'full' && "
-                               "window.rw.charts.get('loss').data.points === 151", timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            "() => window.rw.charts.get('loss').data.resolution === 'full' && "
+            "window.rw.charts.get('loss').data.points === 151",
+            timeout=60_000,
+        )
         timings["zoom_to_full_resolution_ms"] = page.evaluate("() => performance.now()") - t0
         loss = page.evaluate(
             "() => { const u = window.rw.charts.get('loss').u; return [Array.from(u.data[0]), Array.from(u.data[2])]; }"
@@ -113,8 +117,10 @@ def test_eight_ranks_by_100k_steps_open_fast_and_stay_responsive(browser, big_st
         assert loss[1][75] == BIG_SPIKE and max(loss[1]) == BIG_SPIKE
         t0 = page.evaluate("() => performance.now()")
         page.locator('.card[data-key="loss"] .u-over').dblclick()
-        page.wait_for_function("() => [...window.rw.charts.values()].every(c => c.data.range[0] === 0 && c.data.resolution === 'minmax')",
-                               timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            "() => [...window.rw.charts.values()].every(c => c.data.range[0] === 0 && c.data.resolution === 'minmax')",
+            timeout=60_000,
+        )
         timings["reset_zoom_ms"] = page.evaluate("() => performance.now()") - t0
         timings["longest_task_ms"] = page.evaluate("() => Math.max(0, ...window.__longtasks)")
     page.close()

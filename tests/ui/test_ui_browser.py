@@ -234,8 +234,13 @@ def test_live_update_arrives_without_reload(page, rankwise_env, tmp_path):
     go = tmp_path / "go"
     procs = start_ranks(rankwise_env, LIVE, 2, "job-live", GO_FILE=str(go))
     try:
-        api = wait_group(rankwise_env.store, "live", "job-live",
-                         lambda g: g.history("loss")["step"].tolist()[-1:] == [39], "40 sealed steps")  # fmt: skip
+        api = wait_group(
+            rankwise_env.store,
+            "live",
+            "job-live",
+            lambda g: g.history("loss")["step"].tolist()[-1:] == [39],
+            "40 sealed steps",
+        )
         with served(rankwise_env.data) as server:
             open_group(page, server, "job-live", "live")
             assert chart(page, "loss")["points"] == 40

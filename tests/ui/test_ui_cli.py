@@ -75,9 +75,15 @@ def test_tail_once_prints_the_latest_group_row_of_every_key(store, group, capsys
     for key, cells in table.items():
         h = group.history(key)
         i = len(h["step"]) - 1
-        assert cells[1:8] == [str(int(h["step"][i])), f"{int(h['count'][i])}/{WORLD}", fmt(float(h["mean"][i])),
-                              fmt(float(h["min"][i])), str(int(h["min_rank"][i])), fmt(float(h["max"][i])),
-                              str(int(h["max_rank"][i]))]  # fmt: skip
+        assert cells[1:8] == [
+            str(int(h["step"][i])),
+            f"{int(h['count'][i])}/{WORLD}",
+            fmt(float(h["mean"][i])),
+            fmt(float(h["min"][i])),
+            str(int(h["min_rank"][i])),
+            fmt(float(h["max"][i])),
+            str(int(h["max_rank"][i])),
+        ]
 
 
 @pytest.mark.parametrize("form", ["csv", "jsonl"])
@@ -100,8 +106,17 @@ def test_export_group_rows_exactly(store, group, form, capsys):
             "min_rank",
             "max_rank",
         ]
-        got = [{k: (v if k == "key" else (int(v) if k in ("step", "count", "expected", "min_rank", "max_rank") else float(v)))
-                for k, v in row.items()} for row in reader]  # fmt: skip
+        got = [
+            {
+                k: (
+                    v
+                    if k == "key"
+                    else (int(v) if k in ("step", "count", "expected", "min_rank", "max_rank") else float(v))
+                )
+                for k, v in row.items()
+            }
+            for row in reader
+        ]
     else:
         got = [json.loads(line) for line in out.splitlines()]
     want = []
@@ -181,12 +196,20 @@ def test_tail_follows_a_running_group_until_it_finishes(rankwise_env, tmp_path):
     go = tmp_path / "go"
     procs = start_ranks(rankwise_env, LIVE, 2, "job-tail", GO_FILE=str(go))
     try:
-        api = wait_group(rankwise_env.store, "tail", "job-tail", lambda g: len(g.runs) == 2 and
-                         g.history("x")["step"].tolist()[-1:] == [19], "20 sealed steps")  # fmt: skip
+        api = wait_group(
+            rankwise_env.store,
+            "tail",
+            "job-tail",
+            lambda g: len(g.runs) == 2 and g.history("x")["step"].tolist()[-1:] == [19],
+            "20 sealed steps",
+        )
         tail = subprocess.Popen(
             [sys.executable, "-m", "rankwise._cli", "tail", "job-tail", "--interval", "0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rankwise_env.env(),
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=rankwise_env.env(),
+        )
         first = tail.stdout.readline()
         assert first.startswith("group tail/job-tail: 2 of 2 ranks, running")
         go.touch()
@@ -209,8 +232,11 @@ def test_ui_command_serves_until_interrupted(store):
     exits 0 on Ctrl-C (SIGINT)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rankwise._cli", "ui", "--store", str(store), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"rankwise ui: serving {store} at http://127.0.0.1:")
@@ -244,8 +270,12 @@ def test_ui_command_reports_a_busy_port(store):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        res = subprocess.run([sys.executable, "-m", "rankwise._cli", "ui", "--store", str(store), "--port", str(port)],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        res = subprocess.run(
+            [sys.executable, "-m", "rankwise._cli", "ui", "--store", str(store), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert res.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in res.stderr and "--port 0" in res.stderr
 

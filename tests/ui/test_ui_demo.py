@@ -25,8 +25,11 @@ def demo():
     with own_env() as env:
         out = subprocess.run(
             [sys.executable, "-m", "rankwise._cli", "demo", "--steps", "120"],
-            env={**os.environ, **env_vars(env)}, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            env={**os.environ, **env_vars(env)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         yield env.store, out.stdout
 
@@ -36,8 +39,12 @@ def test_demo_prints_its_group_page_url_and_the_page_shows_the_job(demo, browser
     key (mean with a min–max band, one point per step), per-rank lines for all 8 ranks on demand, and
     the straggler panel (default metric: auto) names the slow rank first, from its compute time."""
     store, stdout = demo
-    match = re.search(r"^ui:\s+rankwise ui, open the address it prints \(it carries the token\), then "
-                      r"(http://\S+/g/(\S+)/(\S+))$", stdout, re.M)  # fmt: skip
+    match = re.search(
+        r"^ui:\s+rankwise ui, open the address it prints \(it carries the token\), then "
+        r"(http://\S+/g/(\S+)/(\S+))$",
+        stdout,
+        re.M,
+    )
     assert match, stdout
     url, project, name = match.groups()
     g = rankwise.Api(store).group(project, name)

@@ -25,8 +25,16 @@ REFUSED = (
     "127.0.0.1:{port}x",
     "",
 )
-ACCEPTED = ("localhost", "localhost:{port}", "LOCALHOST:{port}", "127.0.0.1", "127.0.0.1:{port}",
-            "127.5.6.7:{port}", "[::1]", "[::1]:{port}")  # fmt: skip
+ACCEPTED = (
+    "localhost",
+    "localhost:{port}",
+    "LOCALHOST:{port}",
+    "127.0.0.1",
+    "127.0.0.1:{port}",
+    "127.5.6.7:{port}",
+    "[::1]",
+    "[::1]:{port}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +81,26 @@ def test_allow_host_names_are_served(server):
 def test_allow_host_option_of_the_command(tmp_path):
     """``rankwise ui --allow-host NAME`` (repeatable) adds NAME to the accepted Host names."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rankwise._cli", "ui", "--store", str(tmp_path), "--port", "0", "--no-token",
-         "--allow-host", "one.example", "--allow-host", "two.example"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rankwise._cli",
+            "ui",
+            "--store",
+            str(tmp_path),
+            "--port",
+            "0",
+            "--no-token",
+            "--allow-host",
+            "one.example",
+            "--allow-host",
+            "two.example",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
         line = proc.stdout.readline()
         url = line.split(" at ")[1].split()[0]

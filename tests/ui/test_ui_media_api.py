@@ -54,8 +54,21 @@ run.finish()
 """ % {"steps": STEPS, "big": BIG}
 
 BASE = "api/projects/mui/groups/job-mui"
-TYPES = {"img": "image", "hist": "histogram", "sparse": "image", "tab": "table", "pr": "chart", "cm": "chart",
-         "page": "html", "cloud": "object3d", "mesh": "object3d", "fig": "plotly", "clip": "video", "sound": "audio", "big": "image"}  # fmt: skip
+TYPES = {
+    "img": "image",
+    "hist": "histogram",
+    "sparse": "image",
+    "tab": "table",
+    "pr": "chart",
+    "cm": "chart",
+    "page": "html",
+    "cloud": "object3d",
+    "mesh": "object3d",
+    "fig": "plotly",
+    "clip": "video",
+    "sound": "audio",
+    "big": "image",
+}
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +219,11 @@ def test_media_files_served_byte_exact_with_type_and_caching(server, group):
     (immutable, ETag = hash; If-None-Match → 304), with byte ranges for seeking."""
     api = group._api
     refs = {
-        "img": group.media("img", step=0)[0][0][1], "clip": group.media("clip")[0][0][1],
-        "sound": group.media("sound")[1][0][1], "cloud": group.media("cloud")[2][0][1],
-    }  # fmt: skip
+        "img": group.media("img", step=0)[0][0][1],
+        "clip": group.media("clip")[0][0][1],
+        "sound": group.media("sound")[1][0][1],
+        "cloud": group.media("cloud")[2][0][1],
+    }
     mime = {"img": "image/png", "clip": "image/gif", "sound": "audio/wav", "cloud": "application/octet-stream"}
     for key, ref in refs.items():
         data = api.media_path(ref).read_bytes()
@@ -244,11 +259,18 @@ def test_media_urls_are_validated_and_read_only(server, group):
     sha = ref["sha256"]
     other = "00" if sha[:2] != "00" else "01"
     for path in (
-        "/media/../store.sqlite", "/media/%2e%2e/store.sqlite", f"/media/{sha[:2]}/..%2f..%2fstore.sqlite",
-        f"/media/{other}/{sha}.png", f"/media/{sha[:2].upper()}/{sha.upper()}.png", f"/media/{sha[:2]}/{sha}.PNG",
-        f"/media/{sha[:2]}/{sha}", f"/media/{sha[:2]}/{'0' * 64}.png", f"/media/{sha[:2]}/{sha}.png/x", "/media",
+        "/media/../store.sqlite",
+        "/media/%2e%2e/store.sqlite",
+        f"/media/{sha[:2]}/..%2f..%2fstore.sqlite",
+        f"/media/{other}/{sha}.png",
+        f"/media/{sha[:2].upper()}/{sha.upper()}.png",
+        f"/media/{sha[:2]}/{sha}.PNG",
+        f"/media/{sha[:2]}/{sha}",
+        f"/media/{sha[:2]}/{'0' * 64}.png",
+        f"/media/{sha[:2]}/{sha}.png/x",
+        "/media",
         f"/media/{sha[:2]}/{sha}.toolongext",
-    ):  # fmt: skip
+    ):
         status, headers, body = raw(server, path)
         assert status == 404, path
         assert b"SQLite" not in body
@@ -268,4 +290,3 @@ def test_series_of_a_media_key_is_404_not_a_crash(server):
     """The numeric series endpoint answers 404 for a media key (it has no group rows) instead of failing."""
     status, body = get(server, f"{BASE}/series?key={quote('img')}")
     assert status == 404 and "no key" in body["error"]
-

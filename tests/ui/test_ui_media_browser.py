@@ -52,8 +52,9 @@ def ready(page, key: str, step: int | None = None) -> None:
     """Scroll the panel of ``key`` into view and wait until it has rendered (the given step)."""
     card(page, key).scroll_into_view_if_needed()
     cond = "c && c.dataset.state === 'ready'" + (f" && c.dataset.step === '{step}'" if step is not None else "")
-    page.wait_for_function(f"() => {{ const c = document.querySelector('.mcard[data-key=\"{key}\"]'); return {cond}; }}",
-                           timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        f"() => {{ const c = document.querySelector('.mcard[data-key=\"{key}\"]'); return {cond}; }}", timeout=30_000
+    )
 
 
 def set_step(page, key: str, step: int) -> None:
@@ -92,7 +93,9 @@ def test_image_panel_shows_the_stored_image_of_the_chosen_step_and_rank(page, gr
         img = card(page, "img").locator(f'.mtile[data-rank="{r}"] img')
         img.evaluate("(i) => i.decode()")
         assert img.get_attribute("src") == "/" + ref["path"]
-        assert img.evaluate("(i) => [i.naturalWidth, i.naturalHeight]") == [ref["width"], ref["height"]] == [14 + r, 8 + r]
+        assert (
+            img.evaluate("(i) => [i.naturalWidth, i.naturalHeight]") == [ref["width"], ref["height"]] == [14 + r, 8 + r]
+        )
     card(page, "img").locator("select.mrank").select_option("1")
     ready(page, "img", 2)
     tiles = card(page, "img").locator(".mtile")
@@ -228,7 +231,6 @@ def test_key_filter_applies_to_media_panels(page):
     assert page.errors == []
 
 
-
 LIVE = """
 import os, time, numpy as np, rankwise as wandb
 run = wandb.init(project="mlive")
@@ -255,8 +257,13 @@ def test_live_media_panel_follows_new_steps(browser, rankwise_env, tmp_path):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors = watch_errors(page)
     try:
-        api = wait_group(rankwise_env.store, "mlive", "job-mlive",
-                         lambda g: [s for s, _ in g.run(rank=0).media("img")] == [0, 1, 2], "3 stored images")  # fmt: skip
+        api = wait_group(
+            rankwise_env.store,
+            "mlive",
+            "job-mlive",
+            lambda g: [s for s, _ in g.run(rank=0).media("img")] == [0, 1, 2],
+            "3 stored images",
+        )
         with served(rankwise_env.data) as server:
             page.goto(page_url(server, "mlive", "job-mlive"))
             page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)

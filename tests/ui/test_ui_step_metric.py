@@ -108,14 +108,18 @@ def test_browser_axis_selector_plots_against_the_step_metric(store):
             page.select_option("#axis", "metric:train/global_step")
             page.wait_for_function(
                 "([k]) => { const c = window.rw.charts.get(k); return c && c.data && c.data.axis.startsWith('metric:') }",
-                arg=["train/loss"], timeout=30_000)  # fmt: skip
+                arg=["train/loss"],
+                timeout=30_000,
+            )
             c = page.evaluate(CHART, ["train/loss"])
             assert c["axis"] == "metric:train/global_step" and c["label"] == "train/global_step"
             assert c["x"] == GSTEP
             assert c["mean"] == [(LOSS[0][i] + LOSS[1][i]) / 2 for i in range(STEPS)]
             page.wait_for_function(
                 "([k]) => { const c = window.rw.charts.get(k); return c && c.data && c.data.axis.startsWith('metric:') }",
-                arg=["eval/acc"], timeout=30_000)  # fmt: skip
+                arg=["eval/acc"],
+                timeout=30_000,
+            )
             assert page.evaluate(CHART, ["eval/acc"])["x"] == [g for g, _ in ACC[0]]
             assert errors == []
         finally:

@@ -25,8 +25,15 @@ def store(tmp_path_factory):
     st = SQLiteStore(path)
     runs = []
     for r in range(RANKS):
-        info = {"name": f"rank-{r}", "run_key": f"tr-{r}", "rank": r, "local_rank": r, "node": "n0", "pid": 1000 + r,
-                "config": {}}  # fmt: skip
+        info = {
+            "name": f"rank-{r}",
+            "run_key": f"tr-{r}",
+            "rank": r,
+            "local_rank": r,
+            "node": "n0",
+            "pid": 1000 + r,
+            "config": {},
+        }
         g, run, _ = st.register("tr", "g", RANKS, info, T0)
         runs.append(run)
     s = np.arange(STEPS, dtype=np.int64)
@@ -34,8 +41,11 @@ def store(tmp_path_factory):
         for r, run in enumerate(runs):
             txn.add_history(run.id, "_timestamp", s, T0 + s + r * 0.001, False)
             txn.add_history(run.id, "loss", s, r * 1000.0 + s, False)
-        points = reduce_points(np.tile(s, RANKS), np.repeat(np.arange(RANKS, dtype=np.int64), STEPS),
-                               np.concatenate([r * 1000.0 + s for r in range(RANKS)]))  # fmt: skip
+        points = reduce_points(
+            np.tile(s, RANKS),
+            np.repeat(np.arange(RANKS, dtype=np.int64), STEPS),
+            np.concatenate([r * 1000.0 + s for r in range(RANKS)]),
+        )
         txn.add_group_rows(g.id, "loss", finalize(points, RANKS), False)
     with st.transaction() as txn:
         for run in runs:
@@ -53,8 +63,9 @@ def test_time_axis_rank_lines_share_the_group_times(store):
     import urllib.request
 
     with served(store) as server:
-        req = urllib.request.Request(server.url + "api/projects/tr/groups/g/series?key=loss&x=time&ranks=1&width=1000",
-                                     headers=auth(server))  # fmt: skip
+        req = urllib.request.Request(
+            server.url + "api/projects/tr/groups/g/series?key=loss&x=time&ranks=1&width=1000", headers=auth(server)
+        )
         with urllib.request.urlopen(req, timeout=60) as res:
             body = res.read()
     out = json.loads(body)

@@ -41,16 +41,23 @@ def test_requests_without_the_token_are_refused(server):
     cookie) get 403 and a message that says where the token is."""
     wrong = "x" * len(server.token)
     for path in ("/api/projects", "/", "/g/p/g", "/static/app.js", "/media/ab/cd.png", f"/api/projects?token={wrong}"):
-        for headers in ({}, {"Authorization": f"token {wrong}"}, {"Cookie": f"rankwise-token-1={server.token}"},
-                        {"Cookie": f"{server.cookie_name}={wrong}"}):  # fmt: skip
+        for headers in (
+            {},
+            {"Authorization": f"token {wrong}"},
+            {"Cookie": f"rankwise-token-1={server.token}"},
+            {"Cookie": f"{server.cookie_name}={wrong}"},
+        ):
             status, _, body = raw(server, path, headers)
             assert status == 403 and b"token" in body, (path, headers)
 
 
 def test_the_token_opens_every_request(server):
     """The token as ``Authorization: token T``, ``Bearer T``, ``?token=T`` on an API call, or the cookie."""
-    for headers in ({"Authorization": f"token {server.token}"}, {"Authorization": f"Bearer {server.token}"},
-                    {"Cookie": f"other=1; {server.cookie_name}={server.token}"}):  # fmt: skip
+    for headers in (
+        {"Authorization": f"token {server.token}"},
+        {"Authorization": f"Bearer {server.token}"},
+        {"Cookie": f"other=1; {server.cookie_name}={server.token}"},
+    ):
         assert raw(server, "/static/app.js", headers)[0] == 200, headers
         assert raw(server, "/api/projects", headers)[0] == 503, headers  # past the check: no store yet
     assert raw(server, f"/api/projects?token={server.token}")[0] == 503
@@ -85,8 +92,11 @@ def test_ui_command_prints_a_fresh_token_and_no_token_opts_out(store):
     for extra in ([], [], ["--no-token"]):
         proc = subprocess.Popen(
             [sys.executable, "-m", "rankwise._cli", "ui", "--store", str(store), "--port", "0", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
         try:
             url = proc.stdout.readline().split(" at ")[1].split()[0]
             parts = urlsplit(url)

@@ -82,8 +82,12 @@ def test_watch_gradients_only_then_unwatch_stops_logging():
     model, _ = train(run, steps=4, seed=2, log="gradients", log_freq=2)
     rows = rows_of(drain_batches(run))
     with_hist = [(r["_step"], sorted(k for k in r if "/" in k)) for r in rows]
-    assert with_hist == [(0, []), (1, [f"gradients/{n}" for n in sorted(NAMES)]), (2, []),
-                         (3, [f"gradients/{n}" for n in sorted(NAMES)])]  # fmt: skip
+    assert with_hist == [
+        (0, []),
+        (1, [f"gradients/{n}" for n in sorted(NAMES)]),
+        (2, []),
+        (3, [f"gradients/{n}" for n in sorted(NAMES)]),
+    ]
     run.watch(model, log="gradients", log_freq=1)  # watching again replaces the hooks: one set, not two
     assert sum(len(w.handles) for w in run._watches) == 4
     run.unwatch(model)
@@ -108,8 +112,12 @@ def test_watch_second_model_gets_graph_prefix_and_bad_arguments_are_named():
     a(torch.ones(1, 2)), b(torch.ones(1, 2))
     run.log({"x": 1})
     (row,) = rows_of(drain_batches(run))
-    assert sorted(k for k in row if "/" in k) == ["parameters/bias", "parameters/graph_1bias",
-                                                  "parameters/graph_1weight", "parameters/weight"]  # fmt: skip
+    assert sorted(k for k in row if "/" in k) == [
+        "parameters/bias",
+        "parameters/graph_1bias",
+        "parameters/graph_1weight",
+        "parameters/weight",
+    ]
     with pytest.raises(rankwise.Error, match="log="):
         run.watch(a, log="weights")
     with pytest.raises(rankwise.Error, match="log_freq"):
