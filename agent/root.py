@@ -133,7 +133,7 @@ class Root:
     groups = _OfIngest()
     instance = _OfIngest()
     last_message = _OfIngest()
-    pending = _OfIngest("next_commit")  # the name agent/rootlink.py knows the next commit by
+    next_commit = _OfIngest()
 
     def _count_malformed(self, cause: str) -> None:
         self.ingest._count_malformed(cause)
