@@ -30,15 +30,15 @@ def apply_client_spans(updates: Any, run: RunState, sb: SpanBlock, now: float) -
     """Store one batch's span block (``updates``: the agent's Applier, for its next commit and counters)."""
     r = run.record
     rid = r.id
-    pending = updates.next_commit
-    pending.add_history(rid, "_timestamp", sb.step, sb.t, False)
-    pending.add_history(rid, "_runtime", sb.step, sb.runtime, False)
-    pending.add_history(rid, "_first_step", sb.step, sb.first, False)
-    pending.add_history(rid, "_rows", sb.step, sb.rows, False)
+    nc = updates.next_commit
+    nc.add_history(rid, "_timestamp", sb.step, sb.t, False)
+    nc.add_history(rid, "_runtime", sb.step, sb.runtime, False)
+    nc.add_history(rid, "_first_step", sb.step, sb.first, False)
+    nc.add_history(rid, "_rows", sb.step, sb.rows, False)
     for col in sb.columns:
         f = col.fields
         # the same fields as agent/ratelimit.py coalesce_column (a chunk may join the agent's own spans)
-        pending.add_history(rid, col.key, f["step"], {"step": f["step"], **{k: f[k] for k in SPAN_FIELDS}}, False)
+        nc.add_history(rid, col.key, f["step"], {"step": f["step"], **{k: f[k] for k in SPAN_FIELDS}}, False)
     for key, steps, values in sb.raw:  # keys that opted out of rate limiting: every value, row for row
         updates.add_column(run, key, steps, values, None)
     count_client_spans(updates, run, sb, now)
@@ -51,14 +51,14 @@ def count_client_spans(updates: Any, run: RunState, sb: SpanBlock, now: float) -
     """What a span block does besides the history (a node agent that forwards batches does only this):
     group points, the run's step, rows and runtime, the counters."""
     r = run.record
-    pending = updates.next_commit
+    nc = updates.next_commit
     points = 0
     for col in sb.columns:
         f = col.fields
-        run.group.add_column(r.rank, col.key, f["step"], np.ascontiguousarray(f["last"]), now, pending)
+        run.group.add_column(r.rank, col.key, f["step"], np.ascontiguousarray(f["last"]), now, nc)
         points += int(f["count"].sum())
     for key, steps, values in sb.raw:
-        run.group.add_column(r.rank, key, steps, values, now, pending)
+        run.group.add_column(r.rank, key, steps, values, now, nc)
         points += len(steps)
     total = int(sb.rows.sum())
     r.step = max(r.step, int(sb.step.max()) + 1)

@@ -101,7 +101,7 @@ class GroupState:
             f"sealed_through={g.sealed_through} window={self.window.nbytes}B{' job_over' if self._over else ''}>"
         )
 
-    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: NextCommit) -> None:
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, nc: NextCommit) -> None:
         """Numeric points of one key from one rank: open steps into the window, sealed ones to recompute."""
         values = values.astype(np.float64, copy=False)
         sealed = self.record.sealed_through
@@ -109,25 +109,25 @@ class GroupState:
             sealed = max(sealed, self.sealing)
         if len(steps) and steps.min() <= sealed:
             late = steps <= sealed
-            pending.recompute.setdefault((self.record.id, key), []).append(steps[late])
+            nc.recompute.setdefault((self.record.id, key), []).append(steps[late])
             self.record.late_rows += int(late.sum())
-            pending.groups[self.record.id] = self.record
+            nc.groups[self.record.id] = self.record
             steps, values = steps[~late], values[~late]
         if len(steps):
             self.window.add(key, rank, steps, values, now)
 
-    def add_column(self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, pending: NextCommit) -> None:
+    def add_column(self, rank: int, key: str, steps: np.ndarray, values: Any, now: float, nc: NextCommit) -> None:
         """Any column of a batch: a numeric array whole, a list of values (encoding "mp") by its numbers.
 
         A client sends a key's column as a list as soon as one of its values in the batch is not a
         number (one string among 20 floats): its numbers must still make group rows, or the rows of
         a step would depend on how the client cut its batches (issue 9, finding 7)."""
         if isinstance(values, np.ndarray):
-            self.add(rank, key, steps, values, now, pending)
+            self.add(rank, key, steps, values, now, nc)
             return
         where, numbers = numeric_entries(values)
         if len(where):
-            self.add(rank, key, steps[where], numbers, now, pending)
+            self.add(rank, key, steps[where], numbers, now, nc)
 
     @property
     def nbytes(self) -> int:
@@ -193,12 +193,7 @@ class GroupState:
         return bound
 
     def seal(
-        self,
-        now: float,
-        cfg: AgentConfig,
-        pending: NextCommit,
-        everything: bool = False,
-        budget: int | None = None,
+        self, now: float, cfg: AgentConfig, nc: NextCommit, everything: bool = False, budget: int | None = None
     ) -> int:
         """Seal what may be sealed, group rows of at most ``budget`` keys (None: no limit); returns the
         number of keys for which group rows were produced. A seal that hits the budget goes on at the
@@ -224,7 +219,7 @@ class GroupState:
             budget = max(1, min(budget, SEAL_SLICE_BYTES * len(window.keys) // window.nbytes))
         parts, complete = window.take_keys_through(bound, None if everything else budget)
         for key, partial in parts.items():
-            pending.group_rows.append((g.id, key, finalize(partial, g.world_size), False))
+            nc.group_rows.append((g.id, key, finalize(partial, g.world_size), False))
         if complete:
             self.sealing = None
             self._sealed_keys.clear()
@@ -234,7 +229,7 @@ class GroupState:
             self.sealing = int(bound)
             self._sealed_keys.update(parts)
         g.updated = now
-        pending.groups[g.id] = g
+        nc.groups[g.id] = g
         return len(parts)
 
 
@@ -265,12 +260,7 @@ class NodeGroupState(GroupState):
         return not self.complete and super().awaits_joiners(now, cfg)
 
     def seal(
-        self,
-        now: float,
-        cfg: AgentConfig,
-        pending: NextCommit,
-        everything: bool = False,
-        budget: int | None = None,
+        self, now: float, cfg: AgentConfig, nc: NextCommit, everything: bool = False, budget: int | None = None
     ) -> int:
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
         window = self.window
@@ -281,10 +271,10 @@ class NodeGroupState(GroupState):
         parts = window.take_through(bound) if window.n_points else {}
         ranks = np.array(sorted(self.ranks), np.int64)  # every rank this node has served in the group
         for key, partial in parts.items():
-            pending.partials.append((g.id, key, ranks, partial))
+            nc.partials.append((g.id, key, ranks, partial))
         g.sealed_through = int(bound)
         g.updated = now
-        pending.groups[g.id] = g
+        nc.groups[g.id] = g
         return len(parts)
 
 

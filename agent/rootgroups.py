@@ -72,10 +72,10 @@ class RootGroupState(GroupState):
 
     # ------------------------------------------------------------ arrivals
 
-    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, pending: NextCommit) -> None:
+    def add(self, rank: int, key: str, steps: np.ndarray, values: np.ndarray, now: float, nc: NextCommit) -> None:
         run = self.ranks.get(rank)
         if run is None or run.via is None:
-            super().add(rank, key, steps, values, now, pending)
+            super().add(rank, key, steps, values, now, nc)
             return
         # a forwarded rank: its node's partial covers what is on time; here only late points matter
         g = self.record
@@ -84,23 +84,21 @@ class RootGroupState(GroupState):
             self.source_heard[run.via] = now
         if len(steps) and steps.min() <= g.sealed_through:
             late = steps <= g.sealed_through
-            pending.recompute.setdefault((g.id, key), []).append(steps[late])
+            nc.recompute.setdefault((g.id, key), []).append(steps[late])
             g.late_rows += int(late.sum())
-            pending.groups[g.id] = g
+            nc.groups[g.id] = g
             steps = steps[~late]
         if len(steps):
             old = self.seen.get(key)
             self.seen[key] = np.unique(steps) if old is None else np.union1d(old, steps)
 
-    def add_partial(
-        self, source: str, key: str, ranks: np.ndarray, part: Partial, now: float, pending: NextCommit
-    ) -> None:
+    def add_partial(self, source: str, key: str, ranks: np.ndarray, part: Partial, now: float, nc: NextCommit) -> None:
         g = self.record
         self.source_heard[source] = now
         if len(part) and int(part.step[0]) <= g.sealed_through:
             late = part.step <= g.sealed_through
-            pending.recompute.setdefault((g.id, key), []).append(part.step[late])
-            pending.groups[g.id] = g
+            nc.recompute.setdefault((g.id, key), []).append(part.step[late])
+            nc.groups[g.id] = g
             part = part.take(~late)
         self.partials.add(key, source, ranks, part, now)
 
@@ -108,13 +106,13 @@ class RootGroupState(GroupState):
         self.source_w[source] = w
         self.source_heard[source] = now
 
-    def mark_late(self, key: str, steps: np.ndarray, pending: NextCommit) -> None:
+    def mark_late(self, key: str, steps: np.ndarray, nc: NextCommit) -> None:
         """A node received points of ``key`` at ``steps`` after sealing them: recompute those rows."""
         g = self.record
         late = steps <= g.sealed_through
         if late.any():
-            pending.recompute.setdefault((g.id, key), []).append(steps[late])
-            pending.groups[g.id] = g
+            nc.recompute.setdefault((g.id, key), []).append(steps[late])
+            nc.groups[g.id] = g
         self.partials.mark_dirty(key, steps[~late])
 
     def forget_open(self, source: str) -> None:
@@ -154,12 +152,7 @@ class RootGroupState(GroupState):
         return marks
 
     def seal(
-        self,
-        now: float,
-        cfg: AgentConfig,
-        pending: NextCommit,
-        everything: bool = False,
-        budget: int | None = None,
+        self, now: float, cfg: AgentConfig, nc: NextCommit, everything: bool = False, budget: int | None = None
     ) -> int:
         # ``budget`` is not applied here: partials are sealed whole (the root merges them per step)
         window, partials = self.window, self.partials
@@ -193,9 +186,9 @@ class RootGroupState(GroupState):
             partials.add(key, LOCAL, local, part, now)
         clean, dirty = partials.take_through(bound)
         for key, part in clean.items():
-            pending.group_rows.append((g.id, key, finalize(part, g.world_size), False))
+            nc.group_rows.append((g.id, key, finalize(part, g.world_size), False))
         for key, steps in dirty.items():
-            pending.fresh.setdefault((g.id, key), []).append(steps)
+            nc.fresh.setdefault((g.id, key), []).append(steps)
         for key in list(self.seen):
             steps = self.seen[key]
             rest = steps[steps > bound]
@@ -206,7 +199,7 @@ class RootGroupState(GroupState):
         if bound > g.sealed_through:
             g.sealed_through = int(bound)
         g.updated = now
-        pending.groups[g.id] = g
+        nc.groups[g.id] = g
         return len(clean) + len(dirty)
 
     @property

@@ -90,6 +90,13 @@ class RunRecord:
     meta: dict = field(default_factory=dict)
 
 
+def new_run(run_id: int, group_id: int, run: dict, now: float) -> RunRecord:
+    """The record of a run registered at ``now`` from a HELLO's run fields (``Store.register``)."""
+    config, meta = dict(run.get("config") or {}), dict(run.get("meta") or {})
+    fields = (run["name"], run["run_key"], run["rank"], run["local_rank"], run["node"], run["pid"])
+    return RunRecord(run_id, group_id, *fields, "running", now, now, config=config, meta=meta)
+
+
 class Txn(abc.ABC):
     """One atomic write. Reads through a Txn see its own uncommitted writes."""
 

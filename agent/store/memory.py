@@ -9,7 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, Store, Txn, last_wins
+from agent.store.base import (
+    GROUP_FIELDS,
+    META_KEYS,
+    ROW_KEYS,
+    GroupRecord,
+    Reader,
+    RunRecord,
+    Store,
+    Txn,
+    last_wins,
+    new_run,
+)
 from grouping import numeric_entries
 
 
@@ -103,21 +114,7 @@ class MemoryStore(Store, Reader):
         r = next((r for r in self.run_records.values() if r.group_id == g.id and r.name == run["name"]), None)
         if r is not None:
             return copy.deepcopy(g), copy.deepcopy(r), False
-        r = RunRecord(
-            len(self.run_records) + 1,
-            g.id,
-            run["name"],
-            run["run_key"],
-            run["rank"],
-            run["local_rank"],
-            run["node"],
-            run["pid"],
-            "running",
-            now,
-            now,
-            config=dict(run.get("config") or {}),
-            meta=dict(run.get("meta") or {}),
-        )
+        r = new_run(len(self.run_records) + 1, g.id, run, now)
         self.run_records[r.id] = r
         return copy.deepcopy(g), copy.deepcopy(r), True
 

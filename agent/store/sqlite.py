@@ -24,7 +24,7 @@ import numpy as np
 
 from agent.errors import SchemaError, StoreLost
 from agent.fsync import fsync_path
-from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_wins
+from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, last_wins, new_run
 from agent.store.sqlite_errors import map_exceptions
 from agent.store.sqlite_file import StoreFile
 from agent.store.sqlite_format import (
@@ -152,39 +152,25 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is not None:
                 return g, run_record(row), False
-            rid = self.con.execute(
+            r = new_run(0, g.id, run, now)
+            r.id = self.con.execute(
                 "INSERT INTO runs(group_id, name, run_key, rank, local_rank, node, pid, state, created, updated, "
                 "config, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    g.id,
-                    run["name"],
-                    run["run_key"],
-                    run["rank"],
-                    run["local_rank"],
-                    run["node"],
-                    run["pid"],
-                    "running",
-                    now,
-                    now,
-                    pack(run.get("config") or {}),
-                    pack(run.get("meta") or {}),
+                    r.group_id,
+                    r.name,
+                    r.run_key,
+                    r.rank,
+                    r.local_rank,
+                    r.node,
+                    r.pid,
+                    r.state,
+                    r.created,
+                    r.updated,
+                    pack(r.config),
+                    pack(r.meta),
                 ),
             ).lastrowid
-            r = RunRecord(
-                rid,
-                g.id,
-                run["name"],
-                run["run_key"],
-                run["rank"],
-                run["local_rank"],
-                run["node"],
-                run["pid"],
-                "running",
-                now,
-                now,
-                config=dict(run.get("config") or {}),
-                meta=dict(run.get("meta") or {}),
-            )
             return g, r, True
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
