@@ -15,6 +15,7 @@ on ``a`` (``b`` is a name defined there). A package is its ``__init__.py``.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -189,3 +190,50 @@ def test_no_module_over_400_lines_outside_the_catalogues():
     )
     listing = "\n".join(f"{path}: {n} lines" for n, path in reversed(long))
     assert not long, f"{len(long)} module(s) over {MAX_LINES} lines:\n{listing}"
+
+
+# ---------------------------------------------------------------- docs/architecture.md stays true
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def _cited_paths(text: str) -> set[str]:
+    """Repository paths in backticks (``client/run.py``, ``agent/sinks/``), stripped of a trailing name."""
+    out = set()
+    for quoted in re.findall(r"`([^`\s]+)`", text):
+        path = quoted.split()[0]
+        if re.fullmatch(r"(client|agent|grouping|rankwise|tests|benchmarks|docs)/[\w./-]*", path):
+            out.add(path)
+    return out
+
+
+def test_every_file_docs_architecture_names_exists():
+    """Every repository path docs/architecture.md cites in backticks exists: the picture follows the code
+    when files move."""
+    missing = sorted(p for p in _cited_paths(ARCHITECTURE.read_text()) if not (REPO / p).exists())
+    assert not missing, f"docs/architecture.md cites paths that do not exist: {missing}"
+
+
+def _reads_environment(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        attribute = isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb")
+        if attribute and isinstance(node.value, ast.Name) and node.value.id == "os":
+            return True
+        named = isinstance(node, ast.ImportFrom) and node.module == "os"
+        if named and any(alias.name in ("environ", "getenv") for alias in node.names):
+            return True
+    return False
+
+
+def test_the_environment_is_read_only_where_docs_architecture_says():
+    """Settings come from the environment in the modules the "Where settings are read" section of
+    docs/architecture.md lists, and nowhere else in client/, agent/, grouping/, rankwise/ (a module that
+    reads ``os.environ`` on its own is a setting the one frozen settings object does not know)."""
+    text = ARCHITECTURE.read_text()
+    section = text.split("## Where settings are read", 1)[1].split("\n## ", 1)[0]
+    listed = {p for p in _cited_paths(section) if p.endswith(".py")}
+    assert listed, "the section lists no module"
+    readers = {str(path.relative_to(REPO)) for path in MODULES.values() if _reads_environment(path)}
+    assert readers <= listed, (
+        f"modules reading the environment that the section does not list: {sorted(readers - listed)}"
+    )
