@@ -4,7 +4,7 @@
 ``data_files`` (installed under sys.prefix, not site-packages) nor package data can do. A normal wheel gets
 it from ``build_py`` (the file at the root of build_lib goes to the wheel's root, i.e. site-packages); an
 editable (PEP 660) wheel holds only the editable finder, so ``editable_wheel`` adds the file to that wheel.
-Both are tested in fresh venvs by tests/compat/test_routing_install.py.
+Both are tested in fresh venvs by tests/compat/test_compat_routing.py.
 """
 
 from pathlib import Path

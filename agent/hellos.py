@@ -91,7 +91,7 @@ class Hellos:
             welcome["h"] = body["h"]  # which HELLO this answers: the writer acts on the latest one only
         warn = self.ingest.health.warning(ws.id in self.ingest.registry.lost_writers)
         if warn:
-            welcome["warn"] = warn  # the client logs it once (client/transport.py)
+            welcome["warn"] = warn  # the client logs it once (client/link.py)
         replies = [(peer, wire.pack(wire.WELCOME, welcome))]
         if ws.stored:
             replies.append((peer, wire.pack(wire.ACK, {"w": ws.id, "s": ws.stored})))

@@ -5,7 +5,7 @@ msgpack ``[VERSION, kind, body]``; a different set of kinds, so that a client
 frame sent to the root's TCP port, or a link frame sent to an agent's ipc
 socket, is rejected and counted as malformed.
 
-The scheme mirrors client → agent delivery (client/transport.py), with spool
+The scheme mirrors client → agent delivery (client/link.py), with spool
 records in place of batches:
 
 ``nhello``   node → root  ``{a: agent id, i: instance, n: node name, h: n}``

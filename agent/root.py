@@ -126,7 +126,7 @@ class Root:
     def __repr__(self) -> str:
         return f"<Root links={len(self.links)} acks_owed={len(self.acks_owed)} ingest={self.ingest!r}>"
 
-    # what agent/rootlink.py and the multi-node simulator (tests/multinode/mnsim.py) use of the ingest
+    # what agent/rootlink.py and the multi-node simulator (tests/support/mnsim.py) use of the ingest
     store = _OfIngest()
     cfg = _OfIngest()
     counters = _OfIngest()

@@ -1,6 +1,6 @@
 """A node agent's link to the root: spool records go up in order, acknowledged ones are deleted.
 
-The same scheme as a client's link to its agent (client/transport.py), with the
+The same scheme as a client's link to its agent (client/link.py), with the
 spool in place of the in-memory unacknowledged batches:
 
 * a DEALER socket with ``ZMQ_IMMEDIATE`` (nothing queued for a root that is not

@@ -2,7 +2,7 @@
 
 By default the summary of a key is its last logged value (the value at its
 highest step); ``define_metric`` changes that (min, max, mean, first, several
-at once, or none) for the values logged after it (see ``client.assembler``). A key set by
+at once, or none) for the values logged after it (the rules: ``client.summarizer``). A key set by
 hand (``run.summary[k] = v``) is never overwritten by ``log()`` again, as in
 wandb. Reads see everything logged before them: they fold pending ops into the
 assembler first (the only time the training thread does that work).

@@ -1,6 +1,6 @@
 """Errors of the grouping package.
 
-``grouping`` imports nothing of ours (see the layout table in DESIGN.md), so it
+``grouping`` imports nothing of ours (docs/architecture.md, "Layers"; tests/test_layering.py), so it
 cannot derive from ``client.errors.Error``. Its one exception subclasses
 :class:`ValueError`: every error it raises is a caller handing in arrays of the
 wrong shape or kind, and code that already catches ``ValueError`` keeps working.

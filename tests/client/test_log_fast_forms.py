@@ -3,7 +3,7 @@ exactly what the slow path (``Run._log_slow``: flatten + validation) stores: sam
 step bookkeeping; and every call-site error of issue 9 still raises at the call.
 
 Runs are offline (no agent): the ops ``log()`` appends are compared directly, and assembled into batches
-decoded by the agent's own decoder (``clientutil.rows_after``)."""
+decoded by the agent's own decoder (``support.offline.rows_after``)."""
 
 from __future__ import annotations
 
