@@ -5,9 +5,11 @@ task; a requeued job (preemption) runs its step 0 again and every task resumes i
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,12 @@ def test_requeued_job_resumes_its_step_and_each_step_is_a_group(slurm: SlurmClus
             timeout_s=60,
             what="the job to be requeued",
         )
+        # Requeuing revokes the job's credentials as of the requeue's second, and slurmd refuses a credential
+        # created at or before that second ("Job credential revoked": the job then FAILS). Timestamps are whole
+        # seconds, so the new start must come in a later second than the requeue, which happened before the
+        # job was seen PENDING: wait for the next whole second, then start it.
+        next_second = math.floor(time.time()) + 1
+        wait_for(lambda: time.time() >= next_second, timeout_s=5, what="the second after the requeue")
         slurm.cmd("scontrol", "update", f"JobId={job}", "StartTime=now")
         wait_for(
             lambda: slurm.job_field(job, "JobState") not in ("PENDING", "RUNNING", "COMPLETING"),
