@@ -22,6 +22,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from agent.nonblocking import queued
 from client.errors import InvalidArgumentError
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -127,14 +128,9 @@ class ZapHandler:
         return f"<ZapHandler {self.allow!r} allowed={self.allowed} refused={self.refused}>"
 
     def handle(self) -> None:
-        import zmq
         from zmq.utils import z85
 
-        while True:
-            try:
-                msg = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for msg in queued(self.sock.recv_multipart):
             version, request_id = (msg + [b"", b""])[:2]
             ok = False
             user = b""
@@ -214,11 +210,7 @@ class HandshakeMonitor:
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
             zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
         }
-        while True:
-            try:
-                event = recv_monitor_message(self.sock, zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for event in queued(lambda flags: recv_monitor_message(self.sock, flags)):
             kind, fd = event.get("event"), event.get("value")
             if kind == zmq.EVENT_ACCEPTED:
                 if self.max_connections and len(self.open) >= self.max_connections:

@@ -189,27 +189,11 @@ def decode(payload: bytes) -> Record:
             ops.append(("c", op[1], op[2][:200]))
     late = []
     for e in body.get("late") or []:
-        _need(
-            isinstance(e, list)
-            and len(e) == 3
-            and _int(e[0])
-            and 0 <= e[0] < len(gtable)
-            and isinstance(e[1], str)
-            and e[1],
-            "late entry",
-        )
+        _need(_keyed_entry(e, 3, len(gtable)), "late entry")
         late.append((e[0], e[1], _steps(e[2], "late steps")))
     parts = []
     for e in body.get("parts") or []:
-        _need(
-            isinstance(e, list)
-            and len(e) == 4
-            and _int(e[0])
-            and 0 <= e[0] < len(gtable)
-            and isinstance(e[1], str)
-            and e[1],
-            "partial entry",
-        )
+        _need(_keyed_entry(e, 4, len(gtable)), "partial entry")
         parts.append((e[0], e[1], _steps(e[2], "partial ranks"), _partial(e[3])))
     marks = []
     for e in body.get("marks") or []:
@@ -219,3 +203,15 @@ def decode(payload: bytes) -> Record:
         )
         marks.append((e[0], e[1]))
     return Record(instance, node, t, runs, gtable, ops, late, parts, marks)
+
+
+def _keyed_entry(e: Any, size: int, groups: int) -> bool:
+    """A ``late`` or ``parts`` entry's shape: a list of ``size`` items, a group index, then a non-empty key."""
+    return (
+        isinstance(e, list)
+        and len(e) == size
+        and _int(e[0])
+        and 0 <= e[0] < groups
+        and isinstance(e[1], str)
+        and bool(e[1])
+    )

@@ -38,6 +38,7 @@ from typing import Any
 
 from agent import linkwire as lw
 from agent import localkeys
+from agent.nonblocking import queued
 from agent.spool import Spool
 from client.errors import ProtocolError
 
@@ -145,13 +146,7 @@ class Upstream:
 
     def handle(self) -> None:
         """Everything the root sent."""
-        import zmq
-
-        while True:
-            try:
-                frame = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frame in queued(self.sock.recv):
             self.heard_at = time.monotonic()
             try:
                 kind, body = lw.unpack(frame)

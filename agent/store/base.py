@@ -245,12 +245,7 @@ class Reader(abc.ABC):
         return out
 
     def group_values(
-        self,
-        group_id: int,
-        key: str,
-        steps: np.ndarray | None = None,
-        start: int | None = None,
-        end: int | None = None,
+        self, group_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None, end: int | None = None
     ) -> dict[int, tuple[np.ndarray, list]]:
         """Run id → (steps, values as a list) of ``key``, later chunks winning per step, limited to the
         steps in ``steps`` (when given) and to ``start`` ≤ step ≤ ``end``."""
@@ -262,12 +257,7 @@ class Reader(abc.ABC):
         return out
 
     def run_values(
-        self,
-        run_id: int,
-        key: str,
-        steps: np.ndarray | None = None,
-        start: int | None = None,
-        end: int | None = None,
+        self, run_id: int, key: str, steps: np.ndarray | None = None, start: int | None = None, end: int | None = None
     ) -> tuple[np.ndarray, list]:
         """(steps, values as a list) of one run's ``key``, with the limits of :meth:`group_values`."""
         sv = self.run_history(run_id, [key]).get(key)
