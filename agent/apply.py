@@ -35,7 +35,7 @@ import numpy as np
 
 from agent.ratelimit import coalesce_column, span_starts
 from agent.runs import RunState
-from client import wire
+from client import failure, wire
 from client.errors import ProtocolError
 from client.values import MAX_KEYS_PER_ROW
 
@@ -70,7 +70,7 @@ def row_width(b: wire.Batch) -> int:
 
 
 # run meta the agent keeps itself: a client's HELLO or "meta" op must not replace them with another type
-AGENT_META = frozenset({"metrics", "drops", "coalesced", "via"})
+AGENT_META = frozenset({"metrics", "drops", "coalesced", "via", "exception"})
 
 
 def client_meta(meta: Any) -> dict:
@@ -348,6 +348,12 @@ class Applier:
                 code = 1
             r.exit_code = code
             r.state = "finished" if code == 0 else "failed"
+            if "exception" in arg:  # why it failed, as the training process saw it (client/failure.py)
+                described = failure.checked(arg["exception"])
+                if described is None:
+                    self.malformed("finish exception not a map of bounded strings")
+                else:
+                    r.meta["exception"] = described
             r.finished = float(arg.get("t", now)) if isinstance(arg.get("t"), (int, float)) else now
             r.open_row = None
             self.counters.add("finished_runs")

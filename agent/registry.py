@@ -182,6 +182,7 @@ class Registry:
         r.state = "running"
         r.exit_code = None
         r.finished = None
+        r.meta.pop("exception", None)  # the last incarnation's failure: this one has not failed
         r.pid = h.pid
         r.incarnations += 1
         r.node = h.run["node"]

@@ -97,7 +97,10 @@ def close(run: Run, code: int) -> None:
         if writer._thread is not None:
             writer.close(run.settings.finish_timeout_s)
     elif writer is not None and os.getpid() == run._pid:
-        run._control("finish", {"exit_code": code, "t": time.time(), "late": run._late})
+        done = {"exit_code": code, "t": time.time(), "late": run._late}
+        if code and run._failure is not None:
+            done["exception"] = run._failure  # why (client/failure.py): kept in the run's meta
+        run._control("finish", done)
         ok = writer.close(run.settings.finish_timeout_s)
         drops = writer.drop_counts()
         if drops:

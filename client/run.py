@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from client import delivery, state
+from client import delivery, failure, state
 from client.errors import InvalidArgumentError, InvalidValueError, UsageError
 from client.fastconv import FAST_TYPES
 from client.fastpath import FastRows
@@ -89,6 +89,7 @@ class Run(FastRows, WandbRunMixin):
         self._owner_pid = self._pid  # the process that owns the run's state: only it may finish the run
         self._started_wall = time.time()
         self._exit_code: int | None = None
+        self._failure: dict | None = None  # why it failed, sent with finish (client/failure.py)
         self._lock = threading.Lock()  # finish/fork bookkeeping, never taken by log()
         self.config = Config(None, config)
         self.summary = Summary(self)
@@ -336,6 +337,7 @@ class Run(FastRows, WandbRunMixin):
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         else:
             code = 1
+            self._failure = failure.describe(exc_type, exc, tb)
         self.finish(exit_code=code)
         return False
 

@@ -9,7 +9,8 @@ by what it calls on it (``log``, ``finished``, ``finish``, ``settings``, ``_pid`
 Exit handling: at interpreter exit every unfinished run is finished with the
 process's exit code (``sys.exit(n)`` is observed, an uncaught exception counts
 as 1), so a script that never calls ``finish()`` loses nothing and does not hang
-(the wait for the agent is bounded).
+(the wait for the agent is bounded). A failing run carries its cause: the uncaught
+exception, or one that ended a thread of a process exiting non-zero (client/failure.py).
 
 SIGTERM keeps its default action unless ``handle_sigterm`` is set
 (``RANKWISE_HANDLE_SIGTERM=1``): a Python-level handler only runs between
@@ -31,6 +32,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from client.errors import UsageError
+from client.failure import describe
 
 if TYPE_CHECKING:
     from client.run import Run
@@ -39,7 +41,8 @@ _lock = threading.Lock()
 _current: Run | None = None
 _hooks_installed = False
 _exit_code: int | None = None
-_exception = False
+_exception: dict | None = None  # the uncaught exception that ends the process (client/failure.py)
+_thread_exception: dict | None = None  # the last one that ended a thread: the cause if the process then fails
 # every run of this process not finished yet (``client.run.create`` adds, ``Run.finish`` forgets): what the
 # exit hooks finish and the fork hook hands a new writer
 LIVE_RUNS: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -102,10 +105,12 @@ def define_metric(name: str, *args: Any, **kwargs: Any) -> dict:
 # ---------------------------------------------------------------- exit hooks
 
 
-def _finish_all(code: int, timeout_s: float | None = None) -> None:
+def _finish_all(code: int, timeout_s: float | None = None, failure: dict | None = None) -> None:
     for run in list(LIVE_RUNS):
         if run.finished or run._pid != os.getpid():
             continue
+        if failure is not None and run._failure is None:
+            run._failure = failure
         if timeout_s is not None:
             run.settings = run.settings.replace(finish_timeout_s=min(timeout_s, run.settings.finish_timeout_s))
         try:
@@ -116,7 +121,8 @@ def _finish_all(code: int, timeout_s: float | None = None) -> None:
 
 def _at_exit() -> None:
     code = _exit_code if _exit_code is not None else (1 if _exception else 0)
-    _finish_all(code)
+    # why the process fails: its uncaught exception, else (exiting non-zero) what ended one of its threads
+    _finish_all(code, failure=_exception or (_thread_exception if code else None))
 
 
 def install_hooks(sigterm: bool = False) -> None:
@@ -142,10 +148,21 @@ def install_hooks(sigterm: bool = False) -> None:
 
     def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
         global _exception
-        _exception = True
+        _exception = describe(exc_type, exc, tb)
         original_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
+
+    original_thread_hook = threading.excepthook
+
+    def thread_excepthook(args: Any) -> None:
+        global _thread_exception
+        if not issubclass(args.exc_type, SystemExit):  # what threading itself ignores
+            name = args.thread.name if args.thread is not None else "?"
+            _thread_exception = describe(args.exc_type, args.exc_value, args.exc_traceback, thread=name)
+        original_thread_hook(args)
+
+    threading.excepthook = thread_excepthook
 
 
 def _install_sigterm() -> None:

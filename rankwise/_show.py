@@ -90,6 +90,7 @@ def _run_json(r: Any) -> dict[str, Any]:
         "node": r.node,
         "state": r.state,
         "exit_code": r.exit_code,
+        "exception": r.exception,
         "step": r.step,
         "rows": r.rows,
         "coalesced": dict(zip(("rows", "spans"), r.coalesced_rows)),

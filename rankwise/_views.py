@@ -229,6 +229,14 @@ class RunView:
     runtime = property(lambda self: self._record.runtime)
     id = property(lambda self: self._record.run_key)
 
+    @property
+    def exception(self) -> dict[str, str] | None:
+        """Why a failed run failed, as its process saw it: ``{"type", "message", "traceback"}`` (and
+        ``"thread"`` when the exception ended a thread), None when it finished, crashed without a word
+        (killed) or its process raised nothing (``sys.exit(1)``)."""
+        found = self._record.meta.get("exception")
+        return dict(found) if isinstance(found, dict) else None
+
     def keys(self) -> list[str]:
         return self._api._reader.run_keys(self._record.id)
 

@@ -70,3 +70,22 @@ def test_malformed_frames_are_counted_by_cause_answered_with_nothing_and_the_loo
     assert r0.acked == seqs[-1] and not r0.unacked
     steps, values = sim.history(r0, "x")
     assert steps.tolist() == [0, 1, 2, 3, 4] and list(values) == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_a_finish_op_keeps_a_well_formed_exception_and_counts_any_other(monkeypatch):
+    """A finish op's ``exception`` (client/failure.py ``checked``): rank 0's (type, message, traceback, thread)
+    is kept in its run's meta as sent; rank 1's lacks its traceback and rank 2's message is one character over
+    its 4096: both runs still fail with their exit codes, keep no exception, and the agent counts two frames
+    of the cause "finish exception not a map of bounded strings"."""
+    sim = AgentSim(monkeypatch)
+    good = {"type": "ValueError", "message": "boom", "traceback": "Traceback ...\nValueError: boom\n", "thread": "t"}
+    sent = [good, {"type": "ValueError", "message": "boom"}, dict(good, message="m" * 4097)]
+    ranks = [sim.join(r, 3) for r in range(3)]
+    for rank, exception in zip(ranks, sent):
+        rank.control("finish", {"exit_code": 1 + rank.rank, "t": sim.clock.now, "exception": exception})
+        rank.send()
+    sim.settle()
+    runs = [sim.run(r) for r in ranks]
+    assert [(r.state, r.exit_code) for r in runs] == [("failed", 1), ("failed", 2), ("failed", 3)]
+    assert [r.meta.get("exception") for r in runs] == [good, None, None]
+    assert sim.status()["malformed"] == {"finish exception not a map of bounded strings": 2}
