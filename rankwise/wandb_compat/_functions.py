@@ -281,37 +281,3 @@ class _PreInit:
 
 
 PREINIT = {"config": _PreInit("config"), "summary": _PreInit("summary")}
-
-# every name this module gives the facade (rankwise/__init__.py resolves them lazily)
-NAMES = frozenset(
-    {
-        "login",
-        "require",
-        "setup",
-        "teardown",
-        "mark_preempting",
-        "watch",
-        "unwatch",
-        "save",
-        "restore",
-        "alert",
-        "log_artifact",
-        "use_artifact",
-        "log_model",
-        "use_model",
-        "link_model",
-        "sweep",
-        "agent",
-        "controller",
-        "plot_table",
-        "Molecule",
-        "Graph",
-        "Classes",
-        "AlertLevel",
-        "termlog",
-        "termwarn",
-        "termerror",
-        "termsetup",
-        "Settings",
-    }
-)

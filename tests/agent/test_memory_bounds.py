@@ -12,7 +12,6 @@ checks the agent's own accounting (exact) and that every row sent is stored. RSS
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -24,34 +23,17 @@ from agent.ingest import Ingest
 from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader
 from client import wire
-
-T0 = 1_000_000.0
+from support import frames
+from support.frames import T0
 
 
 def hello(writer: str, group: str, rank: int, world: int) -> bytes:
-    run = {
-        "project": "p",
-        "group": group,
-        "name": f"rank-{rank}",
-        "rank": rank,
-        "world_size": world,
-        "local_rank": rank,
-        "node": "n1",
-        "launcher": "none",
-        "resume": "allow",
-        "started": 1.0,
-        "run_id": f"{group}-{rank}",
-    }
-    return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid(), "run": run, "re": False, "h": 1})
+    return frames.hello(writer, rank, world, group)
 
 
 def batch(writer: str, seq: int, steps: np.ndarray, keys: list[str]) -> bytes:
     steps = np.asarray(steps, np.int64)
-    t = (T0 + steps).astype(np.float64)
-    blocks = [[[k], None, [["f8", (steps * (i + 1.0)).tobytes()]]] for i, k in enumerate(keys)]
-    return wire.encode_batch(
-        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps), blocks, None, None, None
-    )
+    return frames.batch(writer, seq, steps, {k: steps * (i + 1.0) for i, k in enumerate(keys)})
 
 
 def make(tmp_path: Path, **cfg) -> Ingest:

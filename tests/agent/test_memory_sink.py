@@ -12,9 +12,8 @@ from agent.ingest import Ingest
 from agent.runs import PidWatch
 from agent.sinks.memory import MemorySink
 from agent.store import MemoryStore
-from client import wire
-
-T0 = 1_000_000.0
+from support import frames
+from support.frames import T0
 
 
 class Clock:
@@ -28,29 +27,11 @@ class Clock:
 
 
 def hello(writer: str, name: str, rank: int, world: int) -> bytes:
-    run = {
-        "project": "p",
-        "group": "g",
-        "name": name,
-        "rank": rank,
-        "world_size": world,
-        "local_rank": rank,
-        "node": "n1",
-        "launcher": "none",
-        "resume": "allow",
-        "started": 1.0,
-        "run_id": name,
-    }
-    return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid() + rank, "run": run, "h": 1})
+    return frames.hello(writer, rank, world, name=name, run_id=name, pid=os.getpid() + rank)
 
 
 def batch(writer: str, seq: int, steps, values) -> bytes:
-    steps = np.asarray(steps, np.int64)
-    t = (T0 + steps).astype(np.float64)
-    blocks = [[["loss"], None, [["f8", np.asarray(values, np.float64).tobytes()]]]]
-    return wire.encode_batch(
-        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps), blocks, None, None, None
-    )
+    return frames.batch(writer, seq, steps, {"loss": values})
 
 
 def make(tmp_path, **cfg) -> tuple[Ingest, MemorySink, Clock]:

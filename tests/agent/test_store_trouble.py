@@ -19,34 +19,12 @@ from agent.sinks.store import StoreSink
 from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader
 from client import wire
-
-T0 = 1_000_000.0
+from support import frames
+from support.frames import T0, batch
 
 
 def hello(writer: str, name: str, reconnect: bool = False, h: int = 1) -> bytes:
-    run = {
-        "project": "p",
-        "group": "g",
-        "name": name,
-        "rank": 0,
-        "world_size": 1,
-        "local_rank": 0,
-        "node": "n1",
-        "launcher": "none",
-        "resume": "allow",
-        "started": 1.0,
-        "run_id": name,
-    }
-    return wire.pack(wire.HELLO, {"w": writer, "pid": os.getpid(), "run": run, "re": reconnect, "h": h})
-
-
-def batch(writer: str, seq: int, steps, columns: dict[str, np.ndarray]) -> bytes:
-    steps = np.asarray(steps, np.int64)
-    t = (T0 + steps).astype(np.float64)
-    blocks = [[[k], None, [["f8", np.asarray(v, np.float64).tobytes()]]] for k, v in columns.items()]
-    return wire.encode_batch(
-        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), None, len(steps), blocks, None, None, None
-    )
+    return frames.hello(writer, name=name, run_id=name, reconnect=reconnect, h=h)
 
 
 def replies_of(replies) -> list[tuple[bytes, str, dict]]:

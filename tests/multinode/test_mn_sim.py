@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from client import wire
-from support.mnsim import T0, Sim, assert_rows_equal, batch, hello, numpy_rows
+from support.frames import T0, batch
+from support.mnsim import Sim, assert_rows_equal, hello, numpy_rows
 
 
 class Client:

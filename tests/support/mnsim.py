@@ -23,8 +23,8 @@ from agent.runs import PidWatch
 from agent.spool import Spool
 from agent.store.sqlite import SQLiteStore
 from client import wire
-
-T0 = 1_000_000.0
+from support import frames
+from support.frames import T0
 
 
 def hello(
@@ -38,32 +38,8 @@ def hello(
     reconnect: bool = False,
     name: str | None = None,
 ) -> bytes:
-    run = {
-        "project": project,
-        "group": group,
-        "name": name or f"rank-{rank}",
-        "rank": rank,
-        "world_size": world,
-        "local_rank": rank,
-        "node": node,
-        "launcher": "none",
-        "resume": "allow",
-        "started": 1.0,
-        "run_id": f"{group}-{rank}",
-    }
-    return wire.pack(wire.HELLO, {"w": writer, "pid": pid, "run": run, "re": reconnect, "h": 1})
-
-
-def batch(writer: str, seq: int, steps, columns: dict[str, np.ndarray], late=None, ctl=None, t=None) -> bytes:
-    """A client batch of numeric columns; rows committed at ``t`` (default: one second per step)."""
-    steps = np.asarray(steps, np.int64)
-    n = len(steps)
-    t = (T0 + steps).astype(np.float64) if t is None else np.asarray(t, np.float64)
-    blocks = [[[k], None, [["f8", np.asarray(v, np.float64).tobytes()]]] for k, v in columns.items()]
-    late_b = None if late is None else np.asarray(late, bool).tobytes()
-    return wire.encode_batch(
-        writer, seq, steps.tobytes(), t.tobytes(), (steps * 0.1).tobytes(), late_b, n, blocks, None, None, ctl
-    )
+    """The HELLO a rank of node ``node`` sends (tests/support/frames.py), in project "sim" unless said."""
+    return frames.hello(writer, rank, world, group, project=project, node=node, pid=pid, name=name, reconnect=reconnect)
 
 
 class SimNode:
