@@ -69,6 +69,7 @@ class Commits:
             self._unsent_acks[writer] = (peer, seq)
         for part in ingest.parts:
             part.committed(nc)
+        ingest.alerts.committed(nc)
         nc.clear()
         return self.release_acks()
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.alerts.book import AlertBook
 from agent.apply import SLICE_KEYS, Applier, batch_cost, check_batch, check_width
 from agent.commits import Commits
 from agent.config import AgentConfig
@@ -77,6 +78,7 @@ class Ingest:
         self.applier = Applier(cfg, media, self.counters, self.next_commit, self._count_malformed)
         self.sink = StoreSink() if sink is None else sink
         self.parts: list[Part] = []  # plugged in beside the sink (a root's record applier: agent/root.py)
+        self.alerts = AlertBook(self)  # what detectors (parts) raise, into the next commit (agent/alerts/book.py)
         self.registry = Registry(store, self.sink.group_class, self.pids, self.applier, self._local)
         # the registry's (cleared in place when the store is lost, never replaced)
         self.runs, self.groups, self.writers = self.registry.runs, self.registry.groups, self.registry.writers
@@ -153,8 +155,6 @@ class Ingest:
         if cause not in self.counters.malformed and len(self.counters.malformed) >= MAX_CAUSES:
             cause = "other"
         self.counters.bad_frame(cause)
-
-    # ------------------------------------------------------------ HELLO
 
     def _hello(self, peer: bytes, h: wire.Hello, body: dict, now: float) -> list[Reply]:
         self.counters.add("hellos")
@@ -312,6 +312,7 @@ class Ingest:
             self.hellos.tick(now)
         for part in self.parts:
             part.tick(now)
+        self.alerts.tick(now)
 
     def busy(self) -> bool:
         """Sliced work waits (a wide batch, a seal of many keys): the loop turns again without waiting."""
@@ -387,11 +388,12 @@ class Ingest:
             return False
         if self.next_commit or any(r.running for r in self.runs.values()) or self.hellos.parked:
             return False
-        return self.sink.idle() and all(part.idle() for part in self.parts)
+        return self.sink.idle() and all(part.idle() for part in self.parts) and self.alerts.idle()
 
     def status(self) -> dict[str, Any]:
         snap = status_view(self)
         self.sink.status(snap)
         for part in self.parts:
             part.status(snap)
+        self.alerts.status(snap)
         return snap

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from agent.alerts.alert import Alert
 from agent.store.base import GroupRecord, RunRecord, Txn
 
 LINK_PREFIX = "agent:"  # writer-table name of a node agent's record sequence at a root
@@ -71,6 +72,7 @@ class NextCommit:
         self.ops: list[HelloOp | BatchOp | CrashOp] = []
         self.partials: list[tuple] = []  # (group id, key, ranks, Partial)
         self.op_bytes = 0
+        self.alerts: list[Alert] = []  # raised by detectors since the last commit (agent/alerts/book.py)
 
     def __bool__(self) -> bool:
         return bool(
@@ -85,13 +87,14 @@ class NextCommit:
             or self.ops
             or self.partials
             or self.recompute
+            or self.alerts
         )
 
     def __repr__(self) -> str:
         return (
             f"<NextCommit chunks={len(self.history)} points={self.points} bytes={self.nbytes} "
             f"group_rows={len(self.group_rows)} "
-            f"runs={len(self.runs)} acks={len(self.acks)}>"
+            f"runs={len(self.runs)} acks={len(self.acks)} alerts={len(self.alerts)}>"
         )
 
     def add_history(self, run_id: int, key: str, steps: np.ndarray, values: Any, late: bool) -> None:
@@ -127,6 +130,8 @@ class NextCommit:
             txn.put_writer(LINK_PREFIX + agent, 0, seq)
         for cause, n in self.drops.items():
             txn.count_drop(cause, n)
+        for alert in self.alerts:
+            txn.add_alert(alert)
 
     def write_registry(self, txn: Txn) -> None:
         """Runs, groups and writers' seqs: all a node agent's catalog keeps (agent/sinks/spool.py)."""

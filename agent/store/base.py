@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.alerts.alert import Alert
 from agent.errors import StoreFull, StoreLost
 
 GROUP_FIELDS = ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
@@ -121,6 +122,10 @@ class Txn(abc.ABC):
     def count_drop(self, cause: str, n: int) -> None: ...
 
     @abc.abstractmethod
+    def add_alert(self, alert: Alert) -> None:
+        """Store ``alert`` (agent/alerts/alert.py) unless one with its ``identity`` is stored already."""
+
+    @abc.abstractmethod
     def rank_values(self, group_id: int, key: str, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(step, rank, value) of every run of the group at ``steps``, latest value per (run, step)."""
 
@@ -208,6 +213,10 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     def drops(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def alerts(self, group_id: int) -> list[dict[str, Any]]:
+        """The group's alerts in the order they were raised, as ``Alert.to_dict`` gives them."""
 
     # Incremental reads for views that follow a running group (the web UI): chunk ids only grow, so a
     # caller keeps what it decoded and asks for the chunks after the last id it saw.

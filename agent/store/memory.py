@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.alerts.alert import Alert
 from agent.store.base import (
     GROUP_FIELDS,
     META_KEYS,
@@ -33,6 +34,7 @@ class _MemoryTxn(Txn):
         self.groups: dict[int, GroupRecord] = {}
         self.writers: dict[str, tuple[int, int]] = {}
         self.drops: dict[str, int] = {}
+        self.alerts: list[Alert] = []
 
     def __repr__(self) -> str:
         return (
@@ -63,6 +65,9 @@ class _MemoryTxn(Txn):
 
     def count_drop(self, cause: str, n: int) -> None:
         self.drops[cause] = self.drops.get(cause, 0) + n
+
+    def add_alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
 
     def rank_values(self, group_id, key, steps):
         ranks = {r.id: r.rank for r in self.store.run_records.values() if r.group_id == group_id}
@@ -96,6 +101,7 @@ class MemoryStore(Store, Reader):
         self.group_rows: list[tuple] = []
         self.writers: dict[str, tuple[int, int]] = {}
         self.drop_counts: dict[str, int] = {}
+        self.alert_list: list[Alert] = []
         self.commits = 0
 
     def __repr__(self) -> str:
@@ -156,6 +162,11 @@ class MemoryStore(Store, Reader):
         self.writers.update(txn.writers)
         for cause, n in txn.drops.items():
             self.drop_counts[cause] = self.drop_counts.get(cause, 0) + n
+        known = {a.identity for a in self.alert_list}
+        for alert in txn.alerts:
+            if alert.identity not in known:
+                known.add(alert.identity)
+                self.alert_list.append(alert)
         self.commits += 1
 
     def open_runs(self):
@@ -214,6 +225,9 @@ class MemoryStore(Store, Reader):
 
     def drops(self) -> dict[str, int]:
         return dict(self.drop_counts)
+
+    def alerts(self, group_id) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in self.alert_list if a.group_id == group_id]
 
     # chunk ids are positions in the lists, counted from 1, as SQLite's row ids would be
     def group_key_stats(self, group_id) -> dict[str, tuple[int, int, int]]:

@@ -91,6 +91,23 @@ CREATE TABLE IF NOT EXISTS group_rows (
 CREATE INDEX IF NOT EXISTS group_rows_group_key ON group_rows (group_id, key_id, step_min);
 CREATE TABLE IF NOT EXISTS writers (writer TEXT PRIMARY KEY, run_id INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (cause TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    group_id INTEGER NOT NULL,
+    run_id INTEGER,
+    rank INTEGER,
+    kind TEXT NOT NULL,
+    key TEXT,
+    step INTEGER,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details TEXT NOT NULL,
+    token TEXT NOT NULL
+);
+-- one alert per identity (agent/alerts/alert.py): NULL rank or key compare equal here through IFNULL
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_identity
+    ON alerts (group_id, kind, IFNULL(rank, -1), IFNULL(key, ''), token);
 """
 
 _NUMERIC = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8"), "b1": np.dtype("?")}

@@ -6,6 +6,7 @@ because the UI server may share a reader between its threads.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -184,6 +185,14 @@ class SQLiteReader(Reader):
 
     def drops(self) -> dict[str, int]:
         return dict(self._all("SELECT cause, n FROM drops"))
+
+    def alerts(self, group_id: int) -> list[dict[str, Any]]:
+        rows = self._all(
+            "SELECT kind, level, rank, key, step, time, message, details FROM alerts WHERE group_id=? ORDER BY id",
+            (group_id,),
+        )
+        names = ("kind", "level", "rank", "key", "step", "time", "message")
+        return [{**dict(zip(names, r[:7], strict=True)), "details": json.loads(r[7])} for r in rows]
 
     def use_mmap(self, nbytes: int) -> None:
         """Read the file through a memory map of up to ``nbytes`` (a long-lived reader such as the web UI:

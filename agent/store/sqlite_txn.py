@@ -11,6 +11,7 @@ import sqlite3
 
 import numpy as np
 
+from agent.alerts.alert import Alert
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, Txn, last_wins
 from agent.store.sqlite_format import KeyIds, encode_values, numeric_chunk, pack
 
@@ -109,6 +110,25 @@ class SQLiteTxn(Txn):
     def count_drop(self, cause: str, n: int) -> None:
         self.con.execute(
             "INSERT INTO drops(cause, n) VALUES (?,?) ON CONFLICT(cause) DO UPDATE SET n = n + excluded.n", (cause, n)
+        )
+
+    def add_alert(self, a: Alert) -> None:
+        self.con.execute(
+            "INSERT OR IGNORE INTO alerts(group_id, run_id, rank, kind, key, step, time, level, message, details, "
+            "token) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                a.group_id,
+                a.run_id,
+                a.rank,
+                a.kind,
+                a.key,
+                a.step,
+                a.time,
+                a.level,
+                a.message,
+                a.details_json(),
+                a.token,
+            ),
         )
 
     def rank_values(self, group_id: int, key: str, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
