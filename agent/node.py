@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from agent.config import AgentConfig
 from agent.ingest import Ingest
+from agent.plugged import plug
 from agent.runs import PidWatch
 from agent.sinks.spool import SpoolSink
 from agent.spool import Spool
@@ -21,4 +22,6 @@ def node_ingest(
     catalog: Store, cfg: AgentConfig, spool: Spool, node: str | None = None, pids: PidWatch | None = None
 ) -> Ingest:
     """A node agent's core; the daemon sets its ``upstream`` (agent/roles.py)."""
-    return Ingest(catalog, cfg, node=node, pids=pids, media=None, sink=SpoolSink(spool))
+    ingest = Ingest(catalog, cfg, node=node, pids=pids, media=None, sink=SpoolSink(spool))
+    plug(ingest, "node")
+    return ingest

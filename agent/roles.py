@@ -83,6 +83,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> Started:
     """A single agent or, with ``listen``, a root (its node link: the one link)."""
     from agent.ingest import Ingest
     from agent.media import MediaSink, MediaStore
+    from agent.plugged import plug
     from agent.store.sqlite import SQLiteStore
 
     if cfg.listen:
@@ -93,6 +94,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> Started:
     media = MediaSink(MediaStore(cfg.data_dir, fsync=False), bytes_per_s=cfg.media_bytes_per_s)
     if not cfg.listen:
         ingest = Ingest(store, cfg, node=cfg.node_name or None, media=media)
+        plug(ingest, "single")
         ingest.recover()
         return Started(ingest, [], {}, f"store {cfg.store_path}")
     from agent.root import Root

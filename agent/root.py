@@ -31,6 +31,7 @@ from agent.config import AgentConfig
 from agent.errors import StoreError
 from agent.ingest import Ingest, Reply
 from agent.nextcommit import LINK_PREFIX, BatchOp, HelloOp, NextCommit
+from agent.plugged import plug
 from agent.rootgroups import RootGroupState
 from agent.runs import RunState, WriterState
 from agent.sinks.base import Part
@@ -114,6 +115,7 @@ class Root:
         sink = StoreSink(resets_on_loss=False, group_class=RootGroupState) if sink is None else sink
         self.ingest = Ingest(store, cfg, sink=sink, **options)
         self.ingest.parts.append(_Hooks(self))
+        plug(self.ingest, "root")
         self.links: dict[str, Link] = {}
         # node agents owed an acknowledgement (with the groups to name as complete) once the store is synced
         self.acks_owed: dict[str, list] = {}

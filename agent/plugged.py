@@ -1,0 +1,20 @@
+"""The parts each role's agent runs beside its sink (agent/sinks/base.py ``Part``), in the order they hear hooks.
+
+A single agent and a root hold the store: the detectors run there, on every rank's data (a root sees the
+per-rank batches its node agents forward). A node agent samples its machine and its ranks' processes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.ingest import Ingest
+
+ROLES = ("single", "root", "node")
+
+
+def plug(ingest: Ingest, role: str) -> None:
+    """Append ``role``'s parts to ``ingest.parts`` (called once, when the agent is built)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
