@@ -35,7 +35,7 @@ from .window import latest_expired
 __all__ = ["PartialWindow"]
 
 _STEP_MAX = int(np.iinfo(np.int64).max)
-_ROW_BYTES = 8 * len(Partial.FIELDS)  # one step of one partial: eight 8-byte fields
+_ROW_BYTES = 8 * len(Partial.FIELDS)  # one step of one partial: one 8-byte value per field
 _EMPTY = np.empty(0, np.int64)
 
 
@@ -177,7 +177,7 @@ class PartialWindow:
     def bound_for_budget(self, max_bytes: int) -> int | None:
         """None if :attr:`nbytes` <= ``max_bytes``; else the smallest step bound whose
         ``take_through`` brings the held rows to at most ``max_bytes`` (each held step of a
-        chunk costs the eight fields of a partial row, each dirty step one int64)."""
+        chunk costs one 8-byte value per field of a partial row, each dirty step one int64)."""
         if self._nbytes <= max_bytes:
             return None
         parts = [c.part.step for cs in self._chunks.values() for c in cs]

@@ -1,24 +1,31 @@
 """Mergeable per-step reducers: the same rules at every level of ranks → node partials → root.
 
 A group row at a step summarises one key over the ranks that reported it: count, mean, min,
-max, std and the ranks holding the min and max. Node agents see only their own ranks and the
-root sees only node partials, so the summary must be built from partials that merge exactly,
-in any order and any tree shape, into what one process would compute over all the points.
+max, std, the ranks holding the min and max, and how many ranks reported a non-finite value
+(NaN or ±Inf) and the lowest such rank. Node agents see only their own ranks and the root
+sees only node partials, so the summary must be built from partials that merge exactly, in
+any order and any tree shape, into what one process would compute over all the points.
 :class:`Partial` is that mergeable state, columnar over steps so one numpy call handles every
 step of a key at once.
 
-The reference semantics are numpy's over the ranks that reported at a step, values ordered by
-rank: ``np.mean``, ``np.min``, ``np.max``, ``np.std`` (population, ``ddof=0``) and
-``np.argmin`` / ``np.argmax`` mapped to ranks, including numpy's NaN and ±Inf behaviour (NaN
-propagates and is the "first" extreme; ties go to the lowest rank).
+The reference semantics are numpy's NaN-aware reductions over the FINITE values of the ranks
+that reported at a step, values ordered by rank: with ``f = v[np.isfinite(v)]``,
+``np.nanmean(f)``, ``np.nanmin``, ``np.nanmax``, ``np.nanstd`` (population, ``ddof=0``) and
+``np.nanargmin`` / ``np.nanargmax`` mapped to ranks (ties go to the lowest rank). One rank
+that diverges therefore does not hide the others: the row keeps summarising the healthy
+ranks and says how many did not (``nan_count``) and which one first (``nan_rank``, the
+lowest rank with a NaN/±Inf value; -1 when none). ``count`` stays the ranks that reported.
+A step where no value is finite has mean/min/max/std NaN and min_rank/max_rank -1.
 
-- count, min, max, min_rank, max_rank are exact for any split and merge order: merging only
-  picks one side's value by a total order (NaN first, then value, then lowest rank).
-- mean = sum / count; sums merge by addition, so they match numpy to rounding.
+- count, nan_count, nan_rank, min, max, min_rank, max_rank are exact for any split and merge
+  order: merging adds counts and picks one side's value by a total order (a number before
+  "no finite value", then the value, then the lowest rank; the lowest non-negative nan_rank).
+- sum and m2 are over the finite values only; their count is ``count - nan_count``.
+- mean = sum / finite count; sums merge by addition, so they match numpy to rounding.
 - std uses Chan et al.'s parallel update of m2 (sum of squared deviations): adding a second
-  partial adds ``delta² · n_a · n_b / n`` with ``delta`` the difference of the two means.
-  ``m2`` is NaN exactly when some value was NaN or ±Inf (as numpy's std is); finite values
-  whose squares or sums overflow give ``m2 = inf``.
+  partial adds ``delta² · n_a · n_b / n`` with ``delta`` the difference of the two means
+  (nothing when either side has no finite value). Finite values whose squares or sums
+  overflow give ``m2 = inf`` (numpy's std of such values is inf too).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import ClassVar
 import numpy as np
 
 from ._order import as_float64, as_int64, last_wins_order
+from ._segments import first_hits, reduce_finite
 from .errors import GroupingError
 
 __all__ = ["Partial", "reduce_points", "merge", "merge_all", "finalize", "FINAL_FIELDS"]
@@ -45,9 +53,11 @@ FINAL_FIELDS: tuple[str, ...] = (
     "std",
     "min_rank",
     "max_rank",
+    "nan_count",
+    "nan_rank",
 )
 
-_INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank"})
+_INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank", "nan_count", "nan_rank"})
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -60,12 +70,14 @@ class Partial:
 
     step: np.ndarray  # int64, strictly increasing
     count: np.ndarray  # int64 >= 1: ranks that reported at this step
-    sum: np.ndarray  # float64
-    m2: np.ndarray  # float64: sum of squared deviations from this partial's mean
-    min: np.ndarray  # float64
-    max: np.ndarray  # float64
-    min_rank: np.ndarray  # int64: rank holding the min
-    max_rank: np.ndarray  # int64: rank holding the max
+    sum: np.ndarray  # float64: over the finite values
+    m2: np.ndarray  # float64: sum of squared deviations of the finite values from their mean
+    min: np.ndarray  # float64: smallest finite value, NaN when there is none
+    max: np.ndarray  # float64: largest finite value, NaN when there is none
+    min_rank: np.ndarray  # int64: rank holding the min, -1 when no finite value
+    max_rank: np.ndarray  # int64: rank holding the max, -1 when no finite value
+    nan_count: np.ndarray  # int64: ranks whose value is NaN or ±Inf
+    nan_rank: np.ndarray  # int64: the lowest of those ranks, -1 when none
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "step",
@@ -76,6 +88,8 @@ class Partial:
         "max",
         "min_rank",
         "max_rank",
+        "nan_count",
+        "nan_rank",
     )
 
     def __post_init__(self) -> None:
@@ -89,17 +103,17 @@ class Partial:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the eight arrays."""
+        """Bytes held by the arrays."""
         return sum(getattr(self, name).nbytes for name in Partial.FIELDS)
 
     @classmethod
     def empty(cls) -> Partial:
         """A partial covering no steps: the identity of :func:`merge`."""
         i, f = np.empty(0, np.int64), np.empty(0, np.float64)
-        return cls(i, i, f, f, f, f, i, i)
+        return cls(i, i, f, f, f, f, i, i, i, i)
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        """The eight arrays by field name, for the wire and the store."""
+        """The arrays by field name, for the wire and the store."""
         return {name: getattr(self, name) for name in Partial.FIELDS}
 
     @classmethod
@@ -107,7 +121,8 @@ class Partial:
         """Rebuild a partial from :meth:`to_dict` output (e.g. decoded from the wire).
 
         Converts dtypes and validates what :func:`merge` relies on: equal lengths, strictly
-        increasing steps, counts of at least one. Raises :class:`GroupingError` otherwise.
+        increasing steps, counts of at least one, ``0 <= nan_count <= count``. Raises
+        :class:`GroupingError` otherwise.
         """
         missing = [name for name in Partial.FIELDS if name not in d]
         if missing:
@@ -120,6 +135,10 @@ class Partial:
             raise GroupingError("partial steps must be strictly increasing")
         if len(p) and int(p.count.min()) < 1:
             raise GroupingError("partial counts must be >= 1")
+        if len(p) and not bool(((p.nan_count >= 0) & (p.nan_count <= p.count)).all()):
+            raise GroupingError("partial nan_count must be between 0 and count")
+        if len(p) and not bool(((p.nan_rank >= 0) == (p.nan_count > 0)).all()):
+            raise GroupingError("partial nan_rank must be a rank (>= 0) exactly where nan_count > 0, else -1")
         return p
 
     def take(self, index: np.ndarray) -> Partial:
@@ -132,7 +151,8 @@ class Partial:
             return "Partial(empty)"
         return (
             f"Partial(steps={len(self)} [{int(self.step[0])}..{int(self.step[-1])}], "
-            f"points={int(self.count.sum())}, max_count={int(self.count.max())})"
+            f"points={int(self.count.sum())}, max_count={int(self.count.max())}, "
+            f"non_finite={int(self.nan_count.sum())})"
         )
 
 
@@ -164,40 +184,30 @@ def _reduce_ordered(step: np.ndarray, rank: np.ndarray, value: np.ndarray) -> Pa
     starts += 1
     starts = np.concatenate((np.zeros(1, np.int64), starts))
     counts = np.diff(starts, append=n)
+    finite = np.isfinite(value)
+    if not bool(finite.all()):
+        f = reduce_finite(rank, value, finite, starts, counts)
+        return Partial(step[starts], counts, f.sum, f.m2, f.min, f.max, f.min_rank, f.max_rank, f.bad, f.bad_rank)
+    # every value finite (the common case): no masks, one pass per statistic
     with np.errstate(invalid="ignore", over="ignore"):
         sums = np.add.reduceat(value, starts)
         dev = value - np.repeat(sums / counts, counts)
         dev *= dev
         m2 = np.add.reduceat(dev, starts)
         del dev
-        lo = _first_extreme(value, np.minimum.reduceat(value, starts), starts, counts)
-        hi = _first_extreme(value, np.maximum.reduceat(value, starts), starts, counts)
-    return Partial(step[starts], counts, sums, m2, value[lo], value[hi], rank[lo], rank[hi])
-
-
-def _first_extreme(value: np.ndarray, extreme: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per segment, the first position holding the segment's extreme: numpy's argmin/argmax
-    rule (the first NaN if there is one, else the first occurrence of the extreme)."""
-    hit = value == np.repeat(extreme, counts)
-    if bool(np.isnan(extreme).any()):
-        hit |= np.isnan(value)  # only NaN segments contain NaN values
-    positions = np.flatnonzero(hit)
-    if positions.shape[0] == starts.shape[0]:
-        return positions  # every segment has at least one hit, so here exactly one: no ties
-    segment = np.repeat(np.arange(starts.shape[0]), counts)[positions]
-    first = np.empty(positions.shape[0], dtype=bool)
-    first[0] = True
-    np.not_equal(segment[1:], segment[:-1], out=first[1:])
-    return positions[first]
+        lo = first_hits(value == np.repeat(np.minimum.reduceat(value, starts), counts), starts, counts)
+        hi = first_hits(value == np.repeat(np.maximum.reduceat(value, starts), counts), starts, counts)
+    none = np.zeros(starts.shape[0], np.int64)
+    return Partial(step[starts], counts, sums, m2, value[lo], value[hi], rank[lo], rank[hi], none, none - 1)
 
 
 def merge(a: Partial, b: Partial) -> Partial:
     """Union over steps of two partials that cover disjoint rank sets.
 
     Steps present on one side are copied; steps on both sides are combined. Exact and
-    commutative for count, min, max and their ranks; sum and m2 are commutative bit for bit
-    and associative to rounding. Disjointness of the rank sets is the caller's contract (it
-    is what makes counts add up) and is not checked.
+    commutative for count, nan_count, nan_rank, min, max and their ranks; sum and m2 are
+    commutative bit for bit and associative to rounding. Disjointness of the rank sets is the
+    caller's contract (it is what makes counts add up) and is not checked.
     """
     if not len(a):
         return b
@@ -234,38 +244,33 @@ def merge(a: Partial, b: Partial) -> Partial:
 
 def _combine(a: Partial, b: Partial) -> Partial:
     """Row-wise merge of two partials over the same steps."""
-    na, nb = a.count, b.count
+    na, nb = a.count - a.nan_count, b.count - b.nan_count  # finite values on each side
     n = na + nb
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         total = a.sum + b.sum
         delta = b.sum / nb - a.sum / na
-        m2 = a.m2 + b.m2 + delta * delta * (na * nb / n)
-        # delta is NaN only when both means are non-finite from overflowing sums of finite
-        # values; keep "m2 is NaN <=> a NaN/Inf value was seen" (see finalize).
-        bad = np.isnan(m2)
-        if bool(bad.any()):
-            m2[bad & ~np.isnan(a.m2) & ~np.isnan(b.m2)] = np.inf
-        amin_nan, bmin_nan = np.isnan(a.min), np.isnan(b.min)
-        pick_a_min = (
-            (a.min < b.min)
-            | (amin_nan & ~bmin_nan)
-            | (((a.min == b.min) | (amin_nan & bmin_nan)) & (a.min_rank < b.min_rank))
-        )
+        m2 = a.m2 + b.m2 + np.where((na > 0) & (nb > 0), delta * delta * (na * nb / n), 0.0)
+        # m2 of finite values is NaN only when both means are non-finite from overflowing
+        # sums: the deviations overflowed, as numpy's would (see finalize)
+        m2[np.isnan(m2)] = np.inf
+        amin_nan, bmin_nan = np.isnan(a.min), np.isnan(b.min)  # NaN: that side has no finite value
+        pick_a_min = (a.min < b.min) | (bmin_nan & ~amin_nan) | ((a.min == b.min) & (a.min_rank < b.min_rank))
         amax_nan, bmax_nan = np.isnan(a.max), np.isnan(b.max)
-        pick_a_max = (
-            (a.max > b.max)
-            | (amax_nan & ~bmax_nan)
-            | (((a.max == b.max) | (amax_nan & bmax_nan)) & (a.max_rank < b.max_rank))
-        )
+        pick_a_max = (a.max > b.max) | (bmax_nan & ~amax_nan) | ((a.max == b.max) & (a.max_rank < b.max_rank))
+    lowest_bad = np.where(
+        a.nan_rank < 0, b.nan_rank, np.where(b.nan_rank < 0, a.nan_rank, np.minimum(a.nan_rank, b.nan_rank))
+    )
     return Partial(
         a.step,
-        n,
+        a.count + b.count,
         total,
         m2,
         np.where(pick_a_min, a.min, b.min),
         np.where(pick_a_max, a.max, b.max),
         np.where(pick_a_min, a.min_rank, b.min_rank),
         np.where(pick_a_max, a.max_rank, b.max_rank),
+        a.nan_count + b.nan_count,
+        lowest_bad,
     )
 
 
@@ -287,21 +292,23 @@ def finalize(p: Partial, expected: int | np.ndarray) -> dict[str, np.ndarray]:
     """The group row per step: keys exactly :data:`FINAL_FIELDS`.
 
     ``expected`` is the number of ranks the row should cover (scalar or per step).
-    mean = sum / count, std = sqrt(m2 / count) (population std, like ``np.std``). Where the
-    mean is not finite, numpy's deviations from it are NaN (a NaN/Inf value, or a NaN mean)
-    or infinite (finite values whose sum overflowed), and std follows suit.
+    With ``k = count - nan_count`` finite values: mean = sum / k, std = sqrt(m2 / k)
+    (population std, like ``np.nanstd``); both NaN where ``k`` is 0. Where finite values
+    overflow the mean is ±inf and numpy's deviations from it are infinite, so std is inf
+    (NaN if the overflowing sums cancelled to a NaN mean).
     """
     count = p.count
     try:
         exp = np.broadcast_to(np.asarray(expected, dtype=np.int64), count.shape).copy()
     except ValueError as e:
         raise GroupingError(f"expected must be a scalar or {count.shape[0]} values: {e}") from e
+    finite = count - p.nan_count
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        mean = p.sum / count
-        std = np.sqrt(p.m2 / count)
+        mean = p.sum / finite
+        std = np.sqrt(p.m2 / finite)
     odd = ~np.isfinite(mean)
     if bool(odd.any()):
-        std[odd & ~np.isnan(p.m2)] = np.inf
+        std[odd & (finite > 0)] = np.inf
         std[np.isnan(mean)] = np.nan
     return {
         "step": p.step,
@@ -313,4 +320,6 @@ def finalize(p: Partial, expected: int | np.ndarray) -> dict[str, np.ndarray]:
         "std": std,
         "min_rank": p.min_rank,
         "max_rank": p.max_rank,
+        "nan_count": p.nan_count,
+        "nan_rank": p.nan_rank,
     }

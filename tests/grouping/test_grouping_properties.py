@@ -1,5 +1,6 @@
 """Property tests: partials reduced per disjoint rank set and merged in any order and tree
-shape finalise to numpy's statistics over all points."""
+shape finalise to numpy's nan-reductions over the finite values of all points, with the
+non-finite ones counted (tests/support/grouprows.py ``nan_aware_row`` is the reference)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grouping import Partial, finalize, merge, merge_all, reduce_points
+from grouping import FINAL_FIELDS, Partial, finalize, merge, merge_all, reduce_points
+from support.grouprows import nan_aware_row
 
 N_RANKS = 16
 MAX_STEP = 50
-EXACT = ("step", "count", "expected", "min", "max", "min_rank", "max_rank")
+EXACT = ("step", "count", "expected", "min", "max", "min_rank", "max_rank", "nan_count", "nan_rank")
+FLOATS = ("mean", "min", "max", "std")
 # too_slow: data generation competes with the rest of the suite on a 2-core CI machine
 SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 LIGHT = settings(SETTINGS, max_examples=100)
@@ -46,29 +49,20 @@ def arrays(pts: list[tuple[int, int, float]]) -> tuple[np.ndarray, np.ndarray, n
 
 
 def numpy_rows(pts: list[tuple[int, int, float]]) -> dict[str, np.ndarray]:
-    """The reference: last value per (step, rank), then numpy over rank-ordered values."""
+    """The reference: last value per (step, rank), then numpy's nan-reductions over the finite
+    rank-ordered values (``nan_aware_row``)."""
     last: dict[tuple[int, int], float] = {}
     for s, r, v in pts:
         last[(s, r)] = v
-    rows: dict[str, list] = {
-        k: [] for k in ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
-    }
+    rows: dict[str, list] = {k: [] for k in FINAL_FIELDS}
     for s in sorted({s for s, _ in last}):
         ranks = sorted(r for t, r in last if t == s)
-        vals = np.array([last[(s, r)] for r in ranks])
-        with np.errstate(all="ignore"):
-            rows["step"].append(s)
-            rows["count"].append(len(vals))
-            rows["expected"].append(N_RANKS)
-            rows["mean"].append(np.mean(vals))
-            rows["min"].append(np.min(vals))
-            rows["max"].append(np.max(vals))
-            rows["std"].append(np.std(vals))
-            rows["min_rank"].append(ranks[int(np.argmin(vals))])
-            rows["max_rank"].append(ranks[int(np.argmax(vals))])
-    return {
-        k: np.array(v, dtype=np.float64 if k in ("mean", "min", "max", "std") else np.int64) for k, v in rows.items()
-    }
+        row = nan_aware_row(ranks, [last[(s, r)] for r in ranks])
+        rows["step"].append(s)
+        rows["expected"].append(N_RANKS)
+        for k, x in zip(("count", "mean", "min", "max", "std", "min_rank", "max_rank", "nan_count", "nan_rank"), row):
+            rows[k].append(x)
+    return {k: np.array(v, dtype=np.float64 if k in FLOATS else np.int64) for k, v in rows.items()}
 
 
 def split_by_rank(pts, owner: list[int], n_parts: int) -> list[Partial]:
@@ -104,8 +98,9 @@ partitions = st.integers(1, 6).flatmap(
 @given(pts=points(GRID_VALUES), split=partitions, data=st.data())
 def test_any_split_and_merge_tree_equals_numpy(pts, split, data) -> None:
     """Points split by disjoint rank sets, reduced, and merged in a random order and tree
-    shape finalise to numpy over the deduplicated rank-ordered values: count, min, max and
-    their ranks exactly; mean and std to rtol 1e-12 with NaN/±inf in the same places."""
+    shape finalise to numpy's nan-reductions over the deduplicated rank-ordered finite values:
+    count, nan_count, nan_rank, min, max and their ranks exactly; mean and std to rtol 1e-12
+    with NaN in the same places (steps whose values are all non-finite)."""
     n_parts, owner = split
     want = numpy_rows(pts)
     parts = split_by_rank(pts, owner, n_parts)
@@ -152,7 +147,53 @@ def test_merge_is_commutative_and_associative(case) -> None:
         if x.dtype.kind == "f":  # the same signed zeros (a NaN's sign bit is not a value)
             assert (np.signbit(x) == np.signbit(y))[~np.isnan(x)].all(), name
     left, right = merge(ab, c), merge(a, merge(b, c))
-    for name in ("step", "count", "min", "max", "min_rank", "max_rank"):
+    for name in ("step", "count", "min", "max", "min_rank", "max_rank", "nan_count", "nan_rank"):
         np.testing.assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
     for name in ("sum", "m2"):
         np.testing.assert_allclose(getattr(left, name), getattr(right, name), rtol=1e-12, equal_nan=True, err_msg=name)
+
+
+# Mostly non-finite: steps where every value is NaN/±Inf, or all but one, are frequent.
+MOSTLY_BAD = st.one_of(st.sampled_from([math.nan, math.inf, -math.inf]), st.integers(-4, 4).map(float))
+
+
+@SETTINGS
+@given(pts=points(MOSTLY_BAD), split=partitions, data=st.data())
+def test_mostly_non_finite_values_through_the_wire_equal_numpy(pts, split, data) -> None:
+    """Node partials dominated by NaN/±Inf, sent through to_dict/from_dict as a root receives
+    them (lists, as after msgpack) and merged in a random tree, equal the NaN-aware reference
+    in every field; a step with no finite value has mean/min/max/std NaN and ranks -1."""
+    n_parts, owner = split
+    want = numpy_rows(pts)
+    wired = [
+        Partial.from_dict({k: v.tolist() for k, v in p.to_dict().items()}) for p in split_by_rank(pts, owner, n_parts)
+    ]
+    got = finalize(merge_randomly(wired, data), N_RANKS)
+    assert_rows(got, want, rtol=1e-12)
+    none_finite = got["nan_count"] == got["count"]
+    assert (got["min_rank"][none_finite] == -1).all() and np.isnan(got["mean"][none_finite]).all()
+    assert ((got["nan_rank"] >= 0) == (got["nan_count"] > 0)).all()
+
+
+@SETTINGS
+@given(pts=points(GRID_VALUES), split=partitions, data=st.data())
+def test_non_finite_points_change_only_the_counting_fields(pts, split, data) -> None:
+    """Dropping every NaN/±Inf point (after last-wins) leaves mean, min, max, std and their ranks
+    unchanged: the non-finite ranks show only in count, nan_count and nan_rank, and
+    count - nan_count is the count of the finite-only rows."""
+    last: dict[tuple[int, int], float] = {}
+    for s, r, v in pts:
+        last[(s, r)] = v
+    clean = [(s, r, v) for (s, r), v in last.items() if math.isfinite(v)]
+    n_parts, owner = split
+    got = finalize(merge_randomly(split_by_rank(pts, owner, n_parts), data), N_RANKS)
+    ref = finalize(merge_all(split_by_rank(clean, owner, n_parts)), N_RANKS)
+    has_finite = np.isin(got["step"], ref["step"])
+    assert got["step"][has_finite].tolist() == ref["step"].tolist()
+    assert (got["count"] - got["nan_count"])[has_finite].tolist() == ref["count"].tolist()
+    for k in ("min", "max", "min_rank", "max_rank"):
+        np.testing.assert_array_equal(got[k][has_finite], ref[k], err_msg=k)
+    for k in ("mean", "std"):
+        np.testing.assert_allclose(got[k][has_finite], ref[k], rtol=1e-12, atol=0, err_msg=k)
+    assert (got["nan_count"][~has_finite] == got["count"][~has_finite]).all()
+    assert (ref["nan_count"] == 0).all() and (ref["nan_rank"] == -1).all()

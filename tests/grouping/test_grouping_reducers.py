@@ -51,6 +51,8 @@ def test_four_ranks_hand_computed() -> None:
         "std": 1.118033988749895,
         "min_rank": 0,
         "max_rank": 3,
+        "nan_count": 0,
+        "nan_rank": -1,
     }
     assert out["count"].dtype == np.int64 and out["min_rank"].dtype == np.int64
     assert out["mean"].dtype == np.float64
@@ -83,29 +85,63 @@ def test_ties_across_partials_go_to_lowest_rank() -> None:
         assert row["count"] == 4 and row["mean"] == 4.0
 
 
-def test_nan_is_first_extreme_and_propagates() -> None:
-    """A NaN makes mean/min/max/std NaN and both min_rank and max_rank the first NaN's rank,
-    like np.argmin / np.argmax."""
+def test_nan_rank_is_counted_and_the_others_summarised() -> None:
+    """NaN values do not enter mean/min/max/std: the row summarises the finite values (like
+    np.nanmean & co), counts every rank that reported, and names the lowest NaN rank."""
     values = [1.0, math.nan, 0.0, math.nan]
     row = _row(_one_step([0, 1, 2, 3], values))
-    assert all(math.isnan(row[k]) for k in ("mean", "min", "max", "std"))
-    assert row["min_rank"] == int(np.argmin(values)) == 1
-    assert row["max_rank"] == int(np.argmax(values)) == 1
+    assert row["count"] == 4 and row["nan_count"] == 2 and row["nan_rank"] == 1
+    assert (row["mean"], row["min"], row["max"]) == (0.5, 0.0, 1.0)
+    assert row["std"] == float(np.nanstd(values)) == 0.5
+    assert row["min_rank"] == int(np.nanargmin(values)) == 2
+    assert row["max_rank"] == int(np.nanargmax(values)) == 0
+
+
+def test_one_rank_diverging_keeps_the_healthy_band() -> None:
+    """Eight ranks, rank 5 turns NaN at step 3 and +inf at step 6: from step 3 on every row is
+    numpy's nan-reduction over the seven others, nan_count 1, nan_rank 5, count 8, whether
+    reduced at once or merged from two nodes of four ranks."""
+    steps = np.arange(10)
+    table = np.array([np.sin(steps + r) + r for r in range(8)])
+    table[5, 3:] = math.nan
+    table[5, 6:] = math.inf
+    step = np.tile(steps, 8)
+    rank = np.repeat(np.arange(8), 10)
+    whole = finalize(reduce_points(step, rank, table.ravel()), 8)
+    node = [reduce_points(step[rank // 4 == i], rank[rank // 4 == i], table.ravel()[rank // 4 == i]) for i in (0, 1)]
+    healthy = np.delete(table, 5, axis=0)
+    for out in (whole, finalize(merge(node[1], node[0]), 8)):
+        assert out["count"].tolist() == [8] * 10
+        assert out["nan_count"].tolist() == [0, 0, 0] + [1] * 7
+        assert out["nan_rank"].tolist() == [-1, -1, -1] + [5] * 7
+        np.testing.assert_allclose(out["mean"][3:], healthy[:, 3:].mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(out["std"][3:], healthy[:, 3:].std(axis=0), rtol=1e-12)
+        np.testing.assert_array_equal(out["min"][3:], healthy[:, 3:].min(axis=0))
+        np.testing.assert_array_equal(out["max"][:3], table[:, :3].max(axis=0))
+        ranks7 = np.delete(np.arange(8), 5)
+        np.testing.assert_array_equal(out["max_rank"][3:], ranks7[healthy[:, 3:].argmax(axis=0)])
 
 
 @pytest.mark.parametrize("nan_ranks", [(1, 3), (3, 1)])
 def test_nan_across_partials_picks_lowest_nan_rank(nan_ranks: tuple[int, int]) -> None:
-    """When both partials hold a NaN the lower NaN rank wins; a NaN beats any number even if
-    the number sits at a lower rank."""
+    """When both partials hold a NaN the lower NaN rank is nan_rank, in both merge orders; the
+    extremes are the finite ones whatever rank holds a NaN; a partial with no finite value
+    leaves the other's extremes."""
     ra, rb = nan_ranks
     a = _one_step([ra, 0], [math.nan, -100.0])
     b = _one_step([rb, 2], [math.nan, 100.0])
     for m in (merge(a, b), merge(b, a)):
         row = _row(m)
-        assert row["min_rank"] == row["max_rank"] == 1
+        assert row["nan_rank"] == 1 and row["nan_count"] == 2 and row["count"] == 4
+        assert (row["min_rank"], row["max_rank"], row["mean"]) == (0, 2, 0.0)
     c = _one_step([0], [-5.0])
     d = _one_step([4], [math.nan])
-    assert _row(merge(c, d))["min_rank"] == _row(merge(d, c))["min_rank"] == 4
+    for m in (merge(c, d), merge(d, c)):
+        row = _row(m)
+        assert (row["min_rank"], row["max_rank"], row["nan_rank"], row["min"], row["std"]) == (0, 0, 4, -5.0, 0.0)
+    none = _row(merge(d, _one_step([2], [-math.inf])))
+    assert (none["min_rank"], none["max_rank"], none["nan_rank"], none["nan_count"]) == (-1, -1, 2, 2)
+    assert all(math.isnan(none[k]) for k in ("mean", "min", "max", "std"))
 
 
 @pytest.mark.parametrize(
@@ -123,17 +159,22 @@ def test_nan_across_partials_picks_lowest_nan_rank(nan_ranks: tuple[int, int]) -
     ],
 )
 def test_infinities_and_overflow_follow_numpy(values: list[float]) -> None:
-    """±Inf and overflowing finite values give numpy's mean/std (NaN where numpy gives NaN,
-    the same ±inf), both reduced at once and merged from single-rank partials."""
+    """±Inf count as non-finite (nan_count, nan_rank) and the rest gives numpy's mean/std over the
+    finite values, overflow included (the same ±inf; NaN with ranks -1 when nothing is finite),
+    both reduced at once and merged from single-rank partials."""
     ranks = list(range(len(values)))
+    finite = [v for v in values if math.isfinite(v)]
+    where = [r for r, v in zip(ranks, values) if math.isfinite(v)]
     with np.errstate(all="ignore"):
         ref = {
-            "mean": float(np.mean(values)),
-            "std": float(np.std(values)),
-            "min": float(np.min(values)),
-            "max": float(np.max(values)),
-            "min_rank": int(np.argmin(values)),
-            "max_rank": int(np.argmax(values)),
+            "mean": float(np.mean(finite)) if finite else math.nan,
+            "std": float(np.std(finite)) if finite else math.nan,
+            "min": float(np.min(finite)) if finite else math.nan,
+            "max": float(np.max(finite)) if finite else math.nan,
+            "min_rank": where[int(np.argmin(finite))] if finite else -1,
+            "max_rank": where[int(np.argmax(finite))] if finite else -1,
+            "nan_count": len(values) - len(finite),
+            "nan_rank": min(set(ranks) - set(where), default=-1),
         }
     whole = _one_step(ranks, values)
     split = merge_all(_one_step([r], [v]) for r, v in zip(ranks, values))
@@ -156,6 +197,8 @@ def test_single_rank_has_zero_std() -> None:
         "std": 0.0,
         "min_rank": 5,
         "max_rank": 5,
+        "nan_count": 0,
+        "nan_rank": -1,
     }
 
 
@@ -178,8 +221,8 @@ def test_last_arrival_wins_for_repeated_step_and_rank() -> None:
     p2 = reduce_points([0, 0, 0], [0, 1, 1], [10.0, math.nan, 20.0])
     out, out2 = finalize(p, 2), finalize(p2, 2)
     assert out["step"].tolist() == [0, 1] and out["count"].tolist() == [2, 1]
-    assert math.isnan(out["mean"][0]) and out["min_rank"][0] == 1
-    assert out2["mean"].tolist() == [15.0] and out2["max_rank"].tolist() == [1]
+    assert out["mean"][0] == 10.0 and out["nan_rank"][0] == 1 and out["min_rank"][0] == 0
+    assert out2["mean"].tolist() == [15.0] and out2["max_rank"].tolist() == [1] and out2["nan_count"].tolist() == [0]
 
 
 def test_several_steps_in_any_arrival_order() -> None:
@@ -251,7 +294,7 @@ def test_merge_all_matches_pairwise_merges() -> None:
     for p in parts[1:]:
         folded = merge(folded, p)
     tree = merge_all(iter(parts))
-    for name in ("step", "count", "min", "max", "min_rank", "max_rank"):
+    for name in ("step", "count", "min", "max", "min_rank", "max_rank", "nan_count", "nan_rank"):
         np.testing.assert_array_equal(getattr(tree, name), getattr(folded, name))
     np.testing.assert_allclose(tree.sum, folded.sum, rtol=1e-12)
     np.testing.assert_allclose(tree.m2, folded.m2, rtol=1e-12)
@@ -281,7 +324,18 @@ def test_expected_scalar_or_per_step() -> None:
 def test_partial_dict_round_trip_and_take() -> None:
     """to_dict/from_dict round-trip in FIELDS order; take selects rows by index or mask."""
     p = reduce_points([0, 0, 1, 2], [0, 1, 0, 1], [1.0, 3.0, 2.0, math.nan])
-    assert Partial.FIELDS == ("step", "count", "sum", "m2", "min", "max", "min_rank", "max_rank")
+    assert Partial.FIELDS == (
+        "step",
+        "count",
+        "sum",
+        "m2",
+        "min",
+        "max",
+        "min_rank",
+        "max_rank",
+        "nan_count",
+        "nan_rank",
+    )
     d = p.to_dict()
     assert tuple(d) == Partial.FIELDS
     wire = {k: v.tolist() for k, v in d.items()}  # e.g. after msgpack
@@ -291,7 +345,7 @@ def test_partial_dict_round_trip_and_take() -> None:
         assert getattr(q, name).dtype == getattr(p, name).dtype
     assert p.take(np.array([0, 2])).step.tolist() == [0, 2]
     assert p.take(np.array([False, True, False])).count.tolist() == [1]
-    assert p.nbytes == 8 * 8 * len(p)
+    assert p.nbytes == 8 * 10 * len(p)
     assert "steps=3" in repr(p) and "points=4" in repr(p)
 
 
@@ -302,10 +356,15 @@ def test_partial_dict_round_trip_and_take() -> None:
         {"step": [0, 0]},
         {"count": [0, 1]},
         {"min": [1.0]},
+        {"nan_count": [2, 0]},
+        {"nan_count": [-1, 0]},
+        {"nan_rank": [0, -1]},
+        {"nan_count": [1, 0], "nan_rank": [-1, -1]},
     ],
 )
 def test_from_dict_rejects_what_merge_cannot_use(bad: dict[str, list[float]]) -> None:
-    """from_dict rejects unsorted or repeated steps, zero counts and mismatched lengths."""
+    """from_dict rejects unsorted or repeated steps, zero counts, mismatched lengths, nan_count
+    outside 0..count and a nan_rank that disagrees with nan_count."""
     d = {k: v.tolist() for k, v in reduce_points([0, 1], [0, 0], [1.0, 2.0]).to_dict().items()}
     d.update(bad)
     with pytest.raises(GroupingError):

@@ -1,5 +1,6 @@
-"""Group rows as numpy computes them over the raw values of the ranks, which the agent's group rows
-(agent/groups.py, grouping/reducers.py) are checked against; and reproducible values to log."""
+"""Group rows as numpy computes them over the raw values of the ranks (nan-reductions over the finite
+values, grouping/reducers.py), which the agent's group rows (agent/groups.py) are checked against; and
+reproducible values to log."""
 
 from __future__ import annotations
 
@@ -10,27 +11,54 @@ import numpy as np
 from agent.store.base import GROUP_FIELDS
 
 
+def nan_aware_row(ranks: Any, values: Any) -> tuple:
+    """One step's row over ``values`` of ``ranks`` (ascending), the reference of grouping/reducers.py:
+    ``(count, mean, min, max, std, min_rank, max_rank, nan_count, nan_rank)`` where mean/min/max/std are
+    numpy's nan-reductions over the finite values (±Inf counts as non-finite like NaN), min_rank/max_rank
+    ``np.nanargmin``/``np.nanargmax`` mapped to ranks (-1 when no value is finite), nan_count the number of
+    NaN/±Inf values and nan_rank the lowest rank holding one (-1 when none)."""
+    ranks = np.asarray(ranks, np.int64)
+    v = np.asarray(values, np.float64)
+    bad = ~np.isfinite(v)
+    f = np.where(bad, np.nan, v)
+    nan_rank = int(ranks[bad][0]) if bad.any() else -1
+    if bad.all():
+        return len(v), np.nan, np.nan, np.nan, np.nan, -1, -1, int(bad.sum()), nan_rank
+    with np.errstate(all="ignore"):
+        return (
+            len(v),
+            np.nanmean(f),
+            np.nanmin(f),
+            np.nanmax(f),
+            np.nanstd(f),
+            int(ranks[np.nanargmin(f)]),
+            int(ranks[np.nanargmax(f)]),
+            int(bad.sum()),
+            nan_rank,
+        )
+
+
 def numpy_group_rows(points: dict[int, dict[int, float]], expected: int) -> dict[str, np.ndarray]:
     """The group rows numpy gives over raw values ``{rank: {step: value}}``: per step, over the ranks with a
-    value there, count, mean, min, max, population std, and the lowest rank holding the min and the max."""
+    value there, :func:`nan_aware_row` (count of every rank that reported; mean, min, max, population std and
+    the lowest ranks holding the min and max over the finite values; nan_count, nan_rank)."""
     steps = sorted({s for per_rank in points.values() for s in per_rank})
     out: dict[str, list] = {f: [] for f in GROUP_FIELDS}
     for s in steps:
         ranks = np.array(sorted(r for r, per_rank in points.items() if s in per_rank))
         v = np.array([points[r][s] for r in ranks], np.float64)
-        for f, x in zip(
-            GROUP_FIELDS,
-            (s, len(v), expected, v.mean(), v.min(), v.max(), v.std(), ranks[v.argmin()], ranks[v.argmax()]),
-        ):
+        count, mean, lo, hi, std, lo_rank, hi_rank, nan_count, nan_rank = nan_aware_row(ranks, v)
+        row = (s, count, expected, mean, lo, hi, std, lo_rank, hi_rank, nan_count, nan_rank)
+        for f, x in zip(GROUP_FIELDS, row, strict=True):
             out[f].append(x)
     return {f: np.array(x) for f, x in out.items()}
 
 
 def assert_group_rows(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    """Stored group rows equal numpy's: steps, counts, expected, min, max and their ranks exactly, mean and
-    std to 1e-12."""
+    """Stored group rows equal numpy's: steps, counts, expected, min, max and their ranks, nan_count and nan_rank
+    exactly, mean and std to 1e-12."""
     assert got["step"].tolist() == want["step"].tolist(), (got["step"], want["step"])
-    for f in ("count", "expected", "min", "max", "min_rank", "max_rank"):
+    for f in ("count", "expected", "min", "max", "min_rank", "max_rank", "nan_count", "nan_rank"):
         assert np.array_equal(got[f], want[f], equal_nan=True), (f, got[f], want[f])
     for f in ("mean", "std"):
         np.testing.assert_allclose(got[f], want[f], rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=f)
