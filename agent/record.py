@@ -14,7 +14,12 @@ happened at the node:
 * ``late``: ``[group, key, steps]`` points the node received for steps it had
   already sealed (the root recomputes those rows);
 * ``parts``: ``[group, key, ranks, partial]`` what the node sealed, as
-  :class:`grouping.Partial` arrays over the ranks it serves;
+  :class:`grouping.Partial` arrays over the ranks it serves (a node agent from
+  before ``nan_count``/``nan_rank`` sends partials without them: :func:`decode`
+  reads its all-finite steps as nan_count 0, nan_rank -1, which is exact, and
+  turns its steps that saw a NaN/±Inf, whose sums and extremes include it, into
+  ``late`` entries, so the root recomputes those rows from the stored per-rank
+  values);
 * ``marks``: ``[group, watermark]`` how far the node has sealed each group.
 
 ``run`` and ``group`` index tables in the record (``runs``: the HELLO's run
@@ -37,7 +42,10 @@ from client.errors import ProtocolError
 from grouping import GroupingError, Partial
 
 VERSION = 1
-_INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank"})
+_INT_FIELDS = frozenset({"step", "count", "min_rank", "max_rank", "nan_count", "nan_rank"})
+_NAN_FIELDS = ("nan_count", "nan_rank")
+# what a partial from a node agent of before NaN-aware group rows holds
+_LEGACY_FIELDS = frozenset(Partial.FIELDS) - frozenset(_NAN_FIELDS)
 _RUN_TYPES = {
     "project": str,
     "group": str,
@@ -119,18 +127,27 @@ def _steps(raw: Any, what: str) -> np.ndarray:
     return np.frombuffer(raw, "<i8")
 
 
-def _partial(raw: Any) -> Partial:
-    _need(isinstance(raw, dict) and set(raw) == set(Partial.FIELDS), "partial fields")
+def _partial(raw: Any) -> tuple[Partial, np.ndarray | None]:
+    """The partial, and for a legacy one (no nan fields) the steps whose values were not all finite."""
+    _need(isinstance(raw, dict) and set(raw) in (set(Partial.FIELDS), _LEGACY_FIELDS), "partial fields")
     n = None
     arrays = {}
     for f in Partial.FIELDS:
+        if f not in raw:
+            continue
         b = raw[f]
         _need(isinstance(b, bytes) and len(b) % 8 == 0, f"partial field {f}")
         arrays[f] = np.frombuffer(b, "<i8" if f in _INT_FIELDS else "<f8")
         n = len(arrays[f]) if n is None else n
         _need(len(arrays[f]) == n, "partial fields differ in length")
+    legacy = None
+    if "nan_count" not in arrays:
+        # its m2 is NaN exactly where a NaN/±Inf value was seen (the old reducers' invariant)
+        legacy = arrays["step"][np.isnan(arrays["m2"])]
+        arrays["nan_count"] = np.zeros(n, np.int64)
+        arrays["nan_rank"] = np.full(n, -1, np.int64)
     try:
-        return Partial.from_dict(arrays)
+        return Partial.from_dict(arrays), legacy
     except GroupingError as exc:
         raise ProtocolError(f"record: partial: {exc}") from None
 
@@ -194,7 +211,10 @@ def decode(payload: bytes) -> Record:
     parts = []
     for e in body.get("parts") or []:
         _need(_keyed_entry(e, 4, len(gtable)), "partial entry")
-        parts.append((e[0], e[1], _steps(e[2], "partial ranks"), _partial(e[3])))
+        part, legacy = _partial(e[3])
+        parts.append((e[0], e[1], _steps(e[2], "partial ranks"), part))
+        if legacy is not None and len(legacy):
+            late.append((e[0], e[1], legacy))
     marks = []
     for e in body.get("marks") or []:
         _need(

@@ -3,7 +3,7 @@
 A store keeps groups, runs (with summary, config, state), per-run history as
 columnar chunks (one chunk holds one key's values for a span of steps) and
 group rows (per key and step: count, expected, mean, min, max, std, min_rank,
-max_rank) as chunks too. Later chunks win: a late update of a run's row, or a
+max_rank, nan_count, nan_rank; grouping/reducers.py) as chunks too. Later chunks win: a late update of a run's row, or a
 new revision of a group row, is a later chunk covering the same steps.
 
 Implementations: :mod:`agent.store.sqlite` (the embedded default) and
@@ -25,7 +25,19 @@ import numpy as np
 from agent.alerts.alert import Alert
 from agent.errors import StoreFull, StoreLost
 
-GROUP_FIELDS = ("step", "count", "expected", "mean", "min", "max", "std", "min_rank", "max_rank")
+GROUP_FIELDS = (
+    "step",
+    "count",
+    "expected",
+    "mean",
+    "min",
+    "max",
+    "std",
+    "min_rank",
+    "max_rank",
+    "nan_count",
+    "nan_rank",
+)
 RUN_STATES = ("running", "finished", "failed", "crashed")
 META_KEYS = ("_timestamp", "_runtime")  # stored like keys; a row's time is its first commit's
 # keys rankwise writes on rows: the meta keys and, on rows that stand for a coalesced span, the span's

@@ -314,15 +314,35 @@ def ordered_or_last_wins(
     return last_wins(steps, values, first=first)
 
 
-_GROUP_DTYPES = {"step": "<i8", "count": "<i8", "expected": "<i8", "min_rank": "<i8", "max_rank": "<i8"}
+_GROUP_DTYPES = {
+    "step": "<i8",
+    "count": "<i8",
+    "expected": "<i8",
+    "min_rank": "<i8",
+    "max_rank": "<i8",
+    "nan_count": "<i8",
+    "nan_rank": "<i8",
+}
+# Fields group-row chunks written before them do not hold, and the value they mean there (those rows were
+# reduced before non-finite values were counted apart).
+_GROUP_DEFAULTS = {"nan_count": 0, "nan_rank": -1}
+
+
+def _group_field(d: dict, f: str, n: int) -> np.ndarray:
+    raw = d.get(f)
+    if raw is None and f in _GROUP_DEFAULTS:
+        return np.full(n, _GROUP_DEFAULTS[f], _GROUP_DTYPES[f])
+    return np.frombuffer(raw, _GROUP_DTYPES.get(f, "<f8"))
 
 
 def decode_group_chunks(blobs: list[bytes]) -> dict[str, np.ndarray]:
-    """Group-row chunks in write order → arrays over steps, the latest revision of each step winning."""
+    """Group-row chunks in write order → arrays over steps, the latest revision of each step winning.
+    A chunk written before nan_count/nan_rank existed reads as nan_count 0 and nan_rank -1."""
     parts = []
     for blob in blobs:
         d = unpack(blob, {})
-        parts.append({f: np.frombuffer(d[f], _GROUP_DTYPES.get(f, "<f8")) for f in GROUP_FIELDS})
+        n = len(d["step"]) // 8
+        parts.append({f: _group_field(d, f, n) for f in GROUP_FIELDS})
     if not parts:
         return {f: np.empty(0, _GROUP_DTYPES.get(f, "<f8")) for f in GROUP_FIELDS}
     steps = np.concatenate([p["step"] for p in parts])

@@ -25,6 +25,7 @@ from agent.store.sqlite import SQLiteStore
 from client import wire
 from support import frames
 from support.frames import T0
+from support.grouprows import nan_aware_row
 
 
 def hello(
@@ -168,26 +169,22 @@ class Sim:
 
 
 def numpy_rows(values: dict[int, dict[int, float]]) -> dict[str, np.ndarray]:
-    """{rank: {step: value}} → what numpy gives per step over the ranks that reported, rank-ordered."""
+    """{rank: {step: value}} → what numpy gives per step over the ranks that reported, rank-ordered: the
+    nan-reductions over the finite values and the non-finite ones counted (support/grouprows.py)."""
+    fields = ("count", "mean", "min", "max", "std", "min_rank", "max_rank", "nan_count", "nan_rank")
     steps = sorted({s for per in values.values() for s in per})
-    out = {f: [] for f in ("step", "count", "mean", "min", "max", "std", "min_rank", "max_rank")}
+    out = {f: [] for f in ("step", *fields)}
     for s in steps:
         ranks = sorted(r for r, per in values.items() if s in per)
-        v = np.array([values[r][s] for r in ranks])
         out["step"].append(s)
-        out["count"].append(len(ranks))
-        out["mean"].append(np.mean(v))
-        out["min"].append(np.min(v))
-        out["max"].append(np.max(v))
-        out["std"].append(np.std(v))
-        out["min_rank"].append(ranks[int(np.argmin(v))])
-        out["max_rank"].append(ranks[int(np.argmax(v))])
+        for f, x in zip(fields, nan_aware_row(ranks, [values[r][s] for r in ranks]), strict=True):
+            out[f].append(x)
     return {k: np.array(v) for k, v in out.items()}
 
 
 def assert_rows_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray], expected: int) -> None:
     assert np.array_equal(got["step"], want["step"]), (got["step"], want["step"])
-    for f in ("count", "min_rank", "max_rank"):
+    for f in ("count", "min_rank", "max_rank", "nan_count", "nan_rank"):
         assert np.array_equal(got[f], want[f]), f
     assert np.array_equal(got["expected"], np.full(len(want["step"]), expected))
     for f in ("min", "max"):
