@@ -1,7 +1,7 @@
 """``rankwise export GROUP``: group rows (default) or every rank's history (``--per-rank``) as CSV or JSON lines.
 
 Group rows are long: one line per (key, step) with count, expected, mean, min,
-max, std, min_rank, max_rank. Per-rank history is wide, one line per (rank,
+max, std, min_rank, max_rank, nan_count, nan_rank. Per-rank history is wide, one line per (rank,
 step) as ``Api().group(...).run(rank=r).history()`` returns it: rank, run,
 _step, _timestamp, _runtime and one column per key (empty where that row has no
 value). Floats are written exactly (shortest round-trip form); NaN and ±inf as
@@ -28,7 +28,7 @@ from rankwise._table import safe
 
 FORMATS = ("csv", "jsonl")
 GROUP_COLUMNS = ("key", *GROUP_FIELDS)
-_INT_FIELDS = {"step", "count", "expected", "min_rank", "max_rank"}
+_INT_FIELDS = {"step", "count", "expected", "min_rank", "max_rank", "nan_count", "nan_rank"}
 
 
 def group_rows(g: Any, keys: list[str] | None = None) -> Iterator[dict[str, Any]]:

@@ -6,9 +6,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from rankwise._table import ago, duration, group_table, say, table
+
+# --json writes strict JSON (RFC 8259 has no NaN or Infinity): a non-finite number is written as the string
+# "NaN", "Infinity" or "-Infinity" (what float() and JavaScript's Number() read back), a missing one as null.
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (nested in dicts, lists, tuples) replaced by its string name."""
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(json_safe(obj), indent=1, default=str, allow_nan=False)
 
 
 def _api(args: argparse.Namespace) -> Any:
@@ -27,7 +48,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         g = _group(api, args)
         runs = g.runs
         if args.json:
-            say(json.dumps([_run_json(r) for r in runs], indent=1, default=str))
+            say(_dumps([_run_json(r) for r in runs]))
             return 0
         say(f"{g.project}/{g.name}: {len(runs)} of {g.world_size} ranks, {g.state}")
         rows = [
@@ -49,7 +70,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     groups = api.groups(args.project)
     if args.json:
-        say(json.dumps([_group_json(g) for g in groups], indent=1, default=str))
+        say(_dumps([_group_json(g) for g in groups]))
         return 0
     if not groups:
         say(f"no groups in {api.path}")
@@ -110,7 +131,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     keys = args.keys.split(",") if args.keys else None
     headers, rows = group_table(g, keys)
     if args.json:
-        say(json.dumps({"group": _group_json(g), "keys": [dict(zip(headers[:-1], r[:-1])) for r in rows]}, indent=1))
+        say(_dumps({"group": _group_json(g), "keys": [dict(zip(headers[:-1], r[:-1])) for r in rows]}))
         return 0
     runs = g.runs
     states: dict[str, int] = {}

@@ -37,7 +37,8 @@ def say(*parts: Any, file: Any = None) -> None:
 
 
 def fmt(value: Any) -> str:
-    """Numbers with 4–5 significant digits, NaN/inf spelled out, None as '-'."""
+    """Numbers with 4–5 significant digits; a non-finite value spelled ``NaN`` / ``inf`` / ``-inf``, so it
+    never looks like a missing value (None), which is '-'."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -46,7 +47,7 @@ def fmt(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         if math.isnan(value):
-            return "nan"
+            return "NaN"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
@@ -108,7 +109,7 @@ def _numeric(text: str) -> bool:
         float(text)
         return True
     except ValueError:
-        return text in ("-", "nan", "inf", "-inf")
+        return text in ("-", "NaN", "inf", "-inf")
 
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -131,9 +132,29 @@ def sparkline(values: Sequence[float], width: int = 24) -> str:
     return "".join(_SPARK[min(7, int((v - lo) / span * 7.999))] for v in vals)
 
 
+def _rank(r: Any) -> int | None:
+    """A rank column of a group row: -1 (no such rank, e.g. no finite value at the step) is missing."""
+    return int(r) if r >= 0 else None
+
+
 def group_table(g: Any, keys: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """The per-key table of ``rankwise show``: the last group row of every key, and a trend of the mean."""
-    headers = ["key", "step", "ranks", "mean", "min", "min rank", "max", "max rank", "std", "trend (mean)"]
+    """The per-key table of ``rankwise show``: the last group row of every key, and a trend of the mean.
+    mean/min/max/std are over the ranks' finite values; ``non-finite`` counts the ranks whose value was NaN
+    or ±inf at that step and ``first nf rank`` is the lowest of them (docs: README "Group rows")."""
+    headers = [
+        "key",
+        "step",
+        "ranks",
+        "mean",
+        "min",
+        "min rank",
+        "max",
+        "max rank",
+        "std",
+        "non-finite",
+        "first nf rank",
+        "trend (mean)",
+    ]
     rows = []
     for key in keys or g.keys():
         h = g.history(key)
@@ -147,10 +168,12 @@ def group_table(g: Any, keys: list[str] | None = None) -> tuple[list[str], list[
                 f"{int(h['count'][i])}/{int(h['expected'][i])}",
                 float(h["mean"][i]),
                 float(h["min"][i]),
-                int(h["min_rank"][i]),
+                _rank(h["min_rank"][i]),
                 float(h["max"][i]),
-                int(h["max_rank"][i]),
+                _rank(h["max_rank"][i]),
                 float(h["std"][i]),
+                int(h["nan_count"][i]),
+                _rank(h["nan_rank"][i]),
                 sparkline(h["mean"].tolist()),
             ]
         )

@@ -95,7 +95,13 @@ class Group:
         return self._api._reader.group_keys(self._record.id)
 
     def history(self, key: str, x_axis: str | None = None) -> dict[str, np.ndarray]:
-        """Group rows of ``key``: arrays step, count, expected, mean, min, max, std, min_rank, max_rank.
+        """Group rows of ``key``: arrays step, count, expected, mean, min, max, std, min_rank, max_rank,
+        nan_count, nan_rank.
+
+        count is the ranks that reported at the step; mean/min/max/std and min_rank/max_rank are over their
+        finite values (numpy's nan-reductions; NaN and -1 when none is finite); nan_count the ranks whose value
+        was NaN or ±inf and nan_rank the lowest of them (-1 when none). Rows stored before nan_count existed
+        read as nan_count 0, nan_rank -1.
 
         ``x_axis``: a step metric (``define_metric(key, step_metric=x_axis)``): only the rows that have its
         value, with an array ``x`` of it: the group mean of ``x_axis`` at the same step (the ranks log the

@@ -77,7 +77,10 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     hi = hi_all if end is None else end
     span = S.in_range(x, lo, hi)
     n = span.stop - span.start
-    window = {f: cols[f][span] for f in ("mean", "min", "max", "count", "min_rank", "max_rank", "std")}
+    window = {
+        f: cols[f][span]
+        for f in ("mean", "min", "max", "count", "min_rank", "max_rank", "std", "nan_count", "nan_rank")
+    }
     out: dict[str, Any] = {
         "key": key,
         "axis": axis,
@@ -172,6 +175,9 @@ def _full(x: np.ndarray, window: dict, rank_x: dict, rank_of: dict, lo: float, h
         "count": numbers(S.align(grid, x, window["count"]), integral=True),
         "min_rank": numbers(S.align(grid, x, window["min_rank"]), integral=True),
         "max_rank": numbers(S.align(grid, x, window["max_rank"]), integral=True),
+        # ranks whose value was NaN/±inf at the point, and the lowest of them (-1: none); docs/ui.md
+        "nan_count": numbers(S.align(grid, x, window["nan_count"]), integral=True),
+        "nan_rank": numbers(S.align(grid, x, window["nan_rank"]), integral=True),
     }
     if axis == "step" and grid.dtype.kind == "i":
         out["x"] = grid.tolist()
@@ -192,6 +198,10 @@ def _reduced(
     xa, xb = x[seg.start], x[seg.stop - 1]
     lows, highs = S.bucket_min(cols["min"], seg), S.bucket_max(cols["max"], seg)
     counts = S.bucket_min(cols["count"].astype(np.float64), seg)
+    # per bucket: the most non-finite ranks at one of its steps, and the lowest non-finite rank in it (-1: none)
+    bad = S.bucket_max(cols["nan_count"].astype(np.float64), seg)
+    first_bad = S.bucket_min(np.where(cols["nan_rank"] < 0, np.inf, cols["nan_rank"]).astype(np.float64), seg)
+    first_bad[~np.isfinite(first_bad)] = -1
     both = lambda a, i=False: numbers(S.interleave(a, a), i)  # noqa: E731 - a bucket's two rows share the band
     out: dict[str, Any] = {
         "resolution": "minmax",
@@ -204,6 +214,8 @@ def _reduced(
         "count": both(counts, True),
         "min_rank": None,
         "max_rank": None,
+        "nan_count": both(bad, True),
+        "nan_rank": both(first_bad, True),
     }
     out["ranks"] = (
         _ranks_json({rid: S.place(seg.bucket, rx, rv, edges) for rid, (rx, rv) in rank_x.items()}, rank_of)

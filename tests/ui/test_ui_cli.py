@@ -105,13 +105,19 @@ def test_export_group_rows_exactly(store, group, form, capsys):
             "std",
             "min_rank",
             "max_rank",
+            "nan_count",
+            "nan_rank",
         ]
         got = [
             {
                 k: (
                     v
                     if k == "key"
-                    else (int(v) if k in ("step", "count", "expected", "min_rank", "max_rank") else float(v))
+                    else (
+                        int(v)
+                        if k in ("step", "count", "expected", "min_rank", "max_rank", "nan_count", "nan_rank")
+                        else float(v)
+                    )
                 )
                 for k, v in row.items()
             }
