@@ -89,7 +89,7 @@ def test_tail_once_prints_the_latest_group_row_of_every_key(store, group, capsys
 @pytest.mark.parametrize("form", ["csv", "jsonl"])
 def test_export_group_rows_exactly(store, group, form, capsys):
     """export (default: group rows): one line per key and step with every group field, values exact
-    (shortest round-trip floats; NaN kept as nan / NaN)."""
+    (shortest round-trip floats; NaN kept as nan / NaN), a NaN rank counted in nan_count / nan_rank."""
     assert main(["export", "job-cli", "--store", str(store), "--format", form]) == 0
     out = capsys.readouterr().out
     if form == "csv":
@@ -133,7 +133,9 @@ def test_export_group_rows_exactly(store, group, form, capsys):
     assert len(got) == len(want) == 2 * STEPS + STEPS // 4
     for g_row, w_row in zip(got, want):
         assert g_row.keys() == w_row.keys() and all(same(g_row[k], w_row[k]) for k in w_row), (g_row, w_row)
-    assert any(math.isnan(r["mean"]) for r in got if r["key"] == "loss")  # rank 1's NaN at step 5
+    # rank 1's NaN at step 5: counted and named, the other ranks' mean stays a number
+    (nan_row,) = [r for r in got if r["key"] == "loss" and r["step"] == 5]
+    assert (nan_row["nan_count"], nan_row["nan_rank"]) == (1, 1) and math.isfinite(nan_row["mean"])
 
 
 @pytest.mark.parametrize("form", ["csv", "jsonl"])
