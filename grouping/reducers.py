@@ -244,22 +244,34 @@ def merge(a: Partial, b: Partial) -> Partial:
 
 def _combine(a: Partial, b: Partial) -> Partial:
     """Row-wise merge of two partials over the same steps."""
-    na, nb = a.count - a.nan_count, b.count - b.nan_count  # finite values on each side
-    n = na + nb
+    # every value finite on both sides (the common case): no side without a finite value, no NaN extremes
+    clean = not (bool(a.nan_count.any()) or bool(b.nan_count.any()))
+    na, nb = (a.count, b.count) if clean else (a.count - a.nan_count, b.count - b.nan_count)  # finite values
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         total = a.sum + b.sum
         delta = b.sum / nb - a.sum / na
-        m2 = a.m2 + b.m2 + np.where((na > 0) & (nb > 0), delta * delta * (na * nb / n), 0.0)
+        term = delta * delta * (na * nb / (na + nb))
+        if not clean:
+            term[(na == 0) | (nb == 0)] = 0.0  # a side without finite values adds nothing
+        m2 = a.m2 + b.m2
+        m2 += term
         # m2 of finite values is NaN only when both means are non-finite from overflowing
         # sums: the deviations overflowed, as numpy's would (see finalize)
-        m2[np.isnan(m2)] = np.inf
-        amin_nan, bmin_nan = np.isnan(a.min), np.isnan(b.min)  # NaN: that side has no finite value
-        pick_a_min = (a.min < b.min) | (bmin_nan & ~amin_nan) | ((a.min == b.min) & (a.min_rank < b.min_rank))
-        amax_nan, bmax_nan = np.isnan(a.max), np.isnan(b.max)
-        pick_a_max = (a.max > b.max) | (bmax_nan & ~amax_nan) | ((a.max == b.max) & (a.max_rank < b.max_rank))
-    lowest_bad = np.where(
-        a.nan_rank < 0, b.nan_rank, np.where(b.nan_rank < 0, a.nan_rank, np.minimum(a.nan_rank, b.nan_rank))
-    )
+        bad = np.isnan(m2)
+        if bool(bad.any()):
+            m2[bad] = np.inf
+        pick_a_min = (a.min < b.min) | ((a.min == b.min) & (a.min_rank < b.min_rank))
+        pick_a_max = (a.max > b.max) | ((a.max == b.max) & (a.max_rank < b.max_rank))
+        if not clean:  # NaN: that side has no finite value, the other side's extreme wins
+            pick_a_min |= np.isnan(b.min) & ~np.isnan(a.min)
+            pick_a_max |= np.isnan(b.max) & ~np.isnan(a.max)
+    if clean:
+        nan_count, nan_rank = a.nan_count, a.nan_rank  # zeros and -1 (read-only, shared)
+    else:
+        nan_count = a.nan_count + b.nan_count
+        nan_rank = np.where(
+            a.nan_rank < 0, b.nan_rank, np.where(b.nan_rank < 0, a.nan_rank, np.minimum(a.nan_rank, b.nan_rank))
+        )
     return Partial(
         a.step,
         a.count + b.count,
@@ -269,8 +281,8 @@ def _combine(a: Partial, b: Partial) -> Partial:
         np.where(pick_a_max, a.max, b.max),
         np.where(pick_a_min, a.min_rank, b.min_rank),
         np.where(pick_a_max, a.max_rank, b.max_rank),
-        a.nan_count + b.nan_count,
-        lowest_bad,
+        nan_count,
+        nan_rank,
     )
 
 
