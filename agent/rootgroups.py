@@ -27,6 +27,9 @@ recomputed from the per-rank values in the store, in the commit that seals it:
 * the root itself restarted: the partials it had merged but not sealed are
   gone, so every stored step above the seal is dirty (:meth:`recover_dirty`);
 * a node received points for a step it had already sealed (a late mark);
+* a node agent of before nan_count/nan_rank sent a partial of a step where a
+  value was NaN/±Inf (its sums and extremes include it; agent/record.py makes
+  that a late mark too);
 * two partials cover one (rank, step) (:class:`grouping.PartialWindow`).
 
 Partials or forwarded points for steps the root already sealed make it
