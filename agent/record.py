@@ -220,7 +220,9 @@ def _system_op(op: list) -> tuple[bool, dict[str, np.ndarray]]:
     _need(len(op) == 4 and isinstance(op[2], bool) and isinstance(op[3], dict), "system op")
     columns = {}
     for k, v in op[3].items():
-        _need(isinstance(k, str) and 0 < len(k) <= MAX_NAME and isinstance(v, bytes) and len(v) % 8 == 0, "system column")
+        _need(
+            isinstance(k, str) and 0 < len(k) <= MAX_NAME and isinstance(v, bytes) and len(v) % 8 == 0, "system column"
+        )
         columns[k] = np.frombuffer(v, "<f8")
     try:
         check_columns(columns, "system op")
