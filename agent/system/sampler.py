@@ -35,18 +35,23 @@ if TYPE_CHECKING:
     from agent.runs import RunState
 
 log = logging.getLogger("rankwise.agent")
-USS_EVERY = 1  # USS (smaps_rollup) every sample: cheap enough (docs/system.md has the measurement)
+# USS reads /proc/PID/smaps_rollup, which walks the process's page tables: ~0.5 ms per process, 3/4 of a
+# sample's cost (benchmarks/system_sampler.py). It is read at most every USS_PERIOD_S seconds: every sample at
+# the default 5 s interval, every 5th at 1 s (docs/system.md)
+USS_PERIOD_S = 5.0
 _UNREAD = object()
 
 
 class SystemSampler(Part):
     """Samples local ranks, the host and GPUs into the next commit every ``interval_s`` seconds."""
 
-    def __init__(self, ingest: Ingest, interval_s: float, nvml: Any = _UNREAD, uss_every: int = USS_EVERY):
+    def __init__(self, ingest: Ingest, interval_s: float, nvml: Any = _UNREAD, uss_every: int | None = None):
         if not interval_s >= 0:
             raise ValueError(f"interval_s must be >= 0 seconds (0: off), got {interval_s!r}")
         self.ingest = ingest
         self.interval_s = interval_s
+        if uss_every is None:  # USS at most every USS_PERIOD_S seconds
+            uss_every = max(1, round(USS_PERIOD_S / interval_s)) if interval_s > 0 else 1
         self.procs = ProcTrees(uss_every)
         self.host = HostSampler(ingest.cfg.data_dir)
         self._nvml = nvml  # _UNREAD: pynvml, imported at the first sample (never at import)
@@ -153,6 +158,7 @@ class SystemSampler(Part):
     def status(self, snap: dict[str, Any]) -> None:
         snap["system"] = {
             "interval_s": self.interval_s,
+            "uss_every": self.procs.uss_every,
             "samples": self.samples,
             "rows": self.rows,
             "cpu_s": round(self.cpu_s, 4),
