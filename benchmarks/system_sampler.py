@@ -1,4 +1,4 @@
-"""12. What the agent's system sampler costs: 8 ranks, each with 2 DataLoader-style workers, at a 1 s interval.
+"""10. What the agent's system sampler costs: 8 ranks, each with 2 DataLoader-style workers, at a 1 s interval.
 
 The agent core (agent/ingest.py over the memory store) registers 8 real rank processes (each a Python
 process that forked two children, as a DataLoader's workers are); the sampler (agent/system/sampler.py)
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 NAME = "system_sampler"
-TITLE = "12. System sampler: CPU of the agent per sample, 8 ranks × 2 workers, 1 s interval"
+TITLE = "10. System sampler: CPU of the agent per sample, 8 ranks × 2 workers, 1 s interval"
 RANKS = 8
 
 _RANK = """
