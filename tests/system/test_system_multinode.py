@@ -47,7 +47,7 @@ def test_node_agents_samples_reach_the_root(cluster, tmp_path):
         g = wait_for(lambda: _both_sampled(cluster), 120, "system rows of both ranks at the root")
     finally:
         stop.touch()
-    for code, out, err in wait_exit(procs):
+    for code, _out, err in wait_exit(procs):
         assert code == 0, err
     assert [(r.rank, r.node) for r in g.runs] == [(0, "node-a"), (1, "node-b")]
     for r in g.runs:
