@@ -30,7 +30,7 @@ def system_ops(nc: NextCommit, ingest: Ingest) -> list[tuple[int, bool, dict[str
             if run_id is None:
                 continue  # a group the node no longer holds: nothing names it upstream
             out.append((run_id, True, join_columns(chunks)))
-        else:
+        elif run_id in ingest.runs:  # (a registry cleared since the sample, a lost catalog: nothing to name)
             out.append((run_id, False, join_columns(chunks)))
     return out
 
