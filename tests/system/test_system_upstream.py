@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agent import record
+from agent.system.forward import system_ops
 from agent.system.sampler import SystemSampler
 from client.errors import ProtocolError
 from support.mnsim import Sim, hello
@@ -97,3 +98,24 @@ def test_system_op_round_trip_and_validation():
         with pytest.raises(ProtocolError):
             record.decode(_record_with(bad))
     assert msgpack  # the record format is msgpack (agent/record.py)
+
+
+def test_system_ops_skip_what_the_node_no_longer_holds(tmp_path):
+    """Samples of a run or group the node's registry no longer holds (cleared since the sample) make no op;
+    the others become one op per rank and one per group's host rows, naming a run of that group."""
+    sim = Sim(tmp_path, nodes=1, system_interval_s=1000.0)
+    (node,) = sim.nodes
+    node.send(hello("w0", 0, 1, "g", node.name, 1234))
+    ing = node.ingest
+    (run,) = ing.runs.values()
+    gid = run.group.record.id
+    t = {"_timestamp": np.array([1.0])}
+    ing.next_commit.add_system(gid, run.record.id, node.name, dict(t, **{"proc.x": np.array([2.0])}))
+    ing.next_commit.add_system(gid, None, node.name, dict(t, **{"host.y": np.array([3.0])}))
+    ing.next_commit.add_system(gid + 99, None, node.name, t)
+    ing.next_commit.add_system(gid, run.record.id + 99, node.name, t)
+    ops = system_ops(ing.next_commit, ing)
+    assert [(r, host, sorted(c)) for r, host, c in ops] == [
+        (run.record.id, False, ["_timestamp", "proc.x"]),
+        (run.record.id, True, ["_timestamp", "host.y"]),
+    ]
