@@ -17,6 +17,7 @@ since the driver loaded), ``pcie_tx_bytes_per_s``/``pcie_rx_bytes_per_s``.
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -80,15 +81,24 @@ class Gpus:
         self.handles: list[tuple[int, Any, str]] = []  # (index, handle, uuid)
         self.note = "not started"
         self.started = False
+        self.ready = threading.Event()  # start() is over (succeeded or not): the sampler runs it off its loop
         self.errors = 0  # field reads that failed (NOT_SUPPORTED and the like)
 
     def __repr__(self) -> str:
         return f"<Gpus devices={len(self.handles)} note={self.note!r} errors={self.errors}>"
 
     def start(self) -> bool:
-        """nvmlInit and the device handles; False (with :attr:`note` saying why) when NVML cannot be used."""
+        """nvmlInit and the device handles; False (with :attr:`note` saying why) when NVML cannot be used.
+        :attr:`ready` is set when it returns, either way."""
+        try:
+            return self._start()
+        finally:
+            self.ready.set()
+
+    def _start(self) -> bool:
         if self.nvml is None:
             return False
+        self.note = "starting NVML"
         try:
             self.nvml.nvmlInit()
             count = int(self.nvml.nvmlDeviceGetCount())

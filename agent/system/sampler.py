@@ -18,6 +18,7 @@ live local rank samples nothing (an agent between jobs writes no system rows). W
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -117,16 +118,11 @@ class SystemSampler(Part):
 
     def _gpus(self, live: list[RunState], host: dict[str, float], ranks: dict[int, dict[str, float]]) -> None:
         if self.gpus is None:
-            nvml = self._nvml
-            if nvml is _UNREAD:
-                nvml, why = load_nvml()
-                if nvml is None:
-                    self.gpus = Gpus(None)
-                    self.gpus.note = why
-                    return
-            self.gpus = Gpus(nvml)
-            self.gpus.start()
-        if not self.gpus.started:
+            # nvmlInit can take seconds (driver load, persistence mode off): it runs on a thread of its own and
+            # the samples carry GPU keys once it is done (agent/system/gpu.py Gpus.ready)
+            self.gpus = Gpus(None)
+            threading.Thread(target=self._start_gpus, args=(self.gpus,), name="rankwise-nvml", daemon=True).start()
+        if not (self.gpus.ready.is_set() and self.gpus.started):
             return
         devices = self.gpus.read()
         for d in devices:
@@ -146,6 +142,17 @@ class SystemSampler(Part):
             ranks[run_id]["gpu.index"] = float(d.index)
             self.attributed[run_id] = how
         self._env = {pid: v for pid, v in self._env.items() if pid in self.procs.trees}
+
+    def _start_gpus(self, gpus: Gpus) -> None:
+        """Off the loop: import pynvml unless a module was given, then nvmlInit (``gpus.ready`` set either way)."""
+        nvml = self._nvml
+        if nvml is _UNREAD:
+            nvml, why = load_nvml()
+            gpus.note = why
+        elif nvml is None:
+            gpus.note = "GPU sampling off (no NVML module given)"
+        gpus.nvml = nvml
+        gpus.start()
 
     def _cuda_visible(self, pid: int) -> str | None:
         if pid not in self._env:

@@ -24,7 +24,8 @@ class NVMLError(Exception):
         self.value = value
 
 
-def make(devices: list[dict[str, Any]], init_error: int | None = None) -> types.ModuleType:
+def make(devices: list[dict[str, Any]], init_error: int | None = None, init_gate: Any = None) -> types.ModuleType:
+    """The module; ``init_gate`` (a threading.Event): nvmlInit waits for it, as a slow driver start does."""
     m = types.ModuleType("fake_pynvml")
     m.NVMLError = NVMLError
     m.NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
@@ -50,6 +51,8 @@ def make(devices: list[dict[str, Any]], init_error: int | None = None) -> types.
 
     def nvmlInit() -> None:
         m.calls.append("nvmlInit")
+        if init_gate is not None:
+            init_gate.wait(120)
         if init_error is not None:
             raise NVMLError(init_error)
         m.initialised = True

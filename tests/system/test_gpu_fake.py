@@ -8,9 +8,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import fake_nvml
+import numpy as np
 import pytest
 
 from agent.config import AgentConfig
@@ -20,7 +22,7 @@ from agent.store.memory import MemoryStore
 from agent.system.gpu import THROTTLE_REASONS, Gpus, load_nvml, throttle_names
 from agent.system.sampler import SystemSampler
 from support import frames
-from support.probes import read_line
+from support.probes import read_line, wait_for
 from support.processes import child_env, spawn
 
 GB = 1 << 30
@@ -110,7 +112,7 @@ def test_devices_land_under_the_right_rank(tmp_path):
     of GPU 1: rank 0 gets GPU 1's values (pid match beats its LOCAL_RANK 0). Rank 1 has
     CUDA_VISIBLE_DEVICES=2,3 and LOCAL_RANK 1: GPU 3. Rank 2 has none set and LOCAL_RANK 2: GPU 2. Rank 3
     names GPU 0 by UUID. Host rows carry every device under gpu.<index>.*; the status says which rule
-    attributed each rank."""
+    attributed each rank. NVML starts on a thread of the sampler's own: the sample after it is checked."""
     parent = spawn([sys.executable, "-c", _PARENT], child_env(), stdout=subprocess.PIPE, text=True)
     child_pid = int(read_line(parent, 60, "the rank's child pid"))
     r1 = spawn([sys.executable, "-c", _SLEEPER], child_env(CUDA_VISIBLE_DEVICES="2,3"))
@@ -119,31 +121,35 @@ def test_devices_land_under_the_right_rank(tmp_path):
     nv = fake_nvml.make([fake_nvml.device(i, pids=[child_pid] if i == 1 else []) for i in range(4)])
     ingest, store, sampler = _agent(tmp_path, nv)
     ids = [_register(ingest, rank, p.pid) for rank, p in enumerate((parent, r1, r2, r3))]
-    assert sampler.sample(time.time(), time.monotonic()) == 4
+    assert sampler.sample(time.time(), time.monotonic()) == 4  # starts NVML on a thread of its own
+    assert sampler.gpus.ready.wait(60)
+    assert sampler.sample(time.time() + 1, time.monotonic()) == 4
     ingest.commit()
     want = {ids[0]: 1, ids[1]: 3, ids[2]: 2, ids[3]: 0}
     for run_id, index in want.items():
-        cols = store.run_system(run_id)
-        assert cols["gpu.index"].tolist() == [float(index)]
-        assert cols["gpu.util_percent"].tolist() == [10.0 + index]
-        assert cols["gpu.power_watts"].tolist() == [100.0 + index]
-        assert cols["gpu.memory_used_bytes"].tolist() == [float((index + 1) * GB)]
+        cols = {k: v[-1] for k, v in store.run_system(run_id).items()}  # the sample after NVML started
+        assert cols["gpu.index"] == float(index)
+        assert cols["gpu.util_percent"] == 10.0 + index
+        assert cols["gpu.power_watts"] == 100.0 + index
+        assert cols["gpu.memory_used_bytes"] == float((index + 1) * GB)
     assert sampler.attributed == {ids[0]: "pid", ids[1]: "env", ids[2]: "env", ids[3]: "env"}
     (host,) = store.group_system(ingest.runs[ids[0]].group.record.id).values()
     for i in range(4):
-        assert host[f"gpu.{i}.temperature_c"].tolist() == [50.0 + i]
-        assert host[f"gpu.{i}.pcie_rx_bytes_per_s"].tolist() == [(2000.0 + i) * 1024]
+        assert host[f"gpu.{i}.temperature_c"][-1] == 50.0 + i
+        assert host[f"gpu.{i}.pcie_rx_bytes_per_s"][-1] == (2000.0 + i) * 1024
     assert ingest.status()["system"]["gpu"] == "4 GPU(s) through NVML"
 
 
 def test_nvml_init_failure_means_no_gpu_keys_and_a_note(tmp_path):
-    """nvmlInit raising (driver not loaded): the sample goes on without any gpu key, the status says why,
-    nothing raises and the failure counter stays 0; NVML is not asked again at the next sample."""
+    """nvmlInit raising (driver not loaded; tried on the sampler's NVML thread): the samples go on without
+    any gpu key, the status says why, nothing raises and the failure counter stays 0; NVML is not asked
+    again at the next sample."""
     nv = fake_nvml.make([fake_nvml.device(0)], init_error=fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED)
     proc = spawn([sys.executable, "-c", _SLEEPER], child_env())
     ingest, store, sampler = _agent(tmp_path, nv)
     run_id = _register(ingest, 0, proc.pid)
     assert sampler.sample(time.time(), time.monotonic()) == 1
+    assert sampler.gpus.ready.wait(60)
     assert sampler.sample(time.time() + 1, time.monotonic()) == 1
     ingest.commit()
     cols = store.run_system(run_id)
@@ -154,6 +160,31 @@ def test_nvml_init_failure_means_no_gpu_keys_and_a_note(tmp_path):
     status = ingest.status()["system"]
     assert status["gpu"] == "NVML unavailable: NVMLError: NVML error 9" and status["failures"] == 0
     assert nv.calls == ["nvmlInit"]
+
+
+def test_a_slow_nvml_start_does_not_hold_the_loop(tmp_path):
+    """nvmlInit blocked (a driver that takes seconds to start): samples return at once, without GPU keys, while
+    it is; once it returns, the next sample has them."""
+    gate = threading.Event()
+    nv = fake_nvml.make([fake_nvml.device(0)], init_gate=gate)
+    proc = spawn([sys.executable, "-c", _SLEEPER], child_env())
+    ingest, store, sampler = _agent(tmp_path, nv)
+    run_id = _register(ingest, 0, proc.pid)
+    try:
+        assert sampler.sample(1000.0, time.monotonic()) == 1  # starts NVML on the sampler's thread
+        wait_for(lambda: nv.calls == ["nvmlInit"], 60, "nvmlInit called (and blocked) on the NVML thread")
+        for k in (1, 2):
+            t0 = time.monotonic()
+            assert sampler.sample(1000.0 + k, time.monotonic()) == 1
+            assert time.monotonic() - t0 < 10  # the sample does not wait for nvmlInit (blocked until the gate)
+        assert ingest.status()["system"]["gpu"] == "starting NVML" and not sampler.gpus.ready.is_set()
+    finally:
+        gate.set()
+    assert sampler.gpus.ready.wait(60)
+    sampler.sample(1003.0, time.monotonic())
+    ingest.commit()
+    cols = store.run_system(run_id)
+    assert np.isnan(cols["gpu.util_percent"][:3]).all() and cols["gpu.util_percent"][3] == 10.0
 
 
 def _nvidia_smi_works() -> bool:
