@@ -38,4 +38,5 @@ def system_ops(nc: NextCommit, ingest: Ingest) -> list[tuple[int, bool, dict[str
 def apply_system_op(ingest: Ingest, run: RunState, node: str, host: bool, columns: dict[str, np.ndarray]) -> None:
     """A system op of node ``node`` about ``run`` (the root's view of it) into the next commit."""
     gid = run.group.record.id
+    ingest.counters.add("system_ops")  # ``rankwise status`` of a root: samples its node agents sent
     ingest.next_commit.add_system(gid, None if host else run.record.id, node if host else run.record.node, columns)

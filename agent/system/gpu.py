@@ -5,7 +5,8 @@ The NVML module is a parameter (:class:`Gpus` ``nvml``): the agent passes ``pynv
 at ``import rankwise``; tests pass a fake of its shape (tests/system/fake_nvml.py). Every field is read on
 its own: an ``NVMLError`` (``NVML_ERROR_NOT_SUPPORTED`` on a consumer card, ``GPU_IS_LOST``) or anything
 else leaves that field's keys out. An ``nvmlInit`` that fails leaves no GPU key at all and says why in
-:attr:`Gpus.note` (``rankwise status``, ``system.gpu``).
+:attr:`Gpus.note` (``rankwise status``, ``system.gpu``). The sampler runs :meth:`Gpus.start` on a thread
+(agent/system/sampler.py): :attr:`Gpus.ready` says when it is over.
 
 Keys of one device (under ``gpu.<index>.`` in host rows, under ``gpu.`` in the rows of the rank it is
 attributed to: agent/system/attribution.py): ``util_percent``, ``memory_util_percent``,

@@ -57,4 +57,4 @@ def test_node_agents_samples_reach_the_root(cluster, tmp_path):
     for node, cols in g.system().items():
         assert len(cols["_timestamp"]) >= 2 and np.all(cols["host.memory_total_bytes"] > 0), node
     st = cluster.status()
-    assert st is not None and st["malformed"] == {}
+    assert st is not None and st["malformed"] == {} and st["counters"]["system_ops"] >= 4
