@@ -35,6 +35,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from agent.store.system_chunks import check_columns
 from client.errors import ProtocolError
 from grouping import GroupingError, Partial
 
@@ -215,8 +216,6 @@ def system_op_fields(host: bool, columns: dict[str, np.ndarray]) -> list:
 
 
 def _system_op(op: list) -> tuple[bool, dict[str, np.ndarray]]:
-    from agent.store.system_chunks import check_columns
-
     _need(len(op) == 4 and isinstance(op[2], bool) and isinstance(op[3], dict), "system op")
     columns = {}
     for k, v in op[3].items():
