@@ -142,3 +142,18 @@ def test_setting():
         resolve({"RANKWISE_SYSTEM_INTERVAL": "often"})
     with pytest.raises(ValueError, match="uss_every"):
         ProcTrees(uss_every=0)
+
+
+def test_a_child_that_vanishes_mid_sample_is_skipped(monkeypatch):
+    """A process of a rank's tree that is gone by the time it is read (here: a pid that names no process, as
+    the process-table scan saw it) is skipped and counted; the rank's row is made of the others."""
+    from agent.system import proc as proc_module
+
+    rank = spawn(SLEEPER, child_env())
+    gone = 1 << 30  # above any pid_max: names no process
+    real = proc_module.children_map
+    monkeypatch.setattr(proc_module, "children_map", lambda: {**real(), rank.pid: [gone]})
+    trees = ProcTrees()
+    rows = trees.sample([rank.pid], time.monotonic(), time.time())
+    assert rows[rank.pid]["proc.children"] == 0.0 and rows[rank.pid]["proc.rss_bytes"] > 0
+    assert trees.skipped == 1 and trees.trees[rank.pid] == [rank.pid, gone]

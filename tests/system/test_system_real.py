@@ -62,7 +62,7 @@ def _ranks_sampled(group_name: str, world: int):
     return group
 
 
-@pytest.mark.parametrize("world", [2])
+@pytest.mark.parametrize("world", [3])
 def test_every_rank_has_system_rows_with_its_childs_memory(rankwise_env, monkeypatch, tmp_path, world):
     """Each rank forks a child holding CHILD_MB MB; with RANKWISE_SYSTEM_INTERVAL=0.2 every rank gets system
     rows whose proc.rss_bytes and proc.uss_bytes (the first sample's, then every 5 s) include the child's
