@@ -65,6 +65,9 @@ class AgentConfig:
     # node, idle with records the root has not acknowledged: how long it keeps trying after the root last
     # answered before it exits anyway (the spool stays; the next node agent here sends it); 0 = forever
     upstream_linger_s: float = 3600.0
+    # system metrics of local ranks' process trees and of this machine (agent/system/, docs/system.md): seconds
+    # between samples; 0 = off
+    system_interval_s: float = 5.0
 
     @property
     def store_path(self) -> Path:
@@ -84,6 +87,7 @@ _ENV = {
     "join_grace_s": "RANKWISE_JOIN_GRACE",
     "silence_s": "RANKWISE_SILENCE",
     "liveness_interval_s": "RANKWISE_LIVENESS_INTERVAL",
+    "system_interval_s": "RANKWISE_SYSTEM_INTERVAL",
 }
 
 
@@ -195,6 +199,7 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
         "silence_s",
         "liveness_interval_s",
         "upstream_linger_s",
+        "system_interval_s",
     ):
         if attr in values and not values[attr] >= 0:
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be >= 0")

@@ -15,6 +15,7 @@ import numpy as np
 
 from agent.alerts.alert import Alert
 from agent.store.base import GroupRecord, RunRecord, Txn
+from agent.store.system_chunks import join_columns
 
 LINK_PREFIX = "agent:"  # writer-table name of a node agent's record sequence at a root
 
@@ -46,6 +47,16 @@ class CrashOp(NamedTuple):
     kind = "c"
 
 
+class SystemOp(NamedTuple):
+    """System samples of a node agent's rank (``host`` False) or of its machine while it ran the run's group
+    (``host`` True; the run names the group): float64 columns with ``_timestamp`` (agent/system/)."""
+
+    run_id: int
+    host: bool
+    columns: dict
+    kind = "s"
+
+
 class NextCommit:
     """History chunks, group rows, records and acknowledgements of the next commit."""
 
@@ -69,10 +80,13 @@ class NextCommit:
         # at a root: node agent -> last record seq applied (stored in the same transaction)
         self.links: dict[str, int] = {}
         # at a node agent: what goes upstream in the next spool record (agent/node.py)
-        self.ops: list[HelloOp | BatchOp | CrashOp] = []
+        self.ops: list[HelloOp | BatchOp | CrashOp | SystemOp] = []
         self.partials: list[tuple] = []  # (group id, key, ranks, Partial)
         self.op_bytes = 0
         self.alerts: list[Alert] = []  # raised by detectors since the last commit (agent/alerts/book.py)
+        # system samples since the last commit (agent/system/sampler.py): (group id, run id or None for host
+        # rows, node) -> column chunks, joined into one chunk per commit at write
+        self.system: dict[tuple[int, int | None, str], list[dict[str, np.ndarray]]] = {}
 
     def __bool__(self) -> bool:
         return bool(
@@ -88,13 +102,14 @@ class NextCommit:
             or self.partials
             or self.recompute
             or self.alerts
+            or self.system
         )
 
     def __repr__(self) -> str:
         return (
             f"<NextCommit chunks={len(self.history)} points={self.points} bytes={self.nbytes} "
             f"group_rows={len(self.group_rows)} "
-            f"runs={len(self.runs)} acks={len(self.acks)} alerts={len(self.alerts)}>"
+            f"runs={len(self.runs)} acks={len(self.acks)} alerts={len(self.alerts)} system={len(self.system)}>"
         )
 
     def add_history(self, run_id: int, key: str, steps: np.ndarray, values: Any, late: bool) -> None:
@@ -132,6 +147,12 @@ class NextCommit:
             txn.count_drop(cause, n)
         for alert in self.alerts:
             txn.add_alert(alert)
+        for (group_id, run_id, node), chunks in self.system.items():
+            txn.add_system(group_id, run_id, node, join_columns(chunks))
+
+    def add_system(self, group_id: int, run_id: int | None, node: str, columns: dict[str, np.ndarray]) -> None:
+        """System samples of one rank (``run_id``) or host (None) for the next commit (agent/system/)."""
+        self.system.setdefault((group_id, run_id, node), []).append(columns)
 
     def write_registry(self, txn: Txn) -> None:
         """Runs, groups and writers' seqs: all a node agent's catalog keeps (agent/sinks/spool.py)."""

@@ -18,3 +18,7 @@ def plug(ingest: Ingest, role: str) -> None:
     """Append ``role``'s parts to ``ingest.parts`` (called once, when the agent is built)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role in ("single", "node"):  # system metrics of this machine and its ranks (agent/system/sampler.py)
+        from agent.system.sampler import SystemSampler
+
+        ingest.parts.append(SystemSampler(ingest, ingest.cfg.system_interval_s))

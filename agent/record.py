@@ -10,7 +10,9 @@ happened at the node:
   whether the node resumed the run), ``["b", run, frame]`` a client batch exactly
   as the client sent it (writer id and seq inside, so the root de-duplicates per
   writer; media bytes inside, so they reach the root's media store),
-  ``["c", run, why]`` the node saw the run's process vanish;
+  ``["c", run, why]`` the node saw the run's process vanish, ``["s", run, host, columns]`` system samples
+  of the run's process tree (``host`` false) or of the node while it ran the run's group (``host`` true):
+  ``{key: float64 bytes}`` with ``_timestamp`` (agent/system/forward.py);
 * ``late``: ``[group, key, steps]`` points the node received for steps it had
   already sealed (the root recomputes those rows);
 * ``parts``: ``[group, key, ranks, partial]`` what the node sealed, as
@@ -38,6 +40,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from agent.store.system_chunks import check_columns
 from client.errors import ProtocolError
 from grouping import GroupingError, Partial
 
@@ -193,7 +196,7 @@ def decode(payload: bytes) -> Record:
     raw_ops = body.get("ops")
     _need(isinstance(raw_ops, list), "ops")
     for op in raw_ops:
-        _need(isinstance(op, list) and len(op) >= 3 and op[0] in ("h", "b", "c"), "op shape")
+        _need(isinstance(op, list) and len(op) >= 3 and op[0] in ("h", "b", "c", "s"), "op shape")
         _need(_int(op[1]) and 0 <= op[1] < len(runs), "op run index")
         if op[0] == "h":
             _need(len(op) == 4 and isinstance(op[2], dict) and isinstance(op[3], bool), "hello op")
@@ -201,6 +204,8 @@ def decode(payload: bytes) -> Record:
         elif op[0] == "b":
             _need(isinstance(op[2], bytes), "batch op")
             ops.append(("b", op[1], op[2]))
+        elif op[0] == "s":
+            ops.append(("s", op[1], _system_op(op)))
         else:
             _need(isinstance(op[2], str), "crash op")
             ops.append(("c", op[1], op[2][:200]))
@@ -223,6 +228,26 @@ def decode(payload: bytes) -> Record:
         )
         marks.append((e[0], e[1]))
     return Record(instance, node, t, runs, gtable, ops, late, parts, marks)
+
+
+def system_op_fields(host: bool, columns: dict[str, np.ndarray]) -> list:
+    """The fields of a system op after its run index: ``[host, {key: float64 bytes}]``."""
+    return [bool(host), {k: np.ascontiguousarray(v, dtype="<f8").tobytes() for k, v in columns.items()}]
+
+
+def _system_op(op: list) -> tuple[bool, dict[str, np.ndarray]]:
+    _need(len(op) == 4 and isinstance(op[2], bool) and isinstance(op[3], dict), "system op")
+    columns = {}
+    for k, v in op[3].items():
+        _need(
+            isinstance(k, str) and 0 < len(k) <= MAX_NAME and isinstance(v, bytes) and len(v) % 8 == 0, "system column"
+        )
+        columns[k] = np.frombuffer(v, "<f8")
+    try:
+        check_columns(columns, "system op")
+    except ValueError as exc:
+        raise ProtocolError(f"record: {exc}") from None
+    return op[2], columns
 
 
 def _keyed_entry(e: Any, size: int, groups: int) -> bool:

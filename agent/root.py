@@ -30,13 +30,14 @@ from agent.apply import check_batch
 from agent.config import AgentConfig
 from agent.errors import StoreError
 from agent.ingest import Ingest, Reply
-from agent.nextcommit import LINK_PREFIX, BatchOp, HelloOp, NextCommit
+from agent.nextcommit import LINK_PREFIX, BatchOp, HelloOp, NextCommit, SystemOp
 from agent.plugged import plug
 from agent.rootgroups import RootGroupState
 from agent.runs import RunState, WriterState
 from agent.sinks.base import Part
 from agent.sinks.store import StoreSink
 from agent.store.base import Store
+from agent.system.forward import apply_system_op
 from client import wire
 from client.errors import ProtocolError
 
@@ -198,6 +199,8 @@ class Root:
                     self._remote_hello(link, info, arg[0], arg[1], now)
                 elif kind == BatchOp.kind:
                     self._remote_batch(link, info, arg, now)
+                elif kind == SystemOp.kind:  # a node's system samples (agent/system/forward.py)
+                    apply_system_op(ing, self._resolve(link, info, now)[0], rec.node, *arg)
                 else:
                     run, _ = self._resolve(link, info, now)
                     if run.running:

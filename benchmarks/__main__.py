@@ -134,6 +134,14 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for ph in results.get("init_concurrency", {}).get("phases", []):
         if ph["ranks"] == 200 and ph["preimported_transport"]:
             add("init() p99 < 1 s, 200 ranks at once", ph["init_s"]["p99"], TARGETS["init_p99_s_200_ranks"], "s")
+    ss = results.get("system_sampler", {})
+    if ss.get("percent_of_core_at_1s") is not None:
+        add(
+            "system sampler ≤ 1 % of a core, 8 ranks at 1 s",
+            ss["percent_of_core_at_1s"],
+            TARGETS["system_sampler_percent_of_core"],
+            "%",
+        )
     return checks
 
 

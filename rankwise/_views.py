@@ -194,6 +194,27 @@ class Group:
             out.append((st, merged))
         return out
 
+    # ------------------------------------------------------------ system metrics (docs/system.md)
+
+    def system(self) -> dict[str, dict[str, np.ndarray]]:
+        """Host samples (``host.*``, ``gpu.<i>.*``) of the nodes that ran the group's ranks, while they did:
+        node → float64 columns with ``_timestamp``, NaN where a sample had no value."""
+        return self._api._reader.group_system(self._record.id)
+
+    def system_history(self, key: str, interval: float | None = None) -> dict[str, np.ndarray]:
+        """Group rows of a rank system metric (``proc.cpu_percent``, ``gpu.util_percent``): the fields of
+        :meth:`history` per sampling interval (``step`` = interval index, ``_timestamp`` its start time),
+        reduced over the ranks like any key (rankwise/_system.py; ``interval`` defaults to the median
+        spacing of the samples)."""
+        from rankwise._system import group_rows
+
+        reader = self._api._reader
+        per_rank = {r.rank: reader.run_system(r.id) for r in reader.runs(self._record.id)}
+        try:
+            return group_rows(per_rank, key, self.world_size, interval)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"system_history(interval=...): {exc}") from None
+
     def run(self, rank: int | None = None, name: str | None = None) -> RunView:
         for r in self.runs:
             if (rank is not None and r.rank == rank) or (name is not None and r.name == name):
@@ -307,6 +328,24 @@ class RunView:
                 raise InvalidArgumentError("history(pandas=True) needs pandas: pip install pandas") from exc
             return pd.DataFrame(rows)
         return rows
+
+    def system_arrays(self) -> dict[str, np.ndarray]:
+        """This rank's system samples as float64 columns (``_timestamp``, ``proc.*``, ``gpu.*``), by time."""
+        return self._api._reader.run_system(self._record.id)
+
+    def system(self, pandas: bool = False) -> Any:
+        """This rank's system samples (docs/system.md) as rows like :meth:`history`'s: dicts with
+        ``_timestamp`` and the keys sampled then, ordered by time; ``pandas=True``: a DataFrame."""
+        from rankwise._system import rows_of
+
+        columns = self.system_arrays()
+        if pandas:
+            try:
+                import pandas as pd
+            except ImportError as exc:
+                raise InvalidArgumentError("system(pandas=True) needs pandas: pip install pandas") from exc
+            return pd.DataFrame(columns)
+        return rows_of(columns)
 
     def scan_history(self, keys: list[str] | None = None) -> Iterator[dict[str, Any]]:
         columns = self.history_arrays(keys)

@@ -29,8 +29,9 @@ from agent import record
 from agent.clientspans import count_client_spans
 from agent.groups import NodeGroupState
 from agent.linkwire import RECORD_SOFT_BYTES
-from agent.nextcommit import LINK_PREFIX, BatchOp, CrashOp, HelloOp
+from agent.nextcommit import LINK_PREFIX, BatchOp, CrashOp, HelloOp, SystemOp
 from agent.sinks.base import Sink
+from agent.system.forward import system_ops
 from client import wire
 from client.errors import ProtocolError
 
@@ -173,6 +174,8 @@ class SpoolSink(Sink):
             return group_index[gid]
 
         ops = [[op.kind, run_ref(op.run_id), *op[1:]] for op in nc.ops]
+        for run_id, host, columns in system_ops(nc, ingest):  # agent/system/forward.py
+            ops.append([SystemOp.kind, run_ref(run_id), *record.system_op_fields(host, columns)])
         late = [(group_ref(gid), key, np.unique(np.concatenate(parts))) for (gid, key), parts in nc.recompute.items()]
         parts = [(group_ref(gid), key, ranks, p) for gid, key, ranks, p in nc.partials]
         marks = [

@@ -138,6 +138,12 @@ class Txn(abc.ABC):
         """Store ``alert`` (agent/alerts/alert.py) unless one with its ``identity`` is stored already."""
 
     @abc.abstractmethod
+    def add_system(self, group_id: int, run_id: int | None, node: str, columns: dict[str, np.ndarray]) -> None:
+        """System samples (agent/system/, docs/system.md) of one rank (``run_id``) or of ``node``'s host
+        (``run_id`` None) while it ran ranks of the group: float64 columns of equal length with ``_timestamp``
+        (agent/store/system_chunks.py). One chunk per commit, run and node."""
+
+    @abc.abstractmethod
     def rank_values(self, group_id: int, key: str, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(step, rank, value) of every run of the group at ``steps``, latest value per (run, step)."""
 
@@ -229,6 +235,16 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     def alerts(self, group_id: int) -> list[dict[str, Any]]:
         """The group's alerts in the order they were raised, as ``Alert.to_dict`` gives them."""
+
+    @abc.abstractmethod
+    def run_system(self, run_id: int) -> dict[str, np.ndarray]:
+        """The run's system samples: float64 columns (``_timestamp``, ``proc.*``, ``gpu.*``) ordered by time,
+        NaN where a sample had no value of a key; ``{}`` when there is none."""
+
+    @abc.abstractmethod
+    def group_system(self, group_id: int) -> dict[str, dict[str, np.ndarray]]:
+        """Host samples (``host.*``, ``gpu.<i>.*``) of the nodes that ran the group's ranks, sampled while they
+        did: node → columns as :meth:`run_system` gives them."""
 
     # Incremental reads for views that follow a running group (the web UI): chunk ids only grow, so a
     # caller keeps what it decoded and asks for the chunks after the last id it saw.

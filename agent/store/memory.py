@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from agent.alerts.alert import Alert
+from agent.store import system_chunks
 from agent.store.base import (
     GROUP_FIELDS,
     META_KEYS,
@@ -35,6 +36,7 @@ class _MemoryTxn(Txn):
         self.writers: dict[str, tuple[int, int]] = {}
         self.drops: dict[str, int] = {}
         self.alerts: list[Alert] = []
+        self.system: list[tuple] = []  # (group id, run id or None, node, columns)
 
     def __repr__(self) -> str:
         return (
@@ -69,6 +71,10 @@ class _MemoryTxn(Txn):
     def add_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
 
+    def add_system(self, group_id, run_id, node, columns) -> None:
+        if system_chunks.check_columns(columns, "add_system"):
+            self.system.append((group_id, run_id, node, {k: np.array(v, np.float64) for k, v in columns.items()}))
+
     def rank_values(self, group_id, key, steps):
         ranks = {r.id: r.rank for r in self.store.run_records.values() if r.group_id == group_id}
         per_run: dict[int, tuple[list, list]] = {}
@@ -102,6 +108,7 @@ class MemoryStore(Store, Reader):
         self.writers: dict[str, tuple[int, int]] = {}
         self.drop_counts: dict[str, int] = {}
         self.alert_list: list[Alert] = []
+        self.system_rows: list[tuple] = []  # (group id, run id or None, node, columns), in write order
         self.commits = 0
 
     def __repr__(self) -> str:
@@ -167,6 +174,7 @@ class MemoryStore(Store, Reader):
             if alert.identity not in known:
                 known.add(alert.identity)
                 self.alert_list.append(alert)
+        self.system_rows.extend(txn.system)
         self.commits += 1
 
     def open_runs(self):
@@ -230,6 +238,16 @@ class MemoryStore(Store, Reader):
         return [a.to_dict() for a in self.alert_list if a.group_id == group_id]
 
     # chunk ids are positions in the lists, counted from 1, as SQLite's row ids would be
+    def run_system(self, run_id) -> dict[str, np.ndarray]:
+        return system_chunks.join_columns([c for _, r, _, c in self.system_rows if r == run_id])
+
+    def group_system(self, group_id) -> dict[str, dict[str, np.ndarray]]:
+        nodes: dict[str, list] = {}
+        for g, r, node, c in self.system_rows:
+            if g == group_id and r is None:
+                nodes.setdefault(node, []).append(c)
+        return {node: system_chunks.join_columns(cs) for node, cs in sorted(nodes.items())}
+
     def group_key_stats(self, group_id) -> dict[str, tuple[int, int, int]]:
         out: dict[str, tuple[int, int, int]] = {}
         for gid, k, rows, revision in self.group_rows:

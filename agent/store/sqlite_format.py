@@ -109,6 +109,22 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_identity
     ON alerts (group_id, kind, IFNULL(rank, -1), IFNULL(key, ''), token);
 """
+# system samples (agent/store/system_chunks.py): one chunk per commit and rank (run_id) or node (run_id NULL:
+# host rows, stored under each group the node ran ranks of); data = msgpack {key: little-endian float64}
+SCHEMA += """
+CREATE TABLE IF NOT EXISTS system (
+    id INTEGER PRIMARY KEY,
+    group_id INTEGER NOT NULL,
+    run_id INTEGER,
+    node TEXT NOT NULL,
+    t_min REAL NOT NULL,
+    t_max REAL NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS system_run ON system (run_id);
+CREATE INDEX IF NOT EXISTS system_group ON system (group_id, node);
+"""
 
 _NUMERIC = {"f8": np.dtype("<f8"), "i8": np.dtype("<i8"), "b1": np.dtype("?")}
 NUMERIC_LIKE = frozenset(_NUMERIC) | {"span"}  # encodings whose values are numbers

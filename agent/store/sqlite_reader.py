@@ -17,6 +17,7 @@ import numpy as np
 
 from agent.errors import StoreError
 from agent.ratelimit import unpack_spans
+from agent.store import system_chunks
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, last_wins, select_steps
 from agent.store.sqlite_errors import map_exceptions
 from agent.store.sqlite_format import (
@@ -193,6 +194,29 @@ class SQLiteReader(Reader):
         )
         names = ("kind", "level", "rank", "key", "step", "time", "message")
         return [{**dict(zip(names, r[:7], strict=True)), "details": json.loads(r[7])} for r in rows]
+
+    def run_system(self, run_id: int) -> dict[str, np.ndarray]:
+        rows = self._system("SELECT data FROM system WHERE run_id=? ORDER BY id", (run_id,))
+        return system_chunks.join_columns([system_chunks.decode_columns(r[0]) for r in rows])
+
+    def group_system(self, group_id: int) -> dict[str, dict[str, np.ndarray]]:
+        rows = self._system(
+            "SELECT node, data FROM system WHERE group_id=? AND run_id IS NULL ORDER BY node, id", (group_id,)
+        )
+        nodes: dict[str, list] = {}
+        for node, blob in rows:
+            nodes.setdefault(node, []).append(system_chunks.decode_columns(blob))
+        return {node: system_chunks.join_columns(cs) for node, cs in nodes.items()}
+
+    def _system(self, sql: str, args: tuple) -> list[tuple]:
+        """A read of the ``system`` table; none in a store no agent of this version has opened yet (a reader
+        never changes the schema)."""
+        try:
+            return self._all(sql, args)
+        except StoreError as exc:
+            if "no such table" in str(exc.__cause__ or exc):
+                return []
+            raise
 
     def use_mmap(self, nbytes: int) -> None:
         """Read the file through a memory map of up to ``nbytes`` (a long-lived reader such as the web UI:

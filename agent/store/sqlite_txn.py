@@ -12,6 +12,7 @@ import sqlite3
 import numpy as np
 
 from agent.alerts.alert import Alert
+from agent.store import system_chunks
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, Txn, last_wins
 from agent.store.sqlite_format import KeyIds, encode_values, numeric_chunk, pack
 
@@ -130,6 +131,15 @@ class SQLiteTxn(Txn):
                 a.token,
             ),
         )
+
+    def add_system(self, group_id: int, run_id: int | None, node: str, columns: dict[str, np.ndarray]) -> None:
+        n = system_chunks.check_columns(columns, "add_system")
+        if n:
+            t = columns[system_chunks.TIME]
+            self.con.execute(
+                "INSERT INTO system(group_id, run_id, node, t_min, t_max, n, data) VALUES (?,?,?,?,?,?,?)",
+                (group_id, run_id, node, float(np.min(t)), float(np.max(t)), n, system_chunks.encode_columns(columns)),
+            )
 
     def rank_values(self, group_id: int, key: str, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self.flush()
