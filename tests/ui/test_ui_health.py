@@ -133,18 +133,54 @@ def test_system_reduction_is_a_band_over_ranks_and_a_line_per_node():
     assert reduce_system({}, {}, 10) == {"t0": None, "ranks": [], "nodes": []}
 
 
-def test_system_endpoint_reads_the_store(tmp_path):
-    """The system endpoint over a store with system rows (the agent's sampler writes them): every rank's
-    proc.* keys as a band. Needs the store's system stream (issue 13 item 1)."""
+def test_system_endpoint_and_section_over_a_real_store(tmp_path, browser):
+    """System rows stored through a real SQLiteStore transaction (``Txn.add_system``, as the agent's sampler
+    commits them): the endpoint gives each proc.* key as mean/min/max over the ranks per time bucket (numpy
+    over the stored samples) and each host.* key per node; the page shows a "System" section with one chart
+    per key, and none for a group without samples. Needs the store's system stream (issue 13 item 1)."""
+    from agent.store.sqlite import SQLiteStore
     from agent.store.sqlite_reader import SQLiteReader
 
     if not hasattr(SQLiteReader, "run_system"):
         pytest.skip("the store has no system stream yet (Reader.run_system: issue 13 item 1, the system branch)")
     path = tmp_path / "store.sqlite"
-    write_health_group(path, PROJECT, "sys", 2, 20, -1, 0, "finished")
+    runs = write_health_group(path, PROJECT, "sys", 2, 20, -1, 0, "finished")
+    write_health_group(path, PROJECT, "nosys", 2, 20, -1, 0, "finished")
+    t = 1.7e9 + np.arange(8) * 5.0
+    rss = {r.rank: 1e8 * (r.rank + 1) + 1e6 * np.arange(8) for r in runs}
+    store = SQLiteStore(path)
+    with store.transaction() as txn:
+        for r in runs:
+            txn.add_system(r.group_id, r.id, "node-0", {"_timestamp": t, "proc.rss_bytes": rss[r.rank]})
+        txn.add_system(runs[0].group_id, None, "node-0", {"_timestamp": t, "host.load1": np.arange(8.0)})
+    store.close()
     with served(path) as server:
-        status, body = get(server, f"/api/projects/{PROJECT}/groups/sys/system")
-    assert status == 200 and body == {"t0": None, "ranks": [], "nodes": []}
+        status, body = get(server, f"/api/projects/{PROJECT}/groups/sys/system?width=8")
+        assert status == 200 and body["t0"] == t[0]
+        (k,) = body["ranks"]
+        both = np.array([rss[0], rss[1]])
+        assert k["key"] == "proc.rss_bytes" and k["ranks"] == [0, 1] and k["count"] == [2] * 8
+        assert k["mean"] == both.mean(axis=0).tolist() and k["min"] == rss[0].tolist() and k["max"] == rss[1].tolist()
+        assert body["nodes"] == [
+            {"node": "node-0", "keys": [{"key": "host.load1", "t": k["t"], "values": list(range(8))}]}
+        ]
+        assert get(server, f"/api/projects/{PROJECT}/groups/nosys/system")[1] == {"t0": None, "ranks": [], "nodes": []}
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = watch_errors(page)
+        page.goto(page_url(server, PROJECT, "sys"))
+        page.wait_for_function("window.rw && window.rw.ready && window.rw.system === 2", timeout=30_000)
+        assert page.locator("#system-head").is_visible()
+        assert page.locator("#system .card").evaluate_all("cs => cs.map(c => c.dataset.key)") == [
+            "rank:proc.rss_bytes",
+            "host:host.load1",
+        ]
+        page.locator("#system").scroll_into_view_if_needed()
+        page.screenshot(path=artifact("ui-health-system.png"), full_page=True)
+        page.goto(page_url(server, PROJECT, "nosys"))
+        page.wait_for_function("window.rw && window.rw.ready && window.rw.system === 0", timeout=30_000)
+        assert page.locator("#system-head").is_hidden()
+        page.close()
+    assert errors == []
 
 
 # ---------------------------------------------------------------- browser
@@ -216,7 +252,7 @@ import os, rankwise
 rank = int(os.environ["RANK"])
 run = rankwise.init(project="health")
 for s in range(%(steps)d):
-    loss = 2.0 / (1 + s) + 0.01 * rank
+    loss = 2.0 * 0.99 ** s + 0.05 * rank
     run.log({"loss": float("nan") if rank == %(nan_rank)d and s >= %(nan_step)d else loss})
 run.finish()
 """ % {"steps": REAL_STEPS, "nan_rank": REAL_NAN_RANK, "nan_step": REAL_NAN_STEP}

@@ -142,7 +142,8 @@ export class KeyChart {
     const most = Math.max(...nc.filter((v) => v !== null));
     const rank = d.nan_rank && d.nan_rank[first] >= 0 ? ` (rank ${d.nan_rank[first]})` : "";
     const at = d.axis === "step" ? `step ${d.x[first]}` : `+${num(d.x[first])}`;
-    return `${most} rank${most === 1 ? "" : "s"} non-finite from ${at}${rank}; band and mean over the others`;
+    this.warn.title = "band and mean are over the ranks whose value is finite; the red ticks under the plot mark the non-finite steps";
+    return `${most} rank${most === 1 ? "" : "s"} non-finite from ${at}${rank}`;
   }
 
   // a red tick under the plot at each x where a rank's value is NaN/±inf (one per pixel column)

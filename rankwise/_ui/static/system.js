@@ -19,7 +19,7 @@ export class SystemSection {
     const seq = ++this.seq;
     let d;
     try {
-      d = await get(groupPath(this.page.project, this.page.group, "system"), { width: this.width() * 1 });
+      d = await get(groupPath(this.page.project, this.page.group, "system"), { width: this.width() });
     } catch {
       return; // an older server or store: no section
     }
