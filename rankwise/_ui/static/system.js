@@ -4,6 +4,18 @@
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
 
+// axis labels: byte counts in KiB/MiB/GiB (RSS of 200 MB is not 200000000), anything else as num()
+function unitOf(key) {
+  if (!/bytes/.test(key)) return num;
+  return (v) => {
+    const a = Math.abs(v);
+    if (a >= 1 << 30) return `${num(v / (1 << 30))} GiB`;
+    if (a >= 1 << 20) return `${num(v / (1 << 20))} MiB`;
+    if (a >= 1 << 10) return `${num(v / (1 << 10))} KiB`;
+    return `${num(v)} B`;
+  };
+}
+
 const BAND = { mean: "#0b6bcb", edge: "rgba(11,107,203,0.35)", band: "rgba(11,107,203,0.16)" };
 
 export class SystemSection {
@@ -26,7 +38,7 @@ export class SystemSection {
     if (seq !== this.seq) return;
     const cards = [
       ...d.ranks.map((k) => ({ id: `rank:${k.key}`, title: `${k.key} (${k.ranks.length} ranks)`, xs: k.t,
-        cols: [k.min, k.max, k.mean], series: [["min", BAND.edge, 1], ["max", BAND.edge, 1], ["mean", BAND.mean, 2]], band: true })),
+        cols: [k.min, k.max, k.mean], fmt: unitOf(k.key), series: [["min", BAND.edge, 1], ["max", BAND.edge, 1], ["mean", BAND.mean, 2]], band: true })),
       ...this.nodeCards(d.nodes),
     ];
     const any = cards.length > 0;
@@ -45,7 +57,7 @@ export class SystemSection {
     return [...byKey].map(([key, list]) => {
       const xs = [...new Set(list.flatMap(([, k]) => k.t))].sort((a, b) => a - b);
       const cols = list.map(([, k]) => { const at = new Map(k.t.map((t, i) => [t, k.values[i]])); return xs.map((t) => at.get(t) ?? null); });
-      return { id: `host:${key}`, title: key, xs, cols,
+      return { id: `host:${key}`, title: key, xs, cols, fmt: unitOf(key),
         series: list.map(([node], i) => [node, `hsl(${(i * 137.5) % 360},55%,42%)`, 1.5]), band: false };
     });
   }
@@ -70,7 +82,7 @@ export class SystemSection {
       scales: { x: { time: true } },
       series: [{ label: "time" }, ...c.series.map(([label, stroke, width]) => ({ label, stroke, width, spanGaps: true, points: { show: false } }))],
       bands: c.band ? [{ series: [2, 1], fill: BAND.band }] : [],
-      axes: [{}, { size: axisSize, values: (u, vals) => vals.map(num) }],
+      axes: [{}, { size: axisSize, values: (u, vals) => vals.map(c.fmt) }],
     }, data, have.plot);
   }
 
