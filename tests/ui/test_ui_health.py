@@ -244,6 +244,66 @@ def test_new_alert_reaches_an_open_page_without_reload(page, tmp_path):
     assert page.errors == []
 
 
+def test_many_alerts_start_collapsed_with_counts_and_fold_long_details(page, tmp_path):
+    """More than three alerts: the banner starts collapsed on one line counting them per kind, opens on a
+    click; a multi-line detail (a hung rank's stack) is folded under its alert; the straggler panel flags the
+    ranks that have alerts."""
+    path = tmp_path / "store.sqlite"
+    runs = write_health_group(path, PROJECT, "many", 4, 50, -1, 0, "finished")
+    gid = runs[0].group_id
+    stack = 'Thread 0x1 (idle): "MainThread"\n    wait (train.py:42)\n    step (train.py:80)'
+    alerts = [Alert("nan", gid, T + i, f"rank {i}: acc is NaN at step {10 + i}", rank=i, run_id=runs[i].id,
+                    key="acc", step=10 + i, level="ERROR") for i in range(3)]  # fmt: skip
+    alerts.append(Alert("hang", gid, T + 9, "rank 3: no commit for 60 s", rank=3, run_id=runs[3].id,
+                        details={"stack": stack, "silent_s": 60.0}))  # fmt: skip
+    add_alerts(path, alerts)
+    with served(path) as server:
+        open_group(page, server, "many")
+        page.wait_for_function("() => window.rw.alerts === 4")
+        assert page.locator("#alerts-head").inner_text().startswith("4 alerts: 1 hang, 3 nan")
+        assert page.locator("#alerts").evaluate("d => d.open") is False
+        assert page.locator("#alert-list").is_hidden()
+        page.click("#alerts-head")
+        assert page.locator("#alert-list").is_visible()
+        hang = page.locator('#alert-list li[data-kind="hang"]')
+        assert hang.locator("details.adetail summary").inner_text() == "stack"
+        assert hang.locator("details.adetail pre").text_content() == stack
+        assert page.locator('.card[data-key="acc"] .amark').evaluate_all("ms => ms.map(m => m.dataset.step)") == [
+            "10",
+            "11",
+            "12",
+        ]
+        page.wait_for_function("() => document.querySelector('#stragglers .ranklabels div[data-rank=\"3\"]')")
+        flagged = page.locator("#stragglers .ranklabels div.alerted").evaluate_all("ds => ds.map(d => d.dataset.rank)")
+        assert flagged == ["0", "1", "2", "3"]
+        assert (
+            page.locator('#stragglers .ranklabels div[data-rank="3"]').get_attribute("title")
+            == "rank 3: no commit for 60 s"
+        )
+        page.screenshot(path=artifact("ui-health-many.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_series_carries_nan_count_and_rank_at_full_and_reduced_resolution(server, health):
+    """With NaN-aware group rows, series sends nan_count/nan_rank: per step at full resolution (0/-1 before
+    the NaN step, 1/rank from it), per bucket in minmax resolution (the bucket's largest count, lowest rank).
+    Needs the nan_count column (issue 13 item 3)."""
+    if "nan_count" not in GROUP_FIELDS:
+        pytest.skip("group rows are not NaN-aware yet (nan_count: issue 13 item 3, the groups branch)")
+    _, body = get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/series?key=loss&width=0")
+    after = STEPS - NAN_STEP
+    assert body["nan_count"] == [0] * NAN_STEP + [1] * after
+    assert body["nan_rank"] == [-1] * NAN_STEP + [NAN_RANK] * after
+    assert all(v is not None for v in body["mean"])
+    _, red = get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/series?key=loss&width=50")
+    assert red["resolution"] == "minmax"
+    buckets = np.clip(np.floor(np.arange(STEPS) * 50 / (STEPS - 1)).astype(int), 0, 49)
+    hit = np.zeros(50, bool)
+    hit[buckets[NAN_STEP:]] = True
+    assert red["nan_count"] == np.repeat(hit.astype(int), 2).tolist()
+    assert red["nan_rank"] == np.repeat(np.where(hit, NAN_RANK, -1), 2).tolist()
+
+
 # ---------------------------------------------------------------- a real job with a NaN rank
 
 REAL_WORLD, REAL_STEPS, REAL_NAN_RANK, REAL_NAN_STEP = 8, 200, 5, 120

@@ -32,7 +32,10 @@ export class AlertBanner {
     try {
       d = await get(groupPath(this.page.project, this.page.group, "alerts"));
     } catch (err) {
-      if (seq === this.seq) this.root.replaceChildren(el("summary", { class: "error", text: `alerts: ${err.message}` }));
+      if (seq === this.seq) {
+        this.root.style.display = "";
+        this.root.replaceChildren(el("summary", { class: "error", text: `alerts: ${err.message}` }));
+      }
       return false;
     }
     if (seq !== this.seq) return false;
@@ -59,7 +62,7 @@ export class AlertBanner {
     const items = this.newest().map((a) => el("li", { class: `alert ${String(a.level).toLowerCase()}`, "data-kind": a.kind,
       "data-rank": a.rank ?? null, "data-step": a.step ?? null, title: JSON.stringify(a.details) },
       el("span", { class: "akind", text: a.kind }), " ", el("span", { class: "amsg", text: a.message }),
-      " ", el("span", { class: "muted small", text: when(a.time) })));
+      " ", el("span", { class: "muted small", text: when(a.time) }), ...this.longDetails(a)));
     this.rendering += 1;
     this.root.replaceChildren(
       el("summary", { id: "alerts-head" }, el("strong", { text: `${n} alert${n === 1 ? "" : "s"}` }), `: ${kindCounts(this.kinds)}`,
@@ -68,6 +71,12 @@ export class AlertBanner {
     this.root.open = this.userOpen ?? n <= OPEN_MAX;
     // the toggle event fires asynchronously after an open change: ignore the one this render caused
     setTimeout(() => { this.rendering -= 1; }, 0);
+  }
+
+  // multi-line details (a hung rank's Python stack, a crashed rank's traceback) folded under the alert
+  longDetails(a) {
+    return Object.entries(a.details || {}).filter(([, v]) => typeof v === "string" && v.includes("\n")).map(([k, v]) =>
+      el("details", { class: "adetail" }, el("summary", { text: k }), el("pre", { class: "json", text: v })));
   }
 
   // alerts at a step of a key: drawn on that key's chart

@@ -134,6 +134,7 @@ export class GroupPage {
     if (!(await this.alerts.load())) return;
     for (const c of this.charts.values()) if (c.u) c.u.redraw(false);
     if (this.detail) this.renderRuns(this.detail);
+    if (this.straggler.data) this.straggler.render();
     window.rw.alerts = this.alerts.alerts.length;
   }
 
