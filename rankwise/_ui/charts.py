@@ -14,9 +14,6 @@ from rankwise._ui.params import Params, numbers, step_range
 from rankwise.errors import ApiError, NotFound
 
 DEFAULT_WIDTH = 1000
-# group-row columns of NaN-aware reductions (ranks with a non-finite value at a step, the lowest of them),
-# sent when the store has them
-NAN_FIELDS = ("nan_count", "nan_rank")
 MAX_WIDTH = 20000
 
 
@@ -80,11 +77,7 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     hi = hi_all if end is None else end
     span = S.in_range(x, lo, hi)
     n = span.stop - span.start
-    window = {
-        f: cols[f][span]
-        for f in ("mean", "min", "max", "count", "min_rank", "max_rank", "std", *NAN_FIELDS)
-        if f in cols
-    }
+    window = {f: cols[f][span] for f in ("mean", "min", "max", "count", "min_rank", "max_rank", "std")}
     out: dict[str, Any] = {
         "key": key,
         "axis": axis,
@@ -180,9 +173,6 @@ def _full(x: np.ndarray, window: dict, rank_x: dict, rank_of: dict, lo: float, h
         "min_rank": numbers(S.align(grid, x, window["min_rank"]), integral=True),
         "max_rank": numbers(S.align(grid, x, window["max_rank"]), integral=True),
     }
-    for f in NAN_FIELDS:
-        if f in window:
-            out[f] = numbers(S.align(grid, x, window[f]), integral=True)
     if axis == "step" and grid.dtype.kind == "i":
         out["x"] = grid.tolist()
     place = S.snap if shared_time_axis else S.align
@@ -215,24 +205,11 @@ def _reduced(
         "min_rank": None,
         "max_rank": None,
     }
-    out.update(_nan_buckets(cols, seg, both))
     out["ranks"] = (
         _ranks_json({rid: S.place(seg.bucket, rx, rv, edges) for rid, (rx, rv) in rank_x.items()}, rank_of)
         if rank_x
         else None
     )
-    return out
-
-
-def _nan_buckets(cols: dict, seg: S.Segments, both: Any) -> dict[str, Any]:
-    """Per bucket the most ranks non-finite at one of its steps and the lowest such rank (-1: none)."""
-    if "nan_count" not in cols:
-        return {}
-    out = {"nan_count": both(S.bucket_max(cols["nan_count"].astype(np.float64), seg), True)}
-    if "nan_rank" in cols:
-        r = cols["nan_rank"].astype(np.float64)
-        lowest = S.bucket_min(np.where(r >= 0, r, np.inf), seg)
-        out["nan_rank"] = both(np.where(np.isfinite(lowest), lowest, -1), True)
     return out
 
 
