@@ -58,10 +58,11 @@ def stream_events(handler: Handler, project: str, name: str, query: dict[str, li
         try:
             g = data.group(project, name)
             runs = data.runs(g)
+            n_alerts = alert_count(data, g.id)
         except StoreError:  # the store briefly unreadable (busy, being created): try again
             handler.server.stopping.wait(EVENT_POLL_S)
             continue
-        sig = (api.signature(g, runs), alert_count(data, g.id))
+        sig = (api.signature(g, runs), n_alerts)
         if sig != last_sig:
             summary = api.group_summary(data, g, runs)
             payload = json.dumps(summary, separators=(",", ":"), allow_nan=False)

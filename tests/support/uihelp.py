@@ -285,7 +285,7 @@ def write_health_group(
     s = np.arange(steps, dtype=np.int64)
     with store.transaction() as txn:
         for rank, r in enumerate(runs):
-            txn.add_history(r.id, "_timestamp", s, t0 + s * 0.01, False)
+            txn.add_history(r.id, "_timestamp", s, t0 + s / 64, False)  # exact in float64: even step times
             for key in ("loss", "acc"):
                 txn.add_history(r.id, key, s, values[rank][key], False)
         for key in ("loss", "acc"):
@@ -296,7 +296,7 @@ def write_health_group(
             )
             txn.add_group_rows(g.id, key, finalize(points, ranks), False)
         for rank, r in enumerate(runs):
-            r.state, r.step, r.rows, r.runtime = state, steps, steps, steps * 0.01
+            r.state, r.step, r.rows, r.runtime = state, steps, steps, steps / 64
             r.exit_code = 0 if state == "finished" else None
             r.summary = {"loss": float(values[rank]["loss"][-1]), "grad_norm": float("inf") if rank == 1 else 1.0}
             if rank == 0:
