@@ -9,16 +9,19 @@ bad parameter).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from agent.errors import StoreError
 from agent.store.base import GroupRecord, RunRecord
+from rankwise._ui.alerts import alerts
 from rankwise._ui.charts import series, stragglers
 from rankwise._ui.data import UIData
 from rankwise._ui.media import histograms, media, with_urls
 from rankwise._ui.params import Params, clean
+from rankwise._ui.system import system
 from rankwise.errors import ApiError, NotFound, StoreMissing
 
 # ---------------------------------------------------------------- groups
@@ -75,6 +78,16 @@ def config_diff(configs: list[dict]) -> dict[str, Any]:
 _MISSING = object()
 
 
+def nonfinite_summary(summary: dict) -> dict[str, str]:
+    """The summary keys whose value is NaN or ±inf, spelled "NaN", "inf", "-inf": JSON (and so the summary the
+    API sends) writes them as null, and the runs table must tell a NaN loss from a key never logged."""
+    out = {}
+    for k, v in summary.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[str(k)] = "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return out
+
+
 def run_json(r: RunRecord) -> dict[str, Any]:
     return {
         "rank": r.rank,
@@ -92,6 +105,7 @@ def run_json(r: RunRecord) -> dict[str, Any]:
         "created": r.created,
         "finished": r.finished,
         "summary": with_urls(r.summary),
+        "summary_nonfinite": nonfinite_summary(r.summary),
         "config": clean(_flat(r.config)),
     }
 
@@ -138,6 +152,8 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects/{project}/groups/{group}/stragglers[?key=_timestamp][&start=][&end=][&width=200]",
             "/api/projects/{project}/groups/{group}/media?key=K[&step=][&rank=][&steps=1|0]",
             "/api/projects/{project}/groups/{group}/histograms?key=K[&rank=merged|R][&start=][&end=][&width=200]",
+            "/api/projects/{project}/groups/{group}/alerts",
+            "/api/projects/{project}/groups/{group}/system[?width=400]",
             "/media/{ab}/{sha256}.{ext} (the media files)",
             "/api/projects/{project}/groups/{group}/events (text/event-stream)",
         ],
@@ -155,6 +171,8 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects", "*", "groups", "*", "stragglers"), stragglers, ("key", "start", "end", "width")),
     (("api", "projects", "*", "groups", "*", "media"), media, ("key", "step", "rank", "steps")),
     (("api", "projects", "*", "groups", "*", "histograms"), histograms, ("key", "rank", "start", "end", "width")),
+    (("api", "projects", "*", "groups", "*", "alerts"), alerts, ()),
+    (("api", "projects", "*", "groups", "*", "system"), system, ("width",)),
 ]
 
 

@@ -1,7 +1,8 @@
 """Live updates of a group's page: ``/api/projects/P/groups/G/events``, server-sent events.
 
-The group is checked twice a second with one cheap query (its signature: rankwise/_ui/api.py); ``update``
-(the group summary) is sent when the agent committed something for it, a comment line as heartbeat, and
+The group is checked twice a second with two cheap queries (its signature: rankwise/_ui/api.py, and its
+alert count: rankwise/_ui/alerts.py); ``update`` (the group summary) is sent when the agent committed
+something for it or stored an alert, a comment line as heartbeat, and
 ``end`` once no rank runs any more and the last steps are sealed (rankwise/_settle.py).
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from agent.errors import StoreError
 from rankwise._settle import Settling
 from rankwise._ui import api
+from rankwise._ui.alerts import alert_count
 from rankwise._ui.params import Params
 from rankwise.errors import ApiError, NotFound, StoreMissing
 
@@ -56,10 +58,11 @@ def stream_events(handler: Handler, project: str, name: str, query: dict[str, li
         try:
             g = data.group(project, name)
             runs = data.runs(g)
+            n_alerts = alert_count(data, g.id)
         except StoreError:  # the store briefly unreadable (busy, being created): try again
             handler.server.stopping.wait(EVENT_POLL_S)
             continue
-        sig = api.signature(g, runs)
+        sig = (api.signature(g, runs), n_alerts)
         if sig != last_sig:
             summary = api.group_summary(data, g, runs)
             payload = json.dumps(summary, separators=(",", ":"), allow_nan=False)

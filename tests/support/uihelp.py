@@ -251,3 +251,73 @@ def write_big_group(
         g.sealed_through = steps - 1
         txn.put_group(g)
     store.close()
+
+
+# ---------------------------------------------------------------- a group with a NaN rank and alerts
+
+
+def health_values(rank: int, steps: int, nan_rank: int, nan_step: int) -> dict[str, np.ndarray]:
+    """Per-rank values of the health group: ``nan_rank``'s loss is NaN from ``nan_step`` on."""
+    s = np.arange(steps)
+    loss = 2.0 * np.exp(-s / 150) + 0.01 * rank + 0.001 * np.sin(s + rank)
+    if rank == nan_rank:
+        loss[nan_step:] = np.nan
+    return {"loss": loss, "acc": 1.0 - np.exp(-s / 200) + 0.001 * rank}
+
+
+def write_health_group(
+    store_path: Path, project: str, group: str, ranks: int, steps: int, nan_rank: int, nan_step: int, state: str
+) -> list[Any]:
+    """A group written as the agent would (group rows by the agent's own reducers), whose ``nan_rank`` logs a
+    NaN loss from ``nan_step`` on; summaries: that rank's loss NaN, rank 1's grad_norm +inf, rank 0 alone has
+    val_acc (the others' is missing). Runs end in ``state``; returns the run records."""
+    from agent.store.sqlite import SQLiteStore
+    from grouping import finalize, reduce_points
+
+    store = SQLiteStore(store_path)
+    t0 = 1.7e9
+    runs, g = [], None
+    for rank in range(ranks):
+        info = {"name": f"rank-{rank}", "run_key": f"{group}-{rank}", "rank": rank, "local_rank": rank}
+        g, r, _ = store.register(project, group, ranks, {**info, "node": "node-0", "pid": 200000 + rank}, t0)
+        runs.append(r)
+    values = [health_values(rank, steps, nan_rank, nan_step) for rank in range(ranks)]
+    s = np.arange(steps, dtype=np.int64)
+    with store.transaction() as txn:
+        for rank, r in enumerate(runs):
+            txn.add_history(r.id, "_timestamp", s, t0 + s / 64, False)  # exact in float64: even step times
+            for key in ("loss", "acc"):
+                txn.add_history(r.id, key, s, values[rank][key], False)
+        for key in ("loss", "acc"):
+            points = reduce_points(
+                np.tile(s, ranks),
+                np.repeat(np.arange(ranks, dtype=np.int64), steps),
+                np.concatenate([values[rank][key] for rank in range(ranks)]),
+            )
+            txn.add_group_rows(g.id, key, finalize(points, ranks), False)
+        for rank, r in enumerate(runs):
+            r.state, r.step, r.rows, r.runtime = state, steps, steps, steps / 64
+            r.exit_code = 0 if state == "finished" else None
+            r.summary = {"loss": float(values[rank]["loss"][-1]), "grad_norm": float("inf") if rank == 1 else 1.0}
+            if rank == 0:
+                r.summary["val_acc"] = 0.5
+            if rank == 3:
+                del r.summary["grad_norm"]
+            txn.put_run(r)
+        g.sealed_through = steps - 1
+        txn.put_group(g)
+    store.close()
+    return runs
+
+
+def add_alerts(store_path: Path, alerts: list[Any]) -> None:
+    """Store ``alerts`` (agent/alerts/alert.py) through a real SQLiteStore transaction, as the agent does."""
+    from agent.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(store_path)
+    try:
+        with store.transaction() as txn:
+            for a in alerts:
+                txn.add_alert(a)
+    finally:
+        store.close()

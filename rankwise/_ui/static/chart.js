@@ -1,6 +1,7 @@
 // One chart per key: the mean over ranks with a min–max band, per-rank lines on demand. The server sends
 // at most two rows per pixel column (each bucket's extremes), so spikes stay; zooming asks it again for the
-// narrower range, down to every point.
+// narrower range, down to every point. Steps where ranks logged NaN/±inf (group rows' nan_count, when the
+// store has it) get a red tick under the plot; alerts about this key (alerts.js) a vertical marker at their step.
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
 
@@ -81,7 +82,7 @@ export class KeyChart {
     const res = d.resolution === "full" ? "every point" : `min/max of ${d.buckets} buckets`;
     this.meta.textContent = `${d.points.toLocaleString()} steps · ${res}`;
     this.meta.title = d.resolution === "full" ? "" : "each pixel column keeps its lowest and highest value, so spikes stay visible; zoom in for every point";
-    this.warn.textContent = d.nonfinite ? `${d.nonfinite} NaN/inf` : "";
+    this.warn.textContent = this.nanText(d);
     this.card.dataset.series = String(this.u.series.length - 1);
     this.card.dataset.points = String(xs.length);
     this.card.dataset.resolution = d.resolution;
@@ -126,8 +127,58 @@ export class KeyChart {
         }],
         setCursor: [(u) => this.showReadout(u.cursor.idx)],
         ready: [(u) => u.over.addEventListener("dblclick", () => page.setRange(null))],
+        draw: [(u) => { this.drawNan(u); this.drawMarkers(u); }],
       },
     };
+  }
+
+  // header warning: with NaN-aware group rows, which rank turned non-finite from which x; else the old count
+  nanText(d) {
+    const nc = d.nan_count;
+    if (!nc) return d.nonfinite ? `${d.nonfinite} NaN/inf` : "";
+    const first = nc.findIndex((v) => v > 0);
+    this.card.dataset.nanFirst = first < 0 ? "" : String(d.x[first]);
+    if (first < 0) return "";
+    const most = Math.max(...nc.filter((v) => v !== null));
+    const rank = d.nan_rank && d.nan_rank[first] >= 0 ? ` (rank ${d.nan_rank[first]})` : "";
+    const at = d.axis === "step" ? `step ${d.x[first]}` : `+${num(d.x[first])}`;
+    this.warn.title = "band and mean are over the ranks whose value is finite; the red ticks under the plot mark the non-finite steps";
+    return `${most} rank${most === 1 ? "" : "s"} non-finite from ${at}${rank}`;
+  }
+
+  // a red tick under the plot at each x where a rank's value is NaN/±inf (one per pixel column)
+  drawNan(u) {
+    const d = this.data, nc = d && d.nan_count;
+    if (!nc) return;
+    const ctx = u.ctx, { left, top, width, height } = u.bbox;
+    const xs = u.data[0];
+    ctx.save();
+    ctx.fillStyle = "rgba(207,34,46,0.85)";
+    let last = -1;
+    for (let i = 0; i < nc.length; i++) {
+      if (!(nc[i] > 0)) continue;
+      const px = Math.round(u.valToPos(xs[i], "x", true));
+      if (px === last || px < left || px > left + width) continue;
+      ctx.fillRect(px, top + height - 4 * devicePixelRatio, Math.max(1, devicePixelRatio), 4 * devicePixelRatio);
+      last = px;
+    }
+    ctx.restore();
+  }
+
+  // alert markers: DOM lines over the plot (hover shows the message); on the step axis, where alerts have their x
+  drawMarkers(u) {
+    let box = this.markBox;
+    if (!box || box.parentNode !== u.over) {
+      box = this.markBox = el("div", { class: "amarks" });
+      u.over.append(box);
+    }
+    const alerts = this.page.alerts ? this.page.alerts.markersFor(this.key) : [];
+    const shown = this.data && this.data.axis === "step" ? alerts : [];
+    const lo = u.scales.x.min, hi = u.scales.x.max;
+    box.replaceChildren(...shown.filter((a) => a.step >= lo && a.step <= hi).map((a) =>
+      el("div", { class: `amark ${String(a.level).toLowerCase()}`, "data-step": a.step, "data-kind": a.kind,
+        "data-rank": a.rank ?? null, title: a.message, style: `left:${u.valToPos(a.step, "x")}px` })));
+    this.card.dataset.markers = String(box.childElementCount);
   }
 
   showReadout(idx) {
@@ -146,6 +197,11 @@ export class KeyChart {
     const parts = [x, `mean ${num(d.mean[idx])}`, `[${num(d.min[idx])}, ${num(d.max[idx])}]`];
     if (d.count[idx] !== null) parts.push(`${d.count[idx]}/${d.expected} ranks`);
     if (d.min_rank && d.min_rank[idx] !== null) parts.push(`min r${d.min_rank[idx]} · max r${d.max_rank[idx]}`);
+    const nc = d.nan_count && d.nan_count[idx];
+    if (nc > 0) {
+      const r = d.nan_rank && d.nan_rank[idx] >= 0 ? ` (rank ${d.nan_rank[idx]}${nc > 1 ? " and others" : ""})` : "";
+      parts.push(`${nc} rank${nc === 1 ? "" : "s"} non-finite${r}`);
+    }
     this.readout.textContent = parts.join("  ");
   }
 

@@ -1,13 +1,17 @@
 // The group page: toolbar (key filter, x axis, log scale, smoothing, per-rank lines, zoom range), one chart per
 // key, the straggler panel and the run table. Live: while the group runs, the server's event stream says when
 // the agent committed something, and the visible charts are fetched again (charts off screen when scrolled to).
-// Keys whose values are media get a media panel (media.js; histograms: hist.js) below the charts.
+// Keys whose values are media get a media panel (media.js; histograms: hist.js) below the charts. Alerts
+// (alerts.js): a banner under the summary, markers on charts, badges in the runs table; a "System" section
+// (system.js) when the agent sampled system metrics.
 import { get, early, events, groupPath } from "./api.js";
 import { el, num, duration, when, states, badge } from "./fmt.js";
 import { KeyChart } from "./chart.js";
 import { StragglerPanel } from "./straggler.js";
 import { MediaPanel, bytes } from "./media.js";
 import { HistogramPanel } from "./hist.js";
+import { AlertBanner } from "./alerts.js";
+import { SystemSection } from "./system.js";
 
 const MARGIN = 300; // px around the viewport in which a chart counts as visible
 
@@ -25,6 +29,8 @@ export class GroupPage {
     this.closed = false;
     this.refreshing = null;
     this.pending = false;
+    this.alerts = new AlertBanner(this);
+    this.system = new SystemSection(this);
   }
 
   async open() {
@@ -39,7 +45,7 @@ export class GroupPage {
       }
       this.kick();
     }, { rootMargin: `${MARGIN}px` });
-    this.ro = new ResizeObserver(() => { for (const c of this.all()) c.resize(); this.straggler.resize(); });
+    this.ro = new ResizeObserver(() => { for (const c of this.all()) c.resize(); this.straggler.resize(); this.system.resize(); });
     this.ro.observe(this.grid);
     this.ro.observe(this.mediaGrid);
     this.update(detail);
@@ -47,7 +53,7 @@ export class GroupPage {
     const onScreen = this.all().filter((c) => this.onScreen(c.card));
     onScreen.forEach((c) => { c.visible = true; });
     performance.mark("rw-built");
-    await Promise.all([...onScreen.map((c) => c.load()), this.straggler.load()]);
+    await Promise.all([...onScreen.map((c) => c.load()), this.straggler.load(), this.loadAlerts(), this.system.load()]);
     for (const c of this.all()) this.io.observe(c.card);
     performance.mark("rw-ready");
     window.rw.ready = performance.now();
@@ -84,8 +90,8 @@ export class GroupPage {
     this.straggler = new StragglerPanel(this);
     this.configBox = el("details", { class: "config", id: "config" });
     this.runsBox = el("div", { class: "tablewrap" });
-    this.root.replaceChildren(this.title, this.summary, this.toolbar, this.empty, this.grid, this.mediaHead, this.mediaGrid,
-      el("h2", { text: "Stragglers" }), this.straggler.root,
+    this.root.replaceChildren(this.title, this.summary, this.alerts.root, this.toolbar, this.empty, this.grid, this.mediaHead, this.mediaGrid,
+      el("h2", { text: "Stragglers" }), this.straggler.root, this.system.head, this.system.root,
       el("h2", { text: "Runs" }), this.configBox, this.runsBox);
   }
 
@@ -123,6 +129,15 @@ export class GroupPage {
     this.renderRuns(d);
   }
 
+  // alerts changed: their markers on the charts and badges in the runs table follow
+  async loadAlerts() {
+    if (!(await this.alerts.load())) return;
+    for (const c of this.charts.values()) if (c.u) c.u.redraw(false);
+    if (this.detail) this.renderRuns(this.detail);
+    if (this.straggler.data) this.straggler.render();
+    window.rw.alerts = this.alerts.alerts.length;
+  }
+
   showSummary(s) {
     document.getElementById("state")?.replaceChildren(badge(s.state));
     this.summary.textContent = `${s.ranks} of ${s.world_size} ranks on ${s.nodes.length} node(s) · ${s.steps.toLocaleString()} steps · ` +
@@ -137,10 +152,13 @@ export class GroupPage {
     this.configBox.replaceChildren(el("summary", { text: `config: ${common.length} key(s) the same in every run` +
       (diff.length ? `, ${diff.length} differ (columns below)` : "") }),
       ...common.map(([k, v]) => el("code", { text: `${k}=${JSON.stringify(v)}` })));
-    const head = ["rank", "name", "node", "state", "exit", "step", "rows", "runtime", ...sumKeys, ...diff.map((k) => `config.${k}`)];
+    const head = ["rank", "name", "node", "state", "exit", "step", "rows", "runtime", "alerts", ...sumKeys, ...diff.map((k) => `config.${k}`)];
     const cell = (v, cls) => el("td", { class: typeof v === "number" ? "num" : cls, text: typeof v === "number" ? num(v) : v ?? "–" });
     // a media value in the summary: its type (and a link to the file), not its JSON
-    const summaryCell = (v) => {
+    // NaN and ±inf (JSON null in the summary, spelled out in summary_nonfinite) are not "–" (never logged)
+    const summaryCell = (v, bad) => {
+      if (bad) return el("td", { class: "num nonfinite", text: bad, title: "the last value logged is not a finite number" });
+      if (v === undefined) return el("td", { class: "num missing", text: "–", title: "never logged by this rank" });
       if (v === null || typeof v !== "object") return cell(v);
       const m = Array.isArray(v) && v.length && v[0] && v[0]._type ? v[0] : v;
       if (!m._type) return cell(JSON.stringify(v));
@@ -149,11 +167,21 @@ export class GroupPage {
     };
     const rows = runs.map((r) => el("tr", { "data-rank": r.rank, class: this.slow.includes(r.rank) ? "hl" : null },
       cell(r.rank), cell(r.name), cell(r.node), el("td", {}, badge(r.state)), cell(r.exit_code), cell(r.step), cell(r.rows),
-      el("td", { class: "num", text: duration(r.runtime) }),
-      ...sumKeys.map((k) => summaryCell(r.summary[k])),
+      el("td", { class: "num", text: duration(r.runtime) }), this.alertCell(r.rank),
+      ...sumKeys.map((k) => summaryCell(r.summary[k], (r.summary_nonfinite || {})[k])),
       ...diff.map((k) => cell(k in r.config ? JSON.stringify(r.config[k]) : "(unset)"))));
     this.runsBox.replaceChildren(el("table", { class: "grid", id: "runs" },
       el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))), el("tbody", {}, rows)));
+  }
+
+  // a badge per alert kind about this rank (hover: the messages)
+  alertCell(rank) {
+    const mine = this.alerts.forRank(rank);
+    const by = new Map();
+    for (const a of mine) by.set(a.kind, [...(by.get(a.kind) || []), a]);
+    return el("td", { class: "alertcell" }, [...by].map(([kind, list]) => el("span", {
+      class: `abadge ${String(list[list.length - 1].level).toLowerCase()}`, "data-kind": kind,
+      title: list.map((a) => a.message).join("\n"), text: list.length > 1 ? `${kind} ×${list.length}` : kind })));
   }
 
   markSlowest(ranks) {
@@ -223,7 +251,7 @@ export class GroupPage {
       const detail = await get(groupPath(this.project, this.group));
       if (this.closed) return;
       this.update(detail);
-      await Promise.all([this.reloadAll(), this.straggler.load()]);
+      await Promise.all([this.reloadAll(), this.straggler.load(), this.loadAlerts(), this.system.load()]);
       window.rw.liveUpdates = (window.rw.liveUpdates || 0) + 1;
     })().catch(() => {}).finally(() => {
       this.refreshing = null;
@@ -238,6 +266,7 @@ export class GroupPage {
     if (this.ro) this.ro.disconnect();
     for (const c of this.all()) c.destroy();
     this.straggler.destroy();
+    this.system.destroy();
     window.rw.charts.clear();
     window.rw.panels.clear();
   }

@@ -98,8 +98,14 @@ export class StragglerPanel {
     cv.height = Math.max(1, rows.length);
     cv.style.height = `${rows.length * rowH}px`;
     const slow = this.slow;
-    this.labels.replaceChildren(...rows.map((r) => el("div", { class: slow.has(r.rank) ? "slow" : null,
-      style: `height:${rowH}px;line-height:${rowH}px`, text: rowH >= 9 ? `rank ${r.rank}` : "" })));
+    // a rank with an alert (hang, straggler, crashed: alerts.js) is flagged here too, its messages on hover
+    const flagged = (rank) => (this.page.alerts ? this.page.alerts.forRank(rank) : []);
+    this.labels.replaceChildren(...rows.map((r) => {
+      const mine = flagged(r.rank);
+      return el("div", { class: [slow.has(r.rank) ? "slow" : "", mine.length ? "alerted" : ""].join(" ").trim() || null,
+        "data-rank": r.rank, title: mine.map((a) => a.message).join("\n") || null,
+        style: `height:${rowH}px;line-height:${rowH}px`, text: rowH >= 9 ? `${mine.length ? "⚠ " : ""}rank ${r.rank}` : "" });
+    }));
     const all = rows.flatMap((r) => r.cells.filter((v) => v !== null)).sort((a, b) => a - b);
     // robust colour range: a single outlier must not wash out the map
     this.lo = quantile(all, 0.02); this.hi = quantile(all, 0.98);
