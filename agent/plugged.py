@@ -18,3 +18,9 @@ def plug(ingest: Ingest, role: str) -> None:
     """Append ``role``'s parts to ``ingest.parts`` (called once, when the agent is built)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role in ("single", "root"):  # the agents that store alerts: user alerts, and the sinks they go to
+        from agent.alerts.notify import plug_notifiers
+        from agent.alerts.user import UserAlerts
+
+        ingest.applier.user_alert = UserAlerts(ingest)
+        plug_notifiers(ingest, ingest.cfg)
