@@ -15,8 +15,6 @@ import json
 import shlex
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -58,6 +56,8 @@ def webhook_sender(setting: str, timeout_s: float, stopping: threading.Event) ->
     parts = urlsplit(setting)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"RANKWISE_ALERT_WEBHOOK={setting!r} is not an http:// or https:// address")
+    import urllib.error  # (here: an agent without a webhook never loads the HTTP client)
+    import urllib.request
 
     def post(body: bytes) -> None:
         request = urllib.request.Request(setting, data=body, headers={"Content-Type": "application/json"})
