@@ -57,6 +57,19 @@ def test_alerts_prints_time_level_kind_rank_key_step_and_message(rankwise_env):
     assert (out.returncode, out.stdout) == (0, "no alerts for group rd/job-read\n")
 
 
+def test_follow_prints_one_line_per_alert_and_ends_with_the_group(rankwise_env):
+    """``--follow`` on a group that has finished prints each alert as one line (a JSON object per line with
+    ``--json``) and exits 0 once the group is settled (rankwise/_settle.py)."""
+    alerts = stored(rankwise_env)
+    out = cli(rankwise_env, "alerts", "job-read", "--follow", "--json", "--interval", "0.1")
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        dict(a, project="rd", group="job-read") for a in alerts
+    ]
+    out = cli(rankwise_env, "alerts", "job-read", "--follow", "--interval", "0.1")
+    assert [line.split("  ")[1:3] for line in out.stdout.splitlines()] == [[a["level"], "user"] for a in alerts]
+
+
 def test_alerts_of_a_missing_group_exits_1_with_the_closest_names(rankwise_env):
     """A group name that is not there: exit 1, "no group named 'job-raed'; did you mean 'job-read'?"; a bad
     ``--kind`` exits 1 naming the kinds there are."""
