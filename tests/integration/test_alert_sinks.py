@@ -217,12 +217,15 @@ run.finish()
 
 def test_alerts_queued_at_agent_exit_are_sent_before_it_exits(rankwise_env):
     """The webhook holds the first of three alerts until 1 s after the agent got SIGTERM, so the other two
-    are still queued when it shuts down: it sends all three before it exits (its drain bound,
-    RANKWISE_ALERT_DRAIN, is 5 s)."""
+    are still queued when it shuts down: it sends all three before it exits (within its drain bound,
+    RANKWISE_ALERT_DRAIN, 20 s here; with 0 the webhook receives only the first)."""
     hook = Hook()
     hook.gate.clear()
     try:
-        results = wait_all(start_ranks(rankwise_env, THREE_ALERTS, 1, "job-exit", RANKWISE_ALERT_WEBHOOK=hook.url))
+        procs = start_ranks(
+            rankwise_env, THREE_ALERTS, 1, "job-exit", RANKWISE_ALERT_WEBHOOK=hook.url, RANKWISE_ALERT_DRAIN=20
+        )
+        results = wait_all(procs)
         assert results[0][0] == 0, results[0][2][-800:]
         wait_for(lambda: len(hook.received()) == 1, what="the first POST (held)")
         pid = agent_pid(rankwise_env)
