@@ -6,6 +6,8 @@ agents forward (tests/support/mnsim.py), and a real agent spawned by a real rank
 from __future__ import annotations
 
 import datetime
+import json
+import sys
 
 import numpy as np
 import pytest
@@ -16,8 +18,10 @@ from agent.plugged import plug
 from client.ops import CONTROL
 from support import frames
 from support.agentsim import AgentSim
+from support.mncluster import Cluster, root_group
 from support.mnsim import Sim, hello
-from support.processes import run_ranks
+from support.probes import wait_for
+from support.processes import run_ranks, wait_all
 
 
 def plugged(sim: AgentSim) -> AgentSim:
@@ -186,3 +190,45 @@ def test_module_level_alert_reaches_group_alerts_of_a_real_agent(rankwise_env):
     ]
     assert [a["time"] for a in got] == sorted(a["time"] for a in got)
     assert [[a["rank"] for a in r.alerts] for r in sorted(g.runs, key=lambda r: r.rank)] == [[0], [1]]
+
+
+NODE_SCRIPT = """
+import os, rankwise
+run = rankwise.init(project="mn")
+run.log({"x": 1.0})
+rankwise.alert("from " + os.environ["SLURMD_NODENAME"], "rank " + os.environ["RANK"], level="ERROR")
+run.finish()
+"""
+
+
+def test_alerts_of_ranks_behind_node_agents_are_stored_and_sent_by_the_root(rankwise_env, tmp_path):
+    """Real processes: a root with RANKWISE_ALERT_CMD, two node agents, one rank on each calling
+    ``rankwise.alert``: the root stores both alerts (rank, title, text, step 1) and its command gets both;
+    the node agents have no alert sinks (``alert_sinks`` absent from their status)."""
+
+    out = tmp_path / "alerts.jsonl"
+    sink = tmp_path / "sink.py"
+    sink.write_text("import sys\nwith open(sys.argv[1], 'ab') as f:\n    f.write(sys.stdin.buffer.read() + b'\\n')\n")
+    cluster = Cluster(rankwise_env, tmp_path, RANKWISE_ALERT_CMD=f"{sys.executable} {sink} {out}")
+    try:
+        cluster.start_root()
+        procs = [cluster.start_rank(node, NODE_SCRIPT, rank, 2, "job-mn") for rank, node in enumerate(("a", "b"))]
+        assert [code for code, _, _ in wait_all(procs)] == [0, 0]
+
+        def stored():
+            g = root_group(cluster, "mn", "job-mn")
+            return g is not None and len(g.alerts) == 2 and g.alerts
+
+        got = wait_for(stored, timeout_s=60.0, what="both alerts at the root")
+        assert sorted((a["rank"], a["kind"], a["key"], a["message"], a["step"], a["level"]) for a in got) == [
+            (0, "user", "from a", "rank 0", 1, "ERROR"),
+            (1, "user", "from b", "rank 1", 1, "ERROR"),
+        ]
+        sent = wait_for(lambda: len(out.read_text().splitlines()) == 2 if out.exists() else False, what="sent")
+        assert sent
+        lines = sorted(json.loads(line)["key"] for line in out.read_text().splitlines())
+        assert lines == ["from a", "from b"]
+        for node in ("a", "b"):
+            assert "alert_sinks" not in cluster.status(node)
+    finally:
+        cluster.stop()
