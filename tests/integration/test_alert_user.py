@@ -1,7 +1,8 @@
 """User alerts (``run.alert``, wandb's): the client checks the arguments and applies ``wait_duration``
 (client/wandb_surface.py); the agent that stores raises ``Alert(kind="user")`` from the ``alert`` control op
 (agent/alerts/user.py): a single agent (in-process, tests/support/agentsim.py), a root applying what node
-agents forward (tests/support/mnsim.py), and a real agent spawned by a real rank (``Group.alerts``)."""
+agents forward (tests/support/mnsim.py; real processes: tests/support/mncluster.py), and a real agent
+spawned by real ranks (``Group.alerts``)."""
 
 from __future__ import annotations
 
