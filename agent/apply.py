@@ -142,6 +142,7 @@ class Applier:
         self.counters = counters
         self.next_commit = next_commit  # cleared in place after each commit: this reference stays valid
         self.malformed = malformed  # counts a malformed part of a batch by cause (agent/ingest.py)
+        self.user_alert: Callable = lambda run, arg, now: None  # run.alert(): agent/alerts/user.py where stored
 
     def __repr__(self) -> str:
         return f"<Applier media={self.media is not None} next={self.next_commit!r}>"
@@ -369,6 +370,8 @@ class Applier:
                 drops[cause] = drops.get(cause, 0) + rows
                 self.next_commit.drops[cause] = self.next_commit.drops.get(cause, 0) + rows
                 self.counters.drop(cause, rows)
+        elif op == "alert":
+            self.user_alert(run, arg, now)
         else:
             self.malformed("unknown control op")
 

@@ -68,6 +68,12 @@ class AgentConfig:
     # system metrics of local ranks' process trees and of this machine (agent/system/, docs/system.md): seconds
     # between samples; 0 = off
     system_interval_s: float = 5.0
+    # alert sinks (agent/alerts/notify.py, docs/alerts.md): a command given each alert as JSON on stdin, a
+    # Slack-compatible webhook; each attempt bounded by alert_timeout_s, queued alerts at exit by alert_drain_s
+    alert_cmd: str | None = None
+    alert_webhook: str | None = None
+    alert_timeout_s: float = 10.0
+    alert_drain_s: float = 5.0
 
     @property
     def store_path(self) -> Path:
@@ -98,12 +104,16 @@ _ENV_TEXT = {
     "curve_allow": "RANKWISE_CURVE_ALLOW",
     "root_key": "RANKWISE_ROOT_KEY",
     "node_name": "RANKWISE_NODE",
+    "alert_cmd": "RANKWISE_ALERT_CMD",
+    "alert_webhook": "RANKWISE_ALERT_WEBHOOK",
 }
 _ENV_SECONDS = {
     "spool_fsync_s": "RANKWISE_SPOOL_FSYNC",
     "lookup_timeout_s": "RANKWISE_LOOKUP_TIMEOUT",
     "upstream_retry_s": "RANKWISE_UPSTREAM_RETRY",
     "upstream_linger_s": "RANKWISE_UPSTREAM_LINGER",
+    "alert_timeout_s": "RANKWISE_ALERT_TIMEOUT",
+    "alert_drain_s": "RANKWISE_ALERT_DRAIN",
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -200,6 +210,8 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
         "liveness_interval_s",
         "upstream_linger_s",
         "system_interval_s",
+        "alert_timeout_s",
+        "alert_drain_s",
     ):
         if attr in values and not values[attr] >= 0:
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be >= 0")

@@ -28,7 +28,8 @@ under load; freed heap goes back to the system after bursts (agent/memory.py).
 Shutdown (SIGTERM, SIGINT, ``rankwise agent stop``, idle)
     1. stop reading the socket; 2. seal groups whose ranks are all done;
     3. commit and send the last ACKs; 4. remove ``agent.json`` and the socket
-    file, close the socket (linger 0); 5. close the store (WAL checkpoint);
+    file, close the socket (linger 0); 5. alert sinks send what is queued (for at
+    most ``alert_drain_s``: agent/alerts/notify.py), close the store (WAL checkpoint);
     6. release the lock by exiting. Groups still running stay open in the store
     and the next agent reopens them.
 """
@@ -155,6 +156,10 @@ class Agent:
         if self._ctx is not None:
             self._ctx.term()
         if ingest is not None:
+            for part in ingest.parts:  # a part with a worker thread (alert sinks: agent/alerts/notify.py)
+                close = getattr(part, "close", None)  # drains what it queued, within its own bound
+                if close is not None:
+                    close()
             ingest.store.close()
             ingest.sink.close()
         self.store_lock.release()

@@ -22,3 +22,9 @@ def plug(ingest: Ingest, role: str) -> None:
         from agent.system.sampler import SystemSampler
 
         ingest.parts.append(SystemSampler(ingest, ingest.cfg.system_interval_s))
+    if role in ("single", "root"):  # the agents that store alerts: user alerts, and the sinks they go to
+        from agent.alerts.notify import plug_notifiers
+        from agent.alerts.user import UserAlerts
+
+        ingest.applier.user_alert = UserAlerts(ingest)
+        plug_notifiers(ingest, ingest.cfg)

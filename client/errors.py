@@ -38,3 +38,8 @@ class UnsupportedError(Error, NotImplementedError):
 
 class ConfigError(InvalidValueError):
     """wandb's ``wandb.sdk.lib.config_util.ConfigError``: a config change rankwise cannot store."""
+
+
+class NonFiniteValueError(Error, FloatingPointError):
+    """``init(settings={"stop_on_nan": True})``: the run logged a NaN or ±Inf; raised by the next ``log()``
+    (client/stop_on_nan.py). The message names the key and the step."""

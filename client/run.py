@@ -376,6 +376,10 @@ def _check_step(step: Any) -> int:
 
 def create(settings: Settings, config: Any = None, meta: dict | None = None) -> Run:
     run = Run(settings, to_config(config), meta)
+    if settings.stop_on_nan:  # log() checks for NaN/±Inf; Run.log itself stays as it is (client/stop_on_nan.py)
+        from client import stop_on_nan
+
+        stop_on_nan.bind(run)
     delivery.start(run)  # (connect, wait for the resume point: bounded by init_timeout_s)
     run._starting_step = run._step
     state.add_live(run)

@@ -82,6 +82,8 @@ class Settings:
     # stored rows per second for this run; over it the agent coalesces rows (None: the agent's default)
     max_rows_per_s: float | None = None
     agent_idle_timeout_s: float = 60.0
+    # the log() after one that logged a NaN or ±Inf raises NonFiniteValueError (client/stop_on_nan.py)
+    stop_on_nan: bool = False
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -146,6 +148,7 @@ _ENV_KNOBS = (
     ("handle_sigterm", "RANKWISE_HANDLE_SIGTERM", _bool),
     ("max_rows_per_s", "RANKWISE_MAX_ROWS_PER_S", _float),
     ("agent_idle_timeout_s", "RANKWISE_AGENT_IDLE_TIMEOUT", _float),
+    ("stop_on_nan", "RANKWISE_STOP_ON_NAN", _bool),
 )
 
 
@@ -284,4 +287,6 @@ def resolve(env: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
         _check_int("max_queued_bytes", values["max_queued_bytes"], 1)
     if "spawn_agent" in values and not isinstance(values["spawn_agent"], bool):
         raise InvalidArgumentError(f"spawn_agent={values['spawn_agent']!r} must be True or False")
+    if "stop_on_nan" in values and not isinstance(values["stop_on_nan"], bool):
+        raise InvalidArgumentError(f"stop_on_nan={values['stop_on_nan']!r} must be True or False")
     return Settings(**values)

@@ -4,7 +4,8 @@ the methods rankwise has no counterpart for, which raise :class:`client.errors.U
 ``client.run.Run`` inherits :class:`WandbRunMixin`; ``watch`` is client/watch.py's, ``log_artifact``,
 ``use_artifact``, ``save``, ``restore`` and ``url`` are what rankwise/ lends (:func:`lend`). Nothing here is on
 the ``log()`` path. Tags, notes, job type, entity and a renamed display name travel in the run's meta
-(the HELLO's ``meta`` and, when changed later, a ``meta`` control op), where ``Api`` reads them.
+(the HELLO's ``meta`` and, when changed later, a ``meta`` control op), where ``Api`` reads them; ``alert``
+sends an ``alert`` control op (agent/alerts/user.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,23 @@ def _lent(name: str, use: str) -> Any:
     if load is None:
         raise UsageError(f"{use} needs the rankwise package: import rankwise before using it")
     return load()
+
+
+ALERT_LEVELS = ("INFO", "WARN", "ERROR")  # rankwise.AlertLevel's values (agent/alerts/alert.py LEVELS)
+ALERT_WAIT_S = 60.0  # wandb's default wait_duration: one minute
+
+
+def _wait_seconds(wait_duration: Any) -> float:
+    """``run.alert(wait_duration=)``: seconds (int or float >= 0), a ``timedelta``, or None (one minute)."""
+    if wait_duration is None:
+        return ALERT_WAIT_S
+    if isinstance(wait_duration, timedelta):
+        wait_duration = wait_duration.total_seconds()
+    if isinstance(wait_duration, bool) or not isinstance(wait_duration, (int, float)) or not 0 <= wait_duration < 1e9:
+        raise InvalidArgumentError(
+            f"run.alert(wait_duration={wait_duration!r}) must be a number of seconds >= 0 or a datetime.timedelta"
+        )
+    return float(wait_duration)
 
 
 class WandbRunMixin:
@@ -221,13 +240,33 @@ class WandbRunMixin:
         return None
 
     def alert(self: Run, title: str, text: str, level: Any = None, wait_duration: Any = None) -> None:
-        """No notification service: the alert is logged on the ``rankwise`` logger and kept in the run's meta."""
-        import logging
-
-        logging.getLogger("rankwise").warning("rankwise alert [%s] %s: %s", level or "INFO", title, text)
-        alerts = list(self._meta.get("alerts") or [])[-99:]
-        alerts.append({"title": str(title), "text": str(text), "level": str(level or "INFO"), "t": time.time()})
-        self._set_meta("alerts", alerts)
+        """wandb's ``run.alert``: an alert of kind ``user`` about this rank, at ``run.step``, stored by the agent
+        (``Group.alerts``, ``rankwise alerts``) and sent to its alert sinks (docs/alerts.md). ``level``:
+        ``rankwise.AlertLevel`` or "INFO"/"WARN"/"ERROR" (default INFO); ``wait_duration`` (seconds or a
+        ``timedelta``, default 60 s as wandb): a later alert with the same title from this process within it
+        is not sent. Never blocks; nothing raises for transport trouble."""
+        if not isinstance(title, str) or not title or len(title) > 256:
+            raise InvalidArgumentError(
+                f"run.alert(title={title!r}) must be a non-empty string of at most 256 characters"
+            )
+        if not isinstance(text, str) or len(text) > 4096:
+            raise InvalidArgumentError(f"run.alert(text={text!r:.80}) must be a string of at most 4096 characters")
+        name = "INFO" if level is None else getattr(level, "value", level)
+        if not isinstance(name, str) or name.upper() not in ALERT_LEVELS:
+            raise InvalidArgumentError(
+                f"run.alert(level={level!r}) must be rankwise.AlertLevel.INFO, WARN or ERROR (or their names)"
+            )
+        wait = _wait_seconds(wait_duration)
+        if self._finished:
+            raise UsageError(f"run.alert() on run {self.name!r} after finish(); call rankwise.init() for a new run")
+        now = time.monotonic()
+        alerted = self.__dict__.setdefault("_alerted", {})  # title -> when this process last sent it
+        last = alerted.get(title)
+        if last is not None and now - last < wait:
+            return  # wandb's wait_duration: no second alert with this title within it
+        alerted[title] = now
+        arg = {"title": title, "text": text, "level": name.upper(), "wait": wait, "t": time.time(), "step": self._step}
+        self._control("alert", arg)
 
     def display(self: Run, height: int = 420, hidden: bool = False) -> bool:
         return False

@@ -56,6 +56,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     drops = reply.get("drops", {})
     say("malformed frames: " + (", ".join(f"{v} {k}" for k, v in malformed.items()) or "0"))
     say("drops by cause: " + (", ".join(f"{v} {k}" for k, v in drops.items()) or "0"))
+    for name, sink in reply.get("alert_sinks", {}).items():  # agent/alerts/notify.py
+        last = f" (last error: {sink['last_error']})" if sink.get("last_error") else ""
+        say(f"alert sink {name}: {sink['sent']} sent, {sink['failed']} failed, {sink['dropped']} dropped{last}")
     _print_links(reply)
     running = reply.get("running", [])
     if running:

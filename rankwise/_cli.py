@@ -12,6 +12,7 @@
     rankwise tail [GROUP]        latest group row of every key, refreshed until the group finishes
     rankwise export [GROUP]      group rows (or --per-rank history) as CSV or JSON lines
     rankwise artifacts [PROJECT] artifact versions with their aliases, types, file counts and sizes
+    rankwise alerts [GROUP]      the group's alerts (NaN, hung, slow, crashed ranks; user alerts): docs/alerts.md
 
 Every command takes ``--store PATH`` (default ``$RANKWISE_DIR/store.sqlite``)
 where it reads, ``--json`` for machine-readable output where it prints tables.
@@ -19,7 +20,7 @@ Exit status: 0 ok, 1 not found / not running, 2 bad usage.
 
 This module is the argument tables and the dispatch; each command is a function of its own module
 (rankwise/_show.py: runs, show, artifacts; rankwise/_agentctl.py: status, agent, keygen; _demo, _ui,
-_tail, _export), and those modules share only helpers (rankwise/_table.py), never each other.
+_tail, _export, _alerts_cli), and those modules share only helpers (rankwise/_table.py), never each other.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import sys
 
 from rankwise._agentctl import cmd_agent, cmd_keygen, cmd_status
+from rankwise._alerts_cli import add_parser as add_alerts_parser
 from rankwise._show import cmd_artifacts, cmd_runs, cmd_show
 from rankwise._table import say
 from rankwise.errors import Error
@@ -63,6 +65,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     keys = args.keys.split(",") if args.keys else None
     api = Api(args.store)
     return export(api, args.project, args.group, args.format, per_rank=args.per_rank, out=args.out, keys=keys)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from rankwise._alerts_cli import cmd_alerts as alerts
+
+    return alerts(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("project", nargs="?", help="a project (default: all)")
     sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    add_alerts_parser(sub)
     return p
 
 
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "artifacts":
             return cmd_artifacts(args)
+        if args.command == "alerts":
+            return cmd_alerts(args)
     except Error as exc:
         say(f"rankwise {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -78,6 +78,12 @@ class Group:
         return [RunView(self._api, self, r) for r in self._api._reader.runs(self._record.id)]
 
     @property
+    def alerts(self) -> list[dict[str, Any]]:
+        """The group's alerts (docs/alerts.md), newest last: dicts of ``kind``, ``level``, ``rank`` (None for
+        the whole group), ``key``, ``step``, ``time`` (epoch seconds), ``message`` and ``details``."""
+        return self._api._reader.alerts(self._record.id)
+
+    @property
     def state(self) -> str:
         """running while any rank runs; else crashed, failed or finished (the worst of its ranks)."""
         states = {r.state for r in self._api._reader.runs(self._record.id)}
@@ -263,6 +269,11 @@ class RunView:
         (killed) or its process raised nothing (``sys.exit(1)``)."""
         found = self._record.meta.get("exception")
         return dict(found) if isinstance(found, dict) else None
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        """This rank's alerts (``Group.alerts`` with its rank), newest last."""
+        return [a for a in self._group.alerts if a["rank"] == self.rank]
 
     def keys(self) -> list[str]:
         return self._api._reader.run_keys(self._record.id)

@@ -16,6 +16,7 @@ from client.errors import (
     Error,
     InvalidArgumentError,
     InvalidValueError,
+    NonFiniteValueError,
     RunConflictError,
     UnsupportedError,
     UsageError,
@@ -30,12 +31,17 @@ __all__ = [
     "Error",
     "InvalidArgumentError",
     "InvalidValueError",
+    "NonFiniteValueError",
     "NotFound",
     "RunConflictError",
     "StoreMissing",
     "UnsupportedError",
     "UsageError",
 ]
+
+
+# raised in training processes (client/stop_on_nan.py), named where users catch it: rankwise.errors
+NonFiniteValueError.__module__ = __name__
 
 
 class NotFound(Error, LookupError):
