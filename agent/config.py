@@ -65,6 +65,9 @@ class AgentConfig:
     # node, idle with records the root has not acknowledged: how long it keeps trying after the root last
     # answered before it exits anyway (the spool stays; the next node agent here sends it); 0 = forever
     upstream_linger_s: float = 3600.0
+    # seconds without a commit that make a running rank hung (its group stalled); 0 = derived per group from
+    # its own commit interval with a floor (agent/alerts/detectors/hang.py)
+    hang_after_s: float = 0.0
 
     @property
     def store_path(self) -> Path:
@@ -100,6 +103,7 @@ _ENV_SECONDS = {
     "lookup_timeout_s": "RANKWISE_LOOKUP_TIMEOUT",
     "upstream_retry_s": "RANKWISE_UPSTREAM_RETRY",
     "upstream_linger_s": "RANKWISE_UPSTREAM_LINGER",
+    "hang_after_s": "RANKWISE_HANG_AFTER",
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -195,6 +199,7 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
         "silence_s",
         "liveness_interval_s",
         "upstream_linger_s",
+        "hang_after_s",
     ):
         if attr in values and not values[attr] >= 0:
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be >= 0")

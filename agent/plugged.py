@@ -18,3 +18,7 @@ def plug(ingest: Ingest, role: str) -> None:
     """Append ``role``'s parts to ``ingest.parts`` (called once, when the agent is built)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role in ("single", "root"):  # the agents that hold the store see every rank (agent/alerts/detectors/)
+        from agent.alerts.detectors import install
+
+        install(ingest)
