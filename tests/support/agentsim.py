@@ -347,7 +347,13 @@ class AgentSim:
         """Turns until the inbox is read and nothing waits to be committed; returns how many it took."""
         for n in range(1, turns + 1):
             self.turn()
-            if not self.inbox and not self.ingest.next_commit and not self.ingest.busy():
+            # alerts raised after a commit (detectors hear ``committed``) go into the next tick's commit
+            if (
+                not self.inbox
+                and not self.ingest.next_commit
+                and not self.ingest.busy()
+                and not self.ingest.alerts.pending
+            ):
                 return n
         raise AssertionError(f"not settled after {turns} turns: {self!r}")
 

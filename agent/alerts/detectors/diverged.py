@@ -9,8 +9,8 @@ scale``. A rank with ``z > Z`` (10) at ``PERSIST`` (5) sampled steps in a row di
 the others for 5 × ``SAMPLE_EVERY`` = 40 steps; gaussian noise among ranks does not come near that.
 
 Which steps: those divisible by ``SAMPLE_EVERY`` (8), picked with one vectorised test per chunk, so the
-commit path does per-point work only in numpy. A sampled step is judged once every rank that logs the key
-gave it, or when more than ``MAX_OPEN`` steps wait (judged with the ranks there, if enough).
+commit path does per-point work only in numpy. A sampled step is judged once every rank of the group
+gave it (or a later step is complete), or when more than ``MAX_OPEN`` steps wait (with the ranks there).
 Not judged: the rows rankwise writes (``_timestamp`` ...), timing keys (the straggler detector's), system
 metrics (``proc.*``, ``host.*``, ``gpu.*``), non-finite values (the ``nan`` detector's).
 
@@ -85,7 +85,7 @@ class DivergedDetector(Detector):
                 for i in picked.tolist():
                     state.open.setdefault(int(s[i]), {})[rank] = float(v[i])
             if state.open:
-                self._judge(gid, key, state)
+                self._judge(gid, key, state, len(run.group.ranks))
 
     def _state(self, gid: int, key: str) -> KeyState | None:
         keys = self.keys.setdefault(gid, {})
@@ -101,13 +101,18 @@ class DivergedDetector(Detector):
         state = keys[key] = KeyState()
         return state
 
-    def _judge(self, gid: int, key: str, state: KeyState) -> None:
-        want = len(state.ranks)
-        for step in sorted(state.open):
-            got = state.open[step]
-            if len(got) < want and len(state.open) <= MAX_OPEN:
-                break  # waits for the other ranks (steps are judged in order)
-            del state.open[step]
+    def _judge(self, gid: int, key: str, state: KeyState, joined: int) -> None:
+        # complete: every rank of the group gave it (the first ranks' values must not make a step complete
+        # before the others are heard of); an incomplete step below a complete one is judged with what it
+        # has (a rank that skipped it will not send it later); a key only some ranks log waits for MAX_OPEN
+        want = max(len(state.ranks), joined, MIN_RANKS)
+        ordered = sorted(state.open)
+        complete = [s for s in ordered if len(state.open[s]) >= want]
+        through = complete[-1] if complete else None
+        for step in ordered:
+            if len(state.open) <= MAX_OPEN and (through is None or step > through):
+                break
+            got = state.open.pop(step)
             if len(got) >= MIN_RANKS:
                 self._judge_step(gid, key, state, step, got)
 
