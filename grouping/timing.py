@@ -9,6 +9,7 @@ the slow rank apart: :func:`pick_timing` picks whichever separates the ranks mos
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -23,6 +24,7 @@ TIMING = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the agent asks for every chunk of every commit
 def is_timing_key(name: str) -> bool:
     """Does the key's name say it is a duration?"""
     return bool(TIMING.search(name))

@@ -8,9 +8,11 @@ scale``. A rank with ``z > Z`` (10) at ``PERSIST`` (5) sampled steps in a row di
 (rank, key). So a rank must stay more than ten spreads and more than half the typical value away from
 the others for 5 × ``SAMPLE_EVERY`` = 40 steps; gaussian noise among ranks does not come near that.
 
-Which steps: those divisible by ``SAMPLE_EVERY`` (8), picked with one vectorised test per chunk, so the
-commit path does per-point work only in numpy. A sampled step is judged once every rank of the group
+Which steps: those divisible by ``SAMPLE_EVERY`` (8), at most the newest ``PICK`` (4) of each chunk, so the
+commit path does a few Python operations per chunk, never per point. A sampled step is judged once every rank of the group
 gave it (or a later step is complete), or when more than ``MAX_OPEN`` steps wait (with the ranks there).
+Commits only collect the sampled values; the keys that got some are judged on the ticks, ``KEYS_PER_TICK``
+at a time, each in one vectorised pass over its steps and ranks (leave-one-out medians).
 Not judged: the rows rankwise writes (``_timestamp`` ...), timing keys (the straggler detector's), system
 metrics (``proc.*``, ``host.*``, ``gpu.*``), non-finite values (the ``nan`` detector's).
 
@@ -20,6 +22,8 @@ at most ``MAX_OPEN`` open steps of one value per rank, and a strike count per (r
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +44,9 @@ ABS_FLOOR = 1e-12
 SAMPLE_EVERY = 8
 MAX_OPEN = 16
 MAX_KEYS = 256
+PICK = 4  # sampled steps taken from one chunk (its newest): a commit of many steps is judged on its end
+KEEP_OPEN = 4 * MAX_OPEN  # open steps kept while judging waits for its turn
+KEYS_PER_TICK = 64  # keys judged per tick (vectorised: ~100 µs each), the rest on the next ticks
 SYSTEM_PREFIXES = ("proc.", "host.", "gpu.")
 
 
@@ -61,37 +68,51 @@ class DivergedDetector(Detector):
     def __init__(self, ingest: Ingest):
         super().__init__(ingest)
         self.keys: dict[int, dict[str, KeyState | None]] = {}  # group id -> key -> state (None: not judged)
+        self.dirty: dict[tuple[int, str], int] = {}  # (group, key) with new values -> ranks joined the group
 
     def state_summary(self) -> str:
         return f"groups={len(self.keys)} keys={sum(1 for g in self.keys.values() for s in g.values() if s)}"
 
     def committed(self, nc: NextCommit) -> None:
+        """Collect the sampled steps' values; judging waits for the tick (at most ``KEYS_PER_TICK`` keys)."""
+        runs = self.ingest.runs
         for (run_id, key, late, is_span), (steps, values) in nc.history.items():
-            if late or is_span or key in SKIP_KEYS:
+            if late or is_span:
                 continue
-            run = self.run(run_id)
+            run = runs.get(run_id)
             if run is None:
                 continue
             gid = run.group.record.id
-            state = self._state(gid, key)
+            keys = self.keys.get(gid)
+            if keys is None:
+                keys = self.keys[gid] = {}
+            state = keys[key] if key in keys else self._state(keys, key)
             if state is None:
                 continue
             rank = run.record.rank
             state.ranks.add(rank)
             for s, v in zip(steps, values):
-                if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
-                    continue
-                picked = np.flatnonzero(s % SAMPLE_EVERY == 0)
-                for i in picked.tolist():
-                    state.open.setdefault(int(s[i]), {})[rank] = float(v[i])
-            if state.open:
-                self._judge(gid, key, state, len(run.group.ranks))
+                if type(v) is np.ndarray and v.dtype.kind in "fiu" and len(s):
+                    for i in _sampled(s):
+                        state.open.setdefault(int(s[i]), {})[rank] = float(v[i])
+            if len(state.open) > KEEP_OPEN:  # judging lags (many keys): the oldest steps go unjudged
+                for step in sorted(state.open)[: len(state.open) - KEEP_OPEN]:
+                    del state.open[step]
+                    self.counters["steps_dropped"] += 1
+            self.dirty[(gid, key)] = len(run.group.ranks)
 
-    def _state(self, gid: int, key: str) -> KeyState | None:
-        keys = self.keys.setdefault(gid, {})
-        if key in keys:
-            return keys[key]
-        if is_timing_key(key) or key.startswith(SYSTEM_PREFIXES):
+    def check(self, now: float) -> None:
+        budget = KEYS_PER_TICK
+        while self.dirty and budget > 0:
+            (gid, key), joined = self.dirty.popitem()
+            state = self.keys.get(gid, {}).get(key)
+            if state is not None and state.open:
+                self._judge(gid, key, state, joined)
+            budget -= 1
+
+    def _state(self, keys: dict[str, KeyState | None], key: str) -> KeyState | None:
+        """A key met for the first time in its group: followed, or None (not judged, remembered as such)."""
+        if key in SKIP_KEYS or is_timing_key(key) or key.startswith(SYSTEM_PREFIXES):
             keys[key] = None
             return None
         if sum(1 for s in keys.values() if s is not None) >= MAX_KEYS:
@@ -109,35 +130,49 @@ class DivergedDetector(Detector):
         ordered = sorted(state.open)
         complete = [s for s in ordered if len(state.open[s]) >= want]
         through = complete[-1] if complete else None
+        batches: dict[tuple[int, ...], list[tuple[int, dict[int, float]]]] = {}
         for step in ordered:
             if len(state.open) <= MAX_OPEN and (through is None or step > through):
                 break
             got = state.open.pop(step)
             if len(got) >= MIN_RANKS:
-                self._judge_step(gid, key, state, step, got)
+                batches.setdefault(tuple(sorted(got)), []).append((step, got))
+        for ranks, rows in batches.items():  # one set of ranks (usually: all of them) at a time, vectorised
+            self._judge_rows(gid, key, state, ranks, rows)
 
-    def _judge_step(self, gid: int, key: str, state: KeyState, step: int, got: dict[int, float]) -> None:
-        self.counters["steps_judged"] += 1
-        ranks = np.fromiter(got.keys(), np.int64, len(got))
-        x = np.fromiter(got.values(), np.float64, len(got))
+    def _judge_rows(self, gid: int, key: str, state: KeyState, ranks: tuple, rows: list) -> None:
+        self.counters["steps_judged"] += len(rows)
+        n = len(ranks)
+        x = np.array([[got[r] for r in ranks] for _, got in rows], np.float64)  # steps × ranks
+        others = x[:, _leave_one_out(n)]  # steps × ranks × (ranks - 1): every rank's others
         finite = np.isfinite(x)
-        if finite.sum() < MIN_RANKS:
-            return
-        ranks, x = ranks[finite], x[finite]
-        for i in range(len(x)):
-            r = int(ranks[i])
-            others = np.delete(x, i)
-            med = float(np.median(others))
-            mad = float(np.median(np.abs(others - med)))
-            scale = max(1.4826 * mad, REL_FLOOR * abs(med), ABS_FLOOR)
-            z = abs(x[i] - med) / scale
-            if z <= Z:
+        if finite.all():
+            med = np.median(others, axis=2)
+            mad = np.median(np.abs(others - med[..., None]), axis=2)
+            enough = np.ones_like(finite)
+        else:  # non-finite values are the nan detector's: out of the others' distribution, never judged
+            others = np.where(np.isfinite(others), others, np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: not judged below
+                med = np.nanmedian(others, axis=2)
+                mad = np.nanmedian(np.abs(others - med[..., None]), axis=2)
+            enough = finite & (np.isfinite(others).sum(axis=2) >= MIN_RANKS - 1)
+        scale = np.maximum(np.maximum(1.4826 * mad, REL_FLOOR * np.abs(med)), ABS_FLOOR)
+        with np.errstate(invalid="ignore"):
+            far = enough & (np.abs(x - med) / scale > Z)
+        for j, r in enumerate(ranks):
+            if not far[:, j].any():
                 state.strikes.pop(r, None)
                 continue
-            strikes = state.strikes[r] = state.strikes.get(r, 0) + 1
-            if strikes >= PERSIST and r not in state.alerted:
-                state.alerted.add(r)
-                self._alert(gid, key, r, step, float(x[i]), med, scale, z)
+            for i in range(len(rows)):  # in step order: a run of PERSIST far steps
+                if not far[i, j]:
+                    state.strikes.pop(r, None)
+                    continue
+                strikes = state.strikes[r] = state.strikes.get(r, 0) + 1
+                if strikes >= PERSIST and r not in state.alerted:
+                    state.alerted.add(r)
+                    z = abs(x[i, j] - med[i, j]) / scale[i, j]
+                    self._alert(gid, key, r, rows[i][0], float(x[i, j]), float(med[i, j]), float(scale[i, j]), z)
 
     def _alert(
         self, gid: int, key: str, rank: int, step: int, value: float, med: float, scale: float, z: float
@@ -164,3 +199,19 @@ class DivergedDetector(Detector):
     def _group_ranks(self, gid: int) -> list:
         group = self.ingest.groups.get(gid)
         return list(group.ranks.values()) if group is not None else []
+
+
+def _sampled(steps: np.ndarray) -> list[int]:
+    """Indices of the newest ``PICK`` steps divisible by ``SAMPLE_EVERY`` (arithmetic when the steps are
+    consecutive, as on-time rows usually are: no numpy call for a short chunk)."""
+    lo, hi = int(steps[0]), int(steps[-1])
+    if hi - lo + 1 == len(steps):
+        top = hi - hi % SAMPLE_EVERY
+        return [k - lo for k in range(top, max(lo - 1, top - PICK * SAMPLE_EVERY), -SAMPLE_EVERY)][::-1]
+    return np.flatnonzero(steps % SAMPLE_EVERY == 0)[-PICK:].tolist()
+
+
+@functools.cache
+def _leave_one_out(n: int) -> np.ndarray:
+    """``n × (n - 1)`` indices: row j lists every column but j."""
+    return np.array([[k for k in range(n) if k != j] for j in range(n)], np.int64).reshape(n, n - 1)

@@ -1,6 +1,7 @@
 """``nan``: the first step at which a rank logged NaN or ±Inf for a key; one alert per (rank, key).
 
-Read from what each commit wrote (``nc.history``): one vectorised ``np.isfinite`` per float chunk, nothing
+Read from what each commit wrote (``nc.history``): one vectorised ``np.isfinite`` per float chunk (short
+chunks, a commit of many keys, concatenated into one: Python per chunk costs more than numpy), nothing
 for integer or boolean chunks, a scan of the numbers of list chunks (mixed columns: rare). Coalesced spans
 (dict chunks: agent/ratelimit.py) count when their min, max or last is non-finite; their alert names the
 stored row's step and the span's first step in ``details``. Within one commit the lowest step wins, late
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from agent.nextcommit import NextCommit
 
 MAX_KEYS_PER_RUN = 1000  # a row of 100k keys all NaN at once: 1000 alerts, then a count
+SMALL = 256  # float chunks shorter than this are concatenated and checked in one np.isfinite per commit
 
 
 class NanDetector(Detector):
@@ -39,15 +41,24 @@ class NanDetector(Detector):
 
     def committed(self, nc: NextCommit) -> None:
         first: dict[tuple[int, str], tuple[int, Any, dict]] = {}
-        for (run_id, key, _late, is_span), (steps, values) in nc.history.items():
-            if key in SKIP_KEYS:
+        small: list[np.ndarray] = []  # float chunks under SMALL points: checked together, in one pass
+        suspects: list[tuple] = []  # (slot, steps, values) of the small ones, looked at one by one if needed
+        for slot, (steps, values) in nc.history.items():
+            if slot[1] in SKIP_KEYS:
                 continue
             for s, v in zip(steps, values):
-                hit = _first_bad_span(s, v) if is_span else _first_bad(s, v)
+                if type(v) is np.ndarray and v.dtype.kind == "f" and len(v) < SMALL:
+                    small.append(v)
+                    suspects.append((slot, s, v))
+                    continue
+                hit = _first_bad_span(s, v) if slot[3] else _first_bad(s, v)
                 if hit is not None:
-                    seen = first.get((run_id, key))
-                    if seen is None or hit[0] < seen[0]:
-                        first[(run_id, key)] = hit
+                    _keep(first, slot, hit)
+        if small and not np.isfinite(np.concatenate(small)).all():
+            for slot, s, v in suspects:
+                hit = _first_bad(s, v)
+                if hit is not None:
+                    _keep(first, slot, hit)
         self.counters["chunks"] += len(nc.history)
         for (run_id, key), (step, value, extra) in first.items():
             self._found(run_id, key, step, value, extra)
@@ -82,6 +93,12 @@ class NanDetector(Detector):
                 details={"value": shown, "run": run.record.name, **extra},
             )
         )
+
+
+def _keep(first: dict, slot: tuple, hit: tuple) -> None:
+    seen = first.get((slot[0], slot[1]))
+    if seen is None or hit[0] < seen[0]:
+        first[(slot[0], slot[1])] = hit
 
 
 def _first_bad(steps: np.ndarray, values: Any) -> tuple[int, Any, dict] | None:
