@@ -355,3 +355,30 @@ def test_crashed_names_the_exception_and_the_exit_status_once_per_run(monkeypatc
     assert found[1]["message"] == "rank 1 failed at step 4: OSError: disk gone; exit code 3"
     assert found[1]["details"]["exception"] == {"type": "OSError", "message": "disk gone"}
     assert found[1]["details"]["traceback"] == TB and found[0]["details"]["exit_code"] is None
+
+
+def test_rows_of_3000_keys_keep_the_detectors_state_bounded(monkeypatch):
+    """Four ranks log 3 rows of 3000 keys (a NaN in key k7 of rank 1): one ``nan`` alert; the diverged
+    detector follows 256 keys and remembers at most 1024 per group (the rest counted as skipped); the
+    straggler detector follows no timing key; nothing else is raised."""
+    from agent.alerts.detectors.diverged import MAX_KEYS, MAX_TABLE
+
+    sim = AgentSim(monkeypatch, role="single")
+    ranks = joined(sim, 4)
+    for step in range(3):
+        sim.at(step * 0.1)
+        for r in ranks:
+            row = {f"k{k}": 1.0 for k in range(3_000)}
+            if r.rank == 1 and step == 2:
+                row["k7"] = np.nan
+            r.log(step, **row)
+            r.send()
+        sim.turn()
+    sim.settle(turns=1000)  # wide batches are applied a slice of columns per turn (agent/slices.py)
+    assert kinds(sim) == [("nan", 1, "k7", 2)]
+    diverged = next(p for p in sim.ingest.parts if type(p).__name__ == "DivergedDetector")
+    (table,) = diverged.keys.values()
+    assert sum(s is not None for s in table.values()) == MAX_KEYS and len(table) <= MAX_TABLE
+    assert diverged.counters["keys_skipped"] > 0
+    straggler = next(p for p in sim.ingest.parts if type(p).__name__ == "StragglerDetector")
+    assert straggler.keys == {} and all(not keys for keys in straggler.timing_keys.values())

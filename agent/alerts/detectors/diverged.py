@@ -17,7 +17,8 @@ Not judged: the rows rankwise writes (``_timestamp`` ...), timing keys (the stra
 metrics (``proc.*``, ``host.*``, ``gpu.*``), non-finite values (the ``nan`` detector's).
 
 State: at most ``MAX_KEYS`` keys per group (the first seen; more are counted as ``keys_skipped``), each with
-at most ``MAX_OPEN`` open steps of one value per rank, and a strike count per (rank, key).
+at most ``KEEP_OPEN`` open steps of one value per rank, and a strike count per (rank, key); a table of at
+most ``MAX_TABLE`` keys per group.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ MAX_OPEN = 16
 MAX_KEYS = 256
 PICK = 4  # sampled steps taken from one chunk (its newest): a commit of many steps is judged on its end
 KEEP_OPEN = 4 * MAX_OPEN  # open steps kept while judging waits for its turn
+MAX_TABLE = 4 * MAX_KEYS  # keys remembered per group (followed, or known not to be judged)
 KEYS_PER_TICK = 64  # keys judged per tick (vectorised: ~100 µs each), the rest on the next ticks
 SYSTEM_PREFIXES = ("proc.", "host.", "gpu.")
 
@@ -68,6 +70,7 @@ class DivergedDetector(Detector):
     def __init__(self, ingest: Ingest):
         super().__init__(ingest)
         self.keys: dict[int, dict[str, KeyState | None]] = {}  # group id -> key -> state (None: not judged)
+        self.followed: dict[int, int] = {}  # group id -> keys followed
         self.dirty: dict[tuple[int, str], int] = {}  # (group, key) with new values -> ranks joined the group
 
     def state_summary(self) -> str:
@@ -86,7 +89,7 @@ class DivergedDetector(Detector):
             keys = self.keys.get(gid)
             if keys is None:
                 keys = self.keys[gid] = {}
-            state = keys[key] if key in keys else self._state(keys, key)
+            state = keys[key] if key in keys else self._state(gid, keys, key)
             if state is None:
                 continue
             rank = run.record.rank
@@ -110,16 +113,19 @@ class DivergedDetector(Detector):
                 self._judge(gid, key, state, joined)
             budget -= 1
 
-    def _state(self, keys: dict[str, KeyState | None], key: str) -> KeyState | None:
-        """A key met for the first time in its group: followed, or None (not judged, remembered as such)."""
+    def _state(self, gid: int, keys: dict[str, KeyState | None], key: str) -> KeyState | None:
+        """A key not in the group's table: followed (up to ``MAX_KEYS``), or None: not judged, remembered as
+        such while the table has room (``MAX_TABLE``: a row of 100k keys does not make it 100k entries)."""
         if key in SKIP_KEYS or is_timing_key(key) or key.startswith(SYSTEM_PREFIXES):
-            keys[key] = None
-            return None
-        if sum(1 for s in keys.values() if s is not None) >= MAX_KEYS:
+            state = None
+        elif self.followed.get(gid, 0) >= MAX_KEYS:
             self.counters["keys_skipped"] += 1
-            keys[key] = None
-            return None
-        state = keys[key] = KeyState()
+            state = None
+        else:
+            state = KeyState()
+            self.followed[gid] = self.followed.get(gid, 0) + 1
+        if state is not None or len(keys) < MAX_TABLE:
+            keys[key] = state
         return state
 
     def _judge(self, gid: int, key: str, state: KeyState, joined: int) -> None:
