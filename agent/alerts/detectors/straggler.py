@@ -100,8 +100,8 @@ class StragglerDetector(Detector):
         series = self.steps.get(run_id)
         if series is None:
             series = self.steps[run_id] = Series()
-        if series.last is not None:
-            s, t = np.r_[series.last[0], s], np.r_[series.last[1], t]
+        if series.last is not None:  # the interval from the previous commit's last row
+            s, t = np.concatenate(((series.last[0],), s)), np.concatenate(((series.last[1],), t))
         series.last = (float(s[-1]), float(t[-1]))
         ds, dt = np.diff(s), np.diff(t)
         ok = ds > 0
