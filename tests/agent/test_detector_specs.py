@@ -278,8 +278,9 @@ def test_the_sick_job_in_process_raises_exactly_nan_hang_and_straggler(monkeypat
 # ---------------------------------------------------------------- straggler, diverged, crashed
 
 
-def paced(monkeypatch, periods: list[float], seconds: float, **keys) -> AgentSim:
-    """Ranks stepping at exactly ``periods[r]`` seconds per step until ``seconds``, turns every 0.1 s."""
+def paced(monkeypatch, periods: list[float], seconds: float, extra: dict | None = None, **keys) -> AgentSim:
+    """Ranks stepping at exactly ``periods[r]`` seconds per step until ``seconds``, turns every 0.1 s; ``x`` the
+    value each rank logs (``keys["x"][r]``, else 1.0), ``extra[r]`` more keys rank r logs at each step."""
     sim = AgentSim(monkeypatch, role="single", spy=FakeSpy())
     ranks = joined(sim, len(periods))
     events = [(0.0, r) for r in range(len(periods))]
@@ -293,7 +294,8 @@ def paced(monkeypatch, periods: list[float], seconds: float, **keys) -> AgentSim
             sim.turn()
             next_turn += 0.1
         sim.at(t)
-        ranks[r].log(ranks[r].steps, x=float(keys.get("x", [1.0] * len(periods))[r]))
+        more = (extra or {}).get(r, {})
+        ranks[r].log(ranks[r].steps, x=float(keys.get("x", [1.0] * len(periods))[r]), **more)
         ranks[r].steps += 1
         if t + periods[r] < seconds:
             heapq.heappush(events, (t + periods[r], r))
@@ -316,6 +318,22 @@ def test_straggler_needs_1_5x_the_median_over_50_steps_and_10_s(monkeypatch):
     )
     assert alert["details"]["factor"] == pytest.approx(1.6, abs=0.01) and alert["details"]["window_steps"] >= 50
     assert paced(monkeypatch, [0.02] * 5 + [0.1], 9.5).alerts() == []
+
+
+def test_a_straggler_alert_names_the_cpu_saturation_and_gpu_throttling_logged_for_its_rank(monkeypatch):
+    """The slow rank's ``proc.cpu_percent`` is 99 and its ``gpu.clock_throttle_reasons`` 4 (keys the system
+    sampler logs): its straggler message says "CPU saturated (99% of a core)" and "GPU clock throttled"; a
+    fast rank's 99 % says nothing (no alert about it)."""
+    signals = {"proc.cpu_percent": 99.0, "gpu.clock_throttle_reasons": 4.0}
+    sim = paced(monkeypatch, [0.02] * 4 + [0.04], 12.0, extra={0: {"proc.cpu_percent": 99.0}, 4: signals})
+    (alert,) = sim.alerts()
+    assert alert["rank"] == 4 and alert["details"]["signals"] == [
+        "GPU clock throttled (gpu.clock_throttle_reasons=4)",
+        "CPU saturated (99% of a core)",
+    ]
+    assert alert["message"].endswith(
+        "; GPU clock throttled (gpu.clock_throttle_reasons=4), CPU saturated (99% of a core)"
+    )
 
 
 def test_diverged_is_a_rank_far_from_the_others_for_five_sampled_steps(monkeypatch):

@@ -94,6 +94,10 @@ class HangDetector(Detector):
             running = [r for r in group.ranks.values() if r.running]
             if running:
                 self._check_group(group.record.id, running, mono)
+        if self.hung:  # a hung rank that ended (crashed, finished) closes its episode
+            self.hung = {
+                rid: s for rid, s in self.hung.items() if rid in self.ingest.runs and self.ingest.runs[rid].running
+            }
         if len(self.last) > 2 * len(self.ingest.runs) + 64:  # forget runs the registry forgot
             self.last = {rid: v for rid, v in self.last.items() if rid in self.ingest.runs}
 

@@ -6,14 +6,14 @@ A rank's step time is read two ways, and the one that separates the ranks most i
 history: Δt / Δstep between consecutive stored rows, so coalesced spans and skipped steps count per step),
 or a key it logs whose name says it is a duration (``time/compute``, ``step_ms``: ``is_timing_key``).
 
-The rule, per group, checked every ``CHECK_EVERY_S``: each rank's window is its rows of the last
-``WINDOW_S`` seconds of the group's newest row time, widened to its last ``MIN_STEPS`` rows if it has fewer;
-a rank counts once it has ``MIN_STEPS`` rows spanning ``WINDOW_S``; at least ``MIN_RANKS`` ranks must count.
-A rank's step time is the *median* over its window (one slow step, a GC pause of a second or a frozen
-rank's one long gap move a median of 50 rows by at most one row); the group's is the median over ranks.
-Ratio ≥ ``FACTOR`` opens an episode (an alert, ``token`` its first step), ratio < ``CLEAR`` closes it.
-The message adds the rank's CPU saturation (``proc.cpu_percent``) and GPU clock throttling (``gpu.*
-throttle*``) when the system sampler logs them for it.
+The rule, per group, checked every ``CHECK_EVERY_S`` over its running ranks: each rank's window is its rows of
+the last ``WINDOW_S`` seconds of the group's newest row time, widened to its last ``MIN_STEPS`` rows if it has
+fewer; a rank counts once it has ``MIN_STEPS`` rows spanning ``WINDOW_S``; at least ``MIN_RANKS`` ranks must
+count. A rank's step time is the *median* over its window (one slow step, a GC pause of a second or a frozen
+rank's one long gap move a median of 50 rows by at most one row); the group's is the median over ranks. Ratio
+≥ ``FACTOR`` opens an episode (an alert, ``token`` its first step), ratio < ``CLEAR`` closes it. The message
+adds the rank's CPU saturation (``proc.cpu_percent``) and GPU clock throttling (``gpu.*throttle*``) when the
+system sampler logs them for it.
 
 State: per run ``RING`` recent step times (and of at most ``MAX_TIMING_KEYS`` timing keys per group), the
 last value of at most ``MAX_SIGNALS`` system keys, and open episodes. A rank past ``RING`` / ``WINDOW_S``
@@ -140,7 +140,8 @@ class StragglerDetector(Detector):
         self._next_check = mono + CHECK_EVERY_S
         self.counters["checks"] += 1
         for group in self.ingest.groups.values():
-            runs = [r for r in group.ranks.values() if r.record.id in self.steps]
+            # running ranks only: one that finished (or crashed) is no straggler of the ranks still at work
+            runs = [r for r in group.ranks.values() if r.running and r.record.id in self.steps]
             if len(runs) >= MIN_RANKS:
                 self._check_group(group.record.id, runs)
         if len(self.steps) > 2 * len(self.ingest.runs) + 64:  # forget runs the registry forgot
