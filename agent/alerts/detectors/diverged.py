@@ -64,6 +64,9 @@ class KeyState:
         self.strikes: dict[int, int] = {}
         self.alerted: set[int] = set()
 
+    def __repr__(self) -> str:
+        return f"<KeyState ranks={len(self.ranks)} open={len(self.open)} strikes={self.strikes} alerted={sorted(self.alerted)}>"
+
 
 class DivergedDetector(Detector):
     name = "diverged"

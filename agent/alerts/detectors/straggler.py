@@ -57,6 +57,9 @@ class Series:
         self.first: float | None = None  # time of the first sample ever (the ring may have dropped it)
         self.last: tuple[float, float] | None = None  # (step, time) of the newest row: the next interval's start
 
+    def __repr__(self) -> str:
+        return f"<Series {len(self.v)} samples first={self.first} last={self.last}>"
+
     def add(self, t: np.ndarray, v: np.ndarray) -> None:
         if self.first is None and len(t):
             self.first = float(t[0])
