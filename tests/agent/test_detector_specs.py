@@ -317,3 +317,28 @@ def test_rows_of_3000_keys_keep_the_detectors_state_bounded(monkeypatch):
     assert diverged.counters["keys_skipped"] > 0
     straggler = next(p for p in sim.ingest.parts if type(p).__name__ == "StragglerDetector")
     assert straggler.keys == {} and all(not keys for keys in straggler.timing_keys.values())
+
+
+def test_a_root_names_the_nan_rank_of_a_node_agent_and_its_crash(tmp_path):
+    """Two node agents and a root in one process (tests/support/mnsim.py): four ranks, two per node, log x at
+    steps 0..9, rank 3 (on node1) NaN from step 5; rank 2 then ends with exit code 7. The root, which holds
+    the store, stores exactly ``nan`` rank 3 / x / step 5 and ``crashed`` rank 2 ("exit code 7")."""
+    from support.frames import batch
+    from support.mnsim import Sim, hello
+
+    sim = Sim(tmp_path, nodes=2)
+    for rank in range(4):
+        node = sim.nodes[rank // 2]
+        node.send(hello(f"w{rank}", rank, 4, "g", node.name, 1000 + rank))
+        x = np.arange(10.0)
+        if rank == 3:
+            x[5:] = np.nan
+        node.send(batch(f"w{rank}", 1, np.arange(10), {"x": x}))
+    sim.nodes[1].send(batch("w2", 2, [], {}, ctl=[["finish", {"exit_code": 7}]]))
+    for _ in range(6):
+        sim.cycle()
+    reader, g = sim.group("g")
+    found = [(a["kind"], a["rank"], a["key"], a["step"]) for a in reader.alerts(g.id)]
+    assert sorted(found, key=str) == [("crashed", 2, None, 9), ("nan", 3, "x", 5)]
+    crashed = next(a for a in reader.alerts(g.id) if a["kind"] == "crashed")
+    assert crashed["message"] == "rank 2 failed at step 9: no exception reported; exit code 7"
