@@ -74,6 +74,9 @@ class AgentConfig:
     alert_webhook: str | None = None
     alert_timeout_s: float = 10.0
     alert_drain_s: float = 5.0
+    # seconds without a commit that make a running rank hung (its group stalled); 0 = derived per group from
+    # its own commit interval with a floor (agent/alerts/detectors/hang.py)
+    hang_after_s: float = 0.0
 
     @property
     def store_path(self) -> Path:
@@ -114,6 +117,7 @@ _ENV_SECONDS = {
     "upstream_linger_s": "RANKWISE_UPSTREAM_LINGER",
     "alert_timeout_s": "RANKWISE_ALERT_TIMEOUT",
     "alert_drain_s": "RANKWISE_ALERT_DRAIN",
+    "hang_after_s": "RANKWISE_HANG_AFTER",
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -212,6 +216,7 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
         "system_interval_s",
         "alert_timeout_s",
         "alert_drain_s",
+        "hang_after_s",
     ):
         if attr in values and not values[attr] >= 0:
             raise InvalidArgumentError(f"{attr}={values[attr]!r} must be >= 0")

@@ -28,3 +28,7 @@ def plug(ingest: Ingest, role: str) -> None:
 
         ingest.applier.user_alert = UserAlerts(ingest)
         plug_notifiers(ingest, ingest.cfg)
+    if role in ("single", "root"):  # the agents that hold the store see every rank (agent/alerts/detectors/)
+        from agent.alerts.detectors import install
+
+        install(ingest)

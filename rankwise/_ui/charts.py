@@ -3,11 +3,11 @@ and ``stragglers`` (per-rank step time or a per-rank key by step bucket, with th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
+from grouping.timing import is_timing_key, median, pick_timing, unevenness
 from rankwise._ui import series as S
 from rankwise._ui.data import UIData
 from rankwise._ui.params import Params, numbers, step_range
@@ -236,45 +236,16 @@ def _ranks_json(values: dict[int, np.ndarray], rank_of: dict[int, tuple[int, str
 # ---------------------------------------------------------------- stragglers
 
 
-def _median(a: np.ndarray) -> float | None:
-    if len(a) == 0:
-        return None
-    lo, hi = (len(a) - 1) // 2, len(a) // 2
-    part = np.partition(a, [lo, hi])
-    return float((part[lo] + part[hi]) / 2)
-
-
-# keys that look like a duration: step_time_ms, compute_ms, data/wait_s, fwd.latency, dt ...
-_TIMING = re.compile(
-    r"(^|[._/-])(time|times|duration|latency|wait|waiting|compute|elapsed|dt)([._/-]|$)|[._/-](ms|us|s|sec|secs)$",
-    re.IGNORECASE,
-)
-
-
-def _unevenness(per_run: dict[int, tuple[np.ndarray, np.ndarray]]) -> float:
-    """How far the slowest rank's mean is above the median rank's (1.0: all ranks alike)."""
-    means = []
-    for _, v in per_run.values():
-        fin = v[np.isfinite(v)]
-        if len(fin):
-            means.append(float(fin.mean()))
-    if len(means) < 2:
-        return 0.0
-    typical = _median(np.array(means))
-    return max(means) / typical if typical and typical > 0 else 0.0
-
-
 def pick_metric(data: UIData, gid: int) -> str:
     """The timing that best separates the ranks: commit-to-commit step time, or a per-rank key whose
     name says it is a duration. In synchronous data parallelism every rank waits for the slowest at
     each all-reduce, so commit times are equal and only a compute/data-time key shows the straggler."""
-    best, best_score = "_timestamp", _unevenness(data.cache.step_durations(gid))
-    for name in data.api._reader.group_key_stats(gid):
-        if _TIMING.search(name):
-            score = _unevenness(data.cache.rank_rows(gid, name))
-            if score > best_score:
-                best, best_score = name, score
-    return best
+    scores = {
+        name: unevenness(data.cache.rank_rows(gid, name))
+        for name in data.api._reader.group_key_stats(gid)
+        if is_timing_key(name)
+    }
+    return pick_timing(unevenness(data.cache.step_durations(gid)), scores)
 
 
 def stragglers(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
@@ -316,13 +287,13 @@ def stragglers(data: UIData, p: Params, project: str, name: str) -> dict[str, An
                 "state": r.state,
                 "n": int(len(fin)),
                 "mean": float(fin.mean()) if len(fin) else None,
-                "median": _median(fin),
+                "median": median(fin),
                 "max": float(fin.max()) if len(fin) else None,
                 "cells": numbers(S.bucket_means(s, v, edges)),
             }
         )
     means = [r["mean"] for r in ranks if r["mean"] is not None]
-    typical = _median(np.array(means))
+    typical = median(np.array(means))
     ordered = sorted((r for r in ranks if r["mean"] is not None), key=lambda r: -r["mean"])
     slowest = [
         {

@@ -40,6 +40,7 @@ import agent.registry
 from agent.config import AgentConfig
 from agent.errors import StoreError
 from agent.ingest import Ingest
+from agent.plugged import plug
 from agent.runs import PidWatch
 from agent.sinks.memory import MemorySink
 from agent.store.base import GroupRecord, RunRecord
@@ -138,7 +139,13 @@ class SimStore(MemoryStore):
 
 
 def build_agent(
-    cfg: AgentConfig, clock: SimClock, pids: SimPids, patch: Any, store: SimStore | None = None
+    cfg: AgentConfig,
+    clock: SimClock,
+    pids: SimPids,
+    patch: Any,
+    store: SimStore | None = None,
+    role: str | None = None,
+    spy: Any = None,
 ) -> tuple[Ingest, SimStore]:
     """The agent core of a single node, as agent/roles.py builds it (media stored inline), with the in-memory
     sink (agent/sinks/memory.py) over an in-memory store (a new one, or ``store`` when the agent restarts):
@@ -149,11 +156,18 @@ def build_agent(
     judged by ``pids`` through :class:`agent.runs.PidWatch` (the agent's own watch, with an injected source of
     start times); the launcher of a rank is read at HELLO by ``parent_of`` (agent/registry.py) and judged by
     ``launcher_gone`` (agent/groups.py): both read /proc, so ``patch`` (pytest's ``monkeypatch``, undone when
-    the test ends) points them at ``pids``. Specs see the agent only through :class:`AgentSim`."""
+    the test ends) points them at ``pids``. ``role``: the parts agent/plugged.py plugs for that role (the
+    detectors for "single"), ``spy`` the hang detector's stack dumper then (agent/alerts/detectors/pyspy.py
+    ``Spy``; a spec's fake). Specs see the agent only through :class:`AgentSim`."""
     patch.setattr(agent.registry, "parent_of", pids.parent_of)
     patch.setattr(agent.groups, "launcher_gone", pids.launcher_gone)
     store = SimStore() if store is None else store
     ingest = Ingest(store, cfg, node=NODE, pids=PidWatch(started=pids), sink=MemorySink(), clock=clock.monotonic)
+    if role is not None:
+        plug(ingest, role)
+        for part in ingest.parts:
+            if spy is not None and hasattr(part, "spy"):
+                part.spy = spy
     return ingest, store
 
 
@@ -258,10 +272,11 @@ class SimRank:
 
 class AgentSim:
     """The agent and its ranks in one process. ``patch`` is pytest's ``monkeypatch`` (see :func:`build_agent`);
-    ``settings`` override the agent's (timeouts long and the row budget off unless a spec sets them). The
+    ``settings`` override the agent's (timeouts long and the row budget off unless a spec sets them); ``role``
+    and ``spy``: see :func:`build_agent` (``role="single"``: the detectors run). The
     patches are the process's: of several sims in one test, the last one built owns the clock and pids."""
 
-    def __init__(self, patch: Any, **settings: Any):
+    def __init__(self, patch: Any, role: str | None = None, spy: Any = None, **settings: Any):
         settings.setdefault("seal_timeout_s", 1000.0)
         settings.setdefault("join_grace_s", 1000.0)
         settings.setdefault("silence_s", 1000.0)
@@ -271,7 +286,8 @@ class AgentSim:
         self.clock = SimClock()
         self.pids = SimPids()
         self._patch = patch
-        self.ingest, self.store = build_agent(self.cfg, self.clock, self.pids, patch)
+        self.role, self.spy = role, spy  # the parts plugged (agent/plugged.py), kept across restarts
+        self.ingest, self.store = build_agent(self.cfg, self.clock, self.pids, patch, role=role, spy=spy)
         self.inbox: deque[tuple[bytes, bytes]] = deque()  # frames in the agent's socket, not read yet
         self.ranks: dict[tuple[str, int], SimRank] = {}
         self.max_window_bytes = 0  # highest total of open points seen after a turn's reads
@@ -305,7 +321,9 @@ class AgentSim:
         gone, the store stays; the new agent takes back the running runs and their unsealed points
         (``recover``). The ranks learn of it by the replies they miss: a spec calls their ``resend``."""
         self.inbox.clear()
-        self.ingest, self.store = build_agent(self.cfg, self.clock, self.pids, self._patch, self.store)
+        self.ingest, self.store = build_agent(
+            self.cfg, self.clock, self.pids, self._patch, self.store, role=self.role, spy=self.spy
+        )
         self.ingest.recover(self.clock.now)
 
     # ------------------------------------------------------------ the loop
@@ -329,7 +347,13 @@ class AgentSim:
         """Turns until the inbox is read and nothing waits to be committed; returns how many it took."""
         for n in range(1, turns + 1):
             self.turn()
-            if not self.inbox and not self.ingest.next_commit and not self.ingest.busy():
+            # alerts raised after a commit (detectors hear ``committed``) go into the next tick's commit
+            if (
+                not self.inbox
+                and not self.ingest.next_commit
+                and not self.ingest.busy()
+                and not self.ingest.alerts.pending
+            ):
                 return n
         raise AssertionError(f"not settled after {turns} turns: {self!r}")
 
@@ -373,6 +397,10 @@ class AgentSim:
         """Group-row chunks written for the group: one per key and seal (or recomputation), every key."""
         gid = self.group(group).id
         return sum(g == gid for g, *_ in self.store.group_rows)
+
+    def alerts(self, group: str = "g") -> list[dict[str, Any]]:
+        """The group's stored alerts (``Reader.alerts``: ``Alert.to_dict``), in raise order."""
+        return self.store.alerts(self.group(group).id)
 
     def status(self) -> dict[str, Any]:
         """What ``rankwise status`` shows: counters, pending and window bytes, the store's state."""

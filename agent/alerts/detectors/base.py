@@ -1,0 +1,102 @@
+"""What every detector shares: a :class:`agent.sinks.base.Part` that counts what it did, names the rank and
+group of a run id, and raises into the agent's alert book (agent/alerts/book.py).
+
+Detectors read what each commit wrote (``Part.committed(nc)``: ``nc.history`` slots ``(run_id, key, late,
+is_span)`` → (step arrays, value arrays or lists or span dicts), ``nc.runs`` records) and decide on the
+agent's ticks. Their state is bounded per (group, rank, key); each module says its bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from agent.alerts.alert import Alert
+from agent.sinks.base import Part
+from agent.store.base import ROW_KEYS
+
+if TYPE_CHECKING:
+    from agent.ingest import Ingest
+    from agent.runs import RunState
+
+# keys rankwise writes itself (row times, coalesced spans' extent): never a user's metric
+SKIP_KEYS = frozenset(ROW_KEYS)
+
+
+class Detector(Part):
+    """A part that raises alerts of one or more kinds; ``counters`` appear in ``rankwise status`` under
+    ``detectors`` (``checked`` chunks or ticks, ``raised`` alerts, and what each detector adds)."""
+
+    name = "detector"
+
+    def __init__(self, ingest: Ingest):
+        self.ingest = ingest
+        self.counters: Counter[str] = Counter()
+        self.now = 0.0  # wall time of the last tick (what alerts are stamped with; the sim's clock in tests)
+
+    def __repr__(self) -> str:
+        shown = " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
+        return f"<{type(self).__name__} {self.state_summary()} {shown}>".replace("  ", " ")
+
+    def state_summary(self) -> str:
+        """A few words on the detector's state (what it tracks), for ``__repr__``."""
+        return ""
+
+    def run(self, run_id: int) -> RunState | None:
+        return self.ingest.runs.get(run_id)
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        self.check(now)
+
+    def check(self, now: float) -> None:
+        """Decide on the agent's tick (after the agent's own: liveness, sealing)."""
+
+    def wall(self) -> float:
+        """When an alert is raised: the last tick's wall time (the loop ticks before it commits)."""
+        return self.now or time.time()
+
+    def raise_alert(self, alert: Alert) -> bool:
+        raised = self.ingest.alerts.raise_alert(alert)
+        self.counters["raised" if raised else "repeated"] += 1
+        return raised
+
+    def status(self, snap: dict[str, Any]) -> None:
+        snap.setdefault("detectors", {})[self.name] = dict(self.counters)
+
+
+class StoredAlerts:
+    """The (kind, rank, key) of alerts the store already holds per group, read once per group when a detector
+    first has something to say about it: an agent restarted over the store does not raise again what the
+    agent before it raised (the store would keep one row anyway; this keeps the alert sinks quiet too)."""
+
+    def __init__(self, ingest: Ingest):
+        self.ingest = ingest
+        self.by_group: dict[int, set[tuple]] = {}
+
+    def __repr__(self) -> str:
+        return f"<StoredAlerts groups={len(self.by_group)}>"
+
+    def has(self, group_id: int, kind: str, rank: int | None, key: str | None) -> bool:
+        known = self.by_group.get(group_id)
+        if known is None:
+            known = self.by_group[group_id] = self._read(group_id)
+        return (kind, rank, key) in known
+
+    def add(self, group_id: int, kind: str, rank: int | None, key: str | None) -> None:
+        self.by_group.setdefault(group_id, set()).add((kind, rank, key))
+
+    def _read(self, group_id: int) -> set[tuple]:
+        store = self.ingest.store
+        try:
+            reader = store.reader()
+        except Exception:  # noqa: BLE001 - no store file yet (nothing stored), or a node's catalog
+            return set()
+        try:
+            return {(a["kind"], a["rank"], a["key"]) for a in reader.alerts(group_id)}
+        except Exception:  # noqa: BLE001 - a store without the alerts table: nothing stored before
+            return set()
+        finally:
+            if reader is not store:  # the in-memory store reads itself
+                reader.close()
