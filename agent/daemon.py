@@ -27,7 +27,8 @@ under load; freed heap goes back to the system after bursts (agent/memory.py).
 
 Shutdown (SIGTERM, SIGINT, ``rankwise agent stop``, idle)
     1. stop reading the socket; 2. seal groups whose ranks are all done;
-    3. commit and send the last ACKs; 4. remove ``agent.json`` and the socket
+    3. commit and send the last ACKs, then commit the alerts the detectors raised
+    on that commit (a crash it stored); 4. remove ``agent.json`` and the socket
     file, close the socket (linger 0); 5. alert sinks send what is queued (for at
     most ``alert_drain_s``: agent/alerts/notify.py), close the store (WAL checkpoint);
     6. release the lock by exiting. Groups still running stay open in the store
@@ -142,6 +143,9 @@ class Agent:
             ingest.seal_finished(now)
             for reply in ingest.commit(now, force=True):
                 self._send(reply)
+            if ingest.alerts.pending:  # raised by the detectors that heard that commit (agent/alerts/book.py)
+                ingest.alerts.tick(now)
+                ingest.commit(now, force=True)
             for link in self.links:
                 link.flush(force=True)
         for link in self.links:

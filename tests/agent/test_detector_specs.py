@@ -253,6 +253,26 @@ def test_a_straggler_alert_names_the_cpu_saturation_and_gpu_throttling_logged_fo
     )
 
 
+def test_straggler_signals_come_from_the_system_stream_too(monkeypatch):
+    """The system sampler's samples reach the detector in the commit's system stream (``nc.system``, not the
+    history): the last ``proc.cpu_percent`` and ``gpu.*throttle*`` of a rank's samples are the signals its
+    straggler message would name; host rows and other keys are not."""
+    from agent.alerts.detectors.straggler import StragglerDetector
+    from agent.nextcommit import NextCommit
+
+    sim = AgentSim(monkeypatch, role="single", spy=FakeSpy())
+    joined(sim, 2)
+    (detector,) = [p for p in sim.ingest.parts if isinstance(p, StragglerDetector)]
+    run = next(r for r in sim.ingest.runs.values() if r.record.rank == 1)
+    gid = run.group.record.id
+    nc = NextCommit()
+    cols = {"_timestamp": np.array([1.0, 2.0]), "proc.cpu_percent": np.array([50.0, 97.0])}
+    nc.add_system(gid, run.record.id, "n", dict(cols, **{"gpu.throttle.hw_slowdown": np.array([0.0, 1.0])}))
+    nc.add_system(gid, None, "n", {"_timestamp": np.array([2.0]), "host.cpu_percent": np.array([99.0])})
+    detector.committed(nc)
+    assert detector.signals == {run.record.id: {"proc.cpu_percent": 97.0, "gpu.throttle.hw_slowdown": 1.0}}
+
+
 def test_diverged_is_a_rank_far_from_the_others_for_five_sampled_steps(monkeypatch):
     """Six ranks log x ≈ 1 (rank-specific offsets of ±1 %), rank 4 logs 3.0: one ``diverged`` alert for rank 4,
     key x, at the fifth sampled step (step 32: steps divisible by 8). With rank 4 at 1.3 (under half the

@@ -64,3 +64,29 @@ def test_old_chunks_read_as_no_non_finite_rank(tmp_path, monkeypatch):
             assert np.array_equal(cached[f], got[f], equal_nan=True), f
     finally:
         data.close()
+
+
+def test_finite_chunks_leave_the_nan_fields_out(tmp_path):
+    """A chunk of rows without a non-finite value is written without nan_count/nan_rank (16 bytes a row less)
+    and reads back as 0 / -1; a chunk with one keeps both fields, exactly."""
+    import msgpack
+
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    g, _, _ = store.register("p", "g", 2, dict(RUN, name="rank-0", rank=0), 0.0)
+    store.register("p", "g", 2, dict(RUN, name="rank-1", rank=1), 0.0)
+    with store.transaction() as txn:
+        txn.add_group_rows(g.id, "fine", _rows([0, 1], [[1.0, 2.0], [3.0, 4.0]]), False)
+        txn.add_group_rows(g.id, "sick", _rows([0, 1], [[1.0, np.inf], [3.0, 4.0]]), False)
+    blobs = dict(
+        store.con.execute("SELECT k.name, r.data FROM group_rows r JOIN keys k ON k.id = r.key_id").fetchall()
+    )
+    store.close()
+    assert set(msgpack.unpackb(blobs["fine"])) == set(OLD_FIELDS)
+    assert {"nan_count", "nan_rank"} <= set(msgpack.unpackb(blobs["sick"]))
+    reader = SQLiteReader(tmp_path / "s.sqlite")
+    fine, sick = reader.group_history(g.id, "fine"), reader.group_history(g.id, "sick")
+    reader.close()
+    assert fine["nan_count"].tolist() == [0, 0] and fine["nan_rank"].tolist() == [-1, -1]
+    assert fine["mean"].tolist() == [2.0, 3.0]
+    assert sick["nan_count"].tolist() == [0, 1] and sick["nan_rank"].tolist() == [-1, 0]
+    assert sick["mean"].tolist() == [2.0, 4.0]

@@ -92,8 +92,14 @@ class StragglerDetector(Detector):
                 self._step_times(run_id, steps, values)
             elif key not in SKIP_KEYS and is_timing_key(key):
                 self._timing_key(run_id, key, steps, values)
-            elif key == "proc.cpu_percent" or (key.startswith("gpu.") and "throttle" in key):
+            elif _is_signal(key):
                 self._signal(run_id, key, values)
+        for (_, run_id, _), chunks in nc.system.items():  # the sampler's stream (agent/system/)
+            if run_id is not None:
+                for columns in chunks:
+                    for key, column in columns.items():
+                        if _is_signal(key):
+                            self._signal(run_id, key, [column])
 
     def _step_times(self, run_id: int, steps: list, values: list) -> None:
         s = np.concatenate(steps).astype(np.float64) if len(steps) > 1 else steps[0].astype(np.float64)
@@ -229,3 +235,8 @@ class StragglerDetector(Detector):
             elif key != "proc.cpu_percent" and value:
                 said.append(f"GPU clock throttled ({key}={value:g})")
         return said
+
+
+def _is_signal(key: str) -> bool:
+    """A key whose last value the message reports: the rank's CPU, its GPU's clock throttling."""
+    return key == "proc.cpu_percent" or (key.startswith("gpu.") and "throttle" in key)
