@@ -77,9 +77,7 @@ def test_finite_chunks_leave_the_nan_fields_out(tmp_path):
     with store.transaction() as txn:
         txn.add_group_rows(g.id, "fine", _rows([0, 1], [[1.0, 2.0], [3.0, 4.0]]), False)
         txn.add_group_rows(g.id, "sick", _rows([0, 1], [[1.0, np.inf], [3.0, 4.0]]), False)
-    blobs = dict(
-        store.con.execute("SELECT k.name, r.data FROM group_rows r JOIN keys k ON k.id = r.key_id").fetchall()
-    )
+    blobs = dict(store.con.execute("SELECT k.name, r.data FROM group_rows r JOIN keys k ON k.id = r.key_id").fetchall())
     store.close()
     assert set(msgpack.unpackb(blobs["fine"])) == set(OLD_FIELDS)
     assert {"nan_count", "nan_rank"} <= set(msgpack.unpackb(blobs["sick"]))
