@@ -24,20 +24,9 @@ import numpy as np
 
 from agent.alerts.alert import Alert
 from agent.errors import StoreFull, StoreLost
+from grouping import FINAL_FIELDS
 
-GROUP_FIELDS = (
-    "step",
-    "count",
-    "expected",
-    "mean",
-    "min",
-    "max",
-    "std",
-    "min_rank",
-    "max_rank",
-    "nan_count",
-    "nan_rank",
-)
+GROUP_FIELDS = FINAL_FIELDS  # a group row's columns: what grouping's finalize() gives (grouping/reducers.py)
 RUN_STATES = ("running", "finished", "failed", "crashed")
 META_KEYS = ("_timestamp", "_runtime")  # stored like keys; a row's time is its first commit's
 # keys rankwise writes on rows: the meta keys and, on rows that stand for a coalesced span, the span's

@@ -29,11 +29,13 @@ class Detector(Part):
     ``detectors`` (``checked`` chunks or ticks, ``raised`` alerts, and what each detector adds)."""
 
     name = "detector"
+    check_every_s = 0.0  # a detector that judges on a period: the least monotonic time between two (``due``)
 
     def __init__(self, ingest: Ingest):
         self.ingest = ingest
         self.counters: Counter[str] = Counter()
         self.now = 0.0  # wall time of the last tick (what alerts are stamped with; the sim's clock in tests)
+        self._next_check = float("-inf")
 
     def __repr__(self) -> str:
         shown = " ".join(f"{k}={v}" for k, v in sorted(self.counters.items()))
@@ -52,6 +54,15 @@ class Detector(Part):
 
     def check(self, now: float) -> None:
         """Decide on the agent's tick (after the agent's own: liveness, sealing)."""
+
+    def due(self) -> bool:
+        """Has ``check_every_s`` passed since the last check that was due (counted as ``checks``)?"""
+        mono = self.ingest.clock()
+        if mono < self._next_check:
+            return False
+        self._next_check = mono + self.check_every_s
+        self.counters["checks"] += 1
+        return True
 
     def wall(self) -> float:
         """When an alert is raised: the last tick's wall time (the loop ticks before it commits)."""

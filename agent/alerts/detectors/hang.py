@@ -40,6 +40,7 @@ CHECK_EVERY_S = 0.25  # how often ticks look (a tick is at least every 50 ms)
 
 class HangDetector(Detector):
     name = "hang"
+    check_every_s = CHECK_EVERY_S
 
     def __init__(self, ingest: Ingest, spy: Spy | None = None):
         super().__init__(ingest)
@@ -49,7 +50,6 @@ class HangDetector(Detector):
         self.hung: dict[int, int] = {}  # run id -> step of its open hang episode
         self.stalled: dict[int, int] = {}  # group id -> step of its open stall episode
         self.dumping: list[tuple[Future, Alert]] = []  # hang alerts waiting for their stack
-        self._next_check = float("-inf")
 
     def state_summary(self) -> str:
         return f"runs={len(self.last)} hung={len(self.hung)} stalled={len(self.stalled)} dumping={len(self.dumping)}"
@@ -85,11 +85,9 @@ class HangDetector(Detector):
     def check(self, now: float) -> None:
         if self.dumping:
             self._raise_dumped()
-        mono = self.ingest.clock()
-        if mono < self._next_check:
+        if not self.due():
             return
-        self._next_check = mono + CHECK_EVERY_S
-        self.counters["checks"] += 1
+        mono = self.ingest.clock()
         for group in self.ingest.groups.values():
             running = [r for r in group.ranks.values() if r.running]
             if running:

@@ -69,6 +69,7 @@ class Series:
 
 class StragglerDetector(Detector):
     name = "straggler"
+    check_every_s = CHECK_EVERY_S
 
     def __init__(self, ingest: Ingest):
         super().__init__(ingest)
@@ -77,7 +78,6 @@ class StragglerDetector(Detector):
         self.timing_keys: dict[int, set[str]] = {}  # group id -> timing keys followed
         self.signals: dict[int, dict[str, float]] = {}  # run id -> last proc.cpu_percent / gpu throttle values
         self.episodes: dict[int, int] = {}  # run id -> step its open episode began at
-        self._next_check = float("-inf")
 
     def state_summary(self) -> str:
         return (
@@ -143,11 +143,8 @@ class StragglerDetector(Detector):
     # ------------------------------------------------------------ the rule
 
     def check(self, now: float) -> None:
-        mono = self.ingest.clock()
-        if mono < self._next_check:
+        if not self.due():
             return
-        self._next_check = mono + CHECK_EVERY_S
-        self.counters["checks"] += 1
         for group in self.ingest.groups.values():
             # running ranks only: one that finished (or crashed) is no straggler of the ranks still at work
             runs = [r for r in group.ranks.values() if r.running and r.record.id in self.steps]
