@@ -31,8 +31,10 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
         raise ApiError(400, "parameter 'key' is required")
     axis = p.str("x", "step")
     metric = axis[len("metric:") :] if axis and axis.startswith("metric:") else None
-    if axis not in ("step", "time") and not metric:
-        raise ApiError(400, f"x={axis!r} is not one of step, time, metric:<key> (a step metric, e.g. metric:epoch)")
+    if axis not in ("step", "time", "rel") and not metric:
+        raise ApiError(
+            400, f"x={axis!r} is not one of step, time, rel, metric:<key> (a step metric, e.g. metric:epoch)"
+        )
     width = p.int("width", DEFAULT_WIDTH, 0, MAX_WIDTH)
     with_ranks = p.bool("ranks")
     start, end = step_range(p)
@@ -54,7 +56,7 @@ def series(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
         rank_x = dict(per_run)
     elif metric:
         x, cols, rank_x = _on_metric(data, g, runs, key, metric, rows, per_run)
-    else:
+    else:  # time and rel: the same x (seconds since t0); the page labels one as dates, the other as "1m 30s"
         stamps = cache.rank_rows(gid, "_timestamp")
         firsts = [float(v[0]) for _, v in stamps.values() if len(v)]
         t0 = min(firsts) if firsts else g.created

@@ -104,7 +104,14 @@ def test_browser_axis_selector_plots_against_the_step_metric(store):
             options = page.evaluate(
                 "() => [...document.querySelectorAll('#axis option')].map(o => [o.value, o.textContent])"
             )
-            assert options == [["step", "step"], ["time", "time"], ["metric:train/global_step", "train/global_step"]]
+            assert options[:4] == [
+                ["step", "step"],
+                ["rel", "relative time"],
+                ["time", "wall time"],
+                ["metric:train/global_step", "train/global_step"],
+            ]
+            # then every other logged key (issue 14: any key as the x axis), once each
+            assert all(v == f"metric:{t}" for v, t in options[4:]) and len({v for v, _ in options}) == len(options)
             page.select_option("#axis", "metric:train/global_step")
             page.wait_for_function(
                 "([k]) => { const c = window.rw.charts.get(k); return c && c.data && c.data.axis.startsWith('metric:') }",

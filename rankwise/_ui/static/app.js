@@ -76,4 +76,30 @@ async function route() {
   }
 }
 
+// History: links inside the app open their page without a reload (history.pushState), and Back/Forward
+// route to the address they restore; a group page rewrites its own address (replaceState) as its view changes.
+function inApp(a, e) {
+  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return false;
+  if (a.target || a.hasAttribute("download") || a.origin !== location.origin) return false;
+  const path = a.pathname;
+  if (a.getAttribute("href").startsWith("#") || /^\/(api|static|media)\//.test(path)) return false;
+  return path === "/" || /^\/(p|g|compare)(\/|$)/.test(path);
+}
+
+function navigate(href) {
+  window.rw.ready = null; // the next page sets it when drawn (tests wait on it)
+  history.pushState(null, "", href);
+  scrollTo(0, 0);
+  route();
+}
+
+document.addEventListener("click", (e) => {
+  const a = e.target instanceof Element ? e.target.closest("a[href]") : null;
+  if (!inApp(a, e)) return;
+  e.preventDefault();
+  if (a.href !== location.href) navigate(a.pathname + a.search + a.hash);
+});
+window.addEventListener("popstate", () => { window.rw.ready = null; route(); });
+window.rw.navigate = navigate;
+
 route();

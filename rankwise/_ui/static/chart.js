@@ -4,6 +4,7 @@
 // store has it) get a red tick under the plot; alerts about this key (alerts.js) a vertical marker at their step.
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
+import { xAxis, xText } from "./xaxis.js";
 
 const COLORS = { mean: "#0b6bcb", edge: "rgba(11,107,203,0.35)", band: "rgba(11,107,203,0.16)", min: "#2563eb", max: "#dc2626" };
 
@@ -112,7 +113,7 @@ export class KeyChart {
         { label: "mean", stroke: COLORS.mean, width: 2, spanGaps: true, points: { show: false } },
       ],
       bands: [{ series: [2, 1], fill: COLORS.band }],
-      axes: [{}, { size: axisSize, values: (u, vals) => vals.map(num) }],
+      axes: [xAxis(d), { size: axisSize, values: (u, vals) => vals.map(num) }],
       cursor: {
         drag: { x: true, y: false, setScale: false },
         bind: { dblclick: () => null },
@@ -193,7 +194,7 @@ export class KeyChart {
         el("span", { class: "swatch", style: `background:${COLORS.max}` }), hi[1] || "");
       return;
     }
-    const x = d.axis === "time" ? `+${num(d.x[idx])}s` : d.x_key ? `${d.x_key} ${num(d.x[idx])}` : `step ${d.x[idx]}`;
+    const x = xText(d.axis, d.x[idx], d.t0);
     const parts = [x, `mean ${num(d.mean[idx])}`, `[${num(d.min[idx])}, ${num(d.max[idx])}]`];
     if (d.count[idx] !== null) parts.push(`${d.count[idx]}/${d.expected} ranks`);
     if (d.min_rank && d.min_rank[idx] !== null) parts.push(`min r${d.min_rank[idx]} · max r${d.max_rank[idx]}`);

@@ -12,6 +12,8 @@ import { MediaPanel, bytes } from "./media.js";
 import { HistogramPanel } from "./hist.js";
 import { AlertBanner } from "./alerts.js";
 import { SystemSection } from "./system.js";
+import { readState, writeState, parseRanks, formatRanks } from "./viewstate.js";
+import { xText } from "./xaxis.js";
 
 const MARGIN = 300; // px around the viewport in which a chart counts as visible
 
@@ -20,7 +22,7 @@ export class GroupPage {
     this.root = root;
     this.project = project;
     this.group = group;
-    this.state = { axis: "step", log: false, smooth: 0, ranks: false, range: null, filter: "" };
+    this.state = readState(location.search); // the view the URL asks for (viewstate.js; docs/ui.md)
     this.charts = new Map();
     this.panels = new Map(); // media panels by key
     window.rw.panels = window.rw.panels || new Map();
@@ -49,6 +51,7 @@ export class GroupPage {
     this.ro.observe(this.grid);
     this.ro.observe(this.mediaGrid);
     this.update(detail);
+    this.syncControls();
     // first paint: charts on screen now, and the straggler panel; then mark the page ready (tests read it)
     const onScreen = this.all().filter((c) => this.onScreen(c.card));
     onScreen.forEach((c) => { c.visible = true; });
@@ -76,12 +79,13 @@ export class GroupPage {
       opt("keys ", el("input", { type: "search", id: "filter", placeholder: "filter: text or /regex/",
         oninput: (e) => this.setFilter(e.target.value) })),
       opt("x ", this.axisSelect = el("select", { id: "axis", onchange: (e) => this.setOption("axis", e.target.value, true) },
-        el("option", { value: "step", text: "step" }), el("option", { value: "time", text: "time" }))),
-      opt("", el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) })), "log y",
+        el("option", { value: "step", text: "step" }), el("option", { value: "rel", text: "relative time" }),
+        el("option", { value: "time", text: "wall time" }))),
+      opt(el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) }), " log y"),
       opt("smoothing ", el("input", { type: "range", id: "smooth", min: 0, max: 0.99, step: 0.01, value: 0,
         oninput: (e) => this.setOption("smooth", Number(e.target.value)) })),
-      opt("", el("input", { type: "checkbox", id: "ranks", onchange: (e) => this.setOption("ranks", e.target.checked, true) })),
-      "per-rank lines",
+      opt(el("input", { type: "checkbox", id: "ranks", onchange: (e) => this.setOption("ranks", e.target.checked, true) }),
+        " per-rank lines"),
       this.rangeText);
     this.empty = el("p", { class: "muted", text: "no group rows yet: they appear as the ranks log" });
     this.grid = el("div", { class: "charts", id: "charts" });
@@ -122,6 +126,7 @@ export class GroupPage {
       if ([...this.axisSelect.options].some((o) => o.value === value)) continue;
       this.axisSelect.append(el("option", { value, text: m.key, title: `step metric of ${m.for.join(", ")}` }));
     }
+    this.addKeyAxes(d);
     this.mediaHead.style.display = this.panels.size ? "" : "none";
     this.empty.style.display = d.keys.length || this.panels.size ? "none" : "";
     this.applyFilter();
@@ -189,7 +194,7 @@ export class GroupPage {
     for (const tr of this.runsBox.querySelectorAll("tr[data-rank]")) tr.classList.toggle("hl", this.slow.includes(Number(tr.dataset.rank)));
   }
 
-  setFilter(text) { this.state.filter = text; this.applyFilter(); }
+  setFilter(text) { this.state.filter = text; this.applyFilter(); this.saveState(); }
 
   applyFilter() {
     const f = this.state.filter.trim();
@@ -206,6 +211,7 @@ export class GroupPage {
   setOption(name, value, refetch = false) {
     this.state[name] = value;
     if (name === "axis") this.state.range = null;
+    this.saveState();
     this.showRange();
     if (refetch) this.reloadAll();
     else for (const c of this.charts.values()) c.render();
@@ -214,6 +220,7 @@ export class GroupPage {
 
   setRange(range) {
     this.state.range = range;
+    this.saveState();
     this.showRange();
     this.reloadAll();
     this.straggler.load();
@@ -222,10 +229,65 @@ export class GroupPage {
   showRange() {
     const r = this.state.range;
     if (!r) { this.rangeText.replaceChildren("drag on a chart to zoom"); return; }
-    const axis = this.state.axis;
-    const f = axis === "time" ? (v) => `+${num(v)}s` : axis === "step" ? (v) => Math.round(v).toLocaleString() : num;
-    this.rangeText.replaceChildren(`${axis.replace(/^metric:/, "")} ${f(r[0])} – ${f(r[1])} `,
+    const axis = this.state.axis, t0 = this.t0();
+    const bare = axis === "step" || axis.startsWith("metric:"); // "step 10 – 90", not "step 10 – step 90"
+    const hi = bare ? xText(axis, r[1], t0).split(" ").pop() : xText(axis, r[1], t0);
+    this.rangeText.replaceChildren(`${xText(axis, r[0], t0)} – ${hi} `,
       el("a", { href: "#", id: "reset", text: "reset zoom", onclick: (e) => { e.preventDefault(); this.setRange(null); } }));
+  }
+
+  // ---- view state in the URL (viewstate.js): controls follow the state; every change rewrites the URL
+
+  // the controls show this.state (after the first detail, once the axis and straggler options exist)
+  syncControls() {
+    const s = this.state;
+    const byId = (id) => this.root.querySelector(`#${id}`);
+    byId("filter").value = s.filter;
+    if (![...this.axisSelect.options].some((o) => o.value === s.axis)) {
+      this.axisSelect.append(el("option", { value: s.axis, text: s.axis.replace(/^metric:/, "") }));
+    }
+    this.axisSelect.value = s.axis;
+    byId("log").checked = s.log;
+    byId("smooth").value = String(s.smooth);
+    byId("ranks").checked = s.ranks;
+    const st = this.straggler;
+    if ([...st.metric.options].some((o) => o.value === s.smetric)) st.metric.value = s.smetric;
+    st.view.value = s.sview;
+  }
+
+  // the URL of this view (history.replaceState: a control change is no new history entry)
+  saveState() {
+    if (this.closed) return;
+    this.state.smetric = this.straggler ? this.straggler.metric.value : this.state.smetric;
+    this.state.sview = this.straggler ? this.straggler.view.value : this.state.sview;
+    const search = writeState(this.state, location.search);
+    if (search !== location.search) history.replaceState(history.state, "", location.pathname + search + location.hash);
+    window.rw.url = location.pathname + search;
+  }
+
+  // the per-rank selection ("0-3,7", a list of ranks, or "" for every rank): read by the charts' rank picker
+  setRankSelection(value) {
+    const list = Array.isArray(value) ? value : parseRanks(value);
+    if (list === null) throw new Error(`ranks: ${JSON.stringify(value)} is not a list like "0-3,7"`);
+    this.state.pick = formatRanks(list);
+    this.saveState();
+    if (typeof this.onRankSelection === "function") this.onRankSelection(list);
+  }
+
+  rankSelection() { return this.state.pick ? parseRanks(this.state.pick) : null; }
+
+  // every other numeric key as an x axis too ("metric:K": the server pairs rows by step, docs/ui.md)
+  addKeyAxes(d) {
+    let group = this.axisSelect.querySelector("optgroup.keyaxes");
+    if (!group) this.axisSelect.append(group = el("optgroup", { class: "keyaxes", label: "a logged key" }));
+    const have = new Set([...this.axisSelect.options].map((o) => o.value));
+    for (const k of d.keys) if (!have.has(`metric:${k.key}`)) group.append(el("option", { value: `metric:${k.key}`, text: k.key }));
+  }
+
+  // the group's t0 (epoch seconds of its first commit) from any chart on a time axis: wall-time range text
+  t0() {
+    for (const c of this.charts.values()) if (c.data && c.data.t0 !== null && c.data.t0 !== undefined) return c.data.t0;
+    return null;
   }
 
   reloadAll() {

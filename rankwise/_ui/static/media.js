@@ -1,7 +1,9 @@
 // Media panels of the group page: one per key whose values are media (images, video, audio, tables, charts from
 // rankwise.plot, plotly figures, HTML, 3-D objects). A step slider and a rank choice; with "all ranks" every rank's
 // own value side by side (media are never merged across ranks). Values whose bytes were not stored (skipped, e.g.
-// over the byte budget) or that failed to encode (error) are shown as such.
+// over the byte budget) or that failed to encode (error) are shown as such. With "all ranks", only the ranks that
+// have a value are tiles (a figure logged by rank 0 alone is one full-width tile); a click on an image opens
+// it enlarged (the lightbox; Escape or a click closes it).
 import { get, groupPath } from "./api.js";
 import { el, num } from "./fmt.js";
 import { chart, plotly } from "./plots.js";
@@ -163,6 +165,29 @@ export function renderValue(v, ctx = {}) {
   }
 }
 
+// ---------------------------------------------------------------- one-rank panels, lightbox
+
+// with "all ranks": the ranks that have a value (all of them when none has), and how many were left out
+function withValues(ranks, all) {
+  if (!all) return { shown: ranks, absent: 0 };
+  const shown = ranks.filter((r) => r.value !== null && r.value !== undefined);
+  return shown.length ? { shown, absent: ranks.length - shown.length } : { shown: ranks, absent: 0 };
+}
+
+// the image enlarged over the page, up to the window's size; Escape or a click closes it
+export function lightbox(img) {
+  const close = () => { box.remove(); removeEventListener("keydown", onKey); };
+  const onKey = (e) => { if (e.key === "Escape") close(); };
+  const fig = img.closest("figure");
+  const cap = fig ? fig.querySelector("figcaption") : null;
+  const box = el("div", { class: "lightbox", id: "lightbox", role: "dialog", "aria-label": "enlarged image", onclick: close },
+    el("img", { src: img.currentSrc || img.src, alt: img.alt }),
+    cap ? el("div", { class: "lbcap", text: cap.textContent }) : null);
+  addEventListener("keydown", onKey);
+  document.body.append(box);
+  return box;
+}
+
 // ---------------------------------------------------------------- the panel
 
 export class MediaPanel {
@@ -191,6 +216,10 @@ export class MediaPanel {
         el("label", {}, "rank ", this.rank)),
       this.body);
     this.card.rwPanel = this;
+    this.body.addEventListener("click", (e) => {
+      const img = e.target instanceof Element ? e.target.closest("img.mimg") : null;
+      if (img) lightbox(img);
+    });
     this.fillRanks();
   }
 
@@ -253,15 +282,20 @@ export class MediaPanel {
     const sig = JSON.stringify([d.ranks, this.rank.value, this.width()]);
     if (!force && sig === this.sig) { this.card.dataset.state = "ready"; this.card.dataset.step = String(d.step); return; }
     this.sig = sig;
-    const all = this.rank.value === "all" && d.ranks.length > 1;
-    const tileWidth = all ? Math.max(160, Math.min(this.width(), this.width() / Math.min(d.ranks.length, 4) - 10)) : this.width();
-    const tiles = d.ranks.map((r) => {
+    const { shown, absent } = withValues(d.ranks, this.rank.value === "all");
+    const all = this.rank.value === "all" && shown.length > 1;
+    const tileWidth = all ? Math.max(160, Math.min(this.width(), this.width() / Math.min(shown.length, 4) - 10)) : this.width();
+    const tiles = shown.map((r) => {
       const off = r.step !== null && r.step !== d.step ? ` (its latest: step ${r.step})` : "";
       return el("div", { class: "mtile", "data-rank": r.rank, "data-step": r.step ?? "", style: `width:${all ? tileWidth + "px" : "100%"}` },
         el("div", { class: "mtilehead", text: `rank ${r.rank}${off}` }),
         renderValue(r.value, { width: tileWidth - 8, name: `${this.key}-rank${r.rank}-step${r.step}` }));
     });
+    if (absent) {
+      tiles.push(el("div", { class: "muted small mabsent", text: `${absent} other rank${absent === 1 ? "" : "s"}: no value at or before this step` }));
+    }
     this.body.replaceChildren(...tiles);
+    this.card.dataset.tiles = String(shown.length);
     this.card.dataset.state = "ready";
     this.card.dataset.step = String(d.step);
     window.rw.mediaRenders = (window.rw.mediaRenders || 0) + 1;

@@ -1,6 +1,7 @@
 // Straggler panel: per-rank step time (seconds between a rank's consecutive commits, from its _timestamp
 // history) or any per-rank key, as a heat map (ranks × step buckets, mean per cell) or as lines; the slowest
-// ranks are named.
+// ranks are named: only those meaningfully above the median rank (SLOW_RATIO). The lines view has numeric
+// step ticks and a hover readout; on a tall map every k-th rank keeps a label; grey cells are explained.
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
 
@@ -19,6 +20,7 @@ function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
 }
 
+const EMPTY = [235, 235, 235]; // a cell of no value: the rank logged nothing in this step bucket
 const SLOW_RATIO = 1.05; // a rank this much slower than the median rank is called a straggler
 
 export class StragglerPanel {
@@ -28,10 +30,11 @@ export class StragglerPanel {
     this.data = null;
     this.slow = new Set();
     this.u = null;
-    this.metric = el("select", { id: "straggler-metric", onchange: () => this.load() },
+    const save = () => { if (typeof this.page.saveState === "function") this.page.saveState(); };
+    this.metric = el("select", { id: "straggler-metric", onchange: () => { save(); this.load(); } },
       el("option", { value: "auto", text: "auto: the timing that separates ranks most" }),
       el("option", { value: "_timestamp", text: "step time (from each rank's _timestamp)" }));
-    this.view = el("select", { id: "straggler-view", onchange: () => this.render() },
+    this.view = el("select", { id: "straggler-view", onchange: () => { save(); this.render(); } },
       el("option", { value: "heatmap", text: "heat map" }), el("option", { value: "lines", text: "lines" }));
     this.canvas = el("canvas", { id: "heatmap" });
     this.labels = el("div", { class: "ranklabels" });
@@ -81,11 +84,14 @@ export class StragglerPanel {
     this.lines.style.display = heat ? "none" : "";
     if (heat) this.drawHeat(); else this.drawLines();
     const what = (d.metric === "step_time" ? "step time" : d.metric) + (d.auto ? " (chosen automatically)" : "");
-    const parts = d.slowest.map((s) => `rank ${s.rank} (${s.name} on ${s.node}): ${this.unit(s.mean)} mean` +
-      (s.ratio ? `, ${s.ratio.toFixed(2)}× the median rank` : ""));
-    const clear = d.slowest.filter((s) => s.ratio >= SLOW_RATIO).map((s) => s.rank);
-    const verdict = !d.slowest.length ? "" : clear.length ? "" : ` (no straggler: every rank within ${Math.round((SLOW_RATIO - 1) * 100)}% of the median)`;
-    this.slowest.replaceChildren(el("strong", { text: `Slowest by mean ${what}${verdict}: ` }), parts.join("; ") || "no data yet");
+    const out = d.slowest.filter((s) => s.ratio >= SLOW_RATIO);
+    const clear = out.map((s) => s.rank);
+    const parts = out.map((s) => `rank ${s.rank} (${s.name} on ${s.node}): ${this.unit(s.mean)} mean` +
+      `, ${s.ratio.toFixed(2)}× the median rank`);
+    const top = d.slowest[0];
+    const none = !top ? "no data yet" : `no rank stands out (every rank within ${Math.round((SLOW_RATIO - 1) * 100)}% of the median` +
+      (top.ratio ? `; highest: rank ${top.rank} at ${top.ratio.toFixed(2)}×)` : ")");
+    this.slowest.replaceChildren(el("strong", { text: `Slowest by mean ${what}: ` }), parts.join("; ") || none);
     this.slow = new Set(clear.slice(0, 1));
     this.page.markSlowest(clear);
   }
@@ -100,12 +106,16 @@ export class StragglerPanel {
     const slow = this.slow;
     // a rank with an alert (hang, straggler, crashed: alerts.js) is flagged here too, its messages on hover
     const flagged = (rank) => (this.page.alerts ? this.page.alerts.forRank(rank) : []);
-    this.labels.replaceChildren(...rows.map((r) => {
+    // rows too thin for a label each: every k-th row keeps one (its text spills over the rows below)
+    const every = rowH >= 9 ? 1 : Math.ceil(12 / rowH);
+    this.labels.replaceChildren(...rows.map((r, i) => {
       const mine = flagged(r.rank);
-      return el("div", { class: [slow.has(r.rank) ? "slow" : "", mine.length ? "alerted" : ""].join(" ").trim() || null,
-        "data-rank": r.rank, title: mine.map((a) => a.message).join("\n") || null,
-        style: `height:${rowH}px;line-height:${rowH}px`, text: rowH >= 9 ? `${mine.length ? "⚠ " : ""}rank ${r.rank}` : "" });
+      const shown = i % every === 0;
+      return el("div", { class: [slow.has(r.rank) ? "slow" : "", mine.length ? "alerted" : "", shown && every > 1 ? "sparse" : ""].join(" ").trim() || null,
+        "data-rank": r.rank, title: mine.map((a) => a.message).join("\n") || `rank ${r.rank}`,
+        style: `height:${rowH}px;line-height:${every > 1 ? 12 : rowH}px`, text: shown ? `${mine.length ? "⚠ " : ""}rank ${r.rank}` : "" });
     }));
+    this.labels.dataset.every = String(every);
     const all = rows.flatMap((r) => r.cells.filter((v) => v !== null)).sort((a, b) => a - b);
     // robust colour range: a single outlier must not wash out the map
     this.lo = quantile(all, 0.02); this.hi = quantile(all, 0.98);
@@ -114,14 +124,17 @@ export class StragglerPanel {
     const img = ctx.createImageData(cv.width, cv.height);
     rows.forEach((r, y) => r.cells.forEach((v, x) => {
       const o = (y * cv.width + x) * 4;
-      const [R, G, B] = v === null ? [235, 235, 235] : color((v - this.lo) / span);
+      const [R, G, B] = v === null ? EMPTY : color((v - this.lo) / span);
       img.data[o] = R; img.data[o + 1] = G; img.data[o + 2] = B; img.data[o + 3] = 255;
     }));
     ctx.putImageData(img, 0, 0);
     const bar = el("canvas", { width: 64, height: 1 });
     const bctx = bar.getContext("2d");
     for (let i = 0; i < 64; i++) { const [R, G, B] = color(i / 63); bctx.fillStyle = `rgb(${R},${G},${B})`; bctx.fillRect(i, 0, 1, 1); }
-    this.scale.replaceChildren(this.unit(this.lo), bar, this.unit(this.hi));
+    const empty = rows.some((r) => r.cells.some((v) => v === null));
+    this.scale.replaceChildren(this.unit(this.lo), bar, this.unit(this.hi),
+      empty ? el("span", { class: "nocell", id: "heat-empty" }, el("i", { style: `background:rgb(${EMPTY.join(",")})` }),
+        "no value in this bucket") : "");
   }
 
   drawLines() {
@@ -130,14 +143,28 @@ export class StragglerPanel {
     const slow = this.slow;
     const opts = {
       width: Math.max(200, this.root.clientWidth - 20), height: 220, legend: { show: false },
+      scales: { x: { time: false } }, // steps, not seconds since 1970
+      cursor: { drag: { x: false, y: false } },
+      hooks: { setCursor: [(u) => this.lineReadout(u.cursor.idx)] },
       series: [{ label: "step" }, ...d.ranks.map((r, i) => ({
         label: `rank ${r.rank}`, spanGaps: true, points: { show: false },
         stroke: slow.has(r.rank) ? "#dc2626" : `hsla(${(i * 137.5) % 360},35%,50%,0.6)`, width: slow.has(r.rank) ? 2 : 1 }))],
-      axes: [{}, { size: axisSize, values: (u, vals) => vals.map((v) => this.unit(v)) }],
+      axes: [{ values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : num(v))) },
+        { size: axisSize, values: (u, vals) => vals.map((v) => this.unit(v)) }],
     };
     if (this.u) this.u.destroy();
     this.u = new uPlot(opts, [xs, ...d.ranks.map((r) => r.cells)], this.lines);
     this.scale.replaceChildren();
+  }
+
+  // lines view: the bucket under the cursor and every rank's value in it, highest first
+  lineReadout(idx) {
+    const d = this.data;
+    if (!d || idx === null || idx === undefined) { this.hover.textContent = ""; return; }
+    const vals = d.ranks.map((r) => [r.rank, r.cells[idx]]).filter(([, v]) => v !== null).sort((a, b) => b[1] - a[1]);
+    const shown = vals.slice(0, 8).map(([r, v]) => `rank ${r} ${this.unit(v)}`).join(" · ");
+    this.hover.textContent = `steps ${Math.round(d.edges[idx])}–${Math.round(d.edges[idx + 1])}: ` +
+      (shown || "no value") + (vals.length > 8 ? ` · … ${vals.length - 8} more` : "");
   }
 
   onHover(e) {
