@@ -24,6 +24,8 @@ for s in range(%(steps)d):
     d = {"loss": float(2.0 * np.exp(-s / 60) + 0.05 * rank + 0.01 * rng.random()), "acc": float(s / %(steps)d)}
     if rank != 3 or s < %(steps)d // 2:  # rank 3 stops logging "late" halfway: empty heat-map cells
         d["late"] = float(rank)
+    if rank == 0 and s %% 50 == 0:  # a figure only rank 0 logs
+        d["fig"] = rankwise.Image(np.full((40, 60, 3), s, np.uint8), caption=f"step {s}")
     run.log(d)
     time.sleep(0.002)
 run.finish()
@@ -240,7 +242,7 @@ def test_straggler_panel_at_64_ranks(page, big_server):
     box = page.locator("#stragglers .lines .u-over").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     hover = page.locator("#stragglers .readout").inner_text()
-    assert re.match(r"steps \d+–\d+: rank 6 12 ms", hover), hover
+    assert re.match(r"steps? \d+(–\d+)?: rank 6 12 ms · rank 0 10 ms", hover), hover
     page.locator("#stragglers").screenshot(path=artifact("ui-state-straggler-lines.png"))
     assert page.errors == []
 
@@ -261,3 +263,26 @@ def test_straggler_legend_explains_empty_cells(page, server):
     assert page.locator("#heat-empty").inner_text() == "no value in this bucket"
     # rank 3's values (3.0) are the highest: it is named first, empty cells do not count as low values
     assert page.locator("#slowest").inner_text().split(": ", 1)[1].startswith("rank 3 (")
+
+
+def test_figure_of_one_rank_is_one_full_width_tile_that_enlarges(page, server):
+    """A figure logged by rank 0 alone: one tile (not one per rank with "no value"), as wide as the panel, a
+    line saying the other ranks have none; a click opens it enlarged, Escape closes it."""
+    page.goto(page_url(server, "st", "job-st") + "&filter=fig")
+    wait_ready(page)
+    card = page.locator('.mcard[data-key="fig"]')
+    page.wait_for_function("() => document.querySelector('.mcard[data-key=\"fig\"]').dataset.state === 'ready'")
+    assert card.locator(".mtile").evaluate_all("ts => ts.map(t => t.dataset.rank)") == ["0"]
+    assert card.locator(".mabsent").inner_text() == f"{WORLD - 1} other ranks: no value at or before this step"
+    tile, body = card.locator(".mtile").bounding_box(), card.locator(".mtiles").bounding_box()
+    assert tile["width"] == pytest.approx(body["width"], abs=2)
+    card.locator("img.mimg").click()
+    big = page.locator("#lightbox img")
+    big.wait_for()
+    assert big.evaluate("i => i.src") == card.locator("img.mimg").evaluate("i => i.src")
+    assert big.bounding_box()["width"] > 2 * card.locator("img.mimg").bounding_box()["width"]
+    assert page.locator("#lightbox .lbcap").inner_text() == "step 150"
+    page.screenshot(path=artifact("ui-state-lightbox.png"))
+    page.keyboard.press("Escape")
+    assert page.locator("#lightbox").count() == 0
+    assert page.errors == []

@@ -163,7 +163,8 @@ export class StragglerPanel {
     if (!d || idx === null || idx === undefined) { this.hover.textContent = ""; return; }
     const vals = d.ranks.map((r) => [r.rank, r.cells[idx]]).filter(([, v]) => v !== null).sort((a, b) => b[1] - a[1]);
     const shown = vals.slice(0, 8).map(([r, v]) => `rank ${r} ${this.unit(v)}`).join(" · ");
-    this.hover.textContent = `steps ${Math.round(d.edges[idx])}–${Math.round(d.edges[idx + 1])}: ` +
+    const lo = Math.round(d.edges[idx]), hi = Math.round(d.edges[idx + 1]);
+    this.hover.textContent = (hi > lo ? `steps ${lo}–${hi}: ` : `step ${lo}: `) +
       (shown || "no value") + (vals.length > 8 ? ` · … ${vals.length - 8} more` : "");
   }
 
