@@ -204,6 +204,7 @@ export class GroupPage {
     }
     for (const [k, c] of this.charts) c.card.style.display = !f || test(k) ? "" : "none";
     for (const [k, c] of this.panels) c.card.style.display = !f || test(k) ? "" : "none";
+    if (this.panels.size) this.mediaHead.style.display = [...this.panels.keys()].some((k) => !f || test(k)) ? "" : "none";
     requestAnimationFrame(() => this.kick());
   }
 

@@ -119,7 +119,8 @@ export class StragglerPanel {
     const all = rows.flatMap((r) => r.cells.filter((v) => v !== null)).sort((a, b) => a - b);
     // robust colour range: a single outlier must not wash out the map
     this.lo = quantile(all, 0.02); this.hi = quantile(all, 0.98);
-    const span = this.hi - this.lo || 1;
+    // differences under 0.1 % of the median are float noise (timestamps near 1.7e9 s), not a colour step
+    const span = Math.max(this.hi - this.lo, 1e-3 * Math.abs(quantile(all, 0.5) || 0)) || 1;
     const ctx = cv.getContext("2d");
     const img = ctx.createImageData(cv.width, cv.height);
     rows.forEach((r, y) => r.cells.forEach((v, x) => {
