@@ -148,7 +148,7 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects",
             "/api/projects/{project}/groups",
             "/api/projects/{project}/groups/{group}",
-            "/api/projects/{project}/groups/{group}/series?key=K[&x=step|time|metric:M][&start=][&end=][&width=1000][&ranks=0|1]",
+            "/api/projects/{project}/groups/{group}/series?key=K[&x=step|time|rel|metric:M][&start=][&end=][&width=1000][&ranks=0|1]",
             "/api/projects/{project}/groups/{group}/stragglers[?key=_timestamp][&start=][&end=][&width=200]",
             "/api/projects/{project}/groups/{group}/media?key=K[&step=][&rank=][&steps=1|0]",
             "/api/projects/{project}/groups/{group}/histograms?key=K[&rank=merged|R][&start=][&end=][&width=200]",

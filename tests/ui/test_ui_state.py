@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from support import uihelp
-from support.uihelp import artifact, log_group, own_env, page_url, served, watch_errors, write_big_group
+from support.uihelp import artifact, get, log_group, own_env, page_url, served, watch_errors, write_big_group
 
 WORLD, STEPS = 4, 200
 SCRIPT = """
@@ -285,4 +285,38 @@ def test_figure_of_one_rank_is_one_full_width_tile_that_enlarges(page, server):
     page.screenshot(path=artifact("ui-state-lightbox.png"))
     page.keyboard.press("Escape")
     assert page.locator("#lightbox").count() == 0
+    assert page.errors == []
+
+
+def test_series_rel_axis_is_the_time_axis_labelled_apart(server):
+    """``x=rel`` answers the same x (seconds since t0) and t0 as ``x=time``, with ``axis: "rel"``; a bad x
+    names the accepted values."""
+    base = "api/projects/st/groups/job-st/series?key=loss&width=0"
+    status, rel = get(server, base + "&x=rel&ranks=1")
+    assert status == 200
+    status, wall = get(server, base + "&x=time&ranks=1")
+    assert status == 200 and rel["axis"] == "rel" and wall["axis"] == "time"
+    assert {k: v for k, v in rel.items() if k != "axis"} == {k: v for k, v in wall.items() if k != "axis"}
+    assert rel["t0"] > 1e9 and rel["x"][0] >= 0 and len(rel["x"]) == rel["points"] == STEPS
+    status, bad = get(server, base + "&x=clock")
+    assert status == 400 and "step, time, rel, metric:<key>" in bad["error"]
+
+
+def test_malformed_url_values_fall_back_to_defaults(page, server):
+    """A hand-edited URL with bad values opens the default view for those (and keeps the good ones); the
+    address is not rewritten until a control changes, then holds only valid values."""
+    page.goto(page_url(server, "st", "job-st") + "&x=bogus&smooth=2&start=5&ranks=a-b&log=1&sview=pie")
+    wait_ready(page)
+    state = page.evaluate("() => window.rw.page.state")
+    assert {k: state[k] for k in ("axis", "smooth", "range", "pick", "log", "sview")} == {
+        "axis": "step",
+        "smooth": 0,
+        "range": None,
+        "pick": "",
+        "log": True,
+        "sview": "heatmap",
+    }
+    assert page.evaluate("() => [axis.value, smooth.value, log.checked]") == ["step", "0", True]
+    page.check("#ranks")
+    assert query(page) == {"log": "1", "lines": "1"}
     assert page.errors == []
