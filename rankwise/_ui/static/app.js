@@ -89,6 +89,7 @@ function inApp(a, e) {
 function navigate(href) {
   window.rw.ready = null; // the next page sets it when drawn (tests wait on it)
   history.pushState(null, "", href);
+  window.rw.url = location.pathname + location.search;
   scrollTo(0, 0);
   route();
 }
@@ -99,7 +100,14 @@ document.addEventListener("click", (e) => {
   e.preventDefault();
   if (a.href !== location.href) navigate(a.pathname + a.search + a.hash);
 });
-window.addEventListener("popstate", () => { window.rw.ready = null; route(); });
+window.addEventListener("popstate", () => {
+  const here = location.pathname + location.search;
+  if (here === window.rw.url) return; // only the #fragment moved: the page shown is this address already
+  window.rw.url = here;
+  window.rw.ready = null;
+  route();
+});
 window.rw.navigate = navigate;
+window.rw.url = location.pathname + location.search;
 
 route();
