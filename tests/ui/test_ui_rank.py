@@ -9,6 +9,7 @@ process exits 1). Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import importlib.util
 import urllib.error
 import urllib.request
 
@@ -25,6 +26,7 @@ PROJECT, GROUP, WORLD, STEPS, BAD, BAD_STEP = "rankpage", "job-crash", 4, 8, 1, 
 
 SCRIPT = """
 import os
+import numpy as np
 import rankwise
 
 rank = int(os.environ["RANK"])
@@ -38,7 +40,10 @@ def train_step(step):
 run = rankwise.init(project="%(project)s", config={"lr": 0.1, "seed": rank})
 for step in range(%(steps)d):
     train_step(step)
-    run.log({"loss": 1.0 / (step + 1) + 0.25 * rank, "lr": 0.1})
+    row = {"loss": 1.0 / (step + 1) + 0.25 * rank, "lr": 0.1, "hist": rankwise.Histogram([rank, step, step + 1])}
+    if rank == %(bad)d and step == 2:  # media of one rank only: the other ranks' pages have no panel for it
+        row["sample"] = rankwise.Image(np.full((6, 8, 3), 200, np.uint8), caption="rank 1 step 2")
+    run.log(row)
 run.summary["best"] = 0.5 + rank
 run.finish()
 """ % {"bad": BAD, "bad_step": BAD_STEP, "project": PROJECT, "steps": STEPS}
@@ -92,7 +97,8 @@ def test_rank_endpoint_returns_the_failed_ranks_record_and_exception(server, job
     assert d["group_state"] == "failed"
     assert d["config"] == {"lr": 0.1, "seed": BAD}
     assert "best" not in d["summary"] and d["summary"]["loss"] == pytest.approx(1.0 / BAD_STEP + 0.25 * BAD)
-    assert d["keys"] == ["loss", "lr"] and d["media"] == []
+    assert d["keys"] == ["loss", "lr"]
+    assert d["media"] == [{"key": "hist", "type": "histogram"}, {"key": "sample", "type": "image"}]
     e = d["exception"]
     assert e == run.exception
     assert (e["type"], e["message"]) == ("ValueError", f"loss diverged at step {BAD_STEP}")
@@ -114,6 +120,7 @@ def test_rank_endpoint_returns_the_failed_ranks_record_and_exception(server, job
     status, ok = get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/ranks/0")
     assert status == 200 and (ok["state"], ok["exit_code"], ok["exception"]) == ("finished", 0, None)
     assert ok["summary"]["best"] == 0.5 and all(a["rank"] == 0 for a in ok["alerts"])
+    assert ok["media"] == [{"key": "hist", "type": "histogram"}]
     api.close()
 
 
@@ -127,6 +134,10 @@ def test_unknown_rank_is_a_404_naming_the_ranks(server):
     status, body = get(server, f"/api/projects/{PROJECT}/groups/nope/ranks/0")
     assert status == 404 and "nope" in body["error"]
     assert "/api/projects/{project}/groups/{group}/ranks/{rank}[?width=400]" in get(server, "/api")[1]["endpoints"]
+
+
+def rank_alerts(server, rank: int) -> list[dict]:
+    return [a for a in get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/alerts")[1]["alerts"] if a["rank"] == rank]
 
 
 def _page_status(server, path: str) -> tuple[int, str]:
@@ -152,8 +163,17 @@ def test_runs_table_links_to_the_rank_page_that_shows_the_exception(browser, ser
     raw = job[1]
     p = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = watch_errors(p)
+    if importlib.util.find_spec("agent.alerts.detectors") is not None:  # the agent raises "crashed" for rank 1
+        wait_for(lambda: rank_alerts(server, BAD), 60, "an alert about the failed rank")
+    alerts = rank_alerts(server, BAD)
     p.goto(page_url(server, PROJECT, GROUP))
     p.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+    banner_links = p.locator(f'#alert-list li[data-rank="{BAD}"] a.arank')
+    assert banner_links.count() == len(alerts)
+    assert all(
+        h == f"/g/{PROJECT}/{GROUP}/rank/{BAD}"
+        for h in banner_links.evaluate_all("ls => ls.map((a) => a.getAttribute('href'))")
+    )
     link = p.locator(f'#runs tr[data-rank="{BAD}"] a.ranklink')
     assert link.get_attribute("href") == f"/g/{PROJECT}/{GROUP}/rank/{BAD}"
     link.click()
@@ -185,6 +205,15 @@ def test_runs_table_links_to_the_rank_page_that_shows_the_exception(browser, ser
     assert mine[:BAD_STEP] == pytest.approx([raw[BAD][s] for s in range(BAD_STEP)])
     assert mine[BAD_STEP:] == [None] * (STEPS - BAD_STEP)
     assert p.locator('#rank-config tr[data-key="seed"] td').inner_text() == str(BAD)
+    shown = p.locator("#rank-alerts li").evaluate_all(
+        "ls => ls.map((li) => [li.dataset.kind, li.querySelector('.amsg').textContent])"
+    )
+    assert shown == [[a["kind"], a["message"]] for a in alerts]
+    sample = p.locator('.mcard[data-key="sample"]')
+    sample.scroll_into_view_if_needed()
+    p.wait_for_function("() => document.querySelector('.mcard[data-key=\"sample\"]').dataset.state === 'ready'")
+    assert sample.locator("select.mrank").input_value() == str(BAD)
+    assert sample.locator(".mtile").evaluate_all("ts => ts.map((t) => t.dataset.rank)") == [str(BAD)]
     p.screenshot(path=artifact("ui-rank-page.png"), full_page=True)
     p.close()
     assert errors == []
