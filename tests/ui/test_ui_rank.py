@@ -20,7 +20,7 @@ import rankwise
 from rankwise._ui.rank import spans
 from support.probes import wait_for
 from support.processes import start_ranks, wait_all
-from support.uihelp import artifact, auth, env_vars, get, own_env, page_url, served, watch_errors
+from support.uihelp import artifact, auth, env_vars, get, own_env, page_url, served, watch_errors, write_health_group
 
 PROJECT, GROUP, WORLD, STEPS, BAD, BAD_STEP = "rankpage", "job-crash", 4, 8, 1, 5
 
@@ -216,4 +216,48 @@ def test_runs_table_links_to_the_rank_page_that_shows_the_exception(browser, ser
     assert sample.locator(".mtile").evaluate_all("ts => ts.map((t) => t.dataset.rank)") == [str(BAD)]
     p.screenshot(path=artifact("ui-rank-page.png"), full_page=True)
     p.close()
+    assert errors == []
+
+
+def test_rank_system_samples_endpoint_and_page(tmp_path, browser):
+    """A rank's own system samples (stored through ``Txn.add_system`` as the agent's sampler commits them,
+    8 samples 5 s apart): with ``width=8`` one sample per bucket, so ``system.keys`` is exactly rank 1's RSS
+    at the bucket centres (not rank 0's, not the node's host.* keys); the page draws one System card for it
+    with 8 points; a rank without samples has ``{"t0": None, "keys": []}`` and no System section."""
+    from agent.store.sqlite import SQLiteStore
+    from agent.store.sqlite_reader import SQLiteReader
+
+    if not hasattr(SQLiteReader, "run_system"):
+        pytest.skip("the store has no system stream (Reader.run_system)")
+    path = tmp_path / "store.sqlite"
+    runs = write_health_group(path, "sysrank", "sys", 3, 20, -1, 0, "finished")
+    t = 1.7e9 + np.arange(8) * 5.0
+    rss = {r.rank: 1e8 * (r.rank + 1) + 1e6 * np.arange(8) for r in runs}
+    store = SQLiteStore(path)
+    with store.transaction() as txn:
+        for r in runs[:2]:  # rank 2 has no samples
+            txn.add_system(r.group_id, r.id, "node-0", {"_timestamp": t, "proc.rss_bytes": rss[r.rank]})
+        txn.add_system(runs[0].group_id, None, "node-0", {"_timestamp": t, "host.load1": np.arange(8.0)})
+    store.close()
+    with served(path) as server:
+        status, body = get(server, "/api/projects/sysrank/groups/sys/ranks/1?width=8")
+        assert status == 200 and body["system"]["t0"] == t[0]
+        (k,) = body["system"]["keys"]
+        assert k["key"] == "proc.rss_bytes" and k["values"] == rss[1].tolist()
+        assert k["t"] == pytest.approx((t[0] + (np.arange(8) + 0.5) * (t[-1] - t[0]) / 8).tolist())
+        assert get(server, "/api/projects/sysrank/groups/sys/ranks/2")[1]["system"] == {"t0": None, "keys": []}
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = watch_errors(page)
+        page.goto(page_url(server, "sysrank", "sys").replace("/g/sysrank/sys", "/g/sysrank/sys/rank/1"))
+        page.wait_for_function("window.rw && window.rw.ready && window.rw.system === 1", timeout=30_000)
+        assert page.locator("#system-head").is_visible()
+        cards = page.locator("#system .card")
+        assert cards.evaluate_all("cs => cs.map((c) => [c.dataset.key, c.dataset.points])") == [
+            ["rank:proc.rss_bytes", "8"]
+        ]
+        page.screenshot(path=artifact("ui-rank-system.png"), full_page=True)
+        page.goto(page_url(server, "sysrank", "sys").replace("/g/sysrank/sys", "/g/sysrank/sys/rank/2"))
+        page.wait_for_function("window.rw && window.rw.ready && window.rw.system === 0", timeout=30_000)
+        assert page.locator("#system-head").is_hidden()
+        page.close()
     assert errors == []
