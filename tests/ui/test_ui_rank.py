@@ -20,7 +20,18 @@ import rankwise
 from rankwise._ui.rank import spans
 from support.probes import wait_for
 from support.processes import start_ranks, wait_all
-from support.uihelp import artifact, auth, env_vars, get, own_env, page_url, served, watch_errors, write_health_group
+from support.uihelp import (
+    artifact,
+    auth,
+    env_vars,
+    get,
+    own_env,
+    page_url,
+    served,
+    wait_group,
+    watch_errors,
+    write_health_group,
+)
 
 PROJECT, GROUP, WORLD, STEPS, BAD, BAD_STEP = "rankpage", "job-crash", 4, 8, 1, 5
 
@@ -261,3 +272,55 @@ def test_rank_system_samples_endpoint_and_page(tmp_path, browser):
         assert page.locator("#system-head").is_hidden()
         page.close()
     assert errors == []
+
+
+LIVE_SCRIPT = """
+import os, time
+from pathlib import Path
+import rankwise
+
+rank = int(os.environ["RANK"])
+go = Path(os.environ["RANK_PAGE_GO"])
+run = rankwise.init(project="ranklive")
+for step in range(3):
+    run.log({"loss": float(step + rank)})
+while not go.exists():  # the test opens the rank page while every rank is running
+    time.sleep(0.02)
+if rank == 1:
+    raise RuntimeError("boom after go")
+run.log({"loss": 10.0 + rank})
+run.finish()
+"""
+
+
+def test_open_rank_page_follows_the_rank_until_it_fails(browser, tmp_path):
+    """A rank page opened while its group runs (three steps logged, the ranks waiting for a file) shows state
+    running and no exception; once the ranks go on and rank 1 raises, the same page (no reload) shows state
+    failed, exit code 1 and "RuntimeError: boom after go", through the group's event stream."""
+    go = tmp_path / "go"
+    with own_env() as env:
+        procs = start_ranks(env, LIVE_SCRIPT, 2, "job-live", RANK_PAGE_GO=str(go), **env_vars(env))
+        try:
+            wait_group(env.store, "ranklive", "job-live", lambda g: [r.step for r in g.runs] == [3, 3], "3 steps each")
+            with served(env.store) as server:
+                p = browser.new_page(viewport={"width": 1400, "height": 1000})
+                errors = watch_errors(p)
+                p.goto(page_url(server, "ranklive", "job-live").replace("/job-live", "/job-live/rank/1"))
+                p.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+                p.evaluate("() => { window.rwSamePage = true; }")
+                assert p.locator("#rank-title .badge").inner_text() == "running"
+                assert p.locator("#exception").inner_text() == ""
+                go.touch()
+                p.wait_for_function(
+                    "() => document.querySelector('#rank-title .badge').textContent === 'failed'", timeout=60_000
+                )
+                assert p.evaluate("() => window.rwSamePage === true && window.rw.liveUpdates >= 1")
+                assert p.locator("#exception .extitle").inner_text() == "RuntimeError: boom after go"
+                assert p.locator('#facts [data-fact="exit code"] dd').inner_text() == "1"
+                p.screenshot(path=artifact("ui-rank-live.png"), full_page=True)
+                p.close()
+                assert errors == []
+        finally:
+            go.touch()
+            results = wait_all(procs)
+        assert [code for code, _, _ in results] == [0, 1], [err[-800:] for _, _, err in results]

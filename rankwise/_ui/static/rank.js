@@ -2,8 +2,9 @@
 // name, node, pid, state, exit code, steps, runtime), why it failed (exception type and message, the traceback
 // folded), its alerts, one chart per numeric key it logged (its own line over the group's min–max band and mean:
 // the series endpoint with ranks=1 drawn by chart.js, the other ranks dropped), its media (media.js and hist.js
-// panels with the rank chosen), its system samples (system.js cards), its summary and config.
-import { get, groupPath } from "./api.js";
+// panels with the rank chosen), its system samples (system.js cards), its summary and config. While the group
+// runs, the group's event stream says when the agent committed something: header and visible charts follow.
+import { get, groupPath, events } from "./api.js";
 import { el, num, duration, when, badge, groupHref } from "./fmt.js";
 import { KeyChart } from "./chart.js";
 import { MediaPanel, bytes } from "./media.js";
@@ -57,8 +58,10 @@ export class RankPage {
     this.system = new SystemSection(this);
   }
 
+  path() { return groupPath(this.project, this.group, `ranks/${encodeURIComponent(this.rankText)}`); }
+
   async open() {
-    const d = await get(groupPath(this.project, this.group, `ranks/${encodeURIComponent(this.rankText)}`));
+    const d = await get(this.path());
     this.detail = { ...d, runs: [d] }; // the media panels list the ranks of page.detail.runs: this one only
     this.build(d);
     this.io = new IntersectionObserver((entries) => {
@@ -75,30 +78,71 @@ export class RankPage {
     await Promise.all(onScreen.map((c) => c.load()));
     for (const c of this.all()) this.io.observe(c.card);
     window.rw.ready = performance.now();
+    if (d.group_state === "running") this.follow();
+  }
+
+  // live: on each update of the group, the rank's detail again; a changed header is redrawn, charts refetched
+  follow() {
+    const live = document.getElementById("live");
+    live.textContent = "live"; live.classList.add("on");
+    this.es = events(this.project, this.group, () => this.refresh(),
+      () => { live.textContent = "finished"; live.classList.remove("on"); this.refresh(); });
+  }
+
+  async refresh() {
+    if (this.refreshing) { this.pending = true; return; }
+    this.refreshing = (async () => {
+      const d = await get(this.path());
+      if (this.closed) return;
+      this.detail = { ...d, runs: [d] };
+      this.showHead(d);
+      for (const key of d.keys) if (!this.charts.has(key)) this.addChart(key);
+      this.showSystem(d.system);
+      this.showTables(d);
+      for (const c of this.all()) c.stale = true;
+      await this.kick();
+      window.rw.liveUpdates = (window.rw.liveUpdates || 0) + 1;
+    })().catch(() => {}).finally(() => {
+      this.refreshing = null;
+      if (this.pending && !this.closed) { this.pending = false; setTimeout(() => this.refresh(), 1000); }
+    });
   }
 
   all() { return [...this.charts.values(), ...this.panels.values()]; }
 
-  build(d) {
+  // title, facts, exception and alerts: redrawn only when they changed (a reader's open traceback stays open)
+  showHead(d) {
+    const sig = JSON.stringify([d.state, d.exit_code, d.step, d.rows, d.runtime, d.finished, d.group_state, d.ranks, d.exception, d.alerts]);
+    if (sig === this.headSig) return;
+    this.headSig = sig;
     const link = (r, text) => el("a", { href: rankHref(this.project, this.group, r), text, class: "rnav" });
     const i = d.ranks.indexOf(d.rank);
-    this.root.replaceChildren(
+    this.head.replaceChildren(
       el("h1", { id: "rank-title" }, el("span", { text: `rank ${d.rank}` }), " ", badge(d.state),
         el("span", { class: "muted small" }, " of ", el("a", { href: groupHref(this.project, this.group), text: d.group }),
           ` (${d.ranks.length} of ${d.world_size} ranks, ${d.group_state}) `,
           i > 0 ? link(d.ranks[i - 1], `← rank ${d.ranks[i - 1]}`) : null, " ",
           i >= 0 && i < d.ranks.length - 1 ? link(d.ranks[i + 1], `rank ${d.ranks[i + 1]} →`) : null)),
       this.facts(d), this.exception(d), this.alertList(d));
+  }
+
+  addChart(key) {
+    const c = new RankChart(this, key, { key });
+    this.charts.set(key, c);
+    this.grid.append(c.card);
+    if (this.io) this.io.observe(c.card);
+    window.rw.charts.set(key, c);
+  }
+
+  build(d) {
+    this.head = el("div", { id: "rank-head" });
+    this.root.replaceChildren(this.head);
+    this.showHead(d);
     this.grid = el("div", { class: "charts", id: "charts" });
-    for (const key of d.keys) {
-      const c = new RankChart(this, key, { key });
-      this.charts.set(key, c);
-      this.grid.append(c.card);
-      window.rw.charts.set(key, c);
-    }
+    for (const key of d.keys) this.addChart(key);
     this.root.append(el("h2", { text: "Charts" }),
       el("p", { class: "muted small", text: `rank ${d.rank} (orange) over the group's min–max band and mean (blue); drag to zoom, double-click to reset` }),
-      d.keys.length ? this.grid : el("p", { class: "muted", text: "no numeric keys logged by this rank" }));
+      this.grid);
     if (d.media.length) {
       const mediaGrid = el("div", { class: "charts media", id: "media" });
       for (const m of d.media) {
@@ -111,9 +155,16 @@ export class RankPage {
     }
     this.root.append(this.system.head, this.system.root);
     this.showSystem(d.system);
-    this.root.append(el("h2", { text: "Summary" }), this.table("summary", Object.entries(d.summary).sort(),
+    this.summaryBox = el("div");
+    this.configBox = el("div");
+    this.root.append(el("h2", { text: "Summary" }), this.summaryBox, el("h2", { text: "Config" }), this.configBox);
+    this.showTables(d);
+  }
+
+  showTables(d) {
+    this.summaryBox.replaceChildren(this.table("summary", Object.entries(d.summary).sort(),
       (k, v) => this.summaryValue(v, (d.summary_nonfinite || {})[k])));
-    this.root.append(el("h2", { text: "Config" }), this.table("rank-config", Object.entries(d.config).sort(), (k, v) => JSON.stringify(v)));
+    this.configBox.replaceChildren(this.table("rank-config", Object.entries(d.config).sort(), (k, v) => JSON.stringify(v)));
   }
 
   facts(d) {
@@ -181,6 +232,8 @@ export class RankPage {
   }
 
   close() {
+    this.closed = true;
+    if (this.es) this.es.close();
     if (this.io) this.io.disconnect();
     if (this.ro) this.ro.disconnect();
     for (const c of this.all()) c.destroy();
