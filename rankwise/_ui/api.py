@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from agent.errors import StoreError
@@ -21,6 +22,7 @@ from rankwise._ui.charts import series, stragglers
 from rankwise._ui.data import UIData
 from rankwise._ui.media import histograms, media, with_urls
 from rankwise._ui.params import Params, clean
+from rankwise._ui.rank import rank
 from rankwise._ui.system import system
 from rankwise.errors import ApiError, NotFound, StoreMissing
 
@@ -154,6 +156,7 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects/{project}/groups/{group}/histograms?key=K[&rank=merged|R][&start=][&end=][&width=200]",
             "/api/projects/{project}/groups/{group}/alerts",
             "/api/projects/{project}/groups/{group}/system[?width=400]",
+            "/api/projects/{project}/groups/{group}/ranks/{rank}[?width=400]",
             "/media/{ab}/{sha256}.{ext} (the media files)",
             "/api/projects/{project}/groups/{group}/events (text/event-stream)",
         ],
@@ -173,6 +176,7 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects", "*", "groups", "*", "histograms"), histograms, ("key", "rank", "start", "end", "width")),
     (("api", "projects", "*", "groups", "*", "alerts"), alerts, ()),
     (("api", "projects", "*", "groups", "*", "system"), system, ("width",)),
+    (("api", "projects", "*", "groups", "*", "ranks", "*"), partial(rank, run_json=run_json), ("width",)),
 ]
 
 

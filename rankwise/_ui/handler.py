@@ -169,7 +169,8 @@ class Handler(BaseHTTPRequestHandler):
         if segments[:1] == ["media"]:
             self._media(segments[1:])
             return
-        if (segments[:1] or [""])[0] in _PAGES and len(segments) <= 3:
+        rank_page = len(segments) == 5 and segments[0] == "g" and segments[3] == "rank"  # /g/P/G/rank/R
+        if (segments[:1] or [""])[0] in _PAGES and (len(segments) <= 3 or rank_page):
             self._static(["index.html"])
             return
         self.reply_error(404, f"no page {url.path}")

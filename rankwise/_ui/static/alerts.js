@@ -4,6 +4,7 @@
 // asks forRank): rank-wide alerts (hang, straggler, crashed) have no key, so the rank's row is where they go.
 import { get, groupPath } from "./api.js";
 import { el, when } from "./fmt.js";
+import { rankHref } from "./rank.js";
 
 const OPEN_MAX = 3; // more alerts than this: the list starts collapsed (the summary line still counts them)
 const SEVERITY = { INFO: 0, WARN: 1, ERROR: 2 };
@@ -62,6 +63,8 @@ export class AlertBanner {
     const items = this.newest().map((a) => el("li", { class: `alert ${String(a.level).toLowerCase()}`, "data-kind": a.kind,
       "data-rank": a.rank ?? null, "data-step": a.step ?? null, title: JSON.stringify(a.details) },
       el("span", { class: "akind", text: a.kind }), " ", el("span", { class: "amsg", text: a.message }),
+      a.rank === null || a.rank === undefined ? null
+        : el("a", { class: "arank", href: rankHref(this.page.project, this.page.group, a.rank), text: ` rank ${a.rank} ›` }),
       " ", el("span", { class: "muted small", text: when(a.time) }), ...this.longDetails(a)));
     this.rendering += 1;
     this.root.replaceChildren(

@@ -2,6 +2,7 @@
 import { get, ApiError } from "./api.js";
 import { el, num, duration, when, states, badge, groupHref, projectHref } from "./fmt.js";
 import { GroupPage } from "./group.js";
+import { RankPage } from "./rank.js";
 
 window.rw = window.rw || { charts: new Map(), page: null };
 
@@ -69,6 +70,12 @@ async function route() {
         el("span", { text: parts[2] }));
       document.title = `${parts[2]} · rankwise`;
       window.rw.page = new GroupPage(main, parts[1], parts[2]);
+      await window.rw.page.open();
+    } else if (parts[0] === "g" && parts.length === 5 && parts[3] === "rank") {
+      setCrumbs(el("a", { href: "/", text: "projects" }), el("a", { href: projectHref(parts[1]), text: parts[1] }),
+        el("a", { href: groupHref(parts[1], parts[2]), text: parts[2] }), el("span", { text: `rank ${parts[4]}` }));
+      document.title = `rank ${parts[4]} · ${parts[2]} · rankwise`;
+      window.rw.page = new RankPage(main, parts[1], parts[2], parts[4]);
       await window.rw.page.open();
     } else await projectsPage();
   } catch (err) {

@@ -14,6 +14,7 @@ import { AlertBanner } from "./alerts.js";
 import { SystemSection } from "./system.js";
 import { readState, writeState, parseRanks, formatRanks } from "./viewstate.js";
 import { xText } from "./xaxis.js";
+import { rankHref } from "./rank.js";
 
 const MARGIN = 300; // px around the viewport in which a chart counts as visible
 
@@ -171,7 +172,7 @@ export class GroupPage {
       return el("td", {}, m.url ? el("a", { href: m.url, target: "_blank", rel: "noopener", text: what }) : what);
     };
     const rows = runs.map((r) => el("tr", { "data-rank": r.rank, class: this.slow.includes(r.rank) ? "hl" : null },
-      cell(r.rank), cell(r.name), cell(r.node), el("td", {}, badge(r.state)), cell(r.exit_code), cell(r.step), cell(r.rows),
+      el("td", { class: "num" }, el("a", { href: rankHref(this.project, this.group, r.rank), text: r.rank, class: "ranklink" })), cell(r.name), cell(r.node), el("td", {}, badge(r.state)), cell(r.exit_code), cell(r.step), cell(r.rows),
       el("td", { class: "num", text: duration(r.runtime) }), this.alertCell(r.rank),
       ...sumKeys.map((k) => summaryCell(r.summary[k], (r.summary_nonfinite || {})[k])),
       ...diff.map((k) => cell(k in r.config ? JSON.stringify(r.config[k]) : "(unset)"))));
