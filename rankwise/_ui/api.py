@@ -21,6 +21,7 @@ from rankwise._ui.charts import series, stragglers
 from rankwise._ui.data import UIData
 from rankwise._ui.media import histograms, media, with_urls
 from rankwise._ui.params import Params, clean
+from rankwise._ui.project import table
 from rankwise._ui.system import system
 from rankwise.errors import ApiError, NotFound, StoreMissing
 
@@ -138,6 +139,11 @@ def group(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     return out
 
 
+def project_table(data: UIData, p: Params, project: str) -> dict[str, Any]:
+    """The project page's table (rankwise/_ui/project.py) with this module's group rows and config rule."""
+    return table(data, p, project, group_summary, config_diff)
+
+
 # ---------------------------------------------------------------- routing
 
 
@@ -156,6 +162,7 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects/{project}/groups/{group}/system[?width=400]",
             "/media/{ab}/{sha256}.{ext} (the media files)",
             "/api/projects/{project}/groups/{group}/events (text/event-stream)",
+            "/api/projects/{project}/table[?metrics=a,b] (the project page's groups with summary metrics)",
         ],
         "docs": "docs/ui.md",
     }
@@ -173,6 +180,7 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects", "*", "groups", "*", "histograms"), histograms, ("key", "rank", "start", "end", "width")),
     (("api", "projects", "*", "groups", "*", "alerts"), alerts, ()),
     (("api", "projects", "*", "groups", "*", "system"), system, ("width",)),
+    (("api", "projects", "*", "table"), project_table, ("metrics",)),
 ]
 
 
