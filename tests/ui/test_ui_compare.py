@@ -27,7 +27,7 @@ run.finish()
 """
 
 COMPARE_CHART = """([key]) => { const c = window.rw.compare.charts.get(key); if (!c || !c.u) return null;
-  return {series: c.u.series.length - 1, groups: c.ok.map(g => g.label), labels: c.u.series.map(s => s.label),
+  return {series: c.u.series.length - 1, time: c.u.scales.x.time, groups: c.ok.map(g => g.label), labels: c.u.series.map(s => s.label),
           drawn: Object.fromEntries(Object.entries(c.series).map(([k, v]) => [k, {x: v.x, mean: v.mean}]))} }"""
 
 
@@ -123,6 +123,7 @@ def test_project_page_metric_column_sort_search_and_compare(page, server, api):
     open_path(page, server, f"/p/{PROJECT}")
     assert sorted(page.locator("#groups tbody tr").evaluate_all("rs => rs.map(r => r.dataset.group)")) == sorted(LRS)
     assert page.locator("#compare").is_disabled()
+    assert page.locator("#project-warning").is_hidden()
     page.evaluate("() => { window.rw.ready = false; }")
     page.locator("#metric-picker summary").click()
     page.locator('#metric-picker input[data-key="loss"]').check()
@@ -151,9 +152,21 @@ def test_project_page_metric_column_sort_search_and_compare(page, server, api):
     page.locator("#compare").click()
     page.wait_for_url("**/compare?*", timeout=30_000)
     page.wait_for_function("window.rw && window.rw.ready && window.rw.compare", timeout=30_000)
-    assert page.evaluate("() => new URLSearchParams(location.search).getAll('g')") == ["cmp/lr-b", "cmp/lr-a"] or (
-        page.evaluate("() => new URLSearchParams(location.search).getAll('g')") == ["cmp/lr-a", "cmp/lr-b"]
-    )
+    assert page.evaluate("() => new URLSearchParams(location.search).getAll('g')") == ["cmp/lr-a", "cmp/lr-b"]
+    assert page.evaluate("() => window.rw.compare.charts.get('loss').ok.length") == 2
+    assert page.errors == []
+
+
+def test_project_page_view_comes_back_from_its_url(page, server, api):
+    """A project page opened with ?metrics=loss&sort=metric:loss&desc=1&q=lr- shows the loss column ticked in
+    the picker, rows by loss descending and the search text, as a reload or a shared link must."""
+    open_path(page, server, f"/p/{PROJECT}?metrics=loss&sort=metric:loss&desc=1&q=lr-")
+    finals = {name: float(np.mean(raw(api, name, "loss")[:, -1])) for name in LRS}
+    rows = page.locator("#groups tbody tr").evaluate_all("rs => rs.map(r => r.dataset.group)")
+    assert rows == sorted(LRS, key=finals.get, reverse=True)
+    assert page.locator('#metric-picker input[data-key="loss"]').is_checked()
+    assert page.input_value("#group-search") == "lr-"
+    assert page.locator('th[data-col="metric:loss"]').get_attribute("class") == "sortable desc"
     assert page.errors == []
 
 
@@ -165,7 +178,7 @@ def test_compare_page_draws_both_groups_and_config_diff(page, server, api):
     assert sorted(page.evaluate("() => [...window.rw.compare.charts.keys()]")) == ["acc", "loss"]
     for key in ("acc", "loss"):
         c = page.evaluate(COMPARE_CHART, [key])
-        assert c["series"] == 6 and c["groups"] == ["cmp/lr-a", "cmp/lr-b"]
+        assert c["series"] == 6 and c["groups"] == ["cmp/lr-a", "cmp/lr-b"] and c["time"] is False
         assert c["labels"][3] == "cmp/lr-a" and c["labels"][6] == "cmp/lr-b"
         for name in LRS:
             h = api.group(PROJECT, name).history(key)

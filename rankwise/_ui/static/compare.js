@@ -86,7 +86,7 @@ class CompareChart {
     this.cols = cols;
     if (this.u) this.u.destroy();
     this.u = new uPlot({
-      width, height: 220, legend: { show: false }, series, bands,
+      width, height: 220, legend: { show: false }, series, bands, scales: { x: { time: false } },
       axes: [{}, { size: axisSize, values: (u, vals) => vals.map(num) }],
       cursor: { drag: { x: false, y: false } },
       hooks: { setCursor: [(u) => this.showReadout(u.cursor.idx)] },

@@ -123,7 +123,7 @@ export async function projectPage(main, project) {
   picker.title = "each group's value: the mean over its ranks of their summary value (last logged)";
   main.replaceChildren(el("h1", { text: project }),
     el("div", { class: "projbar" }, search, picker, compareBtn, count),
-    data.warning ? el("p", { class: "error", text: data.warning }) : null,
+    el("p", { class: "error", id: "project-warning", text: data.warning || "", hidden: !data.warning }),
     el("div", { class: "tablewrap" }, el("table", { class: "grid", id: "groups" },
       el("thead", {}, el("tr", {}, el("th", { text: "" }), heads)), tbody)));
   draw();
