@@ -33,8 +33,6 @@ function haystack(g) {
 }
 
 function compareValues(a, b) {
-  const na = a === null || a === undefined, nb = b === null || b === undefined;
-  if (na || nb) return na === nb ? 0 : na ? 1 : -1; // missing values last whichever the direction
   if (typeof a === "number" && typeof b === "number") return a - b;
   return String(a).localeCompare(String(b), undefined, { numeric: true });
 }
@@ -90,8 +88,13 @@ export async function projectPage(main, project) {
     let rows = data.groups.filter((g) => !q || haystack(g).includes(q));
     const col = columns.find((c) => c[0] === view.sort);
     if (col) {
-      rows = [...rows].sort((a, b) => compareValues(col[2](a), col[2](b)));
-      if (view.desc) rows.reverse();
+      const sign = view.desc ? -1 : 1;
+      rows = [...rows].sort((a, b) => {
+        const va = col[2](a), vb = col[2](b);
+        const none = (v) => v === null || v === undefined;
+        if (none(va) || none(vb)) return none(va) === none(vb) ? 0 : none(va) ? 1 : -1; // missing last, either way
+        return sign * compareValues(va, vb);
+      });
     }
     for (const th of heads) {
       th.classList.toggle("asc", th.dataset.col === view.sort && !view.desc);
@@ -101,7 +104,9 @@ export async function projectPage(main, project) {
       const box = el("input", { type: "checkbox", class: "pick", "aria-label": `select ${g.name}`, "data-group": g.name,
         onchange: (e) => { if (e.target.checked) chosen.add(g.name); else chosen.delete(g.name); updateButton(); } });
       box.checked = chosen.has(g.name);
-      return el("tr", { "data-group": g.name }, el("td", {}, box), columns.map((c) => c[3](g, project)));
+      const cells = columns.map((c) => c[3](g, project));
+      cells[0].prepend(box); // in the name's cell: the columns keep their places (status is the second)
+      return el("tr", { "data-group": g.name }, cells);
     }));
     count.textContent = `${rows.length} of ${data.groups.length} groups`;
     updateButton();
@@ -125,7 +130,7 @@ export async function projectPage(main, project) {
     el("div", { class: "projbar" }, search, picker, compareBtn, count),
     el("p", { class: "error", id: "project-warning", text: data.warning || "", hidden: !data.warning }),
     el("div", { class: "tablewrap" }, el("table", { class: "grid", id: "groups" },
-      el("thead", {}, el("tr", {}, el("th", { text: "" }), heads)), tbody)));
+      el("thead", {}, el("tr", {}, heads)), tbody)));
   draw();
   window.rw.project = { project, view, groups: data.groups };
   window.rw.ready = true;
