@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from support.uihelp import artifact, get, log_group, own_env, served, watch_errors
+from support.uihelp import artifact, get, health_values, log_group, own_env, served, watch_errors, write_health_group
 
 WORLD, STEPS, PROJECT = 3, 120, "cmp"
 LRS = {"lr-a": 0.1, "lr-b": 0.01}
@@ -96,6 +96,29 @@ def test_table_endpoint_metrics_are_rank_means_of_summaries(server, api):
     assert status == 400 and "'nope'" in err["error"] and "loss" in err["error"]
     status, err = get(server, "/api/projects/none/table")
     assert status == 404 and "none" in err["error"]
+
+
+def test_table_metric_leaves_out_missing_and_nonfinite_ranks(tmp_path):
+    """A rank whose summary lacks the key or holds NaN/±inf is left out of the group's mean and counted in
+    ``metrics_missing`` (the health group: rank 2's loss NaN, rank 1's grad_norm +inf, rank 3 without
+    grad_norm, rank 0 alone with val_acc); a metric no rank has a finite value for is null."""
+    path = tmp_path / "store.sqlite"
+    write_health_group(path, "h", "nan-job", 4, 50, 2, 30, "finished")
+    write_health_group(path, "h", "all-nan", 1, 50, 0, 30, "finished")
+    with served(path) as srv:
+        status, body = get(srv, "/api/projects/h/table?metrics=loss,grad_norm,val_acc")
+    assert status == 200, body
+    assert body["summary_keys"] == ["grad_norm", "loss", "val_acc"]
+    rows = {g["name"]: g for g in body["groups"]}
+    last = [float(health_values(r, 50, 2, 30)["loss"][-1]) for r in (0, 1, 3)]
+    assert rows["nan-job"]["metrics"] == {
+        "loss": pytest.approx(float(np.mean(last)), rel=1e-12),
+        "grad_norm": 1.0,
+        "val_acc": 0.5,
+    }
+    assert rows["nan-job"]["metrics_missing"] == {"loss": 1, "grad_norm": 2, "val_acc": 3}
+    assert rows["all-nan"]["metrics"] == {"loss": None, "grad_norm": 1.0, "val_acc": 0.5}
+    assert rows["all-nan"]["metrics_missing"] == {"loss": 1, "grad_norm": 0, "val_acc": 0}
 
 
 def test_compare_series_are_each_groups_history(server, api):
