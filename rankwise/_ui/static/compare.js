@@ -103,6 +103,8 @@ class CompareChart {
     this.readout.textContent = parts.join("  ");
   }
 
+  resize() { if (this.u) this.u.setSize({ width: Math.max(100, Math.round(this.plot.clientWidth || 400)), height: 220 }); }
+
   destroy() { if (this.u) this.u.destroy(); this.u = null; }
 }
 
@@ -126,6 +128,8 @@ class ComparePage {
       else this.groups.push({ ...r, label: `${r.project}/${r.group}`, detail: d, color: PALETTE[this.groups.length % PALETTE.length] });
     });
     window.rw.compare = this;
+    this.onResize = () => { for (const c of this.charts.values()) c.resize(); };
+    window.addEventListener("resize", this.onResize);
     this.render();
     await this.loadCharts();
     window.rw.ready = true;
@@ -197,6 +201,7 @@ class ComparePage {
 
   close() {
     this.closed = true;
+    window.removeEventListener("resize", this.onResize);
     for (const c of this.charts.values()) c.destroy();
   }
 }
