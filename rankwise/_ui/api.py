@@ -23,6 +23,7 @@ from rankwise._ui.data import UIData
 from rankwise._ui.media import histograms, media, with_urls
 from rankwise._ui.params import Params, clean
 from rankwise._ui.rank import rank
+from rankwise._ui.project import table
 from rankwise._ui.system import system
 from rankwise.errors import ApiError, NotFound, StoreMissing
 
@@ -140,6 +141,11 @@ def group(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     return out
 
 
+def project_table(data: UIData, p: Params, project: str) -> dict[str, Any]:
+    """The project page's table (rankwise/_ui/project.py) with this module's group rows and config rule."""
+    return table(data, p, project, group_summary, config_diff)
+
+
 # ---------------------------------------------------------------- routing
 
 
@@ -159,6 +165,7 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects/{project}/groups/{group}/ranks/{rank}[?width=400]",
             "/media/{ab}/{sha256}.{ext} (the media files)",
             "/api/projects/{project}/groups/{group}/events (text/event-stream)",
+            "/api/projects/{project}/table[?metrics=a,b] (the project page's groups with summary metrics)",
         ],
         "docs": "docs/ui.md",
     }
@@ -177,6 +184,7 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects", "*", "groups", "*", "alerts"), alerts, ()),
     (("api", "projects", "*", "groups", "*", "system"), system, ("width",)),
     (("api", "projects", "*", "groups", "*", "ranks", "*"), partial(rank, run_json=run_json), ("width",)),
+    (("api", "projects", "*", "table"), project_table, ("metrics",)),
 ]
 
 

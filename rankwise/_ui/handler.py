@@ -32,7 +32,7 @@ _TYPES = {
     ".svg": "image/svg+xml",
     ".txt": "text/plain",
 }
-_PAGES = ("", "p", "g")  # first path segment of an app page
+_PAGES = ("", "p", "g", "compare")  # first path segment of an app page
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:

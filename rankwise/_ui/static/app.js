@@ -3,6 +3,8 @@ import { get, ApiError } from "./api.js";
 import { el, num, duration, when, states, badge, groupHref, projectHref } from "./fmt.js";
 import { GroupPage } from "./group.js";
 import { RankPage } from "./rank.js";
+import { projectPage } from "./project.js";
+import { comparePage } from "./compare.js";
 
 window.rw = window.rw || { charts: new Map(), page: null };
 
@@ -41,21 +43,7 @@ async function projectsPage() {
 async function groupsPage(project) {
   setCrumbs(el("a", { href: "/", text: "projects" }), el("span", { text: project }));
   document.title = `${project} · rankwise`;
-  const groups = await get(`projects/${encodeURIComponent(project)}/groups`);
-  const head = ["group", "status", "ranks", "nodes", "steps", "started", "duration", "states"];
-  const rows = groups.map((g) =>
-    el("tr", {},
-      el("td", {}, el("a", { href: groupHref(project, g.name), text: g.name })),
-      el("td", {}, badge(g.state)),
-      el("td", { class: "num", text: `${g.ranks}/${g.world_size}` }),
-      el("td", { class: "num", text: g.nodes.length, title: g.nodes.join(", ") }),
-      el("td", { class: "num", text: g.steps }),
-      el("td", { text: when(g.created) }),
-      el("td", { class: "num", text: duration(g.duration) }),
-      el("td", { text: states(g.states) })));
-  main.replaceChildren(el("h1", { text: project }),
-    el("div", { class: "tablewrap" }, el("table", { class: "grid", id: "groups" },
-      el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))), el("tbody", {}, rows))));
+  const groups = await projectPage(main, project);
   if (groups.some((g) => g.state === "running")) refreshTimer = setTimeout(route, 3000);
 }
 
@@ -65,6 +53,7 @@ async function route() {
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   try {
     if (parts[0] === "p" && parts.length === 2) await groupsPage(parts[1]);
+    else if (parts[0] === "compare" && parts.length === 1) window.rw.page = await comparePage(main, setCrumbs);
     else if (parts[0] === "g" && parts.length === 3) {
       setCrumbs(el("a", { href: "/", text: "projects" }), el("a", { href: projectHref(parts[1]), text: parts[1] }),
         el("span", { text: parts[2] }));
