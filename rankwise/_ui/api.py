@@ -22,8 +22,8 @@ from rankwise._ui.charts import series, stragglers
 from rankwise._ui.data import UIData
 from rankwise._ui.media import histograms, media, with_urls
 from rankwise._ui.params import Params, clean
-from rankwise._ui.rank import rank
 from rankwise._ui.project import table
+from rankwise._ui.rank import rank
 from rankwise._ui.system import system
 from rankwise.errors import ApiError, NotFound, StoreMissing
 
