@@ -170,3 +170,115 @@ def test_event_stream_is_not_gzipped(server):
         assert res.readline() == b"retry: 2000\n"
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- in the browser
+
+
+@pytest.fixture
+def page(browser):
+    p = browser.new_page(viewport={"width": 1400, "height": 900})
+    p.errors = watch_errors(p)
+    yield p
+    p.close()
+
+
+def login(page, server) -> None:
+    """Open the start page with the token (sets the cookie), so later addresses need none."""
+    page.goto(page_url(server))
+    page.wait_for_selector("#projects")
+
+
+def test_g_project_goes_to_the_project_page(page, server):
+    """/g/<project> (no group) replaces itself with /p/<project> and shows the project's groups, not the
+    project list."""
+    login(page, server)
+    page.goto(server.url + f"g/{PROJECT}")
+    page.wait_for_selector("#groups")
+    assert page.evaluate("location.pathname") == f"/p/{PROJECT}"
+    assert page.locator("#groups tbody tr").count() == 1
+    assert page.locator("#groups tbody a").inner_text() == GROUP
+    page.screenshot(path=artifact("ui-errors-g-project.png"))
+    assert page.errors == []
+
+
+def test_unknown_group_says_so_and_suggests_the_close_one(page, server):
+    """An unknown group of a known project: "No group named ..." and a did-you-mean link to the group that
+    exists, a link back to the project; an unknown project: "No project named ..." with the close project."""
+    login(page, server)
+    page.goto(server.url + f"g/{PROJECT}/g3x60")
+    page.wait_for_selector("#notfound")
+    assert page.locator("#notfound .nf-what").inner_text() == f'No group named "g3x60" in project "{PROJECT}".'
+    link = page.locator("#notfound p a").first
+    assert link.inner_text() == GROUP and link.get_attribute("href") == f"/g/{PROJECT}/{GROUP}"
+    assert page.locator("#notfound .nf-back").get_attribute("href") == f"/p/{PROJECT}"
+    page.screenshot(path=artifact("ui-errors-unknown-group.png"))
+    page.goto(server.url + "p/errz")
+    page.wait_for_selector("#notfound")
+    assert page.locator("#notfound .nf-what").inner_text() == 'No project named "errz".'
+    assert page.locator("#notfound p a").first.get_attribute("href") == f"/p/{PROJECT}"
+    page.goto(server.url + f"g/errz/{GROUP}")
+    page.wait_for_selector("#notfound")
+    assert page.locator("#notfound .nf-what").inner_text() == 'No project named "errz".'
+    page.screenshot(path=artifact("ui-errors-unknown-project.png"))
+    assert [e for e in page.errors if "404" not in e] == []  # the 404 answer itself is logged by Chromium
+
+
+def test_unknown_path_is_the_html_404_page(page, server):
+    """A path the app has no page for: the HTML 404 page in the app's look, its link goes home."""
+    login(page, server)
+    res = page.goto(server.url + "runs/latest")
+    assert res.status == 404
+    assert page.locator("main h1").inner_text() == "Not found"
+    page.screenshot(path=artifact("ui-errors-404.png"))
+    page.locator("main a[href='/']").click()
+    page.wait_for_selector("#projects")
+
+
+def polls_in(page, server, seconds: int) -> int:
+    """Requests for the project's groups in ``seconds`` of the page's (fake) clock, a running group that
+    does not change: the clock is advanced a second at a time, each time waiting until every request sent
+    has been answered and the next one scheduled."""
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith(f"/api/projects/{PROJECT}/groups") else None)
+    page.goto(server.url + f"p/{PROJECT}")
+    page.wait_for_function("() => window.rw.poll.answers >= 1")
+    for _ in range(seconds):
+        page.clock.run_for(1000)
+        page.wait_for_function(f"() => window.rw.poll.answers >= {len(sent)}", timeout=30_000)
+    return len(sent)
+
+
+@pytest.fixture(scope="module")
+def running_store(tmp_path_factory):
+    """A group one of whose ranks is still running (state set in the store) and never changes."""
+    import sqlite3
+
+    path = tmp_path_factory.mktemp("running") / "store.sqlite"
+    write_big_group(path, PROJECT, GROUP, ranks=2, steps=20, chunk=20)
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE runs SET state = 'running' WHERE name = 'rank-1'")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("old", [True, False], ids=["fixed-3s", "backoff"])
+def test_project_page_polls_back_off_while_nothing_changes(browser, running_store, old):
+    """Two minutes of a project page with a running group that does not change: the old fixed 3 s poll
+    sends 41 requests (one at load, then every 3 s), the back-off 7 (at 0, 3, 9, 21, 45, 75, 105 s). The
+    counts are written to test-artifacts/ui-poll-rate-*.json."""
+    page = browser.new_page()
+    try:
+        page.clock.install()
+        if old:
+            page.add_init_script("window.rw = { charts: new Map(), page: null, pollMaxMs: 3000 }")
+        with served(running_store) as server:
+            login(page, server)
+            n = polls_in(page, server, 120)
+        assert n == (41 if old else 7)
+        name = "fixed-3s" if old else "backoff"
+        with open(artifact(f"ui-poll-rate-{name}.json"), "w") as f:
+            json.dump({"schedule": name, "requests_in_120_s": n, "per_minute": n / 2}, f)
+    finally:
+        page.close()
