@@ -235,18 +235,26 @@ def test_unknown_path_is_the_html_404_page(page, server):
     page.wait_for_selector("#projects")
 
 
+# counts, in the page, the requests for a project's groups as they are sent (fetch is called synchronously
+# when the refresh timer fires, so the count is exact the moment the clock has been advanced)
+COUNT_FETCHES = """window.__groupFetches = 0;
+const realFetch = window.fetch;
+window.fetch = (url, ...rest) => {
+  if (String(url).endsWith("/groups")) window.__groupFetches += 1;
+  return realFetch(url, ...rest);
+};"""
+
+
 def polls_in(page, server, seconds: int) -> int:
     """Requests for the project's groups in ``seconds`` of the page's (fake) clock, a running group that
     does not change: the clock is advanced a second at a time, each time waiting until every request sent
-    has been answered and the next one scheduled."""
-    sent = []
-    page.on("request", lambda r: sent.append(r.url) if r.url.endswith(f"/api/projects/{PROJECT}/groups") else None)
+    has been answered and the next one scheduled (one ``schedulePoll`` per answer)."""
     page.goto(server.url + f"p/{PROJECT}")
-    page.wait_for_function("() => window.rw.poll.answers >= 1")
+    page.wait_for_function("() => window.rw.poll.answers >= 1 && window.__groupFetches === 1")
     for _ in range(seconds):
         page.clock.run_for(1000)
-        page.wait_for_function(f"() => window.rw.poll.answers >= {len(sent)}", timeout=30_000)
-    return len(sent)
+        page.wait_for_function("() => window.rw.poll.answers === window.__groupFetches", timeout=30_000)
+    return page.evaluate("window.__groupFetches")
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +279,7 @@ def test_project_page_polls_back_off_while_nothing_changes(browser, running_stor
     page = browser.new_page()
     try:
         page.clock.install()
+        page.add_init_script(COUNT_FETCHES)
         if old:
             page.add_init_script("window.rw = { charts: new Map(), page: null, pollMaxMs: 3000 }")
         with served(running_store) as server:
