@@ -28,6 +28,7 @@ BENCHMARKS = (
     "memory",
     "media",
     "system_sampler",
+    "ui_transfer",  # issue 14: bytes of one chart's per-rank series, plain and gzipped
     "compare",
 )
 

@@ -16,7 +16,9 @@
 
 Every command takes ``--store PATH`` (default ``$RANKWISE_DIR/store.sqlite``)
 where it reads, ``--json`` for machine-readable output where it prints tables.
-Exit status: 0 ok, 1 not found / not running, 2 bad usage.
+Exit status: 0 ok, 1 not found / not running, 2 bad usage. A project (``--project``), group (GROUP) or
+key (``--keys``) named that the store does not hold is exit 1 with "no ... named X (ARGUMENT); did you mean
+..." (rankwise/_lookup.py), never a silent empty table.
 
 This module is the argument tables and the dispatch; each command is a function of its own module
 (rankwise/_show.py: runs, show, artifacts; rankwise/_agentctl.py: status, agent, keygen; _demo, _ui,

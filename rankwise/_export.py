@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from agent.store.base import GROUP_FIELDS
+from rankwise._lookup import check_keys, find_group
 from rankwise._table import safe
 
 FORMATS = ("csv", "jsonl")
@@ -94,7 +95,9 @@ def export(
     if fmt not in FORMATS:
         print(f"rankwise export: --format {fmt!r} is not one of {', '.join(FORMATS)}", file=sys.stderr)
         return 2
-    g = api.group(project, name)
+    g = find_group(api, project, name)
+    # per-rank history has every key a rank logged (media too); group rows only numeric keys
+    check_keys(g, keys, {k for r in g.runs for k in r.keys()} if per_rank else None)
     if per_rank:
         columns, rows = rank_rows(g, keys)
     else:

@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any
 
+from rankwise._lookup import check_keys, check_project, did_you_mean, find_group
 from rankwise._table import ago, duration, group_table, say, table
 
 # --json writes strict JSON (RFC 8259 has no NaN or Infinity): a non-finite number is written as the string
@@ -39,7 +40,7 @@ def _api(args: argparse.Namespace) -> Any:
 
 
 def _group(api: Any, args: argparse.Namespace) -> Any:
-    return api.group(args.project, args.group)
+    return find_group(api, args.project, args.group)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -68,6 +69,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         ]
         say(table(["rank", "name", "node", "state", "exit", "steps", "rows", "coalesced", "runtime", "started"], rows))
         return 0
+    check_project(api, args.project)
     groups = api.groups(args.project)
     if args.json:
         say(_dumps([_group_json(g) for g in groups]))
@@ -129,6 +131,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     api = _api(args)
     g = _group(api, args)
     keys = args.keys.split(",") if args.keys else None
+    check_keys(g, keys)
     headers, rows = group_table(g, keys)
     if args.json:
         say(_dumps({"group": _group_json(g), "keys": [dict(zip(headers[:-1], r[:-1])) for r in rows]}))
@@ -191,7 +194,8 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
         )
         return 0
     if not rows:
-        say(f"no artifacts{' in project ' + repr(args.project) if args.project else ''} in {store.root}")
+        hint = did_you_mean(args.project, [p for p, _ in store.names(None)]) if args.project else ""
+        say(f"no artifacts{' in project ' + repr(args.project) if args.project else ''} in {store.root}{hint}")
         return 1
     body = [
         [

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from rankwise._lookup import check_keys, find_group
 from rankwise._settle import Settling
 from rankwise._table import ago, group_table, safe, table
 from rankwise.errors import InvalidArgumentError
@@ -60,7 +61,9 @@ def tail(
     if not interval > 0:
         raise InvalidArgumentError(f"--interval {interval} must be a positive number of seconds")
     out = out or sys.stdout
-    g = api.group(project, name)
+    g = find_group(api, project, name)
+    if g.state != "running":  # a running group may log a key it has not logged yet
+        check_keys(g, keys)
     project, name = g.project, g.name  # pin the group: "the newest" must not change under a live view
     tty = out.isatty()
     last: str | None = None

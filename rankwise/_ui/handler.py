@@ -2,10 +2,16 @@
 one of the app's pages, its static files, a media file (with byte ranges) or the JSON API
 (rankwise/_ui/api.py); a group's live event stream is rankwise/_ui/events.py. Only GET and HEAD: the UI
 and its API are read-only.
+
+Errors: /api paths answer JSON (``{"error", "status"}``); any other unknown path gets the HTML page
+static/notfound.html (status 404, the app's look, a link home). JSON and static text are gzipped when the
+request accepts it (rankwise/_ui/compress.py), with ``Vary: Accept-Encoding``; media and the event stream
+never are.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import mimetypes
 from http.server import BaseHTTPRequestHandler
@@ -15,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from rankwise._ui import api
 from rankwise._ui.auth import host_allowed, login_redirect, token_ok
+from rankwise._ui.compress import MIN_BYTES, accepts_gzip, compressible, gzip_body
 from rankwise._ui.events import stream_events
 from rankwise._ui.media import media_file
 from rankwise.errors import ApiError
@@ -32,7 +39,15 @@ _TYPES = {
     ".svg": "image/svg+xml",
     ".txt": "text/plain",
 }
-_PAGES = ("", "p", "g", "compare")  # first path segment of an app page
+# the app's pages (static/app.js `route`): first path segment -> allowed numbers of segments. /g/P alone is
+# served too: the app sends it on to /p/P. Any other path is the HTML 404 page.
+_PAGES = {
+    "": (0,),  # /
+    "p": (2,),  # /p/<project>
+    "g": (2, 3, 5),  # /g/<project>, /g/<project>/<group>, /g/<project>/<group>/rank/<r>
+    "compare": (1,),  # /compare?g=<project>/<group>&g=...
+}
+_COMPUTE = object()  # _send: gzip the body here (JSON) rather than take a precompressed one (static files)
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
@@ -75,9 +90,22 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ replies
 
-    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-cache") -> None:
+    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-cache", gz: Any = _COMPUTE) -> None:
+        """One whole response. Text and JSON go gzipped when the request accepts it and the body is not tiny;
+        ``gz``: the body gzipped already (None: not worth it), else it is compressed here."""
+        vary = compressible(ctype)
+        if vary and accepts_gzip(self.headers.get("Accept-Encoding")):
+            if gz is _COMPUTE:
+                gz = gzip_body(body) if len(body) >= MIN_BYTES else None
+        else:
+            gz = None
         self.send_response(status)
         self.send_header("Content-Type", ctype)
+        if gz is not None:
+            body = gz
+            self.send_header("Content-Encoding", "gzip")
+        if vary:
+            self.send_header("Vary", "Accept-Encoding")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -91,6 +119,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply_error(self, status: int, message: str) -> None:
         self._json(status, {"error": message, "status": status})
+
+    def not_found_page(self, path: str) -> None:
+        """The HTML 404 page (static/notfound.html) naming ``path``, with a link home."""
+        template = (STATIC / "notfound.html").read_text(encoding="utf-8")
+        body = template.replace("{{path}}", html.escape(path)).encode()
+        self._send(404, body, "text/html; charset=utf-8")
 
     # ------------------------------------------------------------ dispatch
 
@@ -169,22 +203,22 @@ class Handler(BaseHTTPRequestHandler):
         if segments[:1] == ["media"]:
             self._media(segments[1:])
             return
-        rank_page = len(segments) == 5 and segments[0] == "g" and segments[3] == "rank"  # /g/P/G/rank/R
-        if (segments[:1] or [""])[0] in _PAGES and (len(segments) <= 3 or rank_page):
+        if len(segments) in _PAGES.get((segments[:1] or [""])[0], ()) and segments[3:4] in ([], ["rank"]):
             self._static(["index.html"])
             return
-        self.reply_error(404, f"no page {url.path}")
+        self.not_found_page(url.path)
 
     def _static(self, parts: list[str]) -> None:
         path = STATIC.joinpath(*parts).resolve() if parts else STATIC
         if STATIC not in path.parents or not path.is_file() or path.suffix not in _TYPES:
-            self.reply_error(404, f"no static file {'/'.join(parts)}")
+            self.not_found_page("/static/" + "/".join(parts))
             return
         ctype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if ctype.startswith("text/"):
             ctype += "; charset=utf-8"
         cache = "max-age=86400" if "vendor" in parts[:1] else "no-cache"
-        self._send(200, path.read_bytes(), ctype, cache)
+        raw, gz = self.server.static_cache.get(path, ctype)
+        self._send(200, raw, ctype, cache, gz=gz)
 
     def _media(self, parts: list[str]) -> None:
         """A content-addressed media file: its MIME type, cached for good (content never changes under its

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 
 from rankwise._ui.address import DEFAULT_PORT
 from rankwise._ui.auth import is_loopback, new_token
+from rankwise._ui.compress import StaticCache
 from rankwise._ui.data import UIData
 from rankwise._ui.handler import Handler
 from rankwise.errors import StoreMissing
@@ -73,6 +74,7 @@ class UIServer(ThreadingHTTPServer):
         self.slots = threading.BoundedSemaphore(max_connections)
         self.refused_busy = 0  # connections answered 503 because max_connections were being served
         self.stopping = threading.Event()
+        self.static_cache = StaticCache()  # static files read and gzipped once (rankwise/_ui/compress.py)
         self.loopback_only = is_loopback(address[0])
         super().__init__(address, Handler)
         self.cookie_name = f"rankwise-token-{self.port}"  # cookies are per host, not per port

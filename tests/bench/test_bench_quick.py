@@ -202,3 +202,14 @@ def test_quick_log_forms_every_form_counted_in_the_store(report):
             assert "contended" not in e
     names = [t["target"] for t in report["targets"]]
     assert any("every Python/numpy form" in n for n in names)
+
+
+def test_quick_ui_transfer_gzip_is_smaller_and_level_1_is_not_slower(report):
+    """One chart's per-rank series: the server's gzipped answer is under half the plain bytes (it was checked
+    to decompress to them in the benchmark) and zlib level 6 is never smaller by more than a fifth."""
+    r = report["benchmarks"]["ui_transfer"]
+    assert (r["ranks"], r["steps"]) == (16, 1000)
+    for w in r["widths"].values():
+        assert 0 < w["gzip_bytes"] < w["plain_bytes"] / 2
+        assert w["zlib"]["1"]["bytes"] == w["gzip_bytes"]
+        assert w["zlib"]["6"]["bytes"] > 0.8 * w["zlib"]["1"]["bytes"]

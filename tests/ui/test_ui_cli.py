@@ -182,7 +182,7 @@ def test_export_selected_keys_and_errors(store, group, capsys):
         "val.f1"
     }
     assert main(["export", "nope", "--store", str(store)]) == 1
-    assert "no group 'nope'" in capsys.readouterr().err
+    assert "no group named 'nope' (GROUP)" in capsys.readouterr().err
 
 
 LIVE = """

@@ -5,12 +5,35 @@ import { GroupPage } from "./group.js";
 import { RankPage } from "./rank.js";
 import { projectPage } from "./project.js";
 import { comparePage } from "./compare.js";
+import { showNotFound, projectMissing, groupMissing } from "./notfound.js";
 
 window.rw = window.rw || { charts: new Map(), page: null };
 
 const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
 let refreshTimer = null;
+
+// list pages refresh while something may change: every POLL_MIN_MS, doubling up to POLL_MAX_MS while
+// the answer stays the same, back to POLL_MIN_MS when it changed (docs/ui.md "Errors and transfer")
+const POLL_MIN_MS = 3000;
+const POLL_MAX_MS = 30000;
+window.rw.poll = { path: null, sig: null, delay: POLL_MIN_MS, answers: 0 };
+
+function schedulePoll(live, answer) {
+  const sig = JSON.stringify(answer);
+  const p = window.rw.poll;
+  const same = p.path === location.pathname && p.sig === sig;
+  const max = window.rw.pollMaxMs || POLL_MAX_MS; // a test sets it to POLL_MIN_MS: the old fixed 3 s
+  Object.assign(p, { path: location.pathname, sig, delay: same ? Math.min(max, p.delay * 2) : POLL_MIN_MS });
+  p.answers += 1;
+  if (live) refreshTimer = setTimeout(route, p.delay);
+}
+
+// the project page's answer: an empty list means the project does not exist; else poll while running
+function afterGroups(project, groups) {
+  if (!groups.length) return projectMissing(main, project);
+  schedulePoll(groups.some((g) => g.state === "running"), groups);
+}
 
 function setCrumbs(...items) {
   crumbs.replaceChildren(...items.flatMap((it, i) => (i ? [el("span", { class: "sep", text: "›" }), it] : [it])));
@@ -28,7 +51,7 @@ async function projectsPage() {
   const projects = await get("projects");
   if (!projects.length) {
     main.replaceChildren(el("p", { class: "muted", text: "No groups yet: run a job with rankwise.init() and reload." }));
-    refreshTimer = setTimeout(route, 3000);
+    schedulePoll(true, projects);
     return;
   }
   const rows = projects.map((p) =>
@@ -44,7 +67,7 @@ async function groupsPage(project) {
   setCrumbs(el("a", { href: "/", text: "projects" }), el("span", { text: project }));
   document.title = `${project} · rankwise`;
   const groups = await projectPage(main, project);
-  if (groups.some((g) => g.state === "running")) refreshTimer = setTimeout(route, 3000);
+  await afterGroups(project, groups);
 }
 
 async function route() {
@@ -52,9 +75,13 @@ async function route() {
   if (window.rw.page) { window.rw.page.close(); window.rw.page = null; }
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   try {
-    if (parts[0] === "p" && parts.length === 2) await groupsPage(parts[1]);
+    if (parts.length === 0) await projectsPage();
+    else if (parts[0] === "p" && parts.length === 2) await groupsPage(parts[1]);
     else if (parts[0] === "compare" && parts.length === 1) window.rw.page = await comparePage(main, setCrumbs);
-    else if (parts[0] === "g" && parts.length === 3) {
+    else if (parts[0] === "g" && parts.length === 2) {
+      history.replaceState(null, "", projectHref(parts[1]) + location.search); // a project has no group page
+      await route();
+    } else if (parts[0] === "g" && parts.length === 3) {
       setCrumbs(el("a", { href: "/", text: "projects" }), el("a", { href: projectHref(parts[1]), text: parts[1] }),
         el("span", { text: parts[2] }));
       document.title = `${parts[2]} · rankwise`;
@@ -66,9 +93,18 @@ async function route() {
       document.title = `rank ${parts[4]} · ${parts[2]} · rankwise`;
       window.rw.page = new RankPage(main, parts[1], parts[2], parts[4]);
       await window.rw.page.open();
-    } else await projectsPage();
+    } else {
+      setCrumbs(el("a", { href: "/", text: "projects" }), el("span", { text: "not found" }));
+      showNotFound(main, `No page at ${location.pathname}.`);
+    }
   } catch (err) {
-    showError(err, route);
+    const missing = err instanceof ApiError && err.status === 404;
+    if (missing && parts[0] === "g" && parts.length === 3) {
+      window.rw.page = null; // it failed before it opened anything: nothing to close
+      await groupMissing(main, parts[1], parts[2]).catch((e) => showError(e, route));
+    } else if (missing && parts[0] === "p" && parts.length === 2) {
+      await projectMissing(main, parts[1]).catch((e) => showError(e, route));
+    } else showError(err, route);
   }
 }
 
