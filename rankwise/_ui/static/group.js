@@ -12,6 +12,7 @@ import { MediaPanel, bytes } from "./media.js";
 import { HistogramPanel } from "./hist.js";
 import { AlertBanner } from "./alerts.js";
 import { SystemSection } from "./system.js";
+import { parsePick } from "./ranks.js";
 
 const MARGIN = 300; // px around the viewport in which a chart counts as visible
 
@@ -20,7 +21,7 @@ export class GroupPage {
     this.root = root;
     this.project = project;
     this.group = group;
-    this.state = { axis: "step", log: false, smooth: 0, ranks: false, range: null, filter: "" };
+    this.state = { axis: "step", log: false, smooth: 0, ranks: false, range: null, filter: "", pick: null };
     this.charts = new Map();
     this.panels = new Map(); // media panels by key
     window.rw.panels = window.rw.panels || new Map();
@@ -71,7 +72,7 @@ export class GroupPage {
     this.title = el("h1", {}, el("span", { text: d.name }), " ", el("span", { id: "state" }));
     this.summary = el("div", { class: "summary", id: "summary" });
     this.rangeText = el("span", { class: "range", id: "range" });
-    const opt = (name, control) => el("label", {}, name, control);
+    const opt = (name, ...controls) => el("label", {}, name, ...controls);
     this.toolbar = el("div", { class: "toolbar" },
       opt("keys ", el("input", { type: "search", id: "filter", placeholder: "filter: text or /regex/",
         oninput: (e) => this.setFilter(e.target.value) })),
@@ -79,9 +80,13 @@ export class GroupPage {
         el("option", { value: "step", text: "step" }), el("option", { value: "time", text: "time" }))),
       opt("", el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) })), "log y",
       opt("smoothing ", el("input", { type: "range", id: "smooth", min: 0, max: 0.99, step: 0.01, value: 0,
-        oninput: (e) => this.setOption("smooth", Number(e.target.value)) })),
+        oninput: (e) => { this.smoothText.textContent = e.target.value; this.setOption("smooth", Number(e.target.value)); } }),
+        this.smoothText = el("output", { id: "smooth-value", text: "0", title: "EMA factor (debiased), applied to the points drawn" })),
       opt("", el("input", { type: "checkbox", id: "ranks", onchange: (e) => this.setOption("ranks", e.target.checked, true) })),
       "per-rank lines",
+      opt("ranks ", this.pickInput = el("input", { type: "search", id: "pick", placeholder: "0-3,7 · slowest 4 · NaN ranks",
+        title: "which rank lines to draw and colour: numbers and ranges, slowest N / fastest N (straggler panel), NaN ranks",
+        onchange: (e) => this.setPick(e.target.value) })),
       this.rangeText);
     this.empty = el("p", { class: "muted", text: "no group rows yet: they appear as the ranks log" });
     this.grid = el("div", { class: "charts", id: "charts" });
@@ -210,6 +215,26 @@ export class GroupPage {
     if (refetch) this.reloadAll();
     else for (const c of this.charts.values()) c.render();
     if (name === "axis") for (const p of this.panels.values()) if (p instanceof HistogramPanel) p.stale = true;
+  }
+
+  // rank picker: the chosen ranks get per-rank lines in distinct colours (turning per-rank lines on), the rest hide
+  setPick(text) {
+    const sd = this.straggler.data;
+    const slowest = sd ? sd.ranks.filter((r) => r.mean !== null).sort((a, b) => b.mean - a.mean).map((r) => r.rank) : [];
+    const nan = new Set();
+    for (const c of this.charts.values()) for (const r of (c.data && c.data.nan_rank) || []) if (r !== null && r >= 0) nan.add(r);
+    for (const r of (this.detail && this.detail.runs) || []) if (Object.keys(r.summary_nonfinite || {}).length) nan.add(r.rank);
+    let pick;
+    try { pick = parsePick(text, { slowest, nan }); } catch (err) {
+      this.pickInput.classList.add("bad"); this.pickInput.title = err.message; return;
+    }
+    this.pickInput.classList.remove("bad");
+    this.pickInput.dataset.ranks = pick ? [...pick].sort((a, b) => a - b).join(",") : "";
+    this.state.pick = pick;
+    if (pick && !this.state.ranks) {
+      document.getElementById("ranks").checked = true;
+      this.setOption("ranks", true, true);
+    } else for (const c of this.charts.values()) c.render();
   }
 
   setRange(range) {
