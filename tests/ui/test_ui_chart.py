@@ -95,12 +95,14 @@ def test_hover_lists_every_rank_sorted_with_min_and_max_and_syncs_the_cursor(pag
     assert all(c == "rv" for _, _, c in items[1:-1])
     assert "step 20" in page.locator('.card[data-key="a"] .readout').inner_text()
     # the synced cursor: chart b's cursor sits at step 20 and its readout lists b = 20 - r
-    page.wait_for_function(f"() => {{ const u = ({U})('b'); return u.cursor.idx !== null && u.data[0][u.cursor.idx] === {AT}; }}")
+    page.wait_for_function(
+        f"() => {{ const u = ({U})('b'); return u.cursor.idx !== null && u.data[0][u.cursor.idx] === {AT}; }}"
+    )
     page.wait_for_function("() => document.querySelectorAll('.card[data-key=\"b\"] .rv[data-rank]').length === 8")
     b_vals = page.evaluate(
         "() => [...document.querySelectorAll('.card[data-key=\"b\"] .rv[data-rank]')].map(e => [Number(e.dataset.rank), Number(e.dataset.value)])"
     )
-    assert b_vals == [(r, float(AT - r)) for r in range(WORLD)] or b_vals == [[r, float(AT - r)] for r in range(WORLD)]
+    assert b_vals == [[r, float(AT - r)] for r in range(WORLD)]
     page.screenshot(path=artifact("ui-chart-hover.png"), full_page=False)
     assert page.errors == []
 
@@ -142,10 +144,12 @@ def test_legend_hides_and_isolates_and_picker_selects(page, server):
 
 def test_smoothing_is_the_ema_of_the_points_shown_with_raw_line_and_factor(page, server, group):
     """Smoothing 0.6 prints 0.6 beside the slider; the mean drawn is the debiased EMA (computed here in Python)
-    of the points the chart holds; the raw mean is drawn beneath it unchanged; the data is full resolution, so
-    the chart says the smoothing is exact."""
+    of the points the chart holds; the raw mean is drawn beneath it unchanged; turning smoothing on fetches the
+    series at full resolution (width=0), so the chart says the smoothing is exact."""
     page.goto(page_url(server, "ch", "job-ch"))
     page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/series?" in r.url and "key=a&" in r.url else None)
     page.locator("#smooth").fill("0.6")
     assert page.locator("#smooth-value").inner_text() == "0.6"
     page.wait_for_function(f"() => ({U})('a').series.length === 5")
@@ -161,6 +165,8 @@ def test_smoothing_is_the_ema_of_the_points_shown_with_raw_line_and_factor(page,
     assert drawn[0] == held
     assert drawn[1] == pytest.approx(ema, rel=1e-12)
     assert page.locator('.card[data-key="a"]').get_attribute("data-smooth-exact") == "true"
+    # smoothing asks for every point (width=0), so the EMA does not depend on the chart's width
+    assert asked and all("width=0" in u for u in asked)
     page.screenshot(path=artifact("ui-chart-smooth.png"), full_page=False)
     assert page.errors == []
 

@@ -25,6 +25,10 @@ export function smooth(values, alpha) {
   });
 }
 
+// with smoothing on, a series of at most this many values (points × lines) is fetched at full resolution, so
+// the EMA runs over every logged step and is the same at every chart width (docs/ui.md "Smoothing")
+export const SMOOTH_FULL = 100_000;
+
 const positive = (values) => values.map((v) => (v !== null && v > 0 ? v : null));
 
 export class KeyChart {
@@ -82,6 +86,11 @@ export class KeyChart {
     this.card.dataset.shown = ranks.filter((r) => this.shows(r.rank)).map((r) => r.rank).join(",");
   }
 
+  exactSmoothing() {
+    const lines = 1 + (this.page.state.ranks ? (this.page.detail ? this.page.detail.world_size : 1) : 0);
+    return (this.info.points || 0) * lines <= SMOOTH_FULL;
+  }
+
   width() { return Math.max(100, Math.min(4000, Math.round(this.plot.clientWidth || 400))); }
 
   async load() {
@@ -90,6 +99,7 @@ export class KeyChart {
     const s = this.page.state;
     const params = { key: this.key, x: s.axis, width: this.width(), ranks: s.ranks ? 1 : 0 };
     if (s.range) { params.start = s.range[0]; params.end = s.range[1]; }
+    if (s.smooth && this.exactSmoothing()) params.width = 0; // 0: every point (the server does not bucket)
     let data;
     try {
       data = await get(groupPath(this.page.project, this.page.group, "series"), params);

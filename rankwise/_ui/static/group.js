@@ -80,7 +80,7 @@ export class GroupPage {
         el("option", { value: "step", text: "step" }), el("option", { value: "time", text: "time" }))),
       opt("", el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) })), "log y",
       opt("smoothing ", el("input", { type: "range", id: "smooth", min: 0, max: 0.99, step: 0.01, value: 0,
-        oninput: (e) => { this.smoothText.textContent = e.target.value; this.setOption("smooth", Number(e.target.value)); } }),
+        oninput: (e) => { this.smoothText.textContent = e.target.value; this.setSmooth(Number(e.target.value)); } }),
         this.smoothText = el("output", { id: "smooth-value", text: "0", title: "EMA factor (debiased), applied to the points drawn" })),
       opt("", el("input", { type: "checkbox", id: "ranks", onchange: (e) => this.setOption("ranks", e.target.checked, true) })),
       "per-rank lines",
@@ -105,7 +105,7 @@ export class GroupPage {
     this.detail = d;
     this.showSummary(d);
     for (const k of d.keys) {
-      if (this.charts.has(k.key)) continue;
+      if (this.charts.has(k.key)) { this.charts.get(k.key).info = k; continue; }
       const chart = new KeyChart(this, k.key, k);
       this.charts.set(k.key, chart);
       this.grid.append(chart.card);
@@ -236,6 +236,9 @@ export class GroupPage {
       this.setOption("ranks", true, true);
     } else for (const c of this.charts.values()) c.render();
   }
+
+  // smoothing on or off changes what charts ask for (every point while smoothing: chart.js SMOOTH_FULL)
+  setSmooth(value) { this.setOption("smooth", value, (value > 0) !== (this.state.smooth > 0)); }
 
   setRange(range) {
     this.state.range = range;
