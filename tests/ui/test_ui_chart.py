@@ -229,7 +229,7 @@ def test_dark_mode_follows_the_browser_and_the_toggle(browser, server):
 
 def test_64_ranks_hover_is_compact_and_nan_ranks_are_picked(tmp_path, browser):
     """At 64 ranks (a store written by the agent's own reducers, rank 5's loss NaN from step 30) the hover
-    lists the six highest ranks, "… 52 more …" and the six lowest, equal to the stored values; the picker's
+    lists the four highest ranks, "… 56 more …" and the four lowest, equal to the stored values; the picker's
     "NaN ranks" selects the ranks with a non-finite value (rank 5's loss, rank 1's +inf grad_norm summary),
     and "slowest 2" the two ranks with the highest mean of the straggler panel's metric (acc here)."""
     from support.uihelp import health_values, write_health_group
@@ -246,14 +246,14 @@ def test_64_ranks_hover_is_compact_and_nan_ranks_are_picked(tmp_path, browser):
             page.wait_for_function(f"() => ({U})('loss').series.length === 1 + 3 + 64", timeout=30_000)
             hover(page, "loss", 10)
             sel = '.card[data-key="loss"] .rv'
-            page.wait_for_function(f"() => document.querySelectorAll('{sel}').length === 13")
+            page.wait_for_function(f"() => document.querySelectorAll('{sel}').length === 9")
             texts = page.locator(sel).all_inner_texts()
-            assert texts[6] == "… 52 more …"
+            assert texts[4] == "… 56 more …"
             got = page.evaluate(
                 f"() => [...document.querySelectorAll('{sel}[data-rank]')].map(e => [Number(e.dataset.rank), Number(e.dataset.value)])"
             )
             at10 = sorted(((r, float(health_values(r, 50, 5, 30)["loss"][10])) for r in range(64)), key=lambda t: -t[1])
-            assert got == [list(t) for t in at10[:6] + at10[-6:]]
+            assert got == [list(t) for t in at10[:4] + at10[-4:]]
             page.screenshot(path=artifact("ui-chart-64.png"), full_page=False)
             page.fill("#pick", "NaN ranks")
             page.press("#pick", "Enter")

@@ -7,7 +7,7 @@ import { el, num } from "./fmt.js";
 export const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
 export const QUIET = "rgba(128,138,150,0.35)";
 export const MIN_COLOR = "#2563eb", MAX_COLOR = "#dc2626";
-const SHOWN = 6; // hover: this many highest and lowest ranks when more are visible
+const SHOWN = 4; // hover: this many highest and lowest ranks when more are visible (three rows at most)
 
 // "0-3,7", "slowest 4", "fastest 2", "nan" / "NaN ranks"; terms separated by commas, united. Empty: every
 // rank (null). ctx: { slowest: ranks slowest first (straggler panel), nan: Set of ranks with non-finite values }
