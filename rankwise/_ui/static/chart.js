@@ -2,11 +2,17 @@
 // at most two rows per pixel column (each bucket's extremes), so spikes stay; zooming asks it again for the
 // narrower range, down to every point. Steps where ranks logged NaN/±inf (group rows' nan_count, when the
 // store has it) get a red tick under the plot; alerts about this key (alerts.js) a vertical marker at their step.
+// Per-rank lines: colours, legend, rank picker and hover list in ranks.js; CSV/PNG in download.js; axis
+// colours follow the theme (theme.js). Smoothing runs here on the points the chart holds (docs/ui.md
+// "Smoothing"), with the raw mean faded beneath.
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
 import { xAxis, xText } from "./xaxis.js";
+import { rankColors, legend, rankReadout, MIN_COLOR, MAX_COLOR } from "./ranks.js";
+import { downloadCsv, downloadPng } from "./download.js";
+import { themeColors } from "./theme.js";
 
-const COLORS = { mean: "#0b6bcb", edge: "rgba(11,107,203,0.35)", band: "rgba(11,107,203,0.16)", min: "#2563eb", max: "#dc2626" };
+const COLORS = { mean: "#0b6bcb", raw: "rgba(11,107,203,0.28)", edge: "rgba(11,107,203,0.35)", band: "rgba(11,107,203,0.16)", min: MIN_COLOR, max: MAX_COLOR };
 
 // Exponential moving average with TensorBoard's debiasing; gaps (null) stay gaps.
 export function smooth(values, alpha) {
@@ -19,6 +25,10 @@ export function smooth(values, alpha) {
     return last / (1 - Math.pow(alpha, n));
   });
 }
+
+// with smoothing on, a series of at most this many values (points × lines) is fetched at full resolution, so
+// the EMA runs over every logged step and is the same at every chart width (docs/ui.md "Smoothing")
+export const SMOOTH_FULL = 100_000;
 
 const positive = (values) => values.map((v) => (v !== null && v > 0 ? v : null));
 
@@ -37,8 +47,49 @@ export class KeyChart {
     this.warn = el("span", { class: "warn" });
     this.plot = el("div", { class: "plot" });
     this.readout = el("div", { class: "readout" });
+    this.legendBox = el("div", { class: "legend" });
+    this.hidden = new Set(); // ranks hidden from the legend (this chart only)
+    const dl = (text, fn) => el("button", { type: "button", class: `dl dl-${text.toLowerCase()}`, text, title: `download this chart as ${text}`, onclick: fn });
     this.card = el("section", { class: "card", "data-key": key },
-      el("h3", {}, el("span", { text: key }), this.warn, this.meta), this.plot, this.readout);
+      el("h3", {}, el("span", { text: key }), this.warn, this.meta, dl("CSV", () => this.csv()), dl("PNG", () => this.png())),
+      this.plot, this.readout, this.legendBox);
+    this.onTheme = () => { this.shape = ""; this.render(); };
+    window.addEventListener("rw-theme", this.onTheme);
+  }
+
+  // a rank's line is drawn when the picker allows it and the legend does not hide it
+  shows(rank) {
+    const pick = this.page.pickSet ? this.page.pickSet() : null;
+    return (!pick || pick.has(rank)) && !this.hidden.has(rank);
+  }
+
+  // legend: click hides/shows a rank; shift-click shows it alone, and shift-click on the lone rank shows all
+  toggle(rank, isolate) {
+    const ranks = (this.data.ranks || []).map((r) => r.rank);
+    if (isolate) {
+      const alone = ranks.every((r) => r === rank || this.hidden.has(r)) && !this.hidden.has(rank);
+      this.hidden = new Set(alone ? [] : ranks.filter((r) => r !== rank));
+    } else if (this.hidden.has(rank)) this.hidden.delete(rank);
+    else this.hidden.add(rank);
+    this.applyShown();
+  }
+
+  applyShown() {
+    const ranks = (this.data && this.data.ranks) || [];
+    if (!this.u) return;
+    ranks.forEach((r, i) => {
+      const show = this.shows(r.rank);
+      if (this.u.series[3 + i].show !== show) this.u.setSeries(3 + i, { show });
+    });
+    const colors = rankColors(ranks.map((r) => r.rank), this.page.pickSet ? this.page.pickSet() : null, this.data.min_rank_mode, this.data.max_rank_mode);
+    this.colors = colors;
+    this.legendBox.replaceChildren(...legend(ranks.map((r) => r.rank), colors, (r) => this.shows(r), (r, iso) => this.toggle(r, iso)));
+    this.card.dataset.shown = ranks.filter((r) => this.shows(r.rank)).map((r) => r.rank).join(",");
+  }
+
+  exactSmoothing() {
+    const lines = 1 + (this.page.state.ranks ? (this.page.detail ? this.page.detail.world_size : 1) : 0);
+    return (this.info.points || 0) * lines <= SMOOTH_FULL;
   }
 
   width() { return Math.max(100, Math.min(4000, Math.round(this.plot.clientWidth || 400))); }
@@ -49,6 +100,7 @@ export class KeyChart {
     const s = this.page.state;
     const params = { key: this.key, x: s.axis, width: this.width(), ranks: s.ranks ? 1 : 0 };
     if (s.range) { params.start = s.range[0]; params.end = s.range[1]; }
+    if (s.smooth && this.exactSmoothing()) params.width = 0; // 0: every point (the server does not bucket)
     let data;
     try {
       data = await get(groupPath(this.page.project, this.page.group, "series"), params);
@@ -71,8 +123,10 @@ export class KeyChart {
     // series order: band edges, ranks, then the mean last so that it is drawn on top
     // smoothing applies to the band too, or the lagging mean would leave a band that does not lag
     const sm = (values) => y(smooth(values, s.smooth));
-    const cols = [xs, sm(d.min), sm(d.max), ...ranks.map((r) => sm(r.values)), sm(d.mean)];
-    const shape = [d.axis, s.log, ranks.map((r) => r.rank).join(","), d.min_rank_mode, d.max_rank_mode].join("|");
+    const raw = s.smooth ? [y(d.mean)] : []; // the unsmoothed mean, faded beneath the smoothed one
+    const cols = [xs, sm(d.min), sm(d.max), ...ranks.map((r) => sm(r.values)), ...raw, sm(d.mean)];
+    const pick = s.pick ? [...s.pick].join(",") : "";
+    const shape = [d.axis, s.log, !!s.smooth, pick, ranks.map((r) => r.rank).join(","), d.min_rank_mode, d.max_rank_mode].join("|");
     if (!this.u || shape !== this.shape) {
       if (this.u) this.u.destroy();
       this.u = new uPlot(this.options(d, ranks), cols, this.plot);
@@ -83,7 +137,11 @@ export class KeyChart {
     const res = d.resolution === "full" ? "every point" : `min/max of ${d.buckets} buckets`;
     this.meta.textContent = `${d.points.toLocaleString()} steps · ${res}`;
     this.meta.title = d.resolution === "full" ? "" : "each pixel column keeps its lowest and highest value, so spikes stay visible; zoom in for every point";
+    // smoothing is exact (the EMA of every logged step) only on full-resolution data; else it runs over bucket extremes
+    this.card.dataset.smoothExact = String(!s.smooth || d.resolution === "full");
+    if (s.smooth && d.resolution !== "full") this.meta.title += "; smoothing runs over these bucketed points: zoom in to every point for the exact EMA";
     this.warn.textContent = this.nanText(d);
+    this.applyShown();
     this.card.dataset.series = String(this.u.series.length - 1);
     this.card.dataset.points = String(xs.length);
     this.card.dataset.resolution = d.resolution;
@@ -93,13 +151,17 @@ export class KeyChart {
 
   options(d, ranks) {
     const page = this.page;
-    const hl = { [d.min_rank_mode]: COLORS.min, [d.max_rank_mode]: COLORS.max };
-    const rankSeries = ranks.map((r, i) => {
-      const color = hl[r.rank];
-      const hue = (i * 137.5) % 360;
-      return { label: `rank ${r.rank}`, stroke: color || `hsla(${hue},35%,50%,0.55)`, width: color ? 1.5 : 1,
+    const colors = rankColors(ranks.map((r) => r.rank), page.pickSet ? page.pickSet() : null, d.min_rank_mode, d.max_rank_mode);
+    const rankSeries = ranks.map((r) => {
+      const color = colors.get(r.rank);
+      const loud = !color.startsWith("rgba");
+      return { label: `rank ${r.rank}`, stroke: color, width: loud ? 1.5 : 1, show: this.shows(r.rank),
         spanGaps: true, points: { show: false } };
     });
+    const raw = page.state.smooth ? [{ label: "mean (raw)", stroke: COLORS.raw, width: 1, spanGaps: true, points: { show: false } }] : [];
+    const t = themeColors();
+    const axis = { stroke: t.fg, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1 } };
+    this.card.dataset.axisColor = t.fg;
     return {
       width: this.width(),
       height: 200,
@@ -110,11 +172,13 @@ export class KeyChart {
         { label: "min", stroke: COLORS.edge, width: 1, spanGaps: true, points: { show: false } },
         { label: "max", stroke: COLORS.edge, width: 1, spanGaps: true, points: { show: false } },
         ...rankSeries,
+        ...raw,
         { label: "mean", stroke: COLORS.mean, width: 2, spanGaps: true, points: { show: false } },
       ],
       bands: [{ series: [2, 1], fill: COLORS.band }],
-      axes: [xAxis(d), { size: axisSize, values: (u, vals) => vals.map(num) }],
+      axes: [{ ...axis, ...xAxis(d) }, { ...axis, size: axisSize, values: (u, vals) => vals.map(num) }],
       cursor: {
+        sync: { key: `rw:${page.project}/${page.group}` }, // one cursor across the page's charts
         drag: { x: true, y: false, setScale: false },
         bind: { dblclick: () => null },
       },
@@ -203,8 +267,23 @@ export class KeyChart {
       const r = d.nan_rank && d.nan_rank[idx] >= 0 ? ` (rank ${d.nan_rank[idx]}${nc > 1 ? " and others" : ""})` : "";
       parts.push(`${nc} rank${nc === 1 ? "" : "s"} non-finite${r}`);
     }
-    this.readout.textContent = parts.join("  ");
+    const list = (d.ranks || []).length ? rankReadout(d.ranks.filter((r) => this.shows(r.rank))
+      .map((r) => ({ rank: r.rank, value: r.values[idx], color: this.colors ? this.colors.get(r.rank) : COLORS.mean }))) : null;
+    this.readout.replaceChildren(el("div", { text: parts.join("  ") }), list || "");
   }
+
+  // what the chart holds: x, mean, min, max, each visible rank, and the smoothed mean when smoothing is on
+  columns() {
+    const d = this.data, s = this.page.state;
+    const cols = [[d.x_key || (d.axis === "time" ? "seconds" : d.axis), d.x], ["mean", d.mean], ["min", d.min], ["max", d.max]];
+    for (const r of d.ranks || []) if (this.shows(r.rank)) cols.push([`rank ${r.rank}`, r.values]);
+    if (s.smooth) cols.push([`mean smoothed ${s.smooth}`, smooth(d.mean, s.smooth)]);
+    return cols;
+  }
+
+  csv() { if (this.data) downloadCsv(this.columns(), `${this.page.group}-${this.key}`); }
+
+  png() { if (this.u) downloadPng(this.u.ctx.canvas, themeColors().bg || "#ffffff", `${this.page.group}-${this.key}`); }
 
   resize() {
     if (this.u) this.u.setSize({ width: this.width(), height: 200 });
@@ -212,6 +291,7 @@ export class KeyChart {
 
   destroy() {
     this.seq += 1;
+    window.removeEventListener("rw-theme", this.onTheme);
     if (this.u) this.u.destroy();
     this.u = null;
   }

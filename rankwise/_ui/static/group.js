@@ -15,6 +15,7 @@ import { SystemSection } from "./system.js";
 import { readState, writeState, parseRanks, formatRanks } from "./viewstate.js";
 import { xText } from "./xaxis.js";
 import { rankHref } from "./rank.js";
+import { parsePick } from "./ranks.js";
 
 const MARGIN = 300; // px around the viewport in which a chart counts as visible
 
@@ -75,7 +76,7 @@ export class GroupPage {
     this.title = el("h1", {}, el("span", { text: d.name }), " ", el("span", { id: "state" }));
     this.summary = el("div", { class: "summary", id: "summary" });
     this.rangeText = el("span", { class: "range", id: "range" });
-    const opt = (name, control) => el("label", {}, name, control);
+    const opt = (name, ...controls) => el("label", {}, name, ...controls);
     this.toolbar = el("div", { class: "toolbar" },
       opt("keys ", el("input", { type: "search", id: "filter", placeholder: "filter: text or /regex/",
         oninput: (e) => this.setFilter(e.target.value) })),
@@ -84,9 +85,13 @@ export class GroupPage {
         el("option", { value: "time", text: "wall time" }))),
       opt(el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) }), " log y"),
       opt("smoothing ", el("input", { type: "range", id: "smooth", min: 0, max: 0.99, step: 0.01, value: 0,
-        oninput: (e) => this.setOption("smooth", Number(e.target.value)) })),
+        oninput: (e) => { this.smoothText.textContent = e.target.value; this.setSmooth(Number(e.target.value)); } }),
+        this.smoothText = el("output", { id: "smooth-value", text: "0", title: "EMA factor (debiased), applied to the points drawn" })),
       opt(el("input", { type: "checkbox", id: "ranks", onchange: (e) => this.setOption("ranks", e.target.checked, true) }),
         " per-rank lines"),
+      opt("ranks ", this.pickInput = el("input", { type: "search", id: "pick", placeholder: "0-3,7 · slowest 4 · NaN ranks",
+        title: "which rank lines to draw and colour: numbers and ranges, slowest N / fastest N (straggler panel), NaN ranks",
+        onchange: (e) => this.setPick(e.target.value) })),
       this.rangeText);
     this.empty = el("p", { class: "muted", text: "no group rows yet: they appear as the ranks log" });
     this.grid = el("div", { class: "charts", id: "charts" });
@@ -105,7 +110,7 @@ export class GroupPage {
     this.detail = d;
     this.showSummary(d);
     for (const k of d.keys) {
-      if (this.charts.has(k.key)) continue;
+      if (this.charts.has(k.key)) { this.charts.get(k.key).info = k; continue; }
       const chart = new KeyChart(this, k.key, k);
       this.charts.set(k.key, chart);
       this.grid.append(chart.card);
@@ -220,6 +225,30 @@ export class GroupPage {
     if (name === "axis") for (const p of this.panels.values()) if (p instanceof HistogramPanel) p.stale = true;
   }
 
+  // rank picker: the chosen ranks get per-rank lines in distinct colours (turning per-rank lines on), the rest hide
+  setPick(text) {
+    const sd = this.straggler.data;
+    const slowest = sd ? sd.ranks.filter((r) => r.mean !== null).sort((a, b) => b.mean - a.mean).map((r) => r.rank) : [];
+    const nan = new Set();
+    for (const c of this.charts.values()) for (const r of (c.data && c.data.nan_rank) || []) if (r !== null && r >= 0) nan.add(r);
+    for (const r of (this.detail && this.detail.runs) || []) if (Object.keys(r.summary_nonfinite || {}).length) nan.add(r.rank);
+    let pick;
+    try { pick = parsePick(text, { slowest, nan }); } catch (err) {
+      this.pickInput.classList.add("bad"); this.pickInput.title = err.message; return;
+    }
+    this.pickInput.classList.remove("bad");
+    this.pickInput.dataset.ranks = pick ? [...pick].sort((a, b) => a - b).join(",") : "";
+    this.state.pick = pick ? formatRanks([...pick]) : ""; // the resolved ranks, in the URL as ranks=
+    this.saveState();
+    if (pick && !this.state.ranks) {
+      document.getElementById("ranks").checked = true;
+      this.setOption("ranks", true, true);
+    } else for (const c of this.charts.values()) c.render();
+  }
+
+  // smoothing on or off changes what charts ask for (every point while smoothing: chart.js SMOOTH_FULL)
+  setSmooth(value) { this.setOption("smooth", value, (value > 0) !== (this.state.smooth > 0)); }
+
   setRange(range) {
     this.state.range = range;
     this.saveState();
@@ -251,7 +280,10 @@ export class GroupPage {
     this.axisSelect.value = s.axis;
     byId("log").checked = s.log;
     byId("smooth").value = String(s.smooth);
+    this.smoothText.textContent = String(s.smooth);
     byId("ranks").checked = s.ranks;
+    this.pickInput.value = s.pick;
+    this.pickInput.dataset.ranks = s.pick ? parseRanks(s.pick).join(",") : "";
     const st = this.straggler;
     if ([...st.metric.options].some((o) => o.value === s.smetric)) st.metric.value = s.smetric;
     st.view.value = s.sview;
@@ -273,10 +305,22 @@ export class GroupPage {
     if (list === null) throw new Error(`ranks: ${JSON.stringify(value)} is not a list like "0-3,7"`);
     this.state.pick = formatRanks(list);
     this.saveState();
+    if (this.pickInput) this.pickInput.value = this.state.pick;
+    for (const c of this.charts.values()) c.render();
     if (typeof this.onRankSelection === "function") this.onRankSelection(list);
   }
 
   rankSelection() { return this.state.pick ? parseRanks(this.state.pick) : null; }
+
+  // the picked ranks as a set (chart.js asks per rank line), null when every rank is shown
+  pickSet() {
+    if (this._pickText !== this.state.pick) {
+      this._pickText = this.state.pick;
+      const list = this.state.pick ? parseRanks(this.state.pick) : null;
+      this._pickSet = list && list.length ? new Set(list) : null;
+    }
+    return this._pickSet;
+  }
 
   // every other numeric key as an x axis too ("metric:K": the server pairs rows by step, docs/ui.md)
   addKeyAxes(d) {
