@@ -237,7 +237,7 @@ def test_unknown_path_is_the_html_404_page(page, server):
 
 # counts, in the page, the requests for a project's groups as they are sent (fetch is called synchronously
 # when the refresh timer fires, so the count is exact the moment the clock has been advanced)
-COUNT_FETCHES = """window.__groupFetches = 0;
+COUNT_FETCHES = r"""window.__groupFetches = 0;
 const realFetch = window.fetch;
 window.fetch = (url, ...rest) => {
   // the project page's table (static/project.js), or the groups list it was built from before
