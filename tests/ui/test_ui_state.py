@@ -92,7 +92,7 @@ def test_view_state_survives_a_reload(page, server):
     page.check("#log")
     page.locator("#smooth").fill("0.6")
     page.check("#ranks")
-    wait_chart(page, "loss", f"c.series === {3 + WORLD}")
+    wait_chart(page, "loss", f"c.series === {4 + WORLD}")  # min, max, ranks, faded raw mean, mean
     box = page.locator('.card[data-key="loss"] .u-over').bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.3, y)
@@ -134,7 +134,7 @@ def test_view_state_survives_a_reload(page, server):
     assert controls == {"filter": "loss", "axis": "rel", "log": True, "smooth": "0.6", "ranks": True}
     assert page.evaluate("() => window.rw.page.rankSelection()") == [0, 1, 3]
     c = wait_chart(page, "loss", "c.axis === 'rel'")
-    assert c["range"] == [pytest.approx(lo), pytest.approx(hi)] and c["distr"] == 3 and c["series"] == 3 + WORLD
+    assert c["range"] == [pytest.approx(lo), pytest.approx(hi)] and c["distr"] == 3 and c["series"] == 4 + WORLD
     assert page.locator('.card[data-key="acc"]').evaluate("n => n.style.display") == "none"
     assert page.locator("#range").inner_text().startswith("+")
     page.screenshot(path=artifact("ui-state-restored.png"))

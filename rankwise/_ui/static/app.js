@@ -70,7 +70,15 @@ async function groupsPage(project) {
   await afterGroups(project, groups);
 }
 
-async function route() {
+// One route at a time, in order: a page still loading when Back is pressed must not draw over the page the
+// address now names (two Backs in a row, a refresh timer firing during a navigation).
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(routeNow, routeNow);
+  return routing;
+}
+
+async function routeNow() {
   clearTimeout(refreshTimer);
   if (window.rw.page) { window.rw.page.close(); window.rw.page = null; }
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
@@ -80,7 +88,7 @@ async function route() {
     else if (parts[0] === "compare" && parts.length === 1) window.rw.page = await comparePage(main, setCrumbs);
     else if (parts[0] === "g" && parts.length === 2) {
       history.replaceState(null, "", projectHref(parts[1]) + location.search); // a project has no group page
-      await route();
+      await routeNow();
     } else if (parts[0] === "g" && parts.length === 3) {
       setCrumbs(el("a", { href: "/", text: "projects" }), el("a", { href: projectHref(parts[1]), text: parts[1] }),
         el("span", { text: parts[2] }));
