@@ -11,14 +11,11 @@ NaN-aware (the ``nan_count`` column). Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 import rankwise
 from agent.alerts.alert import Alert
-from agent.store.base import GROUP_FIELDS
 from support.probes import wait_for
 from support.uihelp import (
     add_alerts,
@@ -140,12 +137,9 @@ def test_system_endpoint_and_section_over_a_real_store(tmp_path, browser):
     """System rows stored through a real SQLiteStore transaction (``Txn.add_system``, as the agent's sampler
     commits them): the endpoint gives each proc.* key as mean/min/max over the ranks per time bucket (numpy
     over the stored samples) and each host.* key per node; the page shows a "System" section with one chart
-    per key, and none for a group without samples. Needs the store's system stream (issue 13 item 1)."""
+    per key, and none for a group without samples."""
     from agent.store.sqlite import SQLiteStore
-    from agent.store.sqlite_reader import SQLiteReader
 
-    if not hasattr(SQLiteReader, "run_system"):
-        pytest.skip("the store has no system stream yet (Reader.run_system: issue 13 item 1, the system branch)")
     path = tmp_path / "store.sqlite"
     runs = write_health_group(path, PROJECT, "sys", 2, 20, -1, 0, "finished")
     write_health_group(path, PROJECT, "nosys", 2, 20, -1, 0, "finished")
@@ -289,10 +283,7 @@ def test_many_alerts_start_collapsed_with_counts_and_fold_long_details(page, tmp
 
 def test_series_carries_nan_count_and_rank_at_full_and_reduced_resolution(server, health):
     """With NaN-aware group rows, series sends nan_count/nan_rank: per step at full resolution (0/-1 before
-    the NaN step, 1/rank from it), per bucket in minmax resolution (the bucket's largest count, lowest rank).
-    Needs the nan_count column (issue 13 item 3)."""
-    if "nan_count" not in GROUP_FIELDS:
-        pytest.skip("group rows are not NaN-aware yet (nan_count: issue 13 item 3, the groups branch)")
+    the NaN step, 1/rank from it), per bucket in minmax resolution (the bucket's largest count, lowest rank)."""
     _, body = get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/series?key=loss&width=0")
     after = STEPS - NAN_STEP
     assert body["nan_count"] == [0] * NAN_STEP + [1] * after
@@ -324,10 +315,8 @@ run.finish()
 def test_real_job_band_continues_past_the_nan_rank(browser):
     """8 ranks through the real agent, rank 5's loss NaN from step 120: the chart's band and mean go on past
     step 120 over the 7 healthy ranks (numpy's nan-reductions), the header names rank 5 and step 120, the
-    steps from 120 carry the non-finite tick; with the nan detector in the agent, the banner and the marker
-    name rank 5 and step 120 too. Needs NaN-aware group rows (nan_count, issue 13 item 3)."""
-    if "nan_count" not in GROUP_FIELDS:
-        pytest.skip("group rows are not NaN-aware yet (nan_count: issue 13 item 3, the groups branch)")
+    steps from 120 carry the non-finite tick; the nan detector's alert names rank 5 and step 120 in the banner and
+    the marker."""
     with own_env() as env:
         log_group(env, NAN_SCRIPT, REAL_WORLD, "job-real-nan")
         api = rankwise.Api(env.store)
@@ -335,17 +324,15 @@ def test_real_job_band_continues_past_the_nan_rank(browser):
         raw = np.array([g.run(rank=r).history_arrays(["loss"])["loss"][1] for r in range(REAL_WORLD)])
         h = g.history("loss")
         assert h["mean"].tolist() == pytest.approx(np.nanmean(raw, axis=0).tolist())
-        # with the detectors in the agent (issue 13 item 2) the nan alert is required: stored on a tick after
-        # the rows, so waited for; value alerts (nan, diverged) name rank 5 only
-        detectors = importlib.util.find_spec("agent.alerts.detectors") is not None
-        if detectors:
-            wait_for(lambda: any(a["kind"] == "nan" for a in api._reader.alerts(g._record.id)), 60, "the nan alert")
+        # the nan alert is stored on a tick after the rows, so waited for; value alerts (nan, diverged) name
+        # rank 5 only
+        wait_for(lambda: any(a["kind"] == "nan" for a in api._reader.alerts(g._record.id)), 60, "the nan alert")
         value_alerts = [
             (a["kind"], a["rank"], a["key"], a["step"])
             for a in api._reader.alerts(g._record.id)
             if a["kind"] in ("nan", "diverged")
         ]
-        assert value_alerts == ([("nan", REAL_NAN_RANK, "loss", REAL_NAN_STEP)] if detectors else [])
+        assert value_alerts == [("nan", REAL_NAN_RANK, "loss", REAL_NAN_STEP)]
         api.close()
         with served(env.store) as server:
             p = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -363,12 +350,11 @@ def test_real_job_band_continues_past_the_nan_rank(browser):
             assert c["first"] == str(REAL_NAN_STEP)
             warn = p.locator('.card[data-key="loss"] .warn').inner_text()
             assert warn.startswith(f"1 rank non-finite from step {REAL_NAN_STEP} (rank {REAL_NAN_RANK})")
-            if detectors:
-                p.wait_for_function("() => window.rw.alerts >= 1")
-                assert f"rank {REAL_NAN_RANK}" in p.locator("#alert-list").inner_text()
-                assert str(REAL_NAN_STEP) in p.locator("#alert-list").inner_text()
-                m = p.locator('.card[data-key="loss"] .amark[data-kind="nan"]')
-                assert m.count() == 1 and m.get_attribute("data-step") == str(REAL_NAN_STEP)
+            p.wait_for_function("() => window.rw.alerts >= 1")
+            assert f"rank {REAL_NAN_RANK}" in p.locator("#alert-list").inner_text()
+            assert str(REAL_NAN_STEP) in p.locator("#alert-list").inner_text()
+            m = p.locator('.card[data-key="loss"] .amark[data-kind="nan"]')
+            assert m.count() == 1 and m.get_attribute("data-step") == str(REAL_NAN_STEP)
             p.screenshot(path=artifact("ui-health-real-nan.png"), full_page=True)
             p.close()
             assert errors == []
