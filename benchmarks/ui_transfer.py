@@ -5,6 +5,9 @@ SQLite store classes, as the agent lays it out (group rows by the agent's own re
 ``rankwise ui`` server (rankwise/_ui/server.py) in this process serves it. For chart widths of 700 and
 1,400 px the series endpoint with per-rank lines (``ranks=1``) is fetched without and with
 ``Accept-Encoding: gzip``: the bytes on the wire are the figure of merit (issue 14: below 500 KB a chart).
+Per-rank values come at 6 significant digits (rankwise/_ui/charts.py ``RANK_DIGITS``); the same chart with
+``digits=0`` (full precision, what it cost before) and one rank's chart as the rank page asks for it
+(``rank=0``) are measured beside it, gzipped.
 The same JSON body is also compressed here with zlib levels 1 and 6 (the server uses
 rankwise/_ui/compress.py ``JSON_LEVEL``): bytes and milliseconds (median of 5) of each.
 """
@@ -100,6 +103,8 @@ def run(ctx: Any) -> dict:
                 gz, _ = _get(server.port, path, True)
                 gz_s = min(_get(server.port, path, True)[1] for _ in range(REPEAT))
                 assert gzip.decompress(gz) == plain
+                exact, _ = _get(server.port, path + "&digits=0", True)
+                one, _ = _get(server.port, path.replace("&ranks=1", "&rank=0"), True)
                 levels = {}
                 for level in (1, 6):
                     times = []
@@ -111,6 +116,8 @@ def run(ctx: Any) -> dict:
                 out["widths"][width] = {
                     "plain_bytes": len(plain),
                     "gzip_bytes": len(gz),
+                    "exact_gzip_bytes": len(exact),
+                    "one_rank_gzip_bytes": len(one),
                     "plain_request_ms": plain_s * 1000,
                     "gzip_request_ms": gz_s * 1000,
                     "zlib": levels,
@@ -132,6 +139,13 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
                 f"{kb(w['gzip_bytes'])} gzipped",
                 f"{kb(w['plain_bytes'])} plain; request {w['gzip_request_ms']:.1f} ms gzipped, "
                 f"{w['plain_request_ms']:.1f} ms plain (loopback, best of {REPEAT})",
+            )
+        )
+        out.append(
+            (
+                f"  same, full precision (digits=0) / one rank (rank=0) at {width} px",
+                f"{kb(w['exact_gzip_bytes'])} / {kb(w['one_rank_gzip_bytes'])}",
+                "gzipped",
             )
         )
         z1, z6 = w["zlib"][1], w["zlib"][6]

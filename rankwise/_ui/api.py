@@ -177,7 +177,11 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects"), projects, ()),
     (("api", "projects", "*", "groups"), groups, ()),
     (("api", "projects", "*", "groups", "*"), group, ()),
-    (("api", "projects", "*", "groups", "*", "series"), series, ("key", "x", "start", "end", "width", "ranks")),
+    (
+        ("api", "projects", "*", "groups", "*", "series"),
+        series,
+        ("key", "x", "start", "end", "width", "ranks", "rank", "digits"),
+    ),
     (("api", "projects", "*", "groups", "*", "stragglers"), stragglers, ("key", "start", "end", "width")),
     (("api", "projects", "*", "groups", "*", "media"), media, ("key", "step", "rank", "steps")),
     (("api", "projects", "*", "groups", "*", "histograms"), histograms, ("key", "rank", "start", "end", "width")),

@@ -201,3 +201,35 @@ def bucket_means(x: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.nda
     with np.errstate(invalid="ignore", divide="ignore"):
         out[seg.bucket] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     return out
+
+
+def significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (0: as they are), so that JSON writes each in at most
+    that many: per-rank lines of a chart (docs/ui.md) whose readout shows five. Each rounded value is the double
+    nearest to a decimal of ``digits`` digits (the power of ten divides or multiplies exactly), which Python's
+    shortest repr then prints as that decimal; magnitudes whose power of ten is not an exact double go through
+    Python's formatting. Zeros, non-finite values and values that would round past the largest double stay as
+    they are."""
+    a = np.asarray(values, np.float64)
+    if digits <= 0 or not len(a):
+        return a
+    out = a.copy()
+    ok = np.isfinite(a) & (a != 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = digits - 1 - np.floor(np.log10(np.abs(np.where(ok, a, 1.0)))).astype(np.int64)
+    # log10 may land on the wrong side of a power of ten: one digit more or fewer than asked for
+    k[ok & (np.abs(np.where(ok, a, 1.0)) * 10.0 ** np.clip(k, -300, 300) >= 10.0**digits)] -= 1
+    # 10**22 is the largest power of ten a double holds exactly; past 12 digits the product a * 10**k (rounded
+    # to 16) could round a near-tie the other way: those are formatted one by one (rare: tiny or huge values)
+    exact = (np.abs(k) <= 22) & (digits <= 12)
+    for i in np.flatnonzero(ok & ~exact):
+        out[i] = float(f"{a[i]:.{digits}g}")
+    ok &= exact
+    up, down = ok & (k >= 0), ok & (k < 0)
+    p_up = 10.0 ** k[up]
+    out[up] = np.round(a[up] * p_up) / p_up
+    p_down = 10.0 ** (-k[down])
+    out[down] = np.round(a[down] / p_down) * p_down
+    over = ~np.isfinite(out) & np.isfinite(a)  # rounded up past the largest double: kept as it was
+    out[over] = a[over]
+    return out

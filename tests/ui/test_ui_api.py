@@ -132,8 +132,9 @@ def test_series_at_full_resolution_equals_the_group_rows(server, api, key):
 
 
 def test_series_per_rank_values_equal_each_runs_history(server, api):
-    """With ranks=1 every run's own values come on the same x grid (one list per rank, by rank)."""
-    status, s = get(server, f"{base()}/series?key=val.acc&width=1000&ranks=1")
+    """With ranks=1 every run's own values come on the same x grid (one list per rank, by rank); with digits=0
+    exactly as stored."""
+    status, s = get(server, f"{base()}/series?key=val.acc&width=1000&ranks=1&digits=0")
     assert status == 200
     g = api.group("ui", "job-ui")
     assert [r["rank"] for r in s["ranks"]] == list(range(WORLD))
@@ -154,7 +155,7 @@ def test_series_reduced_to_buckets_keeps_every_extreme(server, api):
     """400 steps at width 16: each non-empty bucket gives two rows at its first and last step; the mean's
     lowest and highest value in the order they occur; the band's lowest min and highest max. So the
     one-step spike of rank 2 is in the band and in rank 2's line."""
-    status, s = get(server, f"{base()}/series?key=loss&width=16&ranks=1")
+    status, s = get(server, f"{base()}/series?key=loss&width=16&ranks=1&digits=0")
     assert status == 200 and s["resolution"] == "minmax" and s["buckets"] == 16
     g = api.group("ui", "job-ui")
     h = g.history("loss")

@@ -53,20 +53,21 @@ def _series(server, key: str, **params) -> dict:
 
 def test_detail_lists_step_metrics_and_series_pairs_exactly(store):
     """Detail: step_metrics = [{key: train/global_step, for: [eval/*, train/*]}]. series x=metric:... gives the
-    group mean of train/loss at x = the global step of the same row, every rank's own values on those x,
+    group mean of train/loss at x = the global step of the same row, every rank's own values on those x (digits=0:
+    as stored),
     and eval/acc at the global step logged before it (step_sync); x=step is unchanged."""
     with served(store) as server:
         status, detail = get(server, "/api/projects/sm/groups/hf")
         assert status == 200
         assert detail["step_metrics"] == [{"key": "train/global_step", "for": ["eval/*", "train/*"]}]
-        s = _series(server, "train/loss", x="metric:train/global_step", width=0, ranks=1)
+        s = _series(server, "train/loss", x="metric:train/global_step", width=0, ranks=1, digits=0)
         assert s["axis"] == "metric:train/global_step" and s["x_key"] == "train/global_step"
         assert s["x"] == GSTEP
         assert s["mean"] == [(LOSS[0][i] + LOSS[1][i]) / 2 for i in range(STEPS)]
         assert s["min"] == LOSS[0] and s["max"] == LOSS[1]
         assert [r["rank"] for r in s["ranks"]] == [0, 1]
         assert [r["values"] for r in s["ranks"]] == [LOSS[0], LOSS[1]]
-        acc = _series(server, "eval/acc", x="metric:train/global_step", width=0, ranks=1)
+        acc = _series(server, "eval/acc", x="metric:train/global_step", width=0, ranks=1, digits=0)
         assert acc["x"] == [g for g, _ in ACC[0]]
         assert [r["values"] for r in acc["ranks"]] == [[a for _, a in ACC[r]] for r in range(WORLD)]
         red = _series(server, "train/loss", x="metric:train/global_step", width=4)  # 30 points > 2 per bucket

@@ -92,6 +92,9 @@ export class KeyChart {
     return (this.info.points || 0) * lines <= SMOOTH_FULL;
   }
 
+  // the series endpoint's query (docs/ui.md); a chart of one rank (rank.js) asks for that rank's line only
+  seriesParams(params) { return params; }
+
   width() { return Math.max(100, Math.min(4000, Math.round(this.plot.clientWidth || 400))); }
 
   async load() {
@@ -103,7 +106,7 @@ export class KeyChart {
     if (s.smooth && this.exactSmoothing()) params.width = 0; // 0: every point (the server does not bucket)
     let data;
     try {
-      data = await get(groupPath(this.page.project, this.page.group, "series"), params);
+      data = await get(groupPath(this.page.project, this.page.group, "series"), this.seriesParams(params));
     } catch (err) {
       if (seq === this.seq) this.readout.textContent = `error: ${err.message}`;
       return;

@@ -1,7 +1,7 @@
 // The rank page /g/<project>/<group>/rank/<r> (GET .../ranks/<r>, rankwise/_ui/rank.py): one rank's header (run
 // name, node, pid, state, exit code, steps, runtime), why it failed (exception type and message, the traceback
 // folded), its alerts, one chart per numeric key it logged (its own line over the group's min–max band and mean:
-// the series endpoint with ranks=1 drawn by chart.js, the other ranks dropped), its media (media.js and hist.js
+// the series endpoint with rank=R drawn by chart.js), its media (media.js and hist.js
 // panels with the rank chosen), its system samples (system.js cards), its summary and config. While the group
 // runs, the group's event stream says when the agent committed something: header and visible charts follow.
 import { get, groupPath, events } from "./api.js";
@@ -20,9 +20,12 @@ export function rankHref(project, group, rank) {
 
 // one key: the series endpoint's group band and mean with this rank's line only
 class RankChart extends KeyChart {
+  seriesParams(params) {
+    const { ranks, ...rest } = params; // rank=R: the server sends this rank's line alone (not every rank's)
+    return { ...rest, rank: this.page.rank };
+  }
+
   render() {
-    const d = this.data;
-    if (d && d.ranks) d.ranks = d.ranks.filter((r) => r.rank === this.page.rank);
     super.render();
     if (this.data) this.card.dataset.mine = String((this.data.ranks || []).length);
   }
