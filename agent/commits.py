@@ -29,9 +29,29 @@ class Commits:
         self.ingest = ingest
         self.backoff = Backoff(ingest.clock)  # after a failed commit the next try waits (no busy loop)
         self._unsent_acks: dict[str, tuple[bytes, int]] = {}  # committed, held back a few ticks (release_acks)
+        self._waiting_since: float | None = None  # when the next commit got its first content (store batching)
 
     def __repr__(self) -> str:
         return f"<Commits {self.backoff!r} unsent_acks={len(self._unsent_acks)}>"
+
+    def due(self) -> bool:
+        """Whether the next commit is to be written now (the ingest's clock): it has content, no failure asks to back off, and
+        the store takes commits as they come, or its batch is full (``Store.batch_points``), its oldest content
+        waited ``Store.batch_wait_s``, or it ends a run (whose finish() waits for the ACK)."""
+        nc = self.ingest.next_commit
+        if not nc or not self.backoff.due():
+            return False
+        store = self.ingest.store
+        if not store.batch_wait_s and not store.batch_points:
+            return True
+        now = self.ingest.clock()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return (
+            now - self._waiting_since >= store.batch_wait_s
+            or (store.batch_points > 0 and nc.points >= store.batch_points)
+            or any(r.state != "running" for r in nc.runs.values())
+        )
 
     def commit(self, now: float, force: bool = False) -> list[Reply]:
         """Have the sink write the next commit (one transaction, one spool record); return the ACKs that are
@@ -42,7 +62,7 @@ class Commits:
             for cause, n in ingest.media.take_skipped().items():
                 nc.drops[cause] = nc.drops.get(cause, 0) + n
                 ingest.counters.drop(cause, n)
-        if not nc or (not force and not self.backoff.due()):
+        if not nc or (not force and not self.due()):
             return self.release_acks()
         try:
             written = ingest.sink.write(nc, now)
@@ -71,6 +91,7 @@ class Commits:
             part.committed(nc)
         ingest.alerts.committed(nc)
         nc.clear()
+        self._waiting_since = None
         return self.release_acks()
 
     def release_acks(self) -> list[Reply]:

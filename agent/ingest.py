@@ -353,8 +353,9 @@ class Ingest:
     # ------------------------------------------------------------ commit
 
     def commit_due(self) -> bool:
-        """Something waits to be committed and no failed commit asks us to back off."""
-        return bool(self.next_commit) and self.commits.backoff.due()
+        """Something waits to be committed now: no failed commit asks us to back off, and the store's batch is
+        ready (agent/commits.py ``Commits.due``)."""
+        return self.commits.due()
 
     def commit(self, now: float | None = None, force: bool = False) -> list[Reply]:
         """Have the sink write the next commit; return the ACKs that are now true (agent/commits.py)."""

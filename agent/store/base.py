@@ -140,6 +140,13 @@ class Txn(abc.ABC):
 class Store(abc.ABC):
     """Write side, owned by one agent process."""
 
+    # An engine that wants few large inserts (ClickHouse: every INSERT is a part to merge) sets these: the agent
+    # then writes the next commit once it holds ``batch_points`` points, its oldest content waited
+    # ``batch_wait_s``, a run ended (its finish() waits for the ACK), or the uncommitted-bytes budget is reached;
+    # not on every loop turn (agent/commits.py ``Commits.due``). 0: every turn (SQLite, memory).
+    batch_points: int = 0
+    batch_wait_s: float = 0.0
+
     @abc.abstractmethod
     def register(
         self, project: str, group: str, world_size: int, run: dict[str, Any], now: float
