@@ -52,6 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"uncommitted batches peaked at {byte_size(reply.get('pending_bytes_max', 0))}"
         )
     _print_store_state(reply)
+    _print_system(reply)
     malformed = reply.get("malformed", {})
     drops = reply.get("drops", {})
     say("malformed frames: " + (", ".join(f"{v} {k}" for k, v in malformed.items()) or "0"))
@@ -87,6 +88,20 @@ def _print_store_state(reply: dict) -> None:
             f"STORE LOST at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(loss['at']))}: {loss['why']} "
             f"({where}); a fresh store was started"
         )
+
+
+def _print_system(reply: dict) -> None:
+    """The system sampler (agent/system/sampler.py ``status``): cadence, samples, its own CPU cost, GPUs."""
+    sy = reply.get("system")
+    if not sy:  # a root, or an agent with RANKWISE_SYSTEM_INTERVAL=0
+        return
+    per = sy.get("cpu_s_per_sample")
+    cost = f", {per * 1000:.1f} ms CPU a sample" if per is not None else ""
+    failed = f", {sy['failures']} failed" if sy.get("failures") else ""
+    say(
+        f"system sampler: every {sy['interval_s']:g} s, {sy['samples']} samples ({sy['rows']} rows){cost}{failed}; "
+        f"GPUs: {sy['gpu']}"
+    )
 
 
 def _print_links(reply: dict) -> None:

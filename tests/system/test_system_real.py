@@ -4,11 +4,13 @@ every 0.2 s, the SQLite store, and the public views (``RunView.system``, ``Group
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import rankwise
-from support.probes import wait_for
+from support.probes import cli, wait_for
 from support.processes import start_ranks, wait_all
 
 CHILD_MB = 160
@@ -68,14 +70,23 @@ def test_every_rank_has_system_rows_with_its_childs_memory(rankwise_env, monkeyp
     rows whose proc.rss_bytes and proc.uss_bytes (the first sample's, then every 5 s) include the child's
     memory (>= CHILD_MB MB), whose
     proc.children counts it, with proc.cpu_percent from the second sample on; the node's host rows are in
-    Group.system(); Group.system_history reduces a rank metric over the ranks exactly as numpy does."""
+    Group.system(); Group.system_history reduces a rank metric over the ranks exactly as numpy does; `rankwise
+    status` prints the sampler's line."""
     monkeypatch.setenv("RANKWISE_SYSTEM_INTERVAL", "0.2")
     stop = tmp_path / "stop"
     procs = start_ranks(rankwise_env, SCRIPT % {"mb": CHILD_MB}, world, "job-sys", RW_STOP=str(stop))
     try:
         group = wait_for(lambda: _ranks_sampled("job-sys", world), 120, "system rows of every rank")
+        shown = cli(rankwise_env, "status")
     finally:
         stop.touch()
+    # the sampler's line in `rankwise status` (its JSON has the same numbers under "system")
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("system sampler: "))
+    m = re.fullmatch(
+        r"system sampler: every 0\.2 s, (\d+) samples \((\d+) rows\), [\d.]+ ms CPU a sample; GPUs: .+", line
+    )
+    assert m and int(m[1]) >= 2 and int(m[2]) >= 2 * int(m[1]), line  # a sample: a rank row or more, a host row
     results = wait_all(procs, 120)
     for rank, (code, out, err) in enumerate(results):
         assert code == 0, f"rank {rank} exited {code}\n{out}\n{err}"
