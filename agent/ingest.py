@@ -79,7 +79,7 @@ class Ingest:
         self.sink = StoreSink() if sink is None else sink
         self.parts: list[Part] = []  # plugged in beside the sink (a root's record applier: agent/root.py)
         self.alerts = AlertBook(self)  # what detectors (parts) raise, into the next commit (agent/alerts/book.py)
-        self.registry = Registry(store, self.sink.group_class, self.pids, self.applier, self._local)
+        self.registry = Registry(store, self.sink.group_class, self.pids, self.applier, self.is_local)
         # the registry's (cleared in place when the store is lost, never replaced)
         self.runs, self.groups, self.writers = self.registry.runs, self.registry.groups, self.registry.writers
         self.started = time.time()
@@ -305,7 +305,7 @@ class Ingest:
         if mono >= self._next_liveness:
             self._next_liveness = mono + self.cfg.liveness_interval_s
             for run in list(self.runs.values()):
-                if run.running and self._local(run) and not self.pids(run.record.pid):
+                if run.running and self.is_local(run) and not self.pids(run.record.pid):
                     self.crash(run, now, f"pid {run.record.pid} is gone")
         seal_groups(self.groups.values(), now, self.cfg, self.next_commit, SEAL_KEYS_PER_TICK)
         if self.hellos.parked:
@@ -318,7 +318,7 @@ class Ingest:
         """Sliced work waits (a wide batch, a seal of many keys): the loop turns again without waiting."""
         return bool(self.backlog) or any(g.sealing is not None for g in self.groups.values())
 
-    def _local(self, run: RunState) -> bool:
+    def is_local(self, run: RunState) -> bool:
         """A run whose process runs on this machine (its pid can be checked here)."""
         return self.sink.every_run_local or (run.via is None and run.record.node == self.node)
 

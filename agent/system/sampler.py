@@ -89,7 +89,7 @@ class SystemSampler(Part):
 
     def _local_runs(self) -> list[RunState]:
         ing = self.ingest
-        return [r for r in ing.runs.values() if r.running and ing._local(r)]
+        return [r for r in ing.runs.values() if r.running and ing.is_local(r)]
 
     def sample(self, now: float, mono: float) -> int:
         """One sample of every live local rank and the host into the next commit; returns the ranks sampled."""

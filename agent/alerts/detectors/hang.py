@@ -152,7 +152,7 @@ class HangDetector(Detector):
             details={"silent_s": round(silent, 3), "hang_after_s": after, "pid": r.pid, "node": r.node},
             token=str(step),
         )
-        if not self.ingest._local(run):
+        if not self.ingest.is_local(run):
             self.raise_alert(_with(alert, {"py_spy": f"rank runs on another machine ({r.node}): no stack here"}))
             return
         self.dumping.append((self.spy.start(r.pid), alert))
