@@ -136,6 +136,12 @@ def group(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     from rankwise._step_metric import step_metrics
 
     out["step_metrics"] = [{"key": m, "for": names} for m, names in step_metrics(r.meta for r in runs).items()]
+    # per key, the step metric its define_metric names (when that metric is logged): the page's default x for it
+    from rankwise._step_metric import step_metric_of
+
+    for k in out["keys"]:
+        m = next(filter(None, (step_metric_of(r.meta, k["key"]) for r in runs)), None)
+        k["step_metric"] = m if m in stats and m != k["key"] else None
     out["runs"] = [run_json(r) for r in runs]
     out["config"] = config_diff([r.config for r in runs])
     return out

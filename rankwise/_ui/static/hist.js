@@ -4,6 +4,7 @@
 // pixels, chosen evenly among the logged steps; zooming on the step axis narrows the range.
 import { get, groupPath } from "./api.js";
 import { el, num } from "./fmt.js";
+import { stepRange } from "./viewstate.js";
 
 const STOPS = [[255, 255, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
 function color(t) {
@@ -56,8 +57,8 @@ export class HistogramPanel {
     this.stale = false;
     this.fillRanks();
     const params = { key: this.key, rank: this.rank.value, width: Math.max(10, Math.min(2000, Math.floor((this.width() - M.l - M.r) / 2))) };
-    const r = this.page.state.range;
-    if (r && this.page.state.axis === "step") { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
+    const r = stepRange(this.page.state);
+    if (r) { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
     this.card.dataset.state = "loading";
     let data;
     try {

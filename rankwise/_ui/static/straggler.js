@@ -4,6 +4,7 @@
 // step ticks and a hover readout; on a tall map every k-th rank keeps a label; grey cells are explained.
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
+import { stepRange } from "./viewstate.js";
 
 // viridis, 9 stops
 const STOPS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129],
@@ -57,8 +58,8 @@ export class StragglerPanel {
   async load() {
     const seq = ++this.seq;
     const params = { key: this.metric.value, width: Math.max(20, Math.min(600, Math.round((this.root.clientWidth || 600) / 3))) };
-    const r = this.page.state.range;
-    if (r && this.page.state.axis === "step") { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
+    const r = stepRange(this.page.state);
+    if (r) { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
     let data;
     try {
       data = await get(groupPath(this.page.project, this.page.group, "stragglers"), params);
