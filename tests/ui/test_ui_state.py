@@ -309,14 +309,14 @@ def test_malformed_url_values_fall_back_to_defaults(page, server):
     wait_ready(page)
     state = page.evaluate("() => window.rw.page.state")
     assert {k: state[k] for k in ("axis", "smooth", "range", "pick", "log", "sview")} == {
-        "axis": "step",
+        "axis": "auto",
         "smooth": 0,
         "range": None,
         "pick": "",
         "log": True,
         "sview": "heatmap",
     }
-    assert page.evaluate("() => [axis.value, smooth.value, log.checked]") == ["step", "0", True]
+    assert page.evaluate("() => [axis.value, smooth.value, log.checked]") == ["auto", "0", True]
     page.check("#ranks")
     assert query(page) == {"log": "1", "lines": "1"}
     assert page.errors == []

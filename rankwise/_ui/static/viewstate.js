@@ -94,3 +94,30 @@ export function rangeAxis(state) {
 export function stepRange(state) {
   return state.range && rangeAxis(state) === "step" ? state.range : null;
 }
+
+// ---- the compare page's view (/compare?g=…&x=rel&log=1&smooth=0.6&filter=loss); its g= are kept as they are
+
+export const COMPARE_DEFAULTS = Object.freeze({ filter: "", axis: "step", log: false, smooth: 0 });
+const COMPARE_AXES = /^(step|rel|time)$/;
+
+export function readCompare(search) {
+  const q = new URLSearchParams(search);
+  const s = { ...COMPARE_DEFAULTS };
+  if (q.has("filter")) s.filter = q.get("filter");
+  if (COMPARE_AXES.test(q.get("x") || "")) s.axis = q.get("x");
+  s.log = q.get("log") === "1";
+  const sm = Number(q.get("smooth"));
+  if (finite(q.get("smooth")) && sm >= 0 && sm <= 0.99) s.smooth = sm;
+  return s;
+}
+
+export function writeCompare(state, search = "") {
+  const q = new URLSearchParams(search);
+  for (const k of ["filter", "x", "log", "smooth", "token"]) q.delete(k);
+  if (state.filter) q.set("filter", state.filter);
+  if (state.axis !== COMPARE_DEFAULTS.axis) q.set("x", state.axis);
+  if (state.log) q.set("log", "1");
+  if (state.smooth) q.set("smooth", String(state.smooth));
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}
