@@ -87,7 +87,10 @@ def test_alerts_endpoint_returns_the_stored_alerts_exactly(server, health):
     assert status == 404 and "nope" in body["error"]
     status, body = get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/alerts?rank=1")
     assert status == 400 and "rank" in body["error"]
-    assert "/api/projects/{project}/groups/{group}/alerts[?x=step|time|rel|metric:M]" in get(server, "/api")[1]["endpoints"]
+    assert (
+        "/api/projects/{project}/groups/{group}/alerts[?x=step|time|rel|metric:M]"
+        in get(server, "/api")[1]["endpoints"]
+    )
 
 
 def test_a_group_without_alerts_has_an_empty_list(tmp_path):
