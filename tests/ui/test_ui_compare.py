@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from support.uihelp import artifact, get, health_values, log_group, own_env, served, watch_errors, write_health_group
+from support.uihelp import artifact, get, health_values, log_group, own_env, served, write_health_group
 
 WORLD, STEPS, PROJECT = 3, 120, "cmp"
 LRS = {"lr-a": 0.1, "lr-b": 0.01}
@@ -40,24 +40,10 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def api(store):
     a = rankwise.Api(store)
     yield a
     a.close()
-
-
-@pytest.fixture
-def page(browser):
-    p = browser.new_page(viewport={"width": 1400, "height": 1000})
-    p.errors = watch_errors(p)
-    yield p
-    p.close()
 
 
 def raw(api, group: str, key: str) -> np.ndarray:

@@ -59,14 +59,6 @@ def big_server(store):
         yield s
 
 
-@pytest.fixture
-def page(browser):
-    p = browser.new_page(viewport={"width": 1400, "height": 1000})
-    p.errors = watch_errors(p)
-    yield p
-    p.close()
-
-
 def wait_ready(page) -> None:
     page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
 
