@@ -3,7 +3,8 @@
 // the agent committed something, and the visible charts are fetched again (charts off screen when scrolled to).
 // Keys whose values are media get a media panel (media.js; histograms: hist.js) below the charts. Alerts
 // (alerts.js): a banner under the summary, markers on charts, badges in the runs table; a "System" section
-// (system.js) when the agent sampled system metrics.
+// (system.js) when the agent sampled system metrics. Charts are GroupCharts (groupchart.js): with no x= in the
+// URL each key is drawn against its define_metric step_metric, and alert markers follow every x axis.
 import { get, early, events, groupPath } from "./api.js";
 import { el, num, duration, when, states, badge } from "./fmt.js";
 import { GroupChart } from "./groupchart.js";
