@@ -142,6 +142,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             TARGETS["system_sampler_percent_of_core"],
             "%",
         )
+    fc = results.get("ui_first_chart", {})
+    if fc.get("modes") and fc.get("ranks") == 64:  # the full run's group (quick: 16 ranks)
+        for mode, label in (("mean_band", "mean and band"), ("per_rank_lines", "per-rank lines")):
+            add(
+                f"UI first chart ≤ 1.5 s, 64 ranks x 3k steps, {label}",
+                fc["modes"][mode]["first_chart_ms"],
+                TARGETS["ui_first_chart_ms"],
+                "ms",
+            )
     return checks
 
 

@@ -35,7 +35,13 @@ def alert_count(data: UIData, group_id: int) -> int:
 
 
 def alerts(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
-    """``{"alerts": [...], "kinds": {kind: n}}``: every stored alert of the group, oldest first."""
+    """``{"alerts": [...], "kinds": {kind: n}}``: every stored alert of the group, oldest first; with ``x=A``
+    each alert also has ``x``, its step's x on the chart axis A (:mod:`rankwise._ui.alertx`)."""
     g = data.group(project, name)
     out = stored_alerts(data, g.id)
+    axis = p.str("x")
+    if axis:
+        from rankwise._ui.alertx import with_x
+
+        out = with_x(data, g, out, axis)
     return {"alerts": out, "kinds": dict(sorted(Counter(a["kind"] for a in out).items()))}

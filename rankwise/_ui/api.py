@@ -136,6 +136,12 @@ def group(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:
     from rankwise._step_metric import step_metrics
 
     out["step_metrics"] = [{"key": m, "for": names} for m, names in step_metrics(r.meta for r in runs).items()]
+    # per key, the step metric its define_metric names (when that metric is logged): the page's default x for it
+    from rankwise._step_metric import step_metric_of
+
+    for k in out["keys"]:
+        m = next(filter(None, (step_metric_of(r.meta, k["key"]) for r in runs)), None)
+        k["step_metric"] = m if m in stats and m != k["key"] else None
     out["runs"] = [run_json(r) for r in runs]
     out["config"] = config_diff([r.config for r in runs])
     return out
@@ -160,7 +166,7 @@ def index(data: UIData, p: Params) -> dict[str, Any]:
             "/api/projects/{project}/groups/{group}/stragglers[?key=_timestamp][&start=][&end=][&width=200]",
             "/api/projects/{project}/groups/{group}/media?key=K[&step=][&rank=][&steps=1|0]",
             "/api/projects/{project}/groups/{group}/histograms?key=K[&rank=merged|R][&start=][&end=][&width=200]",
-            "/api/projects/{project}/groups/{group}/alerts",
+            "/api/projects/{project}/groups/{group}/alerts[?x=step|time|rel|metric:M]",
             "/api/projects/{project}/groups/{group}/system[?width=400]",
             "/api/projects/{project}/groups/{group}/ranks/{rank}[?width=400]",
             "/media/{ab}/{sha256}.{ext} (the media files)",
@@ -185,7 +191,7 @@ ROUTES: list[tuple[tuple[str, ...], Callable[..., Any], tuple[str, ...]]] = [
     (("api", "projects", "*", "groups", "*", "stragglers"), stragglers, ("key", "start", "end", "width")),
     (("api", "projects", "*", "groups", "*", "media"), media, ("key", "step", "rank", "steps")),
     (("api", "projects", "*", "groups", "*", "histograms"), histograms, ("key", "rank", "start", "end", "width")),
-    (("api", "projects", "*", "groups", "*", "alerts"), alerts, ()),
+    (("api", "projects", "*", "groups", "*", "alerts"), alerts, ("x",)),
     (("api", "projects", "*", "groups", "*", "system"), system, ("width",)),
     (("api", "projects", "*", "groups", "*", "ranks", "*"), partial(rank, run_json=run_json), ("width",)),
     (("api", "projects", "*", "table"), project_table, ("metrics",)),

@@ -92,13 +92,14 @@ def test_projects_and_groups_summarise_the_store(server, api):
 
 def test_group_detail_has_keys_runs_and_config_diff(server, api):
     """The group page's data: numeric keys with their number of group rows, every run with state, exit
-    code, summary and config, and the config split into keys equal everywhere and keys that differ."""
+    code, summary and config, and the config split into keys equal everywhere and keys that differ; no key
+    has a step metric (define_metric(k, step_metric=M): tests/ui/test_ui_step_metric.py)."""
     status, d = get(server, base())
     assert status == 200
     assert d["keys"] == [
-        {"key": "acc", "points": STEPS, "first": 0, "last": STEPS - 1},
-        {"key": "loss", "points": STEPS, "first": 0, "last": STEPS - 1},
-        {"key": "val.acc", "points": STEPS // 10, "first": 0, "last": STEPS - 10},
+        {"key": "acc", "points": STEPS, "first": 0, "last": STEPS - 1, "step_metric": None},
+        {"key": "loss", "points": STEPS, "first": 0, "last": STEPS - 1, "step_metric": None},
+        {"key": "val.acc", "points": STEPS // 10, "first": 0, "last": STEPS - 10, "step_metric": None},
     ]
     runs = api.group("ui", "job-ui").runs
     assert [r["rank"] for r in d["runs"]] == [0, 1, 2, 3]

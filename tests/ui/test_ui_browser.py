@@ -9,7 +9,7 @@ import pytest
 
 import rankwise
 from support.processes import start_ranks, wait_all
-from support.uihelp import artifact, log_group, own_env, page_url, served, wait_group, watch_errors
+from support.uihelp import artifact, log_group, own_env, page_url, served, wait_group
 
 WORLD, STEPS, SLOW_RANK = 4, 300, 3
 SCRIPT = """
@@ -39,20 +39,6 @@ def store():
     with own_env() as env:
         log_group(env, SCRIPT, WORLD, "job-web")
         yield env.store
-
-
-@pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
-@pytest.fixture
-def page(browser):
-    p = browser.new_page(viewport={"width": 1400, "height": 1000})
-    p.errors = watch_errors(p)
-    yield p
-    p.close()
 
 
 @pytest.fixture

@@ -34,12 +34,6 @@ def store():
         yield env.store
 
 
-@pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
 @pytest.fixture
 def page(browser):
     p = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rankwise
-from support.uihelp import artifact, get, health_values, log_group, own_env, served, watch_errors, write_health_group
+from support.uihelp import artifact, get, health_values, log_group, own_env, served, write_health_group
 
 WORLD, STEPS, PROJECT = 3, 120, "cmp"
 LRS = {"lr-a": 0.1, "lr-b": 0.01}
@@ -40,24 +40,10 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def api(store):
     a = rankwise.Api(store)
     yield a
     a.close()
-
-
-@pytest.fixture
-def page(browser):
-    p = browser.new_page(viewport={"width": 1400, "height": 1000})
-    p.errors = watch_errors(p)
-    yield p
-    p.close()
 
 
 def raw(api, group: str, key: str) -> np.ndarray:
@@ -230,3 +216,126 @@ def test_compare_page_names_an_unknown_group_and_shows_the_others(page, server, 
     assert c["series"] == 3 and c["groups"] == ["cmp/lr-a"]
     page.screenshot(path=artifact("ui-compare-missing.png"), full_page=True)
     assert [e for e in page.errors if "404" not in e] == []
+
+
+def ema(values: list[float], alpha: float) -> list[float]:
+    """chart.js ``smooth``: the debiased exponential moving average (TensorBoard's)."""
+    out, last = [], 0.0
+    for n, v in enumerate(values, 1):
+        last = last * alpha + (1 - alpha) * v
+        out.append(last / (1 - alpha**n))
+    return out
+
+
+COMPARE_DRAWN = """([key]) => { const c = window.rw.compare.charts.get(key); if (!c || !c.u) return null;
+  return {x: Array.from(c.u.data[0]), means: c.meanCol.map(i => Array.from(c.u.data[i])), distr: c.u.scales.y.distr,
+          time: c.u.scales.x.time, series: c.u.series.length - 1} }"""
+
+
+def test_compare_controls_go_into_the_url_and_come_back_on_reload(page, server, api):
+    """On /compare: relative time as x (each group's series x=rel: seconds since its own start), log y and
+    smoothing 0.6 (the debiased EMA of each group's mean over every point, raw means faded beneath) and the
+    keys filter are written into the URL next to the g= parameters; the reloaded URL shows the same controls
+    and the same drawing."""
+    open_path(page, server, f"/compare?g={PROJECT}/lr-a&g={PROJECT}/lr-b")
+    page.evaluate("() => { window.rw.compareRenders = 0; }")
+    page.select_option("#compare-axis", "rel")
+    page.wait_for_function("() => window.rw.compareRenders >= 2", timeout=30_000)  # both charts fetched again
+    page.check("#compare-log")
+    page.locator("#compare-smooth").fill("0.6")
+    page.fill("#compare-filter", "loss")
+    page.wait_for_function("() => window.rw.compareRenders >= 4", timeout=30_000)  # smoothing on: every point
+    q = page.evaluate("() => Object.fromEntries(new URLSearchParams(location.search))")
+    assert {k: v for k, v in q.items() if k != "g"} == {"x": "rel", "log": "1", "smooth": "0.6", "filter": "loss"}
+    assert page.evaluate("() => new URLSearchParams(location.search).getAll('g')") == ["cmp/lr-a", "cmp/lr-b"]
+
+    def expected() -> tuple[list[float], list[list[float | None]]]:
+        per = {}
+        for name in LRS:
+            status, d = get(server, f"/api/projects/{PROJECT}/groups/{name}/series?key=loss&x=rel&width=0")
+            assert status == 200 and d["axis"] == "rel"
+            per[name] = dict(zip(d["x"], ema(d["mean"], 0.6)))
+        xs = sorted(set(per["lr-a"]) | set(per["lr-b"]))
+        return xs, [[per[name].get(x) for x in xs] for name in LRS]
+
+    xs, means = expected()
+    for attempt in ("before", "after reload"):
+        c = page.evaluate(COMPARE_DRAWN, ["loss"])
+        assert c["x"] == xs, attempt
+        for got, want in zip(c["means"], means):
+            assert [v is None for v in got] == [v is None for v in want], attempt  # each group's gaps
+            assert [v for v in got if v is not None] == pytest.approx([v for v in want if v is not None], rel=1e-9)
+        assert c["distr"] == 3 and c["time"] is False and c["series"] == 8  # per group: min, max, raw, mean
+        assert page.locator('.ccard[data-key="acc"]').is_hidden()
+        if attempt == "before":
+            page.screenshot(path=artifact("ui-compare-controls.png"), full_page=True)
+            page.reload()
+            page.wait_for_function("window.rw && window.rw.ready && window.rw.compare", timeout=30_000)
+            controls = page.evaluate(
+                """() => [document.querySelector('#compare-axis').value, document.querySelector('#compare-log').checked,
+                document.querySelector('#compare-smooth').value, document.querySelector('#compare-filter').value]"""
+            )
+            assert controls == ["rel", True, "0.6", "loss"]
+    assert page.errors == []
+
+
+def _append_steps(path, project: str, group: str, lo: int, hi: int) -> None:
+    """Commit steps [lo, hi) of loss and acc for every rank of a running group as the agent would (history,
+    group rows by the agent's reducers, the runs' step and the group's updated time)."""
+    import time
+
+    from agent.store.sqlite import SQLiteStore
+    from grouping import finalize, reduce_points
+
+    store = SQLiteStore(path)
+    try:
+        reader = store.reader()
+        g = reader.group(project, group)
+        runs = reader.runs(g.id)
+        s = np.arange(lo, hi, dtype=np.int64)
+        with store.transaction() as txn:
+            for r in runs:
+                txn.add_history(r.id, "_timestamp", s, 1.7e9 + s / 64, False)
+                for key in ("loss", "acc"):
+                    txn.add_history(r.id, key, s, np.full(len(s), 0.5 + r.rank), False)
+            for key in ("loss", "acc"):
+                points = reduce_points(
+                    np.tile(s, len(runs)),
+                    np.repeat(np.array([r.rank for r in runs], dtype=np.int64), len(s)),
+                    np.concatenate([np.full(len(s), 0.5 + r.rank) for r in runs]),
+                )
+                txn.add_group_rows(g.id, key, finalize(points, len(runs)), False)
+            for r in runs:
+                r.step, r.rows, r.updated = hi, hi, time.time()
+                txn.put_run(r)
+            g.updated, g.sealed_through = time.time(), hi - 1
+            txn.put_group(g)
+    finally:
+        store.close()
+
+
+def test_compare_page_follows_a_running_group(page, tmp_path):
+    """A compare page over a running group and a finished one polls while the running one runs: rows the
+    agent commits afterwards appear in the compare chart (its last x is the new last step) without a reload,
+    and the header says live."""
+    path = tmp_path / "store.sqlite"
+    write_health_group(path, "lv", "running", 2, 50, -1, 0, "running")
+    write_health_group(path, "lv", "done", 2, 50, -1, 0, "finished")
+    with served(path) as server:
+        open_path(page, server, "/compare?g=lv/running&g=lv/done")
+        assert page.evaluate(COMPARE_DRAWN, ["loss"])["x"] == list(range(50))
+        assert page.locator("#live").inner_text() == "live"
+        page.evaluate("() => { window.notReloaded = true; }")
+        _append_steps(path, "lv", "running", 50, 80)
+        page.wait_for_function("() => window.rw.compareUpdates >= 1", timeout=60_000)
+        page.wait_for_function(
+            "() => { const c = window.rw.compare.charts.get('loss'); return c.u && c.u.data[0].length === 80 }",
+            timeout=60_000,
+        )
+        c = page.evaluate(COMPARE_DRAWN, ["loss"])
+        assert c["x"] == list(range(80))
+        assert c["means"][0][50:] == [1.0] * 30  # ranks 0 and 1 logged 0.5 and 1.5
+        assert c["means"][1][50:] == [None] * 30  # the finished group has no rows there
+        assert page.evaluate("() => window.notReloaded === true")
+        page.screenshot(path=artifact("ui-compare-live.png"), full_page=True)
+    assert page.errors == []

@@ -27,12 +27,6 @@ def store(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
 def request(server, path: str, gzip_ok: bool = False, method: str = "GET") -> tuple[int, dict, bytes]:
     """(status, headers with lower-case names, raw body bytes as sent) of one request with the token."""
     headers = dict(auth(server))

@@ -60,14 +60,6 @@ def server(health):
         yield s
 
 
-@pytest.fixture
-def page(browser):
-    p = browser.new_page(viewport={"width": 1400, "height": 1000})
-    p.errors = watch_errors(p)
-    yield p
-    p.close()
-
-
 def open_group(page, server, group: str = GROUP) -> None:
     page.goto(page_url(server, PROJECT, group))
     page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
@@ -87,7 +79,10 @@ def test_alerts_endpoint_returns_the_stored_alerts_exactly(server, health):
     assert status == 404 and "nope" in body["error"]
     status, body = get(server, f"/api/projects/{PROJECT}/groups/{GROUP}/alerts?rank=1")
     assert status == 400 and "rank" in body["error"]
-    assert "/api/projects/{project}/groups/{group}/alerts" in get(server, "/api")[1]["endpoints"]
+    assert (
+        "/api/projects/{project}/groups/{group}/alerts[?x=step|time|rel|metric:M]"
+        in get(server, "/api")[1]["endpoints"]
+    )
 
 
 def test_a_group_without_alerts_has_an_empty_list(tmp_path):
@@ -127,8 +122,9 @@ def test_system_reduction_is_a_band_over_ranks_and_a_line_per_node():
     assert rss["mean"] == pytest.approx(np.nanmean(vals, axis=0).tolist())
     assert rss["min"] == np.nanmin(vals, axis=0).tolist() and rss["max"] == np.nanmax(vals, axis=0).tolist()
     assert rss["count"] == [3, 3, 3, 3, 2, 3, 3, 3, 3, 3]
-    assert out["nodes"] == [{"node": "node-0", "keys": [{"key": "host.load1", "t": rss["t"],
-                                                        "values": np.linspace(0, 1, 10).tolist()}]}]  # fmt: skip
+    assert out["nodes"] == [
+        {"node": "node-0", "keys": [{"key": "host.load1", "t": rss["t"], "values": np.linspace(0, 1, 10).tolist()}]}
+    ]
     assert out["t0"] == 1000.0
     assert reduce_system({}, {}, 10) == {"t0": None, "ranks": [], "nodes": []}
 
@@ -339,9 +335,11 @@ def test_real_job_band_continues_past_the_nan_rank(browser):
             errors = watch_errors(p)
             p.goto(page_url(server, "health", "job-real-nan"))
             p.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
-            c = p.evaluate("() => { const c = window.rw.charts.get('loss'); return {x: Array.from(c.u.data[0]), "
-                           "mean: Array.from(c.u.data[c.u.data.length - 1]), min: Array.from(c.u.data[1]), "
-                           "nc: c.data.nan_count, nr: c.data.nan_rank, first: c.card.dataset.nanFirst} }")  # fmt: skip
+            c = p.evaluate(
+                "() => { const c = window.rw.charts.get('loss'); return {x: Array.from(c.u.data[0]), "
+                "mean: Array.from(c.u.data[c.u.data.length - 1]), min: Array.from(c.u.data[1]), "
+                "nc: c.data.nan_count, nr: c.data.nan_rank, first: c.card.dataset.nanFirst} }"
+            )
             assert c["x"] == list(range(REAL_STEPS))
             assert c["mean"] == h["mean"].tolist() and all(v is not None for v in c["mean"][REAL_NAN_STEP:])
             assert c["min"] == np.nanmin(raw, axis=0).tolist()

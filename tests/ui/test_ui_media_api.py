@@ -12,7 +12,7 @@ import pytest
 
 import rankwise
 from support.processes import run_ranks
-from support.uihelp import auth, env_vars, get, own_env, served
+from support.uihelp import auth, env_vars, get, own_env
 
 WORLD, STEPS, BIG = 3, 6, 200
 # 20 kB/s with a 4 s burst: the 200×200 noise image (≈120 kB of PNG) can never fit, the small media always do
@@ -77,12 +77,6 @@ def store():
     with own_env() as env:
         run_ranks(env, SCRIPT, WORLD, "job-mui", **env_vars(env), RANKWISE_MEDIA_BYTES_PER_S=BUDGET)
         yield env.store
-
-
-@pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
 
 
 @pytest.fixture

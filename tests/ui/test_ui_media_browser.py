@@ -21,12 +21,6 @@ def store():
         yield env.store
 
 
-@pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
 @pytest.fixture
 def group(store):
     api = rankwise.Api(store)

@@ -59,14 +59,6 @@ def big_server(store):
         yield s
 
 
-@pytest.fixture
-def page(browser):
-    p = browser.new_page(viewport={"width": 1400, "height": 1000})
-    p.errors = watch_errors(p)
-    yield p
-    p.close()
-
-
 def wait_ready(page) -> None:
     page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
 
@@ -309,14 +301,14 @@ def test_malformed_url_values_fall_back_to_defaults(page, server):
     wait_ready(page)
     state = page.evaluate("() => window.rw.page.state")
     assert {k: state[k] for k in ("axis", "smooth", "range", "pick", "log", "sview")} == {
-        "axis": "step",
+        "axis": "auto",
         "smooth": 0,
         "range": None,
         "pick": "",
         "log": True,
         "sview": "heatmap",
     }
-    assert page.evaluate("() => [axis.value, smooth.value, log.checked]") == ["step", "0", True]
+    assert page.evaluate("() => [axis.value, smooth.value, log.checked]") == ["auto", "0", True]
     page.check("#ranks")
     assert query(page) == {"log": "1", "lines": "1"}
     assert page.errors == []

@@ -105,14 +105,15 @@ def test_browser_axis_selector_plots_against_the_step_metric(store):
             options = page.evaluate(
                 "() => [...document.querySelectorAll('#axis option')].map(o => [o.value, o.textContent])"
             )
-            assert options[:4] == [
+            assert options[:5] == [
+                ["auto", "default (per key)"],
                 ["step", "step"],
                 ["rel", "relative time"],
                 ["time", "wall time"],
                 ["metric:train/global_step", "train/global_step"],
             ]
             # then every other logged key (issue 14: any key as the x axis), once each
-            assert all(v == f"metric:{t}" for v, t in options[4:]) and len({v for v, _ in options}) == len(options)
+            assert all(v == f"metric:{t}" for v, t in options[5:]) and len({v for v, _ in options}) == len(options)
             page.select_option("#axis", "metric:train/global_step")
             page.wait_for_function(
                 "([k]) => { const c = window.rw.charts.get(k); return c && c.data && c.data.axis.startsWith('metric:') }",
@@ -129,6 +130,81 @@ def test_browser_axis_selector_plots_against_the_step_metric(store):
                 timeout=30_000,
             )
             assert page.evaluate(CHART, ["eval/acc"])["x"] == [g for g, _ in ACC[0]]
+            assert errors == []
+        finally:
+            b.close()
+
+
+def test_browser_default_axis_is_each_keys_step_metric(store):
+    """With no x= in the URL the selector shows "default (per key)": train/loss and eval/acc (defined with
+    step_metric=train/global_step) are drawn against the global step, train/global_step itself (its own step
+    metric) against step; choosing "step" puts every chart on steps and writes x=step into the URL, and the
+    reloaded URL keeps it. A zoom dragged in default mode is in the global-step units of its chart (rx=)."""
+    from support.uihelp import BROWSER_ARGS, CHROMIUM, artifact, page_url, require_browser, watch_errors
+
+    sync_playwright = require_browser()
+    with served(store) as server, sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            errors = watch_errors(page)
+            status, detail = get(server, "/api/projects/sm/groups/hf")
+            per_key = {k["key"]: k["step_metric"] for k in detail["keys"]}
+            assert per_key == {
+                "eval/acc": "train/global_step",
+                "train/global_step": None,
+                "train/loss": "train/global_step",
+            }
+            page.goto(page_url(server, "sm", "hf"))
+            page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+            assert page.evaluate("() => document.querySelector('#axis').value") == "auto"
+            for key in ("train/loss", "eval/acc", "train/global_step"):
+                page.wait_for_function(
+                    "([k]) => { const c = window.rw.charts.get(k); return c && c.u && c.data }",
+                    arg=[key],
+                    timeout=30_000,
+                )
+            loss, acc, gstep = (page.evaluate(CHART, [k]) for k in ("train/loss", "eval/acc", "train/global_step"))
+            assert loss["axis"] == "metric:train/global_step" and loss["x"] == GSTEP
+            assert loss["mean"] == [(LOSS[0][i] + LOSS[1][i]) / 2 for i in range(STEPS)]
+            assert loss["label"] == "train/global_step"
+            assert acc["axis"] == "metric:train/global_step" and acc["x"] == [g for g, _ in ACC[0]]
+            assert gstep["axis"] == "step" and gstep["x"] == [s for s in range(STEPS + 2) if s % 11 != 10]
+            assert gstep["mean"] == [float(g) for g in GSTEP]
+            page.screenshot(path=artifact("ui-step-metric-default.png"), full_page=False)
+            # a drag on train/loss zooms it in global-step units: the URL says so, train/global_step stays whole
+            box = page.evaluate(
+                """() => { const c = window.rw.charts.get('train/loss'); const r = c.u.over.getBoundingClientRect();
+                return {x0: r.left + c.u.valToPos(40, 'x'), x1: r.left + c.u.valToPos(80, 'x'), y: r.top + r.height / 2} }"""
+            )
+            page.mouse.move(box["x0"], box["y"])
+            page.mouse.down()
+            page.mouse.move(box["x1"], box["y"], steps=5)
+            page.mouse.up()
+            page.wait_for_function("() => location.search.includes('rx=')", timeout=30_000)
+            page.wait_for_function(
+                "() => { const c = window.rw.charts.get('train/loss'); return c.data && c.data.points < 30 }",
+                timeout=30_000,
+            )
+            zoomed = page.evaluate(CHART, ["train/loss"])
+            assert 36 <= zoomed["x"][0] <= 44 and 76 <= zoomed["x"][-1] <= 84
+            assert "rx=metric%3Atrain%2Fglobal_step" in page.evaluate("() => location.search")
+            assert page.evaluate(CHART, ["train/global_step"])["x"] == gstep["x"]
+            # an explicit choice: every chart on steps, x=step in the URL, kept on reload
+            page.select_option("#axis", "step")
+            page.wait_for_function(
+                "() => ['train/loss', 'eval/acc'].every(k => { const c = window.rw.charts.get(k); return c.data && c.data.axis === 'step' })",
+                timeout=30_000,
+            )
+            assert "x=step" in page.evaluate("() => location.search")
+            page.reload()
+            page.wait_for_function("window.rw && window.rw.ready", timeout=30_000)
+            assert page.evaluate("() => document.querySelector('#axis').value") == "step"
+            page.wait_for_function(
+                "() => { const c = window.rw.charts.get('train/loss'); return c && c.data && c.data.axis === 'step' }",
+                timeout=30_000,
+            )
+            assert page.evaluate(CHART, ["train/loss"])["x"] == [s for s in range(STEPS + 2) if s % 11 != 10]
             assert errors == []
         finally:
             b.close()

@@ -21,12 +21,6 @@ def store(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def server(store):
-    with served(store) as s:
-        yield s
-
-
 def raw(server, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("GET", path, headers=headers or {})

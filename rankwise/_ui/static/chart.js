@@ -233,7 +233,7 @@ export class KeyChart {
     ctx.restore();
   }
 
-  // alert markers: DOM lines over the plot (hover shows the message); on the step axis, where alerts have their x
+  // alert markers: DOM lines over the plot (hover shows the message), at markerX of each alert
   drawMarkers(u) {
     let box = this.markBox;
     if (!box || box.parentNode !== u.over) {
@@ -241,13 +241,17 @@ export class KeyChart {
       u.over.append(box);
     }
     const alerts = this.page.alerts ? this.page.alerts.markersFor(this.key) : [];
-    const shown = this.data && this.data.axis === "step" ? alerts : [];
     const lo = u.scales.x.min, hi = u.scales.x.max;
-    box.replaceChildren(...shown.filter((a) => a.step >= lo && a.step <= hi).map((a) =>
-      el("div", { class: `amark ${String(a.level).toLowerCase()}`, "data-step": a.step, "data-kind": a.kind,
-        "data-rank": a.rank ?? null, title: a.message, style: `left:${u.valToPos(a.step, "x")}px` })));
+    const placed = alerts.map((a) => [a, this.markerX(a)]).filter(([, x]) => x !== null && x !== undefined && x >= lo && x <= hi);
+    box.replaceChildren(...placed.map(([a, x]) =>
+      el("div", { class: `amark ${String(a.level).toLowerCase()}`, "data-step": a.step, "data-kind": a.kind, "data-x": x,
+        "data-rank": a.rank ?? null, title: a.message, style: `left:${u.valToPos(x, "x")}px` })));
     this.card.dataset.markers = String(box.childElementCount);
   }
+
+  // an alert's x on this chart: its step on the step axis; other axes: none here (the group page's charts
+  // place them through the alerts endpoint's x=, groupchart.js)
+  markerX(a) { return this.data && this.data.axis === "step" ? a.step : null; }
 
   showReadout(idx) {
     const d = this.data;

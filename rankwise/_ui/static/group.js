@@ -3,16 +3,17 @@
 // the agent committed something, and the visible charts are fetched again (charts off screen when scrolled to).
 // Keys whose values are media get a media panel (media.js; histograms: hist.js) below the charts. Alerts
 // (alerts.js): a banner under the summary, markers on charts, badges in the runs table; a "System" section
-// (system.js) when the agent sampled system metrics.
+// (system.js) when the agent sampled system metrics. Charts are GroupCharts (groupchart.js): with no x= in the
+// URL each key is drawn against its define_metric step_metric, and alert markers follow every x axis.
 import { get, early, events, groupPath } from "./api.js";
 import { el, num, duration, when, states, badge } from "./fmt.js";
-import { KeyChart } from "./chart.js";
+import { GroupChart } from "./groupchart.js";
 import { StragglerPanel } from "./straggler.js";
 import { MediaPanel, bytes } from "./media.js";
 import { HistogramPanel } from "./hist.js";
 import { AlertBanner } from "./alerts.js";
 import { SystemSection } from "./system.js";
-import { readState, writeState, parseRanks, formatRanks } from "./viewstate.js";
+import { readState, writeState, parseRanks, formatRanks, rangeAxis } from "./viewstate.js";
 import { xText } from "./xaxis.js";
 import { rankHref } from "./rank.js";
 import { parsePick } from "./ranks.js";
@@ -81,6 +82,7 @@ export class GroupPage {
       opt("keys ", el("input", { type: "search", id: "filter", placeholder: "filter: text or /regex/",
         oninput: (e) => this.setFilter(e.target.value) })),
       opt("x ", this.axisSelect = el("select", { id: "axis", onchange: (e) => this.setOption("axis", e.target.value, true) },
+        el("option", { value: "auto", text: "default (per key)", title: "each key against the step_metric of its define_metric, else step" }),
         el("option", { value: "step", text: "step" }), el("option", { value: "rel", text: "relative time" }),
         el("option", { value: "time", text: "wall time" }))),
       opt(el("input", { type: "checkbox", id: "log", onchange: (e) => this.setOption("log", e.target.checked) }), " log y"),
@@ -111,7 +113,7 @@ export class GroupPage {
     this.showSummary(d);
     for (const k of d.keys) {
       if (this.charts.has(k.key)) { this.charts.get(k.key).info = k; continue; }
-      const chart = new KeyChart(this, k.key, k);
+      const chart = new GroupChart(this, k.key, k);
       this.charts.set(k.key, chart);
       this.grid.append(chart.card);
       if (this.io) this.io.observe(chart.card);
@@ -217,7 +219,7 @@ export class GroupPage {
   // option changes: those the server answers differently (axis, per-rank lines) refetch; the others re-render
   setOption(name, value, refetch = false) {
     this.state[name] = value;
-    if (name === "axis") this.state.range = null;
+    if (name === "axis") { this.state.range = null; this.state.rangeAxis = null; }
     this.saveState();
     this.showRange();
     if (refetch) this.reloadAll();
@@ -251,6 +253,7 @@ export class GroupPage {
 
   setRange(range) {
     this.state.range = range;
+    this.state.rangeAxis = range ? (this.state.axis === "auto" ? this.zoomAxis || "step" : this.state.axis) : null;
     this.saveState();
     this.showRange();
     this.reloadAll();
@@ -260,7 +263,7 @@ export class GroupPage {
   showRange() {
     const r = this.state.range;
     if (!r) { this.rangeText.replaceChildren("drag on a chart to zoom"); return; }
-    const axis = this.state.axis, t0 = this.t0();
+    const axis = rangeAxis(this.state), t0 = this.t0();
     const bare = axis === "step" || axis.startsWith("metric:"); // "step 10 – 90", not "step 10 – step 90"
     const hi = bare ? xText(axis, r[1], t0).split(" ").pop() : xText(axis, r[1], t0);
     this.rangeText.replaceChildren(`${xText(axis, r[0], t0)} – ${hi} `,

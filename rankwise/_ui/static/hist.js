@@ -1,12 +1,18 @@
 // Histogram panel: a key's histograms over steps as a heat map (x: steps, y: the value axis, colour: the density of
 // each bin relative to the densest bin of its step), merged over the ranks at each step (the server merges with
 // grouping.histogram.merge_histograms) or one rank's own. Long runs: the server sends at most one column per two
-// pixels, chosen evenly among the logged steps; zooming on the step axis narrows the range.
+// pixels, chosen evenly among the logged steps; zooming on the step axis narrows the range. Colours follow the
+// theme (theme.js): on dark, low density is near the background and high density bright; text and frame
+// from the theme's colours; redrawn on "rw-theme".
 import { get, groupPath } from "./api.js";
 import { el, num } from "./fmt.js";
+import { stepRange } from "./viewstate.js";
+import { themeColors, isDark } from "./theme.js";
 
-const STOPS = [[255, 255, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
+const LIGHT = [[255, 255, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
+const DARK = [[13, 17, 23], [22, 52, 94], [33, 102, 172], [92, 162, 232], [206, 232, 255]];
 function color(t) {
+  const STOPS = isDark() ? DARK : LIGHT;
   const x = Math.min(1, Math.max(0, t)) * (STOPS.length - 1);
   const i = Math.min(STOPS.length - 2, Math.floor(x)), f = x - i;
   return STOPS[i].map((c, k) => Math.round(c + f * (STOPS[i + 1][k] - c)));
@@ -36,6 +42,8 @@ export class HistogramPanel {
     this.card.rwPanel = this;
     this.canvas.addEventListener("mousemove", (e) => this.onHover(e));
     this.canvas.addEventListener("mouseleave", () => this.showInfo());
+    this.onTheme = () => { if (this.data) this.render(); };
+    window.addEventListener("rw-theme", this.onTheme);
     this.fillRanks();
   }
 
@@ -56,8 +64,8 @@ export class HistogramPanel {
     this.stale = false;
     this.fillRanks();
     const params = { key: this.key, rank: this.rank.value, width: Math.max(10, Math.min(2000, Math.floor((this.width() - M.l - M.r) / 2))) };
-    const r = this.page.state.range;
-    if (r && this.page.state.axis === "step") { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
+    const r = stepRange(this.page.state);
+    if (r) { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
     this.card.dataset.state = "loading";
     let data;
     try {
@@ -82,6 +90,8 @@ export class HistogramPanel {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, H);
     ctx.font = "11px system-ui, sans-serif";
+    const theme = { ...themeColors(), line: getComputedStyle(document.documentElement).getPropertyValue("--line").trim() };
+    c.dataset.textColor = theme.muted;
     const cols = d.columns, n = cols.length;
     const pw = w - M.l - M.r, ph = H - M.t - M.b;
     this.geom = { pw, ph, n };
@@ -102,7 +112,7 @@ export class HistogramPanel {
         });
       });
       // axes: value on the left, steps below
-      ctx.fillStyle = "#656d76"; ctx.strokeStyle = "#d0d7de";
+      ctx.fillStyle = theme.muted; ctx.strokeStyle = theme.line;
       ctx.textAlign = "right"; ctx.textBaseline = "middle";
       for (let k = 0; k <= 4; k++) { const v = d.lo + ((d.hi - d.lo) * k) / 4; ctx.fillText(num(v), M.l - 4, Y(v)); }
       ctx.textAlign = "center"; ctx.textBaseline = "top";
@@ -110,7 +120,7 @@ export class HistogramPanel {
       for (let i = 0; i < n; i += every) ctx.fillText(String(cols[i].step), M.l + (i + 0.5) * cw, M.t + ph + 4);
       ctx.strokeRect(M.l, M.t, pw, ph);
     } else {
-      ctx.fillStyle = "#656d76"; ctx.fillText("no histograms in this range", M.l, M.t + 20);
+      ctx.fillStyle = theme.muted; ctx.fillText("no histograms in this range", M.l, M.t + 20);
     }
     c.dataset.columns = String(n);
     c.dataset.bins = String(bins);
@@ -145,5 +155,5 @@ export class HistogramPanel {
 
   resize() { if (this.data) this.render(); }
 
-  destroy() { this.seq += 1; }
+  destroy() { this.seq += 1; window.removeEventListener("rw-theme", this.onTheme); }
 }

@@ -2,8 +2,11 @@
 // history) or any per-rank key, as a heat map (ranks × step buckets, mean per cell) or as lines; the slowest
 // ranks are named: only those meaningfully above the median rank (SLOW_RATIO). The lines view has numeric
 // step ticks and a hover readout; on a tall map every k-th rank keeps a label; grey cells are explained.
+// Colours follow the theme (theme.js): axes, grid and the empty-cell grey; redrawn on "rw-theme".
 import { get, groupPath } from "./api.js";
 import { el, num, axisSize } from "./fmt.js";
+import { themeColors, isDark } from "./theme.js";
+import { stepRange } from "./viewstate.js";
 
 // viridis, 9 stops
 const STOPS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129],
@@ -20,7 +23,8 @@ function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
 }
 
-const EMPTY = [235, 235, 235]; // a cell of no value: the rank logged nothing in this step bucket
+// a cell of no value (the rank logged nothing in this step bucket): light grey, or a grey above the dark background
+const emptyCell = () => (isDark() ? [60, 66, 76] : [235, 235, 235]);
 const SLOW_RATIO = 1.05; // a rank this much slower than the median rank is called a straggler
 
 export class StragglerPanel {
@@ -47,6 +51,8 @@ export class StragglerPanel {
       el("div", { class: "controls" }, el("label", {}, "metric ", this.metric), el("label", {}, "view ", this.view), this.scale),
       this.heat, this.lines, this.hover, this.slowest);
     this.canvas.addEventListener("mousemove", (e) => this.onHover(e));
+    this.onTheme = () => this.render();
+    window.addEventListener("rw-theme", this.onTheme);
   }
 
   setKeys(keys) {
@@ -57,8 +63,8 @@ export class StragglerPanel {
   async load() {
     const seq = ++this.seq;
     const params = { key: this.metric.value, width: Math.max(20, Math.min(600, Math.round((this.root.clientWidth || 600) / 3))) };
-    const r = this.page.state.range;
-    if (r && this.page.state.axis === "step") { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
+    const r = stepRange(this.page.state);
+    if (r) { params.start = Math.floor(r[0]); params.end = Math.ceil(r[1]); }
     let data;
     try {
       data = await get(groupPath(this.page.project, this.page.group, "stragglers"), params);
@@ -123,6 +129,8 @@ export class StragglerPanel {
     const span = Math.max(this.hi - this.lo, 1e-3 * Math.abs(quantile(all, 0.5) || 0)) || 1;
     const ctx = cv.getContext("2d");
     const img = ctx.createImageData(cv.width, cv.height);
+    const EMPTY = emptyCell();
+    cv.dataset.empty = EMPTY.join(",");
     rows.forEach((r, y) => r.cells.forEach((v, x) => {
       const o = (y * cv.width + x) * 4;
       const [R, G, B] = v === null ? EMPTY : color((v - this.lo) / span);
@@ -150,12 +158,18 @@ export class StragglerPanel {
       series: [{ label: "step" }, ...d.ranks.map((r, i) => ({
         label: `rank ${r.rank}`, spanGaps: true, points: { show: false },
         stroke: slow.has(r.rank) ? "#dc2626" : `hsla(${(i * 137.5) % 360},35%,50%,0.6)`, width: slow.has(r.rank) ? 2 : 1 }))],
-      axes: [{ values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : num(v))) },
-        { size: axisSize, values: (u, vals) => vals.map((v) => this.unit(v)) }],
+      axes: [{ ...this.axis(), values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : num(v))) },
+        { ...this.axis(), size: axisSize, values: (u, vals) => vals.map((v) => this.unit(v)) }],
     };
+    this.lines.dataset.axisColor = themeColors().fg;
     if (this.u) this.u.destroy();
     this.u = new uPlot(opts, [xs, ...d.ranks.map((r) => r.cells)], this.lines);
     this.scale.replaceChildren();
+  }
+
+  axis() {
+    const t = themeColors();
+    return { stroke: t.fg, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1 } };
   }
 
   // lines view: the bucket under the cursor and every rank's value in it, highest first
@@ -182,5 +196,5 @@ export class StragglerPanel {
 
   resize() { if (this.u && this.view.value === "lines") this.u.setSize({ width: Math.max(200, this.root.clientWidth - 20), height: 220 }); }
 
-  destroy() { this.seq += 1; if (this.u) this.u.destroy(); }
+  destroy() { this.seq += 1; window.removeEventListener("rw-theme", this.onTheme); if (this.u) this.u.destroy(); }
 }
