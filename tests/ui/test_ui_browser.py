@@ -95,7 +95,7 @@ def test_per_rank_lines_toggle_and_highlight_min_max_rank(page, server, group):
     data = page.evaluate("() => window.rw.charts.get('loss').u.data.map(a => Array.from(a))")
     for r in range(WORLD):
         steps, values = group.run(rank=r).history_arrays(["loss"])["loss"]
-        assert data[3 + r] == values.tolist()
+        assert data[3 + r] == [float(f"{v:.6g}") for v in values.tolist()]  # at 6 significant digits
     h = group.history("loss")
     lo, hi = int(np.bincount(h["min_rank"]).argmax()), int(np.bincount(h["max_rank"]).argmax())
     assert c["strokes"][3 + lo] == "#2563eb" and c["strokes"][3 + hi] == "#dc2626"

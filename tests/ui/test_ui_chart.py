@@ -167,7 +167,8 @@ def test_smoothing_is_the_ema_of_the_points_shown_with_raw_line_and_factor(page,
 
 def test_csv_and_png_downloads(page, server, group):
     """The CSV of chart a holds x, mean, min, max and each visible rank's values exactly as stored (after the
-    legend hid rank 3, no rank 3 column); the PNG is a PNG of the chart canvas's size."""
+    legend hid rank 3, no rank 3 column; the chart's lines carry 6 significant digits, the file all of them);
+    the PNG is a PNG of the chart canvas's size."""
     open_ranks(page, server)
     page.locator('.card[data-key="a"] .legend .chip[data-rank="3"]').click()
     with page.expect_download() as dl:
@@ -223,7 +224,8 @@ def test_dark_mode_follows_the_browser_and_the_toggle(browser, server):
 
 def test_64_ranks_hover_is_compact_and_nan_ranks_are_picked(tmp_path, browser):
     """At 64 ranks (a store written by the agent's own reducers, rank 5's loss NaN from step 30) the hover
-    lists the four highest ranks, "… 56 more …" and the four lowest, equal to the stored values; the picker's
+    lists the four highest ranks, "… 56 more …" and the four lowest, equal to the stored values (at the 6
+    significant digits the lines carry); the picker's
     "NaN ranks" selects the ranks with a non-finite value (rank 5's loss, rank 1's +inf grad_norm summary),
     and "slowest 2" the two ranks with the highest mean of the straggler panel's metric (acc here)."""
     from support.uihelp import health_values, write_health_group
@@ -247,7 +249,7 @@ def test_64_ranks_hover_is_compact_and_nan_ranks_are_picked(tmp_path, browser):
                 f"() => [...document.querySelectorAll('{sel}[data-rank]')].map(e => [Number(e.dataset.rank), Number(e.dataset.value)])"
             )
             at10 = sorted(((r, float(health_values(r, 50, 5, 30)["loss"][10])) for r in range(64)), key=lambda t: -t[1])
-            assert got == [list(t) for t in at10[:4] + at10[-4:]]
+            assert got == [[r, float(f"{v:.6g}")] for r, v in at10[:4] + at10[-4:]]  # lines carry 6 digits
             page.screenshot(path=artifact("ui-chart-64.png"), full_page=False)
             page.fill("#pick", "NaN ranks")
             page.press("#pick", "Enter")

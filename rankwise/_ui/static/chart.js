@@ -106,7 +106,8 @@ export class KeyChart {
     if (s.smooth && this.exactSmoothing()) params.width = 0; // 0: every point (the server does not bucket)
     let data;
     try {
-      data = await get(groupPath(this.page.project, this.page.group, "series"), this.seriesParams(params));
+      this.asked = this.seriesParams(params);
+      data = await get(groupPath(this.page.project, this.page.group, "series"), this.asked);
     } catch (err) {
       if (seq === this.seq) this.readout.textContent = `error: ${err.message}`;
       return;
@@ -280,15 +281,28 @@ export class KeyChart {
   }
 
   // what the chart holds: x, mean, min, max, each visible rank, and the smoothed mean when smoothing is on
-  columns() {
-    const d = this.data, s = this.page.state;
+  columns(d = this.data) {
+    const s = this.page.state;
     const cols = [[d.x_key || (d.axis === "time" ? "seconds" : d.axis), d.x], ["mean", d.mean], ["min", d.min], ["max", d.max]];
     for (const r of d.ranks || []) if (this.shows(r.rank)) cols.push([`rank ${r.rank}`, r.values]);
     if (s.smooth) cols.push([`mean smoothed ${s.smooth}`, smooth(d.mean, s.smooth)]);
     return cols;
   }
 
-  csv() { if (this.data) downloadCsv(this.columns(), `${this.page.group}-${this.key}`); }
+  // the chart's rank lines carry 6 significant digits (docs/ui.md): the file gets them as stored, from the same
+  // request with digits=0 (the same points); the chart's own data if that fails
+  async csv() {
+    if (!this.data) return;
+    let d = this.data;
+    if ((d.ranks || []).length && this.asked) {
+      try {
+        d = await get(groupPath(this.page.project, this.page.group, "series"), { ...this.asked, digits: 0 });
+      } catch (err) {
+        d = this.data;
+      }
+    }
+    downloadCsv(this.columns(d), `${this.page.group}-${this.key}`);
+  }
 
   png() { if (this.u) downloadPng(this.u.ctx.canvas, themeColors().bg || "#ffffff", `${this.page.group}-${this.key}`); }
 
