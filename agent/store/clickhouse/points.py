@@ -82,7 +82,11 @@ def decode(kinds_seen: set[int], kind: np.ndarray, value: np.ndarray, raw: list[
         assert raw is not None
         return [_element(int(k), float(v), r) for k, v, r in zip(kind, value, raw, strict=True)]
     if B1 in kinds_seen:
-        return np.array([_element(int(k), float(v), r) for k, v, r in zip(kind, value, raw or [b""] * len(kind), strict=True)] or [], object)
+        return np.array(
+            [_element(int(k), float(v), r) for k, v, r in zip(kind, value, raw or [b""] * len(kind), strict=True)]
+            or [],
+            object,
+        )
     if kinds_seen <= {I8}:
         out = value.astype(np.int64)
         if raw is not None:

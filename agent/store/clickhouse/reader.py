@@ -217,7 +217,9 @@ class ClickHouseReader(Reader):
 
     # ---------------------------------------------------------------- group rows
     def group_keys(self, group_id: int) -> list[str]:
-        (keys,) = self.conn.query(f"SELECT DISTINCT key FROM {self.t('group_rows')} WHERE group_id = {lit(group_id)}", 1)
+        (keys,) = self.conn.query(
+            f"SELECT DISTINCT key FROM {self.t('group_rows')} WHERE group_id = {lit(group_id)}", 1
+        )
         return sorted(k.decode() for k in keys)
 
     def group_history(self, group_id: int, key: str) -> dict[str, np.ndarray]:

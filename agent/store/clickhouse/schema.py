@@ -49,7 +49,10 @@ TABLES: dict[str, tuple[dict[str, tuple[str, str]], str, str]] = {
             "key": ("String", ""),
             "ver": ("UInt64", "Delta, LZ4"),
             "revision": ("UInt8", ""),
-            **{f: (t, "DoubleDelta" if f == "step" else "Gorilla" if t == "Float64" else "") for f, t in GROUP_TYPES.items()},
+            **{
+                f: (t, "DoubleDelta" if f == "step" else "Gorilla" if t == "Float64" else "")
+                for f, t in GROUP_TYPES.items()
+            },
         },
         "group_id, key, step, ver",
         "",
@@ -77,7 +80,11 @@ TABLES: dict[str, tuple[dict[str, tuple[str, str]], str, str]] = {
         "id",
         "ver",
     ),
-    "writers": ({"writer": ("String", ""), "run_id": ("UInt64", ""), "seq": ("Int64", ""), "ver": ("UInt64", "")}, "writer", "ver"),
+    "writers": (
+        {"writer": ("String", ""), "run_id": ("UInt64", ""), "seq": ("Int64", ""), "ver": ("UInt64", "")},
+        "writer",
+        "ver",
+    ),
     "drops": ({"cause": ("String", ""), "ver": ("UInt64", ""), "n": ("Int64", "")}, "cause, ver", ""),
     "alerts": (
         {

@@ -172,7 +172,8 @@ class ClickHouseStore(Store):
         return [(groups[r.group_id], r) for r in runs if r.group_id in groups]
 
     def reader(self) -> ClickHouseReader:
-        return ClickHouseReader(self.url)
+        """A reader over its own connection (chdb: over the store's, the process has one session anyway)."""
+        return ClickHouseReader(self.url, self.conn if self.url.engine == "chdb" else None)
 
     def reset(self, why: str) -> str | None:
         """The database or a table went away under the agent (dropped): create the tables again and start

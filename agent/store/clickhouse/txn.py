@@ -169,7 +169,9 @@ class ClickHouseTxn(Txn):
                 (a.group_id, a.kind, -1 if a.rank is None else a.rank, a.key or "", a.token, self.ver(), _doc(a))
                 for a in self.alerts
             ]
-            conn.insert(db.t("alerts"), _arrays(dict(zip(types("alerts"), zip(*rows), strict=True)), "alerts"), types("alerts"))
+            conn.insert(
+                db.t("alerts"), _arrays(dict(zip(types("alerts"), zip(*rows), strict=True)), "alerts"), types("alerts")
+            )
         if self.drops:
             causes = list(self.drops)
             cols = {"cause": causes, "ver": [self.ver() for _ in causes], "n": [self.drops[c] for c in causes]}
