@@ -13,6 +13,7 @@ words after it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -52,6 +53,12 @@ def _scheme(spec: str) -> str:
 
 
 def _clickhouse() -> Any:
+    # clickhouse-driver logs every failed connect as a WARNING with its traceback; with no handler of the
+    # program's own that lands on stderr through logging's last resort (a CLI user would see a traceback):
+    # the StoreError raised here says it once, naming the URL
+    driver_log = logging.getLogger("clickhouse_driver")
+    if not driver_log.handlers:
+        driver_log.addHandler(logging.NullHandler())
     try:
         import agent.store.clickhouse as ch
     except ImportError as exc:  # the package itself (not the driver: that one is imported on open)
@@ -73,14 +80,21 @@ def _parse(url: str) -> Any:
         raise InvalidArgumentError(f"--store / RANKWISE_STORE {redact(url)!r}: {exc}") from None
 
 
-def _unreachable(url: str, exc: StoreError) -> StoreError:
-    words = str(exc)
+def _scrub(url: str, words: str) -> str:
     password = getattr(_parse(url), "password", "")
-    if password:
-        words = words.replace(password, "***")
-    error = type(exc)(f"cannot open the store at {redact(url)}: {words}")
-    error.__cause__ = exc.__cause__
-    return error
+    return words.replace(password, "***") if password else words
+
+
+def _open_url(kind: str, url: str) -> Any:
+    """``ClickHouseStore(url)`` or ``ClickHouseReader(url)``, its errors naming the URL without the password."""
+    _scheme(url)
+    _parse(url)
+    try:
+        return getattr(_clickhouse(), kind)(url)
+    except StoreError as exc:  # unreachable, refused, no store there: the same class, the URL in front
+        raise type(exc)(f"cannot open the store at {redact(url)}: {_scrub(url, str(exc))}") from exc.__cause__
+    except ValueError as exc:  # StoreURLError: a URL this store cannot serve (an option it does not support)
+        raise InvalidArgumentError(f"store {redact(url)}: {_scrub(url, str(exc))}") from None
 
 
 def open_store(spec: str | os.PathLike, wal_max_bytes: int | None = None) -> Any:
@@ -89,13 +103,7 @@ def open_store(spec: str | os.PathLike, wal_max_bytes: int | None = None) -> Any
         from agent.store.sqlite import SQLiteStore
 
         return SQLiteStore(Path(spec), wal_max_bytes) if wal_max_bytes else SQLiteStore(Path(spec))
-    url = str(spec)
-    _scheme(url)
-    _parse(url)
-    try:
-        return _clickhouse().ClickHouseStore(url)
-    except StoreError as exc:
-        raise _unreachable(url, exc) from exc.__cause__
+    return _open_url("ClickHouseStore", str(spec))
 
 
 def open_reader(spec: str | os.PathLike) -> Any:
@@ -104,10 +112,4 @@ def open_reader(spec: str | os.PathLike) -> Any:
         from agent.store.sqlite_reader import SQLiteReader
 
         return SQLiteReader(Path(spec))
-    url = str(spec)
-    _scheme(url)
-    _parse(url)
-    try:
-        return _clickhouse().ClickHouseReader(url)
-    except StoreError as exc:
-        raise _unreachable(url, exc) from exc.__cause__
+    return _open_url("ClickHouseReader", str(spec))

@@ -137,7 +137,19 @@ def test_cli_store_url_unreachable_exits_1_naming_it(rankwise_env, command):
 
 
 def test_api_media_root_of_a_url_store_is_rankwise_dir(rankwise_env, clickhouse_url):
-    """Media and artifacts of a URL store live on the filesystem under $RANKWISE_DIR (docs/scale.md)."""
+    """A database without the store's tables: Api(URL) says there is no rankwise store there yet. Once a
+    store was opened on it, Api(URL) reads it (empty), its path is the URL and its media and artifacts live
+    on the filesystem under $RANKWISE_DIR (docs/scale.md)."""
+    from agent.store.clickhouse import ClickHouseReader, ClickHouseStore
+
+    with pytest.raises(StoreError, match=f"cannot open the store at {clickhouse_url}: no rankwise store"):
+        rankwise.Api(clickhouse_url)
+    store = open_store(clickhouse_url)
+    assert isinstance(store, ClickHouseStore)
+    store.close()
+    reader = open_reader(clickhouse_url)
+    assert isinstance(reader, ClickHouseReader)
+    reader.close()
     api = rankwise.Api(clickhouse_url)
     try:
         assert str(api.media_root) == rankwise_env.data
@@ -145,3 +157,18 @@ def test_api_media_root_of_a_url_store_is_rankwise_dir(rankwise_env, clickhouse_
         assert api.projects() == []
     finally:
         api.close()
+
+
+def test_chdb_url_opens_the_clickhouse_classes(tmp_path):
+    """``chdb://<dir>``: the in-process engine behind the same classes (store and reader of one directory)."""
+    from agent.store.clickhouse import ClickHouseReader, ClickHouseStore
+
+    url = f"chdb://{tmp_path / 'ch'}"
+    store = open_store(url)
+    try:
+        assert isinstance(store, ClickHouseStore)
+        reader = open_reader(url)
+        assert isinstance(reader, ClickHouseReader) and reader.projects() == []
+        reader.close()
+    finally:
+        store.close()
