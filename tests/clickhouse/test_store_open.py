@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,21 @@ def test_chdb_url_opens_the_clickhouse_classes(tmp_path):
         reader.close()
     finally:
         store.close()
+
+
+def test_agent_with_an_unreachable_store_exits_1_without_the_password(rankwise_env):
+    """``python -m agent --store clickhouse://bob:s3cret@127.0.0.1:<closed port>/rw``: the agent cannot start
+    (exit 1) and says why on stderr and in its log, naming the URL with ``***`` for the password."""
+    port = free_port()
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "--store", f"clickhouse://bob:s3cret@127.0.0.1:{port}/rw"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out
+    log = (Path(rankwise_env.data) / "agent.log").read_text()
+    for text in (out.stderr, log):
+        assert f"agent could not start: cannot open the store at clickhouse://bob:***@127.0.0.1:{port}/rw" in text
+        assert "s3cret" not in text
