@@ -145,3 +145,23 @@ def test_missing_binary_skips_or_fails_under_require(monkeypatch):
     monkeypatch.setenv("RANKWISE_REQUIRE_CLICKHOUSE", "1")
     with pytest.raises(pytest.fail.Exception, match="RANKWISE_REQUIRE_CLICKHOUSE=1 but /nonexistent"):
         require_clickhouse("/nonexistent/clickhouse-server")
+
+
+def test_a_server_that_never_answers_fails_at_the_deadline_with_its_log(tmp_path):
+    """A "server" that runs but never listens: ServerError at the deadline quoting what it wrote, and the
+    process is stopped (nothing left running)."""
+    require_clickhouse()
+    fake = tmp_path / "silent-server"
+    fake.write_text("#!/bin/sh\necho 'silent server starting' >&2\nexec sleep 600\n")
+    fake.chmod(0o755)
+    server = ClickHouseServer(binary=str(fake))
+    try:
+        server.configure(free_port(), free_port())
+        server.spawn()
+        pid = server.pid
+        with pytest.raises(ServerError, match="did not answer SELECT 1 within 2 s") as info:
+            server.wait_ready(timeout_s=2)
+        assert "silent server starting" in str(info.value)
+        assert pid_gone(pid) and server.proc is None
+    finally:
+        server.stop()

@@ -195,10 +195,11 @@ class ClickHouseServer:
             except Exception as e:  # noqa: BLE001 (not listening yet: refused, reset, EOF, timeout)
                 last = e
             if time.monotonic() > deadline:
+                tail = self.log_tail()  # before stop(), which removes the directory with the logs
                 self.stop()
                 raise ServerError(
                     f"clickhouse-server did not answer SELECT 1 within {timeout_s:.0f} s (last error {last!r}); "
-                    f"its logs end:\n{self.log_tail()}"
+                    f"its logs end:\n{tail}"
                 )
             time.sleep(0.05)
 
