@@ -239,10 +239,11 @@ class ClickHouseReader(Reader):
         return int(ver.max()), {f: np.asarray(rows[f], _EMPTY_ROWS[f].dtype)[win] for f in GROUP_FIELDS}
 
     def group_key_stats(self, group_id: int) -> dict[str, tuple[int, int, int]]:
+        # distinct steps of first-time rows: a commit written again (a replay) seals its steps again, and
+        # must not count them twice
         key, n, lo, hi = self.conn.query(
-            f"SELECT key, countIf(revision = 0), min(step), max(step) FROM (SELECT key, step, ver, any(revision) "
-            f"AS revision FROM {self.t('group_rows')} WHERE group_id = {lit(group_id)} GROUP BY key, step, ver) "
-            "GROUP BY key",
+            f"SELECT key, uniqExactIf(step, revision = 0), min(step), max(step) FROM {self.t('group_rows')} "
+            f"WHERE group_id = {lit(group_id)} GROUP BY key",
             4,
         )
         return {k.decode(): (int(a), int(b), int(c)) for k, a, b, c in zip(key, n, lo, hi, strict=True)}
