@@ -151,7 +151,8 @@ class DriverConn(Conn):
     def insert(self, table: str, columns: dict[str, Any], types: dict[str, str]) -> None:
         data = []
         for name, c in columns.items():
-            if types[name] == "String":  # strings_as_bytes: bytes in, bytes out
+            if types[name] == "String" and not (isinstance(c, np.ndarray) and c.dtype == object):
+                # strings_as_bytes: bytes in, bytes out (the history's columns come as object arrays of bytes)
                 c = np.array([x.encode() if isinstance(x, str) else x for x in c], object)
             data.append(np.asarray(c))
         with self._lock, map_exceptions(f"writing to ClickHouse at {self.url} failed"):
@@ -222,7 +223,9 @@ class ChdbConn(Conn):
         arrays = {}
         for name, col in columns.items():
             if types[name] == "String":
-                arrays[name] = pa.array([x.encode() if isinstance(x, str) else x for x in col], pa.binary())
+                if not (isinstance(col, np.ndarray) and col.dtype == object):
+                    col = [x.encode() if isinstance(x, str) else x for x in col]
+                arrays[name] = pa.array(col, pa.binary())
             else:
                 arrays[name] = pa.array(np.asarray(col))
         rows = pa.table(arrays)  # noqa: F841 -- read by chdb's Python() table function, by name

@@ -136,14 +136,14 @@ class ClickHouseStore(Store):
     def unsealed_points(self, group_id: int, after_step: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
         key, run, step, ver, value = self.conn.query(
             f"SELECT key, run_id, step, ver, value FROM {self.schema.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND num = 1 AND step > {lit(int(after_step))} AND key NOT IN {lit(list(ROW_KEYS))} "
-            "ORDER BY key, run_id, step, ver",
+            f"AND num = 1 AND step > {lit(int(after_step))} AND key NOT IN {lit(list(ROW_KEYS))}",
             5,
         )
         if not len(run):
             return []
-        keys = np.array(key, object)
-        run, step = run.astype(np.int64), step.astype(np.int64)
+        keys = np.array(key, "S")
+        o = np.lexsort((ver, step, run, keys))
+        keys, run, step, ver, value = keys[o], run[o].astype(np.int64), step[o].astype(np.int64), ver[o], value[o]
         win = points.winners((keys, run, step, ver))
         keys, run, step, value = keys[win], run[win], step[win], value[win].astype(np.float64)
         bounds = np.flatnonzero((keys[1:] != keys[:-1]) | (run[1:] != run[:-1])) + 1
