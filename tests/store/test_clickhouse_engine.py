@@ -81,7 +81,9 @@ def test_no_server_is_a_store_error():
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         with pytest.raises(StoreError) as err:
             ClickHouseStore(f"clickhouse://127.0.0.1:{port}/rankwise")
-    assert str(err.value).startswith(f"cannot connect to ClickHouse at default@127.0.0.1:{port}/rankwise: ")
+    assert str(err.value).startswith(
+        f"cannot connect to ClickHouse at 127.0.0.1:{port} (default@127.0.0.1:{port}/rankwise): "
+    )
     assert err.value.__cause__ is not None and store_problem(err.value)[0] == "store unavailable"
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, new_run
 from agent.store.clickhouse import points
-from agent.store.clickhouse.conn import connect, lit
+from agent.store.clickhouse.conn import connect, lit, shard_conns
 from agent.store.clickhouse.reader import ClickHouseReader
 from agent.store.clickhouse.records import pack_record
 from agent.store.clickhouse.schema import VERSIONED, Schema, types
@@ -38,10 +38,6 @@ class ClickHouseStore(Store):
 
     def __init__(self, url: str):
         self.url = parse_url(url)
-        if self.url.cluster:
-            from agent.errors import StoreURLError
-
-            raise StoreURLError(f"store URL: cluster={self.url.cluster} is not supported by this version yet")
         self.conn = connect(self.url)
         self.commits = 0
         self.resets = 0
@@ -52,7 +48,7 @@ class ClickHouseStore(Store):
             raise
 
     def _open(self) -> None:
-        self.schema = Schema(self.conn, self.url.database)
+        self.schema = Schema(self.conn, self.url.database, cluster=self.url.cluster, shard_conns=shard_conns)
         self.read = ClickHouseReader(self.url, self.conn)  # the store's own reads, over its connection
         top = 0
         for table in VERSIONED:
