@@ -102,9 +102,10 @@ class ClickHouseReader(Reader):
         if not len(step):
             return out
         keys = np.array(key, "S")
-        o = np.lexsort((ver, step, keys, run))
+        o = points.order(run, keys, step, ver)
         run, keys, step, ver = run[o].astype(np.int64), keys[o], step[o].astype(np.int64), ver[o]
-        kind, value, raw = kind[o].astype(np.uint8), value[o].astype(float), [raw[i] for i in o]
+        kind, value = kind[o].astype(np.uint8), value[o].astype(float)
+        raw = raw if isinstance(o, slice) else [raw[i] for i in o]
         bounds = np.flatnonzero((run[1:] != run[:-1]) | (keys[1:] != keys[:-1])) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(run)], strict=True):
             name = keys[lo].decode()
@@ -151,9 +152,11 @@ class ClickHouseReader(Reader):
         if not len(run):
             return after, {}
         last = int(ver.max())
-        ok = np.flatnonzero(num == 1)
-        run, step, ver, value = run[ok].astype(np.int64), step[ok].astype(np.int64), ver[ok], value[ok]
-        o = np.lexsort((ver, step, run))
+        if not num.all():
+            ok = np.flatnonzero(num == 1)
+            run, step, ver, value = run[ok], step[ok], ver[ok], value[ok]
+        run, step = run.astype(np.int64, copy=False), step.astype(np.int64, copy=False)
+        o = points.order(run, step, ver)
         run, step, ver, value = run[o], step[o], ver[o], value[o]
         win = points.winners((run, step, ver), first=key in META_KEYS)
         run, step, value = run[win], step[win], value[win].astype(np.float64)
@@ -170,7 +173,7 @@ class ClickHouseReader(Reader):
             f"AND key = {lit(key)}",
             2,
         )
-        o = np.lexsort((step, run))
+        o = points.order(run, step)
         run, step = run[o], step[o]
         out: dict[int, list] = {}
         for r, s in zip(np.asarray(run, np.int64).tolist(), np.asarray(step, np.int64).tolist(), strict=True):
@@ -241,7 +244,7 @@ class ClickHouseReader(Reader):
         ver, rows = cols[0], dict(zip(GROUP_FIELDS, cols[1:], strict=True))
         if not len(ver):
             return after, {f: v.copy() for f, v in _EMPTY_ROWS.items()}
-        o = np.lexsort((ver, rows["step"]))
+        o = points.order(rows["step"], ver)
         ver, rows = ver[o], {f: v[o] for f, v in rows.items()}
         win = points.winners((rows["step"], ver))
         return int(ver.max()), {f: np.asarray(rows[f], _EMPTY_ROWS[f].dtype)[win] for f in GROUP_FIELDS}

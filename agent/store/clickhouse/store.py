@@ -138,7 +138,7 @@ class ClickHouseStore(Store):
         if not len(run):
             return []
         keys = np.array(key, "S")
-        o = np.lexsort((ver, step, run, keys))
+        o = points.order(keys, run, step, ver)
         keys, run, step, ver, value = keys[o], run[o].astype(np.int64), step[o].astype(np.int64), ver[o], value[o]
         win = points.winners((keys, run, step, ver))
         keys, run, step, value = keys[win], run[win], step[win], value[win].astype(np.float64)
