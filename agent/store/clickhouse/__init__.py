@@ -23,6 +23,16 @@ Design (measured on Debian's clickhouse-server 18.16 and chdb 4.4 = ClickHouse 2
   are never seen twice. What a half-written commit stored twice: drops of that commit count twice
   (counters, not points), system samples of a retried commit appear twice.
 * Run and group ids: counters read at open, records INSERTed by register() before it returns.
+* Reads fetch rows unsorted and sort them in numpy: 18.16's ORDER BY over 6.4M rows took 4.2 s, the
+  unsorted read 0.3 s and the numpy sort 0.26 s (agent/store/clickhouse/reader.py).
+* A cluster (``?cluster=NAME``): ``<table>_local`` on every shard and ``Distributed`` tables over them,
+  history sharded by run, group rows by group, records by id; synchronous distributed INSERTs keep the
+  writers-last order (agent/store/clickhouse/schema.py). No ON CLUSTER DDL (it needs ZooKeeper).
+  Production: ``Replicated*`` engines with Keeper for replicas are not created by this store.
+* Measured on this machine (2 cores shared): 64 ranks × 100k steps of one key inserted at 0.8-1.0 M
+  points/s (server 18.16 and chdb; SQLite's column chunks: 20 M points/s), read back by
+  ``group_rank_history`` in 1.6-3.3 s (SQLite: 0.36 s). Inserts are one row per point through
+  clickhouse-driver's Python encoder; reads are dominated by the transfer of 6.4M rows.
 """
 
 from agent.store.clickhouse.reader import ClickHouseReader

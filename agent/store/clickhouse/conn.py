@@ -18,6 +18,7 @@ space → StoreFull; the database or a table gone (dropped under the agent) → 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from types import TracebackType
@@ -102,24 +103,30 @@ def _strings(col: Any) -> list:
 class DriverConn(Conn):
     engine = "server"
 
-    def __init__(self, url: ClickHouseURL, connect_timeout: float = 10.0, timeout: float = 300.0):
+    def __init__(
+        self, url: ClickHouseURL, connect_timeout: float = 10.0, timeout: float = 300.0, host: str = "", port: int = 0
+    ):
         try:
             from clickhouse_driver import Client
         except ImportError as exc:
             raise StoreError(f"a clickhouse:// store needs clickhouse-driver: {DRIVER_HINT}") from exc
         self.url = url
         self._lock = threading.Lock()  # a Client is one socket: the UI server's threads take turns
+        settings: dict[str, Any] = {"use_numpy": True, "strings_as_bytes": True}
+        if url.cluster:  # an INSERT into a Distributed table returns once every shard has its rows
+            settings["insert_distributed_sync"] = 1
+        self.host, self.port = host or url.host, port or url.port
         self.client = Client(
-            host=url.host,
-            port=url.port,
+            host=self.host,
+            port=self.port,
             user=url.user,
             password=url.password,
             secure=url.secure,
             connect_timeout=connect_timeout,
             send_receive_timeout=timeout,
-            settings={"use_numpy": True, "strings_as_bytes": True},
+            settings=settings,
         )
-        with map_exceptions(f"cannot connect to ClickHouse at {url}"):
+        with map_exceptions(f"cannot connect to ClickHouse at {self.host}:{self.port} ({url})"):
             v = self.client.execute("SELECT version()")[0][0]
             self.version = v.decode() if isinstance(v, bytes) else str(v)
 
@@ -151,7 +158,8 @@ class DriverConn(Conn):
     def insert(self, table: str, columns: dict[str, Any], types: dict[str, str]) -> None:
         data = []
         for name, c in columns.items():
-            if types[name] == "String":  # strings_as_bytes: bytes in, bytes out
+            if types[name] == "String" and not (isinstance(c, np.ndarray) and c.dtype == object):
+                # strings_as_bytes: bytes in, bytes out (the history's columns come as object arrays of bytes)
                 c = np.array([x.encode() if isinstance(x, str) else x for x in c], object)
             data.append(np.asarray(c))
         with self._lock, map_exceptions(f"writing to ClickHouse at {self.url} failed"):
@@ -180,6 +188,8 @@ class ChdbConn(Conn):
             from chdb import session as chdb_session
         except ImportError as exc:
             raise StoreError(f"a chdb:// store needs chdb: {CHDB_HINT}") from exc
+        except RuntimeError as exc:  # chdb starts its engine when imported (it reads a config.xml in the cwd)
+            raise StoreError(f"chdb cannot start in {os.getcwd()}: {exc}") from exc
         self.url = url
         self._closed = False
         with _Shared.lock:
@@ -222,7 +232,9 @@ class ChdbConn(Conn):
         arrays = {}
         for name, col in columns.items():
             if types[name] == "String":
-                arrays[name] = pa.array([x.encode() if isinstance(x, str) else x for x in col], pa.binary())
+                if not (isinstance(col, np.ndarray) and col.dtype == object):
+                    col = [x.encode() if isinstance(x, str) else x for x in col]
+                arrays[name] = pa.array(col, pa.binary())
             else:
                 arrays[name] = pa.array(np.asarray(col))
         rows = pa.table(arrays)  # noqa: F841 -- read by chdb's Python() table function, by name
@@ -245,6 +257,19 @@ def _pa() -> Any:
     import pyarrow
 
     return pyarrow
+
+
+def shard_conns(conn: Conn, cluster: str) -> list[Conn]:
+    """Connections to every shard of ``cluster`` (its first replica), as ``system.clusters`` names them."""
+    host, port = conn.query(
+        f"SELECT host_address, port FROM system.clusters WHERE cluster = {lit(cluster)} AND replica_num = 1 "
+        "ORDER BY shard_num",
+        2,
+    )
+    if not len(host):
+        raise StoreError(f"cluster {cluster!r} is not in the server's remote_servers (system.clusters)")
+    assert isinstance(conn, DriverConn)
+    return [DriverConn(conn.url, host=h.decode(), port=int(p)) for h, p in zip(host, port, strict=True)]
 
 
 def connect(url: ClickHouseURL) -> Conn:

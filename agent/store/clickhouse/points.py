@@ -118,3 +118,21 @@ def winners(keys: tuple[np.ndarray, ...], first: bool = False) -> np.ndarray:
     else:
         keep[:-1] = ~same
     return np.flatnonzero(keep)
+
+
+def order(*keys: np.ndarray) -> np.ndarray | slice:
+    """The permutation sorting rows by ``keys`` (the first most significant, as ``ORDER BY`` would), or
+    ``slice(None)`` when they come sorted already: the engine returns a merged part in its sorting key's
+    order, and an O(n) check is cheaper than a sort."""
+    n = len(keys[0])
+    if n < 2:
+        return slice(None)
+    ok = np.zeros(n - 1, bool)
+    tie = np.ones(n - 1, bool)
+    for k in keys:
+        a, b = k[:-1], k[1:]
+        ok |= tie & (b > a)
+        tie &= b == a
+    if (ok | tie).all():
+        return slice(None)
+    return np.lexsort(tuple(reversed(keys)))

@@ -1,9 +1,10 @@
 """The ClickHouse store's read side (``rankwise.Api``, the CLI, the UI): every read picks, per (run, key,
 step) or per (group, key, step), the row of the latest version (the earliest for ``META_KEYS``: a row's
 time is its first commit's), so what it returns never depends on whether the engine merged the parts
-holding replays or revisions yet. The rows come sorted by the table's own key from the engine
-(``ORDER BY …, ver``) and the winners are picked in numpy (agent/store/clickhouse/points.py
-``winners``); records (runs, groups) are read with ``ORDER BY id, ver DESC LIMIT 1 BY id``.
+holding replays or revisions yet. Rows are read unsorted and sorted in numpy (``lexsort`` by the
+table's key, then the version), where the winners are picked (agent/store/clickhouse/points.py
+``winners``): measured on 64 ranks × 100k steps of one key, 18.16's ``ORDER BY`` took 4.2 s where the
+unsorted read took 0.3 s and numpy's sort 0.26 s (``argMax … GROUP BY`` 4.9 s, ``LIMIT 1 BY`` 4.3 s); records (runs, groups) are read with ``ORDER BY id, ver DESC LIMIT 1 BY id``.
 
 Chunk ids of the incremental reads are versions (agent/store/clickhouse/txn.py): they only grow.
 """
@@ -93,16 +94,18 @@ class ClickHouseReader(Reader):
     def _series(self, where: str) -> dict[tuple[int, str], tuple[np.ndarray, Any]]:
         """(run id, key) → (steps, values) of the history rows matching ``where``, latest version winning."""
         run, key, step, ver, kind, value, raw = self.conn.query(
-            f"SELECT run_id, key, step, ver, kind, value, raw FROM {self.t('history')} WHERE {where} "
-            "ORDER BY run_id, key, step, ver",
+            f"SELECT run_id, key, step, ver, kind, value, raw FROM {self.t('history')} WHERE {where}",
             7,
             exact=True,
         )
         out: dict[tuple[int, str], tuple[np.ndarray, Any]] = {}
         if not len(step):
             return out
-        run, step, kind, value = run.astype(np.int64), step.astype(np.int64), kind.astype(np.uint8), value.astype(float)
-        keys = np.array(key, object)
+        keys = np.array(key, "S")
+        o = points.order(run, keys, step, ver)
+        run, keys, step, ver = run[o].astype(np.int64), keys[o], step[o].astype(np.int64), ver[o]
+        kind, value = kind[o].astype(np.uint8), value[o].astype(float)
+        raw = raw if isinstance(o, slice) else [raw[i] for i in o]
         bounds = np.flatnonzero((run[1:] != run[:-1]) | (keys[1:] != keys[:-1])) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(run)], strict=True):
             name = keys[lo].decode()
@@ -143,14 +146,18 @@ class ClickHouseReader(Reader):
     ) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
         run, step, ver, num, value = self.conn.query(
             f"SELECT run_id, step, ver, num, value FROM {self.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND key = {lit(key)} AND ver > {lit(after)} ORDER BY run_id, step, ver",
+            f"AND key = {lit(key)} AND ver > {lit(after)}",
             5,
         )
         if not len(run):
             return after, {}
         last = int(ver.max())
-        ok = num == 1
-        run, step, ver, value = run[ok].astype(np.int64), step[ok].astype(np.int64), ver[ok], value[ok]
+        if not num.all():
+            ok = np.flatnonzero(num == 1)
+            run, step, ver, value = run[ok], step[ok], ver[ok], value[ok]
+        run, step = run.astype(np.int64, copy=False), step.astype(np.int64, copy=False)
+        o = points.order(run, step, ver)
+        run, step, ver, value = run[o], step[o], ver[o], value[o]
         win = points.winners((run, step, ver), first=key in META_KEYS)
         run, step, value = run[win], step[win], value[win].astype(np.float64)
         bounds = np.flatnonzero(run[1:] != run[:-1]) + 1
@@ -163,9 +170,11 @@ class ClickHouseReader(Reader):
     def group_value_steps(self, group_id: int, key: str) -> dict[int, np.ndarray]:
         run, step = self.conn.query(
             f"SELECT DISTINCT run_id, step FROM {self.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND key = {lit(key)} ORDER BY run_id, step",
+            f"AND key = {lit(key)}",
             2,
         )
+        o = points.order(run, step)
+        run, step = run[o], step[o]
         out: dict[int, list] = {}
         for r, s in zip(np.asarray(run, np.int64).tolist(), np.asarray(step, np.int64).tolist(), strict=True):
             out.setdefault(r, []).append(s)
@@ -229,20 +238,23 @@ class ClickHouseReader(Reader):
         names = ", ".join(f"`{f}`" for f in GROUP_FIELDS)
         cols = self.conn.query(
             f"SELECT ver, {names} FROM {self.t('group_rows')} WHERE group_id = {lit(group_id)} AND key = {lit(key)} "
-            f"AND ver > {lit(after)} ORDER BY step, ver",
+            f"AND ver > {lit(after)}",
             1 + len(GROUP_FIELDS),
         )
         ver, rows = cols[0], dict(zip(GROUP_FIELDS, cols[1:], strict=True))
         if not len(ver):
             return after, {f: v.copy() for f, v in _EMPTY_ROWS.items()}
+        o = points.order(rows["step"], ver)
+        ver, rows = ver[o], {f: v[o] for f, v in rows.items()}
         win = points.winners((rows["step"], ver))
         return int(ver.max()), {f: np.asarray(rows[f], _EMPTY_ROWS[f].dtype)[win] for f in GROUP_FIELDS}
 
     def group_key_stats(self, group_id: int) -> dict[str, tuple[int, int, int]]:
+        # distinct steps of first-time rows: a commit written again (a replay) seals its steps again, and
+        # must not count them twice
         key, n, lo, hi = self.conn.query(
-            f"SELECT key, countIf(revision = 0), min(step), max(step) FROM (SELECT key, step, ver, any(revision) "
-            f"AS revision FROM {self.t('group_rows')} WHERE group_id = {lit(group_id)} GROUP BY key, step, ver) "
-            "GROUP BY key",
+            f"SELECT key, uniqExactIf(step, revision = 0), min(step), max(step) FROM {self.t('group_rows')} "
+            f"WHERE group_id = {lit(group_id)} GROUP BY key",
             4,
         )
         return {k.decode(): (int(a), int(b), int(c)) for k, a, b, c in zip(key, n, lo, hi, strict=True)}

@@ -111,6 +111,18 @@ TABLES: dict[str, tuple[dict[str, tuple[str, str]], str, str]] = {
         "",
     ),
 }
+# how a cluster's Distributed tables spread rows over shards: a run's rows (and their replays) on one shard,
+# a group's rows on one shard, records by id (every version of a record on one shard: LIMIT 1 BY per shard)
+SHARD_BY = {
+    "history": "run_id",
+    "group_rows": "group_id",
+    "groups": "id",
+    "runs": "id",
+    "writers": "cityHash64(writer)",
+    "drops": "cityHash64(cause)",
+    "alerts": "group_id",
+    "system": "group_id",
+}
 VERSIONED = tuple(t for t, (cols, _, _) in TABLES.items() if "ver" in cols)
 
 
@@ -133,34 +145,62 @@ def probe_codecs(conn: Conn, database: str) -> bool:
 
 
 class Schema:
-    """The store's tables in ``database``, created if missing. ``codecs``: whether they were given codecs."""
+    """The store's tables in ``database``, created if missing. ``codecs``: whether they were given codecs.
 
-    def __init__(self, conn: Conn, database: str, create: bool = True):
+    With ``cluster`` (a cluster of the server's ``remote_servers``): on every shard (``system.clusters``,
+    reached with the same user) the tables ``<table>_local`` and over them ``<table>``, a ``Distributed``
+    table sharded by :data:`SHARD_BY`; the store reads and writes the Distributed ones (inserts synchronous:
+    ``insert_distributed_sync``, set by agent/store/clickhouse/conn.py). No ``ON CLUSTER``: that needs
+    ZooKeeper, which a sharded cluster without replicas does not have."""
+
+    def __init__(self, conn: Conn, database: str, create: bool = True, cluster: str = "", shard_conns=None):
         self.conn = conn
         self.database = database
+        self.cluster = cluster
+        self.shard_conns = shard_conns  # a callable: the cluster's shards → connections (create only)
         self.codecs = False
         if create:  # the store's side; a reader never changes the schema
             self.create()
 
-    def create(self) -> None:
-        self.conn.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self.codecs = probe_codecs(self.conn, self.database)
-        for table in TABLES:
-            self.conn.execute(self.ddl(table))
-
     def __repr__(self) -> str:
-        return f"<Schema {self.database} on {self.conn.engine} {self.conn.version} codecs={self.codecs}>"
+        where = f" cluster={self.cluster}" if self.cluster else ""
+        return f"<Schema {self.database}{where} on {self.conn.engine} {self.conn.version} codecs={self.codecs}>"
 
     def t(self, table: str) -> str:
-        """A table's qualified name."""
+        """A table's qualified name (a cluster's Distributed table)."""
         return f"{self.database}.{table}"
 
-    def ddl(self, table: str) -> str:
+    def create(self) -> None:
+        self.codecs = probe_codecs_in(self.conn, self.database)
+        conns = self.shard_conns(self.conn, self.cluster) if self.cluster else [self.conn]
+        try:
+            for conn in conns:
+                conn.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+                for table in TABLES:
+                    if not self.cluster:
+                        conn.execute(self.ddl(table, self.t(table)))
+                        continue
+                    conn.execute(self.ddl(table, self.t(table) + "_local"))
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {self.t(table)} AS {self.t(table)}_local "
+                        f"ENGINE = Distributed({self.cluster}, {self.database}, {table}_local, {SHARD_BY[table]})"
+                    )
+        finally:
+            for conn in conns:
+                if conn is not self.conn:
+                    conn.close()
+
+    def ddl(self, table: str, name: str) -> str:
         cols, order, ver = TABLES[table]
         parts = []
-        for name, (typ, codec) in cols.items():
-            parts.append(f"`{name}` {typ}" + (f" CODEC({codec})" if codec and self.codecs else ""))
+        for col, (typ, codec) in cols.items():
+            parts.append(f"`{col}` {typ}" + (f" CODEC({codec})" if codec and self.codecs else ""))
         return (
-            f"CREATE TABLE IF NOT EXISTS {self.t(table)} ({', '.join(parts)}) "
+            f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(parts)}) "
             f"ENGINE = ReplacingMergeTree({ver}) ORDER BY ({order})"
         )
+
+
+def probe_codecs_in(conn: Conn, database: str) -> bool:
+    conn.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+    return probe_codecs(conn, database)

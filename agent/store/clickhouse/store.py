@@ -23,7 +23,7 @@ import numpy as np
 
 from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, new_run
 from agent.store.clickhouse import points
-from agent.store.clickhouse.conn import connect, lit
+from agent.store.clickhouse.conn import connect, lit, shard_conns
 from agent.store.clickhouse.reader import ClickHouseReader
 from agent.store.clickhouse.records import pack_record
 from agent.store.clickhouse.schema import VERSIONED, Schema, types
@@ -38,10 +38,6 @@ class ClickHouseStore(Store):
 
     def __init__(self, url: str):
         self.url = parse_url(url)
-        if self.url.cluster:
-            from agent.errors import StoreURLError
-
-            raise StoreURLError(f"store URL: cluster={self.url.cluster} is not supported by this version yet")
         self.conn = connect(self.url)
         self.commits = 0
         self.resets = 0
@@ -52,7 +48,7 @@ class ClickHouseStore(Store):
             raise
 
     def _open(self) -> None:
-        self.schema = Schema(self.conn, self.url.database)
+        self.schema = Schema(self.conn, self.url.database, cluster=self.url.cluster, shard_conns=shard_conns)
         self.read = ClickHouseReader(self.url, self.conn)  # the store's own reads, over its connection
         top = 0
         for table in VERSIONED:
@@ -136,14 +132,14 @@ class ClickHouseStore(Store):
     def unsealed_points(self, group_id: int, after_step: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
         key, run, step, ver, value = self.conn.query(
             f"SELECT key, run_id, step, ver, value FROM {self.schema.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND num = 1 AND step > {lit(int(after_step))} AND key NOT IN {lit(list(ROW_KEYS))} "
-            "ORDER BY key, run_id, step, ver",
+            f"AND num = 1 AND step > {lit(int(after_step))} AND key NOT IN {lit(list(ROW_KEYS))}",
             5,
         )
         if not len(run):
             return []
-        keys = np.array(key, object)
-        run, step = run.astype(np.int64), step.astype(np.int64)
+        keys = np.array(key, "S")
+        o = points.order(keys, run, step, ver)
+        keys, run, step, ver, value = keys[o], run[o].astype(np.int64), step[o].astype(np.int64), ver[o], value[o]
         win = points.winners((keys, run, step, ver))
         keys, run, step, value = keys[win], run[win], step[win], value[win].astype(np.float64)
         bounds = np.flatnonzero((keys[1:] != keys[:-1]) | (run[1:] != run[:-1])) + 1

@@ -76,7 +76,7 @@ class ClickHouseTxn(Txn):
         self.history.append(
             {
                 "group_id": np.full(m, gid, np.uint64),
-                "key": [key] * m,
+                "key": np.full(m, key.encode(), object),  # bytes in object arrays: no conversion at INSERT
                 "run_id": np.full(m, run_id, np.uint64),
                 "step": s,
                 "ver": np.full(m, self.ver(), np.uint64),
@@ -84,7 +84,7 @@ class ClickHouseTxn(Txn):
                 "num": num,
                 "late": np.full(m, int(late), np.uint8),
                 "value": value,
-                "raw": raw,
+                "raw": _objects(raw),
             }
         )
 
@@ -94,7 +94,7 @@ class ClickHouseTxn(Txn):
             return
         cols = {
             "group_id": np.full(n, group_id, np.uint64),
-            "key": [key] * n,
+            "key": np.full(n, key.encode(), object),
             "ver": np.full(n, self.ver(), np.uint64),
             "revision": np.full(n, int(revision), np.uint8),
         }
@@ -136,7 +136,7 @@ class ClickHouseTxn(Txn):
         )
         parts = [(run, step, ver, value)]
         for c in self.history:  # the transaction's own rows, not INSERTed yet
-            if c["group_id"][0] == group_id and c["key"][0] == key:
+            if c["group_id"][0] == group_id and c["key"][0] == key.encode():
                 ok = c["num"] == 1
                 parts.append((c["run_id"][ok], c["step"][ok], c["ver"][ok], c["value"][ok]))
         run, step, ver, value = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(4))
@@ -221,6 +221,12 @@ def _join(chunks: list[dict], names: tuple[str, ...]) -> dict:
     for c in names:
         parts = [ch[c] for ch in chunks]
         out[c] = [x for p in parts for x in p] if isinstance(parts[0], list) else np.concatenate(parts)
+    return out
+
+
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), object)
+    out[:] = items
     return out
 
 
