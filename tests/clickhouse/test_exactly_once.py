@@ -18,6 +18,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 
 import rankwise
 from support.probes import kill9, pid_gone, read_line, wait_for
@@ -67,12 +68,23 @@ def _values(key: str) -> np.ndarray:
     return np.array([[float(np.sin(0.01 * s + r)) for s in range(STEPS)] for r in range(WORLD)])
 
 
-def test_two_agent_kills_every_point_exactly_once(rankwise_env, clickhouse_server, clickhouse_url, tmp_path):
+@pytest.fixture(params=["server", "cluster"])
+def target(request) -> tuple[str, list]:
+    """(store URL, its servers): one clickhouse-server, or the 2-shard cluster rw2 (its URL names shard 1)."""
+    if request.param == "server":
+        return request.getfixturevalue("clickhouse_url"), [request.getfixturevalue("clickhouse_server")]
+    url = request.getfixturevalue("clickhouse_cluster")
+    return url, request.getfixturevalue("clickhouse_cluster_servers").servers
+
+
+def test_two_agent_kills_every_point_exactly_once(rankwise_env, target, tmp_path):
     """Kill -9 of a stopped agent holding 700 unacknowledged rows per rank, then kill -9 of its successor
     mid-stream: all 8 ranks finish with nothing unacknowledged after seeing two new agents; Api(URL) reads
     8 finished runs of 2000 steps, every key's steps 0..1999 once with the logged values, and group rows
     whose count, min, max, mean and std equal numpy's over the 8 ranks; in the raw table every
-    (run, key, step) of x and y has one value."""
+    (run, key, step) of x and y has one value. On one server and on the 2-shard cluster, where each run's
+    rows, replays included, are on one shard and both shards hold runs."""
+    clickhouse_url, servers = target
     procs = start_ranks(
         rankwise_env,
         SCRIPT,
@@ -135,14 +147,22 @@ def test_two_agent_kills_every_point_exactly_once(rankwise_env, clickhouse_serve
             np.testing.assert_allclose(h["mean"], values.mean(axis=0), rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(h["std"], values.std(axis=0), rtol=1e-9, atol=1e-12)
 
-    database = clickhouse_url.rsplit("/", 1)[1]
-    rows, points = clickhouse_server.execute(
+    database = clickhouse_url.rsplit("/", 1)[1].split("?")[0]
+    rows, points = servers[0].execute(
         f"SELECT count(), uniqExact(run_id, key, step) FROM {database}.history WHERE key IN ('x', 'y')"
     )[0]
     assert points == WORLD * STEPS * 2
-    conflicting = clickhouse_server.execute(
+    conflicting = servers[0].execute(
         f"SELECT run_id, key, step, uniqExact(value) AS n FROM {database}.history WHERE key IN ('x', 'y') "
         "GROUP BY run_id, key, step HAVING n > 1 LIMIT 5"
     )
     assert conflicting == []
+    if len(servers) > 1:  # the cluster: history_local of each shard holds whole runs, disjoint, all of them
+        per_shard = [
+            {int(r) for (r,) in server.execute(f"SELECT DISTINCT run_id FROM {database}.history_local")}
+            for server in servers
+        ]
+        assert all(per_shard) and not per_shard[0] & per_shard[1]
+        stored_runs = {int(r) for (r,) in servers[0].execute(f"SELECT DISTINCT id FROM {database}.runs")}
+        assert len(stored_runs) == WORLD and per_shard[0] | per_shard[1] == stored_runs
     print(f"raw history rows of x and y: {rows} for {points} points ({rows - points} written twice by replays)")
