@@ -87,8 +87,23 @@ class AgentConfig:
 
     @property
     def store_spec(self) -> str | Path:
-        """What agent/store/open.py opens: ``store`` when set, else the default SQLite file."""
-        return self.store or self.store_path
+        """What agent/store/open.py opens: ``store`` when set (a directory meaning its store.sqlite, as for
+        readers: rankwise/_api.py ``store_path``), else the default SQLite file."""
+        from agent.store.open import is_url
+
+        if not self.store:
+            return self.store_path
+        if is_url(self.store):
+            return self.store
+        path = Path(self.store).expanduser()
+        return path / paths.STORE_FILE if path.is_dir() else path
+
+    @property
+    def media_dir(self) -> Path:
+        """Where media files go (its ``media/``): beside a SQLite store, where readers look for them
+        (rankwise/_api.py ``media_root_of``); ``data_dir`` for a URL store (docs/scale.md)."""
+        spec = self.store_spec
+        return self.data_dir if isinstance(spec, str) else spec.parent
 
     @property
     def store_label(self) -> str:

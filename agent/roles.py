@@ -93,7 +93,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> Started:
     store = open_store(cfg.store_spec, cfg.wal_max_bytes)
     # content-addressed files beside the store; fsync like the store's synchronous=NORMAL: a crash
     # never leaves a torn file (write, then rename), a power loss may lose the newest
-    media = MediaSink(MediaStore(cfg.data_dir, fsync=False), bytes_per_s=cfg.media_bytes_per_s)
+    media = MediaSink(MediaStore(cfg.media_dir, fsync=False), bytes_per_s=cfg.media_bytes_per_s)
     if not cfg.listen:
         ingest = Ingest(store, cfg, node=cfg.node_name or None, media=media)
         plug(ingest, "single")
