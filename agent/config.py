@@ -77,10 +77,40 @@ class AgentConfig:
     # seconds without a commit that make a running rank hung (its group stalled); 0 = derived per group from
     # its own commit interval with a floor (agent/alerts/detectors/hang.py)
     hang_after_s: float = 0.0
+    # where a single agent or a root stores (agent/store/open.py, docs/scale.md): a SQLite file path or a
+    # clickhouse:// / chdb:// URL; None = $RANKWISE_DIR/store.sqlite. Media stay under data_dir either way
+    store: str | None = None
 
     @property
     def store_path(self) -> Path:
         return self.data_dir / paths.STORE_FILE
+
+    @property
+    def store_spec(self) -> str | Path:
+        """What agent/store/open.py opens: ``store`` when set (a directory meaning its store.sqlite, as for
+        readers: rankwise/_api.py ``store_path``), else the default SQLite file."""
+        from agent.store.open import is_url
+
+        if not self.store:
+            return self.store_path
+        if is_url(self.store):
+            return self.store
+        path = Path(self.store).expanduser()
+        return path / paths.STORE_FILE if path.is_dir() else path
+
+    @property
+    def media_dir(self) -> Path:
+        """Where media files go (its ``media/``): beside a SQLite store, where readers look for them
+        (rankwise/_api.py ``media_root_of``); ``data_dir`` for a URL store (docs/scale.md)."""
+        spec = self.store_spec
+        return self.data_dir if isinstance(spec, str) else spec.parent
+
+    @property
+    def store_label(self) -> str:
+        """``store_spec`` for logs and status (a URL's password replaced by ``***``)."""
+        from agent.store.open import redact
+
+        return redact(self.store_spec)
 
     @property
     def log_path(self) -> Path:
@@ -109,6 +139,7 @@ _ENV_TEXT = {
     "node_name": "RANKWISE_NODE",
     "alert_cmd": "RANKWISE_ALERT_CMD",
     "alert_webhook": "RANKWISE_ALERT_WEBHOOK",
+    "store": "RANKWISE_STORE",
 }
 _ENV_SECONDS = {
     "spool_fsync_s": "RANKWISE_SPOOL_FSYNC",
@@ -204,6 +235,10 @@ def resolve(env: Mapping[str, str] | None = None, **flags: Any) -> AgentConfig:
     if values.get("listen") and "idle_timeout_s" not in values:
         values["idle_timeout_s"] = 0.0  # a root is started by hand and serves until stopped
     _check_roles(values)
+    if values.get("store"):
+        from agent.store.open import check
+
+        check(values["store"])  # a malformed URL is a bad setting (exit 2), not a store that fails to open
     values["data_dir"] = Path(values["data_dir"]).expanduser()
     values["runtime_dir"] = Path(values["runtime_dir"]).expanduser()
     for attr in (

@@ -109,7 +109,7 @@ class Agent:
             endpoint = f"tcp://127.0.0.1:{port}"
         self._sock = sock
         self.endpoint = endpoint
-        info = {"pid": os.getpid(), "endpoint": endpoint, "started": time.time(), "store": str(self.cfg.store_path)}
+        info = {"pid": os.getpid(), "endpoint": endpoint, "started": time.time(), "store": self.cfg.store_label}
         info.update(started.info)
         tmp = self.cfg.runtime_dir / (paths.AGENT_INFO + ".tmp")
         tmp.write_text(json.dumps(info))

@@ -40,3 +40,8 @@ class StoreLost(StoreError):
 class MediaError(AgentError, ValueError):
     """A media value or name that cannot be stored: bad hash, bad extension, bytes not bytes (agent/media.py).
     Still a ValueError for the callers that catch one."""
+
+
+class StoreURLError(ValueError):
+    """A store URL (``RANKWISE_STORE``, ``--store``) that cannot be used: the message names the part that is
+    wrong and how to write it (agent/store/clickhouse/url.py)."""

@@ -39,6 +39,7 @@ _FLAGS = {
     "root_key": "root_key",
     "insecure": "insecure",
     "node": "node_name",
+    "store": "store",
 }
 
 
@@ -131,6 +132,12 @@ def parser() -> argparse.ArgumentParser:
         help="root: accept plain TCP (no Curve) on a non-loopback address",
     )
     p.add_argument("--node", help="this machine's name as its ranks report it (default: SLURMD_NODENAME or hostname)")
+    p.add_argument(
+        "--store",
+        metavar="PATH|URL",
+        help="single agent or root: where to store, a SQLite file or clickhouse://host:port/db "
+        "(docs/scale.md; RANKWISE_STORE; default $RANKWISE_DIR/store.sqlite)",
+    )
     p.add_argument("--spool-quota", help="node agent: spool byte quota, e.g. 4G (RANKWISE_SPOOL_BYTES)")
     p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)
     return p

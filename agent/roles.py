@@ -1,7 +1,8 @@
 """The agent's three roles, set up from its configuration. One program:
 
 * **single** (neither ``--listen`` nor ``--upstream``): the node agent stores into
-  ``$RANKWISE_DIR/store.sqlite`` itself — everything on one machine;
+  ``$RANKWISE_DIR/store.sqlite`` itself — everything on one machine (or into the store ``RANKWISE_STORE``
+  / ``--store`` names: a ClickHouse server or cluster, agent/store/open.py);
 * **root** (``--listen tcp://HOST:PORT``): the same, plus a TCP socket that node
   agents forward to (agent/root.py, agent/rootlink.py);
 * **node** (``--upstream tcp://HOST:PORT`` or ``RANKWISE_UPSTREAM``): no store;
@@ -84,19 +85,20 @@ def start_store(cfg: AgentConfig, ctx: Any) -> Started:
     from agent.ingest import Ingest
     from agent.media import MediaSink, MediaStore
     from agent.plugged import plug
-    from agent.store.sqlite import SQLiteStore
+    from agent.store.open import open_store
 
     if cfg.listen:
         check_listen(cfg)
-    store = SQLiteStore(cfg.store_path, cfg.wal_max_bytes)
+    # SQLite by default; RANKWISE_STORE / --store may name a ClickHouse server or cluster (docs/scale.md)
+    store = open_store(cfg.store_spec, cfg.wal_max_bytes)
     # content-addressed files beside the store; fsync like the store's synchronous=NORMAL: a crash
     # never leaves a torn file (write, then rename), a power loss may lose the newest
-    media = MediaSink(MediaStore(cfg.data_dir, fsync=False), bytes_per_s=cfg.media_bytes_per_s)
+    media = MediaSink(MediaStore(cfg.media_dir, fsync=False), bytes_per_s=cfg.media_bytes_per_s)
     if not cfg.listen:
         ingest = Ingest(store, cfg, node=cfg.node_name or None, media=media)
         plug(ingest, "single")
         ingest.recover()
-        return Started(ingest, [], {}, f"store {cfg.store_path}")
+        return Started(ingest, [], {}, f"store {cfg.store_label}")
     from agent.root import Root
     from agent.rootlink import RootLink
 
@@ -108,7 +110,7 @@ def start_store(cfg: AgentConfig, ctx: Any) -> Started:
         store.close()
         raise
     root.link_status = link.status
-    where = f"store {cfg.store_path}, node agents on {link.endpoint}"
+    where = f"store {cfg.store_label}, node agents on {link.endpoint}"
     return Started(root.ingest, [link], {"role": "root", "listen": link.endpoint}, where)
 
 

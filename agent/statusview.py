@@ -27,7 +27,7 @@ def status_view(ingest: Ingest) -> dict[str, Any]:
         pid=os.getpid(),
         node=ingest.node,
         uptime_s=time.time() - ingest.started,
-        store=str(ingest.cfg.store_path),
+        store=ingest.cfg.store_label,
         runs=states,
         groups=len(ingest.groups),
         writers=len(ingest.writers),

@@ -1,7 +1,8 @@
 """``rankwise.Api``: the read side over a store.
 
 ``Api()`` opens the default store (``$RANKWISE_DIR/store.sqlite``); ``Api(path)``
-another one (the file or its directory). Reads never block the agent (SQLite
+another one (the file or its directory), ``Api("clickhouse://host:port/db")`` a ClickHouse store
+(agent/store/open.py; media files then under ``$RANKWISE_DIR``, docs/scale.md). Reads never block the agent (SQLite
 WAL readers), and see what the agent has committed, which is everything a
 finished run logged. What it returns are views (rankwise/_views.py): a ``Group``
 per distributed job, a ``RunView`` per rank.
@@ -24,6 +25,19 @@ from rankwise._views import Group
 from rankwise.errors import InvalidArgumentError, NotFound
 
 
+def is_store_url(path: object) -> bool:
+    """A ``clickhouse://`` / ``chdb://`` store URL (agent/store/open.py), not a SQLite path."""
+    from agent.store.open import is_url
+
+    return is_url(path)
+
+
+def media_root_of(path: str | os.PathLike | None) -> Path:
+    """Where media files and artifacts of the store ``path`` live: beside a SQLite store; for a URL store,
+    under this process's ``$RANKWISE_DIR`` (where the agent that writes it keeps them: docs/scale.md)."""
+    return paths.data_dir() if is_store_url(path) else store_path(path).parent
+
+
 def store_path(path: str | os.PathLike | None) -> Path:
     if path is None:
         return paths.data_dir() / paths.STORE_FILE
@@ -41,7 +55,8 @@ class Api:
         timeout: float | None = None,
         api_key: str | None = None,
     ):
-        """``path``: the store (file or directory; the default store when None). ``overrides`` (wandb's:
+        """``path``: the store (file or directory; the default store when None; or a ``clickhouse://`` /
+        ``chdb://`` URL, where one that cannot be reached raises StoreError naming it, password hidden). ``overrides`` (wandb's:
         ``{"project": ..., "entity": ...}``) sets the project ``runs()`` reads without a path; ``timeout`` and
         ``api_key`` are accepted for wandb's signature and unused (the store is a local file).
 
@@ -52,6 +67,13 @@ class Api:
         if isinstance(path, dict) and overrides is None:  # wandb.Api({"project": ...})
             path, overrides = None, path
         self.overrides = dict(overrides or {})
+        self._media_root = media_root_of(path)
+        if is_store_url(path):  # a ClickHouse server, cluster or chdb directory (docs/scale.md)
+            from agent.store.open import open_reader, redact
+
+            self.path = redact(path)  # what messages and repr show: never the password
+            self._reader = open_reader(path)
+            return
         self.path = store_path(path)
         try:
             self._reader = SQLiteReader(self.path)
@@ -132,8 +154,9 @@ class Api:
 
     @property
     def media_root(self) -> Path:
-        """The directory that media references' ``path`` is relative to (the store's directory)."""
-        return self.path.parent
+        """The directory that media references' ``path`` is relative to (the store's directory; for a URL
+        store, ``$RANKWISE_DIR``)."""
+        return self._media_root
 
     def media_path(self, ref: dict | str) -> Path:
         """The file a media reference names (a stored value such as ``{"_type": "image", "sha256": ...,

@@ -16,6 +16,13 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, settings
 
+# the ClickHouse servers (tests/support/chfixtures.py): clickhouse_server, clickhouse_url, clickhouse_cluster
+from support.chfixtures import (  # noqa: F401 (fixtures register by name)
+    clickhouse_cluster,
+    clickhouse_cluster_servers,
+    clickhouse_server,
+    clickhouse_url,
+)
 from support.processes import LAUNCHER_VARS, RankwiseEnv, finish_live_runs, reap_spawned, stop_agent
 
 # Property tests share a 2-core CI machine with real agents and browsers: how fast hypothesis generates

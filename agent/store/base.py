@@ -184,6 +184,14 @@ class Store(abc.ABC):
         an empty store in its place; return where the old one went (None: nothing was left to move)."""
         raise NotImplementedError(f"{type(self).__name__} cannot start over after: {why}")
 
+    def wal_full(self) -> bool:
+        """Whether the agent's loop must checkpoint now, commits waiting or not (agent/sinks/store.py): a
+        write-ahead log past its bound (agent/store/sqlite.py). False where there is none (ClickHouse)."""
+        return False
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the store, when the loop is idle or ``wal_full``. No-op without one."""
+
     def close(self) -> None:
         pass
 

@@ -47,7 +47,9 @@ class _MemoryTxn(Txn):
     def add_history(self, run_id, key, steps, values, late) -> None:
         if len(steps):
             if isinstance(values, dict):  # coalesced spans: kept beside, read as their last value
-                self.store.spans.append((run_id, key, {f: np.array(v) for f, v in values.items()}))
+                spans = {f: np.array(v) for f, v in values.items()}
+                spans["step"] = np.array(steps, np.int64)  # each span's last step, as Reader.run_spans says
+                self.store.spans.append((run_id, key, spans))
                 values = values["last"]
             vals = np.array(values) if isinstance(values, np.ndarray) else list(values)
             self.history.append((run_id, key, np.array(steps, np.int64), vals, late))

@@ -157,7 +157,7 @@ def project_table(data: UIData, p: Params, project: str) -> dict[str, Any]:
 
 def index(data: UIData, p: Params) -> dict[str, Any]:
     return {
-        "store": str(data.path),
+        "store": data.label,
         "endpoints": [
             "/api/projects",
             "/api/projects/{project}/groups",

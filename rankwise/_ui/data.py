@@ -21,7 +21,7 @@ import numpy as np
 
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, last_wins, merge_since
 from agent.store.sqlite_reader import SQLiteReader
-from rankwise._api import Api, store_path
+from rankwise._api import Api, is_store_url, media_root_of, store_path
 from rankwise._ui import series as S
 from rankwise._views import Group
 from rankwise.errors import NotFound, StoreMissing
@@ -192,26 +192,48 @@ class UIData:
         self._memos: OrderedDict[tuple, tuple[tuple, Any]] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"<UIData store={self.path} open={self._api is not None}>"
+        return f"<UIData store={self.label} open={self._api is not None}>"
 
     @property
     def path(self) -> Path:
         return store_path(self.store)
 
+    @property
+    def url(self) -> str | None:
+        """The store URL when ``--store`` names a ClickHouse store (docs/scale.md), else None."""
+        return str(self.store) if is_store_url(self.store) else None
+
+    @property
+    def label(self) -> str:
+        """The store as messages show it (a URL without its password)."""
+        from agent.store.open import redact
+
+        return redact(self.url) if self.url else str(self.path)
+
+    @property
+    def media_root(self) -> Path:
+        """Where the media files the UI serves live (beside a SQLite store; ``$RANKWISE_DIR`` for a URL)."""
+        return media_root_of(self.store)
+
     def open(self) -> Api:
         """The Api over the store, opened on first use (StoreMissing until a run has created the file)."""
         with self._lock:
             if self._api is None:
-                if not self.path.exists():
+                if self.url is None and not self.path.exists():
                     raise StoreMissing(f"no store at {self.path} yet: it appears with the first run logged there")
-                self._api = Api(self.path)
-                self._api._reader.use_mmap(MMAP_BYTES)
+                self._api = Api(self.url or self.path)
+                if self.url is None:
+                    self._api._reader.use_mmap(MMAP_BYTES)
                 self._cache = SeriesCache(ReaderPool(self._open_reader))
                 with self._cache.readers.get():
                     pass  # one reader open before the first page asks
             return self._api
 
     def _open_reader(self) -> SQLiteReader:
+        if self.url is not None:
+            from agent.store.open import open_reader
+
+            return open_reader(self.url)
         reader = SQLiteReader(self.path)
         reader.use_mmap(MMAP_BYTES)
         return reader

@@ -225,7 +225,7 @@ class Handler(BaseHTTPRequestHandler):
         name), byte ranges for audio and video seeking. Logged HTML is served under a sandbox policy, so even
         opened directly it runs in an opaque origin and cannot read this server's API."""
         try:
-            path, ctype, sha = media_file(self.server.data.path.parent, parts)
+            path, ctype, sha = media_file(self.server.data.media_root, parts)
         except ApiError as exc:
             self.reply_error(exc.status, exc.message)
             return

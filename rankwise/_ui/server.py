@@ -184,7 +184,7 @@ def serve(
         print(f"rankwise ui: cannot listen on {host}:{port}: {exc.strerror or exc}{hint}", file=sys.stderr)
         return 1
     data = server.data
-    print(f"rankwise ui: serving {data.path} at {server.login_url}  (read-only; Ctrl-C to stop)", file=out, flush=True)
+    print(f"rankwise ui: serving {data.label} at {server.login_url}  (read-only; Ctrl-C to stop)", file=out, flush=True)
     if not token:
         print(
             "rankwise ui: warning: --no-token: every user of this machine can read the store through this port",
