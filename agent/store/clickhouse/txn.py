@@ -148,8 +148,9 @@ class ClickHouseTxn(Txn):
         win = points.winners((run, step, ver[order]), first=key in META_KEYS)
         run, step, value = run[win], step[win], value[win]
         keep = np.isin(step, steps)
-        ranks = np.array([self.store.rank_of(int(r)) for r in run[keep]], np.int64)
-        return step[keep], ranks, value[keep]
+        runs, at = np.unique(run[keep], return_inverse=True)  # a rank per run, not per point
+        ranks = np.array([self.store.rank_of(int(r)) for r in runs], np.int64)[at]
+        return step[keep], ranks.astype(np.int64), value[keep]
 
     # ------------------------------------------------------------------ the INSERTs
     def flush(self) -> None:
