@@ -36,6 +36,11 @@ log = logging.getLogger("rankwise.agent")
 class ClickHouseStore(Store):
     """Write side; one per agent. Not thread-safe: the agent's loop is its only user."""
 
+    # every INSERT makes a part per table that the server merges later (18.16 refuses inserts past 300 parts a
+    # partition): the agent commits in batches of 10k points or 1 s, whichever first (agent/commits.py)
+    batch_points = 10_000
+    batch_wait_s = 1.0
+
     def __init__(self, url: str):
         self.url = parse_url(url)
         self.conn = connect(self.url)
