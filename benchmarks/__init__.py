@@ -30,6 +30,7 @@ BENCHMARKS = (
     "system_sampler",
     "ui_transfer",  # issue 14: bytes of one chart's per-rank series, plain and gzipped
     "ui_first_chart",  # issue 14: time to first chart of a 64-rank group page in Chromium, bytes fetched
+    "store_engines",  # issue 15: one agent into SQLite / ClickHouse; a 64-rank x 100k-step group read back
     "compare",
 )
 

@@ -54,8 +54,9 @@ class Sandbox:
     to ~107 bytes) and the agent serving it. ``close`` stops whichever agent holds its lock (one we
     started, or one a client spawned) and removes both directories."""
 
-    def __init__(self, label: str = "bench"):
+    def __init__(self, label: str = "bench", store: str | None = None):
         self.label = label
+        self.store_spec = store  # RANKWISE_STORE for the agent (a ClickHouse URL); None: its own SQLite file
         self.data = tempfile.mkdtemp(prefix="rwb-", dir="/tmp")
         self.runtime = tempfile.mkdtemp(prefix="rwbr-", dir="/tmp")
         self.scratch = tempfile.mkdtemp(prefix="rwbs-", dir="/tmp")  # worker args/results, other tools' dirs
@@ -78,8 +79,13 @@ class Sandbox:
             RANKWISE_AGENT_IDLE_TIMEOUT=300,
             # throughput is measured on every point: no row budget (with the default one a tight loop
             # is coalesced into spans, see README "Rate limiting"); a benchmark may pass its own
-            **{"RANKWISE_ROWS_PER_S": 0, **extra},
+            **{"RANKWISE_ROWS_PER_S": 0, **({"RANKWISE_STORE": self.store_spec} if self.store_spec else {}), **extra},
         )
+
+    @property
+    def reads(self) -> str:
+        """What ``rankwise.Api`` opens to read what this sandbox's agent stored."""
+        return self.store_spec or self.data
 
     @property
     def store(self) -> Path:
@@ -421,7 +427,7 @@ def stored_counts(box: Sandbox, project: str, group: str, keys: Sequence[str]) -
     steps are exactly 0..rows-1 (nothing lost, nothing duplicated). Read through ``rankwise.Api``."""
     import rankwise
 
-    api = rankwise.Api(box.data)
+    api = rankwise.Api(box.reads)
     try:
         out: dict[int, dict[str, Any]] = {}
         for run in api.group(project, group).runs:

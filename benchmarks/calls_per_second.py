@@ -126,7 +126,7 @@ def check_loss_coalesced(box: Any, project: str, group: str, keys: Any, sent: di
     from benchmarks._harness import check_loss
 
     res = check_loss(box, project, group, keys, sent)
-    api = rankwise.Api(box.data)
+    api = rankwise.Api(box.reads)
     try:
         runs = list(api.group(project, group).runs)
         if not any(r.coalesced_rows[0] for r in runs):

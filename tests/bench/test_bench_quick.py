@@ -7,6 +7,7 @@ lost, distributions are ordered, resources were measured, and ``import rankwise`
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -213,3 +214,19 @@ def test_quick_ui_transfer_gzip_is_smaller_and_level_1_is_not_slower(report):
         assert 0 < w["gzip_bytes"] < w["plain_bytes"] / 2
         assert w["zlib"]["1"]["bytes"] == w["gzip_bytes"]
         assert w["zlib"]["6"]["bytes"] > 0.8 * w["zlib"]["1"]["bytes"]
+
+
+def test_quick_store_engines_ingest_and_read_every_point(report):
+    """Store engines: SQLite always, ClickHouse 18.16 where its server is installed (CI installs it): every
+    point the ranks logged is stored once in each, and the read of the group returns every rank's points
+    (the benchmark asserts the count) in a positive time."""
+    from support.chserver import CLICKHOUSE_SERVER
+
+    r = report["benchmarks"]["store_engines"]
+    engines = r["engines"]
+    want = ["sqlite"] + (["clickhouse 18.16"] if os.path.exists(CLICKHOUSE_SERVER) else [])
+    assert list(engines) == want
+    for name, e in engines.items():
+        _no_loss(e["ingest"]["loss"])
+        assert e["ingest"]["stored_points_per_s"] > 0, name
+        assert e["read"]["rank_history_s"] > 0 and e["read"]["group_rows_s"] > 0, name
