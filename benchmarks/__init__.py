@@ -51,5 +51,9 @@ TARGETS = {
     "forms_torch_p50_us": 2.0,  # torch 0-d CPU tensors
     "forms_contended_p99_us": 20.0,  # 4 busy processes on the machine's cores
     "system_sampler_percent_of_core": 1.0,  # issue 13: 8 ranks at a 1 s interval (benchmark system_sampler)
+    # issue 15 (store_engines, full run): one agent's points/s into SQLite over into ClickHouse (≤ 2: ingest within
+    # 2x), and ClickHouse's time over SQLite's to read a 64-rank x 100k-step group (≤ 1: at least as fast)
+    "store_ch_ingest_slowdown": 2.0,
+    "store_ch_read_slowdown": 1.0,
     "ui_first_chart_ms": 1500.0,  # issue 14: group page of 64 ranks x 3k steps, per-rank lines on (ui_first_chart)
 }

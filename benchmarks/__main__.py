@@ -151,6 +151,21 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 TARGETS["ui_first_chart_ms"],
                 "ms",
             )
+    se = results.get("store_engines", {}).get("engines", {})
+    if "sqlite" in se and "clickhouse 18.16" in se and se["sqlite"]["read"].get("ranks") == 64:
+        sq, ch = se["sqlite"], se["clickhouse 18.16"]
+        add(
+            "ClickHouse ingest within 2x of SQLite's (SQLite pts/s over ClickHouse's)",
+            sq["ingest"]["stored_points_per_s"] / ch["ingest"]["stored_points_per_s"],
+            TARGETS["store_ch_ingest_slowdown"],
+            "x",
+        )
+        add(
+            "ClickHouse reads a 64-rank x 100k-step group as fast as SQLite (time over SQLite's)",
+            ch["read"]["rank_history_s"] / sq["read"]["rank_history_s"],
+            TARGETS["store_ch_read_slowdown"],
+            "x",
+        )
     return checks
 
 

@@ -123,6 +123,8 @@ def _read(spec: str, p: dict) -> dict:
             reader.close()
     points = p["read_ranks"] * p["read_steps"]
     return {
+        "ranks": p["read_ranks"],
+        "steps": p["read_steps"],
         "write_points_per_s": points / write_s,
         "rank_history_s": min(ranks_s),
         "group_rows_s": min(rows_s),
