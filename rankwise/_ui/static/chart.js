@@ -182,7 +182,9 @@ export class KeyChart {
       bands: [{ series: [2, 1], fill: COLORS.band }],
       axes: [{ ...axis, ...xAxis(d) }, { ...axis, size: axisSize, values: (u, vals) => vals.map(num) }],
       cursor: {
-        sync: { key: `rw:${page.project}/${page.group}` }, // one cursor across the page's charts
+        // one cursor across the page's charts, but a drag stays on its chart: uPlot publishes mousedown/mouseup
+        // to the synced charts too, and each would turn the drag into a zoom range in its own x units
+        sync: { key: `rw:${page.project}/${page.group}`, filters: { pub: (type) => type !== "mousedown" && type !== "mouseup" } },
         drag: { x: true, y: false, setScale: false },
         bind: { dblclick: () => null },
       },
@@ -192,7 +194,7 @@ export class KeyChart {
           const a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x");
           u.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
           const off = this.data.axis === "time" ? this.data.t0 : 0;
-          page.setRange([a - off, b - off]);
+          page.setRange([a - off, b - off], this); // the range is in this chart's x units
         }],
         setCursor: [(u) => this.showReadout(u.cursor.idx)],
         ready: [(u) => u.over.addEventListener("dblclick", () => page.setRange(null))],

@@ -251,9 +251,11 @@ export class GroupPage {
   // smoothing on or off changes what charts ask for (every point while smoothing: chart.js SMOOTH_FULL)
   setSmooth(value) { this.setOption("smooth", value, (value > 0) !== (this.state.smooth > 0)); }
 
-  setRange(range) {
+  // `from`: the chart the range was dragged on (in "default (per key)" mode the range is in its axis' units)
+  setRange(range, from = null) {
     this.state.range = range;
-    this.state.rangeAxis = range ? (this.state.axis === "auto" ? this.zoomAxis || "step" : this.state.axis) : null;
+    const dragged = from && from.axis ? from.axis() : "step";
+    this.state.rangeAxis = range ? (this.state.axis === "auto" ? dragged : this.state.axis) : null;
     this.saveState();
     this.showRange();
     this.reloadAll();

@@ -48,27 +48,13 @@ export class GroupChart extends KeyChart {
     return axis === "time" ? this.data.t0 + x : x; // the time axis draws epoch seconds
   }
 
-  // KeyChart.load builds its request from page.state before its first await: for that synchronous part the
-  // state holds this chart's own axis (and no range when the range is in another axis' units), then it is
-  // restored. JavaScript runs this without interleaving, so no other chart sees the substituted values.
-  load() {
+  // the request KeyChart.load builds from the page state, on this chart's own axis (without the zoom range when
+  // that range is in another axis' units)
+  seriesParams(params) {
     const s = this.page.state;
-    const saved = { axis: s.axis, range: s.range };
     const axis = this.axis();
-    if (s.range && rangeAxis(s) !== axis) s.range = null;
-    s.axis = axis;
-    try {
-      return super.load();
-    } finally {
-      s.axis = saved.axis;
-      s.range = saved.range;
-    }
-  }
-
-  // a drag-zoom on this chart: the page records which axis the range is in before KeyChart's hook sets it
-  options(d, ranks) {
-    const o = super.options(d, ranks);
-    o.hooks.setSelect = [() => { this.page.zoomAxis = this.axis(); }, ...o.hooks.setSelect];
-    return o;
+    const out = { ...params, x: axis };
+    if (s.range && rangeAxis(s) !== axis) { delete out.start; delete out.end; }
+    return out;
   }
 }
