@@ -32,29 +32,28 @@ def test_server_18_16_gets_no_codecs(clickhouse_url):
     store = ClickHouseStore(clickhouse_url)
     try:
         assert store.conn.version.startswith("18.16.") and store.schema.codecs is False
-        (ddl,) = store.conn.query(f"SHOW CREATE TABLE {store.schema.t('history')}", 1)
+        (ddl,) = store.conn.query(f"SHOW CREATE TABLE {store.schema.t('history_chunks')}", 1)
         text = ddl[0].decode()
         assert (
             "CODEC" not in text
             and "ReplacingMergeTree" in text
-            and "ORDER BY (group_id, key, run_id, step, ver)" in text
+            and "ORDER BY (group_id, key, run_id, step_min, ver)" in text
         )
     finally:
         store.close()
 
 
 def test_chdb_gets_codecs(tmp_path):
-    """chdb (ClickHouse 26.x) takes them: DoubleDelta for steps, Delta for versions, Gorilla for values,
-    ZSTD for bytes."""
+    """chdb (ClickHouse 26.x) takes them: DoubleDelta for chunks' first steps, Delta for versions, ZSTD for
+    steps bytes, Gorilla for group rows' values."""
     pytest.importorskip("chdb")
     store = ClickHouseStore(f"chdb://{tmp_path / 'c'}")
     try:
         assert store.schema.codecs is True and int(store.conn.version.split(".")[0]) >= 20
-        got = codecs_of(store, "history")
-        assert (got["step"], got["ver"], got["value"], got["raw"]) == (
+        got = codecs_of(store, "history_chunks")
+        assert (got["step_min"], got["ver"], got["steps"]) == (
             "CODEC(DoubleDelta)",
             "CODEC(Delta(8), LZ4)",
-            "CODEC(Gorilla(8))",
             "CODEC(ZSTD(1))",
         )
         assert codecs_of(store, "group_rows")["mean"] == "CODEC(Gorilla(8))"

@@ -120,7 +120,7 @@ def test_a_commit_written_twice_is_read_once(url):
         store.close()
 
 
-@pytest.mark.parametrize("fail_on", ["history", "group_rows", "runs", "writers"])
+@pytest.mark.parametrize("fail_on", ["history_chunks", "group_rows", "runs", "writers"])
 def test_a_commit_that_failed_half_way_then_a_restart(url, fail_on):
     """An INSERT of a commit fails (everything before it is stored), the process goes away, a new store
     opens the same database: the runs keep their ids, the writer's seq is the last fully stored commit's

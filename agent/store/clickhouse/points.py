@@ -1,13 +1,16 @@
-"""History values as rows of the ``history`` table, and back.
+"""History values as chunks of the ``history_chunks`` table, and back.
 
-One row per (run, key, step) of a chunk: ``kind`` says what the agent handed the store (float, int and bool
-arrays, a list of msgpack values, coalesced spans: agent/ratelimit.py), ``num`` whether the value counts as a
-number for group rows and charts (grouping/numbers.py: ints, floats and bools of a list count, other values
-do not), ``value`` the number as float64 (NaN when none), ``raw`` the bytes a float cannot hold: a list
-element msgpack-encoded, an int beyond 2**53, a span's six fields. Reading a series back gives the
-containers the SQLite store gives (agent/store/sqlite_format.py ``decode_values`` joined by
-``last_wins``): a numeric array when every chunk of the key was numeric (int64, float64, or object for
-bools, as numpy joins them), a list as soon as one chunk was a list.
+One row per (run, key, chunk of one commit), as the SQLite store keeps them (agent/store/sqlite_format.py,
+whose encodings are used here unchanged): ``enc`` names the encoding (``f8``, ``i8``, ``b1``: little-endian
+arrays; ``span``: coalesced spans, agent/ratelimit.py; ``mp``: a msgpack list, a key that had a string or
+None in that commit), ``vals`` the bytes, ``steps`` the steps as little-endian int64, or empty when they
+are ``step_min, step_min + 1, …, step_max`` (the usual case: half the bytes to store and to read).
+
+Measured on 64 ranks × 100k steps in chunks of 10k (this machine, 2 cores): String blobs inserted in
+1.3 s and read back in 0.6 s over clickhouse-driver (18.16), ``Array(Int64)``/``Array(Float64)`` columns in
+4.0 s and 1.5-2.2 s (the driver has no numpy path for arrays: a Python float per value). SQL over values
+stays possible: the ``history`` view (agent/store/clickhouse/schema.py) unpacks chunks into one row per
+point with ``ARRAY JOIN``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from agent.ratelimit import SPAN_FIELDS
+from agent.store.base import last_wins
+from agent.store.sqlite_format import NUMERIC_LIKE, decode_values, encode_values, float_values
+from grouping import numeric_entries
 
-F8, I8, B1, MP, SPAN = 0, 1, 2, 3, 4
-_NUMBER_TYPES = (int, float, bool)
-_EXACT = float(2**53)  # ints beyond this lose digits as float64: their raw bytes keep them
-SPAN_DTYPE = np.dtype([(f, "<i8" if f in ("first_step", "count") else "<f8") for f in SPAN_FIELDS])
+__all__ = ["Chunk", "by_run", "decode_values", "encode_chunk", "join", "numbers", "order", "steps_of", "winners"]
+
+# one chunk as read: (run id, key, version, step_min, step_max, enc, steps bytes, vals bytes)
+Chunk = tuple[int, str, int, int, int, str, bytes, bytes]
 
 
 def pack(obj: Any) -> bytes:
@@ -33,74 +38,68 @@ def unpack(blob: bytes) -> Any:
     return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
 
-def encode(values: np.ndarray | list | dict) -> tuple[int | np.ndarray, np.ndarray, np.ndarray, list[bytes]]:
-    """(kind, num, value, raw) of a chunk's values: kind one code for the chunk, or per row for a list."""
-    if isinstance(values, dict):  # coalesced spans: read as their last value
-        n = len(values["last"])
-        rec = np.zeros(n, SPAN_DTYPE)
-        for f in SPAN_FIELDS:
-            rec[f] = values[f]
-        raw = [rec[i : i + 1].tobytes() for i in range(n)]
-        return SPAN, np.ones(n, np.uint8), np.asarray(values["last"], np.float64), raw
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        n, k = len(values), values.dtype.kind
-        if k == "f":
-            return F8, np.ones(n, np.uint8), values.astype(np.float64), [b""] * n
-        if k in "iu":
-            v = values.astype(np.float64)
-            big = np.flatnonzero(np.abs(v) >= _EXACT)
-            raw = [b""] * n
-            for i in big:
-                raw[i] = pack(int(values[i]))
-            return I8, np.ones(n, np.uint8), v, raw
-        if k == "b":
-            return B1, np.ones(n, np.uint8), values.astype(np.float64), [b""] * n
-        values = values.tolist()
-    values = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    n = len(values)
-    if values and all(type(v) is bool for v in values):  # bools kept as objects (agent/apply.py): numbers
-        return B1, np.ones(n, np.uint8), np.array(values, np.float64), [b""] * n
-    num = np.array([type(v) in _NUMBER_TYPES for v in values], np.uint8)
-    value = np.array([float(v) if ok else np.nan for v, ok in zip(values, num, strict=True)], np.float64)
-    return MP, num, value, [pack(v) for v in values]
+def encode_chunk(steps: np.ndarray, values: Any, first: bool) -> tuple[int, int, int, str, bytes, bytes]:
+    """(step_min, step_max, n, enc, steps bytes, vals bytes) of one chunk; a step written twice in it keeps
+    its last value (its first with ``first``: META_KEYS)."""
+    steps = np.asarray(steps, np.int64)
+    n = len(steps)
+    if isinstance(values, dict):  # spans: a step is one span, in step order already (agent/ratelimit.py)
+        enc, vblob = encode_values(values)
+    else:
+        if n > 1 and not bool(np.all(steps[1:] > steps[:-1])):
+            steps, values = last_wins([steps], [values], first=first)
+            n = len(steps)
+        enc, vblob = encode_values(values)
+    lo, hi = int(steps.min()), int(steps.max())
+    dense = hi - lo + 1 == n and (n < 2 or bool(np.all(steps[1:] > steps[:-1])))
+    return lo, hi, n, enc, (b"" if dense else steps.astype("<i8", copy=False).tobytes()), vblob
 
 
-def _element(kind: int, value: float, raw: bytes) -> Any:
-    if kind == MP:
-        return unpack(raw)
-    if kind == I8:
-        return unpack(raw) if raw else int(value)
-    if kind == B1:
-        return bool(value)
-    return float(value)
+def steps_of(lo: int, hi: int, sblob: bytes) -> np.ndarray:
+    return np.frombuffer(sblob, "<i8") if sblob else np.arange(lo, hi + 1, dtype=np.int64)
 
 
-def decode(kinds_seen: set[int], kind: np.ndarray, value: np.ndarray, raw: list[bytes] | None) -> np.ndarray | list:
-    """The values of a series' winning rows, in the container ``last_wins`` gives for chunks of
-    ``kinds_seen`` (the kinds of every row read for the key, winners or not)."""
-    if MP in kinds_seen:
-        assert raw is not None
-        return [_element(int(k), float(v), r) for k, v, r in zip(kind, value, raw, strict=True)]
-    if B1 in kinds_seen:
-        return np.array(
-            [_element(int(k), float(v), r) for k, v, r in zip(kind, value, raw or [b""] * len(kind), strict=True)]
-            or [],
-            object,
-        )
-    if kinds_seen <= {I8}:
-        out = value.astype(np.int64)
-        if raw is not None:
-            for i, r in enumerate(raw):
-                if r:
-                    out[i] = unpack(r)
-        return out
-    return value.astype(np.float64, copy=False)
+def numbers(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, float64 values) of a chunk's numbers (group rows, charts: a list chunk by its numbers,
+    grouping/numbers.py), None when it has none."""
+    _, _, _, lo, hi, enc, sblob, vblob = chunk
+    if enc in NUMERIC_LIKE:
+        return steps_of(lo, hi, sblob), float_values(enc, vblob)
+    if enc != "mp":
+        return None
+    where, nums = numeric_entries(unpack(vblob))
+    return (steps_of(lo, hi, sblob)[where], nums) if len(where) else None
 
 
-def spans(raw: list[bytes]) -> dict[str, np.ndarray]:
-    """The SPAN_FIELDS arrays of span rows' raw bytes."""
-    rec = np.frombuffer(b"".join(raw), SPAN_DTYPE)
-    return {f: rec[f].copy() for f in SPAN_FIELDS}
+def join(chunks: list[Chunk], first: bool, numeric: bool = False) -> tuple[np.ndarray, Any] | None:
+    """Steps and values of one (run, key)'s chunks, later versions winning per step (the earliest with
+    ``first``), as ``last_wins`` joins them; with ``numeric`` only numbers, as float64 (None: none)."""
+    chunks = sorted(chunks, key=lambda c: c[2])
+    steps, values = [], []
+    for c in chunks:
+        if numeric:
+            got = numbers(c)
+            if got is None:
+                continue
+            s, v = got
+        else:
+            s, v = steps_of(c[3], c[4], c[6]), decode_values(c[5], c[7])
+        steps.append(s)
+        values.append(v)
+    if not steps:
+        return None
+    if numeric:  # the usual case: chunks in step order without overlap, nothing to choose between
+        s = np.concatenate(steps) if len(steps) > 1 else steps[0]
+        if len(s) < 2 or bool(np.all(s[1:] > s[:-1])):
+            return s, (np.concatenate(values) if len(values) > 1 else values[0])
+    return last_wins(steps, values, first=first)
+
+
+def by_run(chunks: list[Chunk]) -> dict[int, list[Chunk]]:
+    out: dict[int, list[Chunk]] = {}
+    for c in chunks:
+        out.setdefault(c[0], []).append(c)
+    return out
 
 
 def winners(keys: tuple[np.ndarray, ...], first: bool = False) -> np.ndarray:

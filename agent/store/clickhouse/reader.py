@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from agent.errors import StoreError
+from agent.ratelimit import unpack_spans
 from agent.store import system_chunks
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, select_steps
 from agent.store.clickhouse import points
@@ -24,6 +25,7 @@ from agent.store.clickhouse.conn import Conn, connect, lit
 from agent.store.clickhouse.records import unpack_record
 from agent.store.clickhouse.schema import GROUP_TYPES, Schema
 from agent.store.clickhouse.url import ClickHouseURL, parse_url
+from agent.store.sqlite_format import SPAN_BYTES
 
 _EMPTY_ROWS = {f: np.empty(0, np.float64 if GROUP_TYPES[f] == "Float64" else np.int64) for f in GROUP_FIELDS}
 
@@ -38,7 +40,8 @@ class ClickHouseReader(Reader):
         self.schema = Schema(self.conn, self.url.database, create=False)
         self._groups_of: dict[int, int] = {}  # run id → group id (never changes)
         (n,) = self.conn.query(
-            f"SELECT count() FROM system.tables WHERE database = {lit(self.url.database)} AND name = 'history'", 1
+            f"SELECT count() FROM system.tables WHERE database = {lit(self.url.database)} AND name = 'history_chunks'",
+            1,
         )
         if not len(n) or int(n[0]) == 0:
             self.close()
@@ -87,33 +90,35 @@ class ClickHouseReader(Reader):
         return f"group_id = {lit(self.group_of(run_id))} AND run_id = {lit(run_id)}"
 
     # ---------------------------------------------------------------- history
+    def chunks(self, where: str) -> list[points.Chunk]:
+        """The history chunks matching ``where`` (agent/store/clickhouse/points.py ``Chunk``), unsorted."""
+        cols = self.conn.query(
+            f"SELECT run_id, key, ver, step_min, step_max, enc, steps, vals FROM {self.t('history_chunks')} "
+            f"WHERE {where}",
+            8,
+            exact=True,
+        )
+        run, key, ver, lo, hi = (np.asarray(c).tolist() if i != 1 else c for i, c in enumerate(cols[:5]))
+        enc = [e.decode() if isinstance(e, bytes) else e for e in cols[5]]
+        keys = [k.decode() if isinstance(k, bytes) else k for k in key]
+        return list(zip(run, keys, ver, lo, hi, enc, cols[6], cols[7], strict=True))
+
     def run_keys(self, run_id: int) -> list[str]:
-        (keys,) = self.conn.query(f"SELECT DISTINCT key FROM {self.t('history')} WHERE {self._run_where(run_id)}", 1)
+        (keys,) = self.conn.query(
+            f"SELECT DISTINCT key FROM {self.t('history_chunks')} WHERE {self._run_where(run_id)}", 1
+        )
         return sorted(k.decode() for k in keys if k.decode() not in ROW_KEYS)
 
     def _series(self, where: str) -> dict[tuple[int, str], tuple[np.ndarray, Any]]:
-        """(run id, key) → (steps, values) of the history rows matching ``where``, latest version winning."""
-        run, key, step, ver, kind, value, raw = self.conn.query(
-            f"SELECT run_id, key, step, ver, kind, value, raw FROM {self.t('history')} WHERE {where}",
-            7,
-            exact=True,
-        )
-        out: dict[tuple[int, str], tuple[np.ndarray, Any]] = {}
-        if not len(step):
-            return out
-        keys = np.array(key, "S")
-        o = points.order(run, keys, step, ver)
-        run, keys, step, ver = run[o].astype(np.int64), keys[o], step[o].astype(np.int64), ver[o]
-        kind, value = kind[o].astype(np.uint8), value[o].astype(float)
-        raw = raw if isinstance(o, slice) else [raw[i] for i in o]
-        bounds = np.flatnonzero((run[1:] != run[:-1]) | (keys[1:] != keys[:-1])) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(run)], strict=True):
-            name = keys[lo].decode()
-            s = step[lo:hi]
-            win = lo + points.winners((s, ver[lo:hi]), first=name in META_KEYS)
-            seen = set(np.unique(kind[lo:hi]).tolist())
-            values = points.decode(seen, kind[win], value[win], [raw[i] for i in win])
-            out[(int(run[lo]), name)] = (step[win], values)
+        """(run id, key) → (steps, values) of the chunks matching ``where``, later versions winning per step."""
+        parts: dict[tuple[int, str], list[points.Chunk]] = {}
+        for c in self.chunks(where):
+            parts.setdefault((c[0], c[1]), []).append(c)
+        out = {}
+        for (run_id, name), cs in sorted(parts.items()):
+            got = points.join(cs, first=name in META_KEYS)
+            if got is not None:
+                out[(run_id, name)] = got
         return out
 
     def run_history(self, run_id: int, keys: list[str] | None = None) -> dict[str, tuple[np.ndarray, Any]]:
@@ -125,60 +130,42 @@ class ClickHouseReader(Reader):
         return {k: sv for (_, k), sv in self._series(where).items()}
 
     def run_spans(self, run_id: int, keys: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
-        where = f"{self._run_where(run_id)} AND kind = {points.SPAN}"
+        where = f"{self._run_where(run_id)} AND enc = 'span'"
         if keys is not None:
             where += f" AND key IN {lit(list(keys) or [''])}"
-        key, step, raw = self.conn.query(
-            f"SELECT key, step, raw FROM {self.t('history')} WHERE {where} ORDER BY key, ver, step "
-            "LIMIT 1 BY key, ver, step",
-            3,
-            exact=True,
-        )
-        parts: dict[str, tuple[list, list]] = {}
-        for k, s, r in zip(key, np.asarray(step, np.int64), raw, strict=True):
-            entry = parts.setdefault(k.decode(), ([], []))
-            entry[0].append(s)
-            entry[1].append(r)
-        return {k: dict(points.spans(rs), step=np.array(ss, np.int64)) for k, (ss, rs) in parts.items()}
+        parts: dict[str, list[dict]] = {}
+        for c in sorted(self.chunks(where), key=lambda c: c[2]):
+            vblob = c[7]
+            spans = dict(unpack_spans(vblob, len(vblob) // SPAN_BYTES), step=points.steps_of(c[3], c[4], c[6]))
+            parts.setdefault(c[1], []).append(spans)
+        return {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in parts.items()}
 
     def group_rank_history(
         self, group_id: int, key: str, after: int = 0
     ) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]]:
-        run, step, ver, num, value = self.conn.query(
-            f"SELECT run_id, step, ver, num, value FROM {self.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND key = {lit(key)} AND ver > {lit(after)}",
-            5,
-        )
-        if not len(run):
+        chunks = self.chunks(f"group_id = {lit(group_id)} AND key = {lit(key)} AND ver > {lit(after)}")
+        if not chunks:
             return after, {}
-        last = int(ver.max())
-        if not num.all():
-            ok = np.flatnonzero(num == 1)
-            run, step, ver, value = run[ok], step[ok], ver[ok], value[ok]
-        run, step = run.astype(np.int64, copy=False), step.astype(np.int64, copy=False)
-        o = points.order(run, step, ver)
-        run, step, ver, value = run[o], step[o], ver[o], value[o]
-        win = points.winners((run, step, ver), first=key in META_KEYS)
-        run, step, value = run[win], step[win], value[win].astype(np.float64)
-        bounds = np.flatnonzero(run[1:] != run[:-1]) + 1
         out = {}
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(run)], strict=True):
-            if hi > lo:
-                out[int(run[lo])] = (step[lo:hi], value[lo:hi])
-        return last, out
+        for run_id, cs in sorted(points.by_run(chunks).items()):
+            got = points.join(cs, first=key in META_KEYS, numeric=True)
+            if got is not None and len(got[0]):
+                out[run_id] = got
+        return max(c[2] for c in chunks), out
 
     def group_value_steps(self, group_id: int, key: str) -> dict[int, np.ndarray]:
-        run, step = self.conn.query(
-            f"SELECT DISTINCT run_id, step FROM {self.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND key = {lit(key)}",
-            2,
+        run, lo, hi, sblob = self.conn.query(
+            f"SELECT run_id, step_min, step_max, steps FROM {self.t('history_chunks')} "
+            f"WHERE group_id = {lit(group_id)} AND key = {lit(key)}",
+            4,
+            exact=True,
         )
-        o = points.order(run, step)
-        run, step = run[o], step[o]
-        out: dict[int, list] = {}
-        for r, s in zip(np.asarray(run, np.int64).tolist(), np.asarray(step, np.int64).tolist(), strict=True):
-            out.setdefault(r, []).append(s)
-        return {r: np.array(s, np.int64) for r, s in out.items()}
+        parts: dict[int, list[np.ndarray]] = {}
+        for r, a, b, s in zip(
+            np.asarray(run).tolist(), np.asarray(lo).tolist(), np.asarray(hi).tolist(), sblob, strict=True
+        ):
+            parts.setdefault(r, []).append(points.steps_of(a, b, s))
+        return {r: np.unique(np.concatenate(p)) for r, p in sorted(parts.items())}
 
     def _values(self, where, key, steps, start, end) -> dict[int, tuple[np.ndarray, list]]:
         want = None if steps is None else np.asarray(steps, np.int64)
@@ -186,11 +173,11 @@ class ClickHouseReader(Reader):
             return {}
         where += f" AND key = {lit(key)}"
         if start is not None:
-            where += f" AND step >= {lit(int(start))}"
+            where += f" AND step_max >= {lit(int(start))}"
         if end is not None:
-            where += f" AND step <= {lit(int(end))}"
+            where += f" AND step_min <= {lit(int(end))}"
         if want is not None:
-            where += f" AND step IN {lit(np.unique(want).tolist())}"
+            where += f" AND step_max >= {lit(int(want.min()))} AND step_min <= {lit(int(want.max()))}"
         out = {}
         for (run_id, _), (st, vals) in self._series(where).items():
             st, vals = select_steps(st, vals, want, start, end)
@@ -206,21 +193,30 @@ class ClickHouseReader(Reader):
         return out.get(run_id, (np.empty(0, np.int64), []))
 
     def group_media_keys(self, group_id: int) -> dict[str, dict[str, Any]]:
-        where = f"group_id = {lit(group_id)} AND kind = {points.MP}"
+        where = f"group_id = {lit(group_id)} AND enc = 'mp'"
         key, runs, lo, hi = self.conn.query(
-            f"SELECT key, uniqExact(run_id), min(step), max(step) FROM {self.t('history')} WHERE {where} GROUP BY key",
+            f"SELECT key, uniqExact(run_id), min(step_min), max(step_max) FROM {self.t('history_chunks')} "
+            f"WHERE {where} GROUP BY key",
             4,
         )
         out: dict[str, dict[str, Any]] = {}
         for k, n, first, last in zip(key, runs, lo, hi, strict=True):
-            # the sample: the value at the key's highest step, of its latest version
-            (raw,) = self.conn.query(
-                f"SELECT raw FROM {self.t('history')} WHERE {where} AND key = {lit(k)} AND step = {int(last)} "
-                "ORDER BY ver DESC, run_id DESC LIMIT 1",
-                1,
+            # the sample: the value at the key's highest step, from the latest chunk holding it
+            found = self.conn.query(
+                f"SELECT steps, vals FROM {self.t('history_chunks')} WHERE {where} AND key = {lit(k)} "
+                f"AND step_max = {int(last)} ORDER BY ver DESC LIMIT 1",
+                2,
                 exact=True,
             )
-            sample = points.unpack(raw[0]) if raw else None
+            sample = None
+            if len(found[0]):
+                values = points.unpack(found[1][0])
+                at = (
+                    len(values) - 1
+                    if not found[0][0]
+                    else int(np.flatnonzero(np.frombuffer(found[0][0], "<i8") == last)[-1])
+                )
+                sample = values[at]
             out[k.decode()] = {"runs": int(n), "first": int(first), "last": int(last), "sample": sample}
         return out
 

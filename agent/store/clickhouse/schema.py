@@ -27,20 +27,21 @@ GROUP_TYPES = {f: ("Float64" if f in ("mean", "min", "max", "std") else "Int64")
 
 # table → (columns as name → (type, codec), sorting key, version column or "")
 TABLES: dict[str, tuple[dict[str, tuple[str, str]], str, str]] = {
-    "history": (
+    "history_chunks": (
         {
             "group_id": ("UInt64", ""),
             "key": ("String", ""),
             "run_id": ("UInt64", ""),
-            "step": ("Int64", "DoubleDelta"),
+            "step_min": ("Int64", "DoubleDelta"),
+            "step_max": ("Int64", "DoubleDelta"),
             "ver": ("UInt64", "Delta, LZ4"),
-            "kind": ("UInt8", ""),
-            "num": ("UInt8", ""),
+            "n": ("UInt64", ""),
             "late": ("UInt8", ""),
-            "value": ("Float64", "Gorilla"),
-            "raw": ("String", "ZSTD(1)"),
+            "enc": ("String", ""),
+            "steps": ("String", "ZSTD(1)"),
+            "vals": ("String", ""),
         },
-        "group_id, key, run_id, step, ver",
+        "group_id, key, run_id, step_min, ver",
         "",
     ),
     "group_rows": (
@@ -114,7 +115,7 @@ TABLES: dict[str, tuple[dict[str, tuple[str, str]], str, str]] = {
 # how a cluster's Distributed tables spread rows over shards: a run's rows (and their replays) on one shard,
 # a group's rows on one shard, records by id (every version of a record on one shard: LIMIT 1 BY per shard)
 SHARD_BY = {
-    "history": "run_id",
+    "history_chunks": "run_id",
     "group_rows": "group_id",
     "groups": "id",
     "runs": "id",
@@ -123,6 +124,18 @@ SHARD_BY = {
     "alerts": "group_id",
     "system": "group_id",
 }
+# SQL over single points: a view unpacking the chunks (agent/store/clickhouse/points.py) into one row per
+# (run, key, step, version) with the value as Float64 (NaN for a list's non-numbers); a span by its last value.
+# reinterpretAs* of substrings: 18.16 has no function from a String of bytes to an array of numbers.
+_AT = "substring(vals, i * 8 + 1, 8)"
+HISTORY_VIEW = (
+    "SELECT group_id, key, run_id, ver, late, enc, "
+    "if(steps = '', step_min + toInt64(i), reinterpretAsInt64(substring(steps, i * 8 + 1, 8))) AS step, "
+    f"multiIf(enc = 'f8', reinterpretAsFloat64({_AT}), enc = 'i8', toFloat64(reinterpretAsInt64({_AT})), "
+    "enc = 'b1', toFloat64(reinterpretAsUInt8(substring(vals, i + 1, 1))), "
+    "enc = 'span', reinterpretAsFloat64(substring(vals, (2 * n + i) * 8 + 1, 8)), nan) AS value "
+    "FROM {chunks} ARRAY JOIN range(n) AS i"
+)
 VERSIONED = tuple(t for t, (cols, _, _) in TABLES.items() if "ver" in cols)
 
 
@@ -185,6 +198,11 @@ class Schema:
                         f"CREATE TABLE IF NOT EXISTS {self.t(table)} AS {self.t(table)}_local "
                         f"ENGINE = Distributed({self.cluster}, {self.database}, {table}_local, {SHARD_BY[table]})"
                     )
+                views = {"history": self.t("history_chunks")}
+                if self.cluster:
+                    views["history_local"] = self.t("history_chunks") + "_local"
+                for view, chunks in views.items():
+                    conn.execute(f"CREATE VIEW IF NOT EXISTS {self.t(view)} AS {HISTORY_VIEW.format(chunks=chunks)}")
         finally:
             for conn in conns:
                 if conn is not self.conn:

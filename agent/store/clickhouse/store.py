@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.store.base import ROW_KEYS, GroupRecord, RunRecord, Store, Txn, new_run
+from agent.store.base import META_KEYS, ROW_KEYS, GroupRecord, RunRecord, Store, Txn, new_run
 from agent.store.clickhouse import points
 from agent.store.clickhouse.conn import connect, lit, shard_conns
 from agent.store.clickhouse.reader import ClickHouseReader
@@ -135,22 +135,20 @@ class ClickHouseStore(Store):
         return found[0] if found else None
 
     def unsealed_points(self, group_id: int, after_step: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
-        key, run, step, ver, value = self.conn.query(
-            f"SELECT key, run_id, step, ver, value FROM {self.schema.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND num = 1 AND step > {lit(int(after_step))} AND key NOT IN {lit(list(ROW_KEYS))}",
-            5,
+        chunks = self.read.chunks(
+            f"group_id = {lit(group_id)} AND step_max > {lit(int(after_step))} AND key NOT IN {lit(list(ROW_KEYS))}"
         )
-        if not len(run):
-            return []
-        keys = np.array(key, "S")
-        o = points.order(keys, run, step, ver)
-        keys, run, step, ver, value = keys[o], run[o].astype(np.int64), step[o].astype(np.int64), ver[o], value[o]
-        win = points.winners((keys, run, step, ver))
-        keys, run, step, value = keys[win], run[win], step[win], value[win].astype(np.float64)
-        bounds = np.flatnonzero((keys[1:] != keys[:-1]) | (run[1:] != run[:-1])) + 1
+        parts: dict[tuple[str, int], list[points.Chunk]] = {}
+        for c in chunks:
+            parts.setdefault((c[1], c[0]), []).append(c)
         out = []
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(run)], strict=True):
-            out.append((keys[lo].decode(), self.rank_of(int(run[lo])), step[lo:hi], value[lo:hi]))
+        for (key, run_id), cs in sorted(parts.items()):
+            got = points.join(cs, first=key in META_KEYS, numeric=True)
+            if got is None:
+                continue
+            keep = got[0] > after_step
+            if keep.any():
+                out.append((key, self.rank_of(run_id), got[0][keep], got[1][keep].astype(np.float64, copy=False)))
         return out
 
     def writer_seq(self, writer: str) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 
 from agent.alerts.alert import Alert
 from agent.store import system_chunks
-from agent.store.base import GROUP_FIELDS, META_KEYS, GroupRecord, RunRecord, Txn, last_wins
+from agent.store.base import GROUP_FIELDS, META_KEYS, GroupRecord, RunRecord, Txn
 from agent.store.clickhouse import points
 from agent.store.clickhouse.conn import lit
 from agent.store.clickhouse.records import pack_record
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from agent.store.clickhouse.store import ClickHouseStore
 
 CHUNK_BITS = 24  # versions of one commit: 16M chunks (a row of 100k new keys for 100 runs fits)
-_HISTORY_COLS = ("group_id", "key", "run_id", "step", "ver", "kind", "num", "late", "value", "raw")
+_HISTORY_COLS = ("group_id", "key", "run_id", "step_min", "step_max", "ver", "n", "late", "enc", "steps", "vals")
 
 
 class ClickHouseTxn(Txn):
@@ -39,7 +39,7 @@ class ClickHouseTxn(Txn):
         self.store = store
         self.commit = commit
         self._n = 0
-        self.history: list[dict] = []  # one dict of columns per chunk
+        self.history: list[tuple] = []  # one tuple of _HISTORY_COLS per chunk
         self.group_rows: list[dict] = []
         self.runs: dict[int, RunRecord] = {}
         self.groups: dict[int, GroupRecord] = {}
@@ -61,31 +61,11 @@ class ClickHouseTxn(Txn):
         return (self.commit << CHUNK_BITS) | (self._n - 1)
 
     def add_history(self, run_id, key, steps, values, late) -> None:
-        n = len(steps)
-        if n == 0:
+        if len(steps) == 0:
             return
-        steps = np.asarray(steps, np.int64)
-        kind, num, value, raw = points.encode(values)
-        kinds = np.full(n, kind, np.uint8) if isinstance(kind, int) else kind
-        # one row per step of a chunk: a step written twice in it keeps its last value (first for META_KEYS)
-        s, idx = last_wins([steps], [np.arange(n)], first=key in META_KEYS)
-        if len(idx) != n or not np.array_equal(idx, np.arange(n)):
-            kinds, num, value, raw = kinds[idx], num[idx], value[idx], [raw[i] for i in idx]
-        gid = self.store.group_of(run_id)
-        m = len(s)
+        lo, hi, n, enc, sblob, vblob = points.encode_chunk(steps, values, first=key in META_KEYS)
         self.history.append(
-            {
-                "group_id": np.full(m, gid, np.uint64),
-                "key": np.full(m, key.encode(), object),  # bytes in object arrays: no conversion at INSERT
-                "run_id": np.full(m, run_id, np.uint64),
-                "step": s,
-                "ver": np.full(m, self.ver(), np.uint64),
-                "kind": kinds,
-                "num": num,
-                "late": np.full(m, int(late), np.uint8),
-                "value": value,
-                "raw": _objects(raw),
-            }
+            (self.store.group_of(run_id), key.encode(), run_id, lo, hi, self.ver(), n, int(late), enc, sblob, vblob)
         )
 
     def add_group_rows(self, group_id, key, rows, revision) -> None:
@@ -128,36 +108,35 @@ class ClickHouseTxn(Txn):
         if len(steps) == 0:
             return empty
         lo, hi = int(steps.min()), int(steps.max())
-        db = self.store.schema
-        run, step, ver, value = self.store.conn.query(
-            f"SELECT run_id, step, ver, value FROM {db.t('history')} WHERE group_id = {lit(group_id)} "
-            f"AND key = {lit(key)} AND num = 1 AND step >= {lo} AND step <= {hi}",
-            4,
+        chunks = self.store.read.chunks(
+            f"group_id = {lit(group_id)} AND key = {lit(key)} AND step_max >= {lo} AND step_min <= {hi}"
         )
-        parts = [(run, step, ver, value)]
-        for c in self.history:  # the transaction's own rows, not INSERTed yet
-            if c["group_id"][0] == group_id and c["key"][0] == key.encode():
-                ok = c["num"] == 1
-                parts.append((c["run_id"][ok], c["step"][ok], c["ver"][ok], c["value"][ok]))
-        run, step, ver, value = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(4))
-        if len(run) == 0:
+        for c in self.history:  # the transaction's own chunks, not INSERTed yet
+            if c[0] == group_id and c[1] == key.encode() and c[4] >= lo and c[3] <= hi:
+                chunks.append((c[2], key, c[5], c[3], c[4], c[8], c[9], c[10]))
+        out_s, out_r, out_v = [], [], []
+        for run_id, cs in sorted(points.by_run(chunks).items()):
+            got = points.join(cs, first=key in META_KEYS, numeric=True)
+            if got is None:
+                continue
+            s, v = got
+            keep = np.isin(s, steps)
+            out_s.append(s[keep])
+            out_r.append(np.full(int(keep.sum()), self.store.rank_of(run_id), np.int64))
+            out_v.append(v[keep])
+        if not out_s:
             return empty
-        run, step, ver = run.astype(np.int64), step.astype(np.int64), ver.astype(np.uint64)
-        order = np.lexsort((ver, step, run))
-        run, step, value = run[order], step[order], value[order].astype(np.float64)
-        win = points.winners((run, step, ver[order]), first=key in META_KEYS)
-        run, step, value = run[win], step[win], value[win]
-        keep = np.isin(step, steps)
-        runs, at = np.unique(run[keep], return_inverse=True)  # a rank per run, not per point
-        ranks = np.array([self.store.rank_of(int(r)) for r in runs], np.int64)[at]
-        return step[keep], ranks.astype(np.int64), value[keep]
+        return np.concatenate(out_s), np.concatenate(out_r), np.concatenate(out_v).astype(np.float64, copy=False)
 
     # ------------------------------------------------------------------ the INSERTs
     def flush(self) -> None:
         """INSERT everything gathered, one statement per table, the writers' sequence numbers last."""
         conn, db = self.store.conn, self.store.schema
         if self.history:
-            conn.insert(db.t("history"), _join(self.history, _HISTORY_COLS), types("history"))
+            cols = dict(zip(_HISTORY_COLS, zip(*self.history, strict=True), strict=True))
+            for c in ("key", "enc", "steps", "vals"):
+                cols[c] = _objects([x.encode() if isinstance(x, str) else x for x in cols[c]])
+            conn.insert(db.t("history_chunks"), _arrays(cols, "history_chunks"), types("history_chunks"))
         if self.group_rows:
             conn.insert(db.t("group_rows"), _join(self.group_rows, tuple(self.group_rows[0])), types("group_rows"))
         if self.system:
@@ -214,7 +193,10 @@ _NP = {"UInt64": np.uint64, "Int64": np.int64, "UInt8": np.uint8, "Float64": np.
 
 def _arrays(cols: dict, table: str) -> dict:
     ts = types(table)
-    return {c: (list(v) if ts[c] == "String" else np.asarray(v, _NP[ts[c]])) for c, v in cols.items()}
+    return {
+        c: (v if isinstance(v, np.ndarray) else list(v)) if ts[c] == "String" else np.asarray(v, _NP[ts[c]])
+        for c, v in cols.items()
+    }
 
 
 def _join(chunks: list[dict], names: tuple[str, ...]) -> dict:
