@@ -125,7 +125,8 @@ SHARD_BY = {
     "system": "group_id",
 }
 # SQL over single points: a view unpacking the chunks (agent/store/clickhouse/points.py) into one row per
-# (run, key, step, version) with the value as Float64 (NaN for a list's non-numbers); a span by its last value.
+# (run, key, step, version) with the value as Float64 (a span's last value; NaN for every value of a list chunk:
+# its msgpack is not readable in SQL, the store's reads decode it).
 # reinterpretAs* of substrings: 18.16 has no function from a String of bytes to an array of numbers.
 _AT = "substring(vals, i * 8 + 1, 8)"
 HISTORY_VIEW = (
