@@ -10,29 +10,37 @@ Design (measured on Debian's clickhouse-server 18.16 and chdb 4.4 = ClickHouse 2
 * One SQL for both: 18.16 has no column codecs (a CREATE with ``CODEC`` is a syntax error there); they
   are detected by trying one, and used where they work (agent/store/clickhouse/schema.py). No Nullable,
   no LowCardinality, no window functions; ``LIMIT 1 BY`` and ``argMax`` exist on both.
-* History: one row per (run, key, step) of a chunk, ``ORDER BY (group_id, key, run_id, step, ver)``: a
-  group's key is one contiguous range (the group and rank views read it whole). Group rows:
-  ``ORDER BY (group_id, key, step, ver)``. Both ``ReplacingMergeTree``: identical replays collapse when
-  parts merge; reads never wait for that (agent/store/clickhouse/reader.py).
+* History: chunks, as the SQLite store keeps them: one row of ``history_chunks`` per (run, key, commit
+  chunk) holding the chunk's steps and values as little-endian bytes (SQLite's encodings; a list chunk as
+  msgpack; steps left out when they are a range), ``ORDER BY (group_id, key, run_id, step_min, ver)``: a
+  group's key is one contiguous range of a few rows per rank (agent/store/clickhouse/points.py). String
+  blobs rather than ``Array`` columns: measured on 64 ranks × 100k steps, 3× faster to insert and 2.5×
+  to read over clickhouse-driver (no numpy path for arrays), the same on chdb. SQL over points: the
+  ``history`` view unpacks chunks into one row per (run, key, step, version) (agent/store/clickhouse/schema.py).
+  Group rows stay one row per (group, key, step): ``ORDER BY (group_id, key, step, ver)``. Both
+  ``ReplacingMergeTree``; reads never wait for merges (agent/store/clickhouse/reader.py).
 * Versions: ``commit << 24 | chunk position``, unique and growing (agent/store/clickhouse/txn.py). Later
   chunks win by version; META_KEYS keep the earliest; group-row revisions are later versions. The
   incremental reads' chunk ids are versions.
 * Exactly once: a commit is the INSERTs of one Txn, the writers' sequence numbers LAST (a crash between two
   INSERTs leaves the batch unacknowledged and not marked as applied: it is resent and written again
-  under a newer version). Every read keeps one row per (run, key, step) / (group, key, step): replays
-  are never seen twice. What a half-written commit stored twice: drops of that commit count twice
-  (counters, not points), system samples of a retried commit appear twice.
+  under a newer version). A replayed commit's chunks are later versions of the same steps: every read
+  joins a (run, key)'s chunks in version order, later chunks winning per step (``last_wins``,
+  agent/store/base.py; META_KEYS the earliest), so replays are never seen twice. What a half-written
+  commit stored twice: drops of that commit count twice (counters, not points), system samples of a
+  retried commit appear twice.
 * Run and group ids: counters read at open, records INSERTed by register() before it returns.
-* Reads fetch rows unsorted and sort them in numpy: 18.16's ORDER BY over 6.4M rows took 4.2 s, the
-  unsorted read 0.3 s and the numpy sort 0.26 s (agent/store/clickhouse/reader.py).
+* Reads fetch chunks (or group rows) unsorted and order them in Python/numpy: 18.16's ORDER BY over the
+  former 6.4M point rows took 4.2 s where the unsorted read took 0.3 s (agent/store/clickhouse/reader.py).
 * A cluster (``?cluster=NAME``): ``<table>_local`` on every shard and ``Distributed`` tables over them,
   history sharded by run, group rows by group, records by id; synchronous distributed INSERTs keep the
-  writers-last order (agent/store/clickhouse/schema.py). No ON CLUSTER DDL (it needs ZooKeeper).
+  writers-last order (agent/store/clickhouse/schema.py); the ``history`` view over the Distributed chunks,
+  ``history_local`` over a shard's. No ON CLUSTER DDL (it needs ZooKeeper).
   Production: ``Replicated*`` engines with Keeper for replicas are not created by this store.
-* Measured on this machine (2 cores shared): 64 ranks × 100k steps of one key inserted at 0.8-1.0 M
-  points/s (server 18.16 and chdb; SQLite's column chunks: 20 M points/s), read back by
-  ``group_rank_history`` in 1.6-3.3 s (SQLite: 0.36 s). Inserts are one row per point through
-  clickhouse-driver's Python encoder; reads are dominated by the transfer of 6.4M rows.
+* Measured on this machine (2 cores shared, load average 10-16 from other work; benchmark 13, two runs,
+  docs/scale.md): one agent stores 0.44-0.49 M points/s into 18.16 (SQLite in the same runs: 0.25-0.29 M),
+  a 64-rank × 100k-step group reads back (``group_rank_history``) in 261-275 ms (SQLite: 189-545 ms). The
+  one-row-per-point layout before: 0.56 M points/s and 1,260 ms on a quieter machine.
 """
 
 from agent.store.clickhouse.reader import ClickHouseReader

@@ -1,10 +1,12 @@
 """The ClickHouse store's read side (``rankwise.Api``, the CLI, the UI): every read picks, per (run, key,
-step) or per (group, key, step), the row of the latest version (the earliest for ``META_KEYS``: a row's
+step) or per (group, key, step), the value of the latest version (the earliest for ``META_KEYS``: a row's
 time is its first commit's), so what it returns never depends on whether the engine merged the parts
-holding replays or revisions yet. Rows are read unsorted and sorted in numpy (``lexsort`` by the
-table's key, then the version), where the winners are picked (agent/store/clickhouse/points.py
-``winners``): measured on 64 ranks × 100k steps of one key, 18.16's ``ORDER BY`` took 4.2 s where the
-unsorted read took 0.3 s and numpy's sort 0.26 s (``argMax … GROUP BY`` 4.9 s, ``LIMIT 1 BY`` 4.3 s); records (runs, groups) are read with ``ORDER BY id, ver DESC LIMIT 1 BY id``.
+holding replays or revisions yet. History is read as chunks (agent/store/clickhouse/points.py), a (run,
+key)'s joined in version order by ``last_wins``; step filters select the chunks whose [step_min, step_max]
+overlaps them, ``select_steps`` the exact steps. Group rows are read unsorted and sorted in numpy
+(``lexsort`` by step, then version; ``winners``): measured on the former per-point history rows (6.4M),
+18.16's ``ORDER BY`` took 4.2 s where the unsorted read took 0.3 s; records (runs, groups) are read with
+``ORDER BY id, ver DESC LIMIT 1 BY id``.
 
 Chunk ids of the incremental reads are versions (agent/store/clickhouse/txn.py): they only grow.
 """
