@@ -75,6 +75,15 @@ def join(chunks: list[Chunk], first: bool, numeric: bool = False) -> tuple[np.nd
     """Steps and values of one (run, key)'s chunks, later versions winning per step (the earliest with
     ``first``), as ``last_wins`` joins them; with ``numeric`` only numbers, as float64 (None: none)."""
     chunks = sorted(chunks, key=lambda c: c[2])
+    # the usual case: ranges that follow each other in version order, checked per chunk, not per step
+    if (
+        numeric
+        and all(not c[6] and c[5] in NUMERIC_LIKE for c in chunks)
+        and all(b[3] == a[4] + 1 for a, b in zip(chunks, chunks[1:], strict=False))
+    ):
+        vals = [float_values(c[5], c[7]) for c in chunks]
+        steps = np.arange(chunks[0][3], chunks[-1][4] + 1, dtype=np.int64)
+        return steps, (np.concatenate(vals) if len(vals) > 1 else vals[0])
     steps, values = [], []
     for c in chunks:
         if numeric:
