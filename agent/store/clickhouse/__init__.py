@@ -37,10 +37,10 @@ Design (measured on Debian's clickhouse-server 18.16 and chdb 4.4 = ClickHouse 2
   writers-last order (agent/store/clickhouse/schema.py); the ``history`` view over the Distributed chunks,
   ``history_local`` over a shard's. No ON CLUSTER DDL (it needs ZooKeeper).
   Production: ``Replicated*`` engines with Keeper for replicas are not created by this store.
-* Measured on this machine (2 cores shared, load average 10-16 from other work; benchmark 13, two runs,
-  docs/scale.md): one agent stores 0.44-0.49 M points/s into 18.16 (SQLite in the same runs: 0.25-0.29 M),
-  a 64-rank × 100k-step group reads back (``group_rank_history``) in 261-275 ms (SQLite: 189-545 ms). The
-  one-row-per-point layout before: 0.56 M points/s and 1,260 ms on a quieter machine.
+* Measured on this machine (2 cores shared with the server; benchmark 13, two runs, docs/scale.md): one
+  agent stores 1.14-1.50 M points/s into 18.16 (SQLite in the same runs: 1.38-1.76 M), a 64-rank × 100k-step
+  group reads back (``group_rank_history``) in 84-86 ms (SQLite: 99-101 ms). The one-row-per-point layout
+  before: 0.56 M points/s and 1,260 ms.
 """
 
 from agent.store.clickhouse.reader import ClickHouseReader
