@@ -236,6 +236,32 @@ class ClickHouseServer:
                 proc.wait(STOP_TIMEOUT_S)
         self._remove_dir()
 
+    # ------------------------------------------------------------ outages (tests/clickhouse/test_store_down*.py)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it; its directory, data and ports stay for ``restart``."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(STOP_TIMEOUT_S)
+
+    def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start the server again on the SAME directory (its data) and ports, after ``kill``; waits until it
+        answers. A port taken meanwhile is a ServerError (the store URL names the port: no retry elsewhere)."""
+        assert self.dir is not None and self.proc is None, "restart() follows kill() on a configured server"
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets (the kernel completes connects) but answers nothing ("slow")."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def _remove_dir(self) -> None:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
