@@ -11,10 +11,10 @@ import json
 import time
 
 import pytest
+from test_store_down import BUDGET, SCRIPT, STEPS, WORLD, check_exactly_once, own_server, wait_line  # noqa: F401
 
 from support.probes import status, wait_for
 from support.processes import start_ranks, wait_all
-from test_store_down import BUDGET, SCRIPT, STEPS, WORLD, check_exactly_once, own_server, wait_line  # noqa: F401
 
 STALL_DEADLINE_S = 60.0  # a commit into a hung server must give up (and the loop answer) well within this
 
