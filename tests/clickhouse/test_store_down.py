@@ -194,3 +194,67 @@ def wait_line(proc, expected: str) -> None:
     from support.probes import read_line
 
     assert read_line(proc, 120, expected) == expected
+
+
+ONE_RANK = """
+import os, time
+from pathlib import Path
+import rankwise
+gates = Path(os.environ["RW_DIR"])
+run = rankwise.init(project="chdown", group="pw", name="only")
+for s in range(200):
+    run.log({"x": float(s)})
+assert run.flush(60)
+print("stored", flush=True)
+while not (gates / "down").exists():
+    time.sleep(0.005)
+for s in range(200, 400):
+    run.log({"x": float(s)})
+print("logged", flush=True)
+run.finish()
+print(run.stats["unacked_rows"], flush=True)
+"""
+
+
+def test_store_down_messages_name_the_store_never_its_password(rankwise_env, own_server, tmp_path):
+    """An agent whose RANKWISE_STORE has a user and password; the server is SIGKILLed after 200 acknowledged
+    rows: `rankwise status --json` names the store as ``clickhouse://rwpw:***@127.0.0.1:<port>/<db>`` and
+    says ``store unavailable`` with the cause (connection refused, the port), the text status and the agent
+    log say it too, and the password is in none of them. Restarted, the 400 rows are stored once."""
+    from support.chserver import PASSWORD, PASSWORD_USER, random_database
+    from support.probes import read_line, start_script
+
+    server = own_server
+    database = random_database()
+    server.execute(f"CREATE DATABASE {database}")
+    url = server.password_url(database)
+    label = f"clickhouse://{PASSWORD_USER}:***@127.0.0.1:{server.tcp_port}/{database}"
+    rank = start_script(rankwise_env, ONE_RANK, {"RANKWISE_STORE": url, "RW_DIR": tmp_path})
+    try:
+        assert read_line(rank, 120, "stored") == "stored"
+        server.kill()
+        (tmp_path / "down").touch()
+        assert read_line(rank, 60, "logged") == "logged"
+        down = wait_for(
+            lambda: (s := status(rankwise_env)) and s["store_state"] != "ok" and s, 120, "the store unavailable"
+        )
+        state = down["store_state"]
+        assert down["store"] == label and state.startswith("store unavailable: "), down
+        assert "Connection refused" in state and f"127.0.0.1:{server.tcp_port}" in state, state
+        text = cli(rankwise_env, "status").stdout
+        logged = agent_log(rankwise_env)
+        assert f"STORE: {state}" in text and label in text, text
+        (failed,) = [line for line in logged.splitlines() if "store write failed: store unavailable" in line]
+        assert f"{PASSWORD_USER}@127.0.0.1:{server.tcp_port}/{database}" in failed and label in logged, logged
+        for where in (json.dumps(down), text, logged):
+            assert PASSWORD not in where
+        server.restart()
+        out, err = rank.communicate(timeout=180)
+        assert rank.returncode == 0 and out.split()[-1] == "0", err
+    finally:
+        if rank.poll() is None:
+            rank.kill()
+    with rankwise.Api(url) as api:
+        steps, values = api.group("chdown", "pw").run(name="only").history_arrays(["x"])["x"]
+    assert np.array_equal(steps, np.arange(400)) and np.array_equal(values, np.arange(400.0))
+    assert PASSWORD not in agent_log(rankwise_env)

@@ -80,6 +80,12 @@ USERS_XML = """<?xml version="1.0"?>
             <profile>default</profile>
             <quota>default</quota>
         </default>
+        <{pw_user}>
+            <password>{pw}</password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </{pw_user}>
     </users>
     <quotas>
         <default>
@@ -95,6 +101,11 @@ USERS_XML = """<?xml version="1.0"?>
     </quotas>
 </yandex>
 """
+
+
+# a second user with a password (tests that a password never shows in status, logs or messages)
+PASSWORD_USER, PASSWORD = "rwpw", "pw-Zq7-s3cret"
+USERS_XML = USERS_XML.replace("{pw_user}", PASSWORD_USER).replace("{pw}", PASSWORD)
 
 
 class ServerError(RuntimeError):
@@ -290,6 +301,10 @@ class ClickHouseServer:
 
     def url(self, database: str, query: str = "") -> str:
         return f"clickhouse://127.0.0.1:{self.tcp_port}/{database}{query}"
+
+    def password_url(self, database: str) -> str:
+        """The store URL as the user with a password (``PASSWORD_USER``)."""
+        return f"clickhouse://{PASSWORD_USER}:{PASSWORD}@127.0.0.1:{self.tcp_port}/{database}"
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.dir is None:
