@@ -114,7 +114,7 @@ def test_server_killed_mid_stream_back_pressure_then_every_point_once(rankwise_e
     """SIGKILL of the server after 500 acknowledged steps per rank; 1500 more steps per rank logged while it
     is down: `rankwise status --json` says ``store unavailable`` with the cause, names the store URL and
     counts held batches, its uncommitted bytes not growing while the clients' resends are held too (a 16 KiB
-    budget: the agent takes what came before the first failed commit, then nothing); the text status and the agent log say the
+    budget: the agent takes one batch, which alone may pass it, then nothing); the text status and the agent log say the
     same; no log() call took 0.5 s. The server restarted on its port and data: the status is back to ok, the
     log says the store is writable again, every rank finishes with nothing unacknowledged and no agent
     restart, and Api(URL) reads each of the 4 × 3000 steps once with numpy's group aggregates."""
