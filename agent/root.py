@@ -37,6 +37,7 @@ from agent.runs import RunState, WriterState
 from agent.sinks.base import Part
 from agent.sinks.store import StoreSink
 from agent.store.base import Store
+from agent.storehealth import is_store_error
 from agent.system.forward import apply_system_op
 from client import wire
 from client.errors import ProtocolError
@@ -208,6 +209,8 @@ class Root:
             except ProtocolError as exc:
                 ing.bad_frame("record op: " + str(exc)[:60], len(payload), exc)
             except Exception as exc:
+                if is_store_error(exc):  # the store, not the record: the caller keeps the record for a resend
+                    raise
                 ing.bad_frame(f"record op internal error: {type(exc).__name__}", len(payload), exc, trace=True)
         for info in rec.runs:
             run = ing.registry.find(info["project"], info["group"], info["name"])

@@ -34,6 +34,7 @@ from agent.config import AgentConfig
 from agent.malformed import malformed_cause
 from agent.nextcommit import LINK_PREFIX
 from agent.root import Link, Root
+from agent.storehealth import is_store_error
 from client.errors import Error, ProtocolError
 
 log = logging.getLogger("rankwise.agent")
@@ -146,7 +147,16 @@ class RootLink:
             agent = lw.read_agent_id(body)
             link = ingest.links.get(agent)
             if link is None:
-                seq = ingest.store.writer_seq(LINK_PREFIX + agent)
+                try:
+                    seq = ingest.store.writer_seq(LINK_PREFIX + agent)
+                except Exception as exc:
+                    if not is_store_error(exc):
+                        raise
+                    # the store cannot say where this node got to (ClickHouse down): no WELCOME; it says HELLO
+                    # again, and its records wait in its spool meanwhile
+                    ingest.counters.add("held_hellos")
+                    ingest.ingest.health.failed(exc, ingest.ingest.uncommitted_bytes(), hold_lost=True)
+                    return []
                 link = ingest.links[agent] = Link(agent, seq, seq, synced=seq)
                 log.info("node agent %s (%s) connected", agent, body.get("n"))
             link.peer = peer
@@ -188,6 +198,14 @@ class RootLink:
         if prev > link.applied or prev >= seq:
             ingest.counters.add("record_gaps")
             return [lw.pack(lw.RNACK, {"expect": link.applied + 1})]
+        health = ingest.ingest.health
+        if health.trouble is not None and ingest.ingest.next_commit:
+            # the store refuses commits (ClickHouse down, disk full): apply nothing more while the pending commit
+            # is retried (with nothing pending, the record is applied: it is the probe that finds the store back).
+            # The record stays in the node's spool (counted in its `rankwise status`), resent after a gap NACK or
+            # a HELLO
+            ingest.counters.add("held_records")
+            return []
         lost = seq - link.applied - 1
         if lost:
             # the node says records in between are gone (a quarantined spool segment, or a root that lost
@@ -199,6 +217,12 @@ class RootLink:
         try:
             ingest.apply_record(link, seq, payload, now)
         except Exception as exc:  # malformed, or breaking something: kept aside, counted, acknowledged, never resent
+            if is_store_error(exc):
+                # the store failed under an op (a registration while ClickHouse is down): not applied, not
+                # acknowledged; resent later. Ops before it are batches the writers' seqs de-duplicate
+                ingest.counters.add("held_records")
+                health.failed(exc, ingest.ingest.uncommitted_bytes(), hold_lost=True)  # status and log say so
+                return []
             self._quarantine(link, seq, payload, exc)
             ingest.next_commit.links[link.agent] = seq
         link.applied = seq

@@ -78,9 +78,13 @@ def _print_store_state(reply: dict) -> None:
     state = reply.get("store_state", "ok")
     if state != "ok":
         held = reply.get("counters", {}).get("held_batches", 0)
+        records = reply.get("counters", {}).get("held_records", 0)  # a root: agent/rootlink.py
+        hellos = reply.get("counters", {}).get("held_hellos", 0)
         say(
             f"STORE: {state} — {byte_size(reply.get('pending_bytes', 0))} uncommitted of a "
             f"{byte_size(reply.get('pending_budget_bytes', 0))} budget; {held} client batches held back (clients keep them)"
+            + (f"; {records} node records held back (node spools keep them)" if records else "")
+            + (f"; {hellos} node HELLOs not answered (node spools keep their records)" if hellos else "")
         )
     for loss in reply.get("store_losses") or []:
         where = f"moved to {loss['moved_to']}" if loss.get("moved_to") else "nothing left to move aside"

@@ -80,6 +80,12 @@ USERS_XML = """<?xml version="1.0"?>
             <profile>default</profile>
             <quota>default</quota>
         </default>
+        <{pw_user}>
+            <password>{pw}</password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </{pw_user}>
     </users>
     <quotas>
         <default>
@@ -95,6 +101,11 @@ USERS_XML = """<?xml version="1.0"?>
     </quotas>
 </yandex>
 """
+
+
+# a second user with a password (tests that a password never shows in status, logs or messages)
+PASSWORD_USER, PASSWORD = "rwpw", "pw-Zq7-s3cret"
+USERS_XML = USERS_XML.replace("{pw_user}", PASSWORD_USER).replace("{pw}", PASSWORD)
 
 
 class ServerError(RuntimeError):
@@ -236,6 +247,32 @@ class ClickHouseServer:
                 proc.wait(STOP_TIMEOUT_S)
         self._remove_dir()
 
+    # ------------------------------------------------------------ outages (tests/clickhouse/test_store_down*.py)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it; its directory, data and ports stay for ``restart``."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(STOP_TIMEOUT_S)
+
+    def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start the server again on the SAME directory (its data) and ports, after ``kill``; waits until it
+        answers. A port taken meanwhile is a ServerError (the store URL names the port: no retry elsewhere)."""
+        assert self.dir is not None and self.proc is None, "restart() follows kill() on a configured server"
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets (the kernel completes connects) but answers nothing ("slow")."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def _remove_dir(self) -> None:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -264,6 +301,10 @@ class ClickHouseServer:
 
     def url(self, database: str, query: str = "") -> str:
         return f"clickhouse://127.0.0.1:{self.tcp_port}/{database}{query}"
+
+    def password_url(self, database: str) -> str:
+        """The store URL as the user with a password (``PASSWORD_USER``)."""
+        return f"clickhouse://{PASSWORD_USER}:{PASSWORD}@127.0.0.1:{self.tcp_port}/{database}"
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.dir is None:
