@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from test_store_down import BUDGET, SCRIPT, STEPS, WORLD, check_exactly_once, own_server, wait_line  # noqa: F401
 
 from support.probes import status, wait_for
 from support.processes import start_ranks, wait_all
 
-STALL_DEADLINE_S = 30.0  # a commit into a hung server must give up (and the loop answer) well within this
+STALL_DEADLINE_S = 60.0  # a hung server fails a commit after a few WRITE_TIMEOUT_S (agent/store/clickhouse/store.py: ping, reconnect, insert): ~20 s here
 
 
 def _answers_unavailable(env) -> dict | None:
@@ -27,14 +26,9 @@ def _answers_unavailable(env) -> dict | None:
     return st if st and st["store_state"].startswith("store unavailable") else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent/store/clickhouse/conn.py: DriverConn's send_receive_timeout is 300 s and the agent's loop "
-    "thread waits on it: a hung server stalls the loop (no status, no ACKs) for 5 minutes per attempt",
-)
 def test_server_stopped_mid_stream_agent_keeps_answering(rankwise_env, own_server, tmp_path):  # noqa: F811
     """SIGSTOP of the server after 500 acknowledged steps per rank; the ranks log 1500 more each without a
-    log() call taking 0.5 s; within 30 s `rankwise status` answers (5 s timeout) ``store unavailable``
+    log() call taking 0.5 s; within 60 s `rankwise status` answers (5 s timeout) ``store unavailable``
     naming the server's port; after SIGCONT the status returns to ok, every rank finishes with nothing
     unacknowledged, and Api(URL) reads each of the 4 × 3000 steps once with numpy's group aggregates."""
     server = own_server

@@ -111,6 +111,7 @@ class DriverConn(Conn):
         except ImportError as exc:
             raise StoreError(f"a clickhouse:// store needs clickhouse-driver: {DRIVER_HINT}") from exc
         self.url = url
+        self.timeout = timeout
         self._lock = threading.Lock()  # a Client is one socket: the UI server's threads take turns
         settings: dict[str, Any] = {"use_numpy": True, "strings_as_bytes": True}
         if url.cluster:  # an INSERT into a Distributed table returns once every shard has its rows
@@ -269,11 +270,16 @@ def shard_conns(conn: Conn, cluster: str) -> list[Conn]:
     if not len(host):
         raise StoreError(f"cluster {cluster!r} is not in the server's remote_servers (system.clusters)")
     assert isinstance(conn, DriverConn)
-    return [DriverConn(conn.url, host=h.decode(), port=int(p)) for h, p in zip(host, port, strict=True)]
+    return [
+        DriverConn(conn.url, timeout=conn.timeout, host=h.decode(), port=int(p))
+        for h, p in zip(host, port, strict=True)
+    ]
 
 
-def connect(url: ClickHouseURL) -> Conn:
-    return ChdbConn(url) if url.engine == "chdb" else DriverConn(url)
+def connect(url: ClickHouseURL, timeout: float = 300.0) -> Conn:
+    """A connection to ``url``; ``timeout``: seconds one socket read or write of the server's may wait (a reader
+    waits long for a big read; the agent's store waits little: it writes from the agent's loop)."""
+    return ChdbConn(url) if url.engine == "chdb" else DriverConn(url, timeout=timeout)
 
 
 def lit(v: Any) -> str:

@@ -33,6 +33,12 @@ from agent.store.clickhouse.url import parse_url
 log = logging.getLogger("rankwise.agent")
 
 
+# The agent writes from its loop thread: a server that hangs (stopped, overloaded, a dead peer behind a live TCP
+# connection) must fail the commit within this, so that the loop answers status, HELLOs and ACKs between retries
+# (a commit that failed stays for the next try; agent/commits.py). The INSERTs of one commit take milliseconds.
+WRITE_TIMEOUT_S = 5.0
+
+
 class ClickHouseStore(Store):
     """Write side; one per agent. Not thread-safe: the agent's loop is its only user."""
 
@@ -43,7 +49,7 @@ class ClickHouseStore(Store):
 
     def __init__(self, url: str):
         self.url = parse_url(url)
-        self.conn = connect(self.url)
+        self.conn = connect(self.url, timeout=WRITE_TIMEOUT_S)
         self.commits = 0
         self.resets = 0
         try:
