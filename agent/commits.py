@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
 from agent.store.base import LOST
@@ -103,7 +103,7 @@ class Commits:
         acks = []
         for writer, (peer, seq) in list(self._unsent_acks.items()):
             ws = self.ingest.writers.get(writer)
-            if ws is not None and not ws.run.running and ws.run.group.sealing is not None:
+            if ws is not None and not ws.run.running and _still_sealing(ws.run.group):
                 continue
             del self._unsent_acks[writer]
             acks.append((peer, wire.pack(wire.ACK, {"w": writer, "s": seq})))
@@ -144,3 +144,19 @@ class Commits:
             (ws.peer, wire.pack(wire.NACK, {"w": wid, "reason": "unknown-writer", "warn": warn}))
             for wid, ws in writers.items()
         ]
+
+
+def _still_sealing(group: Any) -> bool:
+    """A group whose rows a done run's finish() must wait for: a seal pass in progress, or, once every rank of it
+    joined and none runs, points still in its window. A pass that completes seals through the bound it started with, and a
+    run's last batch may have brought steps beyond it: those go in the next pass (one tick later), and the
+    ACK waits for it. While other ranks run or have not joined yet, nothing more is held: their steps seal when
+    they get there (the join grace or the seal timeout may be far)."""
+    if group.sealing is not None:
+        return True
+    ranks = group.ranks
+    return (
+        group.window.n_points > 0
+        and len(ranks) >= group.record.world_size
+        and not any(r.running for r in ranks.values())
+    )
