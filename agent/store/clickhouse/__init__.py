@@ -16,7 +16,10 @@ Design (measured on Debian's clickhouse-server 18.16 and chdb 4.4 = ClickHouse 2
   group's key is one contiguous range of a few rows per rank (agent/store/clickhouse/points.py). String
   blobs rather than ``Array`` columns: measured on 64 ranks × 100k steps, 3× faster to insert and 2.5×
   to read over clickhouse-driver (no numpy path for arrays), the same on chdb. SQL over points: the
-  ``history`` view unpacks chunks into one row per (run, key, step, version) (agent/store/clickhouse/schema.py).
+  ``history`` view unpacks chunks into one row per (run, key, step, version) (agent/store/clickhouse/schema.py):
+  its ARRAY JOIN copies each chunk's bytes once per point, so its memory grows with points × chunk bytes (a
+  chunk of 20k steps: 3 GB, past 18.16's default 1.86 GiB a query): filter it to a few chunks, or decode
+  ``history_chunks`` in the client (tests/clickhouse/test_store_down_root.py ``raw_counts``).
   Group rows stay one row per (group, key, step): ``ORDER BY (group_id, key, step, ver)``. Both
   ``ReplacingMergeTree``; reads never wait for merges (agent/store/clickhouse/reader.py).
 * Versions: ``commit << 24 | chunk position``, unique and growing (agent/store/clickhouse/txn.py). Later
