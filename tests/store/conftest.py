@@ -5,10 +5,9 @@ a database of its own per test; skipped without the server unless RANKWISE_REQUI
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
+
+from support.chfixtures import require_package
 
 STORES = ("memory", "sqlite", "chdb", "clickhouse")
 
@@ -25,10 +24,7 @@ def open_store(kind: str, request: pytest.FixtureRequest, tmp_path):
     from agent.store.clickhouse import ClickHouseStore
 
     if kind == "chdb":
-        if importlib.util.find_spec("chdb") is None:
-            if os.environ.get("RANKWISE_REQUIRE_CLICKHOUSE") == "1":
-                pytest.fail("RANKWISE_REQUIRE_CLICKHOUSE=1 but chdb is not installed (pip install -e '.[test]')")
-            pytest.skip("chdb is not installed (pip install chdb)")
+        require_package("chdb")
         return ClickHouseStore(f"chdb://{tmp_path / 'chdb'}")
     return ClickHouseStore(request.getfixturevalue("clickhouse_url"))
 

@@ -11,6 +11,7 @@ import pytest
 
 from agent.ratelimit import SPAN_FIELDS
 from agent.store.clickhouse import ClickHouseStore
+from support.chfixtures import require_package
 
 RUN = {"run_key": "k", "local_rank": 0, "node": "n0", "pid": 1, "name": "rank-0", "rank": 0}
 
@@ -18,7 +19,7 @@ RUN = {"run_key": "k", "local_rank": 0, "node": "n0", "pid": 1, "name": "rank-0"
 @pytest.fixture(params=["clickhouse", "chdb"])
 def store(request, tmp_path):
     if request.param == "chdb":
-        pytest.importorskip("chdb")
+        require_package("chdb")
         url = f"chdb://{tmp_path / 'c'}"
     else:
         url = request.getfixturevalue("clickhouse_url")

@@ -13,6 +13,7 @@ import pytest
 from agent.errors import StoreError, StoreLost
 from agent.store.base import store_problem
 from agent.store.clickhouse import ClickHouseReader, ClickHouseStore
+from support.chfixtures import require_package
 
 RUN = {"run_key": "k", "local_rank": 0, "node": "n0", "pid": 1, "name": "rank-0", "rank": 0}
 
@@ -46,7 +47,7 @@ def test_server_18_16_gets_no_codecs(clickhouse_url):
 def test_chdb_gets_codecs(tmp_path):
     """chdb (ClickHouse 26.x) takes them: DoubleDelta for chunks' first steps, Delta for versions, ZSTD for
     steps bytes, Gorilla for group rows' values."""
-    pytest.importorskip("chdb")
+    require_package("chdb")
     store = ClickHouseStore(f"chdb://{tmp_path / 'c'}")
     try:
         assert store.schema.codecs is True and int(store.conn.version.split(".")[0]) >= 20
@@ -74,7 +75,7 @@ def test_a_missing_package_names_the_install(monkeypatch, tmp_path):
 def test_no_server_is_a_store_error():
     """Nothing listening: a StoreError (unavailable, retried by the agent) with the socket's words, the
     driver's exception chained."""
-    pytest.importorskip("clickhouse_driver")
+    require_package("clickhouse_driver")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
@@ -109,7 +110,7 @@ def test_a_dropped_database_is_lost_and_reset_starts_over(clickhouse_url):
 def test_chdb_one_directory_per_process(tmp_path):
     """chdb runs one data directory per process: a second directory while the first is open is refused
     with both named; stores and readers of the same directory share it; once all are closed another opens."""
-    pytest.importorskip("chdb")
+    require_package("chdb")
     a = ClickHouseStore(f"chdb://{tmp_path / 'a'}")
     try:
         with pytest.raises(StoreError, match="chdb runs one data directory per process"):

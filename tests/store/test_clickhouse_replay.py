@@ -16,6 +16,7 @@ import pytest
 
 from agent.errors import StoreError
 from agent.store.clickhouse import ClickHouseStore
+from support.chfixtures import require_package
 
 RUN = {"run_key": "k", "local_rank": 0, "node": "n0", "pid": 1}
 
@@ -25,7 +26,7 @@ def url(request, tmp_path) -> str:
     """A store URL of a fresh, empty store: chdb in a directory of this test, or a database of its own on
     the test server."""
     if request.param == "chdb":
-        pytest.importorskip("chdb")
+        require_package("chdb")
         return f"chdb://{tmp_path / 'chdb'}"
     return request.getfixturevalue("clickhouse_url")
 

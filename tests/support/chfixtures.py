@@ -24,6 +24,18 @@ import pytest
 REQUIRE_VAR = "RANKWISE_REQUIRE_CLICKHOUSE"
 
 
+def require_package(name: str) -> None:
+    """Skip (fail under RANKWISE_REQUIRE_CLICKHOUSE=1: CI installs the test extra) without the package ``name``
+    (chdb, clickhouse_driver)."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        missing = f"the Python package {name} is not installed (pip install -e '.[test]')"
+        if os.environ.get(REQUIRE_VAR) == "1":
+            pytest.fail(f"{REQUIRE_VAR}=1 but {missing}")
+        pytest.skip(missing)
+
+
 def require_clickhouse(binary: str | None = None) -> None:
     """Skip (fail under RANKWISE_REQUIRE_CLICKHOUSE=1) without the server binary or the driver."""
     from support.chserver import CLICKHOUSE_SERVER
