@@ -20,7 +20,7 @@ import pytest
 import rankwise
 from support.chfixtures import require_clickhouse
 from support.probes import agent_log, cli, status, wait_for
-from support.processes import start_ranks, wait_all
+from support.processes import communicate, start_ranks, wait_all
 
 WORLD, STEPS, A, B = 4, 3000, 500, 2000
 BUDGET = 16 * 1024  # the agent's uncommitted-bytes budget: far below what the ranks log while the server is down
@@ -258,7 +258,7 @@ def test_store_down_messages_name_the_store_never_its_password(rankwise_env, own
         for where in (json.dumps(down), text, logged):
             assert PASSWORD not in where
         server.restart()
-        out, err = rank.communicate(timeout=180)
+        out, err = communicate(rank, 180)
         assert rank.returncode == 0 and out.split()[-1] == "0", err
     finally:
         if rank.poll() is None:

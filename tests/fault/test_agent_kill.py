@@ -21,7 +21,7 @@ import pytest
 import rankwise
 from client import paths
 from support.probes import agent_log, kill9, pid_gone, raw_steps, read_line, start_script, wait_for
-from support.processes import RankwiseEnv, agent_pid, start_ranks, stop_agent, wait_all
+from support.processes import RankwiseEnv, agent_pid, communicate, start_ranks, stop_agent, wait_all
 
 WORLD, STEPS, BEFORE = 4, 1500, 500
 
@@ -224,7 +224,7 @@ def test_forked_child_meets_a_restarted_agent_first(rankwise_env, tmp_path):
         agents.append(subprocess.Popen(cmd, env=rankwise_env.env(), **quiet))
         wait_for(lambda: agent_pid(rankwise_env) == agents[1].pid, what="the second agent")
         (tmp_path / "restarted").touch()
-        out, err = rank.communicate(timeout=120)
+        out, err = communicate(rank, 120)
         assert rank.returncode == 0, err
         assert out.split() == ["child", "0"], err
         run = rankwise.Api().group("akill", "job-fork").run(rank=0)

@@ -12,7 +12,7 @@ import numpy as np
 
 import rankwise
 from support.probes import raw_steps, read_line, start_script, status
-from support.processes import agent_pid
+from support.processes import agent_pid, communicate
 
 SCRIPT = """
 import json, signal, rankwise
@@ -61,7 +61,7 @@ def test_log_never_blocks_while_the_agent_is_stopped(rankwise_env):
         time.sleep(1.0)  # the length of the stall, not an assertion
         rank.send_signal(signal.SIGUSR2)
         os.kill(agent, signal.SIGCONT)
-        out, err = rank.communicate(timeout=120)
+        out, err = communicate(rank, 120)
     finally:
         if agent is not None:
             os.kill(agent, signal.SIGCONT)

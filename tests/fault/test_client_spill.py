@@ -14,7 +14,7 @@ import numpy as np
 
 import rankwise
 from support.probes import raw_steps, read_line, start_script, status_json
-from support.processes import agent_pid
+from support.processes import agent_pid, communicate
 
 SCRIPT = """
 import json, rankwise
@@ -49,7 +49,7 @@ def _run(env, group: str, extra: dict) -> tuple[dict, dict]:
         agent = None
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        out, err = proc.communicate(timeout=120)
+        out, err = communicate(proc, 120)
     finally:
         if agent is not None:
             os.kill(agent, signal.SIGCONT)

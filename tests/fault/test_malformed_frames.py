@@ -16,7 +16,7 @@ import zmq
 import rankwise
 from client import wire
 from support.probes import raw_steps, read_line, start_script, status_json, wait_for
-from support.processes import agent_pid, torchrun_env
+from support.processes import agent_pid, communicate, torchrun_env
 from support.rankscripts import log_until_file
 
 RANK = log_until_file(
@@ -122,7 +122,7 @@ def test_rogue_frames_are_counted_and_the_real_run_is_complete(rankwise_env, tmp
         huge_step = np.array([2**63 - 1], "<i8").tobytes()
         rogue.send(_pack(1, "batch", {"w": "evil-w", "s": 2, "rows": _rows(1, step=huge_step)}))
         done.touch()
-        out, err = rank.communicate(timeout=120)
+        out, err = communicate(rank, 120)
     finally:
         rogue.close(linger=0)
         ctx.term()

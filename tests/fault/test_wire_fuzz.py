@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from client import wire
 from support.offline import offline_run
 from support.probes import agent_log, raw_steps, read_line, start_script, status_json, wait_for
-from support.processes import agent_pid, torchrun_env
+from support.processes import agent_pid, communicate, torchrun_env
 from support.rankscripts import log_until_file
 
 BUDGET_S = 20.0  # wall clock for the examples; hypothesis stops earlier at max_examples
@@ -197,7 +197,7 @@ def test_fuzzed_frames_never_stop_the_agent_nor_cost_an_honest_rank_a_row(rankwi
 
         throw()
         done.touch()
-        out, err = rank.communicate(timeout=120)
+        out, err = communicate(rank, 120)
     finally:
         fuzz.close(linger=0)
         pinger.close(linger=0)

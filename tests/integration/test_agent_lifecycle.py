@@ -30,7 +30,7 @@ from support.probes import (
     status_json,
     wait_for,
 )
-from support.processes import agent_pid, torchrun_env
+from support.processes import agent_pid, communicate, torchrun_env
 
 HOLDER = """
 import os, sys, rankwise
@@ -102,7 +102,7 @@ def test_foreground_agent_and_agent_stop(rankwise_env, tmp_path):
     try:
         wait_for(lambda: agent_pid(rankwise_env) == fg.pid, what="the foreground agent to serve")
         rank = start_script(rankwise_env, FOREGROUND_RANK, {"RANKWISE_SPAWN_AGENT": "0"})
-        out, errs = rank.communicate(timeout=60)
+        out, errs = communicate(rank, 60)
         assert rank.returncode == 0, errs
         assert out.split() == ["250", "0"]
         assert agent_processes(rankwise_env) == []  # nothing was spawned beside the foreground agent
@@ -196,7 +196,7 @@ def test_second_agent_exits_with_3_and_leaves_the_socket(rankwise_env):
     foreground and with --detach) exits at once with status 3; agent.json, the socket file and
     the lock still belong to the first agent, which keeps serving a new run."""
     first = start_script(rankwise_env, "import rankwise; rankwise.init(project='life', group='g-2').finish()")
-    first.communicate(timeout=60)
+    communicate(first, 60)
     assert first.returncode == 0
     pid = wait_for(lambda: agent_pid(rankwise_env), what="the first agent")
     sock = Path(rankwise_env.runtime) / "agent.sock"
@@ -216,7 +216,7 @@ def test_second_agent_exits_with_3_and_leaves_the_socket(rankwise_env):
     assert agent_log(rankwise_env).count("another agent holds") == 2
 
     again = start_script(rankwise_env, FOREGROUND_RANK.replace("g-fg", "g-2b"))
-    out, err = again.communicate(timeout=60)
+    out, err = communicate(again, 60)
     assert again.returncode == 0, err
     assert rankwise.Api().group("life", "g-2b").run(rank=0).rows == 250
 
@@ -231,7 +231,7 @@ def test_agent_that_cannot_start_is_reported_not_waited_for(rankwise_env):
         con.execute("INSERT INTO meta VALUES ('schema_version', '99')")
     script = "import rankwise\nrun = rankwise.init(project='life', group='g-bad')\nrun.log({'x': 1})\nrun.finish()\n"
     rank = start_script(rankwise_env, script, {"RANKWISE_INIT_TIMEOUT": "3", "RANKWISE_FINISH_TIMEOUT": "1"})
-    out, err = rank.communicate(timeout=120)
+    out, err = communicate(rank, 120)
     assert rank.returncode == 0, err
     assert err.count("the agent could not start (exit status 1: store ") == 1, err
     assert "has schema version 99" in err

@@ -10,7 +10,7 @@ import pytest
 
 import rankwise
 from support.probes import pid_gone, raw_steps, read_line, start_script, wait_for
-from support.processes import torchrun_env
+from support.processes import communicate, torchrun_env
 
 FIRST = """
 import os, signal, sys, rankwise
@@ -52,7 +52,7 @@ def test_restarted_rank_resumes_its_run(rankwise_env, death):
         wait_for(lambda: pid_gone(first.pid), what="the first incarnation to be gone")
 
     second = start_script(rankwise_env, SECOND, dict(env, TORCHELASTIC_RESTART_COUNT=1))
-    out, err = second.communicate(timeout=60)
+    out, err = communicate(second, 60)
     assert second.returncode == 0, err
 
     assert json.loads(out.splitlines()[-1]) == {"resumed": True, "step": 100, "sent": 50}

@@ -10,6 +10,7 @@ import pytest
 
 import rankwise
 from support.probes import raw_steps, read_line, start_script, wait_for
+from support.processes import communicate
 
 BODY = """
 import sys, rankwise
@@ -35,7 +36,7 @@ def test_exit_without_finish(rankwise_env, ending):
     tail, rc, state, code = ENDINGS[ending]
     group = f"g-{ending}"
     proc = start_script(rankwise_env, BODY + tail, {"RANKWISE_GROUP": group})
-    out, err = proc.communicate(timeout=60)
+    out, err = communicate(proc, 60)
     assert proc.returncode == rc, err
     if rc == 1:
         assert "RuntimeError: boom" in err

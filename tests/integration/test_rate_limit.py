@@ -12,7 +12,7 @@ import psutil
 
 import rankwise
 from support.probes import read_line, start_script
-from support.processes import agent_pid
+from support.processes import agent_pid, communicate
 
 SCRIPT = """
 import json, time, rankwise
@@ -55,7 +55,7 @@ def test_tight_loop_coalesces_and_every_call_is_accounted_for(rankwise_env):
         assert read_line(rank, what="ready") == "ready"
         sampler = threading.Thread(target=sample)
         sampler.start()
-        out, err = rank.communicate(timeout=120)
+        out, err = communicate(rank, 120)
     finally:
         stop.set()
         if rank.poll() is None:
@@ -104,7 +104,7 @@ def test_under_the_budget_nothing_is_coalesced(rankwise_env):
         "for s in range(300):\n    run.log({'x': s})\nrun.finish()\n",
         {"RANKWISE_ROWS_PER_S": "1000"},
     )
-    out, err = rank.communicate(timeout=60)
+    out, err = communicate(rank, 60)
     assert rank.returncode == 0, err
     run = rankwise.Api().group("rl", "g-slow").run(rank=0)
     rows = run.history()

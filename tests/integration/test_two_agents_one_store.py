@@ -13,7 +13,7 @@ import tempfile
 
 import rankwise
 from support.probes import group_runs, read_line, start_script, wait_for
-from support.processes import RankwiseEnv, agent_pid, stop_agent, torchrun_env
+from support.processes import RankwiseEnv, agent_pid, communicate, stop_agent, torchrun_env
 
 RANK = """
 import os
@@ -72,14 +72,14 @@ def test_second_agent_on_the_same_store_exits_naming_the_first(rankwise_env, tmp
         assert agent_pid(other) is None
 
         shell = start_script(other, OTHER_SHELL, {"RANKWISE_RUNTIME_DIR": other_rt, "RANKWISE_INIT_TIMEOUT": "15"})
-        out, err = shell.communicate(timeout=60)
+        out, err = communicate(shell, 60)
         assert shell.returncode == 0, err
         assert float(out.strip()) < 10.0, (out, err)
         named = rf"in use by another agent pid {first} on host \S+ \(runtime dir {re.escape(rankwise_env.runtime)}\)"
         assert re.search(named, err), err
 
         go.touch()
-        out, err = rank.communicate(timeout=60)
+        out, err = communicate(rank, 60)
         assert rank.returncode == 0, err
         assert out.split() == ["80", "0"]
         wait_for(

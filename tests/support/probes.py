@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,21 +107,21 @@ def start_script(
 
 
 def read_line(proc: subprocess.Popen, timeout_s: float = 30.0, what: str = "a line") -> str:
-    """The next line of ``proc``'s stdout, failing (with its stderr) if it exits or stays silent."""
-    import selectors
+    """The next line of ``proc``'s stdout, failing (with its stderr) if it exits or stays silent.
 
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout_s):
-            raise AssertionError(f"no output from pid {proc.pid} within {timeout_s:.0f} s (waiting for {what})")
-    finally:
-        sel.close()
-    line = proc.stdout.readline()
-    if not line:
+    The line is read by ``readline()`` in a thread: a select on the file descriptor would wait for output
+    the text wrapper may already hold (a ``readline()`` reads what the pipe has, several lines at once).
+    Lines read ahead stay in that buffer for the next ``read_line`` and for ``communicate`` (processes.py)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if reader.is_alive():
+        raise AssertionError(f"no output from pid {proc.pid} within {timeout_s:.0f} s (waiting for {what})")
+    if not got[0]:
         proc.wait(timeout=timeout_s)
         raise AssertionError(f"pid {proc.pid} exited {proc.returncode} before {what}:\n{proc.stderr.read()}")
-    return line.strip()
+    return got[0].strip()
 
 
 def kill9(proc: subprocess.Popen | int) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,11 +146,40 @@ def start_ranks(env: RankwiseEnv, script: str, world: int, group: str, **extra: 
     ]
 
 
+def communicate(proc: subprocess.Popen, timeout_s: float) -> tuple[str, str]:
+    """``proc``'s remaining stdout and stderr once it exits, like ``Popen.communicate`` but read through the
+    pipes' file objects: ``communicate`` reads the file descriptors, so lines an earlier ``readline()``
+    (``read_line``) pulled into the text wrapper's buffer along with the line it returned were lost (a
+    rank that printed its last line before the test read its previous one came back with empty stdout).
+    Closes stdin first, as ``communicate()`` without input does (scripts waiting on it go on). Raises
+    ``subprocess.TimeoutExpired`` as ``communicate`` does; the readers end when the pipes close."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:  # the child exited with bytes still unread: nothing to hand it
+            pass
+    got: dict[str, str] = {}
+    readers = [
+        threading.Thread(target=lambda n=name, f=f: got.__setitem__(n, f.read()), daemon=True)
+        for name, f in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        if f is not None
+    ]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    for t in readers:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+    proc.wait(max(1.0, deadline - time.monotonic()))
+    return got.get("stdout", ""), got.get("stderr", "")
+
+
 def wait_all(procs: list[subprocess.Popen], timeout_s: float = 120) -> list[tuple[int, str, str]]:
     out = []
     deadline = time.monotonic() + timeout_s
     for p in procs:
-        stdout, stderr = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        stdout, stderr = communicate(p, max(1.0, deadline - time.monotonic()))
         out.append((p.returncode, stdout, stderr))
     return out
 
