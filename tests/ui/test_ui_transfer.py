@@ -127,23 +127,45 @@ def test_rank_parameter_sends_that_ranks_line_alone(server, width):
     assert status == 400 and "rank='five' is not an integer" in bad["error"]
 
 
-def test_a_64_rank_chart_at_700_px_is_under_500_kb_on_the_wire(tmp_path):
-    """Issue 14's transfer budget, counted in bytes: the per-rank series of 64 ranks × 3,000 steps at 700 px,
-    fetched with ``Accept-Encoding: gzip``, is under 500 KB and decodes to 64 lines of 1,400 values."""
-    path = tmp_path / "store.sqlite"
+@pytest.fixture(scope="module")
+def served64(tmp_path_factory):
+    """A UI server over a finished group of 64 ranks × 3,000 steps (benchmark 11's writer)."""
+    path = tmp_path_factory.mktemp("tf64") / "store.sqlite"
     write_group(path, 64, 3000)
     with served(path) as server:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        try:
-            conn.request(
-                "GET", f"{SERIES}?key=loss&width=700&ranks=1", headers={**auth(server), "Accept-Encoding": "gzip"}
-            )
-            res = conn.getresponse()
-            body = res.read()
-        finally:
-            conn.close()
+        yield server
+
+
+def _gzipped(server, query: str) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", f"{SERIES}?{query}", headers={**auth(server), "Accept-Encoding": "gzip"})
+        res = conn.getresponse()
+        body = res.read()
+    finally:
+        conn.close()
     assert res.status == 200 and res.getheader("Content-Encoding") == "gzip"
-    assert len(body) < 500_000, len(body)
-    s = json.loads(gzip.decompress(body))
-    assert s["resolution"] == "minmax" and len(s["ranks"]) == 64
-    assert {len(r["values"]) for r in s["ranks"]} == {1400}
+    return len(body), json.loads(gzip.decompress(body))
+
+
+# width asked -> buckets sent: 64 lines x 2 values a bucket stay within RANK_VALUES (100,000) from 782 px on
+@pytest.mark.parametrize(("width", "buckets"), [(700, 700), (1400, 781), (4000, 781)])
+def test_a_64_rank_chart_is_under_500_kb_on_the_wire_at_any_width(served64, width, buckets):
+    """Issue 14's transfer budget, counted in bytes: the per-rank series of 64 ranks × 3,000 steps fetched with
+    ``Accept-Encoding: gzip`` is under 500 KB at 700 px (64 lines of 1,400 values) and also for a chart as
+    wide as a page can make one: per-rank lines get at most 100,000 values, so at 1,400 and 4,000 px the
+    server sends 781 buckets (said in ``buckets``); the band and x have as many rows as each line."""
+    size, s = _gzipped(served64, f"key=loss&width={width}&ranks=1")
+    assert size < 500_000, (width, size)
+    assert s["resolution"] == "minmax" and s["buckets"] == buckets and len(s["ranks"]) == 64
+    assert {len(r["values"]) for r in s["ranks"]} == {len(s["x"])} == {len(s["mean"])} == {2 * buckets}
+
+
+def test_one_rank_and_the_band_alone_keep_the_charts_width(served64):
+    """The budget is for per-rank lines: without them, or with one rank's line (``rank=``), 1,000 px is 1,000
+    buckets of two rows; ``width=0`` (every point, what exact smoothing asks for) is not capped either."""
+    for query in ("key=loss&width=1000", "key=loss&width=1000&rank=3"):
+        _, s = _gzipped(served64, query)
+        assert s["resolution"] == "minmax" and s["buckets"] == 1000 and len(s["x"]) == 2000, query
+    _, s = _gzipped(served64, "key=loss&width=0&ranks=1")
+    assert s["resolution"] == "full" and {len(r["values"]) for r in s["ranks"]} == {3000}
