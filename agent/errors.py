@@ -24,6 +24,11 @@ class StoreError(AgentError):
     locked, read-only, an I/O error. Such a store is *unavailable*: the agent keeps its work and retries."""
 
 
+class StoreEmpty(StoreError):
+    """The store's server answers but holds no rankwise tables yet (a new ClickHouse database): no run has logged
+    into it. ``rankwise ui`` waits for one, as it waits for a SQLite file that does not exist yet."""
+
+
 class SchemaError(StoreError):
     """The store was written by an incompatible version of rankwise."""
 

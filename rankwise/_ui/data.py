@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.errors import StoreEmpty
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, last_wins, merge_since
 from agent.store.sqlite_reader import SQLiteReader
 from rankwise._api import Api, is_store_url, media_root_of, store_path
@@ -221,7 +222,12 @@ class UIData:
             if self._api is None:
                 if self.url is None and not self.path.exists():
                     raise StoreMissing(f"no store at {self.path} yet: it appears with the first run logged there")
-                self._api = Api(self.url or self.path)
+                try:
+                    self._api = Api(self.url or self.path)
+                except StoreEmpty:  # a ClickHouse database without tables yet: as a SQLite file not yet there
+                    raise StoreMissing(
+                        f"no store in {self.label} yet: its tables appear with the first run logged there"
+                    ) from None
                 if self.url is None:
                     self._api._reader.use_mmap(MMAP_BYTES)
                 self._cache = SeriesCache(ReaderPool(self._open_reader))

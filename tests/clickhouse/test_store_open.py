@@ -191,3 +191,31 @@ def test_agent_with_an_unreachable_store_exits_1_without_the_password(rankwise_e
     for text in (out.stderr, log):
         assert f"agent could not start: cannot open the store at clickhouse://bob:***@127.0.0.1:{port}/rw" in text
         assert "s3cret" not in text
+
+
+FIRST_RUN = """
+import rankwise
+run = rankwise.init(project="later")
+run.log({"x": 2.5})
+run.finish()
+"""
+
+
+def test_ui_over_an_empty_database_waits_for_the_first_run(rankwise_env, clickhouse_url):
+    """``rankwise ui --store URL`` on a database without the store's tables starts (as over a SQLite path that
+    does not exist yet) and answers 503 "no store in <URL> yet"; once a run has logged into it through the agent
+    the same server serves it, without a restart. The reader's error is StoreEmpty, a StoreError."""
+    from agent.errors import StoreEmpty
+    from support.processes import run_ranks
+    from support.uihelp import get, served
+
+    with pytest.raises(StoreEmpty):
+        open_reader(clickhouse_url)
+    with served(clickhouse_url) as server:
+        status, body = get(server, "/api/projects")
+        assert status == 503 and body["error"].startswith(f"no store in {clickhouse_url} yet"), body
+        run_ranks(rankwise_env, FIRST_RUN, 1, "g-first", RANKWISE_STORE=clickhouse_url)
+        status, projects = get(server, "/api/projects")
+        assert status == 200 and [p["name"] for p in projects] == ["later"]
+        status, s = get(server, "/api/projects/later/groups/g-first/series?key=x")
+        assert status == 200 and s["x"] == [0] and s["mean"] == [2.5]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import StoreError
+from agent.errors import StoreEmpty
 from agent.ratelimit import unpack_spans
 from agent.store import system_chunks
 from agent.store.base import GROUP_FIELDS, META_KEYS, ROW_KEYS, GroupRecord, Reader, RunRecord, select_steps
@@ -47,7 +47,7 @@ class ClickHouseReader(Reader):
         )
         if not len(n) or int(n[0]) == 0:
             self.close()
-            raise StoreError(f"no rankwise store in {self.url}; log a run into it first or pass the right URL")
+            raise StoreEmpty(f"no rankwise store in {self.url}; log a run into it first or pass the right URL")
 
     def __repr__(self) -> str:
         return f"<ClickHouseReader {self.url}>"
