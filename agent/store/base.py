@@ -241,6 +241,11 @@ class Reader(abc.ABC):
         """The group's alerts in the order they were raised, as ``Alert.to_dict`` gives them."""
 
     @abc.abstractmethod
+    def alert_identities(self, group_id: int) -> set[tuple[str, int | None, str | None, str]]:
+        """(kind, rank, key, token) of the group's stored alerts: ``Alert.identity`` without the group, what the
+        store de-duplicates by (an agent restarted over the store does not raise them again: agent/alerts/book.py)."""
+
+    @abc.abstractmethod
     def run_system(self, run_id: int) -> dict[str, np.ndarray]:
         """The run's system samples: float64 columns (``_timestamp``, ``proc.*``, ``gpu.*``) ordered by time,
         NaN where a sample had no value of a key; ``{}`` when there is none."""

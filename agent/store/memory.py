@@ -239,6 +239,9 @@ class MemoryStore(Store, Reader):
     def alerts(self, group_id) -> list[dict[str, Any]]:
         return [a.to_dict() for a in self.alert_list if a.group_id == group_id]
 
+    def alert_identities(self, group_id) -> set[tuple[str, int | None, str | None, str]]:
+        return {a.identity[1:] for a in self.alert_list if a.group_id == group_id}
+
     # chunk ids are positions in the lists, counted from 1, as SQLite's row ids would be
     def run_system(self, run_id) -> dict[str, np.ndarray]:
         return system_chunks.join_columns([c for _, r, _, c in self.system_rows if r == run_id])

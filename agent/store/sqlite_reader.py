@@ -195,6 +195,9 @@ class SQLiteReader(Reader):
         names = ("kind", "level", "rank", "key", "step", "time", "message")
         return [{**dict(zip(names, r[:7], strict=True)), "details": json.loads(r[7])} for r in rows]
 
+    def alert_identities(self, group_id: int) -> set[tuple[str, int | None, str | None, str]]:
+        return {tuple(r) for r in self._all("SELECT kind, rank, key, token FROM alerts WHERE group_id=?", (group_id,))}
+
     def run_system(self, run_id: int) -> dict[str, np.ndarray]:
         rows = self._system("SELECT data FROM system WHERE run_id=? ORDER BY id", (run_id,))
         return system_chunks.join_columns([system_chunks.decode_columns(r[0]) for r in rows])

@@ -118,6 +118,35 @@ def test_hang_is_one_rank_silent_for_hang_after_while_others_go_on_one_alert_per
     assert kinds(sim) == [("hang", 1, None, 9), ("hang", 1, None, ranks[1].steps - 1)]
 
 
+def test_a_hang_stored_before_an_agent_restart_is_not_raised_or_notified_again(monkeypatch):
+    """Rank 1 hangs at step 9: one ``hang`` alert, handed to the notifiers once. The agent is killed and
+    restarted over the store while rank 1 stays silent at step 9 and the others go on: the new agent sees the
+    same hang (same identity, token "9") and raises nothing (its ``alerts`` counter 0, its notifiers not called,
+    no second py-spy dump) and the store holds the one alert. When rank 1 then resumes and hangs at a new step,
+    that alert is raised and notified."""
+    spy = FakeSpy()
+    sim = AgentSim(monkeypatch, role="single", spy=spy, hang_after_s=2.0)
+    first: list = []
+    sim.ingest.alerts.notifiers.append(first.append)
+    ranks = joined(sim, 4)
+    step_all(sim, ranks, 0.0, 1.0)
+    step_all(sim, [ranks[i] for i in (0, 2, 3)], 1.0, 3.1)
+    assert kinds(sim) == [("hang", 1, None, 9)] and [[a.kind for a in c] for c in first] == [["hang"]]
+    sim.restart()
+    notified: list = []
+    sim.ingest.alerts.notifiers.append(notified.append)
+    for r in ranks:
+        r.resend()
+    sim.settle()
+    step_all(sim, [ranks[i] for i in (0, 2, 3)], 3.1, 8.0)
+    assert kinds(sim) == [("hang", 1, None, 9)]
+    assert sim.counters["alerts"] == 0 and notified == [] and spy.started == [ranks[1].pid]
+    step_all(sim, ranks, 8.0, 9.0)
+    step_all(sim, [ranks[i] for i in (0, 2, 3)], 9.0, 11.5)
+    assert kinds(sim) == [("hang", 1, None, 9), ("hang", 1, None, ranks[1].steps - 1)]
+    assert [(a.kind, a.step) for c in notified for a in c] == [("hang", ranks[1].steps - 1)]
+
+
 def test_stalled_is_every_running_rank_silent_for_hang_after_and_names_no_rank(monkeypatch):
     """``hang_after_s=2``; 4 ranks log to t=1 (step 9), then none: one ``stalled`` alert (rank None, step 9)
     once 2 s passed, no ``hang``; it stays one while the group stays silent to t=10."""

@@ -276,7 +276,8 @@ def test_a_failed_transaction_stores_nothing(store):
 
 def test_alerts_one_per_identity_in_order(store):
     """An alert whose identity is stored already (in the same commit or an earlier one) is not stored again;
-    alerts read back in the order raised, as Alert.to_dict gives them."""
+    alerts read back in the order raised, as Alert.to_dict gives them; ``alert_identities`` gives (kind, rank,
+    key, token) of each, None for no rank or key."""
     gid, ids = register(store)
     a = Alert(
         "nan", gid, 1.0, "rank 0: loss is nan at step 3", rank=0, run_id=ids[0], key="loss", step=3, details={"v": 1}
@@ -297,6 +298,13 @@ def test_alerts_one_per_identity_in_order(store):
         Alert("nan", gid, 3.0, "other token", rank=0, key="loss", token="t2").to_dict(),
     ]
     assert store.reader().alerts(gid + 1000) == []
+    # what an agent restarted over the store reads so as not to raise them again (agent/alerts/book.py)
+    assert store.reader().alert_identities(gid) == {
+        ("nan", 0, "loss", ""),
+        ("stalled", None, None, ""),
+        ("nan", 0, "loss", "t2"),
+    }
+    assert store.reader().alert_identities(gid + 1000) == set()
 
 
 def test_system_samples(store):

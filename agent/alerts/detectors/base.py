@@ -75,39 +75,3 @@ class Detector(Part):
 
     def status(self, snap: dict[str, Any]) -> None:
         snap.setdefault("detectors", {})[self.name] = dict(self.counters)
-
-
-class StoredAlerts:
-    """The (kind, rank, key) of alerts the store already holds per group, read once per group when a detector
-    first has something to say about it: an agent restarted over the store does not raise again what the
-    agent before it raised (the store would keep one row anyway; this keeps the alert sinks quiet too)."""
-
-    def __init__(self, ingest: Ingest):
-        self.ingest = ingest
-        self.by_group: dict[int, set[tuple]] = {}
-
-    def __repr__(self) -> str:
-        return f"<StoredAlerts groups={len(self.by_group)}>"
-
-    def has(self, group_id: int, kind: str, rank: int | None, key: str | None) -> bool:
-        known = self.by_group.get(group_id)
-        if known is None:
-            known = self.by_group[group_id] = self._read(group_id)
-        return (kind, rank, key) in known
-
-    def add(self, group_id: int, kind: str, rank: int | None, key: str | None) -> None:
-        self.by_group.setdefault(group_id, set()).add((kind, rank, key))
-
-    def _read(self, group_id: int) -> set[tuple]:
-        store = self.ingest.store
-        try:
-            reader = store.reader()
-        except Exception:  # noqa: BLE001 - no store file yet (nothing stored), or a node's catalog
-            return set()
-        try:
-            return {(a["kind"], a["rank"], a["key"]) for a in reader.alerts(group_id)}
-        except Exception:  # noqa: BLE001 - a store without the alerts table: nothing stored before
-            return set()
-        finally:
-            if reader is not store:  # the in-memory store reads itself
-                reader.close()

@@ -152,6 +152,9 @@ class HangDetector(Detector):
             details={"silent_s": round(silent, 3), "hang_after_s": after, "pid": r.pid, "node": r.node},
             token=str(step),
         )
+        if self.ingest.alerts.known(alert):  # stored by the agent before a restart: no second stack dump
+            self.counters["repeated"] += 1
+            return
         if not self.ingest.is_local(run):
             self.raise_alert(_with(alert, {"py_spy": f"rank runs on another machine ({r.node}): no stack here"}))
             return

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.alerts.alert import Alert
-from agent.alerts.detectors.base import SKIP_KEYS, Detector, StoredAlerts
+from agent.alerts.detectors.base import SKIP_KEYS, Detector
 
 if TYPE_CHECKING:
     from agent.ingest import Ingest
@@ -34,7 +34,6 @@ class NanDetector(Detector):
     def __init__(self, ingest: Ingest):
         super().__init__(ingest)
         self.alerted: dict[int, set[str]] = {}  # run id -> keys alerted
-        self.stored = StoredAlerts(ingest)
 
     def state_summary(self) -> str:
         return f"runs={len(self.alerted)} keys={sum(map(len, self.alerted.values()))}"
@@ -75,9 +74,6 @@ class NanDetector(Detector):
             return
         keys.add(key)
         rank, gid = run.record.rank, run.group.record.id
-        if self.stored.has(gid, "nan", rank, key):  # raised before this agent started
-            return
-        self.stored.add(gid, "nan", rank, key)
         shown = _show(value)
         self.raise_alert(
             Alert(

@@ -275,6 +275,18 @@ class ClickHouseReader(Reader):
         )
         return [json.loads(d) for _, d in sorted(zip(np.asarray(ver).tolist(), doc, strict=True))]
 
+    def alert_identities(self, group_id: int) -> set[tuple[str, int | None, str | None, str]]:
+        kind, rank, key, token = self.conn.query(
+            f"SELECT DISTINCT kind, rank, key, token FROM {self.t('alerts')} WHERE group_id = {lit(group_id)}",
+            4,
+            exact=True,
+        )
+        # stored with -1 for no rank and '' for no key (the columns are not Nullable: 18.16)
+        return {
+            (k.decode(), None if int(r) < 0 else int(r), y.decode() or None, t.decode())
+            for k, r, y, t in zip(kind, rank, key, token, strict=True)
+        }
+
     def _system(self, where: str) -> list[tuple[str, dict]]:
         node, data = self.conn.query(
             f"SELECT node, data FROM {self.t('system')} WHERE {where} ORDER BY node, ver LIMIT 1 BY node, ver",
