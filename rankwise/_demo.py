@@ -87,6 +87,8 @@ def _worker(
 
 
 def main(args: argparse.Namespace) -> int:
+    from agent.config import resolve
+    from agent.store.open import is_url, redact
     from rankwise._api import Api
     from rankwise._table import group_table, table
     from rankwise._ui.address import group_url
@@ -112,7 +114,10 @@ def main(args: argparse.Namespace) -> int:
     failed = [r for r, p in enumerate(procs) if p.exitcode != 0]
     print(f"trained in {time.time() - t0:.1f} s" + (f"; ranks {failed} failed" if failed else ""))
     print()
-    api = Api()
+    # the store the ranks' agent writes: RANKWISE_STORE (a ClickHouse URL, or a SQLite path) or the default file
+    spec = resolve().store_spec
+    url = redact(spec) if is_url(spec) else None  # shown with the password as ***
+    api = Api(spec)
     g = api.group(args.project, group)
     headers, rows = group_table(g)
     print(f"group {g.project}/{g.name}: {len(g.runs)} of {g.world_size} ranks, {g.state}")
@@ -127,12 +132,14 @@ def main(args: argparse.Namespace) -> int:
     print("stragglers (mean compute time per step):")
     print(table(["rank", "compute ms", "state"], [[rank, ms, state] for ms, rank, state in straggle[:3]]))
     print()
+    store = f" --store {url}" if url else ""
     print(f"data:   {api.path}")
-    print(f"look:   rankwise show {group} --project {args.project}")
-    print(f"python: rankwise.Api().group({args.project!r}, {group!r}).history('loss')")
+    print(f"look:   rankwise show {group} --project {args.project}{store}")
+    print(f"python: rankwise.Api({repr(url) if url else ''}).group({args.project!r}, {group!r}).history('loss')")
     # the UI's token is made when `rankwise ui` starts: its printed address (with ?token=) logs the browser in,
     # after which the group's address works as it is
     print(
-        f"ui:     rankwise ui, open the address it prints (it carries the token), then {group_url(args.project, group)}"
+        f"ui:     rankwise ui{store}, open the address it prints (it carries the token), then "
+        f"{group_url(args.project, group)}"
     )
     return 1 if failed else 0

@@ -20,6 +20,7 @@ from agent.store.sqlite import SQLiteStore
 from agent.store.sqlite_reader import SQLiteReader
 from client.errors import InvalidArgumentError
 from support.chserver import free_port
+from support.probes import rankwise_cmd
 from support.processes import child_env
 
 
@@ -219,3 +220,32 @@ def test_ui_over_an_empty_database_waits_for_the_first_run(rankwise_env, clickho
         assert status == 200 and [p["name"] for p in projects] == ["later"]
         status, s = get(server, "/api/projects/later/groups/g-first/series?key=x")
         assert status == 200 and s["x"] == [0] and s["mean"] == [2.5]
+
+
+def test_demo_into_clickhouse_shows_its_group_and_hints_at_the_url(rankwise_env, clickhouse_server):
+    """``rankwise demo`` with RANKWISE_STORE=<URL with a password>: the ranks log into ClickHouse and the demo
+    reads its group view from there (it read the default SQLite file and failed with "no store"): exit 0, the
+    group table of 2 finished ranks, and its hints carry ``--store`` / ``Api(...)`` with the URL, password
+    shown as ***; Api(URL) reads the 2 runs of 30 steps."""
+    from support.chserver import random_database
+
+    database = random_database()
+    clickhouse_server.execute(f"CREATE DATABASE {database}")
+    url = clickhouse_server.password_url(database)
+    shown = url.replace(url.split("//")[1].split("@")[0].split(":")[1], "***")
+    out = subprocess.run(
+        [*rankwise_cmd(), "demo", "--ranks", "2", "--steps", "30", "--group", "g-demo"],
+        env=rankwise_env.env(RANKWISE_STORE=url),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "group demo/g-demo: 2 of 2 ranks, finished" in out.stdout
+    assert f"look:   rankwise show g-demo --project demo --store {shown}\n" in out.stdout
+    assert f"python: rankwise.Api('{shown}').group('demo', 'g-demo')" in out.stdout
+    assert f"ui:     rankwise ui --store {shown}, open" in out.stdout
+    assert ":***@" in shown and url not in out.stdout + out.stderr
+    with rankwise.Api(url) as api:
+        runs = api.group("demo", "g-demo").runs
+        assert sorted((r.rank, r.state, r.step) for r in runs) == [(0, "finished", 30), (1, "finished", 30)]
