@@ -18,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from agent.alerts.alert import KINDS
+from rankwise._lookup import STORE_HELP
 from rankwise._settle import Settling
 from rankwise._table import safe, say, table
 from rankwise.errors import InvalidArgumentError, NotFound
@@ -29,7 +30,7 @@ def add_parser(sub: Any) -> None:
     """The ``alerts`` subcommand's arguments (rankwise/_cli.py)."""
     sp = sub.add_parser("alerts", help="a group's alerts: NaN, hung, slow and crashed ranks, user alerts")
     sp.add_argument("group", nargs="?", help="a group name (default: newest)")
-    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--store", help=STORE_HELP)
     sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
     sp.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")
     sp.add_argument("--kind", help=f"comma-separated kinds to show, of: {', '.join(KINDS)}")

@@ -1,6 +1,6 @@
 """``rankwise.Api``: the read side over a store.
 
-``Api()`` opens the default store (``$RANKWISE_DIR/store.sqlite``); ``Api(path)``
+``Api()`` opens the store ``$RANKWISE_STORE`` names, else the default (``$RANKWISE_DIR/store.sqlite``); ``Api(path)``
 another one (the file or its directory), ``Api("clickhouse://host:port/db")`` a ClickHouse store
 (agent/store/open.py; media files then under ``$RANKWISE_DIR``, docs/scale.md). Reads never block the agent (SQLite
 WAL readers), and see what the agent has committed, which is everything a
@@ -32,6 +32,15 @@ def is_store_url(path: object) -> bool:
     return is_url(path)
 
 
+def chosen_store(path: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The store a reader opens: ``path`` when given, else the one ``RANKWISE_STORE`` names (the agent's setting,
+    agent/config.py: a SQLite path or a ``clickhouse://`` / ``chdb://`` URL), so that a shell where the agent
+    logs into ClickHouse reads from it too; None (unset or empty): ``$RANKWISE_DIR/store.sqlite``."""
+    if path is not None:
+        return path
+    return os.environ.get("RANKWISE_STORE", "").strip() or None
+
+
 def media_root_of(path: str | os.PathLike | None) -> Path:
     """Where media files and artifacts of the store ``path`` live: beside a SQLite store; for a URL store,
     under this process's ``$RANKWISE_DIR`` (where the agent that writes it keeps them: docs/scale.md)."""
@@ -55,7 +64,8 @@ class Api:
         timeout: float | None = None,
         api_key: str | None = None,
     ):
-        """``path``: the store (file or directory; the default store when None; or a ``clickhouse://`` /
+        """``path``: the store (file or directory; when None the one ``RANKWISE_STORE`` names, else the default
+        file: :func:`chosen_store`; or a ``clickhouse://`` /
         ``chdb://`` URL, where one that cannot be reached raises StoreError naming it, password hidden). ``overrides`` (wandb's:
         ``{"project": ..., "entity": ...}``) sets the project ``runs()`` reads without a path; ``timeout`` and
         ``api_key`` are accepted for wandb's signature and unused (the store is a local file).
@@ -67,6 +77,7 @@ class Api:
         if isinstance(path, dict) and overrides is None:  # wandb.Api({"project": ...})
             path, overrides = None, path
         self.overrides = dict(overrides or {})
+        path = chosen_store(path)
         self._media_root = media_root_of(path)
         if is_store_url(path):  # a ClickHouse server, cluster or chdb directory (docs/scale.md)
             from agent.store.open import open_reader, redact

@@ -14,8 +14,8 @@
     rankwise artifacts [PROJECT] artifact versions with their aliases, types, file counts and sizes
     rankwise alerts [GROUP]      the group's alerts (NaN, hung, slow, crashed ranks; user alerts): docs/alerts.md
 
-Every command takes ``--store PATH`` (default ``$RANKWISE_DIR/store.sqlite``)
-where it reads, ``--json`` for machine-readable output where it prints tables.
+Every command takes ``--store PATH`` or ``--store URL`` (default ``$RANKWISE_STORE`` when set, else
+``$RANKWISE_DIR/store.sqlite``) where it reads, ``--json`` for machine-readable output where it prints tables.
 Exit status: 0 ok, 1 not found / not running, 2 bad usage. A project (``--project``), group (GROUP) or
 key (``--keys``) named that the store does not hold is exit 1 with "no ... named X (ARGUMENT); did you mean
 ..." (rankwise/_lookup.py), never a silent empty table.
@@ -32,6 +32,7 @@ import sys
 
 from rankwise._agentctl import cmd_agent, cmd_keygen, cmd_status
 from rankwise._alerts_cli import add_parser as add_alerts_parser
+from rankwise._lookup import STORE_HELP
 from rankwise._show import cmd_artifacts, cmd_runs, cmd_show
 from rankwise._table import say
 from rankwise.errors import Error
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+        sp.add_argument("--store", help=STORE_HELP)
         sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--group", help="group name (default: demo-<time>)")
     sp.add_argument("--slow-rank", type=int, default=5, help="rank that computes slower (-1: none)")
     sp = sub.add_parser("ui", help="read-only web UI over the store: every group's charts, live")
-    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--store", help=STORE_HELP)
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sp.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one and prints it)")
     sp.add_argument(
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keys", help="comma-separated keys (default: all)")
     sp.add_argument("--once", action="store_true", help="print once and exit")
     sp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
-    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--store", help=STORE_HELP)
     sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
     sp = sub.add_parser("export", help="group rows (or --per-rank history) as CSV or JSON lines")
     sp.add_argument("group", nargs="?", help="a group name (default: newest)")
@@ -138,11 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--per-rank", action="store_true", help="every rank's full history instead of group rows")
     sp.add_argument("--keys", help="comma-separated keys (default: all)")
     sp.add_argument("--out", "-o", help="file to write (default: standard output)")
-    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--store", help=STORE_HELP)
     sp.add_argument("--project", "-p", help="project of the group (needed when a group name is ambiguous)")
     sp = sub.add_parser("artifacts", help="artifact versions of a project (all projects without one), with aliases")
     sp.add_argument("project", nargs="?", help="a project (default: all)")
-    sp.add_argument("--store", help="store file or directory (default: $RANKWISE_DIR/store.sqlite)")
+    sp.add_argument("--store", help=STORE_HELP)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     add_alerts_parser(sub)
     return p

@@ -87,9 +87,8 @@ def _worker(
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.config import resolve
     from agent.store.open import is_url, redact
-    from rankwise._api import Api
+    from rankwise._api import Api, chosen_store
     from rankwise._table import group_table, table
     from rankwise._ui.address import group_url
 
@@ -115,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"trained in {time.time() - t0:.1f} s" + (f"; ranks {failed} failed" if failed else ""))
     print()
     # the store the ranks' agent writes: RANKWISE_STORE (a ClickHouse URL, or a SQLite path) or the default file
-    spec = resolve().store_spec
+    spec = chosen_store(None)
     url = redact(spec) if is_url(spec) else None  # shown with the password as ***
     api = Api(spec)
     g = api.group(args.project, group)

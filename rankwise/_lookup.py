@@ -11,6 +11,12 @@ from typing import Any
 
 from rankwise.errors import NotFound
 
+# every reading command's --store (rankwise/_api.py ``chosen_store`` resolves what is not given)
+STORE_HELP = (
+    "store file or directory, or a clickhouse:// / chdb:// URL (default: $RANKWISE_STORE if set, "
+    "else $RANKWISE_DIR/store.sqlite)"
+)
+
 
 def did_you_mean(name: str, names: Iterable[str]) -> str:
     """'; did you mean 'a', 'b'?' for the names closest to ``name`` ('' when none is close)."""

@@ -162,10 +162,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_artifacts(args: argparse.Namespace) -> int:
     """Artifact versions of a project (all projects without one): name, version, aliases, type, files, size."""
-    from rankwise._api import media_root_of
+    from rankwise._api import chosen_store, media_root_of
     from rankwise._artifact_store import ArtifactStore
 
-    store = ArtifactStore(media_root_of(args.store))
+    store = ArtifactStore(media_root_of(chosen_store(args.store)))
     rows = [m for p, n in store.names(args.project) for m in store.versions(p, n)]
     if args.json:
         say(

@@ -22,7 +22,7 @@ import numpy as np
 from agent.errors import StoreEmpty
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, last_wins, merge_since
 from agent.store.sqlite_reader import SQLiteReader
-from rankwise._api import Api, is_store_url, media_root_of, store_path
+from rankwise._api import Api, chosen_store, is_store_url, media_root_of, store_path
 from rankwise._ui import series as S
 from rankwise._views import Group
 from rankwise.errors import NotFound, StoreMissing
@@ -186,7 +186,7 @@ class UIData:
     own pool of readers for the bulk reads."""
 
     def __init__(self, store: str | Path | None):
-        self.store = store
+        self.store = chosen_store(store)
         self._api: Api | None = None
         self._cache: SeriesCache | None = None
         self._lock = threading.Lock()

@@ -226,7 +226,8 @@ def test_demo_into_clickhouse_shows_its_group_and_hints_at_the_url(rankwise_env,
     """``rankwise demo`` with RANKWISE_STORE=<URL with a password>: the ranks log into ClickHouse and the demo
     reads its group view from there (it read the default SQLite file and failed with "no store"): exit 0, the
     group table of 2 finished ranks, and its hints carry ``--store`` / ``Api(...)`` with the URL, password
-    shown as ***; Api(URL) reads the 2 runs of 30 steps."""
+    shown as ***; Api(URL) reads the 2 runs of 30 steps, and ``rankwise show`` with the same environment and no
+    ``--store`` reads them from ClickHouse too."""
     from support.chserver import random_database
 
     database = random_database()
@@ -249,3 +250,12 @@ def test_demo_into_clickhouse_shows_its_group_and_hints_at_the_url(rankwise_env,
     with rankwise.Api(url) as api:
         runs = api.group("demo", "g-demo").runs
         assert sorted((r.rank, r.state, r.step) for r in runs) == [(0, "finished", 30), (1, "finished", 30)]
+    # the same shell's readers, given no store, follow RANKWISE_STORE (rankwise/_api.py chosen_store)
+    show = subprocess.run(
+        [*rankwise_cmd(), "show", "g-demo", "--project", "demo"],
+        env=rankwise_env.env(RANKWISE_STORE=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert show.returncode == 0 and "group demo/g-demo: 2 of 2 ranks" in show.stdout, (show.stdout, show.stderr)
