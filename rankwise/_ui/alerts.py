@@ -30,8 +30,15 @@ def stored_alerts(data: UIData, group_id: int) -> list[dict[str, Any]]:
 
 def alert_count(data: UIData, group_id: int) -> int:
     """How many alerts the group has: part of the live page's change signature (rankwise/_ui/events.py), so an
-    alert stored while no rank commits anything (``stalled``) still reaches an open page."""
-    return len(stored_alerts(data, group_id))
+    alert stored while no rank commits anything (``stalled``) still reaches an open page. Counted from their
+    identities (``Reader.alert_identities``): each open page asks every poll, and the messages and details
+    ``stored_alerts`` decodes are not needed for a count."""
+    try:
+        return len(data.api._reader.alert_identities(group_id))
+    except (StoreError, sqlite3.OperationalError) as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
 
 
 def alerts(data: UIData, p: Params, project: str, name: str) -> dict[str, Any]:

@@ -93,6 +93,28 @@ def test_a_group_without_alerts_has_an_empty_list(tmp_path):
         assert get(server, f"/api/projects/{PROJECT}/groups/quiet/alerts") == (200, {"alerts": [], "kinds": {}})
 
 
+def test_alert_count_is_the_stored_alerts_and_zero_without_an_alerts_table(tmp_path):
+    """The live page's alert count (rankwise/_ui/alerts.py ``alert_count``) is the number of stored alerts (a
+    repeated identity counted once), and 0 with an empty list from the endpoint for a store written before
+    alerts existed (no ``alerts`` table)."""
+    import sqlite3
+
+    from rankwise._ui.alerts import alert_count
+    from rankwise._ui.data import UIData
+
+    path = tmp_path / "store.sqlite"
+    runs = write_health_group(path, PROJECT, "counted", 2, 20, -1, 0, "finished")
+    gid = runs[0].group_id
+    alerts = [Alert("nan", gid, 1.0, "nan", rank=r, run_id=runs[r].id, key="loss", step=3) for r in (0, 1, 0)]
+    add_alerts(path, alerts + [Alert("stalled", gid, 2.0, "stalled", step=5)])
+    assert alert_count(UIData(path), gid) == 3
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE alerts")
+    assert alert_count(UIData(path), gid) == 0
+    with served(path) as server:
+        assert get(server, f"/api/projects/{PROJECT}/groups/counted/alerts") == (200, {"alerts": [], "kinds": {}})
+
+
 def test_group_detail_spells_out_nonfinite_summary_values(server):
     """The summary sends NaN/inf as null (JSON has no spelling for them); summary_nonfinite names them, so the
     page can tell them from a key the rank never logged."""
