@@ -65,7 +65,7 @@ class Artifact:
         self.description = description
         self.metadata = dict(metadata or {})
         self._entries: dict[str, dict] = {}
-        self._store = ArtifactStore(paths.data_dir())
+        self._store = ArtifactStore(_root(paths.data_dir()))
         self._logged: dict | None = None  # the stored manifest once logged or used
 
     def __repr__(self) -> str:
@@ -253,8 +253,17 @@ class Artifact:
 # ---------------------------------------------------------------- run-level functions
 
 
+def _root(data_dir: Path) -> Path:
+    """Where artifacts go: where readers look for them (rankwise/_api.py ``media_root_of``), beside a SQLite store
+    ``RANKWISE_STORE`` names elsewhere (the agent keeps its media there too), else under ``data_dir``."""
+    from rankwise._api import chosen_store, is_store_url, store_path
+
+    spec = chosen_store(None)
+    return data_dir if spec is None or is_store_url(spec) else store_path(spec).parent
+
+
 def _store_of(run: Any) -> ArtifactStore:
-    return ArtifactStore(run.settings.data_dir if run is not None else paths.data_dir())
+    return ArtifactStore(_root(run.settings.data_dir if run is not None else paths.data_dir()))
 
 
 def log_artifact(

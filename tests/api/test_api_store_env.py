@@ -4,6 +4,8 @@ SQLite file (or a ClickHouse URL: tests/clickhouse/test_store_open.py) reads fro
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import rankwise
@@ -35,3 +37,29 @@ def test_readers_follow_rankwise_store_when_given_none(rankwise_env, monkeypatch
     assert chosen_store("/explicit.sqlite") == "/explicit.sqlite"
     monkeypatch.setenv("RANKWISE_STORE", " ")
     assert chosen_store(None) is None
+
+
+def test_artifacts_go_where_readers_of_rankwise_store_look(rankwise_env, monkeypatch, tmp_path):
+    """With RANKWISE_STORE naming a SQLite file in another directory, an artifact a run logs is stored beside that
+    file (where the agent keeps its media and readers look: rankwise/_api.py ``media_root_of``), so ``Api()`` and
+    ``rankwise artifacts`` list it and read its bytes back; nothing goes under $RANKWISE_DIR."""
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv("RANKWISE_STORE", str(other / "elsewhere.sqlite"))
+    (tmp_path / "weights.bin").write_bytes(b"\x00\x01weights")
+    run = rankwise.init(project="envp", group="g-art", rank=0, world_size=1)
+    run.log({"loss": 1.0})
+    art = rankwise.Artifact("model", type="model")
+    art.add_file(str(tmp_path / "weights.bin"))
+    run.log_artifact(art)
+    run.finish()
+    with rankwise.Api() as api:
+        assert [a.name for a in api.artifacts("envp")] == ["model:v0"]
+        root = api.artifact("envp/model:latest").download(root=str(tmp_path / "dl"))
+    assert (tmp_path / "dl" / "weights.bin").read_bytes() == b"\x00\x01weights" and root == str(tmp_path / "dl")
+    out = cli(rankwise_env, "artifacts", "envp")
+    assert out.returncode == 0 and "model" in out.stdout, (out.stdout, out.stderr)
+    from rankwise._artifact_store import ArtifactStore
+
+    assert list(ArtifactStore(other).names("envp")) == [("envp", "model")]
+    assert list(ArtifactStore(Path(rankwise_env.data)).names("envp")) == []
