@@ -88,7 +88,7 @@ class AgentConfig:
     @property
     def store_spec(self) -> str | Path:
         """What agent/store/open.py opens: ``store`` when set (a directory meaning its store.sqlite, as for
-        readers: rankwise/_api.py ``store_path``), else the default SQLite file."""
+        readers: rankwise/_stores.py ``store_path``), else the default SQLite file."""
         from agent.store.open import is_url
 
         if not self.store:
@@ -101,7 +101,7 @@ class AgentConfig:
     @property
     def media_dir(self) -> Path:
         """Where media files go (its ``media/``): beside a SQLite store, where readers look for them
-        (rankwise/_api.py ``media_root_of``); ``data_dir`` for a URL store (docs/scale.md)."""
+        (rankwise/_stores.py ``media_root_of``); ``data_dir`` for a URL store (docs/scale.md)."""
         spec = self.store_spec
         return self.data_dir if isinstance(spec, str) else spec.parent
 

@@ -254,9 +254,9 @@ class Artifact:
 
 
 def _root(data_dir: Path) -> Path:
-    """Where artifacts go: where readers look for them (rankwise/_api.py ``media_root_of``), beside a SQLite store
+    """Where artifacts go: where readers look for them (rankwise/_stores.py ``media_root_of``), beside a SQLite store
     ``RANKWISE_STORE`` names elsewhere (the agent keeps its media there too), else under ``data_dir``."""
-    from rankwise._api import chosen_store, is_store_url, store_path
+    from rankwise._stores import chosen_store, is_store_url, store_path
 
     spec = chosen_store(None)
     return data_dir if spec is None or is_store_url(spec) else store_path(spec).parent

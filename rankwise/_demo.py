@@ -88,7 +88,8 @@ def _worker(
 
 def main(args: argparse.Namespace) -> int:
     from agent.store.open import is_url, redact
-    from rankwise._api import Api, chosen_store
+    from rankwise._api import Api
+    from rankwise._stores import chosen_store
     from rankwise._table import group_table, table
     from rankwise._ui.address import group_url
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rankwise.errors import NotFound
 
-# every reading command's --store (rankwise/_api.py ``chosen_store`` resolves what is not given)
+# every reading command's --store (rankwise/_stores.py ``chosen_store`` resolves what is not given)
 STORE_HELP = (
     "store file or directory, or a clickhouse:// / chdb:// URL (default: $RANKWISE_STORE if set, "
     "else $RANKWISE_DIR/store.sqlite)"

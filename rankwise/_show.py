@@ -162,8 +162,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_artifacts(args: argparse.Namespace) -> int:
     """Artifact versions of a project (all projects without one): name, version, aliases, type, files, size."""
-    from rankwise._api import chosen_store, media_root_of
     from rankwise._artifact_store import ArtifactStore
+    from rankwise._stores import chosen_store, media_root_of
 
     store = ArtifactStore(media_root_of(chosen_store(args.store)))
     rows = [m for p, n in store.names(args.project) for m in store.versions(p, n)]

@@ -22,7 +22,8 @@ import numpy as np
 from agent.errors import StoreEmpty
 from agent.store.base import GROUP_FIELDS, GroupRecord, RunRecord, last_wins, merge_since
 from agent.store.sqlite_reader import SQLiteReader
-from rankwise._api import Api, chosen_store, is_store_url, media_root_of, store_path
+from rankwise._api import Api
+from rankwise._stores import chosen_store, is_store_url, media_root_of, store_path
 from rankwise._ui import series as S
 from rankwise._views import Group
 from rankwise.errors import NotFound, StoreMissing

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import rankwise
-from rankwise._api import chosen_store
+from rankwise._stores import chosen_store
 from rankwise._ui.data import UIData
 from rankwise.errors import NotFound
 from support.probes import cli
@@ -41,7 +41,7 @@ def test_readers_follow_rankwise_store_when_given_none(rankwise_env, monkeypatch
 
 def test_artifacts_go_where_readers_of_rankwise_store_look(rankwise_env, monkeypatch, tmp_path):
     """With RANKWISE_STORE naming a SQLite file in another directory, an artifact a run logs is stored beside that
-    file (where the agent keeps its media and readers look: rankwise/_api.py ``media_root_of``), so ``Api()`` and
+    file (where the agent keeps its media and readers look: rankwise/_stores.py ``media_root_of``), so ``Api()`` and
     ``rankwise artifacts`` list it and read its bytes back; nothing goes under $RANKWISE_DIR."""
     other = tmp_path / "other"
     other.mkdir()

@@ -250,7 +250,7 @@ def test_demo_into_clickhouse_shows_its_group_and_hints_at_the_url(rankwise_env,
     with rankwise.Api(url) as api:
         runs = api.group("demo", "g-demo").runs
         assert sorted((r.rank, r.state, r.step) for r in runs) == [(0, "finished", 30), (1, "finished", 30)]
-    # the same shell's readers, given no store, follow RANKWISE_STORE (rankwise/_api.py chosen_store)
+    # the same shell's readers, given no store, follow RANKWISE_STORE (rankwise/_stores.py chosen_store)
     show = subprocess.run(
         [*rankwise_cmd(), "show", "g-demo", "--project", "demo"],
         env=rankwise_env.env(RANKWISE_STORE=url),
