@@ -1,4 +1,4 @@
-"""The system sampler: a part (agent/sinks/base.py ``Part``) of single and node agents (agent/plugged.py).
+"""The system sampler: a part (agent/sinks/base.py ``Part``) of every agent (agent/plugged.py).
 
 Every ``system_interval_s`` seconds (``RANKWISE_SYSTEM_INTERVAL``, default 5, 0 = off; agent/config.py) a
 tick samples, in the agent's loop, every running rank whose process runs on this machine (its process
@@ -7,7 +7,9 @@ tree: agent/system/proc.py), the machine (agent/system/host.py) and its GPUs whe
 ``_timestamp`` (the tick's wall time). They go into the agent's next commit (agent/nextcommit.py
 ``add_system``): a sample never makes a commit of its own at a busy agent; an idle one commits them, one
 small commit per interval. A single agent stores them (``Txn.add_system``); a node agent's spool sink
-sends them to the root as system ops (agent/record.py), which the root stores (agent/system/forward.py).
+sends them to the root as system ops (agent/record.py), which the root stores (agent/system/forward.py). A
+root samples only the ranks of its own machine that talk to it directly (``Ingest.is_local``: no node agent in
+between) and stores them as a single agent does; a root serving none samples nothing.
 
 Host rows are stored under every group with a rank sampled on this machine in that tick; a tick with no
 live local rank samples nothing (an agent between jobs writes no system rows). What the sampling costs

@@ -142,6 +142,19 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
+    def start_root_rank(self, script: str, rank: int, world: int, group: str, **extra: Any) -> subprocess.Popen:
+        """A rank on the root's own machine: it talks to the root over the root's ipc socket, no node agent."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            env=self.root.env(**torchrun_env(rank, world, group, LOCAL_RANK=rank % 4, **extra)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
     def status(self, name: str | None = None) -> dict | None:
         return status(self.root if name is None else self.node(name))
 

@@ -55,8 +55,8 @@ def _sampler(ingest: Ingest) -> SystemSampler:
 
 def test_schedule_and_roles(tmp_path):
     """Interval 2 s: nothing before 2 s on the agent's clock, one sample per interval after; each tick's rank
-    and host rows share the tick's wall time; a commit stores them. Interval 0 samples nothing; a root has
-    no sampler (its node agents sample)."""
+    and host rows share the tick's wall time; a commit stores them. Interval 0 samples nothing; a root samples
+    the rank of its own machine, not one on another machine."""
     proc = spawn(SLEEPER, child_env())
     ingest, store, clock = _agent(tmp_path, 2.0)
     run_id = _hello(ingest, 0, proc.pid)
@@ -76,8 +76,18 @@ def test_schedule_and_roles(tmp_path):
     off.commit(2.0)
     assert off_store.run_system(off_id) == {} and _sampler(off).samples == 0
 
-    root, _, _ = _agent(tmp_path, 1.0, role="root")
-    assert not [p for p in root.parts if isinstance(p, SystemSampler)]
+    # a root samples the ranks of its own machine that talk to it directly: a HELLO from its node (n1), not one
+    # naming another machine (a rank it cannot see; ranks behind node agents arrive as records, sampled there)
+    root, root_store, root_clock = _agent(tmp_path, 1.0, role="root")
+    local_id = _hello(root, 0, proc.pid)
+    root.handle(b"p1", frames.hello("w1", 1, 2, "job", node="n2", pid=proc.pid))
+    root_clock.t = 101.0
+    root.tick(8.0)
+    root.commit(9.0)
+    remote_id = next(r.record.id for r in root.runs.values() if r.record.rank == 1)
+    assert root_store.run_system(local_id)["_timestamp"].tolist() == [8.0]
+    assert root_store.run_system(remote_id) == {}
+    assert list(root_store.group_system(root.runs[local_id].group.record.id)) == ["n1"]
 
 
 def test_vanished_ranks_are_skipped(tmp_path):

@@ -1,5 +1,6 @@
 """Real processes: a root and two node agents on loopback (tests/support/mncluster.py), one rank behind
-each node agent, sampled every 0.2 s; the samples travel in the spool records and are stored at the root."""
+each node agent, sampled every 0.2 s; the samples travel in the spool records and are stored at the root. A
+rank on the root's own machine, talking to the root directly, is sampled by the root."""
 
 from __future__ import annotations
 
@@ -58,3 +59,41 @@ def test_node_agents_samples_reach_the_root(cluster, tmp_path):
         assert len(cols["_timestamp"]) >= 2 and np.all(cols["host.memory_total_bytes"] > 0), node
     st = cluster.status()
     assert st is not None and st["malformed"] == {} and st["counters"]["system_ops"] >= 4
+
+
+def test_a_rank_on_the_roots_machine_is_sampled_by_the_root(rankwise_env, tmp_path):
+    """Rank 0 talks to the root directly (its own machine, no node agent), rank 1 goes through node-a; root and
+    node agent sample every 0.2 s: both runs get system rows at the root (rank 0's from the root's own sampler,
+    a real process of > 10 MB) and Group.system() has host rows for the root's machine and for node-a."""
+    from support.mncluster import Cluster
+
+    cluster = Cluster(rankwise_env, tmp_path, RANKWISE_SYSTEM_INTERVAL="0.2")
+    try:
+        cluster.start_root()
+        stop = tmp_path / "stop"
+        procs = [
+            cluster.start_root_rank(SCRIPT, 0, 2, "job-sysroot", RW_STOP=str(stop)),
+            cluster.start_rank(
+                "node-a", SCRIPT, 1, 2, "job-sysroot", RANKWISE_SYSTEM_INTERVAL="0.2", RW_STOP=str(stop)
+            ),
+        ]
+
+        def sampled():
+            g = root_group(cluster, "mnsys", "job-sysroot")
+            if g is None or len(g.runs) < 2 or len(g.system()) < 2:
+                return None
+            return g if all(len(r.system_arrays().get("_timestamp", ())) >= 2 for r in g.runs) else None
+
+        try:
+            g = wait_for(sampled, 120, "system rows of the root's rank and the node's rank")
+        finally:
+            stop.touch()
+        for code, _out, err in wait_exit(procs):
+            assert code == 0, err
+        runs = sorted(g.runs, key=lambda r: r.rank)
+        assert runs[1].node == "node-a" and runs[0].node != "node-a"
+        assert sorted(g.system()) == sorted([runs[0].node, "node-a"])
+        for r in runs:
+            assert np.all(r.system_arrays()["proc.rss_bytes"] > 10 << 20), r.rank
+    finally:
+        cluster.stop()
