@@ -6,7 +6,8 @@ mid-stream and respawned by the ranks' retries each time; every point is read ba
 The two kills differ on purpose. The first (as tests/fault/test_agent_kill.py does for SQLite) comes after
 a SIGSTOP, once every rank has handed 700 more rows to the stopped agent: those are certainly lost with it
 and must be replayed. The second hits the next agent while it is running and committing (the ranks stream
-with a 1 ms pause per step), so it may land between the INSERTs of a commit: what it had written of that
+with a 1 ms pause per step; each holds its last step until the kill, so none has finished before it and every
+rank sees both agents go), so it may land between the INSERTs of a commit: what it had written of that
 commit is written again by the replay, under a newer version, and the reads must still see one point per
 step. The raw table is inspected too: rows written twice must be identical replays (one value per
 (run, key, step)); how many there were is printed (measured, not assumed)."""
@@ -53,7 +54,10 @@ print("sent", flush=True)
 log(%(b)d, %(b)d + 100)
 assert run.flush(120)                         # the second agent (spawned by a retry) has acknowledged
 print("second", flush=True)
-log(%(b)d + 100, %(steps)d, pause=0.001)      # streaming while the second agent is killed
+log(%(b)d + 100, %(steps)d - 1, pause=0.001)  # streaming while the second agent is killed
+while not (gates / "killed").exists():        # the last step waits for the kill: no rank is done before it
+    time.sleep(0.005)
+log(%(steps)d - 1, %(steps)d)
 run.finish()
 st = run.stats
 keys = ("rows_sent", "unacked_rows", "agent_restarts", "spawns", "resends", "rows_resent")
@@ -110,8 +114,9 @@ def test_two_agent_kills_every_point_exactly_once(rankwise_env, target, tmp_path
             assert read_line(p, 180, "the second agent's acknowledgement") == "second"
         second = agent_pid(rankwise_env)
         assert second is not None and second != first
-        kill9(second)  # mid-stream: every rank is logging its last 600 steps, 1 ms apart
+        kill9(second)  # mid-stream: the ranks log their last 600 steps 1 ms apart, the last one after the kill
         wait_for(lambda: pid_gone(second), 30, "the second agent to die")
+        (tmp_path / "killed").touch()
         results = wait_all(procs, timeout_s=240)
     finally:
         for p in procs:
