@@ -71,3 +71,15 @@ def join_columns(chunks: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray
     if not np.array_equal(order, np.arange(len(order))):
         out = {k: v[order] for k, v in out.items()}
     return out
+
+
+def once_per_time(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Joined columns (:func:`join_columns`) with one row per ``_timestamp``, the first written: a rank or a
+    node's host has one sample per tick, so rows of equal time are one sample stored twice. The ClickHouse store
+    needs it (agent/store/clickhouse/reader.py): a commit written again after a crash between its INSERTs (a
+    root replaying a node's records) stores its system chunks under a new version."""
+    t = cols.get(TIME)
+    if t is None or len(t) < 2:
+        return cols
+    keep = np.concatenate(([True], t[1:] != t[:-1]))
+    return cols if keep.all() else {k: v[keep] for k, v in cols.items()}

@@ -61,6 +61,12 @@ def write(store, run_ids, commit_no: int, seq: int, fail_on: str | None = None) 
                 run = store.find_run("p", "g", f"rank-{rank}")
                 run.step, run.rows = int(steps[-1]) + 1, int(steps[-1]) + 1
                 txn.put_run(run)
+            # one system sample per rank and the node's host row, at the commit's time (a root stores the
+            # samples its node agents send: a replayed record brings the same ones again)
+            stamp = {"_timestamp": np.array([1000.0 * commit_no])}
+            for rank, rid in enumerate(run_ids):
+                txn.add_system(store.group_of(rid), rid, "n0", {**stamp, "proc.rss_bytes": np.array([rank + 1.0])})
+            txn.add_system(store.group_of(run_ids[0]), None, "n0", {**stamp, "host.load1": np.array([0.5])})
             txn.put_writer("w", run_ids[0], seq)
     finally:
         if fail_on:
@@ -75,7 +81,7 @@ def expected_loss(commits: int, rank: int) -> list[float]:
 
 
 def check(store, gid: int, run_ids: list[int], commits: int) -> None:
-    """Every read gives each step once, with the values of the last write."""
+    """Every read gives each step once, with the values of the last write, and each system sample once."""
     reader = store.reader()
     try:
         for rank, rid in enumerate(run_ids):
@@ -93,6 +99,12 @@ def check(store, gid: int, run_ids: list[int], commits: int) -> None:
         ]
         assert reader.group_key_stats(gid) == {"loss": (commits * 10, 0, commits * 10 - 1)}
         assert [r.step for r in reader.runs(gid)] == [commits * 10, commits * 10]
+        times = [1000.0 * c for c in range(commits)]  # each commit's samples once
+        for rank, rid in enumerate(run_ids):
+            sys_cols = reader.run_system(rid)
+            assert sys_cols["_timestamp"].tolist() == times
+            assert sys_cols["proc.rss_bytes"].tolist() == [rank + 1.0] * commits
+        assert {n: c["_timestamp"].tolist() for n, c in reader.group_system(gid).items()} == {"n0": times}
         points = store.unsealed_points(gid, -1)
         assert sorted((k, r, len(s)) for k, r, s, _ in points) == [("loss", 0, commits * 10), ("loss", 1, commits * 10)]
     finally:
@@ -121,7 +133,7 @@ def test_a_commit_written_twice_is_read_once(url):
         store.close()
 
 
-@pytest.mark.parametrize("fail_on", ["history_chunks", "group_rows", "runs", "writers"])
+@pytest.mark.parametrize("fail_on", ["history_chunks", "group_rows", "system", "runs", "writers"])
 def test_a_commit_that_failed_half_way_then_a_restart(url, fail_on):
     """An INSERT of a commit fails (everything before it is stored), the process goes away, a new store
     opens the same database: the runs keep their ids, the writer's seq is the last fully stored commit's

@@ -89,3 +89,16 @@ def test_store_without_the_system_table_reads_empty(tmp_path):
 
     reader = SQLiteReader(tmp_path / "store.sqlite")
     assert reader.run_system(r.id) == {} and reader.group_system(g.id) == {}
+
+
+def test_once_per_time_keeps_the_first_row_of_each_timestamp():
+    """``once_per_time`` over joined columns: a sample stored twice (equal ``_timestamp``, as a replayed ClickHouse
+    commit leaves it) reads once, the first written; columns with distinct times, or none, are returned as they are."""
+    from agent.store.system_chunks import join_columns, once_per_time
+
+    twice = join_columns([_cols([1.0, 2.0], proc_rss=[10, 20]), _cols([2.0, 3.0], proc_rss=[21, 30])])
+    assert twice["_timestamp"].tolist() == [1.0, 2.0, 2.0, 3.0]
+    got = once_per_time(twice)
+    assert got["_timestamp"].tolist() == [1.0, 2.0, 3.0] and got["proc.rss"].tolist() == [10.0, 20.0, 30.0]
+    unique = _cols([1.0, 2.0], proc_rss=[1, 2])
+    assert once_per_time(unique) is unique and once_per_time({}) == {}

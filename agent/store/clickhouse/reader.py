@@ -296,13 +296,15 @@ class ClickHouseReader(Reader):
         return [(n.decode(), system_chunks.decode_columns(d)) for n, d in zip(node, data, strict=True)]
 
     def run_system(self, run_id: int) -> dict[str, np.ndarray]:
-        return system_chunks.join_columns([c for _, c in self._system(f"run_id = {lit(run_id)}")])
+        return system_chunks.once_per_time(
+            system_chunks.join_columns([c for _, c in self._system(f"run_id = {lit(run_id)}")])
+        )
 
     def group_system(self, group_id: int) -> dict[str, dict[str, np.ndarray]]:
         nodes: dict[str, list] = {}
         for node, c in self._system(f"group_id = {lit(group_id)} AND run_id = 0"):
             nodes.setdefault(node, []).append(c)
-        return {node: system_chunks.join_columns(cs) for node, cs in sorted(nodes.items())}
+        return {node: system_chunks.once_per_time(system_chunks.join_columns(cs)) for node, cs in sorted(nodes.items())}
 
     def close(self) -> None:
         if self._own:
