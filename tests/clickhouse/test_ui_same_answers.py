@@ -113,10 +113,13 @@ def answers(spec) -> dict[str, tuple[int, object]]:
 
     data = UIData(spec)
     out = {}
-    for request in REQUESTS:
-        parts = urlsplit("/api/" + request)
-        status, body = call(data, [s for s in parts.path.split("/") if s], parse_qs(parts.query))
-        out[request] = (status, json.loads(json.dumps(body, default=str)))
+    try:
+        for request in REQUESTS:
+            parts = urlsplit("/api/" + request)
+            status, body = call(data, [s for s in parts.path.split("/") if s], parse_qs(parts.query))
+            out[request] = (status, json.loads(json.dumps(body, default=str)))
+    finally:
+        data.close()  # chdb serves one data directory per process: the next test opens its own
     return out
 
 
