@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import rankwise
+from support.grouprows import assert_dense_group
 from support.probes import kill9, pid_gone, read_line, wait_for
 from support.processes import agent_pid, start_ranks, wait_all
 
@@ -133,24 +134,7 @@ def test_two_agent_kills_every_point_exactly_once(rankwise_env, target, tmp_path
     assert third not in (None, first, second)
 
     with rankwise.Api(clickhouse_url) as api:
-        g = api.group("chonce", "job-twice")
-        runs = sorted(g.runs, key=lambda r: r.rank)
-        assert [(r.rank, r.state, r.rows, r.step) for r in runs] == [
-            (r, "finished", STEPS, STEPS) for r in range(WORLD)
-        ]
-        for key in ("x", "y"):
-            values = _values(key)
-            for r in runs:
-                steps, got = r.history_arrays([key])[key]
-                assert np.array_equal(steps, np.arange(STEPS)), (r.rank, key)
-                assert np.array_equal(got, values[r.rank]), (r.rank, key)
-            h = g.history(key)
-            assert np.array_equal(h["step"], np.arange(STEPS))
-            assert np.array_equal(h["count"], np.full(STEPS, WORLD))
-            assert np.array_equal(h["min"], values.min(axis=0))
-            assert np.array_equal(h["max"], values.max(axis=0))
-            np.testing.assert_allclose(h["mean"], values.mean(axis=0), rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(h["std"], values.std(axis=0), rtol=1e-9, atol=1e-12)
+        assert_dense_group(api.group("chonce", "job-twice"), {key: _values(key) for key in ("x", "y")})
 
     database = clickhouse_url.rsplit("/", 1)[1].split("?")[0]
     rows, points = servers[0].execute(

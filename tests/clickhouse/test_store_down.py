@@ -19,6 +19,7 @@ import pytest
 
 import rankwise
 from support.chfixtures import require_clickhouse
+from support.grouprows import assert_dense_group
 from support.probes import agent_log, cli, status, wait_for
 from support.processes import communicate, start_ranks, wait_all
 
@@ -82,27 +83,32 @@ def own_server():
         server.stop()
 
 
+def start_job(rankwise_env, server, tmp_path, finish_timeout_s: float) -> tuple[str, str, list]:
+    """(database, its URL, the rank processes): the WORLD ranks of SCRIPT, group job-down, storing into a new
+    database of ``server`` through an agent with a BUDGET of uncommitted bytes."""
+    from support.chserver import random_database
+
+    database = random_database()
+    server.execute(f"CREATE DATABASE {database}")
+    url = server.url(database)
+    procs = start_ranks(
+        rankwise_env,
+        SCRIPT,
+        WORLD,
+        "job-down",
+        RANKWISE_STORE=url,
+        RANKWISE_AGENT_PENDING_BYTES=BUDGET,
+        RW_DIR=tmp_path,
+        RANKWISE_RETRY_AFTER=0.2,
+        RANKWISE_FINISH_TIMEOUT=finish_timeout_s,
+    )
+    return database, url, procs
+
+
 def check_exactly_once(url: str, server, database: str, group: str) -> int:
     """Every point once through Api(URL), group rows equal numpy's; returns the raw history rows of x and y."""
     with rankwise.Api(url) as api:
-        g = api.group("chdown", group)
-        runs = sorted(g.runs, key=lambda r: r.rank)
-        assert [(r.rank, r.state, r.rows, r.step) for r in runs] == [
-            (r, "finished", STEPS, STEPS) for r in range(WORLD)
-        ]
-        for key in ("x", "y"):
-            values = _values(key)
-            for r in runs:
-                steps, got = r.history_arrays([key])[key]
-                assert np.array_equal(steps, np.arange(STEPS)), (r.rank, key)
-                assert np.array_equal(got, values[r.rank]), (r.rank, key)
-            h = g.history(key)
-            assert np.array_equal(h["step"], np.arange(STEPS))
-            assert np.array_equal(h["count"], np.full(STEPS, WORLD))
-            assert np.array_equal(h["min"], values.min(axis=0))
-            assert np.array_equal(h["max"], values.max(axis=0))
-            np.testing.assert_allclose(h["mean"], values.mean(axis=0), rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(h["std"], values.std(axis=0), rtol=1e-9, atol=1e-12)
+        assert_dense_group(api.group("chdown", group), {key: _values(key) for key in ("x", "y")})
     rows, points = server.execute(
         f"SELECT count(), uniqExact(run_id, key, step) FROM {database}.history WHERE key IN ('x', 'y')"
     )[0]
@@ -119,22 +125,7 @@ def test_server_killed_mid_stream_back_pressure_then_every_point_once(rankwise_e
     log says the store is writable again, every rank finishes with nothing unacknowledged and no agent
     restart, and Api(URL) reads each of the 4 × 3000 steps once with numpy's group aggregates."""
     server = own_server
-    from support.chserver import random_database
-
-    database = random_database()
-    server.execute(f"CREATE DATABASE {database}")
-    url = server.url(database)
-    procs = start_ranks(
-        rankwise_env,
-        SCRIPT,
-        WORLD,
-        "job-down",
-        RANKWISE_STORE=url,
-        RANKWISE_AGENT_PENDING_BYTES=BUDGET,
-        RW_DIR=tmp_path,
-        RANKWISE_RETRY_AFTER=0.2,
-        RANKWISE_FINISH_TIMEOUT=180,
-    )
+    database, url, procs = start_job(rankwise_env, server, tmp_path, finish_timeout_s=180)
     try:
         for p in procs:
             wait_line(p, "stored")

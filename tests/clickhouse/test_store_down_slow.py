@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import time
 
-from test_store_down import BUDGET, SCRIPT, STEPS, WORLD, check_exactly_once, own_server, wait_line  # noqa: F401
+from test_store_down import WORLD, check_exactly_once, own_server, start_job, wait_line  # noqa: F401
 
 from support.probes import status, wait_for
-from support.processes import start_ranks, wait_all
+from support.processes import wait_all
 
 STALL_DEADLINE_S = 60.0  # a hung server fails a commit after a few WRITE_TIMEOUT_S (agent/store/clickhouse/store.py: ping, reconnect, insert): ~20 s here
 
@@ -32,22 +32,7 @@ def test_server_stopped_mid_stream_agent_keeps_answering(rankwise_env, own_serve
     naming the server's port; after SIGCONT the status returns to ok, every rank finishes with nothing
     unacknowledged, and Api(URL) reads each of the 4 × 3000 steps once with numpy's group aggregates."""
     server = own_server
-    from support.chserver import random_database
-
-    database = random_database()
-    server.execute(f"CREATE DATABASE {database}")
-    url = server.url(database)
-    procs = start_ranks(
-        rankwise_env,
-        SCRIPT,
-        WORLD,
-        "job-down",
-        RANKWISE_STORE=url,
-        RANKWISE_AGENT_PENDING_BYTES=BUDGET,
-        RW_DIR=tmp_path,
-        RANKWISE_RETRY_AFTER=0.2,
-        RANKWISE_FINISH_TIMEOUT=400,
-    )
+    database, url, procs = start_job(rankwise_env, server, tmp_path, finish_timeout_s=400)
     try:
         for p in procs:
             wait_line(p, "stored")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import rankwise
+from support.grouprows import assert_dense_group
 from support.probes import cli, rankwise_cmd, read_line, status_json
 from support.processes import run_ranks, spawn
 
@@ -58,26 +59,9 @@ def test_agent_stores_into_clickhouse_and_api_reads_every_point(rankwise_env, lo
     assert status_json(rankwise_env)["store"] == url
     with rankwise.Api(url) as api:
         assert api.projects() == ["chx"]
-        g = api.group("chx", "job-ch")
-        runs = sorted(g.runs, key=lambda r: r.rank)
-        assert [(r.rank, r.state, r.rows, r.step) for r in runs] == [
-            (r, "finished", STEPS, STEPS) for r in range(WORLD)
-        ]
-        for r in runs:
-            hist = r.history_arrays(["x", "noise", "i"])
-            for key, values in _expected(r.rank).items():
-                steps, got = hist[key]
-                assert np.array_equal(steps, np.arange(STEPS)), (r.rank, key)
-                assert np.array_equal(got, values), (r.rank, key)
-        for key in ("x", "noise"):
-            values = np.stack([_expected(r)[key] for r in range(WORLD)])
-            h = g.history(key)
-            assert np.array_equal(h["step"], np.arange(STEPS))
-            assert np.array_equal(h["count"], np.full(STEPS, WORLD))
-            assert np.array_equal(h["min"], values.min(axis=0))
-            assert np.array_equal(h["max"], values.max(axis=0))
-            np.testing.assert_allclose(h["mean"], values.mean(axis=0), rtol=1e-12, atol=1e-12)
-            np.testing.assert_allclose(h["std"], values.std(axis=0), rtol=1e-9, atol=1e-12)
+        expected = [_expected(r) for r in range(WORLD)]
+        values = {key: np.stack([e[key] for e in expected]) for key in ("x", "noise", "i")}
+        assert_dense_group(api.group("chx", "job-ch"), values, group_keys=("x", "noise"))
 
 
 def test_cli_commands_read_the_url(rankwise_env, logged):

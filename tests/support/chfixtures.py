@@ -30,10 +30,14 @@ def require_package(name: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(name) is None:
-        missing = f"the Python package {name} is not installed (pip install -e '.[test]')"
-        if os.environ.get(REQUIRE_VAR) == "1":
-            pytest.fail(f"{REQUIRE_VAR}=1 but {missing}")
-        pytest.skip(missing)
+        _missing(f"the Python package {name} is not installed (pip install -e '.[test]')")
+
+
+def _missing(what: str) -> None:
+    """Fail under RANKWISE_REQUIRE_CLICKHOUSE=1 (CI installs the server and the test extra), else skip."""
+    if os.environ.get(REQUIRE_VAR) == "1":
+        pytest.fail(f"{REQUIRE_VAR}=1 but {what}")
+    pytest.skip(what)
 
 
 def require_clickhouse(binary: str | None = None) -> None:
@@ -41,18 +45,9 @@ def require_clickhouse(binary: str | None = None) -> None:
     from support.chserver import CLICKHOUSE_SERVER
 
     binary = binary or CLICKHOUSE_SERVER
-    missing = None
     if not os.access(binary, os.X_OK):
-        missing = f"{binary} is missing (apt-get install -y clickhouse-server)"
-    else:
-        try:
-            import clickhouse_driver  # noqa: F401
-        except ImportError:
-            missing = "the Python package clickhouse-driver is not installed (pip install -e '.[test]')"
-    if missing:
-        if os.environ.get(REQUIRE_VAR) == "1":
-            pytest.fail(f"{REQUIRE_VAR}=1 but {missing}")
-        pytest.skip(missing)
+        _missing(f"{binary} is missing (apt-get install -y clickhouse-server)")
+    require_package("clickhouse_driver")
 
 
 @pytest.fixture(scope="session")

@@ -73,3 +73,27 @@ def wave(rank: int, steps: Any) -> np.ndarray:
 def points_of(steps: Any, values: Any) -> dict[int, float]:
     """``{step: value}`` of parallel arrays (one rank's raw values, for :func:`numpy_group_rows`)."""
     return dict(zip(np.asarray(steps).tolist(), np.asarray(values, np.float64).tolist()))
+
+
+def assert_dense_group(g: Any, values: dict[str, np.ndarray], group_keys: tuple[str, ...] | None = None) -> None:
+    """A finished group (``rankwise.Api`` view ``g``) whose ranks each logged every step of ``values`` (per key,
+    an array of ranks × steps) read back exactly: every run finished with all its rows and steps, each rank's
+    history of each key equal to its row of ``values``, and the group rows of ``group_keys`` (all keys when None)
+    equal to numpy's over the ranks: steps, counts, min and max exactly, mean to 1e-12, std to 1e-9."""
+    world, steps = next(iter(values.values())).shape
+    runs = sorted(g.runs, key=lambda r: r.rank)
+    assert [(r.rank, r.state, r.rows, r.step) for r in runs] == [(r, "finished", steps, steps) for r in range(world)]
+    for r in runs:
+        hist = r.history_arrays(list(values))
+        for key, want in values.items():
+            got_steps, got = hist[key]
+            assert np.array_equal(got_steps, np.arange(steps)), (r.rank, key)
+            assert np.array_equal(got, want[r.rank]), (r.rank, key)
+    for key in values if group_keys is None else group_keys:
+        want, h = values[key], g.history(key)
+        assert np.array_equal(h["step"], np.arange(steps))
+        assert np.array_equal(h["count"], np.full(steps, world))
+        assert np.array_equal(h["min"], want.min(axis=0))
+        assert np.array_equal(h["max"], want.max(axis=0))
+        np.testing.assert_allclose(h["mean"], want.mean(axis=0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(h["std"], want.std(axis=0), rtol=1e-9, atol=1e-12)
